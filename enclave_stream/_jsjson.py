@@ -1,0 +1,322 @@
+"""JavaScript's view of JSON text, for the paths where msgspec's differs.
+
+The fast path decodes lines with msgspec directly. When msgspec refuses a line,
+this module decides what the reference (``String.prototype.trim`` +
+``JSON.parse``) would have made of it:
+
+* numbers are IEEE doubles: ``1.0`` and ``1e2`` are integers, ``1e400`` is
+  Infinity, integers beyond 2**53 lose precision;
+* escaped lone surrogates (``"\\ud800"``) are valid strings;
+* nesting depth is not limited by Python's recursion limit;
+* duplicate keys: the last one wins.
+
+It also writes JSON the way ``JSON.stringify`` does, for values msgspec cannot
+encode (lone surrogates, nesting deeper than the recursion limit).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from collections.abc import Mapping
+from json.decoder import scanstring
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "JS_WHITESPACE",
+    "JsonSyntaxError",
+    "js_dumps",
+    "js_loads",
+    "js_trim",
+    "utf16_truncate",
+]
+
+# String.prototype.trim strips WhiteSpace and LineTerminator: the ASCII ones,
+# U+FEFF, and Unicode's Space_Separator (Zs) set; not U+0085, U+001C-U+001F,
+# U+180E or U+200B, which Python's str.strip() treats differently.
+JS_WHITESPACE = (
+    "\t\n\x0b\x0c\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+_MAX_SAFE = 2**53
+
+
+class JsonSyntaxError(ValueError):
+    """The text is not JSON. ``position`` is the 0-based character index."""
+
+    def __init__(self, message: str, position: int) -> None:
+        self.message = message
+        self.position = position
+        super().__init__(f"{message} at position {position}")
+
+
+def js_trim(text: str) -> str:
+    """``text.trim()`` as JavaScript does it."""
+    return text.strip(JS_WHITESPACE)
+
+
+def utf16_truncate(text: str, limit: int = 100) -> str:
+    """Cut ``text`` to ``limit`` UTF-16 code units and append ``...`` if it was longer.
+
+    The reference counts UTF-16 code units, so a cut may split a surrogate
+    pair and leave a lone high surrogate, exactly as it does.
+    """
+    if len(text) * 2 <= limit:
+        return text
+    units = text.encode("utf-16-le", "surrogatepass")
+    if len(units) <= 2 * limit:
+        return text
+    return units[: 2 * limit].decode("utf-16-le", "surrogatepass") + "..."
+
+
+# --- parsing -------------------------------------------------------------------
+
+
+def _js_int(token: str) -> int | float:
+    if len(token) < 16:
+        return int(token)
+    value = float(token)  # a JavaScript number: correctly rounded, inf on overflow
+    return int(value) if -_MAX_SAFE <= value <= _MAX_SAFE else value
+
+
+def _js_float(token: str) -> int | float:
+    value = float(token)
+    # JavaScript has one number type: an integral value is an integer.
+    if value.is_integer() and -_MAX_SAFE <= value <= _MAX_SAFE:
+        return int(value)
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"Unexpected token {name!r}, not valid JSON")
+
+
+_decoder = json.JSONDecoder(
+    parse_int=_js_int, parse_float=_js_float, parse_constant=_reject_constant
+)
+
+
+def js_loads(text: str) -> Any:
+    """Parse ``text`` like ``JSON.parse``; raise :class:`JsonSyntaxError` if it is not JSON."""
+    try:
+        return _decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        raise JsonSyntaxError(exc.msg, exc.pos) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise JsonSyntaxError(str(exc), _constant_position(text)) from None
+    except RecursionError:
+        return _loads_deep(text)
+
+
+def _constant_position(text: str) -> int:
+    match = re.search(r"NaN|-?Infinity", text)
+    return match.start() if match else 0
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_LITERALS = (("true", True), ("false", False), ("null", None))
+
+
+def _loads_deep(text: str) -> Any:
+    """An iterative parser for documents nested deeper than the recursion limit."""
+    ws = _WS.match
+    end = len(text)
+    # Each open container with the key its next value goes to (None in arrays).
+    stack: list[tuple[dict[str, Any] | list[Any], list[str | None]]] = []
+    i = ws(text, 0).end()
+    while True:
+        char = text[i : i + 1]
+        value: Any
+        if char == "{":
+            i = ws(text, i + 1).end()
+            if text[i : i + 1] == "}":
+                value, i = {}, i + 1
+            else:
+                key, i = _read_key(text, i)
+                stack.append(({}, [key]))
+                continue
+        elif char == "[":
+            i = ws(text, i + 1).end()
+            if text[i : i + 1] == "]":
+                value, i = [], i + 1
+            else:
+                stack.append(([], [None]))
+                continue
+        elif char == '"':
+            value, i = _read_string(text, i + 1)
+        elif char and char in "-0123456789":
+            match = _NUMBER.match(text, i)
+            if match is None:
+                raise JsonSyntaxError("Invalid number", i)
+            token = match.group()
+            value = _js_float(token) if match.group(1) or match.group(2) else _js_int(token)
+            i = match.end()
+        else:
+            for word, literal in _LITERALS:
+                if text.startswith(word, i):
+                    value, i = literal, i + len(word)
+                    break
+            else:
+                raise JsonSyntaxError("Unexpected token", i)
+        # A value is complete: attach it, closing every container it completes.
+        while True:
+            i = ws(text, i).end()
+            if not stack:
+                if i != end:
+                    raise JsonSyntaxError("Unexpected non-whitespace character after JSON", i)
+                return value
+            container, slot = stack[-1]
+            if isinstance(container, dict):
+                key = slot[0]
+                assert key is not None
+                container[key] = value
+                closer = "}"
+            else:
+                container.append(value)
+                closer = "]"
+            char = text[i : i + 1]
+            if char == ",":
+                i = ws(text, i + 1).end()
+                if isinstance(container, dict):
+                    slot[0], i = _read_key(text, i)
+                break
+            if char == closer:
+                stack.pop()
+                value, i = container, i + 1
+                continue
+            raise JsonSyntaxError(f"Expected ',' or '{closer}'", i)
+
+
+def _read_string(text: str, start: int) -> tuple[str, int]:
+    try:
+        return scanstring(text, start, True)
+    except json.JSONDecodeError as exc:
+        raise JsonSyntaxError(exc.msg, exc.pos) from None
+
+
+def _read_key(text: str, i: int) -> tuple[str, int]:
+    if text[i : i + 1] != '"':
+        raise JsonSyntaxError("Expected double-quoted property name", i)
+    key, i = _read_string(text, i + 1)
+    i = _WS.match(text, i).end()
+    if text[i : i + 1] != ":":
+        raise JsonSyntaxError("Expected ':' after property name", i)
+    return key, _WS.match(text, i + 1).end()
+
+
+# --- writing -------------------------------------------------------------------
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Characters JSON.stringify escapes: quote, backslash, C0 controls, and (since
+# ES2019, "well-formed JSON.stringify") lone surrogates.
+_NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f\ud800-\udfff]')
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or f"\\u{ord(char):04x}"
+
+
+def js_quote(text: str) -> str:
+    """A JSON string literal for ``text``, escaped exactly as ``JSON.stringify`` does."""
+    return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
+
+
+def js_number(value: float) -> str:
+    """``String(value)`` for a finite double, ``null`` for NaN and infinities."""
+    if not math.isfinite(value):
+        return "null"
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exp_text = repr(abs(value)).partition("e")
+    int_part, _, frac = mantissa.partition(".")
+    if frac == "0":
+        frac = ""
+    significant = (int_part + frac).lstrip("0")
+    stripped = significant.rstrip("0")
+    # ECMAScript's Number::toString: value = stripped * 10**(n - k)
+    k = len(stripped)
+    n = int(exp_text or 0) - len(frac) + (len(significant) - k) + k
+    if k <= n <= 21:
+        body = stripped + "0" * (n - k)
+    elif 0 < n <= 21:
+        body = stripped[:n] + "." + stripped[n:]
+    elif -6 < n <= 0:
+        body = "0." + "0" * (-n) + stripped
+    else:
+        e = n - 1
+        body = stripped[0] + ("." + stripped[1:] if k > 1 else "") + ("e+" if e >= 0 else "e-")
+        body += str(abs(e))
+    return sign + body
+
+
+def _struct_items(obj: msgspec.Struct) -> list[tuple[str, Any]]:
+    config = obj.__struct_config__
+    items: list[tuple[str, Any]] = []
+    if isinstance(config.tag_field, str) and config.tag is not None:
+        items.append((config.tag_field, config.tag))
+    for name, wire in zip(obj.__struct_fields__, obj.__struct_encode_fields__):
+        value = getattr(obj, name)
+        if value is not msgspec.UNSET:
+            items.append((wire, value))
+    return items
+
+
+def js_dumps(value: Any) -> str:
+    """Write ``value`` as compact JSON the way ``JSON.stringify`` would.
+
+    Handles msgspec Structs (wire names, ``UNSET`` omitted), enums, mappings and
+    sequences without recursion, so any nesting depth works.
+    """
+    out: list[str] = []
+    # Work items: a value to write, or a literal string (punctuation) to emit.
+    todo: list[tuple[bool, Any]] = [(False, value)]
+    while todo:
+        is_text, item = todo.pop()
+        if is_text:
+            out.append(item)
+            continue
+        if isinstance(item, enum.Enum):
+            item = item.value
+        if item is None:
+            out.append("null")
+        elif item is True:
+            out.append("true")
+        elif item is False:
+            out.append("false")
+        elif isinstance(item, str):
+            out.append(js_quote(item))
+        elif isinstance(item, int):
+            out.append(str(item))
+        elif isinstance(item, float):
+            out.append(js_number(item))
+        else:
+            pairs: list[tuple[str, Any]] | None = None
+            if isinstance(item, msgspec.Struct):
+                pairs = _struct_items(item)
+            elif isinstance(item, Mapping):
+                pairs = [(str(k), v) for k, v in item.items() if v is not msgspec.UNSET]
+            if pairs is not None:
+                todo.append((True, "}"))
+                for index in range(len(pairs) - 1, -1, -1):
+                    key, child = pairs[index]
+                    todo.append((False, child))
+                    todo.append((True, ("," if index else "") + js_quote(key) + ":"))
+                out.append("{")
+            elif isinstance(item, (list, tuple)):
+                todo.append((True, "]"))
+                for index in range(len(item) - 1, -1, -1):
+                    todo.append((False, item[index]))
+                    if index:
+                        todo.append((True, ","))
+                out.append("[")
+            else:
+                raise TypeError(f"Object of type {type(item).__name__} is not JSON serializable")
+    return "".join(out)

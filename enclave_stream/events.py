@@ -1,0 +1,582 @@
+"""The typed protocol model: msgspec Structs for every message of the protocol.
+
+Python attributes are snake_case; on the wire they are camelCase
+(``event.session_id`` <-> ``"sessionId"``). Events are tagged on ``type`` and
+``event.type`` gives the wire string, so both ``match event:`` and
+``if event.type == "stdout"`` work::
+
+    >>> ev = StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload(chunk="hi"))
+    >>> ev.type, ev.protocol_version
+    (<EventType.STDOUT: 'stdout'>, 2)
+
+Field constraints are declared with :class:`msgspec.Meta` so that decoding
+enforces exactly the reference's schema. Constructing a Struct does not
+validate (msgspec never does); the serializer validates before anything
+reaches the wire, and :func:`enclave_stream.validate_event` does it on demand.
+
+Optional fields default to :data:`msgspec.UNSET` (absent on the wire). A field
+that the protocol lets carry any JSON value (``tool_call.args``,
+``final.result``, ``partial_result.data``) uses ``UNSET`` for "absent" and
+``None`` for JSON ``null``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_SESSION_LIMITS",
+    "CancelMessage",
+    "CancelPayload",
+    "CatalogChangedEvent",
+    "CatalogChangedPayload",
+    "ClientHello",
+    "CreateSessionRequest",
+    "DeadlineExceededEvent",
+    "DeadlineExceededPayload",
+    "EncryptedEnvelope",
+    "EncryptedEnvelopePayload",
+    "EncryptionConfig",
+    "EncryptionRequest",
+    "ErrorDetail",
+    "ErrorEvent",
+    "ErrorEventPayload",
+    "ErrorInfo",
+    "ErrorPayload",
+    "FinalEvent",
+    "FinalPayload",
+    "HeartbeatEvent",
+    "HeartbeatPayload",
+    "LogEvent",
+    "LogPayload",
+    "ParsedEvent",
+    "PartialResultEvent",
+    "PartialResultPayload",
+    "QuotaInfoDetail",
+    "RetryInfoDetail",
+    "RuntimeChannelMessage",
+    "ServerHello",
+    "SessionInitEvent",
+    "SessionInitPayload",
+    "SessionLimits",
+    "SessionStats",
+    "StdoutEvent",
+    "StdoutPayload",
+    "StreamEvent",
+    "ToolCallEvent",
+    "ToolCallPayload",
+    "ToolProgressEvent",
+    "ToolProgressPayload",
+    "ToolResultAppliedEvent",
+    "ToolResultAppliedPayload",
+    "ToolResultSubmitMessage",
+    "ToolResultSubmitPayload",
+    "UpstreamInfoDetail",
+    "ValidationInfoDetail",
+]
+
+import sys
+from typing import Annotated, Any, ClassVar, Final, Literal, Union, cast
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from .protocol import (
+    MAX_SAFE_INTEGER,
+    EncryptionAlgorithm,
+    EncryptionMode,
+    ErrorDetailType,
+    EventType,
+    KeyDerivation,
+    LogLevel,
+    RuntimeChannelMessageType,
+    SupportedCurve,
+    ToolProgressPhase,
+)
+
+# --- constrained scalar types (the reference's zod rules) --------------------
+
+_DBL_MAX = sys.float_info.max
+# msgspec bounds must fit an int64; a larger JSON integer fails the fast path
+# and is re-read as a JavaScript double (a float) by the slow path.
+_INT64_MAX = 2**63 - 1
+
+ProtocolVersion = Literal[1, 2]
+SessionId = Annotated[
+    str, Meta(pattern="^s_", min_length=3, description="session id: 's_' and at least one more")
+]
+CallId = Annotated[
+    str, Meta(pattern="^c_", min_length=3, description="call id: 'c_' and at least one more")
+]
+NonEmptyStr = Annotated[str, Meta(min_length=1)]
+# JS numbers are doubles: "int" means a safe integer, "number" means finite.
+Seq = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
+NonNegativeInt = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
+PositiveInt = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
+SafeInt = Annotated[int, Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+# int first so that a JSON integer stays an int and re-serializes without ".0".
+NonNegativeNumber = Union[
+    Annotated[int, Meta(ge=0, le=_INT64_MAX)],
+    Annotated[float, Meta(ge=0, le=_DBL_MAX)],
+]
+PositiveNumber = Union[
+    Annotated[int, Meta(gt=0, le=_INT64_MAX)],
+    Annotated[float, Meta(gt=0, le=_DBL_MAX)],
+]
+
+# zod's ``z.string().datetime()``: a calendar-checked date, a "T", hours and
+# minutes, optional seconds with any number of fractional digits, and only a
+# literal upper-case "Z" as offset. ``[0-9]`` (not ``\d``, which matches other
+# Unicode digits in Python) and ``\Z`` (``$`` would accept a trailing newline).
+_DATE = (
+    "(?:(?:[0-9]{2}(?:[2468][048]|[13579][26]|0[48])|(?:[02468][048]|[13579][26])00)-02-29"
+    "|[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    "|02-(?:0[1-9]|1[0-9]|2[0-8])))"
+)
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]+)?)?"
+DATETIME_PATTERN = f"^{_DATE}T{_TIME}Z\\Z"
+DateTimeStr = Annotated[
+    str, Meta(pattern=DATETIME_PATTERN, description="ISO-8601 UTC datetime ending in Z")
+]
+
+
+class _DefaultProtocolVersion(int):
+    """The default of ``protocol_version`` (equal to 2).
+
+    msgspec also fills defaults in when it decodes, but the protocol requires
+    ``protocolVersion`` on the wire. This object is the only 2 that is not
+    ``int`` itself, so after decoding, ``event.protocol_version is
+    DEFAULT_PROTOCOL_VERSION`` means "absent on the wire" and the decoder
+    refuses the message.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "2"
+
+
+DEFAULT_PROTOCOL_VERSION: Final = cast(Literal[2], _DefaultProtocolVersion(2))
+
+
+# --- shared pieces ------------------------------------------------------------
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, rename="camel"):
+    """Error information of a ``final`` event or a tool result."""
+
+    message: str
+    code: str | UnsetType = UNSET
+    stack: str | UnsetType = UNSET
+
+
+class RetryInfoDetail(msgspec.Struct, frozen=True, rename="camel", tag_field="type", tag="retry_info"):
+    """Error detail: when to retry."""
+
+    type: ClassVar[ErrorDetailType] = ErrorDetailType.RETRY_INFO
+    retry_delay_ms: NonNegativeNumber
+
+
+class UpstreamInfoDetail(
+    msgspec.Struct, frozen=True, rename="camel", tag_field="type", tag="upstream_info"
+):
+    """Error detail: the upstream service that failed."""
+
+    type: ClassVar[ErrorDetailType] = ErrorDetailType.UPSTREAM_INFO
+    status_code: SafeInt
+    url: str
+
+
+class ValidationInfoDetail(
+    msgspec.Struct, frozen=True, rename="camel", tag_field="type", tag="validation_info"
+):
+    """Error detail: which field failed validation and why."""
+
+    type: ClassVar[ErrorDetailType] = ErrorDetailType.VALIDATION_INFO
+    field: str
+    reason: str
+
+
+class QuotaInfoDetail(msgspec.Struct, frozen=True, rename="camel", tag_field="type", tag="quota_info"):
+    """Error detail: a quota and how much of it was used."""
+
+    type: ClassVar[ErrorDetailType] = ErrorDetailType.QUOTA_INFO
+    limit: NonNegativeNumber
+    used: NonNegativeNumber
+
+
+ErrorDetail = Union[RetryInfoDetail, UpstreamInfoDetail, ValidationInfoDetail, QuotaInfoDetail]
+"""One entry of :attr:`ErrorPayload.details`, tagged on ``type``."""
+
+
+class ErrorPayload(msgspec.Struct, frozen=True, rename="camel"):
+    """A structured error (``final.errors`` entries, ``partial_result.error``)."""
+
+    code: str
+    message: str
+    path: list[str] | UnsetType = UNSET
+    details: list[ErrorDetail] | UnsetType = UNSET
+
+
+class SessionStats(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Execution statistics of a finished session."""
+
+    duration_ms: NonNegativeNumber
+    tool_call_count: NonNegativeInt
+    stdout_bytes: NonNegativeInt
+
+
+class EncryptionConfig(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Whether a session's events are encrypted, and under which key."""
+
+    enabled: bool
+    key_id: str | UnsetType = UNSET
+
+
+# --- payloads -----------------------------------------------------------------
+
+
+class SessionInitPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Payload of ``session_init``."""
+
+    cancel_url: str
+    expires_at: DateTimeStr
+    encryption: EncryptionConfig
+    replay_url: str | UnsetType = UNSET
+
+
+class StdoutPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Payload of ``stdout``: a chunk of the program's output."""
+
+    chunk: str
+
+
+class LogPayload(msgspec.Struct, frozen=True, rename="camel"):
+    """Payload of ``log``."""
+
+    level: LogLevel
+    message: str
+    data: dict[str, Any] | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        # The reference rebuilds ``data`` as a record by assignment, which in
+        # JavaScript turns a "__proto__" key into a prototype change: the key
+        # is lost. Dropping it keeps our decoded events equal to the reference's.
+        data = self.data
+        if data is not UNSET and "__proto__" in data:
+            msgspec.structs.force_setattr(
+                self, "data", {k: v for k, v in data.items() if k != "__proto__"}
+            )
+
+
+class ToolCallPayload(msgspec.Struct, frozen=True, rename="camel"):
+    """Payload of ``tool_call``; ``args`` is any JSON value (``UNSET`` when absent)."""
+
+    call_id: CallId
+    tool_name: NonEmptyStr
+    args: Any = UNSET
+
+
+class ToolResultAppliedPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Payload of ``tool_result_applied``."""
+
+    call_id: CallId
+
+
+class FinalPayload(msgspec.Struct, frozen=True, rename="camel"):
+    """Payload of ``final``, the last event of a session."""
+
+    ok: bool
+    result: Any = UNSET
+    error: ErrorInfo | UnsetType = UNSET
+    errors: list[ErrorPayload] | UnsetType = UNSET
+    stats: SessionStats | UnsetType = UNSET
+
+
+class HeartbeatPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Payload of ``heartbeat``: the sender's clock as an ISO-8601 UTC string."""
+
+    ts: DateTimeStr
+
+
+class ErrorEventPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Payload of ``error``."""
+
+    message: str
+    code: str | UnsetType = UNSET
+    recoverable: bool | UnsetType = UNSET
+
+
+class PartialResultPayload(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
+    """Payload of ``partial_result``."""
+
+    path: list[str]
+    data: Any = UNSET
+    error: ErrorPayload | UnsetType = UNSET
+    has_next: bool
+
+
+class ToolProgressPayload(msgspec.Struct, frozen=True, rename="camel", kw_only=True, gc=False):
+    """Payload of ``tool_progress``."""
+
+    call_id: CallId
+    phase: ToolProgressPhase
+    bytes_received: NonNegativeInt | UnsetType = UNSET
+    total_bytes: NonNegativeInt | UnsetType = UNSET
+    elapsed_ms: NonNegativeNumber
+
+
+class DeadlineExceededPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Payload of ``deadline_exceeded``."""
+
+    elapsed_ms: NonNegativeNumber
+    budget_ms: PositiveNumber
+
+
+class CatalogChangedPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Payload of ``catalog_changed``."""
+
+    version: NonEmptyStr
+    added_actions: list[str]
+    removed_actions: list[str]
+
+
+class EncryptedEnvelopePayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Payload of an ``enc`` envelope. The reference never writes ``tagB64``."""
+
+    kid: NonEmptyStr
+    nonce_b64: NonEmptyStr
+    ciphertext_b64: NonEmptyStr
+    tag_b64: str | UnsetType = UNSET
+
+
+# --- events -------------------------------------------------------------------
+
+
+class _Versioned(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
+    # kw_only fields come last in msgspec's field order, so ``protocol_version``
+    # can default to 2 while the other fields stay positional.
+    protocol_version: ProtocolVersion = DEFAULT_PROTOCOL_VERSION
+
+
+class _Event(_Versioned, frozen=True, rename="camel", tag_field="type", gc=False):
+    """Fields every event carries. ``protocol_version`` defaults to 2."""
+
+    session_id: SessionId
+    seq: Seq
+
+
+class SessionInitEvent(_Event, tag="session_init"):
+    """First event of a session: where to cancel, when it expires, encryption."""
+
+    type: ClassVar[Literal[EventType.SESSION_INIT]] = EventType.SESSION_INIT
+    payload: SessionInitPayload
+
+
+class StdoutEvent(_Event, tag="stdout"):
+    """Output written by the program."""
+
+    type: ClassVar[Literal[EventType.STDOUT]] = EventType.STDOUT
+    payload: StdoutPayload
+
+
+class LogEvent(_Event, tag="log"):
+    """A log record of the program or the runtime."""
+
+    type: ClassVar[Literal[EventType.LOG]] = EventType.LOG
+    payload: LogPayload
+
+
+class ToolCallEvent(_Event, tag="tool_call"):
+    """The program calls a tool; the client answers with a tool result."""
+
+    type: ClassVar[Literal[EventType.TOOL_CALL]] = EventType.TOOL_CALL
+    payload: ToolCallPayload
+
+
+class ToolResultAppliedEvent(_Event, tag="tool_result_applied"):
+    """A submitted tool result was handed to the program."""
+
+    type: ClassVar[Literal[EventType.TOOL_RESULT_APPLIED]] = EventType.TOOL_RESULT_APPLIED
+    payload: ToolResultAppliedPayload
+
+
+class FinalEvent(_Event, tag="final"):
+    """The session ended, with its result or error."""
+
+    type: ClassVar[Literal[EventType.FINAL]] = EventType.FINAL
+    payload: FinalPayload
+
+
+class HeartbeatEvent(_Event, tag="heartbeat"):
+    """Sent while idle so that the client can tell a live stream from a dead one."""
+
+    type: ClassVar[Literal[EventType.HEARTBEAT]] = EventType.HEARTBEAT
+    payload: HeartbeatPayload
+
+
+class ErrorEvent(_Event, tag="error"):
+    """An error during the session (the session may go on if ``recoverable``)."""
+
+    type: ClassVar[Literal[EventType.ERROR]] = EventType.ERROR
+    payload: ErrorEventPayload
+
+
+class PartialResultEvent(_Event, tag="partial_result"):
+    """A piece of the result at ``path``, before the session ends."""
+
+    type: ClassVar[Literal[EventType.PARTIAL_RESULT]] = EventType.PARTIAL_RESULT
+    payload: PartialResultPayload
+
+
+class ToolProgressEvent(_Event, tag="tool_progress"):
+    """Progress of a running tool call."""
+
+    type: ClassVar[Literal[EventType.TOOL_PROGRESS]] = EventType.TOOL_PROGRESS
+    payload: ToolProgressPayload
+
+
+class DeadlineExceededEvent(_Event, tag="deadline_exceeded"):
+    """The session ran out of its time budget."""
+
+    type: ClassVar[Literal[EventType.DEADLINE_EXCEEDED]] = EventType.DEADLINE_EXCEEDED
+    payload: DeadlineExceededPayload
+
+
+class CatalogChangedEvent(_Event, tag="catalog_changed"):
+    """The set of available actions changed."""
+
+    type: ClassVar[Literal[EventType.CATALOG_CHANGED]] = EventType.CATALOG_CHANGED
+    payload: CatalogChangedPayload
+
+
+class EncryptedEnvelope(_Event, tag="enc"):
+    """An encrypted event: ``payload`` holds the AES-GCM ciphertext of the inner event."""
+
+    type: ClassVar[Literal[EventType.ENCRYPTED]] = EventType.ENCRYPTED
+    payload: EncryptedEnvelopePayload
+
+
+StreamEvent = Union[
+    SessionInitEvent,
+    StdoutEvent,
+    LogEvent,
+    ToolCallEvent,
+    ToolResultAppliedEvent,
+    FinalEvent,
+    HeartbeatEvent,
+    ErrorEvent,
+    PartialResultEvent,
+    ToolProgressEvent,
+    DeadlineExceededEvent,
+    CatalogChangedEvent,
+]
+"""Any of the 12 plaintext stream events."""
+
+ParsedEvent = Union[StreamEvent, EncryptedEnvelope]
+"""What a line of a stream decodes to: a plaintext event or an ``enc`` envelope."""
+
+
+# --- handshake and session requests ---------------------------------------------
+
+
+class ClientHello(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The client's half of the key exchange."""
+
+    protocol_version: ProtocolVersion = DEFAULT_PROTOCOL_VERSION
+    client_ephemeral_pub_key_b64: NonEmptyStr
+    curve: SupportedCurve = SupportedCurve.P256
+    supported_algorithms: Annotated[list[EncryptionAlgorithm], Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: [EncryptionAlgorithm.AES_GCM_256]
+    )
+
+
+class ServerHello(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The server's half of the key exchange; ``signature_b64`` is our optional extension."""
+
+    protocol_version: ProtocolVersion = DEFAULT_PROTOCOL_VERSION
+    server_ephemeral_pub_key_b64: NonEmptyStr
+    curve: SupportedCurve = SupportedCurve.P256
+    selected_algorithm: EncryptionAlgorithm = EncryptionAlgorithm.AES_GCM_256
+    kdf: KeyDerivation = KeyDerivation.HKDF_SHA256
+    key_id: NonEmptyStr
+    signature_b64: str | UnsetType = UNSET
+
+
+class EncryptionRequest(msgspec.Struct, frozen=True, rename="camel"):
+    """What a client asks for when creating a session."""
+
+    mode: EncryptionMode
+    client_hello: ClientHello | UnsetType = UNSET
+
+
+class SessionLimits(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
+    """Limits a client may request for a session (all optional)."""
+
+    session_ttl_ms: PositiveInt | UnsetType = UNSET
+    max_tool_calls: PositiveInt | UnsetType = UNSET
+    max_stdout_bytes: PositiveInt | UnsetType = UNSET
+    max_tool_result_bytes: PositiveInt | UnsetType = UNSET
+    tool_timeout_ms: PositiveInt | UnsetType = UNSET
+    heartbeat_interval_ms: PositiveInt | UnsetType = UNSET
+    per_tool_deadline_ms: PositiveInt | UnsetType = UNSET
+    deadline_ms: NonNegativeInt | UnsetType = UNSET
+    cancel_on_first_error: bool | UnsetType = UNSET
+
+
+DEFAULT_SESSION_LIMITS = SessionLimits(
+    session_ttl_ms=60_000,
+    max_tool_calls=50,
+    max_stdout_bytes=262_144,
+    max_tool_result_bytes=5_242_880,
+    tool_timeout_ms=30_000,
+    heartbeat_interval_ms=15_000,
+)
+"""The reference's default limits."""
+
+
+class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Body of ``POST /sessions``: the code to run, limits and encryption."""
+
+    protocol_version: ProtocolVersion = DEFAULT_PROTOCOL_VERSION
+    code: NonEmptyStr
+    limits: SessionLimits | UnsetType = UNSET
+    encryption: EncryptionRequest | UnsetType = UNSET
+
+
+class ToolResultSubmitPayload(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Payload of ``tool_result_submit``."""
+
+    call_id: CallId
+    ok: bool
+    result: Any = UNSET
+    error: ErrorInfo | UnsetType = UNSET
+
+
+class CancelPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """Payload of ``cancel``."""
+
+    reason: str | UnsetType = UNSET
+
+
+class _RuntimeMessage(_Versioned, frozen=True, rename="camel", tag_field="type", gc=False):
+    session_id: SessionId
+
+
+class ToolResultSubmitMessage(_RuntimeMessage, tag="tool_result_submit"):
+    """A tool result sent by the client to the runtime."""
+
+    type: ClassVar[Literal[RuntimeChannelMessageType.TOOL_RESULT_SUBMIT]] = (
+        RuntimeChannelMessageType.TOOL_RESULT_SUBMIT
+    )
+    payload: ToolResultSubmitPayload
+
+
+class CancelMessage(_RuntimeMessage, tag="cancel"):
+    """Asks the runtime to cancel the session."""
+
+    type: ClassVar[Literal[RuntimeChannelMessageType.CANCEL]] = RuntimeChannelMessageType.CANCEL
+    payload: CancelPayload = msgspec.field(default_factory=CancelPayload)
+
+
+RuntimeChannelMessage = Union[ToolResultSubmitMessage, CancelMessage]
+"""A message of the client-to-runtime channel."""

@@ -1,0 +1,362 @@
+"""NDJSON framing and the line codec (sans-IO: no event loop, no I/O).
+
+One JSON event per line, lines separated by ``b"\\n"`` only. Framing is done on
+bytes, so a chunk may end anywhere (inside a line, a multi-byte UTF-8
+character, or between ``\\r`` and ``\\n``), and characters such as U+2028 or
+U+0085 that other line splitters treat as line breaks stay inside their JSON
+strings. Each line is decoded on its own: a bad line is one error report, and
+the good lines around it are all delivered.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "LineError",
+    "NdjsonStreamParser",
+    "ParseFailure",
+    "ParseLinesResult",
+    "ParseResult",
+    "ParseSuccess",
+    "parse_line",
+    "parse_lines",
+    "serialize_event",
+    "serialize_events",
+]
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Final, Literal, Union
+
+import msgspec
+
+from ._jsjson import js_trim, utf16_truncate
+from .events import DEFAULT_PROTOCOL_VERSION, ParsedEvent
+from .wire import (
+    _EVENT_DECODER,
+    FAST_PATH_ERRORS,
+    DecodeFailure,
+    FailureKind,
+    decode_event,
+    decode_event_slow,
+    encode_event,
+)
+
+DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
+"""Longest line (in bytes, without its newline) the stream parsers accept: 16 MiB."""
+
+
+class LineError(msgspec.Struct, frozen=True, gc=False):
+    """A line that is not a valid event, as reported by the parsers.
+
+    Attributes:
+        line: 1-based line number (every ``\\n``-terminated line counts,
+            blank ones included).
+        error: what was wrong, in the reference's wording
+            (``JSON parse error: ...``, ``Validation error: ... - at $.seq``).
+        content: the trimmed line, cut to 100 UTF-16 code units plus ``...``.
+        kind: ``"json"``, ``"validation"`` or ``"line_too_long"``.
+        path: for validation errors, the JSON path of the offending field in
+            wire names (``"$.payload.callId"``); ``None`` otherwise.
+        offset: byte offset of the line's first byte in the stream
+            (:class:`NdjsonStreamParser` only; ``None`` from :func:`parse_lines`).
+    """
+
+    line: int
+    error: str
+    content: str
+    kind: FailureKind = FailureKind.VALIDATION
+    path: str | None = None
+    offset: int | None = None
+
+
+def _line_error(failure: DecodeFailure, line: int, offset: int | None = None) -> LineError:
+    return LineError(
+        line=line,
+        error=failure.message,
+        content=utf16_truncate(failure.trimmed, 100),
+        kind=failure.kind,
+        path=failure.path,
+        offset=offset,
+    )
+
+
+class ParseSuccess(msgspec.Struct, frozen=True, gc=False):
+    """A line that held a valid event (``.data``)."""
+
+    success: ClassVar[Literal[True]] = True
+    data: ParsedEvent
+
+
+class ParseFailure(msgspec.Struct, frozen=True, gc=False):
+    """A line that did not hold a valid event.
+
+    ``error`` is the message, ``line`` the input as given; ``kind`` and
+    ``path`` say what and where, as in :class:`LineError`.
+    """
+
+    success: ClassVar[Literal[False]] = False
+    error: str
+    line: str | bytes
+    kind: FailureKind
+    path: str | None = None
+
+
+ParseResult = Union[ParseSuccess, ParseFailure]
+"""What :func:`parse_line` returns; test ``result.success``."""
+
+
+class ParseLinesResult(msgspec.Struct, frozen=True, gc=False):
+    """What :func:`parse_lines` returns: the good events and the bad lines, in order."""
+
+    events: list[ParsedEvent]
+    errors: list[LineError]
+
+
+def parse_line(line: str | bytes) -> ParseResult:
+    """Parse one line into an event; never raises on bad input.
+
+    >>> r = parse_line('{"protocolVersion":2,"sessionId":"s_1","seq":1,'
+    ...                '"type":"stdout","payload":{"chunk":"hi"}}')
+    >>> r.success, r.data.payload.chunk
+    (True, 'hi')
+    >>> parse_line("{oops").error
+    "JSON parse error: Expecting property name enclosed in double quotes at position 1"
+    """
+    result = decode_event(line)
+    if isinstance(result, DecodeFailure):
+        return ParseFailure(result.message, line, result.kind, result.path)
+    return ParseSuccess(result)
+
+
+def parse_lines(data: str | bytes) -> ParseLinesResult:
+    """Parse a whole NDJSON document; blank lines are skipped (but counted).
+
+    Bytes are decoded as UTF-8 per line, invalid sequences becoming U+FFFD as
+    in the reference's ``TextDecoder``.
+    """
+    lines: list[Any] = data.split(b"\n") if isinstance(data, (bytes, bytearray)) else data.split("\n")
+    decode = _EVENT_DECODER.decode
+    events: list[ParsedEvent] = []
+    errors: list[LineError] = []
+    append = events.append
+    missing = DEFAULT_PROTOCOL_VERSION
+    number = 0
+    for line in lines:
+        number += 1
+        if not line:
+            continue
+        try:
+            event = decode(line)
+        except FAST_PATH_ERRORS:
+            pass
+        else:
+            if event.protocol_version is not missing:
+                append(event)
+                continue
+        result = decode_event_slow(line)
+        if isinstance(result, DecodeFailure):
+            if result.kind is not FailureKind.EMPTY:
+                errors.append(_line_error(result, number))
+        else:
+            append(result)
+    return ParseLinesResult(events, errors)
+
+
+def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
+    """One event as a compact JSON line (no newline), byte-compatible with the reference.
+
+    The event is validated first: an invalid event raises
+    :class:`~enclave_stream.EventValidationError` naming the field, so it never
+    reaches the wire. A mapping in wire form (camelCase keys) is accepted too.
+    """
+    return encode_event(event).decode("utf-8")
+
+
+def serialize_events(events: Iterable[ParsedEvent | Mapping[str, Any]]) -> str:
+    """Events joined with ``\\n`` (no trailing newline), as the reference's ``serializeEvents``."""
+    return b"\n".join([encode_event(ev) for ev in events]).decode("utf-8")
+
+
+class NdjsonStreamParser:
+    """Incremental NDJSON parser: feed it chunks, it calls back per line.
+
+    Args:
+        on_event: called with each valid event, in stream order.
+        on_error: called with a :class:`LineError` for each bad line, in
+            stream order relative to the events.
+        max_line_bytes: a line longer than this is reported as soon as it
+            passes the limit (kind ``"line_too_long"``) and its bytes are
+            dropped up to the next newline, where parsing resumes; memory stays
+            bounded whatever the peer sends.
+
+    Exceptions raised by the callbacks propagate out of :meth:`feed`; the
+    lines after the failing one in that chunk are then not delivered.
+
+    >>> events = []
+    >>> p = NdjsonStreamParser(events.append, print)
+    >>> p.feed(b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"std')
+    >>> p.feed(b'out","payload":{"chunk":"hi"}}\\n')
+    >>> events[0].payload.chunk, p.line_number
+    ('hi', 1)
+    """
+
+    def __init__(
+        self,
+        on_event: Callable[[ParsedEvent], object],
+        on_error: Callable[[LineError], object],
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        if max_line_bytes < 1:
+            raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
+        self._on_event = on_event
+        self._on_error = on_error
+        self._max = max_line_bytes
+        self._pending = bytearray()
+        self._skipping = False  # inside an over-long line: drop bytes up to the next LF
+        self._line_number = 0
+        self._consumed = 0  # bytes fed before the current chunk
+        self._line_start = 0  # stream offset of the current (unfinished) line
+
+    @property
+    def line_number(self) -> int:
+        """Lines completed so far (the reference's ``getLineNumber()``)."""
+        return self._line_number
+
+    @property
+    def max_line_bytes(self) -> int:
+        """The line length limit in bytes."""
+        return self._max
+
+    def has_pending_data(self) -> bool:
+        """True if an unfinished line holds more than white space."""
+        if self._skipping:
+            return True
+        return bool(self._pending) and bool(js_trim(self._pending.decode("utf-8", "replace")))
+
+    def feed(self, chunk: bytes | bytearray | memoryview | str) -> None:
+        """Add a chunk; every line it completes is parsed and reported at once."""
+        data = chunk.encode("utf-8", "surrogatepass") if isinstance(chunk, str) else bytes(chunk)
+        if not data:
+            return
+        base = self._consumed
+        self._consumed = base + len(data)
+        first = data.find(b"\n")
+        if first < 0:
+            self._extend_pending(data)
+            return
+        # The first newline ends the line that earlier chunks began.
+        if self._skipping:
+            self._skipping = False
+            self._line_number += 1
+        elif self._pending:
+            if len(self._pending) + first > self._max:
+                self._line_number += 1
+                self._report_too_long(bytes(self._pending[:512]), self._line_number, self._line_start)
+            else:
+                self._pending += data[:first]
+                line = bytes(self._pending)
+                self._lines([line], self._line_start)
+            self._pending.clear()
+        else:
+            self._lines([data[:first]], self._line_start)
+        last = data.rfind(b"\n")
+        if last > first:
+            self._lines(data[first + 1 : last].split(b"\n"), base + first + 1)
+        self._line_start = base + last + 1
+        if last + 1 < len(data):
+            self._extend_pending(data[last + 1 :])
+
+    def flush(self) -> None:
+        """End of input: parse the last line if it has no newline."""
+        if self._skipping:
+            self._skipping = False
+            self._line_number += 1
+        elif self._pending:
+            line = bytes(self._pending)
+            self._pending.clear()
+            result = decode_event(line)
+            if isinstance(result, DecodeFailure):
+                if result.kind is FailureKind.EMPTY:
+                    return
+                self._line_number += 1
+                self._on_error(_line_error(result, self._line_number, self._line_start))
+                return
+            self._line_number += 1
+            self._on_event(result)
+
+    def reset(self) -> None:
+        """Forget all state, including the line count."""
+        self._pending.clear()
+        self._skipping = False
+        self._line_number = 0
+        self._consumed = 0
+        self._line_start = 0
+
+    def _extend_pending(self, data: bytes) -> None:
+        if self._skipping:
+            return
+        if len(self._pending) + len(data) > self._max:
+            head = bytes(self._pending[:512]) + data[:512]
+            self._report_too_long(head, self._line_number + 1, self._line_start)
+            self._pending.clear()
+            self._skipping = True
+            return
+        self._pending += data
+
+    def _report_too_long(self, head: bytes, line: int, offset: int) -> None:
+        trimmed = js_trim(head.decode("utf-8", "replace"))
+        content = utf16_truncate(trimmed, 100)
+        if not content.endswith("..."):
+            content += "..."
+        self._on_error(
+            LineError(
+                line=line,
+                error=f"Line too long: more than {self._max} bytes without a newline",
+                content=content,
+                kind=FailureKind.LINE_TOO_LONG,
+                offset=offset,
+            )
+        )
+
+    def _lines(self, lines: list[bytes], offset: int) -> None:
+        """Parse complete lines; ``offset`` is the stream offset of the first one."""
+        decode = _EVENT_DECODER.decode
+        on_event = self._on_event
+        limit = self._max
+        missing = DEFAULT_PROTOCOL_VERSION
+        first = self._line_number
+        number = first
+        # Offsets of bad lines are computed lazily, walking forward once.
+        walked, walked_offset = 0, offset
+        try:
+            for line in lines:
+                number += 1
+                if len(line) <= limit:
+                    try:
+                        event = decode(line)
+                    except FAST_PATH_ERRORS:
+                        pass
+                    else:
+                        if event.protocol_version is not missing:
+                            on_event(event)
+                            continue
+                index = number - first - 1
+                while walked < index:
+                    walked_offset += len(lines[walked]) + 1
+                    walked += 1
+                self._line_number = number
+                self._bad_line(line, number, walked_offset)
+        finally:
+            self._line_number = number
+
+    def _bad_line(self, line: bytes, number: int, offset: int) -> None:
+        if len(line) > self._max:
+            self._report_too_long(line[:512], number, offset)
+            return
+        result = decode_event_slow(line)
+        if isinstance(result, DecodeFailure):
+            if result.kind is not FailureKind.EMPTY:
+                self._on_error(_line_error(result, number, offset))
+        else:
+            self._on_event(result)
