@@ -1,0 +1,121 @@
+"""Base64: output equal to the standard library's, input verdicts equal to WHATWG ``atob``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from enclave_stream.crypto import Base64DecodeError, from_base64, to_base64
+from enclave_stream.errors import EnclaveStreamError
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def whatwg_forgiving_decode(text: str) -> bytes | None:
+    """The WHATWG "forgiving-base64 decode" algorithm, step by step (None = failure).
+
+    Transcribed from the Infra standard, independently of the implementation
+    under test, to serve as its oracle.
+    """
+    # 1. Remove all ASCII whitespace.
+    data = "".join(ch for ch in text if ch not in "\t\n\f\r ")
+    # 2. If length % 4 == 0, remove one or two trailing '='.
+    if len(data) % 4 == 0:
+        if data.endswith("=="):
+            data = data[:-2]
+        elif data.endswith("="):
+            data = data[:-1]
+    # 3. Length % 4 == 1 is failure.
+    if len(data) % 4 == 1:
+        return None
+    # 4. Any code point outside the alphabet is failure.
+    if any(ch not in ALPHABET for ch in data):
+        return None
+    # 5-8. Accumulate 6 bits per character, emit whole bytes, drop leftover bits.
+    out = bytearray()
+    buffer, bits = 0, 0
+    for ch in data:
+        buffer = (buffer << 6) | ALPHABET.index(ch)
+        bits += 6
+        if bits >= 8:
+            bits -= 8
+            out.append((buffer >> bits) & 0xFF)
+    return bytes(out)
+
+
+# Text made of the characters that matter to the verdict.
+base64ish = st.text(alphabet=ALPHABET + "=\t\n\f\r -_!\u00a0\u00e9\v", max_size=24)
+
+
+@given(base64ish)
+@example("QQ=\n=")
+@example("QUJD====")
+@example("  ")
+@example("A\v")
+def test_from_base64_matches_whatwg(text: str) -> None:
+    expected = whatwg_forgiving_decode(text)
+    if expected is None:
+        with pytest.raises(Base64DecodeError):
+            from_base64(text)
+    else:
+        assert from_base64(text) == expected
+
+
+@given(st.binary(max_size=300))
+def test_to_base64_is_standard_padded(data: bytes) -> None:
+    assert to_base64(data) == base64.b64encode(data).decode("ascii")
+
+
+@given(st.binary(max_size=300))
+def test_round_trip(data: bytes) -> None:
+    encoded = to_base64(data)
+    assert from_base64(encoded) == data
+    assert from_base64(encoded.rstrip("=")) == data  # padding is optional
+    assert base64.b64decode(encoded, validate=True) == data
+
+
+@given(st.binary(min_size=1, max_size=100), st.data())
+def test_whitespace_anywhere_is_ignored(data: bytes, draw: st.DataObject) -> None:
+    encoded = to_base64(data)
+    at = draw.draw(st.integers(0, len(encoded)))
+    spaced = (
+        encoded[:at]
+        + draw.draw(st.sampled_from(["\t", "\n", "\f", "\r", " ", "\r\n"]))
+        + encoded[at:]
+    )
+    assert from_base64(spaced) == data
+
+
+def test_leftover_bits_are_ignored() -> None:
+    assert from_base64("QR==") == from_base64("QQ==") == b"A"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("QUJD!", "'!' at index 4"),
+        ("-_8=", "'-' at index 0"),
+        ("A", "1 more than a multiple of 4"),
+        ("AA=", "length is 3"),
+        ("QQ==QQ==", "'=' at index 2"),
+        ("QU JD!", "(counted without whitespace)"),
+        ("\u00e9", "not in the standard base64 alphabet"),
+    ],
+)
+def test_refusal_messages_say_what_is_wrong(text: str, fragment: str) -> None:
+    with pytest.raises(Base64DecodeError) as info:
+        from_base64(text)
+    assert fragment in str(info.value)
+    assert info.value.reason in str(info.value)
+
+
+def test_error_is_a_value_error_of_the_library() -> None:
+    with pytest.raises(ValueError) as info:  # catchable as either
+        from_base64("!")
+    assert isinstance(info.value, EnclaveStreamError)
+    # Lenient decoders accept what atob refuses: make sure we are not one of them.
+    assert binascii.a2b_base64("QQ==QQ==") == b"A"
