@@ -73,6 +73,7 @@ __all__ = [
     "ValidationInfoDetail",
 ]
 
+import re
 import sys
 from typing import Annotated, Any, ClassVar, Final, Literal, Union, cast
 
@@ -80,6 +81,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from .protocol import (
+    CALL_ID_PREFIX,
     MAX_SAFE_INTEGER,
     EncryptionAlgorithm,
     EncryptionMode,
@@ -100,12 +102,11 @@ _DBL_MAX = sys.float_info.max
 _INT64_MAX = 2**63 - 1
 
 ProtocolVersion = Literal[1, 2]
-SessionId = Annotated[
-    str, Meta(pattern="^s_", min_length=3, description="session id: 's_' and at least one more")
-]
-CallId = Annotated[
-    str, Meta(pattern="^c_", min_length=3, description="call id: 'c_' and at least one more")
-]
+# The id prefixes ("s_", "c_") and the datetime format are checked in Python
+# (the codec for session ids, __post_init__ for the rest): msgspec's ``pattern``
+# runs a regex search per value, which costs more than decoding the event.
+SessionId = Annotated[str, Meta(min_length=3, description="'s_' and at least one more")]
+CallId = Annotated[str, Meta(min_length=3, description="'c_' and at least one more")]
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
 # JS numbers are doubles: "int" means a safe integer, "number" means finite.
 Seq = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
@@ -133,10 +134,25 @@ _DATE = (
     "|02-(?:0[1-9]|1[0-9]|2[0-8])))"
 )
 _TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]+)?)?"
-DATETIME_PATTERN = f"^{_DATE}T{_TIME}Z\\Z"
-DateTimeStr = Annotated[
-    str, Meta(pattern=DATETIME_PATTERN, description="ISO-8601 UTC datetime ending in Z")
-]
+DATETIME_PATTERN: Final = f"{_DATE}T{_TIME}Z"
+_DATETIME = re.compile(DATETIME_PATTERN)
+
+
+def _field_error(field: str, expected: str, value: object) -> ValueError:
+    # "@field: " lets the codec extend msgspec's path ("$.payload") to the field.
+    return ValueError(f"@{field}: Expected {expected}, got {value!r}")
+
+
+def check_call_id(value: object, field: str = "callId") -> None:
+    """Raise ``ValueError`` unless ``value`` is a call id (``c_`` and at least one more)."""
+    if not (isinstance(value, str) and len(value) > 2 and value.startswith(CALL_ID_PREFIX)):
+        raise _field_error(field, "a call id (a string starting with 'c_')", value)
+
+
+def check_datetime(value: object, field: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is an ISO-8601 UTC datetime the reference accepts."""
+    if not (isinstance(value, str) and _DATETIME.fullmatch(value)):
+        raise _field_error(field, "an ISO-8601 UTC datetime string ending in 'Z'", value)
 
 
 class _DefaultProtocolVersion(int):
@@ -239,9 +255,12 @@ class SessionInitPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
     """Payload of ``session_init``."""
 
     cancel_url: str
-    expires_at: DateTimeStr
+    expires_at: str
     encryption: EncryptionConfig
     replay_url: str | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        check_datetime(self.expires_at, "expiresAt")
 
 
 class StdoutPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -275,11 +294,17 @@ class ToolCallPayload(msgspec.Struct, frozen=True, rename="camel"):
     tool_name: NonEmptyStr
     args: Any = UNSET
 
+    def __post_init__(self) -> None:
+        check_call_id(self.call_id)
+
 
 class ToolResultAppliedPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
     """Payload of ``tool_result_applied``."""
 
     call_id: CallId
+
+    def __post_init__(self) -> None:
+        check_call_id(self.call_id)
 
 
 class FinalPayload(msgspec.Struct, frozen=True, rename="camel"):
@@ -295,7 +320,10 @@ class FinalPayload(msgspec.Struct, frozen=True, rename="camel"):
 class HeartbeatPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
     """Payload of ``heartbeat``: the sender's clock as an ISO-8601 UTC string."""
 
-    ts: DateTimeStr
+    ts: str
+
+    def __post_init__(self) -> None:
+        check_datetime(self.ts, "ts")
 
 
 class ErrorEventPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -323,6 +351,9 @@ class ToolProgressPayload(msgspec.Struct, frozen=True, rename="camel", kw_only=T
     bytes_received: NonNegativeInt | UnsetType = UNSET
     total_bytes: NonNegativeInt | UnsetType = UNSET
     elapsed_ms: NonNegativeNumber
+
+    def __post_init__(self) -> None:
+        check_call_id(self.call_id)
 
 
 class DeadlineExceededPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -550,6 +581,9 @@ class ToolResultSubmitPayload(msgspec.Struct, frozen=True, kw_only=True, rename=
     ok: bool
     result: Any = UNSET
     error: ErrorInfo | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        check_call_id(self.call_id)
 
 
 class CancelPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):

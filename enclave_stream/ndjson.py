@@ -150,7 +150,7 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
         except FAST_PATH_ERRORS:
             pass
         else:
-            if event.protocol_version is not missing:
+            if event.protocol_version is not missing and event.session_id.startswith("s_"):
                 append(event)
                 continue
         result = decode_event_slow(line)
@@ -338,7 +338,9 @@ class NdjsonStreamParser:
                     except FAST_PATH_ERRORS:
                         pass
                     else:
-                        if event.protocol_version is not missing:
+                        if event.protocol_version is not missing and event.session_id.startswith(
+                            "s_"
+                        ):
                             on_event(event)
                             continue
                 index = number - first - 1

@@ -36,7 +36,6 @@ import msgspec
 from ._jsjson import JsonSyntaxError, js_dumps, js_loads, js_trim, utf16_truncate
 from .errors import EventValidationError, ProtocolError
 from .events import (
-    DATETIME_PATTERN,
     DEFAULT_PROTOCOL_VERSION,
     CancelMessage,
     CatalogChangedEvent,
@@ -105,27 +104,34 @@ FAST_PATH_ERRORS: Final = (msgspec.DecodeError, ValueError, RecursionError)
 
 _PATH_SUFFIX = re.compile(r" - at `(\$[^`]*)`$")
 _SESSION_ID_WORDS = "a session id (a string starting with 's_' and at least 3 characters)"
-_PATTERN_WORDS = {
-    "'^s_'": _SESSION_ID_WORDS,
-    "'^c_'": "a call id (a string starting with 'c_' and at least 3 characters)",
-}
 
 
 def _explain(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """Split msgspec's message into (expectation, JSON path) in wire names."""
+    """Split msgspec's message into (expectation, JSON path in wire names)."""
     text = str(exc)
     match = _PATH_SUFFIX.search(text)
     path = match.group(1) if match else "$"
     reason = text[: match.start()] if match else text
-    if "matching regex" in reason:
-        for pattern, words in _PATTERN_WORDS.items():
-            if pattern in reason:
-                return f"Expected {words}", path
-        if DATETIME_PATTERN[:20] in reason.replace("\\\\", "\\"):
-            return "Expected an ISO-8601 UTC datetime string ending in 'Z'", path
-    if reason.startswith("Expected `str` of length >= 3"):
-        reason = "Expected an id with at least one character after its prefix"
+    if reason.startswith("@"):  # a __post_init__ check naming its field
+        field, _, reason = reason[1:].partition(": ")
+        path = f"{path}.{field}"
+    elif path.endswith(".sessionId") and reason.startswith("Expected `str` of length"):
+        reason = f"Expected {_SESSION_ID_WORDS}"
     return reason, path
+
+
+def post_decode_problem(message: object) -> tuple[str, str] | None:
+    """The checks msgspec's types leave to us: ``protocolVersion`` present, session id prefix.
+
+    Returns (expectation, JSON path) or ``None`` when the message is fine.
+    """
+    missing = missing_version_path(message)
+    if missing is not None:
+        return "Object missing required field `protocolVersion`", missing
+    session_id = getattr(message, "session_id", None)
+    if session_id is not None and not session_id.startswith(SESSION_ID_PREFIX):
+        return f"Expected {_SESSION_ID_WORDS}, got {session_id!r}", "$.sessionId"
+    return None
 
 
 def _failure_from_validation(exc: msgspec.ValidationError, trimmed: str) -> DecodeFailure:
@@ -147,10 +153,9 @@ def decode_event_slow(raw: bytes | str, type_: Any = ParsedEvent) -> Any:
         result = msgspec.convert(value, type_)
     except msgspec.ValidationError as exc:
         return _failure_from_validation(exc, trimmed)
-    missing = missing_version_path(result)
-    if missing is not None:
-        reason = "Object missing required field `protocolVersion`"
-        return DecodeFailure(FailureKind.VALIDATION, reason, missing, trimmed)
+    problem = post_decode_problem(result)
+    if problem is not None:
+        return DecodeFailure(FailureKind.VALIDATION, problem[0], problem[1], trimmed)
     return result
 
 
@@ -178,7 +183,9 @@ def decode_event(raw: bytes | str) -> ParsedEvent | DecodeFailure:
     except FAST_PATH_ERRORS:
         pass
     else:
-        if event.protocol_version is not DEFAULT_PROTOCOL_VERSION:
+        if event.protocol_version is not DEFAULT_PROTOCOL_VERSION and event.session_id.startswith(
+            SESSION_ID_PREFIX
+        ):
             return cast(ParsedEvent, event)
     return cast("ParsedEvent | DecodeFailure", decode_event_slow(raw))
 
@@ -204,7 +211,7 @@ def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
     except FAST_PATH_ERRORS:
         pass
     else:
-        if missing_version_path(message) is None:
+        if post_decode_problem(message) is None:
             return cast(T, message)
     result = decode_event_slow(raw, type_)
     if isinstance(result, DecodeFailure):

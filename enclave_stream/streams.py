@@ -1,0 +1,240 @@
+"""anyio adapters over the NDJSON codec: async iterators and object streams.
+
+They run on asyncio and trio alike and work with any source of bytes: an
+httpx ``response.aiter_bytes()``, aiohttp ``resp.content.iter_chunked(n)``,
+Starlette ``request.stream()``, or an anyio ``ByteReceiveStream``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NdjsonObjectReceiveStream",
+    "NdjsonObjectSendStream",
+    "create_ndjson_parse_stream",
+    "create_ndjson_serialize_stream",
+    "parse_ndjson_stream",
+    "serialize_ndjson_stream",
+]
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Union
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, ObjectSendStream
+
+from .errors import NdjsonParseError
+from .events import ParsedEvent
+from .ndjson import DEFAULT_MAX_LINE_BYTES, LineError, NdjsonStreamParser
+from .wire import EventEncoder
+
+logger = logging.getLogger("enclave_stream")
+
+ByteSource = Union[AsyncIterable[bytes], AsyncIterable[bytearray], ByteReceiveStream]
+"""Where a stream's bytes come from."""
+
+ErrorHandler = Callable[[LineError], object]
+
+
+def _report(error: LineError, on_error: ErrorHandler | None, strict: bool) -> None:
+    if strict:
+        raise NdjsonParseError(error)
+    if on_error is not None:
+        on_error(error)
+    else:
+        logger.warning(
+            "skipping bad NDJSON line %d (%s%s): %s",
+            error.line,
+            error.kind,
+            f" at {error.path}" if error.path else "",
+            error.error,
+        )
+
+
+async def _aclose(source: object, *, forcefully: bool) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is None:
+        return
+    if forcefully:
+        # Already failing or cancelled: close without waiting on the peer.
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await aclose()
+    else:
+        await aclose()
+
+
+async def _chunks(source: ByteSource) -> AsyncIterator[bytes | bytearray]:
+    if isinstance(source, ByteReceiveStream):
+        while True:
+            try:
+                yield await source.receive()
+            except anyio.EndOfStream:
+                return
+    else:
+        async for chunk in source:
+            yield chunk
+
+
+async def parse_ndjson_stream(
+    source: ByteSource,
+    *,
+    on_error: ErrorHandler | None = None,
+    strict: bool = False,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> AsyncIterator[ParsedEvent]:
+    """Yield the events of an NDJSON byte stream as they arrive.
+
+    Bad lines never stop the stream: each goes to ``on_error`` (a
+    :class:`LineError`) if given, or is logged on the ``enclave_stream``
+    logger. With ``strict=True`` the first bad line raises
+    :class:`NdjsonParseError` instead. Lines longer than ``max_line_bytes`` are
+    reported and skipped without being buffered.
+
+    The source is closed when the iterator ends, fails, is cancelled or is
+    closed early. For a deterministic close after ``break``, wrap the iterator
+    in ``contextlib.aclosing``::
+
+        async with aclosing(parse_ndjson_stream(response.aiter_bytes())) as events:
+            async for event in events:
+                if event.type == "final":
+                    break
+    """
+    items: list[ParsedEvent | LineError] = []
+    parser = NdjsonStreamParser(items.append, items.append, max_line_bytes=max_line_bytes)
+    chunks = _chunks(source)
+    finished = False
+    try:
+        async for chunk in chunks:
+            parser.feed(chunk)
+            if items:
+                # feed() is not called again before the list is cleared, so
+                # iterating it in place is safe.
+                for item in items:
+                    if type(item) is LineError:
+                        _report(item, on_error, strict)
+                    else:
+                        yield item  # type: ignore[misc]
+                items.clear()
+        parser.flush()
+        for item in items:
+            if type(item) is LineError:
+                _report(item, on_error, strict)
+            else:
+                yield item  # type: ignore[misc]
+        finished = True
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        await _aclose(source, forcefully=not finished)
+
+
+async def serialize_ndjson_stream(
+    events: Iterable[ParsedEvent | Mapping[str, Any]]
+    | AsyncIterable[ParsedEvent | Mapping[str, Any]],
+    *,
+    encoder: EventEncoder | None = None,
+) -> AsyncIterator[bytes]:
+    """Yield one ``\\n``-terminated line per event, from a sync or async iterable.
+
+    Ready to be the body of a Starlette ``StreamingResponse`` or to be written
+    to an aiohttp ``StreamResponse``. Each event is validated first; an invalid
+    one raises :class:`~enclave_stream.EventValidationError`.
+    """
+    encode = (encoder or EventEncoder()).encode
+    if isinstance(events, AsyncIterable):
+        finished = False
+        try:
+            async for event in events:
+                yield encode(event) + b"\n"
+            finished = True
+        finally:
+            await _aclose(events, forcefully=not finished)
+    else:
+        for event in events:
+            yield encode(event) + b"\n"
+
+
+class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
+    """An anyio object stream of the events read from a byte stream.
+
+    ``receive()`` returns the next event and raises ``anyio.EndOfStream``
+    after the last one. Bad lines are handled as in :func:`parse_ndjson_stream`.
+    """
+
+    def __init__(
+        self,
+        transport: ByteReceiveStream,
+        *,
+        on_error: ErrorHandler | None = None,
+        strict: bool = False,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        self._transport = transport
+        self._on_error = on_error
+        self._strict = strict
+        self._ready: list[ParsedEvent | LineError] = []
+        self._next = 0
+        self._ended = False
+        self._parser = NdjsonStreamParser(
+            self._ready.append, self._ready.append, max_line_bytes=max_line_bytes
+        )
+
+    async def receive(self) -> ParsedEvent:
+        """The next event; ``anyio.EndOfStream`` when the byte stream has ended."""
+        while True:
+            while self._next < len(self._ready):
+                item = self._ready[self._next]
+                self._next += 1
+                if type(item) is LineError:
+                    _report(item, self._on_error, self._strict)
+                else:
+                    return item  # type: ignore[return-value]
+            self._ready.clear()
+            self._next = 0
+            if self._ended:
+                raise anyio.EndOfStream
+            try:
+                chunk = await self._transport.receive()
+            except anyio.EndOfStream:
+                self._ended = True
+                self._parser.flush()
+            else:
+                self._parser.feed(chunk)
+
+    async def aclose(self) -> None:
+        """Close the underlying byte stream."""
+        await self._transport.aclose()
+
+
+class NdjsonObjectSendStream(ObjectSendStream[ParsedEvent]):
+    """An anyio object stream that writes each event sent as one NDJSON line."""
+
+    def __init__(self, transport: ByteSendStream, *, encoder: EventEncoder | None = None) -> None:
+        self._transport = transport
+        self._encode = (encoder or EventEncoder()).encode
+
+    async def send(self, item: ParsedEvent) -> None:
+        """Validate, encode and write one event followed by ``\\n``."""
+        await self._transport.send(self._encode(item) + b"\n")
+
+    async def aclose(self) -> None:
+        """Close the underlying byte stream."""
+        await self._transport.aclose()
+
+
+def create_ndjson_parse_stream(
+    transport: ByteReceiveStream,
+    *,
+    on_error: ErrorHandler | None = None,
+    strict: bool = False,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> NdjsonObjectReceiveStream:
+    """Wrap a byte stream as an object stream of events (the reference's parse TransformStream)."""
+    return NdjsonObjectReceiveStream(
+        transport, on_error=on_error, strict=strict, max_line_bytes=max_line_bytes
+    )
+
+
+def create_ndjson_serialize_stream(transport: ByteSendStream) -> NdjsonObjectSendStream:
+    """Wrap a byte stream as an object stream that takes events (the serialize TransformStream)."""
+    return NdjsonObjectSendStream(transport)
