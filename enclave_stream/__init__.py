@@ -20,7 +20,8 @@ from .ndjson import (
 )
 from .protocol import *  # noqa: F403
 from .protocol import __all__ as _protocol_all
-from .wire import EventEncoder, FailureKind, decode_message, encode_message, validate_event
+from .encoder import EventEncoder, encode_message, validate_event
+from .wire import FailureKind, decode_message
 
 __version__ = "0.1.0"
 

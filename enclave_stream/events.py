@@ -143,6 +143,9 @@ def _field_error(field: str, expected: str, value: object) -> ValueError:
     return ValueError(f"@{field}: Expected {expected}, got {value!r}")
 
 
+_LOG_LEVELS = frozenset(level.value for level in LogLevel)
+
+
 def check_call_id(value: object, field: str = "callId") -> None:
     """Raise ``ValueError`` unless ``value`` is a call id (``c_`` and at least one more)."""
     if not (isinstance(value, str) and len(value) > 2 and value.startswith(CALL_ID_PREFIX)):
@@ -277,11 +280,19 @@ class LogPayload(msgspec.Struct, frozen=True, rename="camel"):
     data: dict[str, Any] | UnsetType = UNSET
 
     def __post_init__(self) -> None:
+        if self.level not in _LOG_LEVELS:
+            raise _field_error("level", "one of 'debug', 'info', 'warn', 'error'", self.level)
+        if type(self.message) is not str:
+            raise _field_error("message", "`str`", self.message)
+        data = self.data
+        if data is UNSET:
+            return
+        if not isinstance(data, dict):
+            raise _field_error("data", "`object`", data)
         # The reference rebuilds ``data`` as a record by assignment, which in
         # JavaScript turns a "__proto__" key into a prototype change: the key
         # is lost. Dropping it keeps our decoded events equal to the reference's.
-        data = self.data
-        if data is not UNSET and "__proto__" in data:
+        if "__proto__" in data:
             msgspec.structs.force_setattr(
                 self, "data", {k: v for k, v in data.items() if k != "__proto__"}
             )
@@ -296,6 +307,8 @@ class ToolCallPayload(msgspec.Struct, frozen=True, rename="camel"):
 
     def __post_init__(self) -> None:
         check_call_id(self.call_id)
+        if not (type(self.tool_name) is str and self.tool_name):
+            raise _field_error("toolName", "a non-empty `str`", self.tool_name)
 
 
 class ToolResultAppliedPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):

@@ -31,6 +31,7 @@ import msgspec
 
 from ._jsjson import js_trim, utf16_truncate
 from .events import DEFAULT_PROTOCOL_VERSION, ParsedEvent
+from .encoder import EventEncoder, encode_event
 from .wire import (
     _EVENT_DECODER,
     FAST_PATH_ERRORS,
@@ -38,11 +39,13 @@ from .wire import (
     FailureKind,
     decode_event,
     decode_event_slow,
-    encode_event,
 )
 
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 """Longest line (in bytes, without its newline) the stream parsers accept: 16 MiB."""
+
+
+_serializer: Final = EventEncoder()
 
 
 class LineError(msgspec.Struct, frozen=True, gc=False):
@@ -140,6 +143,7 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
     errors: list[LineError] = []
     append = events.append
     missing = DEFAULT_PROTOCOL_VERSION
+    known_session = ""
     number = 0
     for line in lines:
         number += 1
@@ -150,9 +154,16 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
         except FAST_PATH_ERRORS:
             pass
         else:
-            if event.protocol_version is not missing and event.session_id.startswith("s_"):
-                append(event)
-                continue
+            if event.protocol_version is not missing:
+                # msgspec leaves the "s_" prefix to us; compare first, as a
+                # stream rarely changes session.
+                if event.session_id == known_session:
+                    append(event)
+                    continue
+                if event.session_id.startswith("s_"):
+                    known_session = event.session_id
+                    append(event)
+                    continue
         result = decode_event_slow(line)
         if isinstance(result, DecodeFailure):
             if result.kind is not FailureKind.EMPTY:
@@ -174,7 +185,7 @@ def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
 
 def serialize_events(events: Iterable[ParsedEvent | Mapping[str, Any]]) -> str:
     """Events joined with ``\\n`` (no trailing newline), as the reference's ``serializeEvents``."""
-    return b"\n".join([encode_event(ev) for ev in events]).decode("utf-8")
+    return b"\n".join(_serializer.encode_all(events)).decode("utf-8")
 
 
 class NdjsonStreamParser:
@@ -217,6 +228,7 @@ class NdjsonStreamParser:
         self._line_number = 0
         self._consumed = 0  # bytes fed before the current chunk
         self._line_start = 0  # stream offset of the current (unfinished) line
+        self._known_session = ""  # last session id seen valid
 
     @property
     def line_number(self) -> int:
@@ -258,11 +270,18 @@ class NdjsonStreamParser:
                 line = bytes(self._pending)
                 self._lines([line], self._line_start)
             self._pending.clear()
+        elif first > self._max:
+            self._line_number += 1
+            self._report_too_long(data[:512], self._line_number, self._line_start)
         else:
             self._lines([data[:first]], self._line_start)
         last = data.rfind(b"\n")
         if last > first:
-            self._lines(data[first + 1 : last].split(b"\n"), base + first + 1)
+            middle = data[first + 1 : last].split(b"\n")
+            if last - first - 1 > self._max:
+                self._lines_limited(middle, base + first + 1)
+            else:
+                self._lines(middle, base + first + 1)
         self._line_start = base + last + 1
         if last + 1 < len(data):
             self._extend_pending(data[last + 1 :])
@@ -320,11 +339,14 @@ class NdjsonStreamParser:
         )
 
     def _lines(self, lines: list[bytes], offset: int) -> None:
-        """Parse complete lines; ``offset`` is the stream offset of the first one."""
+        """Parse complete lines, none longer than the limit.
+
+        ``offset`` is the stream offset of the first line.
+        """
         decode = _EVENT_DECODER.decode
         on_event = self._on_event
-        limit = self._max
         missing = DEFAULT_PROTOCOL_VERSION
+        known_session = self._known_session
         first = self._line_number
         number = first
         # Offsets of bad lines are computed lazily, walking forward once.
@@ -332,15 +354,19 @@ class NdjsonStreamParser:
         try:
             for line in lines:
                 number += 1
-                if len(line) <= limit:
-                    try:
-                        event = decode(line)
-                    except FAST_PATH_ERRORS:
-                        pass
-                    else:
-                        if event.protocol_version is not missing and event.session_id.startswith(
-                            "s_"
-                        ):
+                try:
+                    event = decode(line)
+                except FAST_PATH_ERRORS:
+                    pass
+                else:
+                    if event.protocol_version is not missing:
+                        # msgspec leaves the "s_" prefix to us; a stream
+                        # rarely changes session, so compare first.
+                        if event.session_id == known_session:
+                            on_event(event)
+                            continue
+                        if event.session_id.startswith("s_"):
+                            known_session = self._known_session = event.session_id
                             on_event(event)
                             continue
                 index = number - first - 1
@@ -352,10 +378,22 @@ class NdjsonStreamParser:
         finally:
             self._line_number = number
 
+    def _lines_limited(self, lines: list[bytes], offset: int) -> None:
+        """Like :meth:`_lines`, for a segment long enough to hold an over-long line."""
+        limit = self._max
+        start = 0
+        start_offset = offset
+        for index, line in enumerate(lines):
+            if len(line) > limit:
+                self._lines(lines[start:index], start_offset)
+                self._line_number += 1
+                self._report_too_long(line[:512], self._line_number, offset)
+                start = index + 1
+                start_offset = offset + len(line) + 1
+            offset += len(line) + 1
+        self._lines(lines[start:], start_offset)
+
     def _bad_line(self, line: bytes, number: int, offset: int) -> None:
-        if len(line) > self._max:
-            self._report_too_long(line[:512], number, offset)
-            return
         result = decode_event_slow(line)
         if isinstance(result, DecodeFailure):
             if result.kind is not FailureKind.EMPTY:

@@ -26,7 +26,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, Ob
 from .errors import NdjsonParseError
 from .events import ParsedEvent
 from .ndjson import DEFAULT_MAX_LINE_BYTES, LineError, NdjsonStreamParser
-from .wire import EventEncoder
+from .encoder import EventEncoder
 
 logger = logging.getLogger("enclave_stream")
 

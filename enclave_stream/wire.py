@@ -1,4 +1,4 @@
-"""Decoding and encoding single protocol messages with the reference's rules.
+"""Decoding single protocol messages with the reference's rules.
 
 Decoding takes a fast path and a slow path. The fast path is one call of a
 reused msgspec ``Decoder`` whose types carry the schema's constraints. Where
@@ -8,23 +8,18 @@ deep nesting, bytes that are not UTF-8), msgspec refuses the line and the slow
 path re-reads it the way ``JSON.parse`` does and validates the result with
 ``msgspec.convert``. So the verdict is always the reference's, and valid lines
 pay for nothing but msgspec.
-
-Encoding writes the base fields in the reference's order
-(``protocolVersion, sessionId, seq, type, payload``; msgspec would put the tag
-first) and validates the event before it reaches the wire.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "FAST_PATH_ERRORS",
     "DecodeFailure",
-    "EventEncoder",
     "FailureKind",
     "decode_event",
     "decode_event_slow",
     "decode_message",
-    "encode_message",
-    "validate_event",
+    "post_decode_problem",
 ]
 
 import re
@@ -44,15 +39,19 @@ from .events import (
     ErrorEvent,
     FinalEvent,
     HeartbeatEvent,
+    HeartbeatPayload,
     LogEvent,
+    LogPayload,
     ParsedEvent,
     PartialResultEvent,
     SessionInitEvent,
     StdoutEvent,
     StdoutPayload,
     ToolCallEvent,
+    ToolCallPayload,
     ToolProgressEvent,
     ToolResultAppliedEvent,
+    ToolResultAppliedPayload,
     ToolResultSubmitMessage,
 )
 from .protocol import MAX_SAFE_INTEGER, SESSION_ID_PREFIX, StrEnum
@@ -219,193 +218,3 @@ def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
             raise EventValidationError(result.reason, result.path or "$")
         raise ProtocolError(f"{type_.__name__}: {result.message}")
     return cast(T, result)
-
-
-# --- encoding ------------------------------------------------------------------
-
-_EVENT_CLASSES: Final = (
-    SessionInitEvent,
-    StdoutEvent,
-    LogEvent,
-    ToolCallEvent,
-    ToolResultAppliedEvent,
-    FinalEvent,
-    HeartbeatEvent,
-    ErrorEvent,
-    PartialResultEvent,
-    ToolProgressEvent,
-    DeadlineExceededEvent,
-    CatalogChangedEvent,
-    EncryptedEnvelope,
-)
-
-_PREFIX_CACHE_SIZE: Final = 4096
-
-
-class _PayloadSpec:
-    __slots__ = ("decoder", "payload_type", "suffix")
-
-    def __init__(self, event_type: type[msgspec.Struct]) -> None:
-        tag = event_type.__struct_config__.tag
-        self.suffix = b',"type":"%s","payload":' % str(tag).encode()
-        fields = msgspec.structs.fields(event_type)
-        self.payload_type = next(f.type for f in fields if f.name == "payload")
-        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.payload_type)
-
-
-class EventEncoder:
-    """Encodes events to compact JSON lines, validating them first.
-
-    Reuse one instance: it keeps a reused msgspec ``Encoder`` and a small cache
-    of the encoded base fields per session id. :func:`serialize_event` uses a
-    default instance.
-    """
-
-    def __init__(self) -> None:
-        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
-        self._specs = {cls: _PayloadSpec(cls) for cls in _EVENT_CLASSES}
-        self._prefixes: dict[str, bytes] = {}
-
-    def encode(self, event: ParsedEvent | Mapping[str, Any]) -> bytes:
-        """One event as a JSON line (no trailing newline).
-
-        Raises :class:`~enclave_stream.EventValidationError` if the event breaks
-        the schema, naming the field.
-        """
-        spec = self._specs.get(type(event))
-        if spec is None:
-            if isinstance(event, Mapping):
-                event = validate_event(event)
-                spec = self._specs[type(event)]
-            else:
-                raise EventValidationError(
-                    f"Expected a protocol event or a mapping, got {type(event).__name__}"
-                )
-        ev = cast(ParsedEvent, event)
-        prefix = self._prefix(ev.protocol_version, ev.session_id)
-        seq = ev.seq
-        if type(seq) is not int or not 0 <= seq <= MAX_SAFE_INTEGER:
-            raise EventValidationError(
-                f"Expected `int` >= 0 and <= {MAX_SAFE_INTEGER}, got {seq!r}", "$.seq"
-            )
-        payload = ev.payload
-        try:
-            body = self._encoder.encode(payload)
-        except (UnicodeEncodeError, RecursionError):
-            body = _js_encode(payload)
-        except (TypeError, OverflowError) as exc:
-            raise EventValidationError(str(exc), "$.payload") from None
-        if not (type(payload) is StdoutPayload and type(payload.chunk) is str):
-            _validate_payload(spec, body)
-        return b"".join((prefix, b"%d" % seq, spec.suffix, body, b"}"))
-
-    def encode_lines(self, events: Any) -> bytes:
-        """Many events as NDJSON, each line ending in ``\\n``."""
-        encode = self.encode
-        return b"".join([encode(ev) + b"\n" for ev in events])
-
-    def _prefix(self, version: object, session_id: object) -> bytes:
-        if version is not DEFAULT_PROTOCOL_VERSION and (
-            type(version) is not int or version not in (1, 2)
-        ):
-            raise EventValidationError(
-                f"Expected protocol version 1 or 2, got {version!r}", "$.protocolVersion"
-            )
-        if type(session_id) is not str:
-            raise EventValidationError(
-                f"Expected a session id string, got {type(session_id).__name__}", "$.sessionId"
-            )
-        key = session_id if version == 2 else "\x00v1" + session_id
-        prefix = self._prefixes.get(key)
-        if prefix is None:
-            if not (session_id.startswith(SESSION_ID_PREFIX) and len(session_id) >= 3):
-                raise EventValidationError(
-                    f"Expected {_SESSION_ID_WORDS}, got {session_id!r}", "$.sessionId"
-                )
-            try:
-                quoted = self._encoder.encode(session_id)
-            except UnicodeEncodeError:
-                quoted = _js_encode(session_id)
-            prefix = b'{"protocolVersion":%d,"sessionId":%s,"seq":' % (version, quoted)
-            if len(self._prefixes) >= _PREFIX_CACHE_SIZE:
-                self._prefixes.clear()
-            self._prefixes[key] = prefix
-        return prefix
-
-
-def _enc_hook(value: Any) -> Any:
-    if isinstance(value, int):  # the DEFAULT_PROTOCOL_VERSION marker
-        return int(value)
-    raise NotImplementedError(f"Objects of type {type(value).__name__} are not supported")
-
-
-def _js_encode(value: Any) -> bytes:
-    try:
-        return js_dumps(value).encode("utf-8")
-    except TypeError as exc:
-        raise EventValidationError(str(exc), "$.payload") from None
-
-
-def _validate_payload(spec: _PayloadSpec, body: bytes) -> None:
-    try:
-        spec.decoder.decode(body)
-        return
-    except FAST_PATH_ERRORS:
-        pass
-    result = decode_event_slow(body, spec.payload_type)
-    if isinstance(result, DecodeFailure):
-        raise EventValidationError(result.reason, "$.payload" + (result.path or "$")[1:])
-
-
-def validate_event(event: ParsedEvent | Mapping[str, Any]) -> ParsedEvent:
-    """Check an event against the protocol schema and return it as a typed event.
-
-    A mapping is read as the wire form (camelCase keys) the way the reference
-    would read ``JSON.stringify(mapping)``. Raises
-    :class:`~enclave_stream.EventValidationError` naming the offending field.
-    """
-    if isinstance(event, Mapping):
-        result = decode_event_slow(js_dumps(event))
-        if isinstance(result, DecodeFailure):
-            raise EventValidationError(result.reason, result.path or "$")
-        return cast(ParsedEvent, result)
-    _default_encoder.encode(event)
-    return event
-
-
-_default_encoder: Final = EventEncoder()
-
-
-def encode_event(event: ParsedEvent | Mapping[str, Any]) -> bytes:
-    """Encode one event with the default :class:`EventEncoder`."""
-    return _default_encoder.encode(event)
-
-
-_RUNTIME_TAGS: Final = {ToolResultSubmitMessage: b"tool_result_submit", CancelMessage: b"cancel"}
-
-
-def encode_message(message: msgspec.Struct) -> bytes:
-    """Encode a non-event message (hello, request, runtime message), validated.
-
-    Keys come out in the reference's order.
-    """
-    encoder = _default_encoder._encoder  # noqa: SLF001 - same module family
-    tag = _RUNTIME_TAGS.get(type(message))  # type: ignore[call-overload]
-    if tag is not None:
-        msg = cast("ToolResultSubmitMessage | CancelMessage", message)
-        prefix = _default_encoder._prefix(msg.protocol_version, msg.session_id)  # noqa: SLF001
-        head = prefix[: -len(b',"seq":')]
-        body = encoder.encode(msg.payload)
-        data = b"".join((head, b',"type":"', tag, b'","payload":', body, b"}"))
-    else:
-        try:
-            data = encoder.encode(message)
-        except (UnicodeEncodeError, RecursionError):
-            data = js_dumps(message).encode("utf-8")
-    decode_message(data, type(message))
-    return data
-
-
-def content_of(trimmed: str) -> str:
-    """The ``content`` of an error report: the trimmed line cut to 100 UTF-16 units."""
-    return utf16_truncate(trimmed, 100)
