@@ -57,43 +57,65 @@ def build_corpus(n: int, seed: int = 1592590337) -> bytes:
         base: dict[str, Any] = {"protocolVersion": 2, "sessionId": SESSION, "seq": seq}
         if r < 0.70:
             size = rng.randint(20, 400)
-            chunk = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789 \n") for _ in range(size))
+            chunk = "".join(
+                rng.choice("abcdefghijklmnopqrstuvwxyz0123456789 \n") for _ in range(size)
+            )
             ev = {**base, "type": "stdout", "payload": {"chunk": chunk}}
         elif r < 0.80:
-            data = {"step": rng.randint(0, 100), "name": rng.choice(words), "ok": rng.random() < 0.5}
+            data = {
+                "step": rng.randint(0, 100),
+                "name": rng.choice(words),
+                "ok": rng.random() < 0.5,
+            }
             ev = {
                 **base,
                 "type": "log",
-                "payload": {"level": rng.choice(["debug", "info", "warn", "error"]),
-                            "message": " ".join(rng.choices(words, k=6)), "data": data},
+                "payload": {
+                    "level": rng.choice(["debug", "info", "warn", "error"]),
+                    "message": " ".join(rng.choices(words, k=6)),
+                    "data": data,
+                },
             }
         elif r < 0.90:
             args = {
                 "query": " ".join(rng.choices(words, k=4)),
-                "opts": {"limit": rng.randint(1, 50), "tags": rng.choices(words, k=3),
-                         "filter": {"since": "2025-01-01T00:00:00Z", "score": rng.random()}},
+                "opts": {
+                    "limit": rng.randint(1, 50),
+                    "tags": rng.choices(words, k=3),
+                    "filter": {"since": "2025-01-01T00:00:00Z", "score": rng.random()},
+                },
             }
             ev = {
                 **base,
                 "type": "tool_call",
-                "payload": {"callId": f"c_{rng.randrange(1 << 30):08x}", "toolName": "web.search",
-                            "args": args},
+                "payload": {
+                    "callId": f"c_{rng.randrange(1 << 30):08x}",
+                    "toolName": "web.search",
+                    "args": args,
+                },
             }
         elif r < 0.95:
-            ev = {**base, "type": "heartbeat",
-                  "payload": {"ts": f"2025-03-01T12:{seq % 60:02d}:{seq % 59:02d}.250Z"}}
+            ev = {
+                **base,
+                "type": "heartbeat",
+                "payload": {"ts": f"2025-03-01T12:{seq % 60:02d}:{seq % 59:02d}.250Z"},
+            }
         else:
             ev = {
                 **base,
                 "type": "partial_result",
-                "payload": {"path": ["users", str(seq % 10)],
-                            "data": {"id": seq, "name": rng.choice(words)}, "hasNext": True},
+                "payload": {
+                    "path": ["users", str(seq % 10)],
+                    "data": {"id": seq, "name": rng.choice(words)},
+                    "hasNext": True,
+                },
             }
         lines.append(json.dumps(ev, separators=(",", ":"), ensure_ascii=False))
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 # --- the floors: plain structs, no constraints -----------------------------------
+
 
 class _SP(msgspec.Struct):
     chunk: str

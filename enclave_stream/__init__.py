@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .encoder import EventEncoder, encode_message, validate_event
 from .errors import EnclaveStreamError, EventValidationError, NdjsonParseError, ProtocolError
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
@@ -20,7 +21,6 @@ from .ndjson import (
 )
 from .protocol import *  # noqa: F403
 from .protocol import __all__ as _protocol_all
-from .encoder import EventEncoder, encode_message, validate_event
 from .wire import FailureKind, decode_message
 
 __version__ = "0.1.0"

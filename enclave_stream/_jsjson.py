@@ -20,9 +20,9 @@ import enum
 import json
 import math
 import re
-from collections.abc import Mapping
-from json.decoder import scanstring
-from typing import Any
+from collections.abc import Callable, Mapping
+from json.decoder import scanstring as _scanstring  # type: ignore[attr-defined]
+from typing import Any, cast
 
 import msgspec
 
@@ -52,7 +52,7 @@ class JsonSyntaxError(ValueError):
     def __init__(self, message: str, position: int) -> None:
         self.message = message
         self.position = position
-        super().__init__(f"{message} at position {position}")
+        super().__init__(f"{message} (position {position})")
 
 
 def js_trim(text: str) -> str:
@@ -119,22 +119,29 @@ def _constant_position(text: str) -> int:
 
 
 _WS = re.compile(r"[ \t\n\r]*")
+_scan: Callable[[str, int, bool], tuple[str, int]] = _scanstring
+
+
+def _skip_ws(text: str, i: int) -> int:
+    match = _WS.match(text, i)
+    return match.end() if match else i
+
+
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _LITERALS = (("true", True), ("false", False), ("null", None))
 
 
 def _loads_deep(text: str) -> Any:
     """An iterative parser for documents nested deeper than the recursion limit."""
-    ws = _WS.match
     end = len(text)
     # Each open container with the key its next value goes to (None in arrays).
     stack: list[tuple[dict[str, Any] | list[Any], list[str | None]]] = []
-    i = ws(text, 0).end()
+    i = _skip_ws(text, 0)
     while True:
         char = text[i : i + 1]
         value: Any
         if char == "{":
-            i = ws(text, i + 1).end()
+            i = _skip_ws(text, i + 1)
             if text[i : i + 1] == "}":
                 value, i = {}, i + 1
             else:
@@ -142,7 +149,7 @@ def _loads_deep(text: str) -> Any:
                 stack.append(({}, [key]))
                 continue
         elif char == "[":
-            i = ws(text, i + 1).end()
+            i = _skip_ws(text, i + 1)
             if text[i : i + 1] == "]":
                 value, i = [], i + 1
             else:
@@ -166,23 +173,21 @@ def _loads_deep(text: str) -> Any:
                 raise JsonSyntaxError("Unexpected token", i)
         # A value is complete: attach it, closing every container it completes.
         while True:
-            i = ws(text, i).end()
+            i = _skip_ws(text, i)
             if not stack:
                 if i != end:
                     raise JsonSyntaxError("Unexpected non-whitespace character after JSON", i)
                 return value
             container, slot = stack[-1]
             if isinstance(container, dict):
-                key = slot[0]
-                assert key is not None
-                container[key] = value
+                container[cast(str, slot[0])] = value
                 closer = "}"
             else:
                 container.append(value)
                 closer = "]"
             char = text[i : i + 1]
             if char == ",":
-                i = ws(text, i + 1).end()
+                i = _skip_ws(text, i + 1)
                 if isinstance(container, dict):
                     slot[0], i = _read_key(text, i)
                 break
@@ -195,7 +200,7 @@ def _loads_deep(text: str) -> Any:
 
 def _read_string(text: str, start: int) -> tuple[str, int]:
     try:
-        return scanstring(text, start, True)
+        return _scan(text, start, True)
     except json.JSONDecodeError as exc:
         raise JsonSyntaxError(exc.msg, exc.pos) from None
 
@@ -204,15 +209,23 @@ def _read_key(text: str, i: int) -> tuple[str, int]:
     if text[i : i + 1] != '"':
         raise JsonSyntaxError("Expected double-quoted property name", i)
     key, i = _read_string(text, i + 1)
-    i = _WS.match(text, i).end()
+    i = _skip_ws(text, i)
     if text[i : i + 1] != ":":
         raise JsonSyntaxError("Expected ':' after property name", i)
-    return key, _WS.match(text, i + 1).end()
+    return key, _skip_ws(text, i + 1)
 
 
 # --- writing -------------------------------------------------------------------
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
 # Characters JSON.stringify escapes: quote, backslash, C0 controls, and (since
 # ES2019, "well-formed JSON.stringify") lone surrogates.
 _NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f\ud800-\udfff]')
@@ -262,7 +275,7 @@ def _struct_items(obj: msgspec.Struct) -> list[tuple[str, Any]]:
     items: list[tuple[str, Any]] = []
     if isinstance(config.tag_field, str) and config.tag is not None:
         items.append((config.tag_field, config.tag))
-    for name, wire in zip(obj.__struct_fields__, obj.__struct_encode_fields__):
+    for name, wire in zip(obj.__struct_fields__, obj.__struct_encode_fields__, strict=True):
         value = getattr(obj, name)
         if value is not msgspec.UNSET:
             items.append((wire, value))

@@ -76,7 +76,6 @@ _VALID_BY_CONSTRUCTION: Final = frozenset(
 )
 
 
-
 def _partial_result_is_valid(payload: PartialResultPayload) -> bool:
     # Its path list is mutable, so it is checked at encoding time; a nested
     # error is left to the full check.

@@ -188,7 +188,9 @@ class ErrorInfo(msgspec.Struct, frozen=True, rename="camel"):
     stack: str | UnsetType = UNSET
 
 
-class RetryInfoDetail(msgspec.Struct, frozen=True, rename="camel", tag_field="type", tag="retry_info"):
+class RetryInfoDetail(
+    msgspec.Struct, frozen=True, rename="camel", tag_field="type", tag="retry_info"
+):
     """Error detail: when to retry."""
 
     type: ClassVar[ErrorDetailType] = ErrorDetailType.RETRY_INFO
@@ -215,7 +217,9 @@ class ValidationInfoDetail(
     reason: str
 
 
-class QuotaInfoDetail(msgspec.Struct, frozen=True, rename="camel", tag_field="type", tag="quota_info"):
+class QuotaInfoDetail(
+    msgspec.Struct, frozen=True, rename="camel", tag_field="type", tag="quota_info"
+):
     """Error detail: a quota and how much of it was used."""
 
     type: ClassVar[ErrorDetailType] = ErrorDetailType.QUOTA_INFO
@@ -409,91 +413,91 @@ class _Event(_Versioned, frozen=True, rename="camel", tag_field="type", gc=False
     seq: Seq
 
 
-class SessionInitEvent(_Event, tag="session_init"):
+class SessionInitEvent(_Event, tag="session_init", frozen=True):
     """First event of a session: where to cancel, when it expires, encryption."""
 
     type: ClassVar[Literal[EventType.SESSION_INIT]] = EventType.SESSION_INIT
     payload: SessionInitPayload
 
 
-class StdoutEvent(_Event, tag="stdout"):
+class StdoutEvent(_Event, tag="stdout", frozen=True):
     """Output written by the program."""
 
     type: ClassVar[Literal[EventType.STDOUT]] = EventType.STDOUT
     payload: StdoutPayload
 
 
-class LogEvent(_Event, tag="log"):
+class LogEvent(_Event, tag="log", frozen=True):
     """A log record of the program or the runtime."""
 
     type: ClassVar[Literal[EventType.LOG]] = EventType.LOG
     payload: LogPayload
 
 
-class ToolCallEvent(_Event, tag="tool_call"):
+class ToolCallEvent(_Event, tag="tool_call", frozen=True):
     """The program calls a tool; the client answers with a tool result."""
 
     type: ClassVar[Literal[EventType.TOOL_CALL]] = EventType.TOOL_CALL
     payload: ToolCallPayload
 
 
-class ToolResultAppliedEvent(_Event, tag="tool_result_applied"):
+class ToolResultAppliedEvent(_Event, tag="tool_result_applied", frozen=True):
     """A submitted tool result was handed to the program."""
 
     type: ClassVar[Literal[EventType.TOOL_RESULT_APPLIED]] = EventType.TOOL_RESULT_APPLIED
     payload: ToolResultAppliedPayload
 
 
-class FinalEvent(_Event, tag="final"):
+class FinalEvent(_Event, tag="final", frozen=True):
     """The session ended, with its result or error."""
 
     type: ClassVar[Literal[EventType.FINAL]] = EventType.FINAL
     payload: FinalPayload
 
 
-class HeartbeatEvent(_Event, tag="heartbeat"):
+class HeartbeatEvent(_Event, tag="heartbeat", frozen=True):
     """Sent while idle so that the client can tell a live stream from a dead one."""
 
     type: ClassVar[Literal[EventType.HEARTBEAT]] = EventType.HEARTBEAT
     payload: HeartbeatPayload
 
 
-class ErrorEvent(_Event, tag="error"):
+class ErrorEvent(_Event, tag="error", frozen=True):
     """An error during the session (the session may go on if ``recoverable``)."""
 
     type: ClassVar[Literal[EventType.ERROR]] = EventType.ERROR
     payload: ErrorEventPayload
 
 
-class PartialResultEvent(_Event, tag="partial_result"):
+class PartialResultEvent(_Event, tag="partial_result", frozen=True):
     """A piece of the result at ``path``, before the session ends."""
 
     type: ClassVar[Literal[EventType.PARTIAL_RESULT]] = EventType.PARTIAL_RESULT
     payload: PartialResultPayload
 
 
-class ToolProgressEvent(_Event, tag="tool_progress"):
+class ToolProgressEvent(_Event, tag="tool_progress", frozen=True):
     """Progress of a running tool call."""
 
     type: ClassVar[Literal[EventType.TOOL_PROGRESS]] = EventType.TOOL_PROGRESS
     payload: ToolProgressPayload
 
 
-class DeadlineExceededEvent(_Event, tag="deadline_exceeded"):
+class DeadlineExceededEvent(_Event, tag="deadline_exceeded", frozen=True):
     """The session ran out of its time budget."""
 
     type: ClassVar[Literal[EventType.DEADLINE_EXCEEDED]] = EventType.DEADLINE_EXCEEDED
     payload: DeadlineExceededPayload
 
 
-class CatalogChangedEvent(_Event, tag="catalog_changed"):
+class CatalogChangedEvent(_Event, tag="catalog_changed", frozen=True):
     """The set of available actions changed."""
 
     type: ClassVar[Literal[EventType.CATALOG_CHANGED]] = EventType.CATALOG_CHANGED
     payload: CatalogChangedPayload
 
 
-class EncryptedEnvelope(_Event, tag="enc"):
+class EncryptedEnvelope(_Event, tag="enc", frozen=True):
     """An encrypted event: ``payload`` holds the AES-GCM ciphertext of the inner event."""
 
     type: ClassVar[Literal[EventType.ENCRYPTED]] = EventType.ENCRYPTED
@@ -609,7 +613,7 @@ class _RuntimeMessage(_Versioned, frozen=True, rename="camel", tag_field="type",
     session_id: SessionId
 
 
-class ToolResultSubmitMessage(_RuntimeMessage, tag="tool_result_submit"):
+class ToolResultSubmitMessage(_RuntimeMessage, tag="tool_result_submit", frozen=True):
     """A tool result sent by the client to the runtime."""
 
     type: ClassVar[Literal[RuntimeChannelMessageType.TOOL_RESULT_SUBMIT]] = (
@@ -618,7 +622,7 @@ class ToolResultSubmitMessage(_RuntimeMessage, tag="tool_result_submit"):
     payload: ToolResultSubmitPayload
 
 
-class CancelMessage(_RuntimeMessage, tag="cancel"):
+class CancelMessage(_RuntimeMessage, tag="cancel", frozen=True):
     """Asks the runtime to cancel the session."""
 
     type: ClassVar[Literal[RuntimeChannelMessageType.CANCEL]] = RuntimeChannelMessageType.CANCEL

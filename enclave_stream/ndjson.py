@@ -30,8 +30,8 @@ from typing import Any, ClassVar, Final, Literal, Union
 import msgspec
 
 from ._jsjson import js_trim, utf16_truncate
-from .events import DEFAULT_PROTOCOL_VERSION, ParsedEvent
 from .encoder import EventEncoder, encode_event
+from .events import DEFAULT_PROTOCOL_VERSION, ParsedEvent
 from .wire import (
     _EVENT_DECODER,
     FAST_PATH_ERRORS,
@@ -123,7 +123,7 @@ def parse_line(line: str | bytes) -> ParseResult:
     >>> r.success, r.data.payload.chunk
     (True, 'hi')
     >>> parse_line("{oops").error
-    "JSON parse error: Expecting property name enclosed in double quotes at position 1"
+    'JSON parse error: Expecting property name enclosed in double quotes (position 1)'
     """
     result = decode_event(line)
     if isinstance(result, DecodeFailure):
@@ -137,7 +137,9 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
     Bytes are decoded as UTF-8 per line, invalid sequences becoming U+FFFD as
     in the reference's ``TextDecoder``.
     """
-    lines: list[Any] = data.split(b"\n") if isinstance(data, (bytes, bytearray)) else data.split("\n")
+    lines: list[Any] = (
+        data.split(b"\n") if isinstance(data, (bytes, bytearray)) else data.split("\n")
+    )
     decode = _EVENT_DECODER.decode
     events: list[ParsedEvent] = []
     errors: list[LineError] = []
@@ -264,7 +266,9 @@ class NdjsonStreamParser:
         elif self._pending:
             if len(self._pending) + first > self._max:
                 self._line_number += 1
-                self._report_too_long(bytes(self._pending[:512]), self._line_number, self._line_start)
+                self._report_too_long(
+                    bytes(self._pending[:512]), self._line_number, self._line_start
+                )
             else:
                 self._pending += data[:first]
                 line = bytes(self._pending)

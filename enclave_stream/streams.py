@@ -23,10 +23,10 @@ from typing import Any, Union
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, ObjectSendStream
 
+from .encoder import EventEncoder
 from .errors import NdjsonParseError
 from .events import ParsedEvent
 from .ndjson import DEFAULT_MAX_LINE_BYTES, LineError, NdjsonStreamParser
-from .encoder import EventEncoder
 
 logger = logging.getLogger("enclave_stream")
 

@@ -28,33 +28,13 @@ from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
-from ._jsjson import JsonSyntaxError, js_dumps, js_loads, js_trim, utf16_truncate
+from ._jsjson import JsonSyntaxError, js_dumps, js_loads, js_trim
 from .errors import EventValidationError, ProtocolError
 from .events import (
     DEFAULT_PROTOCOL_VERSION,
-    CancelMessage,
-    CatalogChangedEvent,
-    DeadlineExceededEvent,
-    EncryptedEnvelope,
-    ErrorEvent,
-    FinalEvent,
-    HeartbeatEvent,
-    HeartbeatPayload,
-    LogEvent,
-    LogPayload,
     ParsedEvent,
-    PartialResultEvent,
-    SessionInitEvent,
-    StdoutEvent,
-    StdoutPayload,
-    ToolCallEvent,
-    ToolCallPayload,
-    ToolProgressEvent,
-    ToolResultAppliedEvent,
-    ToolResultAppliedPayload,
-    ToolResultSubmitMessage,
 )
-from .protocol import MAX_SAFE_INTEGER, SESSION_ID_PREFIX, StrEnum
+from .protocol import SESSION_ID_PREFIX, StrEnum
 
 T = TypeVar("T")
 

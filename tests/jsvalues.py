@@ -31,7 +31,7 @@ def json_equal(ours: Any, expected: Any) -> bool:
         elif isinstance(b, list):
             if not isinstance(a, list) or len(a) != len(b):
                 return False
-            todo.extend(zip(a, b))
+            todo.extend(zip(a, b, strict=True))
         elif not _scalar_equal(a, b):
             return False
     return True

@@ -60,7 +60,7 @@ def test_stream_parser_matches_reference(case: dict[str, Any]) -> None:
     assert "".join(order) == case["order"]
     assert parser.line_number == case["line_number_final"]
     assert len(events) == len(case["events"])
-    for ours, theirs in zip(events, case["events"]):
+    for ours, theirs in zip(events, case["events"], strict=True):
         assert json_equal(_wire(ours), theirs)
     _assert_errors(errors, case["errors"])
 
@@ -70,7 +70,7 @@ def test_parse_lines_matches_reference(case: dict[str, Any]) -> None:
     result = parse_lines(b"".join(_chunks(case)))
     expected = case["parse_lines"]
     assert len(result.events) == len(expected["events"])
-    for ours, theirs in zip(result.events, expected["events"]):
+    for ours, theirs in zip(result.events, expected["events"], strict=True):
         assert json_equal(_wire(ours), theirs)
     _assert_errors(result.errors, expected["errors"])
 
@@ -89,7 +89,7 @@ async def test_parse_ndjson_stream_matches_reference(case: dict[str, Any]) -> No
     sync_events = [e for e in case["events"]]
     assert [_wire(e) for e in events] == [js_loads(serialize_event(e)) for e in events]
     assert len(events) == len(sync_events)
-    for ours, theirs in zip(events, sync_events):
+    for ours, theirs in zip(events, sync_events, strict=True):
         assert json_equal(_wire(ours), theirs)
     _assert_errors(errors, case["errors"])
     # The reference's async generator, where its semantics are the same.
@@ -97,5 +97,5 @@ async def test_parse_ndjson_stream_matches_reference(case: dict[str, Any]) -> No
         assert len(case["async_events"]) == len(events) + 1
     else:
         assert len(events) == len(case["async_events"])
-        for ours, theirs in zip(events, case["async_events"]):
+        for ours, theirs in zip(events, case["async_events"], strict=True):
             assert json_equal(_wire(ours), theirs)
