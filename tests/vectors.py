@@ -16,10 +16,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 VECTORS_DIR = (REPO_ROOT / ".." / "shared" / "vectors").resolve()
 
 
-def vectors_path(name: str) -> Path:
-    """Path of one vector file, skipping the calling test if the folder is absent."""
+def require_vectors() -> None:
+    """Skip the calling test, saying why, if the vectors folder is absent."""
     if not VECTORS_DIR.is_dir():
         pytest.skip(f"reference vectors not found: {VECTORS_DIR} (expected ../shared/vectors)")
+
+
+def vectors_path(name: str) -> Path:
+    """Path of one vector file, skipping the calling test if the folder is absent."""
+    require_vectors()
     return VECTORS_DIR / name
 
 
