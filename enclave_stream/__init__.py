@@ -21,6 +21,14 @@ from .ndjson import (
 )
 from .protocol import *  # noqa: F403
 from .protocol import __all__ as _protocol_all
+from .streams import (
+    NdjsonObjectReceiveStream,
+    NdjsonObjectSendStream,
+    create_ndjson_parse_stream,
+    create_ndjson_serialize_stream,
+    parse_ndjson_stream,
+    serialize_ndjson_stream,
+)
 from .wire import FailureKind, decode_message
 
 __version__ = "0.1.0"
@@ -32,6 +40,8 @@ __all__ = [
     "EventValidationError",
     "FailureKind",
     "LineError",
+    "NdjsonObjectReceiveStream",
+    "NdjsonObjectSendStream",
     "NdjsonParseError",
     "NdjsonStreamParser",
     "ParseFailure",
@@ -39,12 +49,16 @@ __all__ = [
     "ParseResult",
     "ParseSuccess",
     "ProtocolError",
+    "create_ndjson_parse_stream",
+    "create_ndjson_serialize_stream",
     "decode_message",
     "encode_message",
     "parse_line",
     "parse_lines",
+    "parse_ndjson_stream",
     "serialize_event",
     "serialize_events",
+    "serialize_ndjson_stream",
     "validate_event",
     *_events_all,
     *_protocol_all,

@@ -38,9 +38,9 @@ from enclave_stream import (
     ToolCallPayload,
     generate_call_id,
     generate_session_id,
+    parse_ndjson_stream,
     serialize_event,
 )
-from enclave_stream.streams import parse_ndjson_stream
 
 
 def simulated_session() -> list[ParsedEvent]:
