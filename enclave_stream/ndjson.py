@@ -203,7 +203,8 @@ class NdjsonStreamParser:
             bounded whatever the peer sends.
 
     Exceptions raised by the callbacks propagate out of :meth:`feed`; the
-    lines after the failing one in that chunk are then not delivered.
+    lines after the failing one in that chunk are then neither delivered nor
+    counted, while the parser stays consistent for the next :meth:`feed`.
 
     >>> events = []
     >>> p = NdjsonStreamParser(events.append, print)
@@ -259,36 +260,40 @@ class NdjsonStreamParser:
         if first < 0:
             self._extend_pending(data)
             return
-        # The first newline ends the line that earlier chunks began.
-        if self._skipping:
-            self._skipping = False
-            self._line_number += 1
-        elif self._pending:
-            if len(self._pending) + first > self._max:
-                self._line_number += 1
-                self._report_too_long(
-                    bytes(self._pending[:512]), self._line_number, self._line_start
-                )
-            else:
-                self._pending += data[:first]
-                line = bytes(self._pending)
-                self._lines([line], self._line_start)
-            self._pending.clear()
-        elif first > self._max:
-            self._line_number += 1
-            self._report_too_long(data[:512], self._line_number, self._line_start)
-        else:
-            self._lines([data[:first]], self._line_start)
+        # Settle the state for the whole chunk before any callback runs, so
+        # that a callback that raises cannot make a line count twice.
         last = data.rfind(b"\n")
+        line_start, self._line_start = self._line_start, base + last + 1
+        was_skipping, self._skipping = self._skipping, False
+        head: bytes | None = None  # the line the first newline completes
+        too_long: bytes | None = None
+        if self._pending:
+            if len(self._pending) + first > self._max:
+                too_long = bytes(self._pending[:512])
+            else:
+                head = bytes(self._pending) + data[:first]
+            self._pending.clear()
+        elif not was_skipping:
+            if first > self._max:
+                too_long = data[:512]
+            else:
+                head = data[:first]
+        tail_too_long = self._set_pending(data[last + 1 :])
+
+        if head is not None:
+            self._lines([head], line_start)
+        else:
+            self._line_number += 1
+            if too_long is not None:
+                self._report_too_long(too_long, self._line_number, line_start)
         if last > first:
             middle = data[first + 1 : last].split(b"\n")
             if last - first - 1 > self._max:
                 self._lines_limited(middle, base + first + 1)
             else:
                 self._lines(middle, base + first + 1)
-        self._line_start = base + last + 1
-        if last + 1 < len(data):
-            self._extend_pending(data[last + 1 :])
+        if tail_too_long is not None:
+            self._report_too_long(tail_too_long, self._line_number + 1, self._line_start)
 
     def flush(self) -> None:
         """End of input: parse the last line if it has no newline."""
@@ -317,15 +322,21 @@ class NdjsonStreamParser:
         self._line_start = 0
 
     def _extend_pending(self, data: bytes) -> None:
-        if self._skipping:
-            return
+        too_long = self._set_pending(data)
+        if too_long is not None:
+            self._report_too_long(too_long, self._line_number + 1, self._line_start)
+
+    def _set_pending(self, data: bytes) -> bytes | None:
+        """Append to the unfinished line; past the limit, drop it and return its head."""
+        if self._skipping or not data:
+            return None
         if len(self._pending) + len(data) > self._max:
             head = bytes(self._pending[:512]) + data[:512]
-            self._report_too_long(head, self._line_number + 1, self._line_start)
             self._pending.clear()
             self._skipping = True
-            return
+            return head
         self._pending += data
+        return None
 
     def _report_too_long(self, head: bytes, line: int, offset: int) -> None:
         trimmed = js_trim(head.decode("utf-8", "replace"))
