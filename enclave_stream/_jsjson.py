@@ -45,6 +45,11 @@ JS_WHITESPACE = (
 
 _MAX_SAFE = 2**53
 
+MAX_DEPTH = 10_000
+"""Deepest nesting accepted. JSON.parse has no such limit, but a line of 16 MiB
+of ``[`` would otherwise cost seconds of CPU in the pure-Python parser that
+deep documents need; the reference's own vectors go to 2,000."""
+
 
 class JsonSyntaxError(ValueError):
     """The text is not JSON. ``position`` is the 0-based character index."""
@@ -146,6 +151,8 @@ def _loads_deep(text: str) -> Any:
                 value, i = {}, i + 1
             else:
                 key, i = _read_key(text, i)
+                if len(stack) >= MAX_DEPTH:
+                    raise JsonSyntaxError(f"Nesting deeper than {MAX_DEPTH} levels", i)
                 stack.append(({}, [key]))
                 continue
         elif char == "[":
@@ -153,6 +160,8 @@ def _loads_deep(text: str) -> Any:
             if text[i : i + 1] == "]":
                 value, i = [], i + 1
             else:
+                if len(stack) >= MAX_DEPTH:
+                    raise JsonSyntaxError(f"Nesting deeper than {MAX_DEPTH} levels", i)
                 stack.append(([], [None]))
                 continue
         elif char == '"':
