@@ -12,6 +12,10 @@ anyio drivers:
 
 * :func:`drive_reconnection` - sleeps each pending retry's delay, then fires it.
 * :class:`HeartbeatMonitor` - calls a handler when heartbeats stop.
+* :func:`open_event_stream` - a session's events, each exactly once, across
+  reconnects. :func:`enclave_stream.reconnect.httpx_connector.httpx_connector`
+  connects it to an HTTP broker; that module needs the ``httpx`` extra, so it
+  is not imported here.
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ __all__ = [
     "DEFAULT_RECONNECTION_CONFIG",
     "ConnectedEvent",
     "ConnectionState",
+    "Connector",
+    "ConnectorError",
     "DisconnectedEvent",
+    "EnvelopeOpener",
     "EventBuffer",
     "FailedEvent",
+    "FatalConnectError",
     "HeartbeatMonitor",
     "PendingRetry",
     "ReceiveResult",
@@ -30,18 +38,33 @@ __all__ = [
     "ReconnectionConfigError",
     "ReconnectionEvent",
     "ReconnectionStateMachine",
+    "ResumableEventStream",
     "RetryScheduledEvent",
     "RetryStartedEvent",
+    "RetryableConnectError",
     "SequenceGap",
+    "SequenceGapError",
     "SequenceTracker",
     "StateChangeEvent",
+    "StreamFailedError",
     "compute_backoff_ms",
     "drive_reconnection",
+    "is_retryable",
     "js_round",
+    "open_event_stream",
 ]
 
 from .buffer import EventBuffer
+from .client import Connector, EnvelopeOpener, ResumableEventStream, open_event_stream
 from .driver import drive_reconnection
+from .errors import (
+    ConnectorError,
+    FatalConnectError,
+    RetryableConnectError,
+    SequenceGapError,
+    StreamFailedError,
+    is_retryable,
+)
 from .heartbeat import HeartbeatMonitor
 from .machine import PendingRetry, ReconnectionStateMachine
 from .sequence import ReceiveResult, SequenceGap, SequenceTracker

@@ -1,0 +1,469 @@
+"""open_event_stream: resume, dedupe, gaps, failures, callbacks, and structured concurrency."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from anyio.abc import ByteReceiveStream
+
+from enclave_stream import FailureKind, LineError
+from enclave_stream.events import StreamEvent
+from enclave_stream.reconnect import (
+    ConnectionState,
+    FatalConnectError,
+    ReconnectionConfig,
+    RetryableConnectError,
+    SequenceGap,
+    SequenceGapError,
+    StreamFailedError,
+    open_event_stream,
+)
+from enclave_stream.reconnect.client import ResumableEventStream
+from tests.reconnect.fakes import (
+    FakeSession,
+    Raise,
+    Refuse,
+    ScriptedConnector,
+    Stall,
+    consume,
+    line,
+    make_session,
+    replay,
+)
+
+pytestmark = pytest.mark.anyio
+
+FAST = ReconnectionConfig(max_retries=3, initial_delay_ms=0, jitter=False)
+CUT = Raise(ConnectionResetError("connection reset by peer"))
+
+
+def lines_of(count: int, start: int = 0) -> list[bytes]:
+    return [line(event) for event in make_session(count, start=start)]
+
+
+async def collect(stream: ResumableEventStream) -> list[StreamEvent]:
+    async with stream as events:
+        return [event async for event in events]
+
+
+def seqs(events: list[StreamEvent]) -> list[int]:
+    return [event.seq for event in events]
+
+
+async def test_delivers_every_event_then_stops_after_final() -> None:
+    lines = lines_of(5)
+    after_final = line(make_session(7)[5])  # a stdout with seq 5, after the final
+    connector = ScriptedConnector([[b"".join(lines) + after_final, Stall()]])
+    stream = open_event_stream(connector, config=FAST)
+    events = await collect(stream)
+    assert events == make_session(5)
+    assert connector.calls == [None]
+    assert connector.open_connections == 0
+    assert connector.closed_iterators == 1
+    assert stream.state is ConnectionState.CLOSED
+    assert stream.events_delivered == 5
+    assert stream.last_seq == 4
+
+
+async def test_resumes_after_the_last_event_and_drops_what_is_sent_again() -> None:
+    lines = lines_of(10)
+    connector = ScriptedConnector(
+        [
+            [*lines[:3], lines[3][:7], CUT],  # cut in the middle of line 3
+            lambda from_seq: [*lines[1:6], lines[4], CUT],  # starts early, repeats a line
+            replay(lines),
+        ]
+    )
+    events = await collect(open_event_stream(connector, config=FAST))
+    assert seqs(events) == list(range(10))
+    assert connector.calls == [None, 3, 6]
+
+
+async def test_a_session_starting_at_seq_0_is_delivered_exactly_once() -> None:
+    lines = lines_of(4)
+    # The resumed connection (from_seq=1) sends seq 0 twice, and then everything.
+    connector = ScriptedConnector([[lines[0], CUT], [lines[0], *lines]])
+    events = await collect(open_event_stream(connector, config=FAST))
+    assert seqs(events) == [0, 1, 2, 3]
+    assert connector.calls == [None, 1]
+
+
+async def test_a_session_may_start_at_any_seq() -> None:
+    lines = lines_of(5, start=100)
+    connector = ScriptedConnector([[*lines[:2], CUT], [*lines[1:]]])
+    events = await collect(open_event_stream(connector, config=FAST))
+    assert seqs(events) == [100, 101, 102, 103, 104]
+    assert connector.calls == [None, 102]
+
+
+async def test_a_gap_right_after_seq_0_is_seen() -> None:
+    lines = lines_of(6)
+    connector = ScriptedConnector([[lines[0], CUT], [lines[0], *lines[3:]]])
+    received: list[StreamEvent] = []
+    with pytest.raises(SequenceGapError) as caught:
+        await consume(open_event_stream(connector, config=FAST), received)
+    assert (caught.value.missing_start, caught.value.missing_end) == (1, 2)
+    assert caught.value.events_delivered == 1
+    assert caught.value.last_seq == 0
+    assert seqs(received) == [0]
+
+
+async def test_allow_gaps_goes_on_and_records_the_gap_after_seq_0() -> None:
+    lines = lines_of(6)
+    connector = ScriptedConnector([[lines[0], CUT], [lines[0], *lines[3:]]])
+    stream = open_event_stream(connector, config=FAST, allow_gaps=True)
+    events = await collect(stream)
+    assert seqs(events) == [0, 3, 4, 5]
+    assert stream.gaps == [SequenceGap(1, 2)]
+
+
+async def test_a_hole_in_a_live_stream_is_filled_by_a_replay_in_order() -> None:
+    lines = lines_of(8)
+    connector = ScriptedConnector([[*lines[:3], *lines[5:]], replay(lines)])
+    events = await collect(open_event_stream(connector, config=FAST))
+    assert seqs(events) == list(range(8))
+    assert connector.calls == [None, 3]
+
+
+async def test_a_hole_that_the_replay_also_skips_is_an_error() -> None:
+    lines = lines_of(8)
+    connector = ScriptedConnector([[*lines[:3], *lines[5:]], [*lines[5:]]])
+    received: list[StreamEvent] = []
+    with pytest.raises(SequenceGapError) as caught:
+        await consume(open_event_stream(connector, config=FAST), received)
+    assert (caught.value.missing_start, caught.value.missing_end) == (3, 4)
+    assert caught.value.events_delivered == 3
+    assert seqs(received) == [0, 1, 2]
+    assert "3..4" in str(caught.value)
+
+
+async def test_a_fatal_connect_error_stops_at_once_with_the_count() -> None:
+    lines = lines_of(8)
+    denied = FatalConnectError("HTTP 401 Unauthorized", status_code=401)
+    connector = ScriptedConnector([[*lines[:3], CUT], Refuse(denied)])
+    received: list[StreamEvent] = []
+    states: list[ConnectionState] = []
+    with pytest.raises(StreamFailedError) as caught:
+        await consume(open_event_stream(connector, config=FAST, on_state=states.append), received)
+    error = caught.value
+    assert error.cause is denied
+    assert error.__cause__ is denied
+    assert "401" in str(error)
+    assert "3 events delivered" in str(error)
+    assert (error.events_delivered, error.last_seq) == (3, 2)
+    assert seqs(received) == [0, 1, 2]
+    assert connector.calls == [None, 3]
+    assert states[-1] is ConnectionState.FAILED
+
+
+async def test_an_unknown_error_is_fatal_unless_retry_if_says_otherwise() -> None:
+    class Flaky(Exception):
+        pass
+
+    lines = lines_of(4)
+    connector = ScriptedConnector([[lines[0], Raise(Flaky("odd"))]])
+    with pytest.raises(StreamFailedError) as caught:
+        await collect(open_event_stream(connector, config=FAST))
+    assert isinstance(caught.value.cause, Flaky)
+    assert connector.calls == [None]
+
+    connector = ScriptedConnector([[lines[0], Raise(Flaky("odd"))], replay(lines)])
+    stream = open_event_stream(
+        connector, config=FAST, retry_if=lambda error: isinstance(error, Flaky)
+    )
+    assert seqs(await collect(stream)) == [0, 1, 2, 3]
+    assert connector.calls == [None, 1]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError("refused"),
+        TimeoutError("slow"),
+        anyio.BrokenResourceError(),
+        anyio.EndOfStream(),
+        RetryableConnectError("HTTP 503 Service Unavailable", status_code=503),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+async def test_transport_errors_are_retried(error: Exception) -> None:
+    lines = lines_of(3)
+    connector = ScriptedConnector([Refuse(error), [lines[0], Raise(error)], replay(lines)])
+    events = await collect(open_event_stream(connector, config=FAST))
+    assert seqs(events) == [0, 1, 2]
+    assert connector.calls == [None, None, 1]
+
+
+async def test_retries_run_out_with_the_last_reason_and_cause() -> None:
+    refused = ConnectionRefusedError("nobody home")
+    connector = ScriptedConnector([Refuse(refused)] * 4)
+    with pytest.raises(StreamFailedError) as caught:
+        await collect(open_event_stream(connector, config=FAST))
+    assert "gave up after 3 retries" in caught.value.reason
+    assert "nobody home" in caught.value.reason
+    assert caught.value.cause is refused
+    assert (caught.value.events_delivered, caught.value.last_seq) == (0, None)
+    assert len(connector.calls) == 4
+
+
+async def test_a_stream_that_ends_before_final_is_resumed() -> None:
+    lines = lines_of(5)
+    connector = ScriptedConnector([lines[:2], [*lines[2:4], lines[4][:10]], replay(lines)])
+    reported: list[LineError] = []
+    events = await collect(open_event_stream(connector, config=FAST, on_error=reported.append))
+    assert seqs(events) == list(range(5))
+    assert connector.calls == [None, 2, 4]
+    # The fragment a cut left at the end is the cut's doing, not a bad line.
+    assert reported == []
+
+
+async def test_a_last_line_without_newline_is_taken() -> None:
+    lines = lines_of(3)
+    connector = ScriptedConnector([[*lines[:2], lines[2].rstrip(b"\n")]])
+    events = await collect(open_event_stream(connector, config=FAST))
+    assert seqs(events) == [0, 1, 2]
+    assert connector.calls == [None]
+
+
+async def test_bad_lines_go_to_on_error_or_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    lines = lines_of(3)
+    body = [lines[0], b"{not json}\n", lines[1], b'{"seq": 1}\n', lines[2]]
+    reported: list[LineError] = []
+    events = await collect(
+        open_event_stream(ScriptedConnector([body]), config=FAST, on_error=reported.append)
+    )
+    assert seqs(events) == [0, 1, 2]
+    assert [(error.line, error.kind) for error in reported] == [
+        (2, FailureKind.JSON),
+        (4, FailureKind.VALIDATION),
+    ]
+
+    with caplog.at_level(logging.WARNING, logger="enclave_stream"):
+        events = await collect(open_event_stream(ScriptedConnector([body]), config=FAST))
+    assert seqs(events) == [0, 1, 2]
+    assert sum("bad NDJSON line" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_an_over_long_line_is_reported_and_skipped() -> None:
+    lines = lines_of(3)
+    reported: list[LineError] = []
+    body = [lines[0], b'{"x":"' + b"y" * 500, b"z" * 500, b'"}\n', *lines[1:]]
+    stream = open_event_stream(
+        ScriptedConnector([body]), config=FAST, on_error=reported.append, max_line_bytes=256
+    )
+    assert seqs(await collect(stream)) == [0, 1, 2]
+    assert [error.kind for error in reported] == [FailureKind.LINE_TOO_LONG]
+
+
+async def test_on_state_reports_each_state_change() -> None:
+    lines = lines_of(6)
+    states: list[ConnectionState] = []
+    connector = ScriptedConnector(
+        [[*lines[:2], CUT], Refuse(ConnectionResetError()), replay(lines)]
+    )
+    await collect(open_event_stream(connector, config=FAST, on_state=states.append))
+    S = ConnectionState
+    assert states == [
+        S.CONNECTING,
+        S.CONNECTED,
+        S.RECONNECTING,
+        S.CONNECTING,
+        S.RECONNECTING,
+        S.CONNECTING,
+        S.CONNECTED,
+        S.CLOSED,
+    ]
+
+
+async def test_callback_errors_end_the_stream_as_they_are() -> None:
+    lines = lines_of(3)
+
+    def fussy(error: LineError) -> None:
+        raise KeyError("no bad lines please")
+
+    connector = ScriptedConnector([[lines[0], b"nope\n", *lines[1:]]])
+    received: list[StreamEvent] = []
+    with pytest.raises(KeyError, match="no bad lines"):
+        await consume(open_event_stream(connector, config=FAST, on_error=fussy), received)
+    assert seqs(received) == [0]
+    assert connector.calls == [None]
+
+
+class _Bytes(ByteReceiveStream):
+    """An anyio byte stream over fixed chunks (a socket's shape, without the socket)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        if not self.chunks:
+            raise anyio.EndOfStream
+        return self.chunks.pop(0)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_connector_may_yield_an_anyio_byte_stream() -> None:
+    lines = lines_of(4)
+    streams = [_Bytes([lines[0], lines[1][:5]]), _Bytes(lines[1:])]
+
+    @asynccontextmanager
+    async def connect(from_seq: int | None) -> AsyncIterator[ByteReceiveStream]:
+        yield streams.pop(0)
+
+    first, second = streams
+    events = await collect(open_event_stream(connect, config=FAST))
+    assert seqs(events) == [0, 1, 2, 3]
+    assert first.closed
+    assert second.closed
+
+
+# --- encryption -------------------------------------------------------------------
+
+
+async def test_envelopes_are_opened_once_each_across_resends() -> None:
+    sender = FakeSession()
+    plain = make_session(12)
+    sealed = [line(sender.seal(event)) for event in plain]
+    receiver = FakeSession()  # same key; refuses to open a nonce twice
+    connector = ScriptedConnector(
+        [
+            [*sealed[:4], sealed[4][:20], CUT],
+            lambda from_seq: [*sealed[:8], sealed[2], CUT],
+            replay(sealed),
+        ]
+    )
+    events = await collect(open_event_stream(connector, config=FAST, session=receiver))
+    assert events == plain
+    assert receiver.open_count == 12
+    assert connector.calls == [None, 4, 8]
+
+
+async def test_an_envelope_without_a_session_is_an_error() -> None:
+    sealed = line(FakeSession().seal(make_session(2)[0]))
+    with pytest.raises(StreamFailedError, match="no session"):
+        await collect(open_event_stream(ScriptedConnector([[sealed]]), config=FAST))
+
+
+async def test_an_envelope_that_cannot_be_opened_is_an_error() -> None:
+    plain = make_session(3)
+    good = [line(FakeSession().seal(event)) for event in plain[:1]]
+    forged = line(FakeSession(key=bytes(32)).seal(plain[1]))
+    received: list[StreamEvent] = []
+    with pytest.raises(StreamFailedError, match="could not open the encrypted event with seq 1"):
+        await consume(
+            open_event_stream(
+                ScriptedConnector([[*good, forged]]), config=FAST, session=FakeSession()
+            ),
+            received,
+        )
+    assert received == plain[:1]
+
+
+# --- structured concurrency ----------------------------------------------------
+
+
+def _task_count() -> int:
+    return len(anyio.get_running_tasks())
+
+
+async def test_breaking_out_closes_the_connection_and_leaves_no_task() -> None:
+    lines = lines_of(50)
+    connector = ScriptedConnector([[*lines[:10], Stall()]])
+    before = _task_count()
+    states: list[ConnectionState] = []
+    async with open_event_stream(connector, config=FAST, on_state=states.append) as events:
+        async for event in events:
+            if event.seq == 3:
+                break
+        assert _task_count() == before + 1  # the reader
+    assert _task_count() == before
+    assert connector.open_connections == 0
+    assert connector.closed_iterators == 1
+    assert states[-1] is ConnectionState.CLOSED
+
+
+async def test_cancelling_closes_the_connection() -> None:
+    lines = lines_of(50)
+    connector = ScriptedConnector([[*lines[:5], Stall()]])
+    before = _task_count()
+    received: list[StreamEvent] = []
+    with anyio.move_on_after(0.05) as scope:
+        await consume(open_event_stream(connector, config=FAST), received)
+    assert scope.cancelled_caught
+    assert seqs(received) == [0, 1, 2, 3, 4]
+    assert connector.open_connections == 0
+    assert _task_count() == before
+
+
+async def test_an_error_in_the_body_comes_out_unwrapped() -> None:
+    connector = ScriptedConnector([[*lines_of(5)[:2], Stall()]])
+
+    async def buggy_consumer() -> None:
+        async with open_event_stream(connector, config=FAST) as events:
+            async for _ in events:
+                raise ValueError("consumer bug")
+
+    with pytest.raises(ValueError, match="consumer bug"):
+        await buggy_consumer()
+    assert connector.open_connections == 0
+
+
+async def test_aclose_ends_the_iteration() -> None:
+    connector = ScriptedConnector([[*lines_of(5)[:3], Stall()]])
+    received: list[StreamEvent] = []
+    async with open_event_stream(connector, config=FAST) as events:
+        async for event in events:
+            received.append(event)
+            if event.seq == 1:
+                await events.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await events.__anext__()
+    assert seqs(received) == [0, 1]
+    assert events.events_delivered == 2
+    assert connector.open_connections == 0
+
+
+async def test_a_slow_consumer_holds_the_reader_back() -> None:
+    lines = lines_of(200)
+    connector = ScriptedConnector([[*lines, Stall()]])
+    async with open_event_stream(connector, config=FAST) as events:
+        first = await events.__anext__()
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        # One batch (chunk) per line: the one being read, plus the small buffer.
+        assert first.seq == 0
+        assert events.last_seq is not None
+        assert events.last_seq <= 4
+        assert events.events_delivered == 1
+
+
+async def test_the_stream_must_be_entered() -> None:
+    stream = open_event_stream(ScriptedConnector([]), config=FAST)
+    with pytest.raises(RuntimeError, match="async with"):
+        await stream.__anext__()
+    async with stream:
+        pass
+    with pytest.raises(RuntimeError, match="only once"):
+        async with stream:
+            pass
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True])
+def test_heartbeat_timeout_is_validated(timeout: Any) -> None:
+    with pytest.raises(ValueError, match="heartbeat_timeout_ms"):
+        open_event_stream(ScriptedConnector([]), heartbeat_timeout_ms=timeout)
+
+
+def test_max_line_bytes_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_line_bytes"):
+        open_event_stream(ScriptedConnector([]), max_line_bytes=0)
