@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .encoder import EventEncoder, encode_message, validate_event
 from .errors import EnclaveStreamError, EventValidationError, NdjsonParseError, ProtocolError
 from .events import *  # noqa: F403
@@ -21,6 +23,8 @@ from .ndjson import (
 )
 from .protocol import *  # noqa: F403
 from .protocol import __all__ as _protocol_all
+from .reconnect import *  # noqa: F403
+from .reconnect import __all__ as _reconnect_all
 from .streams import (
     NdjsonObjectReceiveStream,
     NdjsonObjectSendStream,
@@ -30,6 +34,9 @@ from .streams import (
     serialize_ndjson_stream,
 )
 from .wire import FailureKind, decode_message
+
+if TYPE_CHECKING:
+    from .reconnect.httpx_connector import httpx_connector
 
 __version__ = "0.1.0"
 
@@ -60,6 +67,17 @@ __all__ = [
     "serialize_events",
     "serialize_ndjson_stream",
     "validate_event",
+    "httpx_connector",
     *_events_all,
     *_protocol_all,
+    *_reconnect_all,
 ]
+
+
+def __getattr__(name: str) -> object:
+    # httpx is an optional extra: import its connector only when asked for.
+    if name == "httpx_connector":
+        from .reconnect.httpx_connector import httpx_connector
+
+        return httpx_connector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
