@@ -89,7 +89,7 @@ def _js_int(token: str) -> int | float:
     return int(value) if -_MAX_SAFE <= value <= _MAX_SAFE else value
 
 
-def _js_float(token: str) -> int | float:
+def js_float(token: str) -> int | float:
     value = float(token)
     # JavaScript has one number type: an integral value is an integer.
     if value.is_integer() and -_MAX_SAFE <= value <= _MAX_SAFE:
@@ -102,7 +102,7 @@ def _reject_constant(name: str) -> Any:
 
 
 _decoder = json.JSONDecoder(
-    parse_int=_js_int, parse_float=_js_float, parse_constant=_reject_constant
+    parse_int=_js_int, parse_float=js_float, parse_constant=_reject_constant
 )
 
 
@@ -145,14 +145,14 @@ def _loads_deep(text: str) -> Any:
     while True:
         char = text[i : i + 1]
         value: Any
+        if char in ("{", "[") and len(stack) >= MAX_DEPTH:
+            raise JsonSyntaxError(f"Nesting deeper than {MAX_DEPTH} levels", i)
         if char == "{":
             i = _skip_ws(text, i + 1)
             if text[i : i + 1] == "}":
                 value, i = {}, i + 1
             else:
                 key, i = _read_key(text, i)
-                if len(stack) >= MAX_DEPTH:
-                    raise JsonSyntaxError(f"Nesting deeper than {MAX_DEPTH} levels", i)
                 stack.append(({}, [key]))
                 continue
         elif char == "[":
@@ -160,8 +160,6 @@ def _loads_deep(text: str) -> Any:
             if text[i : i + 1] == "]":
                 value, i = [], i + 1
             else:
-                if len(stack) >= MAX_DEPTH:
-                    raise JsonSyntaxError(f"Nesting deeper than {MAX_DEPTH} levels", i)
                 stack.append(([], [None]))
                 continue
         elif char == '"':
@@ -171,7 +169,7 @@ def _loads_deep(text: str) -> Any:
             if match is None:
                 raise JsonSyntaxError("Invalid number", i)
             token = match.group()
-            value = _js_float(token) if match.group(1) or match.group(2) else _js_int(token)
+            value = js_float(token) if match.group(1) or match.group(2) else _js_int(token)
             i = match.end()
         else:
             for word, literal in _LITERALS:

@@ -30,6 +30,7 @@ from .events import (
     CatalogChangedEvent,
     DeadlineExceededEvent,
     EncryptedEnvelope,
+    EncryptedEnvelopePayload,
     ErrorEvent,
     FinalEvent,
     HeartbeatEvent,
@@ -88,9 +89,21 @@ def _partial_result_is_valid(payload: PartialResultPayload) -> bool:
     )
 
 
+def _envelope_is_valid(payload: EncryptedEnvelopePayload) -> bool:
+    tag = payload.tag_b64
+    return (
+        type(payload.kid) is str
+        and type(payload.nonce_b64) is str
+        and type(payload.ciphertext_b64) is str
+        and bool(payload.kid and payload.nonce_b64 and payload.ciphertext_b64)
+        and (tag is msgspec.UNSET or type(tag) is str)
+    )
+
+
 # Cheap checks that prove a payload valid (False means "run the full check").
 _QUICK_CHECKS: Final[dict[Any, Callable[[Any], bool]]] = {
     PartialResultPayload: _partial_result_is_valid,
+    EncryptedEnvelopePayload: _envelope_is_valid,
 }
 
 _TEMPLATE_CACHE_SIZE: Final = 1024
@@ -117,7 +130,7 @@ class _EventKind:
 def _enc_hook(value: Any) -> Any:
     if isinstance(value, int):  # the DEFAULT_PROTOCOL_VERSION marker is an int subclass
         return int(value)
-    raise NotImplementedError(f"Objects of type {type(value).__name__} are not supported")
+    raise TypeError(f"Objects of type {type(value).__name__} are not JSON values")
 
 
 class EventEncoder:
@@ -180,8 +193,8 @@ class EventEncoder:
                 )
             payload = event.payload
             payload_type = type(payload)
-            if (payload_type is stdout and type(payload.chunk) is str) or (
-                kind.trusted and payload_type is kind.payload_type
+            if payload_type is kind.payload_type and (
+                kind.trusted or (payload_type is stdout and type(payload.chunk) is str)
             ):
                 try:
                     append(template % (seq, encode(payload)))
@@ -244,11 +257,11 @@ def _coerce(item: object) -> ParsedEvent:
     raise EventValidationError(f"Expected a protocol event or a mapping, got {type(item).__name__}")
 
 
-def _js_encode(value: Any) -> bytes:
+def _js_encode(value: Any, path: str = "$.payload") -> bytes:
     try:
         return js_dumps(value).encode("utf-8")
     except TypeError as exc:
-        raise EventValidationError(str(exc), "$.payload") from None
+        raise EventValidationError(str(exc), path) from None
 
 
 def _validate_payload(kind: _EventKind, body: bytes) -> None:
@@ -270,7 +283,7 @@ def validate_event(event: ParsedEvent | Mapping[str, Any]) -> ParsedEvent:
     :class:`~enclave_stream.EventValidationError` naming the offending field.
     """
     if isinstance(event, Mapping):
-        result = decode_event_slow(js_dumps(event))
+        result = decode_event_slow(_js_encode(event, "$"))
         if isinstance(result, DecodeFailure):
             raise EventValidationError(result.reason, result.path or "$")
         return cast(ParsedEvent, result)
@@ -307,11 +320,13 @@ def encode_message(message: msgspec.Struct) -> bytes:
             "type": tag,
             "payload": runtime.payload,
         }
-        data = js_dumps(head).encode("utf-8")
+        data = _js_encode(head, "$")
     else:
         try:
             data = _message_encoder.encode(message)
         except (UnicodeEncodeError, RecursionError):
-            data = js_dumps(message).encode("utf-8")
+            data = _js_encode(message, "$")
+        except (TypeError, OverflowError) as exc:
+            raise EventValidationError(str(exc)) from None
     decode_message(data, type(message))
     return data

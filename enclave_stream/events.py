@@ -10,9 +10,12 @@ Python attributes are snake_case; on the wire they are camelCase
     (<EventType.STDOUT: 'stdout'>, 2)
 
 Field constraints are declared with :class:`msgspec.Meta` so that decoding
-enforces exactly the reference's schema. Constructing a Struct does not
-validate (msgspec never does); the serializer validates before anything
-reaches the wire, and :func:`enclave_stream.validate_event` does it on demand.
+enforces exactly the reference's schema. msgspec does not validate on
+construction; payloads whose checks run in Python anyway (call ids, datetimes,
+log records, tool calls) raise :class:`~enclave_stream.EventValidationError`
+when built with a bad value, and for everything else the serializer validates
+before anything reaches the wire (:func:`enclave_stream.validate_event` does it
+on demand).
 
 Optional fields default to :data:`msgspec.UNSET` (absent on the wire). A field
 that the protocol lets carry any JSON value (``tool_call.args``,
@@ -80,6 +83,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal, Union, cast
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from .errors import EventValidationError
 from .protocol import (
     CALL_ID_PREFIX,
     MAX_SAFE_INTEGER,
@@ -138,22 +142,35 @@ DATETIME_PATTERN: Final = f"{_DATE}T{_TIME}Z"
 _DATETIME = re.compile(DATETIME_PATTERN)
 
 
-def _field_error(field: str, expected: str, value: object) -> ValueError:
-    # "@field: " lets the codec extend msgspec's path ("$.payload") to the field.
-    return ValueError(f"@{field}: Expected {expected}, got {value!r}")
+def _field_error(field: str, expected: str, value: object) -> EventValidationError:
+    # A ValueError, so msgspec reports it as a ValidationError at the payload's
+    # path; the codec appends this error's own path ("$.callId") to that.
+    return EventValidationError(f"Expected {expected}, got {value!r}", f"$.{field}")
 
 
 _LOG_LEVELS = frozenset(level.value for level in LogLevel)
 
 
+def _normalize_numbers(struct: msgspec.Struct, *fields: str) -> None:
+    """Store integral floats of "number" fields as ints, as JavaScript sees them.
+
+    ``JSON.stringify`` writes 1500.0 as ``1500`` and -0.0 as ``0``; holding
+    the int makes our encoder write the same bytes.
+    """
+    for name in fields:
+        value = getattr(struct, name)
+        if type(value) is float and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
+            msgspec.structs.force_setattr(struct, name, int(value))
+
+
 def check_call_id(value: object, field: str = "callId") -> None:
-    """Raise ``ValueError`` unless ``value`` is a call id (``c_`` and at least one more)."""
+    """Raise :class:`EventValidationError` unless ``value`` is a call id (``c_`` + 1 or more)."""
     if not (isinstance(value, str) and len(value) > 2 and value.startswith(CALL_ID_PREFIX)):
         raise _field_error(field, "a call id (a string starting with 'c_')", value)
 
 
 def check_datetime(value: object, field: str) -> None:
-    """Raise ``ValueError`` unless ``value`` is an ISO-8601 UTC datetime the reference accepts."""
+    """Raise :class:`EventValidationError` unless ``value`` is a datetime the reference accepts."""
     if not (isinstance(value, str) and _DATETIME.fullmatch(value)):
         raise _field_error(field, "an ISO-8601 UTC datetime string ending in 'Z'", value)
 
@@ -196,6 +213,9 @@ class RetryInfoDetail(
     type: ClassVar[ErrorDetailType] = ErrorDetailType.RETRY_INFO
     retry_delay_ms: NonNegativeNumber
 
+    def __post_init__(self) -> None:
+        _normalize_numbers(self, "retry_delay_ms")
+
 
 class UpstreamInfoDetail(
     msgspec.Struct, frozen=True, rename="camel", tag_field="type", tag="upstream_info"
@@ -226,6 +246,9 @@ class QuotaInfoDetail(
     limit: NonNegativeNumber
     used: NonNegativeNumber
 
+    def __post_init__(self) -> None:
+        _normalize_numbers(self, "limit", "used")
+
 
 ErrorDetail = Union[RetryInfoDetail, UpstreamInfoDetail, ValidationInfoDetail, QuotaInfoDetail]
 """One entry of :attr:`ErrorPayload.details`, tagged on ``type``."""
@@ -246,6 +269,9 @@ class SessionStats(msgspec.Struct, frozen=True, rename="camel", gc=False):
     duration_ms: NonNegativeNumber
     tool_call_count: NonNegativeInt
     stdout_bytes: NonNegativeInt
+
+    def __post_init__(self) -> None:
+        _normalize_numbers(self, "duration_ms")
 
 
 class EncryptionConfig(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -371,6 +397,7 @@ class ToolProgressPayload(msgspec.Struct, frozen=True, rename="camel", kw_only=T
 
     def __post_init__(self) -> None:
         check_call_id(self.call_id)
+        _normalize_numbers(self, "elapsed_ms")
 
 
 class DeadlineExceededPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -378,6 +405,9 @@ class DeadlineExceededPayload(msgspec.Struct, frozen=True, rename="camel", gc=Fa
 
     elapsed_ms: NonNegativeNumber
     budget_ms: PositiveNumber
+
+    def __post_init__(self) -> None:
+        _normalize_numbers(self, "elapsed_ms", "budget_ms")
 
 
 class CatalogChangedPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -532,10 +562,8 @@ class ClientHello(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
     protocol_version: ProtocolVersion = DEFAULT_PROTOCOL_VERSION
     client_ephemeral_pub_key_b64: NonEmptyStr
-    curve: SupportedCurve = SupportedCurve.P256
-    supported_algorithms: Annotated[list[EncryptionAlgorithm], Meta(min_length=1)] = msgspec.field(
-        default_factory=lambda: [EncryptionAlgorithm.AES_GCM_256]
-    )
+    curve: SupportedCurve
+    supported_algorithms: Annotated[list[EncryptionAlgorithm], Meta(min_length=1)]
 
 
 class ServerHello(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -543,9 +571,9 @@ class ServerHello(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
     protocol_version: ProtocolVersion = DEFAULT_PROTOCOL_VERSION
     server_ephemeral_pub_key_b64: NonEmptyStr
-    curve: SupportedCurve = SupportedCurve.P256
-    selected_algorithm: EncryptionAlgorithm = EncryptionAlgorithm.AES_GCM_256
-    kdf: KeyDerivation = KeyDerivation.HKDF_SHA256
+    curve: SupportedCurve
+    selected_algorithm: EncryptionAlgorithm
+    kdf: KeyDerivation
     key_id: NonEmptyStr
     signature_b64: str | UnsetType = UNSET
 

@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping
 from typing import Any, Union
 
 import anyio
@@ -51,12 +51,16 @@ def _report(error: LineError, on_error: ErrorHandler | None, strict: bool) -> No
         )
 
 
-async def _aclose(source: object, *, forcefully: bool) -> None:
+async def _aclose(source: object, *, forcefully: bool = False) -> None:
+    # By default a plain close, also after an error or an early exit: the
+    # source's own cleanup (an HTTP response releasing its connection) must get
+    # to run; if we are being cancelled, its awaits are cancelled as they should
+    # be. ``forcefully`` is for a connection being abandoned (a stalled peer):
+    # its cleanup must not wait on the peer.
     aclose = getattr(source, "aclose", None)
     if aclose is None:
         return
     if forcefully:
-        # Already failing or cancelled: close without waiting on the peer.
         with anyio.CancelScope() as scope:
             scope.cancel()
             await aclose()
@@ -64,7 +68,7 @@ async def _aclose(source: object, *, forcefully: bool) -> None:
         await aclose()
 
 
-async def _chunks(source: ByteSource) -> AsyncIterator[bytes | bytearray]:
+async def _chunks(source: ByteSource) -> AsyncGenerator[bytes | bytearray, None]:
     if isinstance(source, ByteReceiveStream):
         while True:
             try:
@@ -82,7 +86,7 @@ async def parse_ndjson_stream(
     on_error: ErrorHandler | None = None,
     strict: bool = False,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> AsyncIterator[ParsedEvent]:
+) -> AsyncGenerator[ParsedEvent, None]:
     """Yield the events of an NDJSON byte stream as they arrive.
 
     Bad lines never stop the stream: each goes to ``on_error`` (a
@@ -103,7 +107,6 @@ async def parse_ndjson_stream(
     items: list[ParsedEvent | LineError] = []
     parser = NdjsonStreamParser(items.append, items.append, max_line_bytes=max_line_bytes)
     chunks = _chunks(source)
-    finished = False
     try:
         async for chunk in chunks:
             parser.feed(chunk)
@@ -122,10 +125,9 @@ async def parse_ndjson_stream(
                 _report(item, on_error, strict)
             else:
                 yield item  # type: ignore[misc]
-        finished = True
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-        await _aclose(source, forcefully=not finished)
+        await chunks.aclose()
+        await _aclose(source)
 
 
 async def serialize_ndjson_stream(
@@ -133,7 +135,7 @@ async def serialize_ndjson_stream(
     | AsyncIterable[ParsedEvent | Mapping[str, Any]],
     *,
     encoder: EventEncoder | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield one ``\\n``-terminated line per event, from a sync or async iterable.
 
     Ready to be the body of a Starlette ``StreamingResponse`` or to be written
@@ -142,13 +144,11 @@ async def serialize_ndjson_stream(
     """
     encode = (encoder or EventEncoder()).encode
     if isinstance(events, AsyncIterable):
-        finished = False
         try:
             async for event in events:
                 yield encode(event) + b"\n"
-            finished = True
         finally:
-            await _aclose(events, forcefully=not finished)
+            await _aclose(events)
     else:
         for event in events:
             yield encode(event) + b"\n"

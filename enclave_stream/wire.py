@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
-from ._jsjson import JsonSyntaxError, js_dumps, js_loads, js_trim
+from ._jsjson import JsonSyntaxError, js_dumps, js_float, js_loads, js_trim
 from .errors import EventValidationError, ProtocolError
 from .events import (
     DEFAULT_PROTOCOL_VERSION,
@@ -75,7 +75,9 @@ class DecodeFailure(msgspec.Struct, frozen=True, gc=False):
         return self.reason
 
 
-_EVENT_DECODER: Final = msgspec.json.Decoder(ParsedEvent)
+# float_hook: a free-form value written 1.0 is the integer 1 to JavaScript
+# (and to our slow path), so it is decoded, and re-encoded, as 1.
+_EVENT_DECODER: Final = msgspec.json.Decoder(ParsedEvent, float_hook=js_float)
 # What msgspec raises for input the slow path must judge: DecodeError (and its
 # ValidationError), UnicodeError (a ValueError) for non-UTF-8 bytes or lone
 # surrogates, RecursionError for deep nesting.
@@ -91,9 +93,10 @@ def _explain(exc: msgspec.ValidationError) -> tuple[str, str]:
     match = _PATH_SUFFIX.search(text)
     path = match.group(1) if match else "$"
     reason = text[: match.start()] if match else text
-    if reason.startswith("@"):  # a __post_init__ check naming its field
-        field, _, reason = reason[1:].partition(": ")
-        path = f"{path}.{field}"
+    inner = _PATH_SUFFIX.search(reason)
+    if inner:  # a __post_init__ check: its path is relative to the payload's
+        path += inner.group(1)[1:]
+        reason = reason[: inner.start()]
     elif path.endswith(".sessionId") and reason.startswith("Expected `str` of length"):
         reason = f"Expected {_SESSION_ID_WORDS}"
     return reason, path
@@ -165,8 +168,8 @@ def decode_event(raw: bytes | str) -> ParsedEvent | DecodeFailure:
         if event.protocol_version is not DEFAULT_PROTOCOL_VERSION and event.session_id.startswith(
             SESSION_ID_PREFIX
         ):
-            return cast(ParsedEvent, event)
-    return cast("ParsedEvent | DecodeFailure", decode_event_slow(raw))
+            return event  # type: ignore[no-any-return]
+    return decode_event_slow(raw)  # type: ignore[no-any-return]
 
 
 _message_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
@@ -181,10 +184,15 @@ def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
     is not JSON.
     """
     if isinstance(raw, Mapping):
-        raw = js_dumps(raw)
+        try:
+            raw = js_dumps(raw)
+        except TypeError as exc:
+            raise EventValidationError(str(exc)) from None
     decoder = _message_decoders.get(type_)
     if decoder is None:
-        decoder = _message_decoders.setdefault(type_, msgspec.json.Decoder(type_))
+        decoder = _message_decoders.setdefault(
+            type_, msgspec.json.Decoder(type_, float_hook=js_float)
+        )
     try:
         message = decoder.decode(raw)
     except FAST_PATH_ERRORS:

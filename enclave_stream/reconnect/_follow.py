@@ -213,7 +213,7 @@ class Follower:
                         else:
                             outcome = await self._at_end(parser, items, watchdog)
                     finally:
-                        await chunks.aclose()  # type: ignore[attr-defined]
+                        await chunks.aclose()
                         await _aclose(source, forcefully=True)
             except Exception as exc:
                 # An error while closing after a decision changes nothing.
