@@ -1,0 +1,424 @@
+"""The sans-IO NDJSON codec: parse_line, parse_lines, NdjsonStreamParser, error objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from enclave_stream import (
+    DEFAULT_MAX_LINE_BYTES,
+    FailureKind,
+    LineError,
+    LogEvent,
+    LogPayload,
+    NdjsonStreamParser,
+    ParsedEvent,
+    ParseFailure,
+    ParseSuccess,
+    StdoutEvent,
+    StdoutPayload,
+    parse_line,
+    parse_lines,
+    serialize_event,
+    serialize_events,
+)
+
+SID = "s_1"
+
+
+def stdout(seq: int, chunk: str = "hi") -> StdoutEvent:
+    return StdoutEvent(session_id=SID, seq=seq, payload=StdoutPayload(chunk))
+
+
+def line_of(seq: int, chunk: str = "hi") -> bytes:
+    return serialize_event(stdout(seq, chunk)).encode()
+
+
+class Collector:
+    """Callbacks for NdjsonStreamParser that keep everything in arrival order."""
+
+    def __init__(self) -> None:
+        self.items: list[ParsedEvent | LineError] = []
+
+    def on_event(self, event: ParsedEvent) -> None:
+        self.items.append(event)
+
+    def on_error(self, error: LineError) -> None:
+        self.items.append(error)
+
+    @property
+    def events(self) -> list[ParsedEvent]:
+        return [i for i in self.items if not isinstance(i, LineError)]
+
+    @property
+    def errors(self) -> list[LineError]:
+        return [i for i in self.items if isinstance(i, LineError)]
+
+
+def feed_all(chunks: list[bytes], **kwargs: Any) -> tuple[Collector, NdjsonStreamParser]:
+    collector = Collector()
+    parser = NdjsonStreamParser(collector.on_event, collector.on_error, **kwargs)
+    for chunk in chunks:
+        parser.feed(chunk)
+    parser.flush()
+    return collector, parser
+
+
+# --- parse_line -----------------------------------------------------------------------
+
+
+def test_parse_line_success() -> None:
+    for raw in (line_of(1), line_of(1).decode(), b"  " + line_of(1) + b"\r"):
+        result = parse_line(raw)
+        assert isinstance(result, ParseSuccess)
+        assert result.success is True
+        assert result.data == stdout(1)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "path", "prefix"),
+    [
+        ("{oops", "json", None, "JSON parse error: "),
+        (b"\xff\xfe", "json", None, "JSON parse error: "),
+        ("[1,2]", "validation", "$", "Validation error: "),
+        (
+            '{"protocolVersion":2,"sessionId":"s_1","seq":-1,"type":"stdout","payload":{"chunk":"x"}}',
+            "validation",
+            "$.seq",
+            "Validation error: ",
+        ),
+        (
+            b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"tool_call",'
+            b'"payload":{"callId":"x_1","toolName":"t"}}',
+            "validation",
+            "$.payload.callId",
+            "Validation error: ",
+        ),
+        ("   ", "empty", None, "Empty line"),
+        ("", "empty", None, "Empty line"),
+    ],
+    ids=["json", "binary", "array", "seq", "callId", "blank", "empty"],
+)
+def test_parse_line_failure_object(
+    raw: str | bytes, kind: str, path: str | None, prefix: str
+) -> None:
+    result = parse_line(raw)
+    assert isinstance(result, ParseFailure)
+    assert result.success is False
+    assert result.kind == kind
+    assert isinstance(result.kind, FailureKind)
+    assert result.path == path
+    assert result.line is raw  # the input, as given
+    assert result.error.startswith(prefix)
+    if path not in (None, "$"):
+        assert result.error.endswith(f" - at {path}")
+
+
+# --- parse_lines ----------------------------------------------------------------------
+
+
+def test_parse_lines_counts_every_line_and_skips_blank_ones() -> None:
+    doc = b"\n".join(
+        [line_of(1), b"", b"   ", b"{bad", line_of(2) + b"\r", b"\t", b"[]", line_of(3)]
+    )
+    for data in (doc, doc.decode()):
+        result = parse_lines(data)
+        assert result.events == [stdout(1), stdout(2), stdout(3)]
+        assert [(e.line, e.kind, e.content, e.path, e.offset) for e in result.errors] == [
+            (4, "json", "{bad", None, None),
+            (7, "validation", "[]", "$", None),
+        ]
+
+
+def test_parse_lines_parses_text_after_the_last_newline() -> None:
+    result = parse_lines(line_of(1) + b"\n" + line_of(2))
+    assert result.events == [stdout(1), stdout(2)]
+    trailing = parse_lines(line_of(1) + b"\n{")
+    assert [(e.line, e.kind) for e in trailing.errors] == [(2, "json")]
+    assert parse_lines(b"").events == []
+    assert parse_lines("\n\n").errors == []
+
+
+def test_parse_lines_replaces_invalid_utf8() -> None:
+    raw = line_of(1, "aXb").replace(b"X", b"\xff")
+    assert parse_lines(raw).events[0].payload.chunk == "a\ufffdb"  # type: ignore[union-attr]
+
+
+# --- LineError content ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "content"),
+    [
+        ("x" * 100, "x" * 100),
+        ("x" * 101, "x" * 100 + "..."),
+        ("   " + "x" * 150 + "  ", "x" * 100 + "..."),
+        # 100 UTF-16 code units, not code points: the emoji is two units and is cut in half
+        ("x" * 99 + "😀" + "y", "x" * 99 + "\ud83d" + "..."),
+        ("😀" * 50, "😀" * 50),
+        ("😀" * 51, "😀" * 50 + "..."),
+        ("é" * 120, "é" * 100 + "..."),
+    ],
+    ids=["100", "101", "trimmed", "split-pair", "50-emoji", "51-emoji", "non-ascii"],
+)
+def test_error_content_is_cut_at_100_utf16_units(line: str, content: str) -> None:
+    (error,) = parse_lines(line).errors
+    assert error.content == content
+    collector, _ = feed_all([line.encode()])
+    assert collector.errors[0].content == content
+
+
+def test_line_error_fields() -> None:
+    doc = (
+        line_of(1)
+        + b'\n{"protocolVersion":2,"sessionId":"s_1","seq":"7","type":"stdout","payload":{}}\n'
+    )
+    collector, _ = feed_all([doc])
+    (error,) = collector.errors
+    assert error.line == 2
+    assert error.kind == FailureKind.VALIDATION
+    assert error.path == "$.seq"
+    assert error.error.startswith("Validation error: ")
+    assert error.error.endswith("- at $.seq")
+    assert error.content.startswith('{"protocolVersion":2')
+    assert error.offset == len(line_of(1)) + 1
+
+
+# --- NdjsonStreamParser ------------------------------------------------------------------
+
+
+def _tricky_stream() -> tuple[bytes, list[tuple[int, str, int]]]:
+    """A stream with bad lines around chunk-worthy places; expected (line, kind, offset)."""
+    parts = [
+        line_of(1, "é東😀"),  # line 1, multi-byte characters shift byte offsets
+        b"{bad \xc3\xa9",  # line 2
+        b"",  # line 3, blank
+        line_of(2) + b"\r",  # line 4, CRLF
+        b"  [1]  ",  # line 5
+        line_of(3),  # line 6
+        b"null",  # line 7, unterminated: parsed at flush
+    ]
+    data = b"\n".join(parts)
+    offsets = [0]
+    for part in parts[:-1]:
+        offsets.append(offsets[-1] + len(part) + 1)
+    return data, [
+        (2, "json", offsets[1]),
+        (5, "validation", offsets[4]),
+        (7, "validation", offsets[6]),
+    ]
+
+
+def test_offsets_and_line_numbers_for_every_two_chunk_split() -> None:
+    data, expected = _tricky_stream()
+    for cut in range(len(data) + 1):
+        collector, parser = feed_all([data[:cut], data[cut:]])
+        assert [(e.line, e.kind, e.offset) for e in collector.errors] == expected, cut
+        assert collector.events == [stdout(1, "é東😀"), stdout(2), stdout(3)]
+        assert parser.line_number == 7
+
+
+def test_offsets_byte_by_byte_and_in_one_chunk() -> None:
+    data, expected = _tricky_stream()
+    for chunks in ([data], [data[i : i + 1] for i in range(len(data))], [data[:5], b"", data[5:]]):
+        collector, _ = feed_all(chunks)
+        assert [(e.line, e.kind, e.offset) for e in collector.errors] == expected
+        # events and errors arrive interleaved in stream order
+        kinds = ["E" if not isinstance(i, LineError) else "X" for i in collector.items]
+        assert "".join(kinds) == "EXEXEX"
+
+
+def test_offsets_continue_across_feeds_of_many_lines() -> None:
+    block = b"\n".join([line_of(i) for i in range(5)] + [b"oops"]) + b"\n"
+    collector, _ = feed_all([block, block, block[:10], block[10:]])
+    assert [(e.line, e.offset) for e in collector.errors] == [
+        (6, len(block) - 5),
+        (12, 2 * len(block) - 5),
+        (18, 3 * len(block) - 5),
+    ]
+    assert len(collector.events) == 15
+
+
+def test_stream_parser_accepts_str_bytearray_and_memoryview() -> None:
+    data = line_of(1) + b"\n" + line_of(2, "\u2028") + b"\n"
+    collector, parser = feed_all([bytearray(data[:7]), memoryview(data)[7:30], data[30:].decode()])  # type: ignore[list-item]
+    assert collector.events == [stdout(1), stdout(2, "\u2028")]
+    assert parser.line_number == 2
+
+
+def test_line_separators_inside_strings_do_not_split_lines() -> None:
+    chunk = "a\u2028b\u2029c\u0085d\x0be\x0cf\rg"
+    data = line_of(1, chunk) + b"\n"
+    assert "\u2028".encode() in data  # raw: JSON.stringify does not escape it
+    assert b"\r" not in data  # \r is escaped
+    for size in (1, 2, 3, 1000):
+        collector, parser = feed_all([data[i : i + size] for i in range(0, len(data), size)])
+        assert collector.events == [stdout(1, chunk)]
+        assert parser.line_number == 1
+    assert parse_lines(data).events == [stdout(1, chunk)]
+
+
+def test_line_number_and_pending_data() -> None:
+    collector = Collector()
+    parser = NdjsonStreamParser(collector.on_event, collector.on_error)
+    assert parser.line_number == 0
+    assert not parser.has_pending_data()
+    assert parser.max_line_bytes == DEFAULT_MAX_LINE_BYTES == 16 * 1024 * 1024
+    parser.feed(b"   ")
+    assert not parser.has_pending_data()  # white space only
+    parser.feed(line_of(1)[:10])
+    assert parser.has_pending_data()
+    parser.feed(line_of(1)[10:] + b"\n\n")
+    assert parser.line_number == 2
+    assert not parser.has_pending_data()
+    assert collector.events == [stdout(1)]
+    parser.feed(b" \t ")
+    parser.flush()  # a blank last line is neither an error nor a line
+    assert parser.line_number == 2
+    assert collector.errors == []
+
+
+def test_flush_of_an_unterminated_last_line() -> None:
+    collector, parser = feed_all([line_of(1) + b"\n" + line_of(2)])
+    assert collector.events == [stdout(1), stdout(2)]
+    assert parser.line_number == 2
+    collector, parser = feed_all([line_of(1) + b"\n" + b"{x"])
+    assert [(e.line, e.offset) for e in collector.errors] == [(2, len(line_of(1)) + 1)]
+    assert parser.line_number == 2
+
+
+def test_reset_forgets_everything() -> None:
+    collector = Collector()
+    parser = NdjsonStreamParser(collector.on_event, collector.on_error)
+    parser.feed(line_of(1) + b"\n" + b"{partial")
+    parser.reset()
+    assert parser.line_number == 0
+    assert not parser.has_pending_data()
+    parser.feed(b"bad\n")
+    parser.flush()
+    assert [(e.line, e.offset, e.content) for e in collector.errors] == [(1, 0, "bad")]
+
+
+def test_max_line_bytes_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        NdjsonStreamParser(print, print, max_line_bytes=0)
+    assert NdjsonStreamParser(print, print, max_line_bytes=10).max_line_bytes == 10
+
+
+def test_callback_exceptions_propagate_out_of_feed() -> None:
+    seen: list[ParsedEvent] = []
+
+    def on_event(event: ParsedEvent) -> None:
+        seen.append(event)
+        if event.seq == 2:
+            raise RuntimeError("consumer failed")
+
+    parser = NdjsonStreamParser(on_event, print)
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        parser.feed(b"\n".join(line_of(i) for i in range(1, 5)) + b"\n")
+    assert [e.seq for e in seen] == [1, 2]
+
+    def on_error(error: LineError) -> None:
+        raise KeyError(error.line)
+
+    parser = NdjsonStreamParser(seen.append, on_error)
+    with pytest.raises(KeyError):
+        parser.feed(b"oops\n")
+
+
+def test_parser_stays_consistent_after_a_callback_raised() -> None:
+    seen: list[int] = []
+
+    def on_event(event: ParsedEvent) -> None:
+        seen.append(event.seq)
+        if event.seq == 2:
+            raise RuntimeError("consumer failed")
+
+    errors: list[LineError] = []
+    parser = NdjsonStreamParser(on_event, errors.append)
+    first = b"\n".join(line_of(i) for i in (1, 2, 3)) + b"\nbad"
+    with pytest.raises(RuntimeError):
+        parser.feed(first)
+    # the lines after the failing one in that chunk are neither delivered nor counted
+    assert seen == [1, 2]
+    assert parser.line_number == 2
+    assert parser.has_pending_data()  # the unfinished line is kept
+    parser.feed(b"x\n" + line_of(4) + b"\n")
+    parser.flush()
+    assert seen == [1, 2, 4]
+    (error,) = errors
+    assert error.content == "badx"
+    assert error.offset == 3 * (len(line_of(1)) + 1)  # offsets stay true byte offsets
+    assert parser.line_number == error.line + 1
+
+
+def test_line_too_long_between_good_lines() -> None:
+    long_line = b'{"x":"' + b"a" * 200 + b'"}'
+    data = line_of(1) + b"\n" + long_line + b"\n" + line_of(2) + b"\n"
+    for size in (1, 7, 64, len(data)):
+        collector, parser = feed_all(
+            [data[i : i + size] for i in range(0, len(data), size)], max_line_bytes=150
+        )
+        assert collector.events == [stdout(1), stdout(2)]
+        (error,) = collector.errors
+        assert (error.line, error.kind, error.offset, error.path) == (
+            2,
+            FailureKind.LINE_TOO_LONG,
+            len(line_of(1)) + 1,
+            None,
+        )
+        assert error.content == long_line[:100].decode() + "..."
+        assert "150" in error.error
+        assert parser.line_number == 3
+
+
+def test_several_too_long_lines_in_one_chunk() -> None:
+    long_a = b"a" * 200
+    long_b = b"b" * 300
+    parts = [line_of(1), b"{x}", long_a, line_of(2), long_b, long_b, line_of(3)]
+    data = b"\n".join(parts) + b"\n"
+    offsets = [0]
+    for part in parts[:-1]:
+        offsets.append(offsets[-1] + len(part) + 1)
+    for chunks in ([data], [data[:5], data[5:]], [data[: offsets[2] - 1], data[offsets[2] - 1 :]]):
+        collector, parser = feed_all(chunks, max_line_bytes=150)
+        assert collector.events == [stdout(1), stdout(2), stdout(3)]
+        assert [(e.line, e.kind, e.offset, e.content[:1]) for e in collector.errors] == [
+            (2, "json", offsets[1], "{"),
+            (3, "line_too_long", offsets[2], "a"),
+            (5, "line_too_long", offsets[4], "b"),
+            (6, "line_too_long", offsets[5], "b"),
+        ]
+        assert parser.line_number == 7
+
+
+def test_line_of_exactly_max_line_bytes_is_accepted() -> None:
+    good = line_of(1)
+    collector, _ = feed_all([good + b"\n", good], max_line_bytes=len(good))
+    assert collector.events == [stdout(1), stdout(1)]
+    collector, _ = feed_all([good + b"\n", good], max_line_bytes=len(good) - 1)
+    assert [(e.line, e.kind) for e in collector.errors] == [
+        (1, "line_too_long"),
+        (2, "line_too_long"),
+    ]
+
+
+# --- serialization ---------------------------------------------------------------------
+
+
+def test_serialize_then_parse_every_way() -> None:
+    events: list[ParsedEvent] = [
+        stdout(1, "x\ny"),
+        LogEvent(
+            session_id=SID,
+            seq=2,
+            payload=LogPayload(level="info", message="m", data={"a": 1.5}),  # type: ignore[arg-type]
+        ),
+    ]
+    text = serialize_events(events)
+    assert text.count("\n") == 1
+    assert parse_lines(text).events == events
+    collector, _ = feed_all([text.encode()])
+    assert collector.events == events
+    assert [parse_line(line).data for line in text.split("\n")] == events  # type: ignore[union-attr]

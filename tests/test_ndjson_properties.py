@@ -1,0 +1,297 @@
+"""Property tests: chunking never changes the result, events round-trip, no input crashes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from enclave_stream import (
+    EventEncoder,
+    LineError,
+    NdjsonStreamParser,
+    ParsedEvent,
+    StdoutEvent,
+    StdoutPayload,
+    ToolCallEvent,
+    ToolCallPayload,
+    parse_line,
+    parse_lines,
+    serialize_event,
+    serialize_events,
+)
+from enclave_stream._jsjson import JS_WHITESPACE, js_loads
+from enclave_stream.streams import parse_ndjson_stream
+from tests.jsvalues import json_equal
+from tests.strategies import EVENT_STRATEGIES, any_event, json_values
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+cut_points = st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=12)
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    """``data`` cut at the given positions (taken modulo its length); may yield empty chunks."""
+    points = sorted(c % (len(data) + 1) for c in cuts)
+    chunks, previous = [], 0
+    for point in [*points, len(data)]:
+        chunks.append(data[previous:point])
+        previous = point
+    return chunks
+
+
+def run_parser(chunks: list[bytes], **kwargs: Any) -> tuple[list[Any], NdjsonStreamParser]:
+    items: list[Any] = []
+    parser = NdjsonStreamParser(items.append, items.append, **kwargs)
+    limit = parser.max_line_bytes
+    for chunk in chunks:
+        parser.feed(chunk)
+        assert len(parser._pending) <= limit  # memory stays bounded
+    parser.flush()
+    return items, parser
+
+
+def run_stream(chunks: list[bytes], backend: str, **kwargs: Any) -> list[Any]:
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    async def main() -> list[Any]:
+        items: list[Any] = []
+        async for event in parse_ndjson_stream(source(), on_error=items.append, **kwargs):
+            items.append(event)  # noqa: PERF401 -- interleaved with the errors
+        return items
+
+    return anyio.run(main, backend=backend)
+
+
+def error_key(error: LineError) -> tuple[Any, ...]:
+    return (error.line, error.error, error.content, error.kind, error.path)
+
+
+# --- chunking invariance -------------------------------------------------------------
+
+
+@SETTINGS
+@given(st.lists(any_event, max_size=8), cut_points, st.booleans())
+def test_any_chunking_yields_the_events_of_parse_lines(
+    events: list[ParsedEvent], cuts: list[int], trailing_newline: bool
+) -> None:
+    data = EventEncoder().encode_lines(events)
+    if not trailing_newline:
+        data = data[:-1]
+    whole = parse_lines(data)
+    assert whole.events == events
+    assert whole.errors == []
+    items, parser = run_parser(chunked(data, cuts))
+    assert items == events
+    assert parser.line_number == len(events)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(any_event, max_size=6), cut_points, st.sampled_from(["asyncio", "trio"]))
+def test_parse_ndjson_stream_any_chunking(
+    events: list[ParsedEvent], cuts: list[int], backend: str
+) -> None:
+    data = serialize_events(events).encode()
+    assert run_stream(chunked(data, cuts), backend) == parse_lines(data).events == events
+
+
+# --- round trips -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", list(EVENT_STRATEGIES), ids=lambda c: c.__name__)
+def test_round_trip_every_event_type(cls: type[Any]) -> None:
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(EVENT_STRATEGIES[cls])
+    def check(event: ParsedEvent) -> None:
+        assert type(event) is cls
+        line = serialize_event(event)
+        assert "\n" not in line
+        for raw in (line, line.encode()):
+            result = parse_line(raw)
+            assert result.success, result
+            assert result.data == event
+            assert type(result.data) is cls
+        # serialize(parse(serialize(e))) is the same JSON value. (Not always the same
+        # bytes yet: a double such as 0.0 is written "0.0", and a line that takes the
+        # slow path reads it back as the integer 0 -- see
+        # test_encoder.py::test_float_spelling_matches_json_stringify.)
+        again = serialize_event(parse_line(line).data)  # type: ignore[union-attr]
+        assert json_equal(js_loads(again), js_loads(line))
+
+    check()
+
+
+def _no_surrogate_pairs(text: str) -> bool:
+    # A high surrogate followed by a low one is a pair (one character in JS).
+    return re.search("[\ud800-\udbff][\udc00-\udfff]", text) is None
+
+
+lone_surrogate_texts = st.text(
+    st.one_of(
+        st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+        st.sampled_from(["a", "😀", "\u2028", '"']),
+    ),
+    min_size=1,
+    max_size=6,
+).filter(_no_surrogate_pairs)
+
+
+@SETTINGS
+@given(lone_surrogate_texts, lone_surrogate_texts, json_values)
+def test_round_trip_with_lone_surrogates(text: str, other: str, value: Any) -> None:
+    events: list[ParsedEvent] = [
+        StdoutEvent(session_id="s_" + text, seq=1, payload=StdoutPayload(other)),
+        ToolCallEvent(
+            session_id="s_1",
+            seq=2,
+            payload=ToolCallPayload(
+                call_id="c_" + text, tool_name=other, args=[value, {text: other}]
+            ),
+        ),
+    ]
+    data = serialize_events(events)
+    assert data.isascii() or not re.search("[\ud800-\udfff]", data)  # escaped, never raw
+    assert parse_lines(data).events == events
+    items, _ = run_parser([data.encode()])
+    assert items == events
+
+
+# --- arbitrary input never raises ------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200)))
+def test_parse_line_never_raises(raw: str | bytes) -> None:
+    result = parse_line(raw)
+    if not result.success:
+        assert result.kind in ("empty", "json", "validation")
+        assert result.line is raw
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.text(
+        st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=[]), max_size=50
+    )
+)
+def test_parse_line_never_raises_on_strings_with_lone_surrogates(raw: str) -> None:
+    parse_line(raw)
+    parse_line('{"a":"' + raw + '"}')
+
+
+mostly_json_bytes = st.lists(
+    st.one_of(
+        st.just(b"\n"),
+        st.binary(max_size=12),
+        st.sampled_from(
+            [b"\n", b"\r\n", b"{", b"}", b"[", b"]", b'"', b":", b",", b"\\", b"\xef\xbb\xbf"]
+        ),
+        any_event.map(lambda e: serialize_event(e).encode()),
+    ),
+    max_size=12,
+).map(b"".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mostly_json_bytes, cut_points, st.sampled_from([None, 1, 8, 64]))
+# several over-long lines after short ones in one chunk; a final over-long line
+@example(b"a\n\nxxxxxxxxxx\nb\nyyyyyyyyyyy\n{}", [], 8)
+@example(b"{}\n" + b"z" * 70, [3, 50], 64)
+def test_arbitrary_bytes_never_raise_and_match_the_line_model(
+    data: bytes, cuts: list[int], max_line_bytes: int | None
+) -> None:
+    kwargs = {} if max_line_bytes is None else {"max_line_bytes": max_line_bytes}
+    items, parser = run_parser(chunked(data, cuts), **kwargs)
+    # The model: split on b"\n" only; a line longer than the limit is line_too_long,
+    # a blank one is skipped, every other one gets parse_line's verdict.
+    expected: list[Any] = []
+    offset = 0
+    segments = data.split(b"\n")
+    for number, segment in enumerate(segments, 1):
+        if max_line_bytes is not None and len(segment) > max_line_bytes:
+            expected.append(("too_long", number, offset))
+        else:
+            result = parse_line(segment)
+            if result.success:
+                expected.append(result.data)
+            elif result.kind != "empty":
+                expected.append((result.kind, number, offset, result.error, result.path))
+        offset += len(segment) + 1
+    got: list[Any] = []
+    for item in items:
+        if not isinstance(item, LineError):
+            got.append(item)
+        elif item.kind == "line_too_long":
+            got.append(("too_long", item.line, item.offset))
+        else:
+            got.append((item.kind, item.line, item.offset, item.error, item.path))
+    assert got == expected
+    last = segments[-1]
+    counted_last = bool(last.decode("utf-8", "replace").strip(JS_WHITESPACE)) or (
+        max_line_bytes is not None and len(last) > max_line_bytes
+    )
+    assert parser.line_number == data.count(b"\n") + counted_last
+    if max_line_bytes is None:
+        whole = parse_lines(data)
+        assert [i for i in items if not isinstance(i, LineError)] == whole.events
+        assert [error_key(e) for e in items if isinstance(e, LineError)] == [
+            error_key(e) for e in whole.errors
+        ]
+
+
+# --- good lines among garbage -------------------------------------------------------------
+
+
+def _is_garbage(line: bytes) -> bool:
+    return b"\n" not in line and not parse_line(line).success and parse_line(line).kind != "empty"  # type: ignore[union-attr]
+
+
+garbage_lines = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=40).map(str.encode),
+    any_event.map(lambda e: serialize_event(e).encode()[:-1]),  # truncated
+    any_event.map(lambda e: serialize_event(e).encode().replace(b'"seq":', b'"seq":-', 1)),
+    any_event.map(lambda e: serialize_event(e).encode().replace(b"{", b"[", 1)),
+    st.sampled_from([b"[]", b"null", b"42", b'"s"', b"NaN", b"{}", b"\xef\xbb\xbf{", b"\x85{}"]),
+).filter(_is_garbage)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    st.lists(st.one_of(any_event, garbage_lines), max_size=10),
+    cut_points,
+    st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_good_lines_survive_interleaved_garbage(
+    items: list[ParsedEvent | bytes], cuts: list[int], newline: bytes
+) -> None:
+    lines = [i if isinstance(i, bytes) else serialize_event(i).encode() for i in items]
+    data = newline.join(lines)
+    expected_events = [i for i in items if not isinstance(i, bytes)]
+    bad: list[tuple[int, int]] = []  # (line number, byte offset)
+    offset = 0
+    for number, (item, line) in enumerate(zip(items, lines, strict=True), 1):
+        if isinstance(item, bytes):
+            bad.append((number, offset))
+        offset += len(line) + len(newline)
+    got, _ = run_parser(chunked(data, cuts))
+    assert [i for i in got if not isinstance(i, LineError)] == expected_events
+    errors = [i for i in got if isinstance(i, LineError)]
+    assert [(e.line, e.offset) for e in errors] == bad
+    assert all(e.kind in ("json", "validation") for e in errors)
+    # events and errors are reported in stream order
+    assert [isinstance(i, LineError) for i in got] == [isinstance(i, bytes) for i in items]
+    whole = parse_lines(data)
+    assert whole.events == expected_events
+    assert [e.line for e in whole.errors] == [n for n, _ in bad]
