@@ -1,9 +1,15 @@
-"""End-to-end encryption primitives of the EnclaveJS protocol.
+"""End-to-end encryption of the EnclaveJS protocol.
 
 P-256 ECDH (:mod:`.ecdh`) gives a shared secret; HKDF-SHA256 (:mod:`.hkdf`)
 turns it into one AES-256 key per direction; AES-GCM (:mod:`.aesgcm`)
 encrypts each event under a counter nonce. Base64 helpers follow the
-reference's ``btoa``/``atob``. Everything here is synchronous and does no I/O.
+reference's ``btoa``/``atob``.
+
+On top of the primitives: stand-alone envelopes (:mod:`.envelope`), hello
+messages (:mod:`.hello`), the handshake (:mod:`.handshake`) that yields an
+:class:`EncryptedSession` (:mod:`.session`) with replay, splicing and ordering
+checks, optional server signatures (:mod:`.signing`), and anyio adapters
+(:mod:`.streams`). Everything but the adapters is synchronous and does no I/O.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from .ecdh import (
     import_public_key_bytes,
     key_pair_from_private_scalar,
 )
+from .envelope import create_encrypted_envelope, decrypt_json, encrypt_json
 from .errors import (
     AesGcmError,
     Base64DecodeError,
@@ -45,6 +52,18 @@ from .errors import (
     EncryptionError,
     EncryptionErrorCode,
     HkdfError,
+)
+from .handshake import ClientHandshake, accept_client_hello
+from .hello import (
+    HelloInput,
+    ProcessedClientHello,
+    ProcessedServerHello,
+    create_client_hello,
+    create_server_hello,
+    parse_client_hello,
+    parse_server_hello,
+    process_client_hello,
+    process_server_hello,
 )
 from .hkdf import (
     HKDF_INFO_CLIENT_TO_SERVER,
@@ -57,6 +76,20 @@ from .hkdf import (
     derive_session_keys,
     import_aes_gcm_key,
 )
+from .replay import ReplayWindow
+from .session import EncryptedSession, ReceiveChecks, SessionRole
+from .session_errors import EnvelopeError, EnvelopeErrorReason, HandshakeError
+from .signing import (
+    SIGNATURE_LENGTH,
+    TRANSCRIPT_LABEL,
+    ServerPublicKey,
+    generate_signing_key,
+    handshake_transcript,
+    load_server_public_key,
+    sign_transcript,
+    verify_transcript_signature,
+)
+from .streams import decrypt_events, encrypt_events, encrypt_ndjson_stream
 
 __all__ = [
     "CURVE",
@@ -70,35 +103,67 @@ __all__ = [
     "NONCE_PREFIX_LENGTH",
     "PUBLIC_KEY_LENGTH",
     "SHARED_SECRET_LENGTH",
+    "SIGNATURE_LENGTH",
     "TAG_LENGTH",
+    "TRANSCRIPT_LABEL",
     "AesGcmError",
     "AesGcmKey",
     "Base64DecodeError",
+    "ClientHandshake",
     "EcdhError",
     "EcdhKeyPair",
+    "EncryptedSession",
     "EncryptionError",
     "EncryptionErrorCode",
+    "EnvelopeError",
+    "EnvelopeErrorReason",
+    "HandshakeError",
+    "HelloInput",
     "HkdfError",
+    "ProcessedClientHello",
+    "ProcessedServerHello",
+    "ReceiveChecks",
+    "ReplayWindow",
     "SerializedPublicKey",
+    "ServerPublicKey",
     "SessionCryptoKeys",
     "SessionEncryptionContext",
     "SessionKeyInfo",
     "SessionKeys",
+    "SessionRole",
+    "accept_client_hello",
+    "create_client_hello",
+    "create_encrypted_envelope",
+    "create_server_hello",
     "decrypt",
+    "decrypt_events",
+    "decrypt_json",
     "derive_key",
     "derive_session_crypto_keys",
     "derive_session_keys",
     "derive_shared_secret",
     "encrypt",
+    "encrypt_events",
+    "encrypt_json",
+    "encrypt_ndjson_stream",
     "export_public_key",
     "export_public_key_bytes",
     "from_base64",
     "generate_counter_nonce",
     "generate_key_pair",
     "generate_nonce",
+    "generate_signing_key",
+    "handshake_transcript",
     "import_aes_gcm_key",
     "import_public_key",
     "import_public_key_bytes",
     "key_pair_from_private_scalar",
+    "load_server_public_key",
+    "parse_client_hello",
+    "parse_server_hello",
+    "process_client_hello",
+    "process_server_hello",
+    "sign_transcript",
     "to_base64",
+    "verify_transcript_signature",
 ]

@@ -3,7 +3,9 @@
 Ciphertexts are the GCM ciphertext with the 16-byte tag appended (WebCrypto's
 layout, so they are byte-identical to the reference's). Nonces are 12 bytes.
 A :class:`SessionEncryptionContext` owns one direction's key of a session and
-the counter nonces made under it.
+the counter nonces made under it, and (like the reference's) turns events into
+envelope payloads and back with ``encrypt_json`` / ``create_envelope`` /
+``decrypt_json``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,26 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Final, NoReturn, SupportsIndex
+from typing import Any, Final, NoReturn, SupportsIndex
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
 from ..protocol import EncryptionAlgorithm
+from ._codec import (
+    InnerEvent,
+    authentication_failed,
+    check_envelope_fields,
+    coerce_payload,
+    decode_inner,
+    encode_inner,
+    payload_bytes,
+    to_b64,
+    undecryptable,
+)
 from .errors import AesGcmError, EncryptionErrorCode, HkdfError
 
 NONCE_LENGTH: Final = 12
@@ -381,6 +396,67 @@ class SessionEncryptionContext:
     def decrypt(self, ciphertext: bytes, nonce: bytes) -> bytes:
         """Decrypt a ciphertext (tag appended) made under this key; see :func:`decrypt`."""
         return decrypt(self._key, ciphertext, nonce)
+
+    def encrypt_json(self, data: InnerEvent) -> EncryptedEnvelopePayload:
+        """Encrypt an event under the next counter nonce; returns the envelope payload.
+
+        The plaintext is the event's JSON exactly as the reference writes it.
+        A mapping is validated as an event first.
+
+        Raises:
+            EventValidationError: the event breaks the schema (no nonce is used).
+            EnvelopeError: (``invalid_event``) not an event, or an ``enc`` envelope.
+            AesGcmError: as :meth:`encrypt` (key expired, counter exhausted).
+        """
+        ciphertext, nonce = self.encrypt(encode_inner(data))
+        return EncryptedEnvelopePayload(
+            kid=self._key_info.key_id, nonce_b64=to_b64(nonce), ciphertext_b64=to_b64(ciphertext)
+        )
+
+    def create_envelope(
+        self, session_id: str, seq: int, inner_event: InnerEvent
+    ) -> EncryptedEnvelope:
+        """An ``enc`` envelope (protocol version 2) carrying ``inner_event``.
+
+        Like the reference, the envelope's ``sessionId``/``seq`` are taken as
+        given and not compared with the inner event's (an
+        :class:`~enclave_stream.crypto.EncryptedSession` does compare them).
+
+        >>> ctx = SessionEncryptionContext.from_key_bytes(bytes(32), "k_1")
+        >>> from enclave_stream import StdoutEvent, StdoutPayload
+        >>> env = ctx.create_envelope("s_1", 7, StdoutEvent("s_1", 7, StdoutPayload("hi")))
+        >>> env.seq, env.payload.kid
+        (7, 'k_1')
+
+        Raises:
+            EventValidationError: a bad ``session_id`` or ``seq``, or an invalid event.
+            EnvelopeError, AesGcmError: as :meth:`encrypt_json`.
+        """
+        check_envelope_fields(session_id, seq)
+        return EncryptedEnvelope(
+            session_id=session_id, seq=seq, payload=self.encrypt_json(inner_event)
+        )
+
+    def decrypt_json(self, payload: EncryptedEnvelopePayload | Mapping[str, Any]) -> StreamEvent:
+        """Decrypt an envelope payload made under this key and validate the event inside.
+
+        Like the reference, ``kid`` and ``tagB64`` are not looked at, and no
+        replay or ordering checks are made (an
+        :class:`~enclave_stream.crypto.EncryptedSession` makes them).
+
+        Raises:
+            EnvelopeError: ``invalid_encoding`` (bad base64, nonce not 12
+                bytes), ``authentication_failed``, ``invalid_plaintext`` (not
+                JSON, not a valid event); all with ``ENCRYPTION_DECRYPTION_FAILED``.
+        """
+        nonce, ciphertext = payload_bytes(coerce_payload(payload))
+        try:
+            plaintext = self._aead.decrypt(nonce, ciphertext, None)
+        except InvalidTag:
+            raise authentication_failed() from None
+        except (OverflowError, ValueError) as exc:  # e.g. beyond GCM's length limit
+            raise undecryptable(exc) from None
+        return decode_inner(plaintext)
 
     def to_key_info(self) -> SessionKeyInfo:
         """The key info with the current nonce counter, e.g. to persist the context's state."""

@@ -1,0 +1,181 @@
+"""anyio adapters: open or seal a whole stream of events with an :class:`EncryptedSession`.
+
+Both take a sync or an async iterable (for instance
+:func:`~enclave_stream.streams.parse_ndjson_stream`) and are async generators
+that run on asyncio and trio alike. An async source is closed when the
+generator finishes, fails, or is closed early; wrap the generator in
+``contextlib.aclosing`` to close it deterministically after a ``break``::
+
+    async with aclosing(decrypt_events(parse_ndjson_stream(body), session,
+                                       require_encryption=True)) as events:
+        async for event in events:
+            ...
+"""
+
+from __future__ import annotations
+
+__all__ = ["decrypt_events", "encrypt_events", "encrypt_ndjson_stream"]
+
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from typing import Final, TypeAlias, TypeVar
+
+import anyio
+
+from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
+from ._codec import InnerEvent
+from .session import EncryptedSession
+from .session_errors import EnvelopeError, EnvelopeErrorReason
+
+T = TypeVar("T")
+
+EventSource: TypeAlias = Iterable[T] | AsyncIterable[T]
+"""Where events come from: any sync or async iterable."""
+
+_R: Final = EnvelopeErrorReason
+
+
+async def _aclose(source: object, *, forcefully: bool) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is None:
+        return
+    if forcefully:
+        # Already failing or cancelled: close without waiting on the peer.
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await aclose()
+    else:
+        await aclose()
+
+
+async def _close_source(source: object, iterator: object, *, forcefully: bool) -> None:
+    # An async iterable's iterator may be a separate object (a generator made
+    # by __aiter__): close it, then the source itself if it has aclose.
+    try:
+        await _aclose(iterator, forcefully=forcefully)
+    finally:
+        if iterator is not source:
+            await _aclose(source, forcefully=forcefully)
+
+
+class _Opener:
+    """Per-stream state of :func:`decrypt_events` (one call per event, no awaits)."""
+
+    __slots__ = ("_open", "_require_encryption", "saw_final")
+
+    def __init__(self, session: EncryptedSession, require_encryption: bool) -> None:
+        self._open = session.open
+        self._require_encryption = require_encryption
+        self.saw_final = False
+
+    def __call__(self, event: ParsedEvent) -> StreamEvent:
+        if type(event) is EncryptedEnvelope:
+            opened = self._open(event)
+        elif self._require_encryption:
+            raise EnvelopeError(
+                f"Plaintext {getattr(event, 'type', type(event).__name__)!s} event "
+                f"(seq {getattr(event, 'seq', '?')}) refused: this stream must be encrypted",
+                _R.PLAINTEXT_REFUSED,
+            )
+        else:
+            opened = event  # type: ignore[assignment]  # a plaintext event passes through
+        if type(opened) is FinalEvent:
+            self.saw_final = True
+        return opened
+
+    def end(self, require_final: bool) -> None:
+        if require_final and not self.saw_final:
+            raise EnvelopeError("The stream ended before its final event (truncated)", _R.TRUNCATED)
+
+
+async def decrypt_events(
+    events: EventSource[ParsedEvent],
+    session: EncryptedSession,
+    *,
+    require_encryption: bool = False,
+    require_final: bool = False,
+) -> AsyncGenerator[StreamEvent, None]:
+    """Yield the plaintext events of a stream: envelopes opened, plaintext passed through.
+
+    Args:
+        events: parsed events (envelopes and/or plaintext events).
+        session: opens each envelope with all its checks.
+        require_encryption: refuse a plaintext event (``plaintext_refused``)
+            instead of passing it through; an attacker could otherwise inject
+            plaintext events into an encrypted stream.
+        require_final: raise ``truncated`` if the source ends before a
+            ``final`` event, so a cut connection is not mistaken for the end.
+
+    Raises:
+        EnvelopeError: the first envelope refused by the session, a plaintext
+            event with ``require_encryption``, or a truncated stream.
+    """
+    opener = _Opener(session, require_encryption)
+    if isinstance(events, AsyncIterable):
+        iterator = aiter(events)
+        finished = False
+        try:
+            async for event in iterator:
+                yield opener(event)
+            finished = True
+        finally:
+            await _close_source(events, iterator, forcefully=not finished)
+    else:
+        for event in events:
+            yield opener(event)
+    opener.end(require_final)
+
+
+async def encrypt_events(
+    events: EventSource[InnerEvent], session: EncryptedSession
+) -> AsyncGenerator[EncryptedEnvelope, None]:
+    """Yield one sealed envelope per event (see :meth:`EncryptedSession.seal`).
+
+    Feed the result to :func:`~enclave_stream.streams.serialize_ndjson_stream`
+    to get NDJSON lines.
+
+    Raises:
+        EnvelopeError, EventValidationError, AesGcmError: as ``seal``.
+    """
+    seal = session.seal
+    if isinstance(events, AsyncIterable):
+        iterator = aiter(events)
+        finished = False
+        try:
+            async for event in iterator:
+                yield seal(event)
+            finished = True
+        finally:
+            await _close_source(events, iterator, forcefully=not finished)
+    else:
+        for event in events:
+            yield seal(event)
+
+
+async def encrypt_ndjson_stream(
+    events: EventSource[InnerEvent], session: EncryptedSession
+) -> AsyncGenerator[bytes, None]:
+    """Yield one NDJSON line (``\\n``-terminated) per event, sealed: a response body.
+
+    The same bytes as ``serialize_ndjson_stream(encrypt_events(events,
+    session))``, written directly by :meth:`EncryptedSession.seal_line`
+    (about 1.5x faster: the envelope is not built and validated again)::
+
+        return StreamingResponse(encrypt_ndjson_stream(events, session),
+                                 media_type="application/x-ndjson")
+
+    Raises:
+        EnvelopeError, EventValidationError, AesGcmError: as ``seal``.
+    """
+    seal_line = session.seal_line
+    if isinstance(events, AsyncIterable):
+        iterator = aiter(events)
+        finished = False
+        try:
+            async for event in iterator:
+                yield seal_line(event) + b"\n"
+            finished = True
+        finally:
+            await _close_source(events, iterator, forcefully=not finished)
+    else:
+        for event in events:
+            yield seal_line(event) + b"\n"
