@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .crypto import *  # noqa: F403
+from .crypto import __all__ as _crypto_all
 from .encoder import EventEncoder, encode_message, validate_event
 from .errors import EnclaveStreamError, EventValidationError, NdjsonParseError, ProtocolError
 from .events import *  # noqa: F403
@@ -68,6 +70,7 @@ __all__ = [
     "serialize_ndjson_stream",
     "validate_event",
     "httpx_connector",
+    *_crypto_all,
     *_events_all,
     *_protocol_all,
     *_reconnect_all,
