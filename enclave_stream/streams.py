@@ -105,26 +105,38 @@ async def parse_ndjson_stream(
                     break
     """
     items: list[ParsedEvent | LineError] = []
-    parser = NdjsonStreamParser(items.append, items.append, max_line_bytes=max_line_bytes)
+    bad_lines = 0
+
+    def on_bad_line(error: LineError) -> None:
+        nonlocal bad_lines
+        bad_lines += 1
+        items.append(error)
+
+    parser = NdjsonStreamParser(items.append, on_bad_line, max_line_bytes=max_line_bytes)
     chunks = _chunks(source)
     try:
-        async for chunk in chunks:
-            parser.feed(chunk)
-            if items:
-                # feed() is not called again before the list is cleared, so
-                # iterating it in place is safe.
+        ended = False
+        while not ended:
+            async for chunk in chunks:
+                parser.feed(chunk)
+                if items:
+                    break
+            else:
+                parser.flush()
+                ended = True
+            # feed() is not called again before the list is cleared, so it is
+            # safe to iterate in place; without bad lines, skip the type checks.
+            if bad_lines:
                 for item in items:
                     if type(item) is LineError:
                         _report(item, on_error, strict)
                     else:
                         yield item  # type: ignore[misc]
-                items.clear()
-        parser.flush()
-        for item in items:
-            if type(item) is LineError:
-                _report(item, on_error, strict)
+                bad_lines = 0
             else:
-                yield item  # type: ignore[misc]
+                for item in items:
+                    yield item  # type: ignore[misc]
+            items.clear()
     finally:
         await chunks.aclose()
         await _aclose(source)

@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
-from ._jsjson import JsonSyntaxError, js_dumps, js_float, js_loads, js_trim
+from ._jsjson import JsonSyntaxError, js_dumps, js_loads, js_trim
 from .errors import EventValidationError, ProtocolError
 from .events import (
     DEFAULT_PROTOCOL_VERSION,
@@ -75,9 +75,9 @@ class DecodeFailure(msgspec.Struct, frozen=True, gc=False):
         return self.reason
 
 
-# float_hook: a free-form value written 1.0 is the integer 1 to JavaScript
-# (and to our slow path), so it is decoded, and re-encoded, as 1.
-_EVENT_DECODER: Final = msgspec.json.Decoder(ParsedEvent, float_hook=js_float)
+# No float_hook: it would turn a free-form 1.0 into 1 as JavaScript does, but
+# costs a Python call per float, and a reference peer never writes 1.0 anyway.
+_EVENT_DECODER: Final = msgspec.json.Decoder(ParsedEvent)
 # What msgspec raises for input the slow path must judge: DecodeError (and its
 # ValidationError), UnicodeError (a ValueError) for non-UTF-8 bytes or lone
 # surrogates, RecursionError for deep nesting.
@@ -190,9 +190,7 @@ def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
             raise EventValidationError(str(exc)) from None
     decoder = _message_decoders.get(type_)
     if decoder is None:
-        decoder = _message_decoders.setdefault(
-            type_, msgspec.json.Decoder(type_, float_hook=js_float)
-        )
+        decoder = _message_decoders.setdefault(type_, msgspec.json.Decoder(type_))
     try:
         message = decoder.decode(raw)
     except FAST_PATH_ERRORS:
