@@ -51,6 +51,8 @@ def from_base64(text: str) -> bytes:
     >>> from_base64("QUJD RA")
     b'ABCD'
     """
+    if not isinstance(text, str):
+        raise Base64DecodeError(f"Expected base64 text (a str), got {type(text).__name__}")
     try:
         raw = text.encode("ascii")
     except UnicodeEncodeError as exc:
