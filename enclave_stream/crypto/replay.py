@@ -131,6 +131,10 @@ class ReplayWindow:
             self._current_prefix = prefix
             self._current = entry = found
             self._last = int.from_bytes(prefix + _LAST_COUNTER, "big")
+            # The fast path's expected nonce belonged to the previous prefix:
+            # left in place, a refusal below would let that prefix's next
+            # nonce be counted into this prefix's entry.
+            self._next = -1
         ahead = counter - entry[0]
         if ahead > 0:
             entry[0] = counter

@@ -122,3 +122,20 @@ def test_invalid_parameters() -> None:
 
 def test_repr() -> None:
     assert repr(ReplayWindow()) == "<ReplayWindow prefixes=0 width=256>"
+
+
+def test_refused_replay_of_another_prefix_does_not_misfile_the_next_nonce() -> None:
+    """Regression (found by the model test): a refused nonce of prefix B, between
+    two in-order nonces of prefix A, made the second A nonce count under B, so
+    it could then be accepted twice."""
+    window = ReplayWindow(width=1, max_prefixes=2)
+
+    def nonce(prefix: int, counter: int) -> bytes:
+        return prefix.to_bytes(8, "big") + counter.to_bytes(4, "big")
+
+    assert window.accept(nonce(2, 0))
+    assert window.accept(nonce(0, 4_294_967_291))
+    assert not window.accept(nonce(2, 0))  # a replay, refused
+    assert window.accept(nonce(0, 4_294_967_292))
+    assert window.seen(nonce(0, 4_294_967_292))
+    assert not window.accept(nonce(0, 4_294_967_292))
