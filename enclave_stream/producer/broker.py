@@ -1,0 +1,512 @@
+"""A session broker without a web framework: the streams of a service, by session id.
+
+:class:`SessionBroker` keeps the :class:`~.stream.EventStream` of each live
+session, runs the producer of each session it starts in a task group it
+owns, and answers the reference broker's two routes as plain calls:
+
+* ``POST /sessions`` -> :meth:`SessionBroker.create_session`: start a session
+  from the request body and stream it from its first event;
+* ``GET /sessions/{id}/stream?fromSeq=N`` -> :meth:`SessionBroker.open_stream`:
+  resume it, from ``seq`` N (the whole session without ``fromSeq``).
+
+Failures are :class:`~.errors.BrokerError` objects carrying the HTTP status
+and the reference's ``{"code", "message"}`` body. :mod:`enclave_stream.starlette`
+maps all of this onto Starlette routes in a few lines; another framework
+needs the same few lines.
+
+Unlike the reference broker, a client that disconnects from ``POST
+/sessions`` does not cancel the session: the producer runs on, and the
+client (or another) resumes with ``GET``. ``DELETE /sessions/{id}``
+(:meth:`SessionBroker.cancel`) cancels it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SERVER_HELLO_HEADER",
+    "BrokerConfig",
+    "CreatedSession",
+    "SessionBroker",
+    "SessionRequest",
+    "SessionRequestConfig",
+    "SessionRequestEncryption",
+    "SessionRunner",
+    "stream_headers",
+]
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
+from typing import Annotated, Any, Final, Literal
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+from cryptography.hazmat.primitives.asymmetric import ec
+from msgspec import UNSET, Meta, UnsetType
+
+from ..crypto.errors import EncryptionError
+from ..crypto.handshake import accept_client_hello
+from ..encoder import encode_message
+from ..events import ErrorInfo, SessionLimits
+from ..protocol import (
+    DEFAULT_HEARTBEAT_INTERVAL_MS,
+    MAX_SAFE_INTEGER,
+    EncryptionMode,
+    generate_session_id,
+    is_session_id,
+)
+from ._time import Now
+from .body import NdjsonBody
+from .errors import BrokerError, ReplayUnavailableError
+from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS
+from .stream import EventStream
+
+logger = logging.getLogger("enclave_stream")
+
+SERVER_HELLO_HEADER: Final = "X-Enclave-Server-Hello"
+"""Response header of ``POST /sessions`` carrying the ServerHello (compact JSON).
+
+The reference broker has no encryption; this is our convention for it.
+"""
+
+_PositiveInt = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
+_DIGITS: Final = re.compile(r"[0-9]{1,16}")
+
+
+class SessionRequestConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The reference broker's ``config`` of ``POST /sessions`` (what its client sends)."""
+
+    max_execution_ms: _PositiveInt | UnsetType = UNSET
+    max_tool_calls: _PositiveInt | UnsetType = UNSET
+    heartbeat_interval_ms: _PositiveInt | UnsetType = UNSET
+
+
+class SessionRequestEncryption(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``encryption`` of ``POST /sessions``: the mode and the client's hello."""
+
+    mode: EncryptionMode
+    client_hello: dict[str, Any] | UnsetType = UNSET
+
+
+class SessionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The body of ``POST /sessions``, as the reference client or the protocol sends it.
+
+    Both shapes are read: the reference broker's ``{code, sessionId?,
+    config?}`` (what ``@enclave-vm/client`` sends) and the protocol's
+    ``CreateSessionRequest`` ``{protocolVersion, code, limits?,
+    encryption?}``. Unknown keys are ignored.
+
+    >>> request = msgspec.json.decode(
+    ...     b'{"code": "return 1", "limits": {"heartbeatIntervalMs": 5000}}', type=SessionRequest)
+    >>> request.code, request.heartbeat_interval_ms
+    ('return 1', 5000)
+    """
+
+    code: str
+    session_id: str | UnsetType = UNSET
+    protocol_version: Literal[1, 2] | UnsetType = UNSET
+    config: SessionRequestConfig | UnsetType = UNSET
+    limits: SessionLimits | UnsetType = UNSET
+    encryption: SessionRequestEncryption | UnsetType = UNSET
+
+    @property
+    def heartbeat_interval_ms(self) -> int | None:
+        """The heartbeat interval asked for (``limits`` first, then ``config``), or None."""
+        return _first(self.limits, self.config, "heartbeat_interval_ms", "heartbeat_interval_ms")
+
+    @property
+    def ttl_ms(self) -> int | None:
+        """The session lifetime asked for (``limits.sessionTtlMs``, ``config.maxExecutionMs``)."""
+        return _first(self.limits, self.config, "session_ttl_ms", "max_execution_ms")
+
+
+def _first(limits: object, config: object, limit_name: str, config_name: str) -> int | None:
+    for source, name in ((limits, limit_name), (config, config_name)):
+        value = getattr(source, name, UNSET)
+        if value is not UNSET:
+            return int(value)
+    return None
+
+
+SessionRunner = Callable[[EventStream, SessionRequest], Awaitable[None]]
+"""Produces one session: appends its events to the stream, ``final`` last.
+
+Runs in the broker's task group, inside ``async with stream``: heartbeats
+are sent while it is idle, and if it returns or fails without ``final``,
+the stream appends a failed one. An exception it raises is logged::
+
+    async def run(stream: EventStream, request: SessionRequest) -> None:
+        stream.stdout(f"running {len(request.code)} characters of code\\n")
+        stream.final(True, {"ok": 1})
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """How a :class:`SessionBroker` makes and keeps sessions.
+
+    Attributes:
+        max_sessions: sessions held at once; when full, the oldest finished
+            session is dropped, and if none is finished a new one is refused
+            (503).
+        retention_seconds: how long a finished session stays resumable.
+        heartbeat_interval_ms: heartbeat interval of the sessions it starts,
+            unless the request asks for another.
+        ttl_ms: lifetime of the sessions it starts (``session_init.expiresAt``),
+            unless the request asks for another.
+        max_events: replay log bound of the sessions it starts, in events.
+        max_bytes: replay log bound of the sessions it starts, in bytes.
+        max_request_bytes: largest ``POST /sessions`` body accepted.
+
+    >>> BrokerConfig(max_sessions=10, retention_seconds=30).heartbeat_interval_ms
+    15000
+    """
+
+    max_sessions: int = 1000
+    retention_seconds: float = 300.0
+    heartbeat_interval_ms: float | None = DEFAULT_HEARTBEAT_INTERVAL_MS
+    ttl_ms: int = 60_000
+    max_events: int = DEFAULT_MAX_EVENTS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_request_bytes: int = 1024 * 1024
+
+
+def stream_headers(stream: EventStream) -> dict[str, str]:
+    """The headers of an NDJSON stream response, but ``Content-Type``.
+
+    >>> stream_headers(EventStream("s_1", heartbeat_interval_ms=None))
+    {'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no', 'X-Session-ID': 's_1'}
+    """
+    return {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
+        "X-Session-ID": stream.session_id,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedSession:
+    """What :meth:`SessionBroker.create_session` made: the stream, its body, the headers.
+
+    ``headers`` are :func:`stream_headers` plus, for an encrypted session,
+    :data:`SERVER_HELLO_HEADER`::
+
+        created = broker.create_session(await request.body())
+        return StreamingResponse(created.body, headers=created.headers,
+                                 media_type="application/x-ndjson")
+    """
+
+    stream: EventStream
+    body: NdjsonBody
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Slot:
+    stream: EventStream
+    keeper: anyio.CancelScope  # the session's task; cancelled when the slot is dropped
+    producer: anyio.CancelScope | None  # the producer's part of it; None: produced elsewhere
+
+
+_request_decoder: Final = msgspec.json.Decoder(SessionRequest)
+_CANCELLED: Final = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
+
+
+class SessionBroker:
+    """The sessions of one service (see the module docstring).
+
+    Use it as ``async with SessionBroker(runner) as broker:`` for the life
+    of the service (the Starlette app does it in its lifespan); the task
+    group it owns runs every session's producer and retires finished
+    sessions after ``retention_seconds``. Leaving the block cancels the
+    sessions still running (each ends with a failed ``final``,
+    ``SESSION_CANCELLED``).
+
+    Sessions produced elsewhere can be served too: :meth:`add` a stream and
+    append to it from the same event loop::
+
+        async with SessionBroker() as broker:
+            stream = broker.add(EventStream())
+            stream.stdout("hello")   # GET /sessions/{id}/stream serves it
+
+    Args:
+        runner: produces the sessions of ``POST /sessions``; without one,
+            :meth:`create_session` refuses (404).
+        config: limits and defaults (:class:`BrokerConfig`).
+        signing_key: the server's static ECDSA P-256 key: the ServerHello of
+            encrypted sessions is signed with it (clients may pin it).
+        now: wall clock of new streams (timestamps, durations).
+    """
+
+    def __init__(
+        self,
+        runner: SessionRunner | None = None,
+        *,
+        config: BrokerConfig | None = None,
+        signing_key: ec.EllipticCurvePrivateKey | None = None,
+        now: Now | None = None,
+    ) -> None:
+        self._runner = runner
+        self._config = BrokerConfig() if config is None else config
+        if self._config.max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {self._config.max_sessions}")
+        self._signing_key = signing_key
+        self._now = now
+        self._slots: dict[str, _Slot] = {}  # insertion order: oldest first
+        self._task_group: TaskGroup | None = None
+
+    @property
+    def config(self) -> BrokerConfig:
+        """The broker's limits and defaults."""
+        return self._config
+
+    @property
+    def sessions(self) -> Mapping[str, EventStream]:
+        """The sessions held, by id (a read-only view)."""
+        return MappingProxyType({sid: slot.stream for sid, slot in self._slots.items()})
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._slots
+
+    # --- lifetime ---------------------------------------------------------------
+
+    async def __aenter__(self) -> SessionBroker:
+        if self._task_group is not None:
+            raise RuntimeError("this SessionBroker is already running")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task_group = self._task_group
+        assert task_group is not None, "entered by __aenter__"
+        self._task_group = None
+        task_group.cancel_scope.cancel()
+        try:
+            await task_group.__aexit__(None, None, None)
+        finally:
+            # Streams produced elsewhere: their readers must not wait forever.
+            for slot in self._slots.values():
+                if not slot.stream.finished:
+                    slot.stream.store.close()
+            self._slots.clear()
+
+    def _running(self) -> TaskGroup:
+        if self._task_group is None:
+            raise RuntimeError("use the SessionBroker inside its `async with` block")
+        return self._task_group
+
+    # --- sessions ---------------------------------------------------------------
+
+    def get(self, session_id: str) -> EventStream:
+        """The session's stream.
+
+        Raises:
+            BrokerError: 404 ``NOT_FOUND``.
+        """
+        slot = self._slots.get(session_id)
+        if slot is None:
+            raise BrokerError(404, "NOT_FOUND", f"Session {session_id} not found")
+        return slot.stream
+
+    def add(
+        self,
+        stream: EventStream,
+        run: Callable[[EventStream], Awaitable[None]] | None = None,
+    ) -> EventStream:
+        """Hold ``stream`` (and run ``run(stream)`` inside ``async with stream``, if given).
+
+        Without ``run`` the caller produces the stream. Either way, it is
+        dropped ``retention_seconds`` after its ``final``.
+
+        Raises:
+            BrokerError: 409 ``SESSION_EXISTS``; 503 ``TOO_MANY_SESSIONS``.
+            RuntimeError: the broker is not running.
+        """
+        task_group = self._running()
+        session_id = stream.session_id
+        if session_id in self._slots:
+            raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
+        self._make_room()
+        slot = _Slot(stream, anyio.CancelScope(), None if run is None else anyio.CancelScope())
+        self._slots[session_id] = slot
+        task_group.start_soon(self._keep, slot, run)
+        return stream
+
+    def _make_room(self) -> None:
+        if len(self._slots) < self._config.max_sessions:
+            return
+        for session_id, slot in self._slots.items():
+            if slot.stream.finished:
+                del self._slots[session_id]
+                slot.keeper.cancel()
+                return
+        raise BrokerError(
+            503, "TOO_MANY_SESSIONS", f"The broker holds {len(self._slots)} running sessions"
+        )
+
+    def cancel(self, session_id: str) -> None:
+        """Cancel a session: its stream ends with a failed ``final`` (``SESSION_CANCELLED``).
+
+        The producer the broker runs is cancelled (the ``final`` follows
+        when it has unwound); a stream produced elsewhere gets the ``final``
+        at once. A finished session is left as it is.
+
+        Raises:
+            BrokerError: 404 ``NOT_FOUND``.
+        """
+        slot = self._slots.get(session_id)
+        if slot is None:
+            raise BrokerError(404, "NOT_FOUND", f"Session {session_id} not found")
+        if slot.stream.finished:
+            return
+        if slot.producer is not None:
+            slot.producer.cancel()
+        else:
+            slot.stream.final(False, error=_CANCELLED)
+
+    async def _keep(
+        self, slot: _Slot, run: Callable[[EventStream], Awaitable[None]] | None
+    ) -> None:
+        stream = slot.stream
+        with slot.keeper:
+            if run is not None and slot.producer is not None:
+                with slot.producer:
+                    try:
+                        async with stream:
+                            await run(stream)
+                    except Exception:
+                        logger.exception("the producer of session %s failed", stream.session_id)
+                if not stream.finished:  # cancelled before the stream was entered
+                    stream.final(False, error=_CANCELLED)
+            await stream.store.wait_finished()
+            await anyio.sleep(self._config.retention_seconds)
+        if self._slots.get(stream.session_id) is slot:
+            del self._slots[stream.session_id]
+
+    # --- the two routes ---------------------------------------------------------
+
+    def create_session(self, body: bytes) -> CreatedSession:
+        """``POST /sessions``: start a session from the JSON ``body``; stream it from seq 1.
+
+        Raises:
+            BrokerError: 400 ``INVALID_REQUEST`` (or an encryption error code)
+                for a bad body or handshake, 404 when the broker has no
+                runner, 409 ``SESSION_EXISTS``, 413, 503 ``TOO_MANY_SESSIONS``.
+        """
+        runner = self._runner
+        if runner is None:
+            raise BrokerError(404, "NOT_FOUND", "This broker does not start sessions")
+        if len(body) > self._config.max_request_bytes:
+            raise BrokerError(
+                413,
+                "REQUEST_TOO_LARGE",
+                f"The request body exceeds {self._config.max_request_bytes} bytes",
+            )
+        try:
+            request = _request_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise BrokerError(400, "INVALID_REQUEST", f"Invalid request body: {exc}") from None
+        session_id = generate_session_id() if request.session_id is UNSET else request.session_id
+        if not is_session_id(session_id):
+            raise BrokerError(
+                400, "INVALID_REQUEST", f"Invalid sessionId {session_id!r}: expected 's_...'"
+            )
+        if session_id in self._slots:
+            raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
+        headers: dict[str, str] = {}
+        encrypted = None
+        encryption = request.encryption
+        if encryption is not UNSET and encryption.mode is not EncryptionMode.DISABLED:
+            if encryption.client_hello is not UNSET:
+                try:
+                    server_hello, encrypted = accept_client_hello(
+                        encryption.client_hello, session_id, signing_key=self._signing_key
+                    )
+                except EncryptionError as exc:
+                    raise BrokerError(400, str(exc.code), str(exc)) from None
+                headers[SERVER_HELLO_HEADER] = encode_message(server_hello).decode("ascii")
+            elif encryption.mode is EncryptionMode.REQUIRED:
+                raise BrokerError(
+                    400,
+                    "ENCRYPTION_HANDSHAKE_FAILED",
+                    "Encryption is required but the request has no clientHello",
+                )
+        config = self._config
+        heartbeat = request.heartbeat_interval_ms
+        ttl = request.ttl_ms
+        stream = EventStream(
+            session_id,
+            session=encrypted,
+            heartbeat_interval_ms=config.heartbeat_interval_ms if heartbeat is None else heartbeat,
+            ttl_ms=config.ttl_ms if ttl is None else ttl,
+            max_events=config.max_events,
+            max_bytes=config.max_bytes,
+            now=self._now,
+        )
+        body_iterator = stream.ndjson_body()
+        self.add(stream, lambda s: runner(s, request))
+        return CreatedSession(stream, body_iterator, {**stream_headers(stream), **headers})
+
+    def open_stream(self, session_id: str, from_seq: str | None = None) -> NdjsonBody:
+        """``GET /sessions/{id}/stream?fromSeq=N``: the session from ``seq`` N, live to ``final``.
+
+        ``from_seq`` is the query parameter's text (None when absent: the
+        whole session).
+
+        Raises:
+            BrokerError: 404 ``NOT_FOUND``; 400 ``INVALID_REQUEST`` for a
+                ``fromSeq`` that is not a non-negative integer; 410
+                ``REPLAY_UNAVAILABLE`` when events from N were dropped (the
+                body's ``details`` hold ``requestedSeq`` and
+                ``firstAvailableSeq``).
+        """
+        stream = self.get(session_id)
+        return stream_body(stream, parse_from_seq(from_seq))
+
+
+def parse_from_seq(text: str | None) -> int | None:
+    """The ``fromSeq`` query parameter as an int (None when absent).
+
+    >>> parse_from_seq("12"), parse_from_seq(None)
+    (12, None)
+
+    Raises:
+        BrokerError: 400 ``INVALID_REQUEST`` unless it is a non-negative
+            safe integer in decimal digits.
+    """
+    if text is None:
+        return None
+    if not _DIGITS.fullmatch(text) or int(text) > MAX_SAFE_INTEGER:
+        raise BrokerError(
+            400, "INVALID_REQUEST", f"fromSeq must be a non-negative integer, got {text[:40]!r}"
+        )
+    return int(text)
+
+
+def stream_body(stream: EventStream, from_seq: int | None) -> NdjsonBody:
+    """``stream.ndjson_body(from_seq)``, with a dropped range as a 410 :class:`BrokerError`."""
+    try:
+        return stream.ndjson_body(from_seq)
+    except ReplayUnavailableError as exc:
+        raise BrokerError(
+            410,
+            exc.code,
+            str(exc),
+            details={
+                "requestedSeq": exc.requested_seq,
+                "firstAvailableSeq": exc.first_available_seq,
+            },
+        ) from None

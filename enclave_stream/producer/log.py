@@ -1,0 +1,457 @@
+"""The replay log: every event of a session, numbered, bounded, and followed live.
+
+A session's events are appended once and read by any number of clients, each
+from its own position (``?fromSeq=N``): the stored events with ``seq >= N``
+first, then live ones as they come, up to ``final``. :class:`EventLog` is the
+in-memory log, the embedded default; :class:`EventStore` is the protocol it
+implements, so that another store (shared, persistent) can take its place.
+
+Numbering: the first appended event gets ``seq`` 1 and each next one the
+next integer, as the reference's ``SessionEmitter`` does (``seq: ++this.seq``
+from 0), so ``session_init`` is 1 and ``?fromSeq=0`` or no ``fromSeq`` at all
+asks for the whole session.
+
+The bookkeeping is synchronous and does no I/O: :meth:`EventLog.append`,
+:meth:`EventLog.read` and :meth:`EventLog.check` never wait. Only
+:meth:`EventLog.wait_for` (and the replay iterator built on it) waits, on one
+anyio event per log that every append sets. A log belongs to one event loop:
+append to it from that loop's thread.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_EVENTS",
+    "EventEncodeFunction",
+    "EventLog",
+    "EventStore",
+    "LogEntry",
+    "LogReplay",
+]
+
+from collections.abc import AsyncIterator, Callable
+from typing import Final, NamedTuple, Protocol, cast
+
+import anyio
+import msgspec
+
+from ..encoder import encode_event
+from ..events import FinalEvent, StreamEvent
+from .errors import ReplayUnavailableError, StreamFinishedError
+
+DEFAULT_MAX_EVENTS: Final = 10_000
+"""How many events an :class:`EventLog` holds by default."""
+
+DEFAULT_MAX_BYTES: Final = 16 * 1024 * 1024
+"""How many bytes of encoded lines an :class:`EventLog` holds by default (16 MiB)."""
+
+EventEncodeFunction = Callable[[StreamEvent], bytes]
+"""Turns an event into its wire line, without the newline (``encode_event``, ``seal_line``)."""
+
+# Evicted slots are cut off the list once at least this many have piled up
+# (and no fewer than the entries held): amortized O(1) per eviction.
+_COMPACT_AFTER: Final = 4096
+
+
+class LogEntry(NamedTuple):
+    """One stored event: its number, the event, and the bytes sent for it.
+
+    ``line`` is what goes on the wire, ``\\n`` included: the event's JSON, or
+    the JSON of its ``enc`` envelope when the stream is encrypted (sealed once,
+    when appended). ``event`` is always the plaintext event.
+
+    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> entry = EventLog().append(StdoutEvent(session_id="s_1", seq=0, payload=StdoutPayload("hi")))
+    >>> entry.seq
+    1
+    >>> entry.line
+    b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"stdout","payload":{"chunk":"hi"}}\\n'
+    """
+
+    seq: int
+    event: StreamEvent
+    line: bytes
+
+
+class EventStore(Protocol):
+    """What an :class:`~enclave_stream.producer.EventStream` needs from its log.
+
+    :class:`EventLog` is the in-memory implementation. Another store must keep
+    the same rules: ``append`` numbers events 1, 2, 3, ... and refuses any
+    event after ``final`` (or after ``close``); ``read`` and ``check`` raise
+    :class:`ReplayUnavailableError` for a ``seq`` that was appended but is no
+    longer held; ``wait_for`` returns once the event with that ``seq`` can be
+    read or nothing more will ever be appended.
+
+    A store is given to a stream through a factory that receives the
+    encoding function (which seals, for an encrypted stream)::
+
+        stream = EventStream(store_factory=lambda encode: EventLog(max_events=100, encode=encode))
+    """
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next appended event gets."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True once ``final`` was appended or the store was closed."""
+        ...
+
+    @property
+    def waiting(self) -> int:
+        """How many readers of this process wait in :meth:`wait_for` right now."""
+        ...
+
+    def append(self, event: StreamEvent) -> LogEntry:
+        """Number, encode and store ``event``; returns the stored entry."""
+        ...
+
+    def close(self) -> None:
+        """Accept no more events; readers end after the last stored one."""
+        ...
+
+    def check(self, from_seq: int) -> None:
+        """Raise :class:`ReplayUnavailableError` unless a replay from ``from_seq`` is complete."""
+        ...
+
+    def read(self, from_seq: int, *, max_bytes: int | None = None) -> list[LogEntry]:
+        """The stored entries with ``seq >= from_seq``, oldest first, without waiting."""
+        ...
+
+    async def wait_for(self, seq: int) -> None:
+        """Wait until the entry ``seq`` is stored, or the store is finished."""
+        ...
+
+    async def wait_finished(self) -> None:
+        """Wait until the store is finished."""
+        ...
+
+    def replay(self, from_seq: int | None = None) -> AsyncIterator[LogEntry]:
+        """The entries with ``seq >= from_seq``, then live ones, up to ``final``."""
+        ...
+
+
+def _check_limit(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_from_seq(from_seq: object) -> int:
+    """``from_seq`` as an int, or ValueError unless it is an integer >= 0."""
+    if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
+        raise ValueError(f"from_seq must be an integer >= 0, got {from_seq!r}")
+    return from_seq
+
+
+class EventLog:
+    """An in-memory replay log, bounded in events and bytes (see the module docstring).
+
+    When an append takes the log past ``max_events`` or ``max_bytes`` (the
+    sum of the lines' lengths, newlines included), the oldest events are
+    dropped until it fits again; the newest event is always kept, however
+    large. A read from a dropped ``seq`` raises
+    :class:`~enclave_stream.producer.ReplayUnavailableError`, so a client
+    that asks for it fails loudly instead of silently skipping events.
+
+    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> log = EventLog(max_events=2)
+    >>> for text in ("a", "b", "c"):
+    ...     entry = log.append(StdoutEvent(session_id="s_1", seq=0, payload=StdoutPayload(text)))
+    >>> entry.seq, log.first_seq, len(log)
+    (3, 2, 2)
+    >>> [entry.event.payload.chunk for entry in log.read(2)]
+    ['b', 'c']
+    >>> try:
+    ...     log.read(1)
+    ... except ReplayUnavailableError as error:
+    ...     print(error)
+    events from seq 1 are no longer held (the oldest held is 2)
+
+    Args:
+        max_events: the most events held.
+        max_bytes: the most bytes of encoded lines held.
+        encode: turns an event into its line (no newline); by default the
+            validating :func:`~enclave_stream.encoder.encode_event`. An
+            encrypted stream passes its session's ``seal_line``.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_changed",
+        "_encode",
+        "_entries",
+        "_finished",
+        "_first_seq",
+        "_head",
+        "_max_bytes",
+        "_max_events",
+        "_next_seq",
+        "_waiting",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        encode: EventEncodeFunction | None = None,
+    ) -> None:
+        self._max_events = _check_limit("max_events", max_events)
+        self._max_bytes = _check_limit("max_bytes", max_bytes)
+        self._encode: EventEncodeFunction = encode_event if encode is None else encode
+        # _entries[_head:] are the held entries; slots before _head were
+        # evicted (set to None) and are cut off now and then.
+        self._entries: list[LogEntry | None] = []
+        self._head = 0
+        self._first_seq = 1  # seq of the oldest held entry (next_seq when empty)
+        self._next_seq = 1
+        self._bytes = 0
+        self._finished = False
+        self._changed: anyio.Event | None = None  # made by the first waiter
+        self._waiting = 0
+
+    # --- state ----------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next appended event gets (1 for the first)."""
+        return self._next_seq
+
+    @property
+    def first_seq(self) -> int:
+        """The ``seq`` of the oldest event held (``next_seq`` while empty)."""
+        return self._first_seq
+
+    @property
+    def last_seq(self) -> int | None:
+        """The ``seq`` of the newest event, or None before the first append."""
+        return self._next_seq - 1 if self._next_seq > 1 else None
+
+    @property
+    def finished(self) -> bool:
+        """True once ``final`` was appended or :meth:`close` was called."""
+        return self._finished
+
+    @property
+    def size_bytes(self) -> int:
+        """The bytes of the lines held (newlines included)."""
+        return self._bytes
+
+    @property
+    def max_events(self) -> int:
+        """The most events held."""
+        return self._max_events
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes of lines held."""
+        return self._max_bytes
+
+    @property
+    def waiting(self) -> int:
+        """How many readers are waiting for the next event right now."""
+        return self._waiting
+
+    def __len__(self) -> int:
+        return len(self._entries) - self._head
+
+    def __repr__(self) -> str:
+        return (
+            f"<EventLog held={len(self)} seq={self._first_seq}..{self._next_seq - 1} "
+            f"bytes={self._bytes} finished={self._finished}>"
+        )
+
+    # --- writing --------------------------------------------------------------
+
+    def append(self, event: StreamEvent) -> LogEntry:
+        """Number ``event`` with :attr:`next_seq`, encode it, store it, and wake the readers.
+
+        The event's own ``seq`` is replaced. Appending ``final`` finishes the log.
+
+        Raises:
+            StreamFinishedError: the log is finished.
+            EventValidationError: the event breaks the schema (nothing is stored,
+                no ``seq`` is used up); or whatever ``encode`` raises.
+        """
+        if self._finished:
+            raise StreamFinishedError(getattr(event, "session_id", None))
+        seq = self._next_seq
+        if event.seq != seq:
+            event = msgspec.structs.replace(event, seq=seq)
+        line = self._encode(event) + b"\n"
+        entry = LogEntry(seq, event, line)
+        entries = self._entries
+        entries.append(entry)
+        self._next_seq = seq + 1
+        self._bytes += len(line)
+        if type(event) is FinalEvent:
+            self._finished = True
+        if len(entries) - self._head > self._max_events or self._bytes > self._max_bytes:
+            self._evict()
+        self._wake()
+        return entry
+
+    def close(self) -> None:
+        """Accept no more events: readers end after the last stored one (idempotent)."""
+        self._finished = True
+        self._wake()
+
+    def _evict(self) -> None:
+        entries = self._entries
+        head = self._head
+        last = len(entries) - 1
+        while head < last and (last - head + 1 > self._max_events or self._bytes > self._max_bytes):
+            evicted = entries[head]
+            assert evicted is not None
+            self._bytes -= len(evicted.line)
+            entries[head] = None  # the line is freed now, the slot later
+            head += 1
+        self._first_seq += head - self._head
+        if head >= _COMPACT_AFTER and head * 2 >= len(entries):
+            del entries[:head]
+            head = 0
+        self._head = head
+
+    def _wake(self) -> None:
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    # --- reading --------------------------------------------------------------
+
+    def check(self, from_seq: int) -> None:
+        """Raise unless every event with ``seq >= from_seq`` is still held.
+
+        Raises:
+            ReplayUnavailableError: some of them were dropped.
+            ValueError: ``from_seq`` is not an integer >= 0.
+        """
+        check_from_seq(from_seq)
+        # Numbering is contiguous from 1: below first_seq, every number from
+        # 1 on was appended and then dropped.
+        if from_seq < self._first_seq and self._first_seq > 1:
+            raise ReplayUnavailableError(from_seq, first_available_seq=self._first_seq)
+
+    def read(self, from_seq: int, *, max_bytes: int | None = None) -> list[LogEntry]:
+        """The held entries with ``seq >= from_seq``, oldest first; never waits.
+
+        With ``max_bytes``, stops before the entry that would take the lines
+        past it (but returns at least one entry when there is one).
+
+        Raises:
+            ReplayUnavailableError: events with ``seq >= from_seq`` were dropped.
+            ValueError: ``from_seq`` is not an integer >= 0.
+        """
+        first = self._first_seq
+        if from_seq < first:
+            self.check(from_seq)
+            from_seq = first
+        if from_seq >= self._next_seq:
+            return []
+        start = self._head + (from_seq - first)
+        entries = cast("list[LogEntry]", self._entries[start:])  # held slots are never None
+        if max_bytes is None:
+            return entries
+        total = 0
+        for index, entry in enumerate(entries):
+            total += len(entry.line)
+            if total > max_bytes and index:
+                return entries[:index]
+        return entries
+
+    async def wait_for(self, seq: int) -> None:
+        """Wait until the entry ``seq`` is stored, or the log is finished.
+
+        Returns at once when it already is. Cancelling the wait is safe: the
+        log keeps no state for a reader.
+        """
+        while seq >= self._next_seq and not self._finished:
+            changed = self._changed_event()
+            self._waiting += 1
+            try:
+                await changed.wait()
+            finally:
+                self._waiting -= 1
+
+    async def wait_finished(self) -> None:
+        """Wait until ``final`` is appended or the log is closed (not a :attr:`waiting` reader)."""
+        while not self._finished:
+            await self._changed_event().wait()
+
+    def _changed_event(self) -> anyio.Event:
+        changed = self._changed
+        if changed is None:
+            changed = self._changed = anyio.Event()
+        return changed
+
+    def replay(self, from_seq: int | None = None) -> LogReplay:
+        """The entries with ``seq >= from_seq``, then live ones, up to ``final``.
+
+        ``None`` (like 0) asks for the whole session. Availability is checked
+        at once, so a bad ``from_seq`` raises here rather than in the loop::
+
+            async for entry in log.replay(from_seq=5):
+                print(entry.seq, entry.event.type)
+
+        Raises:
+            ReplayUnavailableError: events with ``seq >= from_seq`` were dropped
+                (also from the loop, for a reader that falls behind the log).
+        """
+        return LogReplay(self, from_seq)
+
+
+class LogReplay:
+    """The async iterator of :meth:`EventLog.replay` (works on any :class:`EventStore`).
+
+    It holds no task and no registration in the store: a reader that stops
+    iterating, or is cancelled, leaves nothing behind::
+
+        async for entry in LogReplay(store, from_seq=3):
+            handle(entry.event)
+    """
+
+    __slots__ = ("_batch", "_done", "_index", "_next", "_store")
+
+    def __init__(self, store: EventStore, from_seq: int | None = None) -> None:
+        start = 0 if from_seq is None else check_from_seq(from_seq)
+        store.check(start)
+        self._store = store
+        self._next = start
+        self._batch: list[LogEntry] = []
+        self._index = 0
+        self._done = False
+
+    def __aiter__(self) -> LogReplay:
+        return self
+
+    async def __anext__(self) -> LogEntry:
+        while True:
+            if self._index < len(self._batch):
+                entry = self._batch[self._index]
+                self._index += 1
+                if type(entry.event) is FinalEvent:
+                    self._done = True
+                    self._batch = []
+                return entry
+            if self._done:
+                raise StopAsyncIteration
+            store = self._store
+            batch = store.read(self._next)
+            if batch:
+                self._batch, self._index = batch, 0
+                self._next = batch[-1].seq + 1
+                continue
+            if store.finished:
+                self._done = True
+                raise StopAsyncIteration
+            await store.wait_for(self._next)
+
+    async def aclose(self) -> None:
+        """Stop: the iterator ends (there is nothing else to release)."""
+        self._done = True
+        self._batch = []

@@ -1,0 +1,509 @@
+"""The server side of one session: build events, number them, keep them, serve them.
+
+An :class:`EventStream` wraps a replay log (:class:`~.log.EventLog` by
+default). Its methods build each kind of event, validate it, number it and
+append it (sealed once, when the session is encrypted); any number of
+clients read it through :meth:`EventStream.ndjson_body`, each from its own
+``seq``. Used as ``async with``, it also sends a ``heartbeat`` whenever no
+event was appended for ``heartbeat_interval_ms``, from a task it owns.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EventStream", "StoreFactory"]
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, TypeVar, cast
+
+import anyio
+from anyio.abc import TaskGroup
+from msgspec import UNSET
+
+from ..crypto.session import EncryptedSession, SessionRole
+from ..encoder import encode_event
+from ..events import (
+    DEFAULT_SESSION_LIMITS,
+    CatalogChangedEvent,
+    CatalogChangedPayload,
+    DeadlineExceededEvent,
+    DeadlineExceededPayload,
+    EncryptionConfig,
+    ErrorEvent,
+    ErrorEventPayload,
+    ErrorInfo,
+    ErrorPayload,
+    FinalEvent,
+    FinalPayload,
+    HeartbeatEvent,
+    HeartbeatPayload,
+    LogEvent,
+    LogPayload,
+    PartialResultEvent,
+    PartialResultPayload,
+    SessionInitEvent,
+    SessionInitPayload,
+    SessionStats,
+    StdoutEvent,
+    StdoutPayload,
+    StreamEvent,
+    ToolCallEvent,
+    ToolCallPayload,
+    ToolProgressEvent,
+    ToolProgressPayload,
+    ToolResultAppliedEvent,
+    ToolResultAppliedPayload,
+)
+from ..protocol import (
+    DEFAULT_HEARTBEAT_INTERVAL_MS,
+    LogLevel,
+    ToolProgressPhase,
+    generate_call_id,
+    generate_session_id,
+    is_session_id,
+)
+from ._time import Now, iso_timestamp, utc_now
+from .body import DEFAULT_CHUNK_BYTES, NdjsonBody
+from .log import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_EVENTS,
+    EventEncodeFunction,
+    EventLog,
+    EventStore,
+    LogReplay,
+)
+
+E = TypeVar("E", bound=StreamEvent)
+
+StoreFactory = Callable[[EventEncodeFunction], EventStore]
+"""Makes a stream's log, given the function that turns an event into its line.
+
+>>> stream = EventStream(
+...     "s_1", heartbeat_interval_ms=None,
+...     store_factory=lambda encode: EventLog(max_events=100, encode=encode))
+>>> stream.store.max_events
+100
+"""
+
+_DEFAULT_TTL_MS: Final = cast(int, DEFAULT_SESSION_LIMITS.session_ttl_ms)
+
+
+def _interval_seconds(interval_ms: float | None) -> float | None:
+    if interval_ms is None:
+        return None
+    if (
+        isinstance(interval_ms, bool)
+        or not isinstance(interval_ms, int | float)
+        or not math.isfinite(interval_ms)
+        or interval_ms < 0
+    ):
+        raise ValueError(
+            f"heartbeat_interval_ms must be a finite number > 0 (0 or None: no heartbeats), "
+            f"got {interval_ms!r}"
+        )
+    return interval_ms / 1000 if interval_ms else None
+
+
+class EventStream:
+    """One session's events, as the server produces them (see the module docstring).
+
+    Each builder appends one event with the next ``seq`` and returns it
+    (:meth:`tool_call` returns the new call id). Events are validated when
+    appended: an invalid one raises
+    :class:`~enclave_stream.EventValidationError` and uses up no ``seq``.
+    After :meth:`final` nothing more can be appended
+    (:class:`~enclave_stream.producer.StreamFinishedError`).
+
+    >>> stream = EventStream("s_demo", heartbeat_interval_ms=None)
+    >>> stream.stdout("hello\\n").seq  # seq 1 is the session_init event
+    2
+    >>> call_id = stream.tool_call("search", {"q": "enclave"})
+    >>> stream.final(True, {"answer": 42}).payload.stats.tool_call_count
+    1
+    >>> [entry.event.type.value for entry in stream.store.read(0)]
+    ['session_init', 'stdout', 'tool_call', 'final']
+
+    In a service::
+
+        async with EventStream(session=encrypted_session) as stream:
+            stream.log("info", "starting")
+            ...
+            stream.final(True, result)
+
+    A stream belongs to one event loop: append from that loop's thread (from
+    a worker thread, through ``anyio.from_thread.run_sync``). Leaving the
+    ``async with`` block stops the heartbeats. If ``final`` was
+    not appended by then, the stream appends one itself, so that clients do
+    not wait forever: ``ok`` false with the error code ``SESSION_CANCELLED``
+    (cancelled), ``EXECUTION_ERROR`` (an exception; only its type name is
+    sent) or ``SESSION_CLOSED`` (the block ended without a result).
+
+    Args:
+        session_id: the session's id (``s_...``); generated if None, or
+            taken from ``session``.
+        session: encrypts the stream: every event is sealed once, when
+            appended, and every client gets the same envelope bytes. Must be
+            the server's side of the handshake.
+        heartbeat_interval_ms: idle time after which a ``heartbeat`` is
+            appended (only inside ``async with``); None or 0: never.
+        max_events: the most events the default log holds.
+        max_bytes: the most bytes of lines the default log holds.
+        store_factory: makes the log instead of the default :class:`EventLog`;
+            it is given the function that encodes (and seals) each event.
+        send_session_init: append the ``session_init`` event (seq 1) at once.
+        cancel_url: ``session_init.cancelUrl``; by default
+            ``/sessions/{id}/cancel`` (the reference's).
+        expires_at: ``session_init.expiresAt``; by default now plus ``ttl_ms``.
+        ttl_ms: the session's lifetime for the default ``expires_at``
+            (the reference's default, 60 s).
+        replay_url: ``session_init.replayUrl``, if any.
+        now: the wall clock for timestamps and ``durationMs`` (UTC ``datetime``).
+    """
+
+    def __init__(
+        self,
+        session_id: str | None = None,
+        *,
+        session: EncryptedSession | None = None,
+        heartbeat_interval_ms: float | None = DEFAULT_HEARTBEAT_INTERVAL_MS,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        store_factory: StoreFactory | None = None,
+        send_session_init: bool = True,
+        cancel_url: str | None = None,
+        expires_at: datetime | str | None = None,
+        ttl_ms: int = _DEFAULT_TTL_MS,
+        replay_url: str | None = None,
+        now: Now | None = None,
+    ) -> None:
+        if session is not None:
+            if session.role is not SessionRole.SERVER:
+                raise ValueError("an EventStream seals with the server's session, not the client's")
+            if session_id is None:
+                session_id = session.session_id
+            elif session_id != session.session_id:
+                raise ValueError(
+                    f"session id {session_id!r} differs from the encrypted session's "
+                    f"{session.session_id!r}"
+                )
+        if session_id is None:
+            session_id = generate_session_id()
+        elif not is_session_id(session_id):
+            raise ValueError(f"expected a session id ('s_' and more), got {session_id!r}")
+        self._session_id = session_id
+        self._session = session
+        self._interval_s = _interval_seconds(heartbeat_interval_ms)
+        self._now: Now = utc_now if now is None else now
+        self._started_at = self._now()
+        encode: EventEncodeFunction | None = None if session is None else session.seal_line
+        if store_factory is not None:
+            self._log: EventStore = store_factory(encode_event if encode is None else encode)
+        else:
+            self._log = EventLog(max_events=max_events, max_bytes=max_bytes, encode=encode)
+        self._tool_calls = 0
+        self._stdout_bytes = 0
+        self._task_group: TaskGroup | None = None
+        self._entered = False
+        self._last_activity = 0.0  # anyio clock; only read while the heartbeat task runs
+        if send_session_init:
+            if expires_at is None:
+                expires_at = self._started_at + timedelta(milliseconds=ttl_ms)
+            self.session_init(
+                cancel_url=f"/sessions/{session_id}/cancel" if cancel_url is None else cancel_url,
+                expires_at=expires_at,
+                replay_url=replay_url,
+            )
+
+    # --- properties -----------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        """The session id every event carries."""
+        return self._session_id
+
+    @property
+    def encrypted(self) -> bool:
+        """True when every event is sent sealed in an ``enc`` envelope."""
+        return self._session is not None
+
+    @property
+    def store(self) -> EventStore:
+        """The replay log (an :class:`EventLog` unless ``store_factory`` made another)."""
+        return self._log
+
+    @property
+    def finished(self) -> bool:
+        """True once ``final`` was appended."""
+        return self._log.finished
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next event gets."""
+        return self._log.next_seq
+
+    # --- appending ------------------------------------------------------------
+
+    def append(self, event: E) -> E:
+        """Append a ready-made event of this session; its ``seq`` is replaced with the next one.
+
+        Returns the event as stored (with its ``seq``).
+
+        Raises:
+            ValueError: the event belongs to another session.
+            StreamFinishedError: ``final`` was appended already.
+            EventValidationError: the event breaks the schema.
+        """
+        if event.session_id != self._session_id:
+            raise ValueError(
+                f"the event belongs to session {event.session_id!r}, not {self._session_id!r}"
+            )
+        return self._append(event)
+
+    def _append(self, event: E) -> E:
+        entry = self._log.append(event)
+        if self._task_group is not None:
+            self._last_activity = anyio.current_time()
+        return cast(E, entry.event)
+
+    def session_init(
+        self,
+        *,
+        cancel_url: str,
+        expires_at: datetime | str,
+        replay_url: str | None = None,
+    ) -> SessionInitEvent:
+        """Append ``session_init`` (done by the constructor unless ``send_session_init=False``)."""
+        key_id = UNSET if self._session is None else self._session.key_id
+        payload = SessionInitPayload(
+            cancel_url=cancel_url,
+            expires_at=expires_at if isinstance(expires_at, str) else iso_timestamp(expires_at),
+            encryption=EncryptionConfig(enabled=self._session is not None, key_id=key_id),
+            replay_url=UNSET if replay_url is None else replay_url,
+        )
+        return self._append(SessionInitEvent(self._session_id, self.next_seq, payload))
+
+    def stdout(self, chunk: str) -> StdoutEvent:
+        """Append program output."""
+        event = self._append(StdoutEvent(self._session_id, self.next_seq, StdoutPayload(chunk)))
+        self._stdout_bytes += len(chunk.encode("utf-8", "surrogatepass"))
+        return event
+
+    def log(
+        self,
+        level: LogLevel | str,
+        message: str,
+        data: dict[str, Any] | None = None,
+    ) -> LogEvent:
+        """Append a log record (``level``: ``debug``, ``info``, ``warn`` or ``error``)."""
+        payload = LogPayload(
+            level=cast(LogLevel, level), message=message, data=UNSET if data is None else data
+        )
+        return self._append(LogEvent(self._session_id, self.next_seq, payload))
+
+    def tool_call(self, tool_name: str, args: Any = UNSET, *, call_id: str | None = None) -> str:
+        """Append a ``tool_call``; returns its call id (generated unless given)."""
+        call_id = generate_call_id() if call_id is None else call_id
+        payload = ToolCallPayload(call_id=call_id, tool_name=tool_name, args=args)
+        self._append(ToolCallEvent(self._session_id, self.next_seq, payload))
+        self._tool_calls += 1
+        return call_id
+
+    def tool_result_applied(self, call_id: str) -> ToolResultAppliedEvent:
+        """Append ``tool_result_applied``: the result of ``call_id`` reached the program."""
+        payload = ToolResultAppliedPayload(call_id)
+        return self._append(ToolResultAppliedEvent(self._session_id, self.next_seq, payload))
+
+    def tool_progress(
+        self,
+        call_id: str,
+        phase: ToolProgressPhase | str,
+        *,
+        elapsed_ms: float,
+        bytes_received: int | None = None,
+        total_bytes: int | None = None,
+    ) -> ToolProgressEvent:
+        """Append the progress of a running tool call."""
+        payload = ToolProgressPayload(
+            call_id=call_id,
+            phase=cast(ToolProgressPhase, phase),
+            elapsed_ms=elapsed_ms,
+            bytes_received=UNSET if bytes_received is None else bytes_received,
+            total_bytes=UNSET if total_bytes is None else total_bytes,
+        )
+        return self._append(ToolProgressEvent(self._session_id, self.next_seq, payload))
+
+    def partial_result(
+        self,
+        path: Sequence[str],
+        data: Any = UNSET,
+        *,
+        has_next: bool,
+        error: ErrorPayload | None = None,
+    ) -> PartialResultEvent:
+        """Append a piece of the result at ``path`` (``has_next``: more pieces follow)."""
+        payload = PartialResultPayload(
+            path=list(path),
+            data=data,
+            error=UNSET if error is None else error,
+            has_next=has_next,
+        )
+        return self._append(PartialResultEvent(self._session_id, self.next_seq, payload))
+
+    def error(
+        self, message: str, *, code: str | None = None, recoverable: bool | None = None
+    ) -> ErrorEvent:
+        """Append an ``error`` event (the session goes on; ``final`` ends it)."""
+        payload = ErrorEventPayload(
+            message=message,
+            code=UNSET if code is None else code,
+            recoverable=UNSET if recoverable is None else recoverable,
+        )
+        return self._append(ErrorEvent(self._session_id, self.next_seq, payload))
+
+    def deadline_exceeded(self, elapsed_ms: float, budget_ms: float) -> DeadlineExceededEvent:
+        """Append ``deadline_exceeded``: the session ran out of its time budget."""
+        payload = DeadlineExceededPayload(elapsed_ms=elapsed_ms, budget_ms=budget_ms)
+        return self._append(DeadlineExceededEvent(self._session_id, self.next_seq, payload))
+
+    def catalog_changed(
+        self, version: str, added_actions: Sequence[str] = (), removed_actions: Sequence[str] = ()
+    ) -> CatalogChangedEvent:
+        """Append ``catalog_changed``: the set of available actions changed."""
+        payload = CatalogChangedPayload(
+            version=version,
+            added_actions=list(added_actions),
+            removed_actions=list(removed_actions),
+        )
+        return self._append(CatalogChangedEvent(self._session_id, self.next_seq, payload))
+
+    def heartbeat(self) -> HeartbeatEvent:
+        """Append a ``heartbeat`` stamped with the wall clock (sent on its own while idle)."""
+        payload = HeartbeatPayload(ts=iso_timestamp(self._now()))
+        return self._append(HeartbeatEvent(self._session_id, self.next_seq, payload))
+
+    def final(
+        self,
+        ok: bool,
+        result: Any = UNSET,
+        *,
+        error: ErrorInfo | str | None = None,
+        errors: Sequence[ErrorPayload] | None = None,
+        stats: SessionStats | None = None,
+        include_stats: bool = True,
+    ) -> FinalEvent:
+        """Append ``final``, the last event: ``ok``, and the ``result`` or the ``error``.
+
+        ``result`` is any JSON value (absent unless given; None sends
+        ``null``). ``error`` may be a plain message. ``stats`` are counted by
+        the stream unless given (``durationMs`` since the stream was made,
+        the ``tool_call`` count, the UTF-8 bytes of ``stdout``);
+        ``include_stats=False`` leaves them out.
+        """
+        if stats is None and include_stats:
+            stats = self.stats()
+        payload = FinalPayload(
+            ok=ok,
+            result=result,
+            error=ErrorInfo(message=error) if isinstance(error, str) else _unset(error),
+            errors=UNSET if errors is None else list(errors),
+            stats=_unset(stats),
+        )
+        return self._append(FinalEvent(self._session_id, self.next_seq, payload))
+
+    def stats(self) -> SessionStats:
+        """The session's statistics so far, as :meth:`final` sends them."""
+        elapsed = self._now() - self._started_at
+        duration_ms = max(0, round(elapsed.total_seconds() * 1000))
+        return SessionStats(
+            duration_ms=duration_ms,
+            tool_call_count=self._tool_calls,
+            stdout_bytes=self._stdout_bytes,
+        )
+
+    # --- reading --------------------------------------------------------------
+
+    def ndjson_body(
+        self, from_seq: int | None = None, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    ) -> NdjsonBody:
+        """The session as NDJSON bytes from ``from_seq`` (None: from the start), up to ``final``.
+
+        Encrypted streams send the envelopes sealed at append time. Give it
+        to any streaming response::
+
+            return StreamingResponse(stream.ndjson_body(from_seq),
+                                     media_type="application/x-ndjson")
+
+        Raises:
+            ReplayUnavailableError: events from ``from_seq`` were dropped.
+            ValueError: ``from_seq`` is not an integer >= 0.
+        """
+        return NdjsonBody(self._log, from_seq, chunk_bytes=chunk_bytes)
+
+    def replay(self, from_seq: int | None = None) -> LogReplay:
+        """The stored and then live :class:`LogEntry` objects from ``from_seq``, up to ``final``."""
+        return LogReplay(self._log, from_seq)
+
+    # --- the heartbeat task -----------------------------------------------------
+
+    async def __aenter__(self) -> EventStream:
+        if self._entered:
+            raise RuntimeError("an EventStream can be entered only once")
+        self._entered = True
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        self._last_activity = anyio.current_time()
+        if self._interval_s is not None:
+            task_group.start_soon(self._heartbeats, self._interval_s)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task_group = self._task_group
+        assert task_group is not None, "entered by __aenter__"
+        try:
+            if not self._log.finished:
+                self._abort(exc)
+        finally:
+            self._task_group = None
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
+
+    def _abort(self, exc: BaseException | None) -> None:
+        if exc is None:
+            info = ErrorInfo(
+                message="The session closed without a final event", code="SESSION_CLOSED"
+            )
+        elif isinstance(exc, anyio.get_cancelled_exc_class()):
+            info = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
+        else:
+            # Only the type: an exception's text may hold what clients must not see.
+            info = ErrorInfo(
+                message=f"The session failed: {type(exc).__name__}", code="EXECUTION_ERROR"
+            )
+        self.final(False, error=info)
+
+    async def _heartbeats(self, interval_s: float) -> None:
+        log = self._log
+        while not log.finished:
+            due = self._last_activity + interval_s
+            if anyio.current_time() >= due:
+                self.heartbeat()
+            else:
+                await anyio.sleep_until(due)
+
+    def __repr__(self) -> str:
+        return (
+            f"<EventStream {self._session_id} next_seq={self.next_seq} "
+            f"encrypted={self.encrypted} finished={self.finished}>"
+        )
+
+
+def _unset(value: Any) -> Any:
+    return UNSET if value is None else value

@@ -1,0 +1,212 @@
+"""Serving event streams with Starlette (``pip install 'enclave-stream[starlette]'``).
+
+* :func:`ndjson_response` - a ``StreamingResponse`` of an
+  :class:`~enclave_stream.producer.EventStream` from a ``seq``, or a
+  ``410 Gone`` JSON error when the log no longer holds it.
+* :func:`create_broker_app` - a Starlette app with the reference broker's
+  routes over a :class:`~enclave_stream.producer.SessionBroker`:
+  ``POST /sessions`` starts a session and streams it,
+  ``GET /sessions/{id}/stream?fromSeq=N`` resumes it, and
+  ``DELETE /sessions/{id}`` cancels it.
+
+Serve it with any ASGI server, e.g. ``uvicorn module:app``::
+
+    async def run(stream: EventStream, request: SessionRequest) -> None:
+        stream.stdout("hello\\n")
+        stream.final(True, {"echo": request.code})
+
+    app = create_broker_app(run)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NDJSON_MEDIA_TYPE",
+    "create_broker_app",
+    "error_response",
+    "ndjson_response",
+]
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Final
+
+try:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "enclave_stream.starlette needs Starlette: pip install 'enclave-stream[starlette]'"
+    ) from exc
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from .producer.body import NdjsonBody
+from .producer.broker import (
+    BrokerConfig,
+    SessionBroker,
+    SessionRunner,
+    parse_from_seq,
+    stream_body,
+    stream_headers,
+)
+from .producer.errors import BrokerError, ReplayUnavailableError
+from .producer.stream import EventStream
+
+logger = logging.getLogger("enclave_stream")
+
+NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
+"""The ``Content-Type`` of event streams."""
+
+
+def error_response(error: BrokerError) -> JSONResponse:
+    """The JSON error response for ``error``: its status and ``{"code", "message"}``.
+
+    >>> error_response(BrokerError(404, "NOT_FOUND", "Session s_1 not found")).body
+    b'{"code":"NOT_FOUND","message":"Session s_1 not found"}'
+    """
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+def ndjson_response(
+    stream: EventStream,
+    from_seq: int | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """Stream ``stream`` from ``from_seq`` (None: from the start) up to its ``final`` event.
+
+    A ``StreamingResponse`` with ``Content-Type: application/x-ndjson``,
+    ``Cache-Control: no-cache``, ``X-Accel-Buffering: no`` and
+    ``X-Session-ID`` (plus ``headers``). If the log no longer holds the
+    events from ``from_seq``, a ``410 Gone`` JSON error instead (code
+    ``REPLAY_UNAVAILABLE``; ``details`` has ``requestedSeq`` and
+    ``firstAvailableSeq``), which a resuming client treats as fatal::
+
+        async def resume(request):
+            stream = streams[request.path_params["session_id"]]
+            return ndjson_response(stream, int(request.query_params.get("fromSeq", 0)))
+
+    A reader that falls so far behind that the log drops lines it has not
+    sent yet has its response ended early; its client then resumes and gets
+    the 410.
+    """
+    try:
+        body = stream_body(stream, from_seq)
+    except BrokerError as error:
+        return error_response(error)
+    return _streaming(body, {**stream_headers(stream), **(headers or {})})
+
+
+def _streaming(body: NdjsonBody, headers: Mapping[str, str]) -> StreamingResponse:
+    return StreamingResponse(
+        _ending_when_overtaken(body), media_type=NDJSON_MEDIA_TYPE, headers=dict(headers)
+    )
+
+
+async def _ending_when_overtaken(body: NdjsonBody) -> AsyncIterator[bytes]:
+    # Raising here would abort the connection mid-chunk; ending the body is
+    # cleaner, and the client's resume gets the 410 that explains it.
+    try:
+        async for chunk in body:
+            yield chunk
+    except ReplayUnavailableError as exc:
+        logger.warning("ending a stream response: the reader fell behind the log (%s)", exc)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise BrokerError(413, "REQUEST_TOO_LARGE", f"The request body exceeds {limit} bytes")
+    return bytes(data)
+
+
+def create_broker_app(
+    runner: SessionRunner | None = None,
+    *,
+    broker: SessionBroker | None = None,
+    config: BrokerConfig | None = None,
+    signing_key: ec.EllipticCurvePrivateKey | None = None,
+    debug: bool = False,
+) -> Starlette:
+    """A Starlette app serving the reference broker's routes over a :class:`SessionBroker`.
+
+    * ``POST /sessions`` - body: ``{"code": ..., "sessionId"?, "config"?}``
+      (the reference client) or a ``CreateSessionRequest``. Starts the
+      session with ``runner`` and streams it from seq 1 (``X-Session-ID``
+      names it). With ``encryption.clientHello`` the session is encrypted and
+      the ServerHello is in the ``X-Enclave-Server-Hello`` header.
+    * ``GET /sessions/{id}/stream?fromSeq=N`` - the session from seq N,
+      live up to ``final``; 404 for an unknown session, 410 for a dropped
+      range.
+    * ``DELETE /sessions/{id}`` - cancels it (``{"success": true, "sessionId": id}``).
+
+    Errors are JSON ``{"code", "message"}`` bodies, as the reference's. The
+    broker runs for the app's lifespan (the ASGI server must run lifespan
+    events; uvicorn does); it is ``app.state.broker``.
+
+    >>> app = create_broker_app()
+    >>> [route.path for route in app.routes]
+    ['/sessions', '/sessions/{session_id}/stream', '/sessions/{session_id}']
+
+    Args:
+        runner: produces each session of ``POST /sessions`` (without one,
+            that route answers 404 and sessions come from ``broker.add``).
+        broker: a broker to serve instead of a new one (then leave
+            ``runner``, ``config`` and ``signing_key`` out).
+        config: limits and defaults of the new broker.
+        signing_key: signs the ServerHello of encrypted sessions.
+        debug: Starlette's debug mode.
+    """
+    if broker is None:
+        broker = SessionBroker(runner, config=config, signing_key=signing_key)
+    elif runner is not None or config is not None or signing_key is not None:
+        raise ValueError("give either a broker or the settings of a new one, not both")
+    served = broker
+
+    async def create(request: Request) -> Response:
+        try:
+            body = await _read_body(request, served.config.max_request_bytes)
+            created = served.create_session(body)
+        except BrokerError as error:
+            return error_response(error)
+        return _streaming(created.body, created.headers)
+
+    async def resume(request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        try:
+            stream = served.get(session_id)
+            from_seq = parse_from_seq(request.query_params.get("fromSeq"))
+        except BrokerError as error:
+            return error_response(error)
+        return ndjson_response(stream, from_seq)
+
+    async def cancel(request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        try:
+            served.cancel(session_id)
+        except BrokerError as error:
+            return error_response(error)
+        return JSONResponse({"success": True, "sessionId": session_id})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with served:
+            yield
+
+    app = Starlette(
+        debug=debug,
+        routes=[
+            Route("/sessions", create, methods=["POST"]),
+            Route("/sessions/{session_id}/stream", resume, methods=["GET"]),
+            Route("/sessions/{session_id}", cancel, methods=["DELETE"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.broker = served
+    return app

@@ -1,0 +1,284 @@
+"""SessionBroker: the reference broker's routes as plain calls, sessions' lifetimes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from enclave_stream import ClientHandshake, EncryptedEnvelope, parse_lines
+from enclave_stream.producer import (
+    SERVER_HELLO_HEADER,
+    BrokerConfig,
+    BrokerError,
+    EventStream,
+    SessionBroker,
+    SessionRequest,
+)
+from enclave_stream.producer.broker import parse_from_seq
+from tests.producer.conftest import SESSION_ID, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+class Runner:
+    """A producer that sends a few lines, then waits to be released."""
+
+    def __init__(self) -> None:
+        self.requests: list[SessionRequest] = []
+        self.release = anyio.Event()
+
+    async def __call__(self, stream: EventStream, request: SessionRequest) -> None:
+        self.requests.append(request)
+        stream.stdout(request.code)
+        await self.release.wait()
+        stream.final(True, "done")
+
+
+async def lines_of(body: Any) -> list[dict[str, Any]]:
+    data = b"".join([chunk async for chunk in body])
+    return [json.loads(line) for line in data.splitlines()]
+
+
+async def test_post_then_get_like_the_reference_client() -> None:
+    runner = Runner()
+    async with SessionBroker(runner, config=BrokerConfig(heartbeat_interval_ms=None)) as broker:
+        created = broker.create_session(
+            b'{"sessionId": "s_from-client", "code": "print(1)", '
+            b'"config": {"maxExecutionMs": 5000, "heartbeatIntervalMs": 2000}}'
+        )
+        assert created.stream.session_id == "s_from-client"
+        assert created.headers == {
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "X-Session-ID": "s_from-client",
+        }
+        assert "s_from-client" in broker
+        runner.release.set()
+        first = await lines_of(created.body)
+        assert [line["type"] for line in first] == ["session_init", "stdout", "final"]
+        assert first[1]["payload"] == {"chunk": "print(1)"}
+        request = runner.requests[0]
+        assert (request.heartbeat_interval_ms, request.ttl_ms) == (2000, 5000)
+        resumed = await lines_of(broker.open_stream("s_from-client", "2"))
+        assert resumed == first[1:]
+        assert await lines_of(broker.open_stream("s_from-client", None)) == first
+
+
+async def test_protocol_request_shape_and_generated_id() -> None:
+    runner = Runner()
+    runner.release.set()
+    async with SessionBroker(runner) as broker:
+        created = broker.create_session(
+            b'{"protocolVersion": 2, "code": "x", "limits": {"sessionTtlMs": 1000, '
+            b'"heartbeatIntervalMs": 500}, "unknown": 1}'
+        )
+        assert created.stream.session_id.startswith("s_")
+        await lines_of(created.body)
+    request = runner.requests[0]
+    assert (request.heartbeat_interval_ms, request.ttl_ms) == (500, 1000)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"not json", 400, "INVALID_REQUEST"),
+        (b"{}", 400, "INVALID_REQUEST"),
+        (b'{"code": 5}', 400, "INVALID_REQUEST"),
+        (b'{"code": "x", "sessionId": "nope"}', 400, "INVALID_REQUEST"),
+        (b'{"code": "x", "limits": {"heartbeatIntervalMs": 0}}', 400, "INVALID_REQUEST"),
+        (b'{"code": "x", "encryption": {"mode": "required"}}', 400, "ENCRYPTION_HANDSHAKE_FAILED"),
+        (
+            b'{"code": "x", "encryption": {"mode": "required", "clientHello": {"curve": "P-256"}}}',
+            400,
+            "ENCRYPTION_HANDSHAKE_FAILED",
+        ),
+        (b'{"code": "' + b"x" * 2000 + b'"}', 413, "REQUEST_TOO_LARGE"),
+    ],
+)
+async def test_bad_requests(body: bytes, status: int, code: str) -> None:
+    async with SessionBroker(Runner(), config=BrokerConfig(max_request_bytes=1000)) as broker:
+        with pytest.raises(BrokerError) as caught:
+            broker.create_session(body)
+        assert (caught.value.status, caught.value.code) == (status, code)
+        assert len(broker) == 0
+
+
+async def test_without_a_runner_post_is_not_found() -> None:
+    async with SessionBroker() as broker:
+        with pytest.raises(BrokerError) as caught:
+            broker.create_session(b'{"code": "x"}')
+    assert caught.value.status == 404
+
+
+async def test_a_taken_session_id_is_a_conflict() -> None:
+    async with SessionBroker(Runner()) as broker:
+        broker.create_session(b'{"code": "x", "sessionId": "s_1"}')
+        with pytest.raises(BrokerError) as caught:
+            broker.create_session(b'{"code": "x", "sessionId": "s_1"}')
+        assert (caught.value.status, caught.value.code) == (409, "SESSION_EXISTS")
+        with pytest.raises(BrokerError):
+            broker.add(EventStream("s_1"))
+        broker.cancel("s_1")
+
+
+async def test_encrypted_session() -> None:
+    runner = Runner()
+    runner.release.set()
+    handshake = ClientHandshake()
+    request = {
+        "code": "secret",
+        "sessionId": SESSION_ID,
+        "encryption": {
+            "mode": "optional",
+            "clientHello": msgspec.to_builtins(handshake.client_hello),
+        },
+    }
+    async with SessionBroker(runner) as broker:
+        created = broker.create_session(json.dumps(request).encode())
+        assert created.stream.encrypted
+        session = handshake.complete(created.headers[SERVER_HELLO_HEADER], SESSION_ID)
+        data = b"".join([chunk async for chunk in created.body])
+    parsed = parse_lines(data.decode())
+    assert all(isinstance(event, EncryptedEnvelope) for event in parsed.events)
+    assert b"secret" not in data
+    opened = [session.open(event) for event in parsed.events]  # type: ignore[arg-type]
+    assert [event.type.value for event in opened] == ["session_init", "stdout", "final"]
+    assert opened[1].payload.chunk == "secret"  # type: ignore[union-attr]
+
+
+async def test_disabled_encryption_is_plaintext() -> None:
+    runner = Runner()
+    runner.release.set()
+    async with SessionBroker(runner) as broker:
+        created = broker.create_session(b'{"code": "x", "encryption": {"mode": "disabled"}}')
+        assert not created.stream.encrypted
+        assert SERVER_HELLO_HEADER not in created.headers
+        await lines_of(created.body)
+
+
+async def test_open_stream_errors() -> None:
+    async with SessionBroker() as broker:
+        stream = broker.add(EventStream("s_1", heartbeat_interval_ms=None, max_events=3))
+        for _ in range(5):
+            stream.stdout("x")
+        with pytest.raises(BrokerError) as caught:
+            broker.open_stream("s_2")
+        assert (caught.value.status, caught.value.code) == (404, "NOT_FOUND")
+        with pytest.raises(BrokerError) as caught:
+            broker.open_stream("s_1", "2")
+        assert caught.value.status == 410
+        assert caught.value.body() == {
+            "code": "REPLAY_UNAVAILABLE",
+            "message": "events from seq 2 are no longer held (the oldest held is 4)",
+            "details": {"requestedSeq": 2, "firstAvailableSeq": 4},
+        }
+        with pytest.raises(BrokerError) as caught:
+            broker.open_stream("s_1")  # the whole session: its start is gone too
+        assert caught.value.status == 410
+        assert broker.open_stream("s_1", "4").next_seq == 4
+        stream.final(True)
+
+
+@pytest.mark.parametrize(
+    "text", ["-1", "1.5", "abc", "", " 1", "1e3", "\uff19", "9007199254740992"]
+)
+def test_from_seq_must_be_decimal_digits(text: str) -> None:
+    with pytest.raises(BrokerError) as caught:
+        parse_from_seq(text)
+    assert caught.value.status == 400
+
+
+async def test_a_failing_runner_ends_its_stream_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def runner(stream: EventStream, request: SessionRequest) -> None:
+        stream.stdout("before")
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR, logger="enclave_stream"):
+        async with SessionBroker(runner) as broker:
+            created = broker.create_session(b'{"code": "x"}')
+            lines = await lines_of(created.body)
+            await wait_until(lambda: "boom" in caplog.text)
+    assert lines[-1]["payload"]["error"] == {
+        "message": "The session failed: RuntimeError",
+        "code": "EXECUTION_ERROR",
+    }
+
+
+async def test_cancel_a_running_session_and_one_produced_elsewhere() -> None:
+    runner = Runner()
+    async with SessionBroker(runner) as broker:
+        created = broker.create_session(b'{"code": "x"}')
+        sid = created.stream.session_id
+        await wait_until(lambda: created.stream.next_seq == 3)
+        broker.cancel(sid)
+        lines = await lines_of(created.body)
+        assert lines[-1]["payload"]["error"]["code"] == "SESSION_CANCELLED"
+        broker.cancel(sid)  # finished: nothing more
+        assert len(await lines_of(broker.open_stream(sid))) == 3
+
+        outside = broker.add(EventStream("s_outside", heartbeat_interval_ms=None))
+        broker.cancel("s_outside")
+        assert outside.finished
+        with pytest.raises(BrokerError):
+            broker.cancel("s_unknown")
+
+
+async def test_leaving_the_broker_ends_every_session() -> None:
+    runner = Runner()
+    async with SessionBroker(runner) as broker:
+        created = broker.create_session(b'{"code": "x"}')
+        outside = broker.add(EventStream("s_outside"))
+        await wait_until(lambda: created.stream.next_seq == 3)
+    assert created.stream.finished
+    assert outside.finished  # closed: its readers end
+    assert len(broker) == 0
+    lines = await lines_of(created.body)
+    assert lines[-1]["payload"]["error"]["code"] == "SESSION_CANCELLED"
+
+
+async def test_needs_to_be_running() -> None:
+    broker = SessionBroker(Runner())
+    with pytest.raises(RuntimeError, match="async with"):
+        broker.add(EventStream())
+    with pytest.raises(ValueError, match="max_sessions"):
+        SessionBroker(config=BrokerConfig(max_sessions=0))
+
+
+class TestOnAVirtualClock:
+    @pytest.fixture
+    def anyio_backend(self, virtual_backend: Any) -> Any:
+        return virtual_backend
+
+    async def test_finished_sessions_are_kept_for_the_retention_time(self) -> None:
+        config = BrokerConfig(retention_seconds=60, heartbeat_interval_ms=None)
+        async with SessionBroker(config=config) as broker:
+            stream = broker.add(EventStream("s_1"))
+            await anyio.sleep(1000)
+            assert "s_1" in broker  # not finished: kept
+            stream.final(True)
+            await anyio.sleep(59)
+            assert "s_1" in broker
+            await anyio.sleep(2)
+            assert "s_1" not in broker
+
+    async def test_when_full_the_oldest_finished_session_makes_room(self) -> None:
+        config = BrokerConfig(max_sessions=2, heartbeat_interval_ms=None)
+        async with SessionBroker(config=config) as broker:
+            first = broker.add(EventStream("s_1"))
+            broker.add(EventStream("s_2"))
+            with pytest.raises(BrokerError) as caught:
+                broker.add(EventStream("s_3"))
+            assert (caught.value.status, caught.value.code) == (503, "TOO_MANY_SESSIONS")
+            first.final(True)
+            broker.add(EventStream("s_3"))
+            assert sorted(broker.sessions) == ["s_2", "s_3"]
+            await anyio.sleep(1)
+            broker.cancel("s_2")
+            broker.cancel("s_3")

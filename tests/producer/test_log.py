@@ -1,0 +1,349 @@
+"""EventLog: numbering, bounds, typed replay errors, live following."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enclave_stream import (
+    EventEncoder,
+    EventValidationError,
+    LogEvent,
+    LogLevel,
+    LogPayload,
+    StdoutEvent,
+    parse_line,
+)
+from enclave_stream.producer import (
+    EventLog,
+    EventStore,
+    LogEntry,
+    ReplayUnavailableError,
+    StreamFinishedError,
+)
+from tests.producer.conftest import SESSION_ID, final, stdout, wait_until
+
+
+def chunks(entries: list[LogEntry]) -> list[str]:
+    return [entry.event.payload.chunk for entry in entries]  # type: ignore[union-attr]
+
+
+def test_is_an_event_store() -> None:
+    log: EventStore = EventLog()
+    assert isinstance(log, EventLog)
+
+
+def test_numbers_from_one_and_replaces_the_events_seq() -> None:
+    log = EventLog()
+    assert (log.next_seq, log.first_seq, log.last_seq, len(log)) == (1, 1, None, 0)
+    entries = [log.append(stdout(text, seq=99)) for text in "abc"]
+    assert [entry.seq for entry in entries] == [1, 2, 3]
+    assert [entry.event.seq for entry in entries] == [1, 2, 3]
+    assert (log.next_seq, log.first_seq, log.last_seq, len(log)) == (4, 1, 3, 3)
+
+
+def test_lines_are_the_reference_bytes_with_a_newline() -> None:
+    log = EventLog()
+    entry = log.append(stdout("hé\n"))
+    assert entry.line == (
+        b'{"protocolVersion":2,"sessionId":"s_producer-test","seq":1,"type":"stdout",'
+        b'"payload":{"chunk":"h\xc3\xa9\\n"}}\n'
+    )
+    assert parse_line(entry.line.decode()).data == entry.event  # type: ignore[union-attr]
+    assert log.size_bytes == len(entry.line)
+
+
+def test_an_invalid_event_is_refused_and_uses_up_no_seq() -> None:
+    log = EventLog()
+    with pytest.raises(EventValidationError) as caught:
+        log.append(StdoutEvent(session_id=SESSION_ID, seq=0, payload=123))  # type: ignore[arg-type]
+    assert caught.value.path.startswith("$.payload")
+    assert (log.next_seq, len(log), log.size_bytes) == (1, 0, 0)
+    assert log.append(stdout()).seq == 1
+
+
+def test_a_custom_encoder_makes_the_lines() -> None:
+    encoder = EventEncoder()
+    seen: list[int] = []
+
+    def encode(event: object) -> bytes:
+        seen.append(event.seq)  # type: ignore[attr-defined]
+        return encoder.encode(event)  # type: ignore[arg-type]
+
+    log = EventLog(encode=encode)
+    log.append(stdout())
+    log.append(stdout())
+    assert seen == [1, 2]
+
+
+def test_final_finishes_the_log() -> None:
+    log = EventLog()
+    log.append(stdout())
+    log.append(final())
+    assert log.finished
+    with pytest.raises(StreamFinishedError, match=SESSION_ID):
+        log.append(stdout())
+    assert log.next_seq == 3
+
+
+def test_close_finishes_without_a_final() -> None:
+    log = EventLog()
+    log.append(stdout())
+    log.close()
+    log.close()
+    assert log.finished
+    with pytest.raises(StreamFinishedError):
+        log.append(stdout())
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "3"])
+def test_limits_must_be_positive_integers(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_events"):
+        EventLog(max_events=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_bytes"):
+        EventLog(max_bytes=bad)  # type: ignore[arg-type]
+
+
+def test_bounded_by_count_oldest_dropped_first() -> None:
+    log = EventLog(max_events=3)
+    for text in "abcde":
+        log.append(stdout(text))
+    assert (len(log), log.first_seq, log.last_seq) == (3, 3, 5)
+    assert chunks(log.read(3)) == ["c", "d", "e"]
+    assert log.size_bytes == sum(len(entry.line) for entry in log.read(3))
+
+
+def test_bounded_by_bytes() -> None:
+    line_bytes = len(EventLog().append(stdout("aaaa")).line)
+    log = EventLog(max_bytes=line_bytes * 2 + 1)
+    for _ in range(5):
+        log.append(stdout("aaaa"))
+    assert (len(log), log.first_seq) == (2, 4)
+    assert log.size_bytes == line_bytes * 2
+
+
+def test_the_newest_event_is_kept_however_large() -> None:
+    log = EventLog(max_bytes=100)
+    log.append(stdout("small"))
+    big = log.append(stdout("x" * 1000))
+    assert log.read(2) == [big]
+    assert (len(log), log.first_seq, log.size_bytes) == (1, 2, len(big.line))
+
+
+def test_reading_a_dropped_seq_is_a_typed_error() -> None:
+    log = EventLog(max_events=2)
+    for text in "abcd":
+        log.append(stdout(text))
+    for asked in (0, 1, 2):
+        with pytest.raises(ReplayUnavailableError) as caught:
+            log.read(asked)
+        assert (caught.value.requested_seq, caught.value.first_available_seq) == (asked, 3)
+        assert caught.value.code == "REPLAY_UNAVAILABLE"
+        with pytest.raises(ReplayUnavailableError):
+            log.check(asked)
+    assert chunks(log.read(3)) == ["c", "d"]
+    assert chunks(log.read(4)) == ["d"]
+    assert log.read(5) == []
+    assert log.read(500) == []  # a future seq: nothing yet, not an error
+    log.check(3)
+    log.check(5)
+
+
+def test_seq_zero_and_one_ask_for_everything_while_nothing_was_dropped() -> None:
+    log = EventLog(max_events=3)
+    for text in "abc":
+        log.append(stdout(text))
+    assert chunks(log.read(0)) == chunks(log.read(1)) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.0, "1", None])
+def test_from_seq_must_be_a_non_negative_integer(bad: object) -> None:
+    log = EventLog()
+    with pytest.raises(ValueError, match="from_seq"):
+        log.check(bad)  # type: ignore[arg-type]
+
+
+def test_read_max_bytes_cuts_between_lines_but_returns_at_least_one() -> None:
+    log = EventLog()
+    lines = [log.append(stdout(text * 10)).line for text in "abcd"]
+    size = len(lines[0])
+    assert chunks(log.read(1, max_bytes=size * 2)) == ["a" * 10, "b" * 10]
+    assert chunks(log.read(1, max_bytes=size * 2 + size // 2)) == ["a" * 10, "b" * 10]
+    assert chunks(log.read(2, max_bytes=1)) == ["b" * 10]
+    assert len(log.read(1, max_bytes=10**9)) == 4
+
+
+def test_compaction_keeps_the_window_exact() -> None:
+    # Far more evictions than the compaction threshold.
+    log = EventLog(max_events=7)
+    for index in range(20_000):
+        log.append(stdout(str(index)))
+    assert (len(log), log.first_seq, log.last_seq) == (7, 19_994, 20_000)
+    assert chunks(log.read(19_994)) == [str(index) for index in range(19_993, 20_000)]
+    assert log.size_bytes == sum(len(entry.line) for entry in log.read(19_994))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 60), max_size=80),
+    max_events=st.integers(1, 12),
+    max_bytes=st.integers(1, 1500),
+    from_seq=st.integers(0, 90),
+)
+def test_matches_a_model(sizes: list[int], max_events: int, max_bytes: int, from_seq: int) -> None:
+    log = EventLog(max_events=max_events, max_bytes=max_bytes)
+    model: list[LogEntry] = []
+    for size in sizes:
+        model.append(log.append(stdout("y" * size)))
+        # The model: drop the oldest while over a bound, but never the newest.
+        while len(model) > 1 and (
+            len(model) > max_events or sum(len(entry.line) for entry in model) > max_bytes
+        ):
+            model.pop(0)
+    first = model[0].seq if model else 1
+    assert (len(log), log.first_seq, log.next_seq) == (len(model), first, len(sizes) + 1)
+    assert log.size_bytes == sum(len(entry.line) for entry in model)
+    if from_seq < first and first > 1:
+        with pytest.raises(ReplayUnavailableError):
+            log.read(from_seq)
+    else:
+        assert log.read(from_seq) == [entry for entry in model if entry.seq >= from_seq]
+
+
+# --- waiting and replay ----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_wait_for_returns_at_once_when_the_entry_is_there() -> None:
+    log = EventLog()
+    log.append(stdout())
+    with anyio.fail_after(1):
+        await log.wait_for(1)
+    assert log.waiting == 0
+
+
+@pytest.mark.anyio
+async def test_wait_for_wakes_on_append_and_on_finish() -> None:
+    log = EventLog()
+    woken: list[str] = []
+
+    async def waiter(name: str, seq: int) -> None:
+        await log.wait_for(seq)
+        woken.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, "first", 1)
+        tg.start_soon(waiter, "second", 2)
+        await wait_until(lambda: log.waiting == 2)
+        log.append(stdout())
+        await wait_until(lambda: woken == ["first"])
+        assert log.waiting == 1
+        log.close()
+    assert woken == ["first", "second"]
+    assert log.waiting == 0
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
+    log = EventLog()
+    with anyio.move_on_after(0.01):
+        await log.wait_for(1)
+    assert log.waiting == 0
+    log.append(stdout())  # waking nobody is fine
+    assert log.waiting == 0
+
+
+@pytest.mark.anyio
+async def test_replay_stored_then_live_up_to_final() -> None:
+    log = EventLog()
+    log.append(stdout("a"))
+    log.append(stdout("b"))
+    got: list[int] = []
+
+    async def reader() -> None:
+        async for entry in log.replay(2):
+            got.append(entry.seq)  # noqa: PERF401 - watched while it grows
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await wait_until(lambda: got == [2] and log.waiting == 1)
+        log.append(stdout("c"))
+        await wait_until(lambda: got == [2, 3])
+        log.append(final())
+    assert got == [2, 3, 4]
+
+
+@pytest.mark.anyio
+async def test_replay_of_a_finished_log_ends_and_can_start_past_the_end() -> None:
+    log = EventLog()
+    for _ in range(3):
+        log.append(stdout())
+    log.append(final())
+    assert [entry.seq async for entry in log.replay()] == [1, 2, 3, 4]
+    assert [entry.seq async for entry in log.replay(4)] == [4]
+    assert [entry.seq async for entry in log.replay(9)] == []
+
+
+@pytest.mark.anyio
+async def test_replay_of_a_closed_log_ends_without_final() -> None:
+    log = EventLog()
+    log.append(stdout())
+    log.close()
+    assert [entry.seq async for entry in log.replay(None)] == [1]
+
+
+@pytest.mark.anyio
+async def test_replay_checks_availability_when_made() -> None:
+    log = EventLog(max_events=1)
+    log.append(stdout())
+    log.append(stdout())
+    with pytest.raises(ReplayUnavailableError):
+        log.replay(1)
+
+
+@pytest.mark.anyio
+async def test_a_reader_overtaken_by_eviction_fails_loudly() -> None:
+    log = EventLog(max_events=2)
+    log.append(stdout("a"))
+    replay = log.replay(1)
+    first = await replay.__anext__()
+    assert first.seq == 1
+    for _ in range(5):  # the log moves past what the reader has not read
+        log.append(LogEvent(session_id=SESSION_ID, seq=0, payload=LogPayload(LogLevel.INFO, "m")))
+    with pytest.raises(ReplayUnavailableError) as caught:
+        await replay.__anext__()
+    assert caught.value.requested_seq == 2
+
+
+@pytest.mark.anyio
+async def test_replay_aclose_ends_it() -> None:
+    log = EventLog()
+    log.append(stdout())
+    log.append(stdout())
+    replay = log.replay()
+    assert (await replay.__anext__()).seq == 1
+    await replay.aclose()
+    assert [entry async for entry in replay] == []
+
+
+@pytest.mark.anyio
+async def test_wait_finished_is_not_a_reader() -> None:
+    log = EventLog()
+    done: list[bool] = []
+
+    async def watcher() -> None:
+        await log.wait_finished()
+        done.append(True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watcher)
+        await wait_until(lambda: log._changed is not None)
+        assert log.waiting == 0
+        log.append(stdout())
+        await anyio.lowlevel.checkpoint()
+        assert done == []
+        log.append(final())
+    assert done == [True]

@@ -1,0 +1,70 @@
+"""enclave_stream.starlette without a server: responses and the overtaken reader."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from starlette.responses import JSONResponse, StreamingResponse
+
+from enclave_stream.producer import BrokerConfig, EventStream, SessionBroker
+from enclave_stream.starlette import create_broker_app, ndjson_response
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_ndjson_response_headers_and_body() -> None:
+    stream = EventStream("s_1", heartbeat_interval_ms=None)
+    stream.stdout("x")
+    stream.final(True)
+    response = ndjson_response(stream, 2, headers={"X-Extra": "1"})
+    assert isinstance(response, StreamingResponse)
+    assert response.status_code == 200
+    assert response.media_type == "application/x-ndjson"
+    headers = dict(response.headers)
+    assert headers["content-type"] == "application/x-ndjson"
+    assert headers["cache-control"] == "no-cache"
+    assert headers["x-accel-buffering"] == "no"
+    assert headers["x-session-id"] == "s_1"
+    assert headers["x-extra"] == "1"
+    body = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[misc]
+    assert [json.loads(line)["seq"] for line in body.splitlines()] == [2, 3]
+
+
+async def test_ndjson_response_for_a_dropped_seq_is_410() -> None:
+    stream = EventStream("s_1", heartbeat_interval_ms=None, max_events=2)
+    for _ in range(4):
+        stream.stdout("x")
+    response = ndjson_response(stream, 1)
+    assert isinstance(response, JSONResponse)
+    assert response.status_code == 410
+    assert json.loads(bytes(response.body)) == {
+        "code": "REPLAY_UNAVAILABLE",
+        "message": "events from seq 1 are no longer held (the oldest held is 4)",
+        "details": {"requestedSeq": 1, "firstAvailableSeq": 4},
+    }
+
+
+async def test_an_overtaken_reader_has_its_response_ended(caplog: pytest.LogCaptureFixture) -> None:
+    stream = EventStream("s_1", heartbeat_interval_ms=None, max_events=3)
+    response = ndjson_response(stream)
+    chunks = response.body_iterator  # type: ignore[attr-defined]
+    first = await chunks.__anext__()
+    assert b'"seq":1' in first
+    for _ in range(5):  # the log drops seq 2..3 before this reader sends them
+        stream.stdout("x")
+    with (
+        caplog.at_level(logging.WARNING, logger="enclave_stream"),
+        pytest.raises(StopAsyncIteration),
+    ):
+        await chunks.__anext__()
+    assert "fell behind" in caplog.text
+
+
+def test_create_broker_app_takes_a_broker_or_settings() -> None:
+    broker = SessionBroker()
+    app = create_broker_app(broker=broker)
+    assert app.state.broker is broker
+    with pytest.raises(ValueError, match="either"):
+        create_broker_app(broker=broker, config=BrokerConfig())

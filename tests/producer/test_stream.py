@@ -1,0 +1,293 @@
+"""EventStream: builders, numbering, final, heartbeats, encryption, bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from enclave_stream import (
+    EncryptedEnvelope,
+    ErrorInfo,
+    ErrorPayload,
+    EventValidationError,
+    FinalEvent,
+    SessionStats,
+    StdoutEvent,
+    StdoutPayload,
+    parse_lines,
+    serialize_event,
+)
+from enclave_stream.producer import (
+    EventLog,
+    EventStream,
+    ReplayUnavailableError,
+    StreamFinishedError,
+)
+from tests.producer.conftest import SESSION_ID, FakeWallClock, session_pair
+
+
+def wire(stream: EventStream) -> list[dict[str, Any]]:
+    """What a client receives: every line of the log, as JSON."""
+    return [json.loads(entry.line) for entry in stream.store.read(0)]
+
+
+def quiet(**kwargs: Any) -> EventStream:
+    return EventStream(SESSION_ID, heartbeat_interval_ms=None, **kwargs)
+
+
+def test_session_init_is_seq_one() -> None:
+    clock = FakeWallClock()
+    stream = quiet(now=clock, ttl_ms=90_000)
+    assert wire(stream) == [
+        {
+            "protocolVersion": 2,
+            "sessionId": SESSION_ID,
+            "seq": 1,
+            "type": "session_init",
+            "payload": {
+                "cancelUrl": f"/sessions/{SESSION_ID}/cancel",
+                "expiresAt": "2025-01-02T03:05:35.678Z",
+                "encryption": {"enabled": False},
+            },
+        }
+    ]
+    assert stream.next_seq == 2
+
+
+def test_session_init_options() -> None:
+    stream = quiet(
+        cancel_url="https://x/cancel",
+        expires_at="2030-01-01T00:00:00Z",
+        replay_url="https://x/replay",
+    )
+    assert wire(stream)[0]["payload"] == {
+        "cancelUrl": "https://x/cancel",
+        "expiresAt": "2030-01-01T00:00:00Z",
+        "encryption": {"enabled": False},
+        "replayUrl": "https://x/replay",
+    }
+    assert quiet(send_session_init=False).next_seq == 1
+
+
+def test_generated_and_checked_session_ids() -> None:
+    assert EventStream(heartbeat_interval_ms=None).session_id.startswith("s_")
+    with pytest.raises(ValueError, match="session id"):
+        EventStream("x_1")
+
+
+def test_every_builder_writes_the_reference_shape() -> None:
+    clock = FakeWallClock()
+    stream = quiet(now=clock)
+    stream.stdout("out\n")
+    stream.log("info", "hello", {"k": [1, 2]})
+    stream.log("debug", "plain")
+    call_id = stream.tool_call("web.search", {"q": "x"})
+    assert call_id.startswith("c_")
+    assert stream.tool_call("noargs", call_id="c_fixed") == "c_fixed"
+    stream.tool_progress(call_id, "receiving", elapsed_ms=1500.0, bytes_received=10)
+    stream.tool_result_applied(call_id)
+    stream.partial_result(["a", "b"], {"v": 1}, has_next=True)
+    stream.partial_result(["c"], has_next=False, error=ErrorPayload(code="E", message="m"))
+    stream.error("oops", code="E1", recoverable=True)
+    stream.deadline_exceeded(10, 5)
+    stream.catalog_changed("v2", ["add"], [])
+    clock.advance(1234.5)
+    stream.heartbeat()
+    lines = wire(stream)
+    assert [line["seq"] for line in lines] == list(range(1, 15))
+    assert [(line["type"], line["payload"]) for line in lines[1:]] == [
+        ("stdout", {"chunk": "out\n"}),
+        ("log", {"level": "info", "message": "hello", "data": {"k": [1, 2]}}),
+        ("log", {"level": "debug", "message": "plain"}),
+        ("tool_call", {"callId": call_id, "toolName": "web.search", "args": {"q": "x"}}),
+        ("tool_call", {"callId": "c_fixed", "toolName": "noargs"}),
+        (
+            "tool_progress",
+            {"callId": call_id, "phase": "receiving", "bytesReceived": 10, "elapsedMs": 1500},
+        ),
+        ("tool_result_applied", {"callId": call_id}),
+        ("partial_result", {"path": ["a", "b"], "data": {"v": 1}, "hasNext": True}),
+        (
+            "partial_result",
+            {"path": ["c"], "error": {"code": "E", "message": "m"}, "hasNext": False},
+        ),
+        ("error", {"message": "oops", "code": "E1", "recoverable": True}),
+        ("deadline_exceeded", {"elapsedMs": 10, "budgetMs": 5}),
+        ("catalog_changed", {"version": "v2", "addedActions": ["add"], "removedActions": []}),
+        ("heartbeat", {"ts": "2025-01-02T03:04:06.912Z"}),
+    ]
+    # The stored bytes are exactly the serializer's.
+    for entry in stream.store.read(0):
+        assert entry.line == serialize_event(entry.event).encode() + b"\n"
+
+
+def test_final_counts_stats_and_ends_the_stream() -> None:
+    clock = FakeWallClock()
+    stream = quiet(now=clock)
+    stream.stdout("héllo")  # 6 bytes in UTF-8
+    stream.stdout("!")
+    stream.tool_call("t")
+    clock.advance(250.4)
+    event = stream.final(True, {"answer": 42})
+    assert isinstance(event, FinalEvent)
+    assert wire(stream)[-1]["payload"] == {
+        "ok": True,
+        "result": {"answer": 42},
+        "stats": {"durationMs": 250, "toolCallCount": 1, "stdoutBytes": 7},
+    }
+    assert stream.finished
+    with pytest.raises(StreamFinishedError):
+        stream.stdout("late")
+    with pytest.raises(StreamFinishedError):
+        stream.final(True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "payload"),
+    [
+        ({"result": None, "include_stats": False}, {"ok": True, "result": None}),
+        ({"include_stats": False}, {"ok": True}),
+        (
+            {"stats": SessionStats(duration_ms=1, tool_call_count=2, stdout_bytes=3)},
+            {"ok": True, "stats": {"durationMs": 1, "toolCallCount": 2, "stdoutBytes": 3}},
+        ),
+    ],
+)
+def test_final_result_and_stats_options(kwargs: dict[str, Any], payload: dict[str, Any]) -> None:
+    stream = quiet()
+    stream.final(True, **kwargs)
+    assert wire(stream)[-1]["payload"] == payload
+
+
+def test_final_errors() -> None:
+    stream = quiet()
+    stream.final(
+        False,
+        error="it broke",
+        errors=[ErrorPayload(code="E", message="m", path=["x"])],
+        include_stats=False,
+    )
+    assert wire(stream)[-1]["payload"] == {
+        "ok": False,
+        "error": {"message": "it broke"},
+        "errors": [{"code": "E", "message": "m", "path": ["x"]}],
+    }
+    other = quiet()
+    other.final(False, error=ErrorInfo(message="m", code="C"), include_stats=False)
+    assert wire(other)[-1]["payload"] == {"ok": False, "error": {"message": "m", "code": "C"}}
+
+
+def test_invalid_events_raise_and_use_up_no_seq() -> None:
+    stream = quiet()
+    with pytest.raises(EventValidationError):
+        stream.log("loud", "x")
+    with pytest.raises(EventValidationError):
+        stream.tool_call("")
+    with pytest.raises(EventValidationError):
+        stream.tool_result_applied("not-a-call-id")
+    with pytest.raises(EventValidationError):
+        stream.partial_result([1], has_next=True)  # type: ignore[list-item]
+    with pytest.raises(EventValidationError):
+        stream.deadline_exceeded(1, 0)
+    with pytest.raises(EventValidationError):
+        stream.tool_call("t", object())  # not JSON
+    assert stream.next_seq == 2
+    assert stream.stdout("ok").seq == 2
+
+
+def test_append_a_ready_made_event() -> None:
+    stream = quiet()
+    event = stream.append(StdoutEvent(session_id=SESSION_ID, seq=77, payload=StdoutPayload("x")))
+    assert event.seq == 2
+    with pytest.raises(ValueError, match="belongs to session"):
+        stream.append(StdoutEvent(session_id="s_other", seq=1, payload=StdoutPayload("x")))
+
+
+def test_store_factory_gets_the_encoder() -> None:
+    made: list[EventLog] = []
+
+    def factory(encode: Any) -> EventLog:
+        made.append(EventLog(max_events=2, encode=encode))
+        return made[0]
+
+    stream = EventStream(SESSION_ID, heartbeat_interval_ms=None, store_factory=factory)
+    for _ in range(3):
+        stream.stdout("x")
+    assert stream.store is made[0]
+    assert len(made[0]) == 2
+
+
+@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), True, "5"])
+def test_heartbeat_interval_is_checked(bad: object) -> None:
+    with pytest.raises(ValueError, match="heartbeat_interval_ms"):
+        EventStream(SESSION_ID, heartbeat_interval_ms=bad)  # type: ignore[arg-type]
+
+
+# --- encryption -------------------------------------------------------------------
+
+
+def test_encrypted_stream_seals_every_event_once() -> None:
+    server, client = session_pair()
+    stream = EventStream(session=server, heartbeat_interval_ms=None)
+    assert stream.session_id == SESSION_ID
+    assert stream.encrypted
+    stream.stdout("secret")
+    stream.final(True, "done")
+    entries = stream.store.read(0)
+    assert server.sealed_count == len(entries) == 3
+    parsed = parse_lines(b"".join(entry.line for entry in entries).decode())
+    assert parsed.errors == []
+    assert all(isinstance(event, EncryptedEnvelope) for event in parsed.events)
+    assert b"secret" not in b"".join(entry.line for entry in entries)
+    opened = [client.open(envelope) for envelope in parsed.events]  # type: ignore[arg-type]
+    assert opened == [entry.event for entry in entries]
+    assert opened[0].payload.encryption.enabled  # type: ignore[union-attr]
+    assert opened[0].payload.encryption.key_id == server.key_id  # type: ignore[union-attr]
+
+
+def test_encrypted_stream_checks_its_session() -> None:
+    server, client = session_pair()
+    with pytest.raises(ValueError, match="server"):
+        EventStream(session=client)
+    with pytest.raises(ValueError, match="differs"):
+        EventStream("s_other", session=server)
+
+
+@pytest.mark.anyio
+async def test_readers_of_an_encrypted_stream_get_the_same_envelopes() -> None:
+    server, _ = session_pair()
+    stream = EventStream(session=server, heartbeat_interval_ms=None)
+    for index in range(10):
+        stream.stdout(str(index))
+    stream.final(True)
+    first = b"".join([chunk async for chunk in stream.ndjson_body()])
+    second = b"".join([chunk async for chunk in stream.ndjson_body()])
+    assert first == second
+    assert server.sealed_count == 12  # sealed when appended, not per reader
+
+
+# --- bodies -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_ndjson_body_from_a_seq() -> None:
+    stream = quiet()
+    for index in range(5):
+        stream.stdout(str(index))
+    stream.final(True, include_stats=False)
+    body = b"".join([chunk async for chunk in stream.ndjson_body(from_seq=5)])
+    assert [json.loads(line)["seq"] for line in body.splitlines()] == [5, 6, 7]
+
+
+@pytest.mark.anyio
+async def test_ndjson_body_of_a_dropped_seq_raises_when_made() -> None:
+    stream = quiet(max_events=3)
+    for _ in range(5):
+        stream.stdout("x")
+    with pytest.raises(ReplayUnavailableError):
+        stream.ndjson_body()
+    with pytest.raises(ReplayUnavailableError):
+        stream.replay(2)
+    assert [entry.seq for entry in stream.store.read(4)] == [4, 5, 6]
