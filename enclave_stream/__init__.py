@@ -23,6 +23,8 @@ from .ndjson import (
     serialize_event,
     serialize_events,
 )
+from .producer import *  # noqa: F403
+from .producer import __all__ as _producer_all
 from .protocol import *  # noqa: F403
 from .protocol import __all__ as _protocol_all
 from .reconnect import *  # noqa: F403
@@ -72,6 +74,7 @@ __all__ = [
     "httpx_connector",
     *_crypto_all,
     *_events_all,
+    *_producer_all,
     *_protocol_all,
     *_reconnect_all,
 ]
