@@ -269,7 +269,7 @@ class NdjsonStreamParser:
         too_long: bytes | None = None
         if self._pending:
             if len(self._pending) + first > self._max:
-                too_long = bytes(self._pending[:512])
+                too_long = bytes(self._pending[:512]) + data[: min(first, 512)]
             else:
                 head = bytes(self._pending) + data[:first]
             self._pending.clear()
