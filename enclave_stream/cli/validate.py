@@ -1,0 +1,229 @@
+"""``enclave-stream validate``: check every line of a stream, then summarize it."""
+
+from __future__ import annotations
+
+__all__ = ["SeqIssue", "Summary", "Validator", "format_summary", "run_validate"]
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Union
+
+from ..ndjson import LineError
+from ..protocol import EventType
+from .format import clean, format_encoding_issue, format_line_error
+from .output import ColorMode, Printer, Segment, make_printer, make_progress
+from .sequence import SeqStatus, SessionSequence
+from .source import EncodingIssue, Item, LineEvent, LineReader, open_input
+from .stdio import StdIO
+
+
+@dataclass(frozen=True)
+class SeqIssue:
+    """An event whose ``seq`` is not the one after its session's last.
+
+    Attributes:
+        line: 1-based line number.
+        session_id: the event's session.
+        seq: its sequence number.
+        previous: the session's highest sequence number before it.
+        status: ``gap`` (``previous + 1 .. seq - 1`` skipped), ``duplicate``
+            or ``out_of_order`` (a late event that fills an earlier gap).
+    """
+
+    line: int
+    session_id: str
+    seq: int
+    previous: int
+    status: SeqStatus
+
+    def describe(self) -> str:
+        """What is wrong, in words."""
+        if self.status == "gap":
+            missing = _range(self.previous + 1, self.seq - 1)
+            return f"seq {self.seq} follows {self.previous}: {missing} missing"
+        if self.status == "duplicate":
+            return f"seq {self.seq} repeated (already at {self.previous})"
+        return f"seq {self.seq} out of order (after {self.previous}; it was missing)"
+
+
+Issue = Union[LineError, EncodingIssue, SeqIssue]
+"""Anything ``validate`` reports."""
+
+
+@dataclass
+class Summary:
+    """What ``validate`` found in a whole stream."""
+
+    lines: int = 0
+    bytes: int = 0
+    event_types: Counter[str] = field(default_factory=Counter)
+    bad_lines: Counter[str] = field(default_factory=Counter)
+    """Bad lines by kind (``json``, ``validation``, ``line_too_long``)."""
+    encoding_issues: int = 0
+    sessions: dict[str, SessionSequence] = field(default_factory=dict)
+
+    @property
+    def events(self) -> int:
+        """Valid events."""
+        return sum(self.event_types.values())
+
+    @property
+    def problems(self) -> int:
+        """Everything reported: bad lines, non-UTF-8 lines, gaps, duplicates, late events."""
+        seq = sum(s.gaps + s.duplicates + s.out_of_order for s in self.sessions.values())
+        return sum(self.bad_lines.values()) + self.encoding_issues + seq
+
+
+class Validator:
+    """Checks a stream item by item (sans-IO; :func:`run_validate` does the reading).
+
+    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> v = Validator()
+    >>> def event(seq): return LineEvent(seq, StdoutEvent(session_id="s_1", seq=seq,
+    ...                                   payload=StdoutPayload("x")))
+    >>> [v.check(event(n)) for n in (1, 2)]
+    [None, None]
+    >>> v.check(event(5)).describe()
+    'seq 5 follows 2: 3..4 missing'
+    >>> v.summary.problems
+    1
+    """
+
+    def __init__(self) -> None:
+        self.summary = Summary()
+
+    def check(self, item: Item) -> Issue | None:
+        """Account for one item; returns what is wrong with it, if anything."""
+        if isinstance(item, LineEvent):
+            return self._event(item)
+        if isinstance(item, EncodingIssue):
+            self.summary.encoding_issues += 1
+        else:
+            self.summary.bad_lines[item.kind] += 1
+        return item
+
+    def _event(self, item: LineEvent) -> SeqIssue | None:
+        event = item.event
+        self.summary.event_types[event.type] += 1  # a str enum: counts under its value
+        sessions = self.summary.sessions
+        session = sessions.get(event.session_id)
+        if session is None:
+            session = sessions[event.session_id] = SessionSequence()
+        previous = session.last
+        status = session.receive(event.seq)
+        if status == "ok" or previous is None:
+            return None
+        return SeqIssue(item.line, event.session_id, event.seq, previous, status)
+
+
+def _range(start: int, end: int) -> str:
+    return str(start) if start == end else f"{start}..{end}"
+
+
+def _size(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{nbytes} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({nbytes} bytes)"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_issue(issue: Issue) -> list[Segment]:
+    """One report line (two for a bad line: the report and the line's start)."""
+    if isinstance(issue, LineError):
+        return format_line_error(issue)
+    if isinstance(issue, EncodingIssue):
+        return format_encoding_issue(issue)
+    return [
+        (f"line {issue.line}: ", "bold"),
+        (f"{clean(issue.session_id)}: ", "yellow"),
+        (issue.describe(), "red"),
+    ]
+
+
+def _session_line(session_id: str, s: SessionSequence) -> list[Segment]:
+    missing = ", ".join(_range(a, b) for a, b in s.missing[:10])
+    if len(s.missing) > 10 or s.missing_truncated:
+        missing += ", ..."
+    gaps = f"gaps {s.gaps}"
+    if s.missing_count:
+        gaps += f" ({s.missing_count} missing: {missing})"
+    bad = s.gaps or s.duplicates or s.out_of_order
+    return [
+        (f"  {clean(session_id)}: ", "bold"),
+        (f"{s.events} events, seq {s.first}..{s.last}; ", ""),
+        (
+            f"{gaps}, duplicates {s.duplicates}, out of order {s.out_of_order}",
+            "red" if bad else "green",
+        ),
+    ]
+
+
+def format_summary(summary: Summary, name: str) -> list[list[Segment]]:
+    """The summary lines printed after the reports.
+
+    >>> for line in format_summary(Summary(lines=2, bytes=10), "x.ndjson"):
+    ...     print("".join(text for text, _ in line))
+    x.ndjson: 2 lines, 10 bytes
+    events: 0
+    bad lines: 0
+    OK: no problems found
+    """
+    out: list[list[Segment]] = [
+        [(f"{clean(name)}: ", "bold"), (f"{summary.lines} lines, {_size(summary.bytes)}", "")],
+        [("events: ", "bold"), (str(summary.events), "")],
+    ]
+    width = max((len(kind) for kind in summary.event_types), default=0)
+    out.extend(
+        [(f"  {kind.ljust(width)} {summary.event_types[kind]:>8}", "")]
+        for kind in (t.value for t in EventType)
+        if kind in summary.event_types
+    )
+    bad = sum(summary.bad_lines.values())
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.bad_lines.items()))
+    bad_text: Segment = (f"{bad} ({kinds})", "red") if bad else ("0", "")
+    out.append([("bad lines: ", "bold"), bad_text])
+    if summary.encoding_issues:
+        out.append([("invalid UTF-8: ", "bold"), (f"{summary.encoding_issues} lines", "red")])
+    if summary.sessions:
+        out.append([("sessions: ", "bold"), (str(len(summary.sessions)), "")])
+        out.extend(_session_line(sid, s) for sid, s in summary.sessions.items())
+    problems = summary.problems
+    if problems:
+        out.append([(f"FAILED: {problems} problem{'s' * (problems != 1)} found", "bold red")])
+    else:
+        out.append([("OK: no problems found", "bold green")])
+    return out
+
+
+def run_validate(
+    stdio: StdIO, path: str, *, color: ColorMode, quiet: bool, max_line_bytes: int
+) -> int:
+    """Validate ``path`` (``-``: stdin); reports and summary on stdout. Returns the exit status."""
+    out = make_printer(stdio.stdout, color)
+    validator = Validator()
+    reader = LineReader(max_line_bytes=max_line_bytes, check_utf8=True)
+    with open_input(path, stdio.stdin) as source:
+        err = make_printer(stdio.stderr, color)
+        progress = make_progress((out, err), source.size, "validating")
+        try:
+            for items in reader.read(source.stream):
+                progress.update(reader.bytes_read)
+                _report(out, validator, items, quiet)
+        finally:
+            progress.close()
+    summary = validator.summary
+    summary.lines = reader.lines
+    summary.bytes = reader.bytes_read
+    for line in format_summary(summary, source.name):
+        out.print(*line)
+    return 1 if summary.problems else 0
+
+
+def _report(out: Printer, validator: Validator, items: Iterable[Item], quiet: bool) -> None:
+    for item in items:
+        issue = validator.check(item)
+        if issue is not None and not quiet:
+            out.print(*format_issue(issue))

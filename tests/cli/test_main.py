@@ -1,0 +1,218 @@
+"""The command as a whole: entry points, help, usage errors, pipes, rich missing, demo hook."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import enclave_stream
+from enclave_stream.cli import main
+from enclave_stream.cli.demo_hook import DEMO_INSTALL_HINT, run_demo
+from enclave_stream.cli.stdio import StdIO
+from tests.cli.helpers import cli, cli_inprocess, ndjson, session, write
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_version() -> None:
+    result = cli("--version")
+
+    assert result.status == 0
+    assert result.out == f"enclave-stream {enclave_stream.__version__}\n"
+
+
+def test_help_lists_the_commands_and_exit_statuses() -> None:
+    result = cli("--help")
+
+    assert result.status == 0
+    for word in ("validate", "cat", "decrypt", "demo", "exit status:", "enclave-stream[cli]"):
+        assert word in result.out
+
+
+def test_decrypt_help_states_the_plaintext_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["decrypt", "--help"])
+
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Plaintext events are copied through unchanged" in text
+    assert "with --require-encrypted they are reported and left out" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["validate"], "the following arguments are required: FILE"),
+        (["decrypt", "-"], "one of the arguments --key --key-file is required"),
+        (["cat", "-", "--max-line-bytes", "0"], "expected a positive integer, got '0'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_file_exits_2_with_a_message(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.ndjson"
+
+    result = cli("validate", str(missing))
+
+    assert result.status == 2
+    assert result.stderr == f"enclave-stream: {missing}: No such file or directory\n"
+    assert result.stdout == b""
+
+
+def test_a_directory_is_not_a_stream(tmp_path: Path) -> None:
+    result = cli_inprocess("cat", str(tmp_path))
+
+    assert result.status == 2
+    assert result.stderr == f"enclave-stream: {tmp_path}: Is a directory\n"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    events = session() * 3000  # about 1 MB of output, far more than a pipe holds
+    path = write(tmp_path / "big.ndjson", ndjson(events))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enclave_stream", "cat", path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    status = proc.wait(timeout=30)
+    stderr = proc.stderr.read()
+    proc.stderr.close()
+
+    assert first.startswith(b"\xe2\x94\x80\xe2\x94\x80 session ")
+    assert status == 141
+    assert stderr == b""  # no traceback, no "Exception ignored" message
+
+
+def test_works_without_rich(tmp_path: Path) -> None:
+    # A None entry in sys.modules makes `import rich` fail, as if not installed.
+    path = write(tmp_path / "s.ndjson", ndjson(session()) + b"{\n")
+    code = (
+        "import sys; sys.modules['rich'] = None; "
+        "from enclave_stream.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = (sys.executable, "-c", code)
+
+    shown = cli("cat", "--color", "always", path, executable=command)
+    checked = cli("validate", "--color", "always", path, executable=command)
+
+    assert shown.status == checked.status == 1
+    assert shown.out == cli_inprocess("cat", path).out
+    assert "\x1b" not in shown.out + shown.stderr + checked.out
+    assert "line 7 (byte" in checked.out
+
+
+def test_the_console_script_is_declared_for_main() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+    assert project["project"]["scripts"]["enclave-stream"] == "enclave_stream.cli:main"
+    assert "rich" not in " ".join(project["project"]["dependencies"])
+    assert any(dep.startswith("rich") for dep in project["project"]["optional-dependencies"]["cli"])
+
+
+def test_the_installed_console_script_runs(tmp_path: Path) -> None:
+    script = shutil.which("enclave-stream", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the console script is not installed (pip install -e . creates it)")
+    path = write(tmp_path / "s.ndjson", ndjson(session()))
+
+    result = cli("validate", path, executable=(script,))
+
+    assert result.status == 0
+    assert result.out.endswith("OK: no problems found\n")
+
+
+def test_demo_dispatches_its_arguments_to_the_demo_module() -> None:
+    code = (
+        "import sys, types\n"
+        "demo = types.ModuleType('enclave_stream.demo')\n"
+        "demo.main = lambda argv: print('demo got', argv) or 3\n"
+        "sys.modules['enclave_stream.demo'] = demo\n"
+        "from enclave_stream.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+
+    result = cli("demo", "--port", "0", "--help", executable=(sys.executable, "-c", code))
+
+    assert result.status == 3
+    assert result.out == "demo got ['--port', '0', '--help']\n"
+
+
+def _stdio() -> tuple[StdIO, io.StringIO]:
+    stderr = io.StringIO()
+    return StdIO(io.BytesIO(), io.TextIOWrapper(io.BytesIO()), stderr), stderr
+
+
+def test_demo_without_its_extra_says_how_to_install_it() -> None:
+    stdio, stderr = _stdio()
+
+    status = run_demo(["x"], stdio, module_name="enclave_stream.no_such_demo")
+
+    assert status == 2
+    assert stderr.getvalue() == (
+        f"{DEMO_INSTALL_HINT}\n(missing module: enclave_stream.no_such_demo)\n"
+    )
+    assert "pip install 'enclave-stream[demo]'" in DEMO_INSTALL_HINT
+
+
+def test_demo_with_a_missing_dependency_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def demo_needing_starlette(name: str) -> types.ModuleType:
+        raise ModuleNotFoundError("No module named 'starlette'", name="starlette")
+
+    monkeypatch.setattr("importlib.import_module", demo_needing_starlette)
+    stdio, stderr = _stdio()
+
+    assert run_demo([], stdio) == 2
+    assert "(missing module: starlette)" in stderr.getvalue()
+
+
+def test_demo_import_errors_of_other_modules_are_not_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(name: str) -> types.ModuleType:
+        raise ModuleNotFoundError("No module named 'typo_module'", name="typo_module")
+
+    monkeypatch.setattr("importlib.import_module", broken)
+
+    with pytest.raises(ModuleNotFoundError):
+        run_demo([], _stdio()[0])
+
+
+def test_demo_status_none_means_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    demo = types.ModuleType("fake_demo")
+    demo.main = calls.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_demo", demo)
+
+    assert run_demo(("a", "b"), _stdio()[0], module_name="fake_demo") == 0
+    assert calls == [["a", "b"]]
+
+
+def test_demo_module_without_main_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "half_written_demo", types.ModuleType("half_written_demo"))
+    stdio, stderr = _stdio()
+
+    assert run_demo([], stdio, module_name="half_written_demo") == 2
+    assert stderr.getvalue() == "enclave-stream: half_written_demo has no main(argv) to run\n"

@@ -1,0 +1,151 @@
+"""``enclave-stream validate``: every problem reported with where and why, then a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from enclave_stream import (
+    DEFAULT_MAX_LINE_BYTES,
+    StdoutEvent,
+    StdoutPayload,
+)
+from tests.cli.helpers import OTHER_SID, SID, cli, cli_inprocess, ndjson, session, write
+
+
+def test_a_good_stream_passes_with_a_summary(tmp_path: Path) -> None:
+    data = ndjson(session()) + ndjson(session(OTHER_SID, first_seq=0))
+    path = write(tmp_path / "good.ndjson", data)
+
+    result = cli("validate", path)
+
+    assert result.status == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.out.splitlines()
+    assert lines[0] == f"{path}: 12 lines, {len(data) / 1024:.1f} KiB ({len(data)} bytes)"
+    assert lines[1] == "events: 12"
+    counts = {line.split()[0]: int(line.split()[1]) for line in lines[2:8]}
+    assert counts == {
+        "session_init": 2,
+        "stdout": 2,
+        "log": 2,
+        "tool_call": 2,
+        "tool_result_applied": 2,
+        "final": 2,
+    }
+    assert "bad lines: 0" in lines
+    assert "sessions: 2" in lines
+    assert f"  {SID}: 6 events, seq 1..6; gaps 0, duplicates 0, out of order 0" in lines
+    assert f"  {OTHER_SID}: 6 events, seq 0..5; gaps 0, duplicates 0, out of order 0" in lines
+    assert lines[-1] == "OK: no problems found"
+    assert "\x1b" not in result.out  # piped: no escape codes
+
+
+def _event(seq: int) -> bytes:
+    return ndjson([StdoutEvent(session_id=SID, seq=seq, payload=StdoutPayload(f"line {seq}"))])
+
+
+def test_every_kind_of_problem_is_reported_with_line_and_reason(tmp_path: Path) -> None:
+    too_long = b'{"protocolVersion":2,"chunk":"' + b"x" * (DEFAULT_MAX_LINE_BYTES + 10) + b'"}\n'
+    parts = [
+        _event(1),  # line 1
+        _event(2),  # line 2
+        b"\n",  # line 3: blank, fine
+        b"{oops\n",  # line 4: not JSON
+        _event(2),  # line 5: duplicate
+        _event(5),  # line 6: gap 3..4
+        _event(3),  # line 7: fills part of the gap
+        _event(6).replace(b'"seq":6', b'"seq":"6"'),  # line 8: $.seq wrong type
+        _event(6).replace(b"line 6", b"line \xff 6"),  # line 9: invalid UTF-8, still an event
+        too_long,  # line 10: over the 16 MiB limit
+        _event(7)[:-1],  # line 11, no final newline
+    ]
+    path = write(tmp_path / "bad.ndjson", b"".join(parts))
+    offset_4 = sum(len(p) for p in parts[:3])
+    offset_8 = sum(len(p) for p in parts[:7])
+    offset_9 = sum(len(p) for p in parts[:8]) + parts[8].index(b"\xff")
+
+    result = cli("validate", path)
+
+    assert result.status == 1
+    out = result.out.splitlines()
+    expected_reports = [
+        f"line 4 (byte {offset_4}): JSON parse error: Expecting property name enclosed in "
+        "double quotes (position 1)",
+        "    {oops",
+        f"line 5: {SID}: seq 2 repeated (already at 2)",
+        f"line 6: {SID}: seq 5 follows 2: 3..4 missing",
+        f"line 7: {SID}: seq 3 out of order (after 5; it was missing)",
+        f"line 8 (byte {offset_8}): $.seq: Validation error: Expected `int`, got `str`",
+        f"line 9 (byte {offset_9}): invalid UTF-8 (invalid start byte: ff)",
+    ]
+    for report in expected_reports:
+        assert report in out, f"{report!r} missing from:\n{result.out}"
+    assert not any(line.startswith(("line 9: ", "line 11")) for line in out)  # 6, 7 follow 5
+    [long_report] = [line for line in out if line.startswith("line 10 ")]
+    assert f"Line too long: more than {DEFAULT_MAX_LINE_BYTES} bytes without a newline" in (
+        long_report
+    )
+    assert "bad lines: 3 (json 1, line_too_long 1, validation 1)" in out
+    assert "invalid UTF-8: 1 lines" in out
+    assert f"  {SID}: 7 events, seq 1..7; gaps 1 (1 missing: 4), duplicates 1, out of order 1" in (
+        out
+    )
+    assert out[-1] == "FAILED: 7 problems found"
+    assert f"{path}: 11 lines, {len(Path(path).read_bytes()) / 2**20:.1f} MiB" in result.out
+
+
+def test_stdin_gives_the_same_report(tmp_path: Path) -> None:
+    data = _event(1) + _event(3) + b"[1]\n"
+    from_file = cli_inprocess("validate", write(tmp_path / "s.ndjson", data))
+
+    from_stdin = cli("validate", "-", stdin=data)
+
+    assert from_stdin.status == from_file.status == 1
+    assert from_stdin.out == from_file.out.replace(str(tmp_path / "s.ndjson"), "<stdin>")
+    assert "<stdin>: 3 lines, 260 bytes" in from_stdin.out
+    assert f"line 2: {SID}: seq 3 follows 1: 2 missing" in from_stdin.out
+    assert "line 3 (byte" in from_stdin.out
+    assert "Validation error" in from_stdin.out
+
+
+def test_quiet_prints_only_the_summary(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.ndjson", _event(1) + b"{\n" + _event(4))
+
+    result = cli_inprocess("validate", "--quiet", path)
+
+    assert result.status == 1
+    assert not any(line.startswith("line ") for line in result.out.splitlines())
+    assert result.out.splitlines()[-1] == "FAILED: 2 problems found"
+
+
+def test_an_empty_stream_is_valid_and_says_so(tmp_path: Path) -> None:
+    result = cli_inprocess("validate", write(tmp_path / "empty.ndjson", b""))
+
+    assert result.status == 0
+    assert result.out.splitlines() == [
+        f"{tmp_path / 'empty.ndjson'}: 0 lines, 0 bytes",
+        "events: 0",
+        "bad lines: 0",
+        "OK: no problems found",
+    ]
+
+
+def test_the_line_limit_can_be_lowered(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.ndjson", _event(1) + b"[" + b"1," * 200 + b"1]\n" + _event(2))
+
+    result = cli_inprocess("validate", "--max-line-bytes", "300", path)
+
+    assert result.status == 1
+    assert "line 2 (byte" in result.out
+    assert "Line too long: more than 300 bytes without a newline" in result.out
+    assert "seq 1..2; gaps 0" in result.out  # resynchronized after the long line
+
+
+def test_a_first_seq_of_zero_does_not_hide_a_gap(tmp_path: Path) -> None:
+    # The reference's SequenceTracker takes a first 0 as "nothing yet"; validate does not.
+    path = write(tmp_path / "s.ndjson", _event(0) + _event(5))
+
+    result = cli_inprocess("validate", path)
+
+    assert result.status == 1
+    assert f"line 2: {SID}: seq 5 follows 0: 1..4 missing" in result.out
