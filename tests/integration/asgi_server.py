@@ -5,10 +5,10 @@
   asyncio only, as uvicorn is.
 * :class:`CuttingProxy` - a TCP proxy that cuts chosen connections after a
   number of bytes from the server: a real network cut, mid-line.
-* :class:`BrokerClient` - a connector for ``open_event_stream`` that starts a
-  session with ``POST /sessions`` and resumes it with ``GET
+* :func:`broker_connector` - the library's connector for ``open_event_stream``
+  that starts a session with ``POST /sessions`` and resumes it with ``GET
   /sessions/{id}/stream?fromSeq=N``, completing the encryption handshake
-  from the POST's response headers.
+  from the POST's response headers (re-exported here for the tests).
 """
 
 from __future__ import annotations
@@ -21,16 +21,12 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import httpx
-import msgspec
 import uvicorn
 from anyio.abc import Listener, SocketAttribute, SocketStream, TaskGroup
 
-from enclave_stream import ClientHandshake, EncryptedEnvelope, EncryptedSession, encode_message
-from enclave_stream.events import StreamEvent
-from enclave_stream.producer import SERVER_HELLO_HEADER
-from enclave_stream.reconnect import FatalConnectError, RetryableConnectError
-from enclave_stream.reconnect.httpx_connector import httpx_connector
+from enclave_stream.reconnect.broker_client import BrokerConnector, broker_connector
+
+__all__ = ["BrokerConnector", "CuttingProxy", "LiveServer", "broker_connector", "serve"]
 
 
 @dataclass
@@ -155,81 +151,3 @@ class CuttingProxy:
 
             tg.start_soon(forward_request)
             tg.start_soon(forward_response)
-
-
-class BrokerClient:
-    """``open_event_stream`` connector: POST a session first, then resume it with GET.
-
-    ``handshake``: encrypt the session (its hello goes in the request); then
-    pass :attr:`opener` as the stream's ``session``. :attr:`requests` records
-    each connection as ``("POST", None)`` or ``("GET", from_seq)``.
-    """
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        base_url: str,
-        request: dict[str, Any],
-        *,
-        handshake: ClientHandshake | None = None,
-    ) -> None:
-        self._http = http
-        self._base = base_url
-        self._request = dict(request)
-        self._handshake = handshake
-        if handshake is not None:
-            self._request["encryption"] = {
-                "mode": "required",
-                "clientHello": _hello_json(handshake),
-            }
-        self.session_id: str | None = None
-        self.session: EncryptedSession | None = None
-        self.requests: list[tuple[str, int | None]] = []
-
-    @property
-    def opener(self) -> _LateOpener:
-        """Opens envelopes with the session made from the POST's ServerHello."""
-        return _LateOpener(self)
-
-    @asynccontextmanager
-    async def __call__(self, from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
-        if self.session_id is None:
-            self.requests.append(("POST", from_seq))
-            try:
-                async with self._http.stream(
-                    "POST", f"{self._base}/sessions", json=self._request, timeout=_NO_READ_TIMEOUT
-                ) as response:
-                    if response.status_code != 200:
-                        raise FatalConnectError(
-                            f"HTTP {response.status_code}", status_code=response.status_code
-                        )
-                    self.session_id = response.headers["x-session-id"]
-                    if self._handshake is not None:
-                        hello = response.headers[SERVER_HELLO_HEADER]
-                        self.session = self._handshake.complete(hello, self.session_id)
-                    yield response.aiter_bytes()
-            except httpx.TransportError as exc:
-                raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
-        else:
-            self.requests.append(("GET", from_seq))
-            connect = httpx_connector(self._http, f"{self._base}/sessions/{self.session_id}/stream")
-            async with connect(from_seq) as body:
-                yield body  # type: ignore[misc]
-
-
-_NO_READ_TIMEOUT = httpx.Timeout(5.0, read=None)
-
-
-class _LateOpener:
-    def __init__(self, client: BrokerClient) -> None:
-        self._client = client
-
-    def open(self, envelope: EncryptedEnvelope) -> StreamEvent:
-        session = self._client.session
-        assert session is not None, "the POST response completes the handshake"
-        return session.open(envelope)
-
-
-def _hello_json(handshake: ClientHandshake) -> dict[str, Any]:
-    result: dict[str, Any] = msgspec.json.decode(encode_message(handshake.client_hello))
-    return result

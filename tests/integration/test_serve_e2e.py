@@ -18,7 +18,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from enclave_stream import ClientHandshake, EncryptedEnvelope, parse_lines
+from enclave_stream import EncryptedEnvelope, parse_lines
 from enclave_stream.events import StreamEvent
 from enclave_stream.producer import BrokerConfig, EventStream, SessionBroker, SessionRequest
 from enclave_stream.reconnect import (
@@ -29,7 +29,7 @@ from enclave_stream.reconnect import (
 )
 from enclave_stream.reconnect.httpx_connector import httpx_connector
 from enclave_stream.starlette import create_broker_app
-from tests.integration.asgi_server import BrokerClient, CuttingProxy, LiveServer, serve
+from tests.integration.asgi_server import CuttingProxy, LiveServer, broker_connector, serve
 from tests.producer.conftest import session_pair
 
 pytestmark = [
@@ -90,14 +90,9 @@ async def test_a_session_streamed_cut_resumed(encrypted: bool) -> None:
         port = int(live.url.rsplit(":", 1)[1])
         # The POST is cut after 6 kB, the first resume after 9 kB more.
         async with CuttingProxy(port, [6000, 9000]) as proxy:
-            handshake = ClientHandshake() if encrypted else None
-            client = BrokerClient(http, proxy.url, {"code": str(lines)}, handshake=handshake)
+            client = broker_connector(http, proxy.url, code=str(lines), encrypt=encrypted)
             received: list[StreamEvent] = []
-            async with open_event_stream(
-                client,
-                config=FAST_RETRIES,
-                session=client.opener if encrypted else None,
-            ) as events:
+            async with open_event_stream(client, config=FAST_RETRIES, session=client) as events:
                 received.extend([event async for event in events])
         assert proxy.cut == 2
         assert client.session_id is not None
@@ -110,8 +105,8 @@ async def test_a_session_streamed_cut_resumed(encrypted: bool) -> None:
     assert [event.seq for event in received] == list(range(1, lines + 3))
     assert received[-1].payload.ok is True  # type: ignore[union-attr]
     # POST, then resumes from where each cut left off.
-    assert [kind for kind, _ in client.requests] == ["POST", "GET", "GET"]
-    resumed_from = [from_seq or 0 for _, from_seq in client.requests[1:]]
+    assert [kind for kind, _ in client.connections] == ["POST", "GET", "GET"]
+    resumed_from = [from_seq or 0 for _, from_seq in client.connections[1:]]
     assert all(seq > 1 for seq in resumed_from)
     assert resumed_from == sorted(resumed_from)
     # The wire carried envelopes only when encrypted.

@@ -1,0 +1,274 @@
+"""A :data:`~enclave_stream.reconnect.Connector` for the reference broker's two routes.
+
+:func:`broker_connector` starts a session and follows it to its end:
+
+* the first connection is ``POST /sessions`` (with a ClientHello when
+  encrypting): the broker starts the session and streams it; the response
+  names it (``X-Session-ID``) and, encrypted, carries the ServerHello
+  (``X-Enclave-Server-Hello``), from which the handshake completes;
+* every later connection resumes it with ``GET /sessions/{id}/stream?fromSeq=N``.
+
+Needs the ``httpx`` extra (``pip install 'enclave-stream[httpx]'``); like
+:mod:`~enclave_stream.reconnect.httpx_connector`, it is not imported by the
+package itself.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SESSION_ID_HEADER", "BrokerConnector", "ConnectionRecord", "broker_connector"]
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final, NamedTuple
+from urllib.parse import quote
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("broker_connector needs httpx: pip install 'enclave-stream[httpx]'") from exc
+import msgspec
+
+from ..crypto.errors import EncryptionError
+from ..crypto.handshake import ClientHandshake
+from ..crypto.session import EncryptedSession
+from ..crypto.signing import ServerPublicKey
+from ..encoder import encode_message
+from ..events import EncryptedEnvelope, StreamEvent
+from ..producer.broker import SERVER_HELLO_HEADER
+from ..protocol import PROTOCOL_VERSION, is_session_id
+from ..streams import _aclose
+from .connector import Connector
+from .errors import FatalConnectError, RetryableConnectError
+from .httpx_connector import NDJSON_MEDIA_TYPE, _status_error, httpx_connector
+
+SESSION_ID_HEADER: Final = "X-Session-ID"
+"""The response header of ``POST /sessions`` naming the new session."""
+
+
+class ConnectionRecord(NamedTuple):
+    """One connection a :class:`BrokerConnector` made: ``("POST", None)`` or ``("GET", 42)``."""
+
+    method: str
+    from_seq: int | None
+
+
+class BrokerConnector:
+    """Starts a session on a broker with ``POST``, then resumes it with ``GET``.
+
+    Made by :func:`broker_connector` (which documents the arguments); pass
+    it to :func:`~enclave_stream.reconnect.open_event_stream` as the
+    connector and, when encrypting, as the ``session`` too (it opens
+    envelopes with the session its handshake made)::
+
+        connect = broker_connector(client, broker_url, code=source)
+        async with open_event_stream(connect, session=connect) as events:
+            async for event in events:
+                ...
+
+    Attributes:
+        session_id: the session's id, once the ``POST`` response named it.
+        session: the client's :class:`~enclave_stream.EncryptedSession`,
+            once the handshake completed (None for a plaintext session).
+        connections: every connection made, oldest first.
+        bytes_received: the response body bytes received, over all connections.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str | httpx.URL,
+        body: Mapping[str, Any],
+        *,
+        handshake: ClientHandshake | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._client = client
+        self._base = str(base_url).rstrip("/")
+        self._body = dict(body)
+        self._handshake = handshake
+        self._headers = httpx.Headers(headers)
+        self._headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
+        self._resume: Connector | None = None
+        self.session_id: str | None = None
+        self.session: EncryptedSession | None = None
+        self.connections: list[ConnectionRecord] = []
+        self.bytes_received = 0
+
+    @property
+    def encrypted(self) -> bool:
+        """True when the session is asked to be encrypted (the request has a ClientHello)."""
+        return self._handshake is not None
+
+    def open(self, envelope: EncryptedEnvelope) -> StreamEvent:
+        """Open an ``enc`` envelope with the session's keys (an ``EnvelopeOpener``).
+
+        Raises:
+            ValueError: the session is not encrypted, or its handshake has not completed.
+            EnvelopeError: the envelope cannot be opened (see ``EncryptedSession.open``).
+        """
+        session = self.session
+        if session is None:
+            state = "is not encrypted" if self._handshake is None else "has no keys yet"
+            raise ValueError(f"received an encrypted event, but the session {state}")
+        return session.open(envelope)
+
+    def __call__(self, from_seq: int | None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Open one connection: ``POST`` until the session is named, then ``GET ?fromSeq=N``."""
+        if self.session_id is None:
+            return self._start(from_seq)
+        return self._follow(from_seq)
+
+    @asynccontextmanager
+    async def _start(self, from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
+        self.connections.append(ConnectionRecord("POST", from_seq))
+        timeout = self._client.timeout
+        try:
+            async with self._client.stream(
+                "POST",
+                f"{self._base}/sessions",
+                content=msgspec.json.encode(self._body),
+                headers={**self._headers, "Content-Type": "application/json"},
+                # Silence is the stream's heartbeat timeout to judge.
+                timeout=httpx.Timeout(
+                    connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
+                ),
+            ) as response:
+                if not response.is_success:
+                    raise await _status_error(response)
+                self._accept(response.headers)
+                body = _CountingBody(response.aiter_bytes(), self)
+                try:
+                    yield body
+                finally:
+                    await body.aclose()
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _accept(self, headers: httpx.Headers) -> None:
+        """Take the session id and complete the handshake from the ``POST`` response."""
+        session_id = headers.get(SESSION_ID_HEADER)
+        if session_id is None or not is_session_id(session_id):
+            raise FatalConnectError(
+                f"the broker's response has no valid {SESSION_ID_HEADER} header: {session_id!r}"
+            )
+        handshake = self._handshake
+        if handshake is not None:
+            server_hello = headers.get(SERVER_HELLO_HEADER)
+            if server_hello is None:
+                raise FatalConnectError(
+                    f"the broker did not encrypt the session (no {SERVER_HELLO_HEADER} header)"
+                )
+            try:
+                self.session = handshake.complete(server_hello, session_id)
+            except EncryptionError as exc:
+                raise FatalConnectError(f"the handshake failed: {exc.code}: {exc}") from exc
+            except ValueError as exc:
+                raise FatalConnectError(f"the handshake failed: {exc}") from exc
+        self.session_id = session_id
+
+    @asynccontextmanager
+    async def _follow(self, from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
+        self.connections.append(ConnectionRecord("GET", from_seq))
+        if self._resume is None:
+            session = quote(str(self.session_id), safe="")
+            url = f"{self._base}/sessions/{session}/stream"
+            self._resume = httpx_connector(self._client, url, headers=self._headers)
+        async with self._resume(from_seq) as source:
+            body = _CountingBody(source, self)  # type: ignore[arg-type]
+            try:
+                yield body
+            finally:
+                await body.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"<BrokerConnector {self._base} session={self.session_id} "
+            f"encrypted={self.encrypted} connections={len(self.connections)}>"
+        )
+
+
+class _CountingBody:
+    """A response's bytes, counted into ``owner.bytes_received`` as they pass."""
+
+    __slots__ = ("_inner", "_owner")
+
+    def __init__(self, inner: AsyncIterator[bytes], owner: BrokerConnector) -> None:
+        self._inner = inner
+        self._owner = owner
+
+    def __aiter__(self) -> _CountingBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._inner.__anext__()
+        self._owner.bytes_received += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        await _aclose(self._inner)
+
+
+def broker_connector(
+    client: httpx.AsyncClient,
+    base_url: str | httpx.URL,
+    *,
+    code: str,
+    encrypt: bool = True,
+    signing_public_key: ServerPublicKey | None = None,
+    handshake: ClientHandshake | None = None,
+    request: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> BrokerConnector:
+    """A connector that starts a session on the broker at ``base_url`` and follows it.
+
+    The first connection sends ``POST {base_url}/sessions`` with the body
+    ``{"protocolVersion": 2, "code": code, "encryption": ...}``; every later
+    one (once the response named the session) sends ``GET
+    {base_url}/sessions/{id}/stream?fromSeq=N`` through
+    :func:`~enclave_stream.reconnect.httpx_connector.httpx_connector`. Status
+    codes are classified as it does: 429, 5xx and transport errors are
+    retried, other statuses are fatal. A ``POST`` that fails before the
+    response names the session is retried as a ``POST`` (the broker may then
+    hold an orphan session, which it retires like any other).
+
+    For example, pinning the server's key::
+
+        async with httpx.AsyncClient() as client:
+            connect = broker_connector(client, broker, code=source, signing_public_key=pem)
+            async with open_event_stream(connect, session=connect) as events:
+                async for event in events:  # decrypted, each once, to `final`
+                    ...
+
+    Args:
+        client: the HTTP client (its timeouts apply, but the read timeout:
+            silence is the stream's heartbeat timeout to judge).
+        base_url: where the broker's routes are (``{base_url}/sessions``).
+        code: the code the session runs.
+        encrypt: make the session end-to-end encrypted: the request carries a
+            ClientHello (``encryption.mode`` ``required``) and the handshake
+            completes from the response's ``X-Enclave-Server-Hello``; a
+            response without it, or a ServerHello that does not check out,
+            is a fatal error.
+        signing_public_key: the server's static signing key to pin (key
+            object, 65-byte point, its base64, or PEM): a ServerHello without
+            a valid signature by it is refused (``encrypt`` only).
+        handshake: a ready :class:`~enclave_stream.ClientHandshake` to use
+            instead of a new one (``encrypt`` only; then leave
+            ``signing_public_key`` out).
+        request: more fields of the request body (``limits``, ``sessionId``, ...).
+        headers: headers for every request (``Authorization``, ...).
+
+    Raises:
+        ValueError: contradictory arguments.
+    """
+    if not encrypt and (signing_public_key is not None or handshake is not None):
+        raise ValueError("signing_public_key and handshake need encrypt=True")
+    if handshake is not None and signing_public_key is not None:
+        raise ValueError("give either a handshake or a signing_public_key for a new one, not both")
+    if encrypt and handshake is None:
+        handshake = ClientHandshake(server_public_key=signing_public_key)
+    body: dict[str, Any] = {"protocolVersion": PROTOCOL_VERSION, **(request or {}), "code": code}
+    if handshake is not None:
+        hello = msgspec.json.decode(encode_message(handshake.client_hello))
+        body["encryption"] = {"mode": "required", "clientHello": hello}
+    return BrokerConnector(client, base_url, body, handshake=handshake, headers=headers)
