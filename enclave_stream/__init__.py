@@ -40,6 +40,7 @@ from .streams import (
 from .wire import FailureKind, decode_message
 
 if TYPE_CHECKING:
+    from .reconnect.broker_client import BrokerConnector, broker_connector
     from .reconnect.httpx_connector import httpx_connector
 
 __version__ = "0.1.0"
@@ -71,6 +72,8 @@ __all__ = [
     "serialize_events",
     "serialize_ndjson_stream",
     "validate_event",
+    "BrokerConnector",
+    "broker_connector",
     "httpx_connector",
     *_crypto_all,
     *_events_all,
@@ -80,10 +83,18 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # httpx is an optional extra: import its connector only when asked for.
-    if name == "httpx_connector":
-        from .reconnect.httpx_connector import httpx_connector
+_NEEDS_HTTPX = {
+    "httpx_connector": "httpx_connector",
+    "broker_connector": "broker_client",
+    "BrokerConnector": "broker_client",
+}
 
-        return httpx_connector
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> object:
+    # httpx is an optional extra: import what needs it only when asked for.
+    module = _NEEDS_HTTPX.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".reconnect.{module}", __name__), name)
