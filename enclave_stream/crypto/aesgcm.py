@@ -367,7 +367,11 @@ class SessionEncryptionContext:
                 and was inherited across ``fork()``;
                 ``ENCRYPTION_DECRYPTION_FAILED`` if the cipher refuses the input.
         """
-        with self._lock:
+        lock = self._lock
+        # acquire/release in try/finally is ``with lock`` at a lower cost on
+        # CPython (no context-manager protocol), and every encryption takes it.
+        lock.acquire()
+        try:
             counter = self._counter
             if counter >= self._max_nonces:
                 raise AesGcmError(
@@ -388,6 +392,8 @@ class SessionEncryptionContext:
                 raise _counter_out_of_range(counter) from None
             # Consumed before encrypting: a failed call never hands its nonce to another.
             self._counter = counter + 1
+        finally:
+            lock.release()
         try:
             return self._aead.encrypt(nonce, plaintext, None), nonce
         except (OverflowError, ValueError) as exc:

@@ -23,9 +23,12 @@ __all__ = [
     "export_public_key",
     "export_public_key_bytes",
     "generate_key_pair",
+    "import_p256_point",
     "import_public_key",
     "import_public_key_bytes",
     "key_pair_from_private_scalar",
+    "new_p256_key",
+    "p256_shared_secret",
 ]
 
 from dataclasses import dataclass, field
@@ -49,6 +52,7 @@ SHARED_SECRET_LENGTH: Final = 32
 
 _UNCOMPRESSED_TAG: Final = 0x04
 _P256: Final = ec.SECP256R1()
+_ECDH: Final = ec.ECDH()
 _INVALID_PUBLIC_KEY: Final = EncryptionErrorCode.INVALID_PUBLIC_KEY
 _OTHER_ENCODINGS: Final = {
     0x00: "the point at infinity",
@@ -153,6 +157,11 @@ def import_public_key_bytes(point: bytes, curve: str = CURVE) -> ec.EllipticCurv
             another curve.
     """
     _check_curve(curve)
+    return import_p256_point(point)
+
+
+def import_p256_point(point: bytes) -> ec.EllipticCurvePublicKey:
+    """:func:`import_public_key_bytes` for P-256 (the handshake's path; same checks and errors)."""
     if len(point) != PUBLIC_KEY_LENGTH or point[0] != _UNCOMPRESSED_TAG:
         raise EcdhError(
             f"Failed to import public key: {_describe_bad_point(point)}", _INVALID_PUBLIC_KEY
@@ -194,8 +203,31 @@ def derive_shared_secret(
     """
     _check_key_curve(private_key)
     _check_key_curve(peer_public_key)
+    return p256_shared_secret(private_key, peer_public_key)
+
+
+def new_p256_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """A fresh ephemeral P-256 private key and its 65-byte public point.
+
+    The handshake's path: :func:`generate_key_pair` then
+    :func:`export_public_key_bytes`, without the key-pair object and the
+    curve check of a key made right here.
+    """
+    private_key = ec.generate_private_key(_P256)
+    point = private_key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    return private_key, point
+
+
+def p256_shared_secret(
+    private_key: ec.EllipticCurvePrivateKey, peer_public_key: ec.EllipticCurvePublicKey
+) -> bytes:
+    """:func:`derive_shared_secret` for keys already known to be P-256 (no curve checks).
+
+    Raises:
+        EcdhError: (``ENCRYPTION_HANDSHAKE_FAILED``) the agreement fails.
+    """
     try:
-        return private_key.exchange(ec.ECDH(), peer_public_key)
+        return private_key.exchange(_ECDH, peer_public_key)
     except ValueError as exc:
         raise EcdhError(
             f"Failed to derive shared secret: {exc}", EncryptionErrorCode.HANDSHAKE_FAILED

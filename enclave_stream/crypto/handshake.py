@@ -30,7 +30,13 @@ from msgspec import UNSET, UnsetType
 
 from ..events import ClientHello, ServerHello
 from ..protocol import PROTOCOL_VERSION, is_session_id
-from .ecdh import EcdhKeyPair, derive_shared_secret, export_public_key_bytes, generate_key_pair
+from .ecdh import (
+    EcdhKeyPair,
+    derive_shared_secret,
+    export_public_key_bytes,
+    new_p256_key,
+    p256_shared_secret,
+)
 from .errors import EncryptionErrorCode
 from .hello import (
     HelloInput,
@@ -74,7 +80,14 @@ class ClientHandshake:
     completes at most once, and cannot be copied or pickled.
     """
 
-    __slots__ = ("_checks", "_client_hello", "_client_point", "_key_pair", "_server_key")
+    __slots__ = (
+        "_checks",
+        "_client_hello",
+        "_client_point",
+        "_exchange",
+        "_private_key",
+        "_server_key",
+    )
 
     def __init__(
         self,
@@ -86,9 +99,16 @@ class ClientHandshake:
         self._server_key: ec.EllipticCurvePublicKey | None = (
             None if server_public_key is None else load_server_public_key(server_public_key)
         )
-        pair = generate_key_pair() if key_pair is None else key_pair
-        self._key_pair: EcdhKeyPair | None = pair
-        self._client_point = export_public_key_bytes(pair.public_key)
+        self._private_key: ec.EllipticCurvePrivateKey | None
+        if key_pair is None:
+            self._private_key, self._client_point = new_p256_key()
+            # Our own key and the server's (imported as P-256 by complete)
+            # need no curve checks; a caller's key pair keeps them.
+            self._exchange = p256_shared_secret
+        else:
+            self._private_key = key_pair.private_key
+            self._client_point = export_public_key_bytes(key_pair.public_key)
+            self._exchange = derive_shared_secret
         self._client_hello = build_client_hello(self._client_point)
         self._checks = checks
 
@@ -100,7 +120,7 @@ class ClientHandshake:
     @property
     def completed(self) -> bool:
         """True once :meth:`complete` has made the session."""
-        return self._key_pair is None
+        return self._private_key is None
 
     def complete(self, server_hello: HelloInput, session_id: str) -> EncryptedSession:
         """Check the server's answer and derive the session.
@@ -117,8 +137,8 @@ class ClientHandshake:
                 session id, or a second call).
             EcdhError: (``ENCRYPTION_INVALID_PUBLIC_KEY``) a bad server key.
         """
-        pair = self._key_pair
-        if pair is None:
+        private_key = self._private_key
+        if private_key is None:
             raise HandshakeError(
                 "This handshake already completed; start a new one for a new session",
                 EncryptionErrorCode.HANDSHAKE_FAILED,
@@ -138,11 +158,11 @@ class ClientHandshake:
                 kdf=hello.kdf,
             )
             verify_transcript_signature(self._server_key, transcript, hello.signature_b64)
-        secret = derive_shared_secret(pair.private_key, peer)
+        secret = self._exchange(private_key, peer)
         session = EncryptedSession.from_shared_secret(
             secret, session_id, hello.key_id, SessionRole.CLIENT, checks=self._checks
         )
-        self._key_pair = None  # ephemeral: no later call can derive anything from it
+        self._private_key = None  # ephemeral: no later call can derive anything from it
         return session
 
     def __repr__(self) -> str:
@@ -185,8 +205,15 @@ def accept_client_hello(
     _check_session_id(session_id)
     hello = parse_client_hello(client_hello)
     client_point, peer = decode_peer_key(hello.client_ephemeral_pub_key_b64)
-    pair = generate_key_pair() if key_pair is None else key_pair
-    server_point = export_public_key_bytes(pair.public_key)
+    if key_pair is None:
+        private_key, server_point = new_p256_key()
+        # Our own key and the client's (imported as P-256 just now) need no
+        # curve checks; a caller's key pair keeps them.
+        exchange = p256_shared_secret
+    else:
+        private_key = key_pair.private_key
+        server_point = export_public_key_bytes(key_pair.public_key)
+        exchange = derive_shared_secret
     kid = new_key_id() if key_id is None else key_id
     signature: str | UnsetType = UNSET
     if signing_key is not None:
@@ -199,7 +226,7 @@ def accept_client_hello(
         )
         signature = sign_transcript(signing_key, transcript)
     server_hello = build_server_hello(server_point, kid, signature)
-    secret = derive_shared_secret(pair.private_key, peer)
+    secret = exchange(private_key, peer)
     session = EncryptedSession.from_shared_secret(
         secret, session_id, kid, SessionRole.SERVER, checks=checks
     )

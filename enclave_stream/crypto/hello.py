@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
@@ -54,7 +54,7 @@ from .ecdh import (
     EcdhKeyPair,
     export_public_key_bytes,
     generate_key_pair,
-    import_public_key_bytes,
+    import_p256_point,
 )
 from .errors import Base64DecodeError, EcdhError, EncryptionErrorCode
 from .session_errors import HandshakeError
@@ -116,12 +116,60 @@ def _struct_enc_hook(value: Any) -> Any:
 _STRUCT_ENCODER: Final = msgspec.json.Encoder(enc_hook=_struct_enc_hook)
 
 
-def _parse(raw: object, type_: type[_H]) -> _H:
+def _is_plain_text(value: object) -> bool:
+    # A non-empty ASCII str: what the schema's non-empty string accepts, and
+    # JSON-encodable as it is (no lone surrogates to take the JS path).
+    return type(value) is str and value != "" and value.isascii()
+
+
+def _is_wire_version(version: object) -> bool:
+    # A plain int (not the "absent" marker, not a bool) naming version 2.
+    return type(version) is int and version == PROTOCOL_VERSION
+
+
+def _is_valid_client_hello(hello: ClientHello) -> bool:
+    """True only if every field already holds what decoding the hello's JSON would give.
+
+    That is the one suite of version 2, as enum members, with a non-empty
+    ASCII key. A no is not a refusal: anything else (another suite, a wrong
+    type, an absent version, non-ASCII text...) goes to the schema.
+    """
+    algorithms = hello.supported_algorithms
+    return (
+        _is_wire_version(hello.protocol_version)
+        and _is_plain_text(hello.client_ephemeral_pub_key_b64)
+        and hello.curve is SupportedCurve.P256
+        and type(algorithms) is list
+        and len(algorithms) == 1
+        and algorithms[0] is EncryptionAlgorithm.AES_GCM_256
+    )
+
+
+def _is_valid_server_hello(hello: ServerHello) -> bool:
+    """As :func:`_is_valid_client_hello`, for a ServerHello (signature absent or ASCII text)."""
+    signature = hello.signature_b64
+    return (
+        _is_wire_version(hello.protocol_version)
+        and _is_plain_text(hello.server_ephemeral_pub_key_b64)
+        and hello.curve is SupportedCurve.P256
+        and hello.selected_algorithm is EncryptionAlgorithm.AES_GCM_256
+        and hello.kdf is KeyDerivation.HKDF_SHA256
+        and _is_plain_text(hello.key_id)
+        and (signature is UNSET or (type(signature) is str and signature.isascii()))
+    )
+
+
+def _parse(raw: object, type_: type[_H], is_valid: Callable[[_H], bool]) -> _H:
     what = type_.__name__
     try:
         if type(raw) is type_:
-            # A constructed Struct was never validated: re-read its wire form
-            # so that its field types are exactly the schema's.
+            # A constructed Struct was never validated. When its fields are
+            # exactly what decoding gives, it is its own decoded form (the
+            # handshake's own hellos always are); otherwise re-read its wire
+            # form, so that its field types are exactly the schema's and a
+            # refusal says what decoding the JSON would say.
+            if is_valid(raw):
+                return raw
             struct = cast(msgspec.Struct, raw)
             try:
                 raw = _STRUCT_ENCODER.encode(struct)
@@ -144,21 +192,26 @@ def _parse(raw: object, type_: type[_H]) -> _H:
 def parse_client_hello(client_hello: HelloInput) -> ClientHello:
     """Validate a ClientHello as a received protocol message.
 
+    A ClientHello Struct whose fields are already exactly what decoding gives
+    (like :class:`~enclave_stream.crypto.ClientHandshake`'s) is returned as it is.
+
     Raises:
         HandshakeError: ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` for another curve
             or cipher; ``ENCRYPTION_HANDSHAKE_FAILED`` for anything else that
             breaks the schema (or is not JSON).
     """
-    return _parse(client_hello, ClientHello)
+    return _parse(client_hello, ClientHello, _is_valid_client_hello)
 
 
 def parse_server_hello(server_hello: HelloInput) -> ServerHello:
     """Validate a ServerHello as a received protocol message (an empty key id is refused).
 
+    A valid ServerHello Struct is returned as it is, as by :func:`parse_client_hello`.
+
     Raises:
         HandshakeError: as :func:`parse_client_hello` (also for another KDF).
     """
-    return _parse(server_hello, ServerHello)
+    return _parse(server_hello, ServerHello, _is_valid_server_hello)
 
 
 def decode_peer_key(public_key_b64: str) -> tuple[bytes, ec.EllipticCurvePublicKey]:
@@ -174,7 +227,7 @@ def decode_peer_key(public_key_b64: str) -> tuple[bytes, ec.EllipticCurvePublicK
         raise EcdhError(
             f"Failed to import public key: {exc}", EncryptionErrorCode.INVALID_PUBLIC_KEY
         ) from None
-    return point, import_public_key_bytes(point)
+    return point, import_p256_point(point)
 
 
 def new_key_id() -> str:

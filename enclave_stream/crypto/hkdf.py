@@ -14,6 +14,7 @@ __all__ = [
     "SessionKeys",
     "derive_key",
     "derive_session_crypto_keys",
+    "derive_session_key_bytes",
     "derive_session_keys",
     "import_aes_gcm_key",
 ]
@@ -39,6 +40,9 @@ HKDF_MAX_OUTPUT_LENGTH: Final = 255 * 32
 # The reference's default salt. RFC 5869 pads the HMAC key with zeros up to
 # the hash block size anyway, so this equals an empty salt.
 _ZERO_SALT: Final = bytes(32)
+_SHA256: Final = hashes.SHA256()
+_INFO_C2S: Final = HKDF_INFO_CLIENT_TO_SERVER.encode()
+_INFO_S2C: Final = HKDF_INFO_SERVER_TO_CLIENT.encode()
 
 
 def _utf8(text: str) -> bytes:
@@ -87,7 +91,7 @@ def derive_key(
         return b""  # WebCrypto allows a zero-bit derivation; cryptography's HKDF does too.
     info_bytes = _utf8(info) if isinstance(info, str) else info
     kdf = HKDF(
-        algorithm=hashes.SHA256(),
+        algorithm=_SHA256,
         length=key_length,
         salt=_ZERO_SALT if salt is None else salt,
         info=info_bytes,
@@ -122,11 +126,20 @@ def derive_session_keys(shared_secret: bytes, session_id: str) -> SessionKeys:
     >>> len(keys.client_to_server_key), keys.client_to_server_key == keys.server_to_client_key
     (32, False)
     """
+    c2s, s2c = derive_session_key_bytes(shared_secret, session_id)
+    return SessionKeys(client_to_server_key=c2s, server_to_client_key=s2c)
+
+
+def derive_session_key_bytes(shared_secret: bytes, session_id: str) -> tuple[bytes, bytes]:
+    """:func:`derive_session_keys` as a ``(client_to_server, server_to_client)`` tuple.
+
+    Two HKDF-SHA256 derivations by ``cryptography`` (no HKDF of our own, even
+    though both share their Extract step): salt = the session id, 32 bytes each.
+    """
     salt = _utf8(session_id)
-    return SessionKeys(
-        client_to_server_key=derive_key(shared_secret, salt, HKDF_INFO_CLIENT_TO_SERVER),
-        server_to_client_key=derive_key(shared_secret, salt, HKDF_INFO_SERVER_TO_CLIENT),
-    )
+    c2s = HKDF(algorithm=_SHA256, length=KEY_LENGTH, salt=salt, info=_INFO_C2S)
+    s2c = HKDF(algorithm=_SHA256, length=KEY_LENGTH, salt=salt, info=_INFO_S2C)
+    return c2s.derive(shared_secret), s2c.derive(shared_secret)
 
 
 def import_aes_gcm_key(key_bytes: bytes) -> AesGcmKey:

@@ -34,10 +34,12 @@ __all__ = ["EncryptedSession", "ReceiveChecks", "SessionRole"]
 import threading
 import time
 from binascii import b2a_base64
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, NoReturn, SupportsIndex
+from typing import Final, NoReturn, SupportsIndex, TypeAlias
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._jsjson import js_quote
 from ..encoder import encode_event
@@ -56,11 +58,12 @@ from ._codec import (
 )
 from .aesgcm import AesGcmKey, SessionEncryptionContext, SessionKeyInfo
 from .errors import EncryptionErrorCode
-from .hkdf import derive_session_keys
+from .hkdf import derive_session_key_bytes
 from .replay import DEFAULT_MAX_PREFIXES, DEFAULT_WINDOW, ReplayWindow
 from .session_errors import EnvelopeError, EnvelopeErrorReason, HandshakeError
 
 _R: Final = EnvelopeErrorReason
+_Decrypt: TypeAlias = Callable[[bytes, bytes, None], bytes]  # AESGCM.decrypt
 
 
 class SessionRole(StrEnum):
@@ -126,7 +129,9 @@ class EncryptedSession:
         "_last_seq",
         "_line",
         "_lock",
+        "_receive_key",
         "_role",
+        "_send_key",
         "_session_id",
     )
 
@@ -141,37 +146,34 @@ class EncryptedSession:
         nonce_prefix: bytes | None = None,
         checks: ReceiveChecks | None = None,
     ) -> None:
-        if not is_session_id(session_id):
-            raise HandshakeError(
-                f"Invalid session id {session_id!r}: expected 's_' and at least one more character",
-                EncryptionErrorCode.HANDSHAKE_FAILED,
-            )
-        if not (isinstance(key_id, str) and key_id):
-            raise HandshakeError(
-                f"The key id must be a non-empty string, got {key_id!r}",
-                EncryptionErrorCode.HANDSHAKE_FAILED,
-            )
+        _check_labels_of_new_session(session_id, key_id)
         send = send_key if isinstance(send_key, AesGcmKey) else AesGcmKey(send_key)
         receive = receive_key if isinstance(receive_key, AesGcmKey) else AesGcmKey(receive_key)
         if send is receive or (not isinstance(send_key, AesGcmKey) and send_key == receive_key):
-            # One key both ways would make our own envelopes, sent back to
-            # us, authenticate (a reflection attack).
-            raise HandshakeError(
-                "The send and receive keys must differ", EncryptionErrorCode.KEY_DERIVATION_FAILED
-            )
+            raise _equal_keys()
+        info = SessionKeyInfo(key_id=key_id, created_at=time.time_ns() // 1_000_000)
+        self._start(session_id, key_id, role, checks)
+        self._context: SessionEncryptionContext | None = SessionEncryptionContext(
+            send, info, nonce_prefix=nonce_prefix
+        )
+        # from_shared_secret keeps a key only until its cipher is made.
+        self._send_key: bytes | None = None
+        self._decrypt: _Decrypt | None = receive._aead.decrypt
+        self._receive_key: bytes | None = None
+
+    def _start(
+        self, session_id: str, key_id: str, role: SessionRole, checks: ReceiveChecks | None
+    ) -> None:
+        # The state of a new session but its keys, from arguments already checked.
         self._session_id = session_id
         self._key_id = key_id
         self._role = role if type(role) is SessionRole else SessionRole(role)
-        info = SessionKeyInfo(key_id=key_id, created_at=time.time_ns() // 1_000_000)
-        self._context = SessionEncryptionContext(send, info, nonce_prefix=nonce_prefix)
-        self._decrypt = receive._aead.decrypt
-        self._checks = _DEFAULT_CHECKS if checks is None else checks
-        window = (
-            ReplayWindow(self._checks.replay_window, self._checks.max_nonce_prefixes)
-            if self._checks.replay
+        self._checks = checks = _DEFAULT_CHECKS if checks is None else checks
+        self._accept_nonce: Callable[[bytes], bool] | None = (
+            ReplayWindow(checks.replay_window, checks.max_nonce_prefixes).accept
+            if checks.replay
             else None
         )
-        self._accept_nonce = None if window is None else window.accept
         self._last_seq = -1
         self._failed = False
         self._lock = threading.Lock()
@@ -221,14 +223,30 @@ class EncryptedSession:
         """The session of an ECDH shared secret: HKDF-SHA256, salt = the session id.
 
         The client sends with the ``enclavejs-c2s-enc`` key and the server with
-        the ``enclavejs-s2c-enc`` key.
+        the ``enclavejs-s2c-enc`` key. Each direction's cipher is set up when
+        it is first used (the first :meth:`seal` or :meth:`open`).
         """
-        keys = derive_session_keys(shared_secret, session_id)
+        # The handshake's path, so it skips what the constructor would redo
+        # for these arguments: both keys are fresh 32-byte HKDF outputs (still
+        # compared: equal keys would allow reflection).
+        _check_labels_of_new_session(session_id, key_id)
+        c2s, s2c = derive_session_key_bytes(shared_secret, session_id)
+        if c2s == s2c:
+            raise _equal_keys()
         if role == SessionRole.CLIENT:
-            send, receive = keys.client_to_server_key, keys.server_to_client_key
+            send, receive = c2s, s2c
         else:
-            send, receive = keys.server_to_client_key, keys.client_to_server_key
-        return cls(session_id, key_id, role, send_key=send, receive_key=receive, checks=checks)
+            send, receive = s2c, c2s
+        self = cls.__new__(cls)
+        self._start(session_id, key_id, role, checks)
+        # Each direction's AES key schedule (and the sender's nonce prefix) is
+        # made when that direction is first used: a handshake costs two
+        # sessions, and a session may only ever send, or only receive.
+        self._context = None
+        self._send_key = send
+        self._decrypt = None
+        self._receive_key = receive
+        return self
 
     # --- properties -------------------------------------------------------------
 
@@ -260,11 +278,13 @@ class EncryptedSession:
     @property
     def sealed_count(self) -> int:
         """How many envelopes were sealed (the next nonce counter)."""
-        return self._context.nonce_counter
+        context = self._context
+        return 0 if context is None else context.nonce_counter
 
     def needs_rotation(self) -> bool:
         """True when the sending key is used up (2**30 envelopes): start a new session."""
-        return self._context.needs_rotation()
+        context = self._context
+        return context is not None and context.needs_rotation()
 
     # --- sending ------------------------------------------------------------------
 
@@ -281,6 +301,19 @@ class EncryptedSession:
             )
         return inner
 
+    def _sending_context(self) -> SessionEncryptionContext:
+        # The first seal of a session from from_shared_secret imports its key,
+        # under the lock, so that racing first seals share one nonce sequence.
+        with self._lock:
+            context = self._context
+            if context is None:
+                assert self._send_key is not None  # set whenever _context is None
+                info = SessionKeyInfo(key_id=self._key_id, created_at=time.time_ns() // 1_000_000)
+                context = SessionEncryptionContext(AesGcmKey(self._send_key), info)
+                self._context = context
+                self._send_key = None
+        return context
+
     def seal(self, event: InnerEvent) -> EncryptedEnvelope:
         """Encrypt ``event`` into an envelope with the event's ``seq`` and this session's id.
 
@@ -291,7 +324,8 @@ class EncryptedSession:
             AesGcmError: ``ENCRYPTION_KEY_EXPIRED`` after 2**30 envelopes.
         """
         inner = self._inner(event)
-        ciphertext, nonce = self._context.encrypt(encode_event(inner))
+        context = self._context or self._sending_context()
+        ciphertext, nonce = context.encrypt(encode_event(inner))
         payload = EncryptedEnvelopePayload(
             kid=self._key_id,
             nonce_b64=b2a_base64(nonce, newline=False).decode("ascii"),
@@ -309,7 +343,8 @@ class EncryptedSession:
             EnvelopeError, EventValidationError, AesGcmError: as :meth:`seal`.
         """
         inner = self._inner(event)
-        ciphertext, nonce = self._context.encrypt(encode_event(inner))
+        context = self._context or self._sending_context()
+        ciphertext, nonce = context.encrypt(encode_event(inner))
         line = self._line
         if line is None:
             # Every envelope line is the same bytes but for three fields.
@@ -348,7 +383,7 @@ class EncryptedSession:
         except (ValueError, TypeError):
             nonce, ciphertext = payload_bytes(payload)  # atob's verdict, or the error
         try:
-            plaintext = self._decrypt(nonce, ciphertext, None)
+            plaintext = (self._decrypt or self._receiving_decrypt())(nonce, ciphertext, None)
         except InvalidTag:
             if self._checks.fail_closed:
                 self._failed = True
@@ -358,7 +393,11 @@ class EncryptedSession:
         # Only authentic envelopes reach the state below, so a forger can
         # neither fill the replay window nor move the seq high-water mark.
         accept_nonce = self._accept_nonce
-        with self._lock:
+        lock = self._lock
+        # acquire/release in try/finally is ``with lock`` at a lower cost on
+        # CPython (no context-manager protocol), and every open takes it.
+        lock.acquire()
+        try:
             if accept_nonce is not None and not accept_nonce(nonce):
                 raise _replay(nonce)
             event: StreamEvent = decode_event(plaintext)  # type: ignore[assignment]
@@ -376,7 +415,21 @@ class EncryptedSession:
                     f"Envelope seq {seq} does not advance past {self._last_seq}",
                     _R.SEQ_REGRESSION,
                 )
+        finally:
+            lock.release()
         return event
+
+    def _receiving_decrypt(self) -> _Decrypt:
+        # The first open of a session from from_shared_secret imports its key.
+        # Racing first opens may each import it: the ciphers are equal, and
+        # _decrypt is set before the key is dropped.
+        key = self._receive_key
+        if key is not None:
+            self._decrypt = AESGCM(key).decrypt
+            self._receive_key = None
+        decrypt = self._decrypt
+        assert decrypt is not None  # set above, or by a racing first open
+        return decrypt
 
     def _check_labels(self, session_id: str, kid: str) -> None:
         # The envelope's session id or key id is not ours: refuse, unless
@@ -426,6 +479,27 @@ class EncryptedSession:
         # copy, deepcopy and pickle all come through here: a copy would reuse
         # the sending nonces and fork the replay state.
         raise TypeError("EncryptedSession cannot be copied or pickled: it holds session keys")
+
+
+def _check_labels_of_new_session(session_id: object, key_id: object) -> None:
+    if not is_session_id(session_id):
+        raise HandshakeError(
+            f"Invalid session id {session_id!r}: expected 's_' and at least one more character",
+            EncryptionErrorCode.HANDSHAKE_FAILED,
+        )
+    if not (isinstance(key_id, str) and key_id):
+        raise HandshakeError(
+            f"The key id must be a non-empty string, got {key_id!r}",
+            EncryptionErrorCode.HANDSHAKE_FAILED,
+        )
+
+
+def _equal_keys() -> HandshakeError:
+    # One key both ways would make our own envelopes, sent back to us,
+    # authenticate (a reflection attack).
+    return HandshakeError(
+        "The send and receive keys must differ", EncryptionErrorCode.KEY_DERIVATION_FAILED
+    )
 
 
 def _quoted(text: str) -> bytes:

@@ -47,7 +47,7 @@ from enclave_stream.crypto import (
     sign_transcript,
     verify_transcript_signature,
 )
-from enclave_stream.crypto.hello import new_key_id
+from enclave_stream.crypto.hello import _parse, new_key_id
 
 SESSION = "s_handshake"
 KEY_ID = re.compile(r"k_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -282,6 +282,99 @@ def test_a_constructed_struct_is_validated() -> None:
     with pytest.raises(EcdhError) as info:  # JSON-valid (escaped), but not base64
         process_client_hello(lone)
     assert info.value.code is EncryptionErrorCode.INVALID_PUBLIC_KEY
+
+
+_KEY_B64 = base64.b64encode(b"\x04" + bytes(64)).decode()
+_AES = EncryptionAlgorithm.AES_GCM_256
+_CLIENT_STRUCTS = {
+    "canonical": {},
+    "version-1": {"protocol_version": 1},
+    "version-absent": {"protocol_version": msgspec.UNSET},  # replaced by the default below
+    "version-true": {"protocol_version": True},
+    "version-text": {"protocol_version": "2"},
+    "key-empty": {"client_ephemeral_pub_key_b64": ""},
+    "key-non-ascii": {"client_ephemeral_pub_key_b64": "é"},
+    "key-surrogate": {"client_ephemeral_pub_key_b64": "\ud800"},
+    "key-int": {"client_ephemeral_pub_key_b64": 7},
+    "curve-text": {"curve": "P-256"},
+    "curve-other": {"curve": "P-384"},
+    "algorithms-text": {"supported_algorithms": ["AES-GCM-256"]},
+    "algorithms-two": {"supported_algorithms": [_AES, _AES]},
+    "algorithms-extra": {"supported_algorithms": [_AES, "AES-GCM-128"]},
+    "algorithms-empty": {"supported_algorithms": []},
+    "algorithms-tuple": {"supported_algorithms": (_AES,)},
+}
+_SERVER_STRUCTS = {
+    "canonical": {},
+    "version-1": {"protocol_version": 1},
+    "version-absent": {"protocol_version": msgspec.UNSET},
+    "version-zero": {"protocol_version": 0},
+    "key-empty": {"server_ephemeral_pub_key_b64": ""},
+    "key-id-empty": {"key_id": ""},
+    "key-id-non-ascii": {"key_id": "k_é"},
+    "key-id-none": {"key_id": None},
+    "curve-text": {"curve": "P-256"},
+    "algorithm-other": {"selected_algorithm": "AES-GCM-128"},
+    "kdf-text": {"kdf": "HKDF-SHA-256"},
+    "kdf-other": {"kdf": "HKDF-SHA-512"},
+    "signature": {"signature_b64": "c2ln"},
+    "signature-empty": {"signature_b64": ""},
+    "signature-non-ascii": {"signature_b64": "é"},
+    "signature-none": {"signature_b64": None},
+}
+
+
+def _struct(type_: Any, base: dict[str, Any], changes: dict[str, Any]) -> Any:
+    fields = {**base, **changes}
+    if fields["protocol_version"] is msgspec.UNSET:
+        del fields["protocol_version"]  # the Struct's default: "absent on the wire"
+    return type_(**fields)
+
+
+def _outcome(parse: Any) -> Any:
+    try:
+        hello = parse()
+    except HandshakeError as exc:
+        return ("refused", exc.code, exc.message)
+    fields = msgspec.structs.asdict(hello)
+    return ("accepted", fields, {name: type(value) for name, value in fields.items()})
+
+
+@pytest.mark.parametrize("changes", _CLIENT_STRUCTS.values(), ids=_CLIENT_STRUCTS)
+def test_client_hello_structs_get_the_schema_verdict(changes: dict[str, Any]) -> None:
+    """Checking a Struct's fields directly decides exactly as decoding its wire form."""
+    base = {
+        "protocol_version": 2,
+        "client_ephemeral_pub_key_b64": _KEY_B64,
+        "curve": SupportedCurve.P256,
+        "supported_algorithms": [_AES],
+    }
+    hello = _struct(ClientHello, base, changes)
+    schema = _outcome(lambda: _parse(hello, ClientHello, lambda _: False))
+    assert _outcome(lambda: parse_client_hello(hello)) == schema
+
+
+@pytest.mark.parametrize("changes", _SERVER_STRUCTS.values(), ids=_SERVER_STRUCTS)
+def test_server_hello_structs_get_the_schema_verdict(changes: dict[str, Any]) -> None:
+    base = {
+        "protocol_version": 2,
+        "server_ephemeral_pub_key_b64": _KEY_B64,
+        "curve": SupportedCurve.P256,
+        "selected_algorithm": _AES,
+        "kdf": KeyDerivation.HKDF_SHA256,
+        "key_id": "k_1",
+    }
+    hello = _struct(ServerHello, base, changes)
+    schema = _outcome(lambda: _parse(hello, ServerHello, lambda _: False))
+    assert _outcome(lambda: parse_server_hello(hello)) == schema
+
+
+def test_the_handshakes_own_hellos_are_taken_as_they_are() -> None:
+    """Hellos whose fields are all as decoding makes them skip the JSON round trip."""
+    handshake = ClientHandshake()
+    server_hello, _ = accept_client_hello(handshake.client_hello, SESSION)
+    assert parse_client_hello(handshake.client_hello) is handshake.client_hello
+    assert parse_server_hello(server_hello) is server_hello
 
 
 @pytest.mark.parametrize(

@@ -101,3 +101,12 @@ def test_session_key_reprs_hide_keys() -> None:
     assert isinstance(crypto_keys, SessionCryptoKeys)
     assert keys.client_to_server_key.hex() not in repr(crypto_keys)
     assert crypto_keys.client_to_server_key.length == 32
+
+
+@given(st.binary(min_size=32, max_size=32), st.text(max_size=40))
+def test_session_keys_share_one_extract(secret: bytes, session_id: str) -> None:
+    """One Extract and two single-block Expands give the bytes of two full HKDFs."""
+    keys = derive_session_keys(secret, session_id)
+    salt = session_id.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode()
+    assert keys.client_to_server_key == rfc5869_oracle(secret, salt, b"enclavejs-c2s-enc", 32)
+    assert keys.server_to_client_key == rfc5869_oracle(secret, salt, b"enclavejs-s2c-enc", 32)

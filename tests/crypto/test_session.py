@@ -323,6 +323,76 @@ def test_from_shared_secret_pairs_up() -> None:
         decrypt_json(keys.server_to_client_key, envelope.payload)
 
 
+def _handshake_pair(secret: bytes = bytes(range(32))) -> tuple[EncryptedSession, EncryptedSession]:
+    return (
+        EncryptedSession.from_shared_secret(secret, SESSION, "k_1", SessionRole.CLIENT),
+        EncryptedSession.from_shared_secret(secret, SESSION, "k_1", SessionRole.SERVER),
+    )
+
+
+def test_handshake_sessions_import_each_key_on_first_use() -> None:
+    secret = bytes(range(32))
+    client, server = _handshake_pair(secret)
+    assert client.sealed_count == 0
+    assert not client.needs_rotation()
+    keys = derive_session_keys(secret, SESSION)
+    for key in (keys.client_to_server_key, keys.server_to_client_key):
+        assert key.hex() not in repr(client)
+        assert repr(key) not in repr(client)
+    # The server opens before it ever seals, and the other way round.
+    assert server.open(client.seal(_event(1))) == _event(1)
+    assert client.open(server.seal(_event(1))) == _event(1)
+    assert client.sealed_count == server.sealed_count == 1
+    assert server.seal_line(_event(2)).startswith(b'{"protocolVersion":2')
+
+
+def _racing_seals(session: EncryptedSession, threads: int) -> list[bytes]:
+    nonces: list[bytes] = []
+    barrier = threading.Barrier(threads)
+
+    def worker() -> None:
+        barrier.wait()
+        nonces.append(base64.b64decode(session.seal(_event(1)).payload.nonce_b64))
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    return nonces
+
+
+def test_concurrent_first_seals_share_one_nonce_sequence() -> None:
+    for _ in range(20):
+        client, _ = _handshake_pair()
+        nonces = _racing_seals(client, 4)
+        assert len({nonce[:8] for nonce in nonces}) == 1
+        assert sorted(nonce[8:] for nonce in nonces) == [i.to_bytes(4, "big") for i in range(4)]
+        assert client.sealed_count == 4
+
+
+def test_concurrent_first_opens_accept_an_envelope_once() -> None:
+    client, server = _handshake_pair()
+    envelope = client.seal(_event(1))
+    results: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            results.append(server.open(envelope))
+        except EnvelopeError as exc:
+            results.append(exc.reason)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(_event(1)) == 1
+    assert results.count(R.REPLAY) == 7
+
+
 def test_reference_style_context_envelopes_open() -> None:
     """A peer using the reference's SessionEncryptionContext interoperates."""
     peer = SessionEncryptionContext.from_key_bytes(C2S, "k_1")
