@@ -26,48 +26,20 @@ from ._jsjson import js_dumps
 from .errors import EventValidationError
 from .events import (
     DEFAULT_PROTOCOL_VERSION,
+    PARSED_EVENT_CLASSES,
     CancelMessage,
-    CatalogChangedEvent,
-    DeadlineExceededEvent,
-    EncryptedEnvelope,
     EncryptedEnvelopePayload,
-    ErrorEvent,
-    FinalEvent,
-    HeartbeatEvent,
     HeartbeatPayload,
-    LogEvent,
     LogPayload,
     ParsedEvent,
-    PartialResultEvent,
     PartialResultPayload,
-    SessionInitEvent,
-    StdoutEvent,
     StdoutPayload,
-    ToolCallEvent,
     ToolCallPayload,
-    ToolProgressEvent,
-    ToolResultAppliedEvent,
     ToolResultAppliedPayload,
     ToolResultSubmitMessage,
 )
 from .protocol import MAX_SAFE_INTEGER, SESSION_ID_PREFIX
 from .wire import FAST_PATH_ERRORS, DecodeFailure, decode_event_slow, decode_message
-
-_EVENT_CLASSES: Final = (
-    SessionInitEvent,
-    StdoutEvent,
-    LogEvent,
-    ToolCallEvent,
-    ToolResultAppliedEvent,
-    FinalEvent,
-    HeartbeatEvent,
-    ErrorEvent,
-    PartialResultEvent,
-    ToolProgressEvent,
-    DeadlineExceededEvent,
-    CatalogChangedEvent,
-    EncryptedEnvelope,
-)
 
 # Payloads whose __post_init__ checks every field: they are frozen and their
 # only mutable parts are free-form JSON values, which no change can make
@@ -148,7 +120,7 @@ class EventEncoder:
 
     def __init__(self) -> None:
         self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
-        self._kinds = {cls: _EventKind(cls) for cls in _EVENT_CLASSES}
+        self._kinds = {cls: _EventKind(cls) for cls in PARSED_EVENT_CLASSES}
 
     def encode(self, event: ParsedEvent | Mapping[str, Any]) -> bytes:
         """One event as a JSON line, without a newline."""

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_SESSION_LIMITS",
+    "PARSED_EVENT_CLASSES",
+    "STREAM_EVENT_CLASSES",
     "CancelMessage",
     "CancelPayload",
     "CatalogChangedEvent",
@@ -78,7 +80,7 @@ __all__ = [
 
 import re
 import sys
-from typing import Annotated, Any, ClassVar, Final, Literal, Union, cast
+from typing import Annotated, Any, ClassVar, Final, Literal, Union, cast, get_args
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -552,6 +554,15 @@ StreamEvent = Union[
 
 ParsedEvent = Union[StreamEvent, EncryptedEnvelope]
 """What a line of a stream decodes to: a plaintext event or an ``enc`` envelope."""
+
+STREAM_EVENT_CLASSES: Final[tuple[type[StreamEvent], ...]] = get_args(StreamEvent)
+"""The 12 plaintext event classes (what an envelope may carry)."""
+
+PARSED_EVENT_CLASSES: Final[tuple[type[ParsedEvent], ...]] = (
+    *STREAM_EVENT_CLASSES,
+    EncryptedEnvelope,
+)
+"""Every class a line can decode to."""
 
 
 # --- handshake and session requests ---------------------------------------------

@@ -35,21 +35,10 @@ from typing import Any, Final, TypeAlias, cast
 from ..encoder import encode_event, validate_event
 from ..errors import EventValidationError, ProtocolError
 from ..events import (
-    CatalogChangedEvent,
-    DeadlineExceededEvent,
+    STREAM_EVENT_CLASSES,
     EncryptedEnvelope,
     EncryptedEnvelopePayload,
-    ErrorEvent,
-    FinalEvent,
-    HeartbeatEvent,
-    LogEvent,
-    PartialResultEvent,
-    SessionInitEvent,
-    StdoutEvent,
     StreamEvent,
-    ToolCallEvent,
-    ToolProgressEvent,
-    ToolResultAppliedEvent,
 )
 from ..protocol import MAX_SAFE_INTEGER, is_session_id
 from ..wire import DecodeFailure, decode_event, decode_message
@@ -57,22 +46,7 @@ from ._b64 import from_base64
 from .errors import Base64DecodeError
 from .session_errors import EnvelopeError, EnvelopeErrorReason
 
-STREAM_EVENT_TYPES: Final = frozenset(
-    {
-        SessionInitEvent,
-        StdoutEvent,
-        LogEvent,
-        ToolCallEvent,
-        ToolResultAppliedEvent,
-        FinalEvent,
-        HeartbeatEvent,
-        ErrorEvent,
-        PartialResultEvent,
-        ToolProgressEvent,
-        DeadlineExceededEvent,
-        CatalogChangedEvent,
-    }
-)
+STREAM_EVENT_TYPES: Final = frozenset(STREAM_EVENT_CLASSES)
 """The 12 plaintext event classes: what an envelope may carry."""
 
 InnerEvent: TypeAlias = StreamEvent | Mapping[str, Any]
