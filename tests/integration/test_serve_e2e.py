@@ -328,3 +328,28 @@ async def test_200_clients_read_a_1000_event_session(encrypted: bool) -> None:
 
     assert complete == [True] * clients
     assert stream.store.waiting == 0
+
+
+async def test_an_aiohttp_client_reads_a_session_and_resumes_it() -> None:
+    """The consumer side with aiohttp: ``parse_ndjson_stream(resp.content.iter_chunked(n))``."""
+    import aiohttp
+
+    from enclave_stream import parse_ndjson_stream
+
+    lines = 120
+    async with broker_app() as (live, broker), aiohttp.ClientSession() as http:
+        async with http.post(f"{live.url}/sessions", json={"code": str(lines)}) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("application/x-ndjson")
+            session_id = response.headers["X-Session-ID"]
+            first = [event async for event in parse_ndjson_stream(response.content.iter_chunked(7))]
+        # Resuming from the middle serves exactly the rest.
+        middle = lines // 2
+        url = f"{live.url}/sessions/{session_id}/stream?fromSeq={middle}"
+        async with http.get(url) as response:
+            rest = [event async for event in parse_ndjson_stream(response.content.iter_chunked(64))]
+        expected = stored(broker, session_id)
+
+    assert first == expected
+    assert len(first) == lines + 2
+    assert rest == [event for event in expected if event.seq >= middle]
