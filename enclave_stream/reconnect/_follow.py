@@ -3,24 +3,24 @@
 A :class:`Follower` runs as the one task of a
 :class:`~enclave_stream.reconnect.ResumableEventStream`. It opens connections
 through the connector, parses them, keeps only events it has not passed on
-yet, and sends them, one batch per chunk received, into a memory object
-stream that the consumer reads. What ends a connection is an *outcome*:
-retry, finish, or give up.
+yet, and puts them, one batch per chunk received, into a :class:`BatchQueue`
+that the consumer reads. What ends a connection is an *outcome*: retry,
+finish, or give up.
 """
 
 from __future__ import annotations
 
-__all__ = ["Follower"]
+__all__ = ["BatchQueue", "Follower"]
 
 import enum
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
 from ..ndjson import LineError, NdjsonStreamParser
@@ -35,6 +35,137 @@ logger = logging.getLogger("enclave_stream")
 
 # Gaps remembered with allow_gaps=True (as SequenceTracker's default).
 _MAX_GAPS = 100
+
+# The kinds of item that need more than a seq check: a chunk with none of them
+# (nearly every chunk) is checked in one tight pass.
+_SPECIAL_KINDS = frozenset((LineError, EncryptedEnvelope, FinalEvent))
+
+# The heartbeat deadline is moved forward only once this fraction of the
+# timeout has passed since it was last moved, rather than on every chunk
+# (moving a cancel scope's deadline reschedules a timer, a few microseconds,
+# which adds up at thousands of chunks a second). The silence allowed is
+# therefore between (1 - _HEARTBEAT_SLACK) and 1 times the timeout.
+_HEARTBEAT_SLACK = 1 / 1000
+
+
+class BatchQueue:
+    """The batches of events between the reader task and the consumer.
+
+    The reader adds batches with :meth:`put`, waits in :meth:`wait_for_room`
+    while the queue is :attr:`full` before it reads on, and calls
+    :meth:`finish` when no more will come. The consumer takes them in order
+    with :meth:`get`, and calls :meth:`close` when it stops listening, which
+    drops what is left and tells the reader that the consumer is gone.
+
+    The queue is full at ``limit`` batches, or at ``woken_limit`` while the
+    consumer has been woken for a batch and has not run yet: such a consumer
+    is about to take what waits, and stopping the reader for it would cost a
+    round through the event loop (dear on trio) each time the reader gets
+    several chunks from one socket read before the consumer's turn comes.
+
+    Not an anyio memory object stream: its ``receive()`` passes through the
+    event loop before looking for an item, and each wait builds a receiver
+    record and hands the item to the waiting task. Here a batch stays in the
+    deque until the consumer takes it (so a consumer cancelled while waiting
+    loses nothing), a waiting side is woken with one :class:`anyio.Event`,
+    and taking a batch that is already there does not go through the event
+    loop.
+    """
+
+    def __init__(self, limit: int, woken_limit: int) -> None:
+        if not 1 <= limit <= woken_limit:
+            raise ValueError(f"need 1 <= limit <= woken_limit, got {limit} and {woken_limit}")
+        self._batches: deque[list[StreamEvent]] = deque()
+        self._limit = limit
+        self._woken_limit = woken_limit
+        self._finished = False
+        self._closed = False
+        self._batch_ready: anyio.Event | None = None  # the consumer waits on it
+        self._woken = False  # _batch_ready was set, and the consumer has not run since
+        self._room: anyio.Event | None = None  # the reader waits on it
+
+    @property
+    def closed(self) -> bool:
+        """True once the consumer has closed the queue."""
+        return self._closed
+
+    @property
+    def full(self) -> bool:
+        """True if the reader should wait for the consumer before it reads on."""
+        waiting = len(self._batches)
+        return waiting >= self._woken_limit or (waiting >= self._limit and not self._woken)
+
+    # --- the reader's side
+
+    def put(self, batch: list[StreamEvent]) -> bool:
+        """Add a batch, even to a full queue; False (and it is dropped) if the consumer is gone."""
+        if self._closed:
+            return False
+        self._batches.append(batch)
+        self._wake_consumer()
+        return True
+
+    async def wait_for_room(self) -> bool:
+        """Wait while the queue is full; False if the consumer is gone."""
+        while self.full and not self._closed:
+            room = self._room
+            if room is None:
+                room = self._room = anyio.Event()
+            await room.wait()
+        return not self._closed
+
+    def finish(self) -> None:
+        """No more batches: the consumer gets the ones waiting, then the end."""
+        self._finished = True
+        self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        ready = self._batch_ready
+        if ready is not None:
+            self._batch_ready = None
+            self._woken = True
+            ready.set()
+
+    # --- the consumer's side
+
+    async def get(self) -> list[StreamEvent] | None:
+        """The next batch, waiting for it if need be; None at the end or once closed.
+
+        Returns at once, without a checkpoint, if a batch is waiting or the
+        queue is finished or closed.
+        """
+        batches = self._batches
+        while not batches:
+            if self._finished or self._closed:
+                return None
+            ready = self._batch_ready
+            if ready is None:
+                ready = self._batch_ready = anyio.Event()
+            try:
+                await ready.wait()
+            except BaseException:
+                # Cancelled: unless other consumers wait on it too, forget the
+                # event, so that the next batch does not count as waking one.
+                if self._batch_ready is ready and not ready.statistics().tasks_waiting:
+                    self._batch_ready = None
+                raise
+            finally:
+                self._woken = False
+        batch = batches.popleft()
+        room = self._room
+        if room is not None and not self.full:
+            self._room = None
+            room.set()
+        return batch
+
+    def close(self) -> None:
+        """Stop listening: drop the batches left, and wake the reader so that it stops."""
+        self._closed = True
+        self._batches.clear()
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
+        self._wake_consumer()
 
 
 class _End(enum.Enum):
@@ -121,8 +252,8 @@ class Follower:
         self._expect = -1
         self._gaps: list[SequenceGap] = []
         self._fresh = True  # no new event yet on the current connection
-        self._sent = 0  # events handed to the consumer's channel
-        self._send: MemoryObjectSendStream[list[StreamEvent]] | None = None
+        self._sent = 0  # events put into the consumer's queue
+        self._queue: BatchQueue | None = None
         self.failure: Exception | None = None
         """Why :meth:`run` gave up, for the consumer to raise after the last event."""
 
@@ -136,18 +267,19 @@ class Follower:
         """The gaps accepted with ``allow_gaps=True`` (the first 100), oldest first."""
         return list(self._gaps)
 
-    async def run(self, send: MemoryObjectSendStream[list[StreamEvent]]) -> None:
-        """Follow the session, sending batches of new events, until ``final`` or giving up.
+    async def run(self, queue: BatchQueue) -> None:
+        """Follow the session, putting batches of new events in ``queue``, to ``final`` or failure.
 
-        Closes ``send`` when done; an error that ends the stream is kept in
-        :attr:`failure` rather than raised.
+        Finishes ``queue`` when done, also when cancelled; an error that ends
+        the stream is kept in :attr:`failure` rather than raised.
         """
-        self._send = send
-        with send:
-            try:
-                await self._follow()
-            except Exception as exc:
-                self.failure = exc
+        self._queue = queue
+        try:
+            await self._follow()
+        except Exception as exc:
+            self.failure = exc
+        finally:
+            queue.finish()
 
     def _on_machine_event(self, event: ReconnectionEvent) -> None:
         if isinstance(event, StateChangeEvent) and self._on_state is not None:
@@ -188,30 +320,45 @@ class Follower:
 
     async def _connection(self) -> _Outcome:
         """Read one connection to its end; say what should happen next."""
+        assert self._queue is not None, "set by run()"
+        queue = self._queue
         from_seq = None if self._expect < 0 else self._expect
         items: list[ParsedEvent | LineError] = []
         parser = NdjsonStreamParser(items.append, items.append, max_line_bytes=self._max_line_bytes)
         self._fresh = True
         outcome: _Outcome | None = None
         timeout = self._timeout_s
-        # The heartbeat: this scope's deadline is pushed back by every chunk
-        # (not every event, so a slow trickle of one long line counts as life),
+        slack = timeout * _HEARTBEAT_SLACK
+        clock = anyio.current_time
+        # The heartbeat: this scope's deadline is pushed back by the chunks
+        # (not the events, so a slow trickle of one long line counts as life),
         # and covers connecting too.
-        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as watchdog:
+        armed = clock()  # when the deadline was last moved
+        with anyio.CancelScope(deadline=armed + timeout) as watchdog:
             try:
                 async with self._connect(from_seq) as source:
                     chunks = _chunks(source)
                     try:
                         async for chunk in chunks:
-                            watchdog.deadline = anyio.current_time() + timeout
+                            now = clock()
+                            if now - armed >= slack:
+                                armed = now
+                                watchdog.deadline = now + timeout
                             parser.feed(chunk)
                             if items:
-                                outcome = await self._dispatch(items, watchdog)
-                                items.clear()
+                                outcome = self._pass_on(items)
+                                if outcome is None and queue.full:
+                                    # Waiting for a slow consumer is not
+                                    # silence from the server.
+                                    watchdog.deadline = math.inf
+                                    if not await queue.wait_for_room():
+                                        outcome = _End.CONSUMER_GONE
+                                    armed = clock()
+                                    watchdog.deadline = armed + timeout
                                 if outcome is not None:
                                     break
                         else:
-                            outcome = await self._at_end(parser, items, watchdog)
+                            outcome = self._at_end(parser, items)
                     finally:
                         await chunks.aclose()
                         await _aclose(source, forcefully=True)
@@ -223,19 +370,16 @@ class Follower:
             return _Retry(f"no data for {timeout * 1000:g} ms (heartbeat timeout)")
         return outcome
 
-    async def _at_end(
-        self,
-        parser: NdjsonStreamParser,
-        items: list[ParsedEvent | LineError],
-        watchdog: anyio.CancelScope,
-    ) -> _Outcome:
+    def _at_end(self, parser: NdjsonStreamParser, items: list[ParsedEvent | LineError]) -> _Outcome:
         parser.flush()
         # Text after the last newline is either a last line sent without its
         # newline, or what a cut connection left of a line: take a whole
         # event, but do not report a fragment as a bad line from the server.
         cut = any(type(item) is LineError for item in items)
         if items and not cut:
-            outcome = await self._dispatch(items, watchdog)
+            # No wait for room here: this connection is over, and the next
+            # one waits after its first batch if the queue is still full.
+            outcome = self._pass_on(items)
             if outcome is not None:
                 return outcome
         where = " in the middle of a line" if cut else ""
@@ -247,13 +391,41 @@ class Follower:
             return _Retry(described, error)
         return _Fail(f"fatal error: {described}", error)
 
-    async def _dispatch(
-        self, items: list[ParsedEvent | LineError], watchdog: anyio.CancelScope
-    ) -> _Outcome | None:
-        """Pass the new events of ``items`` on; returns an outcome to end the connection."""
+    def _pass_on(self, items: list[ParsedEvent | LineError]) -> _Outcome | None:
+        """Queue the new events of ``items``, then clear it; an outcome ends the connection."""
+        assert self._queue is not None, "set by run()"
+        batch, outcome = self._select(items)
+        items.clear()
+        if batch:
+            if not self._queue.put(batch):
+                return _End.CONSUMER_GONE
+            self._sent += len(batch)
+        return outcome
+
+    def _select(
+        self, items: list[ParsedEvent | LineError]
+    ) -> tuple[list[StreamEvent], _Outcome | None]:
+        """The new events of ``items``, opened, and an outcome if one ends the connection."""
+        expect = self._expect
+        if expect >= 0 and _SPECIAL_KINDS.isdisjoint(set(map(type, items))):
+            # The usual chunk: plain events that go on from the last one.
+            # Anything else (a repeat, a hole) takes the general path below.
+            for item in items:
+                if item.seq != expect:  # type: ignore[union-attr]
+                    break
+                expect += 1
+            else:
+                self._expect = expect
+                plain = cast("list[StreamEvent]", items.copy())  # no envelope, no error
+                if self._fresh:
+                    try:
+                        self._mark_connected()
+                    except Exception as exc:  # on_state failed
+                        return plain, _Raise(exc)
+                return plain, None
+            expect = self._expect
         batch: list[StreamEvent] = []
         outcome: _Outcome | None = None
-        expect = self._expect
         try:
             for item in items:
                 kind = type(item)
@@ -281,18 +453,20 @@ class Follower:
                     outcome = _End.FINISHED
                     break
             if batch and self._fresh:
-                # The retry count resets here, not on connecting: a server that
-                # accepts and then fails before anything new runs out of retries.
-                self._fresh = False
-                self.machine.on_connected()
+                self._mark_connected()
         except Exception as exc:
             # A callback (on_error, on_state) failed: not the transport's doing.
             outcome = _Raise(exc)
         finally:
             self._expect = expect
-        if batch and not await self._deliver(batch, watchdog):
-            return _End.CONSUMER_GONE
-        return outcome
+        return batch, outcome
+
+    def _mark_connected(self) -> None:
+        # The retry count resets here, on the connection's first new event,
+        # not on connecting: a server that accepts and then fails before
+        # anything new runs out of retries.
+        self._fresh = False
+        self.machine.on_connected()
 
     def _on_gap(self, start: int, end: int) -> _Outcome | None:
         if not self._fresh:
@@ -315,19 +489,3 @@ class Follower:
             return session.open(envelope)
         except Exception as exc:
             return _Fail(f"could not open the encrypted event with seq {envelope.seq}", exc)
-
-    async def _deliver(self, batch: list[StreamEvent], watchdog: anyio.CancelScope) -> bool:
-        """Hand a batch to the consumer; False if the consumer is gone."""
-        assert self._send is not None, "set by run()"
-        try:
-            try:
-                self._send.send_nowait(batch)
-            except anyio.WouldBlock:
-                # Waiting for a slow consumer is not silence from the server.
-                watchdog.deadline = math.inf
-                await self._send.send(batch)
-                watchdog.deadline = anyio.current_time() + self._timeout_s
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return False
-        self._sent += len(batch)
-        return True

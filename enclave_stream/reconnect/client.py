@@ -17,26 +17,30 @@ from __future__ import annotations
 
 __all__ = ["Connector", "EnvelopeOpener", "ResumableEventStream", "open_event_stream"]
 
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..events import StreamEvent
 from ..ndjson import DEFAULT_MAX_LINE_BYTES
 from ..streams import ErrorHandler
-from ._follow import Follower
+from ._follow import BatchQueue, Follower
 from .connector import Connector, EnvelopeOpener
 from .sequence import SequenceGap
 from .state import DEFAULT_RECONNECTION_CONFIG, ConnectionState, ReconnectionConfig
 
-# How many batches (one per chunk received) may wait for the consumer: enough
-# to overlap parsing with consuming, small enough that a slow consumer stops
-# the reader, and with it the socket reads, at once.
+# How many batches (one per chunk received) may wait for a consumer busy
+# elsewhere: enough to overlap parsing with consuming, small enough that a
+# slow consumer stops the reader, and with it the socket reads, at once.
 _BUFFERED_BATCHES = 2
+# How many may wait for a consumer that was woken for the first of them and
+# has not run yet (see BatchQueue): room for the chunks of a socket read or
+# two (on trio the reader may get two turns before the consumer's comes).
+_BUFFERED_BATCHES_WOKEN = 5
 
 
 class ResumableEventStream:
@@ -73,11 +77,13 @@ class ResumableEventStream:
             on_error=on_error,
             max_line_bytes=max_line_bytes,
         )
-        self._receive: MemoryObjectReceiveStream[list[StreamEvent]] | None = None
+        self._queue: BatchQueue | None = None
         self._task_group: TaskGroup | None = None
         self._reader_scope = anyio.CancelScope()
         self._batch: list[StreamEvent] = []
-        self._index = 0
+        # Where the loop is in the batch: a list iterator, cheaper per event
+        # than an index, and its length hint is exactly how many are left.
+        self._cursor: Iterator[StreamEvent] = iter(self._batch)
         self._taken = 0  # events in the batches before the current one
 
     @property
@@ -93,7 +99,7 @@ class ResumableEventStream:
     @property
     def events_delivered(self) -> int:
         """How many events the ``async for`` loop has received so far."""
-        return self._taken + self._index
+        return self._taken + len(self._batch) - operator.length_hint(self._cursor)
 
     @property
     def gaps(self) -> list[SequenceGap]:
@@ -104,60 +110,49 @@ class ResumableEventStream:
         return self
 
     async def __anext__(self) -> StreamEvent:
-        index = self._index
-        batch = self._batch
-        if index < len(batch):
-            # No checkpoint per event: the consumer yields to the event loop
-            # whenever it waits for the reader.
-            self._index = index + 1
-            return batch[index]
+        # No checkpoint per event: the consumer yields to the event loop
+        # whenever it waits for the reader.
+        for event in self._cursor:
+            return event
         return await self._next_batch()
 
     async def _next_batch(self) -> StreamEvent:
-        receive = self._receive
-        if receive is None:
+        queue = self._queue
+        if queue is None:
             raise RuntimeError("use the event stream inside its `async with` block")
-        try:
-            try:
-                # A batch already waiting is taken without a trip through the
-                # event loop: the reader is ahead by at most _BUFFERED_BATCHES.
-                batch = receive.receive_nowait()
-            except anyio.WouldBlock:
-                batch = await receive.receive()
-        except anyio.EndOfStream:
-            batch = None
-            failure = self._follower.failure
-        except anyio.ClosedResourceError:  # closed by aclose() or on leaving the block
-            batch = failure = None
+        # A batch already waiting is taken without a trip through the event
+        # loop: the reader is ahead by a few batches at most.
+        batch = await queue.get()
         if batch is None:
-            # Raised outside the except clause, so that EndOfStream does not
-            # show up as its context.
+            # The end; closed by aclose() or on leaving the block, the stream
+            # just stops.
+            failure = None if queue.closed else self._follower.failure
             if failure is not None:
                 raise failure
             raise StopAsyncIteration
         self._taken += len(self._batch)
         self._batch = batch
-        self._index = 1
-        return batch[0]
+        self._cursor = cursor = iter(batch)
+        return next(cursor)  # batches are never empty
 
     async def aclose(self) -> None:
         """Stop reading and close the connection now; iteration then ends."""
         self._reader_scope.cancel()
-        self._taken += self._index
-        self._batch, self._index = [], 0
-        if self._receive is not None:
-            self._receive.close()
+        self._taken = self.events_delivered
+        self._batch = []
+        self._cursor = iter(self._batch)
+        if self._queue is not None:
+            self._queue.close()
         await anyio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> ResumableEventStream:
-        if self._task_group is not None or self._receive is not None:
+        if self._task_group is not None or self._queue is not None:
             raise RuntimeError("an event stream can be entered only once")
-        send, receive = anyio.create_memory_object_stream[list[StreamEvent]](_BUFFERED_BATCHES)
-        self._receive = receive
+        queue = self._queue = BatchQueue(_BUFFERED_BATCHES, _BUFFERED_BATCHES_WOKEN)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        task_group.start_soon(self._read, send, name="ResumableEventStream reader")
+        task_group.start_soon(self._read, queue, name="ResumableEventStream reader")
         return self
 
     async def __aexit__(
@@ -178,16 +173,16 @@ class ResumableEventStream:
         try:
             await task_group.__aexit__(exc_type, exc, tb)
         finally:
-            if self._receive is not None:
-                self._receive.close()
+            if self._queue is not None:
+                self._queue.close()
             machine = self._follower.machine
             if machine.state not in (ConnectionState.CLOSED, ConnectionState.FAILED):
                 machine.close()
         return None
 
-    async def _read(self, send: MemoryObjectSendStream[list[StreamEvent]]) -> None:
+    async def _read(self, queue: BatchQueue) -> None:
         with self._reader_scope:
-            await self._follower.run(send)
+            await self._follower.run(queue)
 
 
 def open_event_stream(
@@ -260,7 +255,8 @@ def open_event_stream(
         max_line_bytes: longest line accepted; longer ones are reported and
             skipped without being buffered.
 
-    The stream reads ahead by at most a couple of received chunks; a slow
+    The stream reads ahead by a few received chunks at most (two past the
+    one being iterated while the loop's body is busy elsewhere); a slow
     consumer slows the reads down (backpressure).
     """
     return ResumableEventStream(

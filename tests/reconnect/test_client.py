@@ -440,11 +440,30 @@ async def test_a_slow_consumer_holds_the_reader_back() -> None:
         first = await events.__anext__()
         for _ in range(20):
             await anyio.lowlevel.checkpoint()
-        # One batch (chunk) per line: the one being read, plus the small buffer.
+        # One batch (chunk) per line: the one taken, plus at most four that
+        # the reader queued before the consumer it woke got to run.
         assert first.seq == 0
         assert events.last_seq is not None
         assert events.last_seq <= 4
         assert events.events_delivered == 1
+
+
+async def test_a_busy_consumer_keeps_the_reader_two_batches_ahead() -> None:
+    lines = lines_of(200)
+    connector = ScriptedConnector([[*lines, Stall()]])
+    async with open_event_stream(connector, config=FAST) as events:
+        for expected in range(20):
+            event = await events.__anext__()
+            assert event.seq == expected
+            for _ in range(20):
+                await anyio.lowlevel.checkpoint()
+            # One batch (chunk) per line. Until the consumer woken for the
+            # first one runs, the reader (whose source never yields) may queue
+            # five; with the consumer busy elsewhere since, no more than two
+            # wait past the one it is in.
+            assert events.last_seq is not None
+            assert expected < events.last_seq <= max(expected + 2, 4)
+        assert events.events_delivered == 20
 
 
 async def test_the_stream_must_be_entered() -> None:

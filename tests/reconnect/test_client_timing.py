@@ -107,6 +107,21 @@ async def test_a_line_trickling_in_keeps_the_connection_alive() -> None:
     assert anyio.current_time() - connector.times[0] > 5 * 10  # well past one timeout
 
 
+@pytest.mark.parametrize(("gap", "reconnect_at"), [(0.004, 6), (0.006, 6.006)])
+async def test_the_heartbeat_deadline_moves_in_steps_of_a_thousandth(
+    gap: float, reconnect_at: float
+) -> None:
+    # Chunks closer together than 0.1% of the timeout (5 ms of 5 s) after the
+    # deadline was last moved leave it where it is: the silence allowed may
+    # fall short of the timeout by that much, never go past it.
+    lines = lines_of(3)
+    connector = ScriptedConnector([[lines[0], Sleep(gap), lines[1], Stall()], replay(lines)])
+    seqs = await seqs_of(connector, config=backoff(3), heartbeat_timeout_ms=5000)
+    assert seqs == [0, 1, 2]
+    # The timeout 5 s after the first chunk (or the second), then the 1 s backoff.
+    assert offsets(connector) == pytest.approx([0, reconnect_at])
+
+
 async def test_the_timeout_covers_connecting() -> None:
     lines = lines_of(2)
 
@@ -124,6 +139,21 @@ async def test_waiting_for_a_slow_consumer_is_not_silence() -> None:
             seqs.append(event.seq)
             await anyio.sleep(5)
     assert seqs == list(range(10))
+    assert connector.calls == [None]
+
+
+async def test_a_consumer_cancelled_while_waiting_loses_no_event() -> None:
+    lines = lines_of(6)
+    connector = ScriptedConnector([[step for item in lines for step in (Sleep(1), item)]])
+    received: list[StreamEvent] = []
+    timeouts = 0
+    async with open_event_stream(connector, config=backoff(3), heartbeat_timeout_ms=5000) as events:
+        while not received or received[-1].seq < 5:
+            with anyio.move_on_after(0.6) as scope:
+                received.append(await events.__anext__())
+            timeouts += scope.cancelled_caught
+    assert [event.seq for event in received] == list(range(6))
+    assert timeouts == 6  # each event came after one cancelled wait
     assert connector.calls == [None]
 
 
