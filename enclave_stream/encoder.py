@@ -99,7 +99,8 @@ class _EventKind:
         self.templates: dict[int, dict[str, bytes]] = {1: {}, 2: {}}
 
 
-def _enc_hook(value: Any) -> Any:
+def enc_hook(value: Any) -> Any:
+    """msgspec's ``enc_hook`` for protocol Structs (the protocolVersion-default marker)."""
     if isinstance(value, int):  # the DEFAULT_PROTOCOL_VERSION marker is an int subclass
         return int(value)
     raise TypeError(f"Objects of type {type(value).__name__} are not JSON values")
@@ -119,7 +120,7 @@ class EventEncoder:
     """
 
     def __init__(self) -> None:
-        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+        self._encoder = msgspec.json.Encoder(enc_hook=enc_hook)
         self._kinds = {cls: _EventKind(cls) for cls in PARSED_EVENT_CLASSES}
 
     def encode(self, event: ParsedEvent | Mapping[str, Any]) -> bytes:
@@ -275,7 +276,7 @@ _RUNTIME_TAGS: Final[dict[type, str]] = {
     ToolResultSubmitMessage: "tool_result_submit",
     CancelMessage: "cancel",
 }
-_message_encoder: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
+_message_encoder: Final = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 def encode_message(message: msgspec.Struct) -> bytes:

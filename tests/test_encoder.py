@@ -500,7 +500,7 @@ def test_something_that_is_not_an_event_is_refused() -> None:
 
 @pytest.mark.parametrize("value", [object(), {(1, 2): "x"}], ids=["object", "tuple-key"])
 def test_non_json_value_in_an_event_is_refused(value: Any) -> None:
-    """BUG (reported): ``EventEncoder._enc_hook`` raises ``NotImplementedError``,
+    """Regression (fixed): ``EventEncoder._enc_hook`` raises ``NotImplementedError``,
     which msgspec passes through unchanged and ``_ENCODE_ERRORS`` does not catch,
     so it escapes ``serialize_event`` instead of an EventValidationError.
     """
@@ -511,7 +511,7 @@ def test_non_json_value_in_an_event_is_refused(value: Any) -> None:
 
 
 def test_non_json_value_in_a_message_is_refused() -> None:
-    """BUG (reported): ``encode_message`` lets ``js_dumps``'s ``TypeError`` escape."""
+    """Regression (fixed): ``encode_message`` lets ``js_dumps``'s ``TypeError`` escape."""
     message = ToolResultSubmitMessage(
         session_id=SID, payload=ToolResultSubmitPayload(call_id="c_1", ok=True, result=object())
     )

@@ -426,7 +426,7 @@ def test_enum_fields_decode_to_members_and_accept_plain_strings() -> None:
 def test_invalid_payload_construction_raises_library_error(
     build: Callable[[], object], field: str
 ) -> None:
-    """BUG (reported): these payloads check their fields in ``__post_init__`` and
+    """Regression (fixed): these payloads check their fields in ``__post_init__`` and
     raise a bare ``ValueError("@ts: Expected ...")`` carrying the codec's private
     ``@field:`` marker. errors.py promises every deliberate error derives from
     EnclaveStreamError (an invalid event is an EventValidationError naming the field).

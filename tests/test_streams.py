@@ -376,7 +376,7 @@ async def test_source_cleanup_completes_when_exhausted() -> None:
 
 
 async def test_early_close_lets_the_source_finish_its_cleanup() -> None:
-    """BUG (reported): on ``break`` + ``aclose`` (or ``aclosing``) the source is
+    """Regression (fixed): on ``break`` + ``aclose`` (or ``aclosing``) the source is
     closed inside an already cancelled scope (``_aclose(forcefully=True)``), so
     the first ``await`` of its cleanup is cancelled: an ``async with
     client.stream(...)`` source never closes its response.
@@ -390,7 +390,7 @@ async def test_early_close_lets_the_source_finish_its_cleanup() -> None:
 
 
 async def test_strict_error_lets_the_source_finish_its_cleanup() -> None:
-    """BUG (reported): same as above when ``strict=True`` raises."""
+    """Regression (fixed): same as above when ``strict=True`` raises."""
     source = Source(pieces(MIXED, 3))
     with pytest.raises(NdjsonParseError):
         await drain(parse_ndjson_stream(source(), strict=True), [])
@@ -399,7 +399,7 @@ async def test_strict_error_lets_the_source_finish_its_cleanup() -> None:
 
 
 async def test_invalid_event_lets_the_serialize_source_finish_its_cleanup() -> None:
-    """BUG (reported): serialize_ndjson_stream closes its event source the same way."""
+    """Regression (fixed): serialize_ndjson_stream closes its event source the same way."""
     done = False
 
     async def events() -> AsyncIterator[ParsedEvent]:
@@ -586,7 +586,7 @@ def test_adapters_are_exported_from_the_package() -> None:
 
 @pytest.mark.parametrize("function", [parse_ndjson_stream, serialize_ndjson_stream])
 def test_stream_generators_are_typed_as_async_generators(function: Any) -> None:
-    """BUG (reported): annotated ``-> AsyncIterator[...]``, so the documented
+    """Regression (fixed): annotated ``-> AsyncIterator[...]``, so the documented
     ``async with aclosing(parse_ndjson_stream(...))`` and ``.aclose()`` fail
     ``mypy --strict`` (type-var / attr-defined), although they are async generators.
     """

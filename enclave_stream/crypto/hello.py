@@ -38,7 +38,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, UnsetType
 
-from ..encoder import encode_message
+from ..encoder import enc_hook, encode_message
 from ..errors import EventValidationError, ProtocolError
 from ..events import ClientHello, ServerHello
 from ..protocol import (
@@ -105,15 +105,9 @@ def _refusal(exc: EventValidationError, what: str) -> HandshakeError:
     return HandshakeError(f"Invalid {what}: {exc}", EncryptionErrorCode.HANDSHAKE_FAILED)
 
 
-def _struct_enc_hook(value: Any) -> Any:
-    if isinstance(value, int):  # the "protocolVersion absent" marker is an int subclass
-        return int(value)
-    raise NotImplementedError(f"Objects of type {type(value).__name__} are not supported")
-
-
 # Writes a hello Struct back to its wire form for validation; anything it
 # cannot encode (lone surrogates, odd types) takes encode_message's JS path.
-_STRUCT_ENCODER: Final = msgspec.json.Encoder(enc_hook=_struct_enc_hook)
+_STRUCT_ENCODER: Final = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 def _is_plain_text(value: object) -> bool:
