@@ -1,7 +1,9 @@
-"""Loading the reference test vectors from ``../shared/vectors``.
+"""Loading the recorded test vectors from ``tests/vectors/``.
 
-The folder sits beside the repository (``<repo>/../shared/vectors``). A test that
-needs it is skipped with a clear message only when the folder is missing.
+The files are the reference's recorded behaviour and a trimmed Wycheproof copy
+(provenance in ``docs/protocol.md``). They ship with the repository, so a
+missing or unreadable file is a test failure with a message naming it, never a
+skip: a conformance test that silently vanished would prove nothing.
 """
 
 from __future__ import annotations
@@ -10,46 +12,43 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-VECTORS_DIR = (REPO_ROOT / ".." / "shared" / "vectors").resolve()
+VECTORS_DIR = Path(__file__).resolve().parent / "vectors"
 
 
-def require_vectors() -> None:
-    """Skip the calling test, saying why, if the vectors folder is absent."""
-    if not VECTORS_DIR.is_dir():
-        pytest.skip(f"reference vectors not found: {VECTORS_DIR} (expected ../shared/vectors)")
+class MissingVectorsError(AssertionError):
+    """A vector file is missing or unreadable; the repository copy is incomplete."""
 
 
 def vectors_path(name: str) -> Path:
-    """Path of one vector file, skipping the calling test if the folder is absent."""
-    require_vectors()
-    return VECTORS_DIR / name
+    """Path of one vector file; fails if it is not there."""
+    path = VECTORS_DIR / name
+    if not path.is_file():
+        raise MissingVectorsError(f"vector file missing: {path} (restore tests/vectors/ from git)")
+    return path
 
 
 def load_vectors(name: str) -> dict[str, Any]:
     """Load one vector file (``ndjson_parse.json``, ``wycheproof/aes_gcm_test.json`` ...)."""
-    with vectors_path(name).open(encoding="utf-8") as fh:
-        data: dict[str, Any] = json.load(fh)
+    path = vectors_path(name)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data: dict[str, Any] = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise MissingVectorsError(f"vector file unreadable: {path}: {exc}") from exc
     return data
 
 
 def cases(name: str, kind: str | None = None) -> list[dict[str, Any]]:
     """The ``cases`` of a vector file, optionally only those of one ``kind``.
 
-    Used at collection time for ``pytest.mark.parametrize``; returns an empty
-    list when the folder is missing so that collection still works (the
-    ``test_vectors_present`` test then fails loudly instead).
+    Used at collection time for ``pytest.mark.parametrize``: a missing file
+    raises, so the collection error names it and the run fails.
     """
-    path = VECTORS_DIR / name
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8") as fh:
-        data = json.load(fh)
-    found: list[dict[str, Any]] = data["cases"]
+    found: list[dict[str, Any]] = load_vectors(name)["cases"]
     if kind is not None:
         found = [c for c in found if c.get("kind") == kind]
+    if not found:
+        raise MissingVectorsError(f"no {kind or ''} cases in {VECTORS_DIR / name}")
     return found
 
 

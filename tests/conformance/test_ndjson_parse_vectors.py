@@ -1,4 +1,4 @@
-"""Every case of ../shared/vectors/ndjson_parse.json: parse_line must agree with the reference."""
+"""Every case of tests/vectors/ndjson_parse.json: parse_line must agree with the reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every case of ../shared/vectors/ndjson_stream.json: incremental parsing of byte chunks."""
+"""Every case of tests/vectors/ndjson_stream.json: incremental parsing of byte chunks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Conformance with the reference's reconnect.ts traces (../shared/vectors/reconnect.json).
+"""Conformance with the reference's reconnect.ts traces (tests/vectors/reconnect.json).
 
 The reference's fake ``setTimeout`` becomes the machine's ``pending_retry``
 and its ``fire_timer`` step becomes ``fire_retry()``.
