@@ -77,7 +77,7 @@ class DecodeFailure(msgspec.Struct, frozen=True, gc=False):
 
 # No float_hook: it would turn a free-form 1.0 into 1 as JavaScript does, but
 # costs a Python call per float, and a reference peer never writes 1.0 anyway.
-_EVENT_DECODER: Final = msgspec.json.Decoder(ParsedEvent)
+_EVENT_DECODER: Final[msgspec.json.Decoder[ParsedEvent]] = msgspec.json.Decoder(ParsedEvent)
 # What msgspec raises for input the slow path must judge: DecodeError (and its
 # ValidationError), UnicodeError (a ValueError) for non-UTF-8 bytes or lone
 # surrogates, RecursionError for deep nesting.
@@ -168,8 +168,9 @@ def decode_event(raw: bytes | str) -> ParsedEvent | DecodeFailure:
         if event.protocol_version is not DEFAULT_PROTOCOL_VERSION and event.session_id.startswith(
             SESSION_ID_PREFIX
         ):
-            return event  # type: ignore[no-any-return]
-    return decode_event_slow(raw)  # type: ignore[no-any-return]
+            return event
+    judged: ParsedEvent | DecodeFailure = decode_event_slow(raw)
+    return judged
 
 
 _message_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}

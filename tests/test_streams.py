@@ -33,6 +33,7 @@ from enclave_stream.streams import (
     parse_ndjson_stream,
     serialize_ndjson_stream,
 )
+from tests.clock import on_virtual_clock
 
 pytestmark = pytest.mark.anyio
 
@@ -352,6 +353,7 @@ async def test_cancellation_closes_the_source() -> None:
     assert source.closed
 
 
+@on_virtual_clock()
 async def test_timeout_closes_a_byte_stream() -> None:
     stream = RecordingByteStream([LINES[0] + b"\n"], hang=True)
     received: list[ParsedEvent] = []

@@ -16,6 +16,7 @@ from enclave_stream.cli import main
 from enclave_stream.cli.demo_hook import DEMO_INSTALL_HINT, run_demo
 from enclave_stream.cli.stdio import StdIO
 from tests.cli.helpers import cli, cli_inprocess, ndjson, session, write
+from tests.project import load_toml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,8 +123,7 @@ def test_works_without_rich(tmp_path: Path) -> None:
 
 
 def test_the_console_script_is_declared_for_main() -> None:
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    project = load_toml((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 
     assert project["project"]["scripts"]["enclave-stream"] == "enclave_stream.cli:main"
     assert "rich" not in " ".join(project["project"]["dependencies"])

@@ -1,15 +1,12 @@
-"""Fixtures of the producer tests: a virtual clock, events, sessions."""
+"""Fixtures of the producer tests: events, sessions, a wall clock."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import anyio
 import anyio.lowlevel
-import pytest
-from trio.testing import MockClock
 
 from enclave_stream import (
     EncryptedSession,
@@ -24,12 +21,6 @@ SESSION_ID = "s_producer-test"
 KEY_ID = "k_producer-test"
 S2C_KEY = bytes(range(32))
 C2S_KEY = bytes(range(32, 64))
-
-
-@pytest.fixture
-def virtual_backend() -> Any:
-    """trio on a virtual clock that jumps to the next deadline whenever all tasks wait."""
-    return ("trio", {"clock": MockClock(autojump_threshold=0)})
 
 
 def stdout(text: str = "x", seq: int = 0, session_id: str = SESSION_ID) -> StdoutEvent:

@@ -24,6 +24,7 @@ from enclave_stream.producer import (
     ReplayUnavailableError,
     StreamFinishedError,
 )
+from tests.clock import on_virtual_clock
 from tests.producer.conftest import SESSION_ID, final, stdout, wait_until
 
 
@@ -247,6 +248,7 @@ async def test_wait_for_wakes_on_append_and_on_finish() -> None:
 
 
 @pytest.mark.anyio
+@on_virtual_clock()
 async def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
     log = EventLog()
     with anyio.move_on_after(0.01):

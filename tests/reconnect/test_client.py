@@ -25,6 +25,7 @@ from enclave_stream.reconnect import (
     open_event_stream,
 )
 from enclave_stream.reconnect.client import ResumableEventStream
+from tests.clock import on_virtual_clock
 from tests.reconnect.fakes import (
     FakeSession,
     Raise,
@@ -392,6 +393,7 @@ async def test_breaking_out_closes_the_connection_and_leaves_no_task() -> None:
     assert states[-1] is ConnectionState.CLOSED
 
 
+@on_virtual_clock()
 async def test_cancelling_closes_the_connection() -> None:
     lines = lines_of(50)
     connector = ScriptedConnector([[*lines[:5], Stall()]])
