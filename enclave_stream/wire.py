@@ -18,6 +18,7 @@ __all__ = [
     "FailureKind",
     "decode_event",
     "decode_event_slow",
+    "convert_js_value",
     "decode_message",
     "post_decode_problem",
 ]
@@ -132,13 +133,139 @@ def decode_event_slow(raw: bytes | str, type_: Any = ParsedEvent) -> Any:
     except JsonSyntaxError as exc:
         return DecodeFailure(FailureKind.JSON, str(exc), None, trimmed)
     try:
-        result = msgspec.convert(value, type_)
+        result = convert_js_value(value, type_)
     except msgspec.ValidationError as exc:
         return _failure_from_validation(exc, trimmed)
     problem = post_decode_problem(result)
     if problem is not None:
         return DecodeFailure(FailureKind.VALIDATION, problem[0], problem[1], trimmed)
     return result
+
+
+# Lone surrogates are valid in JSON.parse's strings but msgspec must encode a
+# key to look up a struct field (and a tag or a refused value to report it),
+# which fails on them. So convert() sees every lone surrogate replaced by a
+# code point of a 2,048-wide Private Use block that appears nowhere in the
+# value: lengths, prefixes and patterns judge alike, and the original text comes
+# back by translating the result.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SUPPLEMENTARY_PRIVATE_USE = re.compile("[\U000f0000-\U0010ffff]")
+_BLOCK = 0x800
+
+
+def convert_js_value(value: Any, type_: Any) -> Any:
+    """``msgspec.convert`` for a value from :func:`js_loads`, lone surrogates included.
+
+    Raises ``msgspec.ValidationError`` when the value breaks the schema, with
+    the original characters in its message.
+    """
+    strings, containers = _walk(value)
+    if not any(_LONE_SURROGATE.search(text) for text in strings):
+        return msgspec.convert(value, type_)
+    used = {
+        ord(ch) // _BLOCK for text in strings for ch in _SUPPLEMENTARY_PRIVATE_USE.findall(text)
+    }
+    free = [block for block in range(0xF0000 // _BLOCK, 0x110000 // _BLOCK) if block not in used]
+    if not free:  # 64 blocks, each holding one of the value's characters: never guess
+        raise msgspec.ValidationError(
+            "Lone surrogates beside characters of all 64 supplementary private-use blocks "
+            "are not supported"
+        )
+    base = free[0] * _BLOCK
+    mask = {code: base + code - 0xD800 for code in range(0xD800, 0xE000)}
+    unmask = {masked: chr(code) for code, masked in mask.items()}
+    originals: dict[int, Any] = {}
+    masked_root = _masked(value, containers, mask, originals)
+    try:
+        result = msgspec.convert(masked_root, type_)
+    except msgspec.ValidationError as exc:
+        raise msgspec.ValidationError(_unmasked_message(str(exc), base, unmask)) from None
+    return _unmasked(result, unmask, originals)
+
+
+_ESCAPED_ASTRAL = re.compile(r"\\U([0-9a-f]{8})")
+
+
+def _unmasked_message(message: str, base: int, unmask: dict[int, str]) -> str:
+    # msgspec quotes a refused value with repr(), which escapes our stand-ins.
+    def escape(match: re.Match[str]) -> str:
+        code = int(match.group(1), 16)
+        if base <= code < base + _BLOCK:
+            return f"\\u{code - base + 0xD800:04x}"
+        return match.group()
+
+    return _ESCAPED_ASTRAL.sub(escape, message).translate(unmask)
+
+
+def _walk(root: Any) -> tuple[list[str], list[Any]]:
+    """Every string (keys included) and every container of a JSON value, parents first."""
+    strings: list[str] = []
+    containers: list[Any] = []
+    stack = [root]
+    while stack:  # iterative: values may be nested deeper than the recursion limit
+        node = stack.pop()
+        if isinstance(node, str):
+            strings.append(node)
+        elif isinstance(node, dict):
+            containers.append(node)
+            strings.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            containers.append(node)
+            stack.extend(node)
+    return strings, containers
+
+
+def _masked(
+    root: Any, containers: list[Any], mask: dict[int, int], originals: dict[int, Any]
+) -> Any:
+    """A copy of ``root`` with lone surrogates masked; ``originals`` maps copy ids back."""
+    copies: dict[int, Any] = {}
+
+    def masked(item: Any) -> Any:
+        if isinstance(item, str):
+            return item.translate(mask)
+        return copies.get(id(item), item)
+
+    for node in reversed(containers):  # children before their parents
+        if isinstance(node, dict):
+            copy: Any = {masked(key): masked(item) for key, item in node.items()}
+        else:
+            copy = [masked(item) for item in node]
+        if copy != node:
+            copies[id(node)] = copy
+            originals[id(copy)] = node
+    return masked(root)
+
+
+def _unmasked(value: Any, unmask: dict[int, str], originals: dict[int, Any]) -> Any:
+    """``value`` (a convert() result) with the original characters back.
+
+    Free-form values (``Any``) are the masked containers themselves and are
+    swapped for the originals; only the schema's own structure (a few levels)
+    is walked.
+    """
+    if isinstance(value, str):
+        return value.translate(unmask)
+    original = originals.get(id(value))
+    if original is not None:
+        return original
+    if isinstance(value, msgspec.Struct):
+        changes = {}
+        for name in value.__struct_fields__:
+            item = getattr(value, name)
+            restored = _unmasked(item, unmask, originals)
+            if restored is not item:
+                changes[name] = restored
+        return msgspec.structs.replace(value, **changes) if changes else value
+    if isinstance(value, list):
+        return [_unmasked(item, unmask, originals) for item in value]
+    if isinstance(value, dict):
+        return {
+            _unmasked(key, unmask, originals): _unmasked(item, unmask, originals)
+            for key, item in value.items()
+        }
+    return value
 
 
 def missing_version_path(message: object) -> str | None:
