@@ -235,7 +235,11 @@ class NdjsonStreamParser:
 
     @property
     def line_number(self) -> int:
-        """Lines completed so far (the reference's ``getLineNumber()``)."""
+        """Lines completed so far (the reference's ``getLineNumber()``).
+
+        Inside an ``on_event`` or ``on_error`` callback, the number of the line
+        being reported.
+        """
         return self._line_number
 
     @property
@@ -378,10 +382,12 @@ class NdjsonStreamParser:
                         # msgspec leaves the "s_" prefix to us; a stream
                         # rarely changes session, so compare first.
                         if event.session_id == known_session:
+                            self._line_number = number
                             on_event(event)
                             continue
                         if event.session_id.startswith("s_"):
                             known_session = self._known_session = event.session_id
+                            self._line_number = number
                             on_event(event)
                             continue
                 index = number - first - 1

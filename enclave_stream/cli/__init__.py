@@ -4,7 +4,7 @@ Usage (also ``python -m enclave_stream``)::
 
     enclave-stream validate FILE|-
     enclave-stream cat FILE|- [--type T ...] [--session S ...] [--json]
-    enclave-stream decrypt FILE|- (--key HEX | --key-file PATH) [--require-encrypted]
+    enclave-stream decrypt FILE|- (--key HEX | --key-file PATH) [--allow-plaintext]
     enclave-stream demo [ARGS ...]
 
 Exit status: 0 all good, 1 something is wrong in the data, 2 usage error
@@ -57,9 +57,9 @@ pip install 'enclave-stream[cli]'. Without it, or when piped, output is plain te
 
 _DECRYPT_EPILOG = f"""\
 Each `enc` line is decrypted with the key (AES-256-GCM, the envelope's nonce) and
-its inner event printed as one NDJSON line. Plaintext events are copied through
-unchanged, so a stream whose session_init is in the clear stays whole; with
---require-encrypted they are reported and left out instead.
+its inner event printed as one NDJSON line. A plaintext event in an encrypted
+stream may be an injection: it is reported and left out, unless
+--allow-plaintext (for debugging a mixed stream) copies it through unchanged.
 
 A line that does not decrypt (wrong key, altered bytes, bad base64, an inner event
 whose session or seq differ from its envelope's) is reported on stderr with its line
@@ -140,7 +140,7 @@ def _cmd_decrypt(args: argparse.Namespace, stdio: StdIO) -> int:
         stdio,
         args.file,
         key,
-        require_encrypted=args.require_encrypted,
+        require_encrypted=not args.allow_plaintext,
         color=args.color,
         max_line_bytes=args.max_line_bytes,
     )
@@ -226,9 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--key", type=_key, metavar="HEX", help="the key as 64 hex digits")
     keys.add_argument("--key-file", metavar="PATH", help="a file holding the key as hex")
     decrypt.add_argument(
-        "--require-encrypted",
+        "--allow-plaintext",
         action="store_true",
-        help="report plaintext events as errors instead of copying them through",
+        help="copy plaintext events through instead of reporting them (debugging only)",
     )
     decrypt.set_defaults(handler=_cmd_decrypt)
 

@@ -47,7 +47,7 @@ class Decryptor:
     An envelope whose inner event names another session or ``seq`` than the
     envelope itself is refused (an envelope moved from elsewhere), as
     :class:`~enclave_stream.EncryptedSession` does. Plaintext events are
-    copied through, unless ``require_encrypted``.
+    refused (reported and left out) when ``require_encrypted``.
     """
 
     def __init__(

@@ -6,8 +6,7 @@ that run on asyncio and trio alike. An async source is closed when the
 generator finishes, fails, or is closed early; wrap the generator in
 ``contextlib.aclosing`` to close it deterministically after a ``break``::
 
-    async with aclosing(decrypt_events(parse_ndjson_stream(body), session,
-                                       require_encryption=True)) as events:
+    async with aclosing(decrypt_events(parse_ndjson_stream(body), session)) as events:
         async for event in events:
             ...
 """
@@ -91,17 +90,18 @@ async def decrypt_events(
     events: EventSource[ParsedEvent],
     session: EncryptedSession,
     *,
-    require_encryption: bool = False,
+    require_encryption: bool = True,
     require_final: bool = False,
 ) -> AsyncGenerator[StreamEvent, None]:
-    """Yield the plaintext events of a stream: envelopes opened, plaintext passed through.
+    """Yield the plaintext events of an encrypted stream: every envelope opened.
 
     Args:
         events: parsed events (envelopes and/or plaintext events).
         session: opens each envelope with all its checks.
-        require_encryption: refuse a plaintext event (``plaintext_refused``)
-            instead of passing it through; an attacker could otherwise inject
-            plaintext events into an encrypted stream.
+        require_encryption: refuse a plaintext event (``plaintext_refused``),
+            the default: anyone on the path could otherwise inject plaintext
+            events into an encrypted stream. ``False`` passes them through,
+            for debugging a mixed stream only.
         require_final: raise ``truncated`` if the source ends before a
             ``final`` event, so a cut connection is not mistaken for the end.
 

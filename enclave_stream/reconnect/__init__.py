@@ -37,6 +37,7 @@ __all__ = [
     "ReconnectionConfig",
     "ReconnectionConfigError",
     "ReconnectionEvent",
+    "LineTooLongError",
     "ReconnectionStateMachine",
     "ResumableEventStream",
     "RetryScheduledEvent",
@@ -45,6 +46,7 @@ __all__ = [
     "SequenceGap",
     "SequenceGapError",
     "SequenceTracker",
+    "SessionMismatchError",
     "StateChangeEvent",
     "StreamFailedError",
     "compute_backoff_ms",
@@ -60,8 +62,10 @@ from .driver import drive_reconnection
 from .errors import (
     ConnectorError,
     FatalConnectError,
+    LineTooLongError,
     RetryableConnectError,
     SequenceGapError,
+    SessionMismatchError,
     StreamFailedError,
     is_retryable,
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = ["BatchQueue", "Follower"]
 
 import enum
+import functools
 import logging
 import math
 from collections import deque
@@ -22,11 +23,19 @@ from typing import TypeAlias, cast
 
 import anyio
 
+from ..crypto.session_errors import EnvelopeError, EnvelopeErrorReason
 from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
 from ..ndjson import LineError, NdjsonStreamParser
 from ..streams import ErrorHandler, _aclose, _chunks, _report
+from ..wire import FailureKind
 from .connector import Connector, EnvelopeOpener
-from .errors import SequenceGapError, StreamFailedError, is_retryable
+from .errors import (
+    LineTooLongError,
+    SequenceGapError,
+    SessionMismatchError,
+    StreamFailedError,
+    is_retryable,
+)
 from .machine import ReconnectionStateMachine
 from .sequence import SequenceGap
 from .state import ConnectionState, ReconnectionConfig, ReconnectionEvent, StateChangeEvent
@@ -36,15 +45,24 @@ logger = logging.getLogger("enclave_stream")
 # Gaps remembered with allow_gaps=True (as SequenceTracker's default).
 _MAX_GAPS = 100
 
+
+@dataclass(frozen=True, slots=True)
+class _Plaintext:
+    """A plaintext event on an encrypted stream, and its line: refused, fatally."""
+
+    event: ParsedEvent
+    line: int
+
+
 # The kinds of item that need more than a seq check: a chunk with none of them
 # (nearly every chunk) is checked in one tight pass.
-_SPECIAL_KINDS = frozenset((LineError, EncryptedEnvelope, FinalEvent))
+_SPECIAL_KINDS = frozenset((LineError, EncryptedEnvelope, FinalEvent, _Plaintext))
 
 # The heartbeat deadline is moved forward only once this fraction of the
-# timeout has passed since it was last moved, rather than on every chunk
-# (moving a cancel scope's deadline reschedules a timer, a few microseconds,
-# which adds up at thousands of chunks a second). The silence allowed is
-# therefore between (1 - _HEARTBEAT_SLACK) and 1 times the timeout.
+# timeout has passed since it was last moved, rather than on every batch of
+# new events (moving a cancel scope's deadline reschedules a timer, a few
+# microseconds, which adds up at thousands of batches a second). The silence
+# allowed is therefore between (1 - _HEARTBEAT_SLACK) and 1 times the timeout.
 _HEARTBEAT_SLACK = 1 / 1000
 
 
@@ -181,15 +199,15 @@ class _Retry:
 
 @dataclass(frozen=True, slots=True)
 class _Fail:
-    """Give up with a StreamFailedError (a SequenceGapError when ``gap`` is set).
+    """Give up with a StreamFailedError (or the subclass ``make`` builds).
 
     The error is built once the events before it are delivered, so that its
-    count is right.
+    count is right: ``make(events_delivered=..., last_seq=...)``.
     """
 
     reason: str
     cause: Exception | None = None
-    gap: SequenceGap | None = None
+    make: Callable[..., StreamFailedError] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,30 +235,23 @@ class Follower:
         config: ReconnectionConfig,
         heartbeat_timeout_ms: float | None,
         session: EnvelopeOpener | None,
+        require_encryption: bool,
+        deadline_ms: float | None,
         on_state: Callable[[ConnectionState], object] | None,
         retry_if: Callable[[Exception], bool] | None,
         allow_gaps: bool,
         on_error: ErrorHandler | None,
         max_line_bytes: int,
     ) -> None:
-        if heartbeat_timeout_ms is None:
-            self._timeout_s = math.inf
-        elif (
-            isinstance(heartbeat_timeout_ms, bool)
-            or not isinstance(heartbeat_timeout_ms, int | float)
-            or not math.isfinite(heartbeat_timeout_ms)
-            or heartbeat_timeout_ms <= 0
-        ):
-            raise ValueError(
-                f"heartbeat_timeout_ms must be a finite number > 0 or None, "
-                f"got {heartbeat_timeout_ms!r}"
-            )
-        else:
-            self._timeout_s = heartbeat_timeout_ms / 1000
+        self._timeout_s = _seconds("heartbeat_timeout_ms", heartbeat_timeout_ms)
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
+        self._deadline_s = _seconds("deadline_ms", deadline_ms)
         self._connect = connect
         self._session = session
+        # An encrypted stream carries envelopes only: a plaintext event is an
+        # injection (a relayed genuine hello does not make the body genuine).
+        self._refuse_plaintext = session is not None and require_encryption
         self._on_state = on_state
         self._retry_if = retry_if
         self._allow_gaps = allow_gaps
@@ -251,6 +262,11 @@ class Follower:
         # Numbers passed on only ever go up, so anything below is a repeat.
         self._expect = -1
         self._gaps: list[SequenceGap] = []
+        # The first event's session: every later event must belong to it.
+        self._session_id: str | None = None
+        # A line over max_line_bytes since the last new event: the likely
+        # reason for a hole that follows it.
+        self._too_long: LineError | None = None
         self._fresh = True  # no new event yet on the current connection
         self._sent = 0  # events put into the consumer's queue
         self._queue: BatchQueue | None = None
@@ -275,9 +291,15 @@ class Follower:
         """
         self._queue = queue
         try:
-            await self._follow()
+            with anyio.move_on_after(self._deadline_s) as overall:
+                await self._follow()
         except Exception as exc:
             self.failure = exc
+        else:
+            if overall.cancelled_caught:
+                reason = f"the deadline of {self._deadline_s * 1000:g} ms passed"
+                self.machine.on_fatal_error(reason)
+                self.failure = self._failed(_Fail(reason))
         finally:
             queue.finish()
 
@@ -310,10 +332,8 @@ class Follower:
 
     def _failed(self, fail: _Fail) -> StreamFailedError:
         delivered, last = self._sent, self.last_seq
-        if fail.gap is not None:
-            return SequenceGapError(
-                fail.gap.start, fail.gap.end, events_delivered=delivered, last_seq=last
-            )
+        if fail.make is not None:
+            return fail.make(events_delivered=delivered, last_seq=last)
         return StreamFailedError(
             fail.reason, events_delivered=delivered, last_seq=last, cause=fail.cause
         )
@@ -323,16 +343,27 @@ class Follower:
         assert self._queue is not None, "set by run()"
         queue = self._queue
         from_seq = None if self._expect < 0 else self._expect
-        items: list[ParsedEvent | LineError] = []
-        parser = NdjsonStreamParser(items.append, items.append, max_line_bytes=self._max_line_bytes)
+        items: list[ParsedEvent | LineError | _Plaintext] = []
+        on_event: Callable[[ParsedEvent], object] = items.append
+        if self._refuse_plaintext:
+
+            def on_event(event: ParsedEvent) -> None:
+                if type(event) is EncryptedEnvelope:
+                    items.append(event)
+                else:
+                    items.append(_Plaintext(event, parser.line_number))
+
+        parser = NdjsonStreamParser(on_event, items.append, max_line_bytes=self._max_line_bytes)
         self._fresh = True
+        self._too_long = None
         outcome: _Outcome | None = None
         timeout = self._timeout_s
         slack = timeout * _HEARTBEAT_SLACK
         clock = anyio.current_time
-        # The heartbeat: this scope's deadline is pushed back by the chunks
-        # (not the events, so a slow trickle of one long line counts as life),
-        # and covers connecting too.
+        # The heartbeat: this scope's deadline covers connecting, and only new
+        # events of the session push it back (a heartbeat event is one).
+        # Bytes alone do not: whitespace, bad lines or old events resent
+        # would keep a dead stream open for ever.
         armed = clock()  # when the deadline was last moved
         with anyio.CancelScope(deadline=armed + timeout) as watchdog:
             try:
@@ -340,13 +371,15 @@ class Follower:
                     chunks = _chunks(source)
                     try:
                         async for chunk in chunks:
-                            now = clock()
-                            if now - armed >= slack:
-                                armed = now
-                                watchdog.deadline = now + timeout
                             parser.feed(chunk)
                             if items:
+                                sent = self._sent
                                 outcome = self._pass_on(items)
+                                if self._sent != sent:
+                                    now = clock()
+                                    if now - armed >= slack:
+                                        armed = now
+                                        watchdog.deadline = now + timeout
                                 if outcome is None and queue.full:
                                     # Waiting for a slow consumer is not
                                     # silence from the server.
@@ -367,10 +400,12 @@ class Follower:
                 if outcome is None:
                     outcome = self._classify(exc)
         if outcome is None:
-            return _Retry(f"no data for {timeout * 1000:g} ms (heartbeat timeout)")
+            return _Retry(f"no new event for {timeout * 1000:g} ms (heartbeat timeout)")
         return outcome
 
-    def _at_end(self, parser: NdjsonStreamParser, items: list[ParsedEvent | LineError]) -> _Outcome:
+    def _at_end(
+        self, parser: NdjsonStreamParser, items: list[ParsedEvent | LineError | _Plaintext]
+    ) -> _Outcome:
         parser.flush()
         # Text after the last newline is either a last line sent without its
         # newline, or what a cut connection left of a line: take a whole
@@ -391,7 +426,7 @@ class Follower:
             return _Retry(described, error)
         return _Fail(f"fatal error: {described}", error)
 
-    def _pass_on(self, items: list[ParsedEvent | LineError]) -> _Outcome | None:
+    def _pass_on(self, items: list[ParsedEvent | LineError | _Plaintext]) -> _Outcome | None:
         """Queue the new events of ``items``, then clear it; an outcome ends the connection."""
         assert self._queue is not None, "set by run()"
         batch, outcome = self._select(items)
@@ -403,15 +438,17 @@ class Follower:
         return outcome
 
     def _select(
-        self, items: list[ParsedEvent | LineError]
+        self, items: list[ParsedEvent | LineError | _Plaintext]
     ) -> tuple[list[StreamEvent], _Outcome | None]:
         """The new events of ``items``, opened, and an outcome if one ends the connection."""
         expect = self._expect
+        pinned = self._session_id
         if expect >= 0 and _SPECIAL_KINDS.isdisjoint(set(map(type, items))):
-            # The usual chunk: plain events that go on from the last one.
-            # Anything else (a repeat, a hole) takes the general path below.
+            # The usual chunk: plain events of the session that go on from the
+            # last one. Anything else (a repeat, a hole, another session)
+            # takes the general path below.
             for item in items:
-                if item.seq != expect:  # type: ignore[union-attr]
+                if item.seq != expect or item.session_id != pinned:  # type: ignore[union-attr]
                     break
                 expect += 1
             else:
@@ -430,9 +467,23 @@ class Follower:
             for item in items:
                 kind = type(item)
                 if kind is LineError:
+                    if item.kind is FailureKind.LINE_TOO_LONG:  # type: ignore[union-attr]
+                        self._too_long = item  # type: ignore[assignment]
                     _report(item, self._on_error, False)  # type: ignore[arg-type]
                     continue
+                if kind is _Plaintext:
+                    outcome = _plaintext_refused(item)  # type: ignore[arg-type]
+                    break
                 seq = item.seq  # type: ignore[union-attr]
+                session_id = item.session_id  # type: ignore[union-attr]
+                if session_id != pinned:
+                    if pinned is not None:
+                        outcome = _Fail(
+                            f"an event of session {session_id!r} arrived",
+                            make=functools.partial(SessionMismatchError, pinned, session_id, seq),
+                        )
+                        break
+                    pinned = self._session_id = session_id
                 if seq != expect and expect >= 0:
                     if seq < expect:
                         continue  # delivered already: a replay that started early, a resend
@@ -448,6 +499,7 @@ class Follower:
                         break
                     item, kind = opened, type(opened)
                 batch.append(item)  # type: ignore[arg-type]
+                self._too_long = None
                 expect = seq + 1
                 if kind is FinalEvent:
                     outcome = _End.FINISHED
@@ -475,7 +527,16 @@ class Follower:
             return _Retry(f"events {start}..{end} were skipped; asking for a replay")
         # This connection is a replay from ``start``, and it skips it anyway.
         if not self._allow_gaps:
-            return _Fail(f"events {start}..{end} are missing", gap=SequenceGap(start, end))
+            too_long = self._too_long
+            if too_long is not None:  # the missing event is most likely that line
+                return _Fail(
+                    f"line {too_long.line} was longer than max_line_bytes",
+                    make=functools.partial(LineTooLongError, too_long.line, self._max_line_bytes),
+                )
+            return _Fail(
+                f"events {start}..{end} are missing",
+                make=functools.partial(SequenceGapError, start, end),
+            )
         logger.warning("event stream: events %d..%d are missing; going on without them", start, end)
         if len(self._gaps) < _MAX_GAPS:
             self._gaps.append(SequenceGap(start, end))
@@ -489,3 +550,27 @@ class Follower:
             return session.open(envelope)
         except Exception as exc:
             return _Fail(f"could not open the encrypted event with seq {envelope.seq}", exc)
+
+
+def _plaintext_refused(item: _Plaintext) -> _Fail:
+    event = item.event
+    error = EnvelopeError(
+        f"Plaintext {event.type} event (seq {event.seq}) on line {item.line} refused: "
+        f"this stream is encrypted, so every line must be an envelope of its session",
+        EnvelopeErrorReason.PLAINTEXT_REFUSED,
+    )
+    return _Fail(f"a plaintext event on an encrypted stream: {error.message}", error)
+
+
+def _seconds(name: str, value_ms: float | None) -> float:
+    """A duration option in ms as seconds (None: no limit), checked."""
+    if value_ms is None:
+        return math.inf
+    if (
+        isinstance(value_ms, bool)
+        or not isinstance(value_ms, int | float)
+        or not math.isfinite(value_ms)
+        or value_ms <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0 or None, got {value_ms!r}")
+    return value_ms / 1000

@@ -60,6 +60,8 @@ class ResumableEventStream:
         config: ReconnectionConfig = DEFAULT_RECONNECTION_CONFIG,
         heartbeat_timeout_ms: float | None = 30_000,
         session: EnvelopeOpener | None = None,
+        require_encryption: bool = True,
+        deadline_ms: float | None = None,
         on_state: Callable[[ConnectionState], object] | None = None,
         retry_if: Callable[[Exception], bool] | None = None,
         allow_gaps: bool = False,
@@ -71,6 +73,8 @@ class ResumableEventStream:
             config=config,
             heartbeat_timeout_ms=heartbeat_timeout_ms,
             session=session,
+            require_encryption=require_encryption,
+            deadline_ms=deadline_ms,
             on_state=on_state,
             retry_if=retry_if,
             allow_gaps=allow_gaps,
@@ -191,6 +195,8 @@ def open_event_stream(
     config: ReconnectionConfig = DEFAULT_RECONNECTION_CONFIG,
     heartbeat_timeout_ms: float | None = 30_000,
     session: EnvelopeOpener | None = None,
+    require_encryption: bool = True,
+    deadline_ms: float | None = None,
     on_state: Callable[[ConnectionState], object] | None = None,
     retry_if: Callable[[Exception], bool] | None = None,
     allow_gaps: bool = False,
@@ -218,11 +224,13 @@ def open_event_stream(
     when it fails with a transport error (``OSError``, anyio's
     ``BrokenResourceError``/``EndOfStream``/``IncompleteRead``, a
     :class:`~enclave_stream.reconnect.RetryableConnectError`), when it ends
-    before ``final``, and when no bytes arrive for ``heartbeat_timeout_ms``
-    (connecting included; time spent waiting for a slow consumer does not
-    count). ``retry_if(error)`` decides for other errors, which are fatal
-    without it; a :class:`~enclave_stream.reconnect.FatalConnectError` always
-    is. **The retry count resets once a connection delivers a new event**
+    before ``final``, and when no new event of the session arrives for
+    ``heartbeat_timeout_ms`` (connecting included; a heartbeat event counts,
+    while bytes, bad lines and events already delivered do not; time spent
+    waiting for a slow consumer does not count). ``retry_if(error)`` decides
+    for other errors, which are fatal without it; a
+    :class:`~enclave_stream.reconnect.FatalConnectError` always is.
+    **The retry count resets once a connection delivers a new event**
     (not when it merely connects), so a long stream's later drops start again
     at the initial delay, while a server that keeps accepting connections and
     dropping them before anything new arrives exhausts ``config.max_retries``.
@@ -232,12 +240,23 @@ def open_event_stream(
     the iteration raises :class:`~enclave_stream.reconnect.SequenceGapError`,
     or with ``allow_gaps=True`` goes on (see ``events.gaps``).
 
+    Encryption and session: with ``session``, every line must be an envelope
+    of that session; a plaintext event ends the stream with an
+    :class:`~enclave_stream.crypto.EnvelopeError` (reason
+    ``plaintext_refused``, with the event's type, seq and line) as the
+    failure's cause. The first event fixes the session id: an event of another
+    session raises :class:`~enclave_stream.reconnect.SessionMismatchError`.
+
     Failure: giving up (a fatal error, retries exhausted, an envelope that
-    cannot be opened, or one that arrives with no ``session``) raises
-    :class:`~enclave_stream.reconnect.StreamFailedError` from the loop, after
-    the events received before it; it says why and how many events were
-    delivered. An exception raised by ``on_state``, ``on_error`` or
-    ``retry_if`` ends the stream and is raised from the loop as it is.
+    cannot be opened, one that arrives with no ``session``, a plaintext event
+    on an encrypted stream, another session's event, the overall deadline)
+    raises :class:`~enclave_stream.reconnect.StreamFailedError` from the
+    loop, after the events received before it; it says why and how many
+    events were delivered. An event missing because its line exceeded
+    ``max_line_bytes`` raises
+    :class:`~enclave_stream.reconnect.LineTooLongError`, which says so. An
+    exception raised by ``on_state``, ``on_error`` or ``retry_if`` ends the
+    stream and is raised from the loop as it is.
 
     Args:
         connect: opens one connection; see :data:`Connector`.
@@ -245,6 +264,12 @@ def open_event_stream(
         heartbeat_timeout_ms: the longest silence allowed on a connection;
             None waits forever.
         session: opens ``enc`` envelopes (an ``EncryptedSession``).
+        require_encryption: with ``session``, refuse plaintext events (the
+            default). ``False`` lets plaintext events through an encrypted
+            stream: for debugging a mixed stream only, never in production,
+            since anyone on the path could then inject events.
+        deadline_ms: the longest the whole stream may take, reconnects
+            included; None (the default) has no limit.
         on_state: called with each new :class:`ConnectionState`, from the
             reader task: ``connecting``, ``connected`` (first new event),
             ``reconnecting``, ``failed``, ``closed``.
@@ -264,6 +289,8 @@ def open_event_stream(
         config=config,
         heartbeat_timeout_ms=heartbeat_timeout_ms,
         session=session,
+        require_encryption=require_encryption,
+        deadline_ms=deadline_ms,
         on_state=on_state,
         retry_if=retry_if,
         allow_gaps=allow_gaps,

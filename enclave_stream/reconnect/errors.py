@@ -10,6 +10,8 @@ its subclass :class:`SequenceGapError`) that says why and how far it got.
 from __future__ import annotations
 
 __all__ = [
+    "LineTooLongError",
+    "SessionMismatchError",
     "ConnectorError",
     "FatalConnectError",
     "RetryableConnectError",
@@ -120,6 +122,64 @@ class SequenceGapError(StreamFailedError):
         self.missing_end = missing_end
         super().__init__(
             f"events {missing_start}..{missing_end} are missing and the replay cannot provide them",
+            events_delivered=events_delivered,
+            last_seq=last_seq,
+        )
+
+
+class SessionMismatchError(StreamFailedError):
+    """An event of another session arrived: the stream is pinned to its first event's session.
+
+    A resumed request that started a new session, or a server mixing streams,
+    would otherwise splice two sessions into one.
+
+    Attributes:
+        expected: the session id of the first event delivered.
+        received: the session id of the event refused.
+        seq: that event's sequence number.
+    """
+
+    def __init__(
+        self,
+        expected: str,
+        received: str,
+        seq: int,
+        *,
+        events_delivered: int = 0,
+        last_seq: int | None = None,
+    ) -> None:
+        self.expected = expected
+        self.received = received
+        self.seq = seq
+        super().__init__(
+            f"event seq {seq} belongs to session {received!r}, not {expected!r}",
+            events_delivered=events_delivered,
+            last_seq=last_seq,
+        )
+
+
+class LineTooLongError(StreamFailedError):
+    """An event is missing because its line was longer than ``max_line_bytes``.
+
+    Attributes:
+        line: the over-long line's number on its connection.
+        max_line_bytes: the limit it exceeded; pass a larger one to
+            ``open_event_stream`` to receive such events.
+    """
+
+    def __init__(
+        self,
+        line: int,
+        max_line_bytes: int,
+        *,
+        events_delivered: int = 0,
+        last_seq: int | None = None,
+    ) -> None:
+        self.line = line
+        self.max_line_bytes = max_line_bytes
+        super().__init__(
+            f"line {line} was longer than max_line_bytes={max_line_bytes}, and the event "
+            f"after seq {last_seq} was not received; raise max_line_bytes to accept it",
             events_delivered=events_delivered,
             last_seq=last_seq,
         )

@@ -18,9 +18,9 @@ from tests.cli.helpers import KEY, KEY_HEX, SID, cli, cli_inprocess, ndjson, ses
 
 
 def _encrypted(events: list[ParsedEvent], key: bytes = KEY) -> list[ParsedEvent]:
-    """The session as a server sends it: session_init in the clear, the rest sealed."""
-    sealed: list[ParsedEvent] = [events[0]]
-    for event in events[1:]:
+    """The session as the broker sends it: every event sealed."""
+    sealed: list[ParsedEvent] = []
+    for event in events:
         assert not isinstance(event, EncryptedEnvelope)
         sealed.append(create_encrypted_envelope(key, "k_1", event.session_id, event.seq, event))
     return sealed
@@ -69,14 +69,14 @@ def test_a_wrong_key_fails_every_envelope_with_its_line(tmp_path: Path) -> None:
     result = cli("decrypt", path, "--key", "11" * 32)
 
     assert result.status == 1
-    assert result.stdout == ndjson(events[:1])
+    assert result.stdout == b""
     reports = result.stderr.splitlines()
-    assert len(reports) == 5
+    assert len(reports) == 6
     assert reports[0] == (
-        f"line 2: {SID} seq 2: cannot decrypt: Decryption failed: authentication tag mismatch"
+        f"line 1: {SID} seq 1: cannot decrypt: Decryption failed: authentication tag mismatch"
         " (wrong key or nonce, or the envelope was altered) [authentication_failed]"
     )
-    assert [r.split(":")[0] for r in reports] == [f"line {n}" for n in range(2, 7)]
+    assert [r.split(":")[0] for r in reports] == [f"line {n}" for n in range(1, 7)]
 
 
 def test_one_tampered_line_is_reported_and_the_rest_printed(tmp_path: Path) -> None:
@@ -113,9 +113,9 @@ def test_an_envelope_moved_to_another_seq_is_refused(tmp_path: Path) -> None:
 
 
 def test_bad_lines_and_bad_base64_are_reported(tmp_path: Path) -> None:
-    sealed = ndjson(_encrypted(session())[:2])
-    broken = sealed.replace(b'"nonceB64":"', b'"nonceB64":"!!')
-    path = write(tmp_path / "e.ndjson", broken + b"{\n")
+    sealed = _encrypted(session())
+    broken = ndjson(sealed[1:2]).replace(b'"nonceB64":"', b'"nonceB64":"!!')
+    path = write(tmp_path / "e.ndjson", ndjson(sealed[:1]) + broken + b"{\n")
 
     result = cli_inprocess("decrypt", path, "--key", KEY_HEX)
 
@@ -126,11 +126,11 @@ def test_bad_lines_and_bad_base64_are_reported(tmp_path: Path) -> None:
     assert reports[1].startswith("line 3 (byte ")
 
 
-def test_require_encrypted_refuses_plaintext(tmp_path: Path) -> None:
+def test_plaintext_is_refused_by_default(tmp_path: Path) -> None:
     events = session()
-    path = write(tmp_path / "e.ndjson", ndjson(_encrypted(events)))
+    path = write(tmp_path / "e.ndjson", ndjson([events[0], *_encrypted(events)[1:]]))
 
-    result = cli_inprocess("decrypt", "--require-encrypted", path, "--key", KEY_HEX)
+    result = cli_inprocess("decrypt", path, "--key", KEY_HEX)
 
     assert result.status == 1
     assert result.stdout == ndjson(events[1:])

@@ -42,8 +42,8 @@ def test_decrypt_help_states_the_plaintext_policy(capsys: pytest.CaptureFixture[
 
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "Plaintext events are copied through unchanged" in text
-    assert "with --require-encrypted they are reported and left out" in text
+    assert "A plaintext event in an encrypted stream may be an injection" in text
+    assert "unless --allow-plaintext (for debugging a mixed stream) copies it through" in text
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,7 @@ async def test_round_trip_async_sources() -> None:
     plain = Source(events)
     sealed = Source(await _collect(encrypt_events(plain, client)))
     assert plain.closed
-    assert await _collect(decrypt_events(sealed, server, require_encryption=True)) == events
+    assert await _collect(decrypt_events(sealed, server)) == events
     assert sealed.closed
 
 
@@ -132,11 +132,7 @@ async def test_through_ndjson_bytes() -> None:
     lines = [line async for line in serialize_ndjson_stream(encrypt_events(events, server))]
     body = b"".join(lines)
     chunks = Source([body[i : i + 7] for i in range(0, len(body), 7)])
-    opened = await _collect(
-        decrypt_events(
-            parse_ndjson_stream(chunks), client, require_encryption=True, require_final=True
-        )
-    )
+    opened = await _collect(decrypt_events(parse_ndjson_stream(chunks), client, require_final=True))
     assert opened == events
     assert chunks.closed
 
@@ -160,10 +156,11 @@ async def test_encrypt_ndjson_stream_matches_the_two_step_path() -> None:
     assert [line async for line in encrypt_ndjson_stream(events, sender())] == direct
 
 
-async def test_plaintext_passes_through_by_default() -> None:
+async def test_plaintext_passes_through_only_when_allowed() -> None:
     client, server = _sessions()
     mixed: list[ParsedEvent] = [_stdout(1), client.seal(_stdout(2)), _stdout(3)]
-    assert await _collect(decrypt_events(mixed, server)) == [_stdout(1), _stdout(2), _stdout(3)]
+    opened = await _collect(decrypt_events(mixed, server, require_encryption=False))
+    assert opened == [_stdout(1), _stdout(2), _stdout(3)]
 
 
 async def test_plaintext_refused_when_encryption_is_required() -> None:
@@ -172,7 +169,7 @@ async def test_plaintext_refused_when_encryption_is_required() -> None:
     seen: list[StreamEvent] = []
 
     async def consume() -> None:
-        async for event in decrypt_events(source, server, require_encryption=True):
+        async for event in decrypt_events(source, server):
             seen.append(event)  # noqa: PERF401 - the events before the error matter
 
     with pytest.raises(EnvelopeError) as info:

@@ -12,21 +12,24 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import ByteReceiveStream
 
-from enclave_stream import FailureKind, LineError
+from enclave_stream import FailureKind, LineError, StdoutEvent, StdoutPayload
 from enclave_stream.events import StreamEvent
 from enclave_stream.reconnect import (
     ConnectionState,
     FatalConnectError,
+    LineTooLongError,
     ReconnectionConfig,
     RetryableConnectError,
     SequenceGap,
     SequenceGapError,
+    SessionMismatchError,
     StreamFailedError,
     open_event_stream,
 )
 from enclave_stream.reconnect.client import ResumableEventStream
 from tests.clock import on_virtual_clock
 from tests.reconnect.fakes import (
+    SESSION_ID,
     FakeSession,
     Raise,
     Refuse,
@@ -488,3 +491,44 @@ def test_heartbeat_timeout_is_validated(timeout: Any) -> None:
 def test_max_line_bytes_is_validated() -> None:
     with pytest.raises(ValueError, match="max_line_bytes"):
         open_event_stream(ScriptedConnector([]), max_line_bytes=0)
+
+
+# --- the session is pinned; an over-long line says so ---------------------------------
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["same-connection", "after-a-reconnect"])
+async def test_an_event_of_another_session_is_fatal(live: bool) -> None:
+    ours = lines_of(6)
+    theirs = [line(event) for event in make_session(8, session_id="s_other")]
+    if live:
+        plans: list[Any] = [[*ours[:3], *theirs[3:]]]
+    else:  # the resumed request started a new session: seq 3.. of another one
+        plans = [[*ours[:3], Raise(ConnectionResetError())], replay(theirs)]
+    connector = ScriptedConnector(plans)
+    received: list[StreamEvent] = []
+    with pytest.raises(SessionMismatchError) as caught:
+        await consume(open_event_stream(connector, config=FAST), received)
+    assert seqs(received) == [0, 1, 2]
+    error = caught.value
+    assert (error.expected, error.received, error.seq) == (SESSION_ID, "s_other", 3)
+    assert (error.events_delivered, error.last_seq) == (3, 2)
+
+
+async def test_an_event_longer_than_the_line_limit_is_named_not_blamed_on_the_server() -> None:
+    events = make_session(4)
+    events[2] = StdoutEvent(session_id=SESSION_ID, seq=2, payload=StdoutPayload("x" * 5000))
+    lines = [line(event) for event in events]
+    connector = ScriptedConnector([replay(lines)] * 3)
+    received: list[StreamEvent] = []
+    reported: list[LineError] = []
+    stream = open_event_stream(
+        connector, config=FAST, max_line_bytes=1000, on_error=reported.append
+    )
+    with pytest.raises(LineTooLongError) as caught:
+        await consume(stream, received)
+    assert seqs(received) == [0, 1]
+    assert caught.value.line == 1  # the first line of the replay from seq 2
+    assert caught.value.max_line_bytes == 1000
+    assert "raise max_line_bytes" in str(caught.value)
+    assert [error.kind for error in reported] == [FailureKind.LINE_TOO_LONG] * 2
+    assert connector.calls == [None, 2]

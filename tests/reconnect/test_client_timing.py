@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
+from enclave_stream import FinalEvent, FinalPayload, HeartbeatEvent, HeartbeatPayload
 from enclave_stream.events import StreamEvent
 from enclave_stream.reconnect import (
     ReconnectionConfig,
@@ -14,6 +15,7 @@ from enclave_stream.reconnect import (
     open_event_stream,
 )
 from tests.reconnect.fakes import (
+    SESSION_ID,
     Hang,
     Raise,
     Refuse,
@@ -95,16 +97,76 @@ async def test_silence_past_the_heartbeat_timeout_reconnects() -> None:
     assert offsets(connector) == pytest.approx([0, 8])
 
 
-async def test_a_line_trickling_in_keeps_the_connection_alive() -> None:
+async def test_a_line_trickling_in_is_not_progress() -> None:
+    """Liveness is judged on new events: bytes of an unfinished line do not count."""
     lines = lines_of(3)
     pieces: list[Any] = []
     for index in range(0, len(lines[1]), 4):
         pieces += [Sleep(4), lines[1][index : index + 4]]
-    connector = ScriptedConnector([[lines[0], *pieces, lines[2]]])
+    connector = ScriptedConnector([[lines[0], *pieces, lines[2]], replay(lines)])
     seqs = await seqs_of(connector, config=backoff(3), heartbeat_timeout_ms=5000)
     assert seqs == [0, 1, 2]
+    assert connector.calls == [None, 1]
+    assert offsets(connector) == pytest.approx([0, 6])  # 5 s with no event, then the backoff
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        pytest.param(b"\n", id="blank-lines"),
+        pytest.param(b"   \t  ", id="whitespace"),
+        pytest.param(b"garbage, not json\n", id="bad-lines"),
+        pytest.param(line(make_session(3)[0]), id="old-events-resent"),
+    ],
+)
+async def test_noise_does_not_keep_a_dead_stream_alive(noise: bytes) -> None:
+    lines = lines_of(3)
+    keepalive: list[Step] = [step for _ in range(100) for step in (Sleep(1), noise)]
+    connector = ScriptedConnector([[lines[0], lines[1], *keepalive, Stall()], replay(lines)])
+    seqs = await seqs_of(connector, config=backoff(3), heartbeat_timeout_ms=5000)
+    assert seqs == [0, 1, 2]
+    assert connector.calls == [None, 2]
+    assert offsets(connector) == pytest.approx([0, 6])
+
+
+async def test_heartbeat_events_keep_a_quiet_stream_alive() -> None:
+    events = make_session(3)
+    beats: list[Step] = []
+    for seq in range(1, 11):
+        beat = HeartbeatEvent(
+            session_id=SESSION_ID, seq=seq, payload=HeartbeatPayload("2025-01-01T00:00:00Z")
+        )
+        beats += [Sleep(4), line(beat)]
+    final = FinalEvent(session_id=SESSION_ID, seq=11, payload=FinalPayload(ok=True))
+    connector = ScriptedConnector([[line(events[0]), *beats, line(final)]])
+    seqs = await seqs_of(connector, config=backoff(3), heartbeat_timeout_ms=5000)
+    assert seqs == list(range(12))
     assert connector.calls == [None]
-    assert anyio.current_time() - connector.times[0] > 5 * 10  # well past one timeout
+    assert anyio.current_time() - connector.times[0] == pytest.approx(40)
+
+
+async def test_the_overall_deadline_ends_a_stream_that_keeps_reconnecting() -> None:
+    lines = lines_of(10)
+    # Every connection brings one new event, then stalls: never final.
+    plans: list[Any] = [replay(lines, upto=n, then=[Stall()]) for n in range(1, 10)]
+    connector = ScriptedConnector(plans)
+    received: list[StreamEvent] = []
+    start = anyio.current_time()
+    with pytest.raises(StreamFailedError, match="deadline of 15000 ms") as caught:
+        await consume(
+            open_event_stream(
+                connector, config=backoff(5), heartbeat_timeout_ms=5000, deadline_ms=15_000
+            ),
+            received,
+        )
+    assert anyio.current_time() - start == pytest.approx(15)
+    assert caught.value.events_delivered == len(received) == 3  # at 0, 6 and 12 s
+
+
+@pytest.mark.parametrize("deadline", [0, -1, float("nan"), float("inf"), True])
+def test_the_deadline_is_validated(deadline: Any) -> None:
+    with pytest.raises(ValueError, match="deadline_ms"):
+        open_event_stream(ScriptedConnector([]), deadline_ms=deadline)
 
 
 @pytest.mark.parametrize(("gap", "reconnect_at"), [(0.004, 6), (0.006, 6.006)])
