@@ -34,6 +34,7 @@ from typing import Final
 
 try:
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
@@ -199,6 +200,13 @@ def create_broker_app(
         async with served:
             yield
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # No route or method: answered in the same JSON shape as every error.
+        assert isinstance(exc, HTTPException)
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        error = BrokerError(exc.status_code, code, str(exc.detail))
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+
     app = Starlette(
         debug=debug,
         routes=[
@@ -207,6 +215,7 @@ def create_broker_app(
             Route("/sessions/{session_id}", cancel, methods=["DELETE"]),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     app.state.broker = served
     return app

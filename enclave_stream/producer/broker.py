@@ -56,7 +56,6 @@ from ..protocol import (
     MAX_SAFE_INTEGER,
     EncryptionMode,
     generate_session_id,
-    is_session_id,
 )
 from ._time import Now
 from .body import NdjsonBody
@@ -74,6 +73,7 @@ The reference broker has no encryption; this is our convention for it.
 
 _PositiveInt = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
 _DIGITS: Final = re.compile(r"[0-9]{1,16}")
+_CLIENT_SESSION_ID: Final = re.compile(r"s_[A-Za-z0-9._~:-]{1,200}")
 
 
 class SessionRequestConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -415,14 +415,25 @@ class SessionBroker:
                 "REQUEST_TOO_LARGE",
                 f"The request body exceeds {self._config.max_request_bytes} bytes",
             )
+        # Everything about the request is checked before the session is
+        # registered or its runner started: a refused request leaves nothing.
         try:
             request = _request_decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise BrokerError(400, "INVALID_REQUEST", f"Invalid request body: {exc}") from None
-        session_id = generate_session_id() if request.session_id is UNSET else request.session_id
-        if not is_session_id(session_id):
+        except RecursionError:  # msgspec's own depth limit
             raise BrokerError(
-                400, "INVALID_REQUEST", f"Invalid sessionId {session_id!r}: expected 's_...'"
+                400, "INVALID_REQUEST", "Invalid request body: nested too deeply"
+            ) from None
+        session_id = generate_session_id() if request.session_id is UNSET else request.session_id
+        # A client-chosen id travels in a response header and in URL paths:
+        # control characters, non-ASCII or "/" would break one or the other.
+        if _CLIENT_SESSION_ID.fullmatch(session_id) is None:
+            raise BrokerError(
+                400,
+                "INVALID_REQUEST",
+                f"Invalid sessionId {session_id!r}: expected 's_' and 1 to 200 of "
+                "A-Z a-z 0-9 . _ ~ : -",
             )
         if session_id in self._slots:
             raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
@@ -447,15 +458,24 @@ class SessionBroker:
         config = self._config
         heartbeat = request.heartbeat_interval_ms
         ttl = request.ttl_ms
-        stream = EventStream(
-            session_id,
-            session=encrypted,
-            heartbeat_interval_ms=config.heartbeat_interval_ms if heartbeat is None else heartbeat,
-            ttl_ms=config.ttl_ms if ttl is None else ttl,
-            max_events=config.max_events,
-            max_bytes=config.max_bytes,
-            now=self._now,
-        )
+        try:
+            stream = EventStream(
+                session_id,
+                session=encrypted,
+                heartbeat_interval_ms=config.heartbeat_interval_ms
+                if heartbeat is None
+                else heartbeat,
+                ttl_ms=config.ttl_ms if ttl is None else ttl,
+                max_events=config.max_events,
+                max_bytes=config.max_bytes,
+                now=self._now,
+            )
+        except OverflowError:  # now + ttl is past the year 9999
+            raise BrokerError(
+                400,
+                "INVALID_REQUEST",
+                f"Invalid session lifetime {ttl} ms: its expiry date is out of range",
+            ) from None
         body_iterator = stream.ndjson_body()
         self.add(stream, lambda s: runner(s, request))
         return CreatedSession(stream, body_iterator, {**stream_headers(stream), **headers})

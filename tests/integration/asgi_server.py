@@ -3,6 +3,8 @@
 * :func:`serve` - an ASGI app on uvicorn, 127.0.0.1, a free port, in the
   test's own event loop (so the test can reach the app's objects directly);
   asyncio only, as uvicorn is.
+* :func:`serve_in_thread` - the same on uvicorn's own asyncio loop in a
+  thread, so that the test itself may run on trio, or be synchronous.
 * :class:`CuttingProxy` - a TCP proxy that cuts chosen connections after a
   number of bytes from the server: a real network cut, mid-line.
 * :func:`broker_connector` - the library's connector for ``open_event_stream``
@@ -14,8 +16,10 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -26,7 +30,15 @@ from anyio.abc import Listener, SocketAttribute, SocketStream, TaskGroup
 
 from enclave_stream.reconnect.broker_client import BrokerConnector, broker_connector
 
-__all__ = ["BrokerConnector", "CuttingProxy", "LiveServer", "broker_connector", "serve"]
+__all__ = [
+    "BrokerConnector",
+    "CuttingProxy",
+    "LiveServer",
+    "broker_connector",
+    "serve",
+    "serve_in_thread",
+    "start_in_thread",
+]
 
 
 @dataclass
@@ -73,6 +85,40 @@ async def serve(app: Any, **config: Any) -> AsyncIterator[LiveServer]:
                 server.should_exit = True
     finally:
         sock.close()
+
+
+@contextmanager
+def start_in_thread(app: Any) -> Iterator[int]:
+    """Serve ``app`` with uvicorn on its own asyncio loop in a thread; yield its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="on", http="h11", ws="none", log_config=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "uvicorn stopped before it started"
+            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+            time.sleep(0.005)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@asynccontextmanager
+async def serve_in_thread(app: Any) -> AsyncIterator[int]:
+    """:func:`start_in_thread` for async tests (on asyncio or trio); yields the port."""
+    context = start_in_thread(app)
+    port = await anyio.to_thread.run_sync(context.__enter__)
+    try:
+        yield port
+    finally:
+        await anyio.to_thread.run_sync(context.__exit__, None, None, None)
 
 
 class CuttingProxy:

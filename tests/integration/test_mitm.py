@@ -10,16 +10,12 @@ pinned server key, and deliver nothing.
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import httpx
 import pytest
-import uvicorn
 from anyio.abc import SocketStream
 
 from enclave_stream import (
@@ -36,6 +32,7 @@ from enclave_stream.producer import BrokerConfig, EventStream, SessionRequest
 from enclave_stream.reconnect import ReconnectionConfig, StreamFailedError, open_event_stream
 from enclave_stream.reconnect.broker_client import broker_connector
 from enclave_stream.starlette import create_broker_app
+from tests.integration.asgi_server import serve_in_thread
 from tests.reconnect.fakes import consume
 
 pytestmark = [
@@ -51,27 +48,6 @@ QUIET = BrokerConfig(heartbeat_interval_ms=None)
 async def runner(stream: EventStream, request: SessionRequest) -> None:
     stream.stdout("genuine\n")
     stream.final(True, {"answer": "GENUINE"})
-
-
-@asynccontextmanager
-async def broker_in_thread(app: Any) -> AsyncIterator[int]:
-    """Serve ``app`` with uvicorn on its own asyncio loop in a thread; yield its port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", http="h11", ws="none", log_config=None)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        with anyio.fail_after(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-                await anyio.sleep(0.005)
-        yield port
-    finally:
-        server.should_exit = True
-        await anyio.to_thread.run_sync(thread.join, 10)
-        sock.close()
 
 
 def forged_body(session_id: str) -> bytes:
@@ -140,7 +116,7 @@ async def test_a_relayed_hello_with_a_plaintext_body_fails_closed(pinned: bool) 
     )
     received: list[StreamEvent] = []
     async with (
-        broker_in_thread(app) as port,
+        serve_in_thread(app) as port,
         body_swapping_proxy(port) as (url, heads),
         httpx.AsyncClient() as http,
     ):
@@ -172,7 +148,7 @@ async def test_the_debugging_opt_out_lets_plaintext_through() -> None:
         runner, config=BrokerConfig(heartbeat_interval_ms=None), signing_key=key
     )
     async with (
-        broker_in_thread(app) as port,
+        serve_in_thread(app) as port,
         body_swapping_proxy(port) as (url, _),
         httpx.AsyncClient() as http,
     ):
