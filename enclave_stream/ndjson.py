@@ -18,6 +18,7 @@ __all__ = [
     "ParseLinesResult",
     "ParseResult",
     "ParseSuccess",
+    "SlowLine",
     "parse_line",
     "parse_lines",
     "serialize_event",
@@ -39,6 +40,7 @@ from .wire import (
     FailureKind,
     decode_event,
     decode_event_slow,
+    gc_paused,
 )
 
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
@@ -81,6 +83,29 @@ def _line_error(failure: DecodeFailure, line: int, offset: int | None = None) ->
         path=failure.path,
         offset=offset,
     )
+
+
+class SlowLine(msgspec.Struct, frozen=True, gc=False):
+    """A line the fast decoder refused, handed over to be judged later (see ``on_slow_line``).
+
+    Judging it follows JavaScript's JSON rules in pure Python, which may cost
+    far more per byte than a valid line: an async caller judges big ones off
+    the event loop. Attributes are the line's bytes, number and stream offset.
+    """
+
+    line: bytes
+    number: int
+    offset: int
+
+    def judge(self) -> ParsedEvent | LineError | None:
+        """The event, or the :class:`LineError` reporting it; None for a blank line."""
+        result = decode_event_slow(self.line)
+        if isinstance(result, DecodeFailure):
+            if result.kind is FailureKind.EMPTY:
+                return None
+            return _line_error(result, self.number, self.offset)
+        judged: ParsedEvent = result
+        return judged
 
 
 class ParseSuccess(msgspec.Struct, frozen=True, gc=False):
@@ -201,6 +226,11 @@ class NdjsonStreamParser:
             passes the limit (kind ``"line_too_long"``) and its bytes are
             dropped up to the next newline, where parsing resumes; memory stays
             bounded whatever the peer sends.
+        on_slow_line: if given, a line that the fast decoder refuses is not
+            judged here but handed to it as a :class:`SlowLine`, in stream
+            order with the events and errors; the caller calls
+            ``slow_line.judge()`` when it likes (the async parsers judge big
+            ones in a worker thread, so that no line holds the event loop).
 
     Exceptions raised by the callbacks propagate out of :meth:`feed`; the
     lines after the failing one in that chunk are then neither delivered nor
@@ -220,11 +250,13 @@ class NdjsonStreamParser:
         on_error: Callable[[LineError], object],
         *,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        on_slow_line: Callable[[SlowLine], object] | None = None,
     ) -> None:
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
         self._on_event = on_event
         self._on_error = on_error
+        self._on_slow_line = on_slow_line
         self._max = max_line_bytes
         self._pending = bytearray()
         self._skipping = False  # inside an over-long line: drop bytes up to the next LF
@@ -285,7 +317,9 @@ class NdjsonStreamParser:
         tail_too_long = self._set_pending(data[last + 1 :])
 
         if head is not None:
-            self._lines([head], line_start)
+            # The line that spans chunks is the one that can be big.
+            with gc_paused(len(head)):
+                self._lines([head], line_start)
         else:
             self._line_number += 1
             if too_long is not None:
@@ -307,6 +341,11 @@ class NdjsonStreamParser:
         elif self._pending:
             line = bytes(self._pending)
             self._pending.clear()
+            if self._on_slow_line is not None:
+                # A blank last line is no line at all (it is not counted).
+                if js_trim(line.decode("utf-8", "replace")):
+                    self._lines([line], self._line_start)
+                return
             result = decode_event(line)
             if isinstance(result, DecodeFailure):
                 if result.kind is FailureKind.EMPTY:
@@ -415,6 +454,10 @@ class NdjsonStreamParser:
         self._lines(lines[start:], start_offset)
 
     def _bad_line(self, line: bytes, number: int, offset: int) -> None:
+        if self._on_slow_line is not None:
+            if line.strip():  # blank lines are skipped without a judge
+                self._on_slow_line(SlowLine(line, number, offset))
+            return
         result = decode_event_slow(line)
         if isinstance(result, DecodeFailure):
             if result.kind is not FailureKind.EMPTY:

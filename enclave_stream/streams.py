@@ -12,6 +12,7 @@ __all__ = [
     "NdjsonObjectSendStream",
     "create_ndjson_parse_stream",
     "create_ndjson_serialize_stream",
+    "judge_off_loop",
     "parse_ndjson_stream",
     "serialize_ndjson_stream",
 ]
@@ -26,7 +27,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, Ob
 from .encoder import EventEncoder
 from .errors import NdjsonParseError
 from .events import ParsedEvent
-from .ndjson import DEFAULT_MAX_LINE_BYTES, LineError, NdjsonStreamParser
+from .ndjson import DEFAULT_MAX_LINE_BYTES, LineError, NdjsonStreamParser, SlowLine
 
 logger = logging.getLogger("enclave_stream")
 
@@ -80,6 +81,29 @@ async def _chunks(source: ByteSource) -> AsyncGenerator[bytes | bytearray, None]
             yield chunk
 
 
+INLINE_SLOW_LINE_BYTES = 1024
+"""Refused lines up to this size are judged on the event loop; bigger ones in a thread.
+
+Judging a line the fast decoder refused follows JavaScript's JSON rules in
+pure Python: up to a thousand times the CPU per byte of a valid line (deep
+nesting is the worst). A worker thread keeps that off the event loop, which
+then only waits for the GIL's switch interval; small lines are not worth the
+thread hop."""
+
+
+async def judge_off_loop(slow_line: SlowLine) -> ParsedEvent | LineError | None:
+    """``slow_line.judge()``, in a worker thread unless the line is small."""
+    if len(slow_line.line) <= INLINE_SLOW_LINE_BYTES:
+        return slow_line.judge()
+    return await anyio.to_thread.run_sync(slow_line.judge)
+
+
+async def _judged(items: list[Any]) -> None:
+    """Replace each :class:`SlowLine` of ``items`` by its verdict, in place (blank ones go)."""
+    verdicts = [await judge_off_loop(item) if type(item) is SlowLine else item for item in items]
+    items[:] = [item for item in verdicts if item is not None]
+
+
 async def parse_ndjson_stream(
     source: ByteSource,
     *,
@@ -107,12 +131,14 @@ async def parse_ndjson_stream(
     items: list[ParsedEvent | LineError] = []
     bad_lines = 0
 
-    def on_bad_line(error: LineError) -> None:
+    def on_bad_line(error: LineError | SlowLine) -> None:
         nonlocal bad_lines
         bad_lines += 1
-        items.append(error)
+        items.append(error)  # type: ignore[arg-type]  # slow lines are judged before use
 
-    parser = NdjsonStreamParser(items.append, on_bad_line, max_line_bytes=max_line_bytes)
+    parser = NdjsonStreamParser(
+        items.append, on_bad_line, max_line_bytes=max_line_bytes, on_slow_line=on_bad_line
+    )
     chunks = _chunks(source)
     try:
         ended = False
@@ -127,6 +153,7 @@ async def parse_ndjson_stream(
             # feed() is not called again before the list is cleared, so it is
             # safe to iterate in place; without bad lines, skip the type checks.
             if bad_lines:
+                await _judged(items)
                 for item in items:
                     if type(item) is LineError:
                         _report(item, on_error, strict)
@@ -188,7 +215,10 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
         self._next = 0
         self._ended = False
         self._parser = NdjsonStreamParser(
-            self._ready.append, self._ready.append, max_line_bytes=max_line_bytes
+            self._ready.append,
+            self._ready.append,
+            max_line_bytes=max_line_bytes,
+            on_slow_line=self._ready.append,  # type: ignore[arg-type]  # judged below
         )
 
     async def receive(self) -> ParsedEvent:
@@ -212,6 +242,7 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
                 self._parser.flush()
             else:
                 self._parser.feed(chunk)
+            await _judged(self._ready)
 
     async def aclose(self) -> None:
         """Close the underlying byte stream."""

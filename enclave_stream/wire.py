@@ -14,17 +14,21 @@ from __future__ import annotations
 
 __all__ = [
     "FAST_PATH_ERRORS",
+    "GC_PAUSE_BYTES",
     "DecodeFailure",
     "FailureKind",
     "decode_event",
     "decode_event_slow",
     "convert_js_value",
     "decode_message",
+    "gc_paused",
     "post_decode_problem",
 ]
 
+import gc
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Final, TypeVar, cast
 
 import msgspec
@@ -122,8 +126,37 @@ def _failure_from_validation(exc: msgspec.ValidationError, trimmed: str) -> Deco
     return DecodeFailure(FailureKind.VALIDATION, reason, path, trimmed)
 
 
+GC_PAUSE_BYTES: Final = 64 * 1024
+"""Lines longer than this are decoded with the cyclic garbage collector paused."""
+
+
+@contextmanager
+def gc_paused(size: int) -> Iterator[None]:
+    """Pause the cyclic GC while a line of ``size`` bytes is decoded, if it is big.
+
+    A dense line (``[[],[],...]``) makes hundreds of thousands of containers
+    per MiB; each young-generation collection walks them though none can be in
+    a cycle yet, which more than doubles the time the decode holds the GIL
+    (and so the event loop). The collector is restored afterwards, and only if
+    it was on.
+    """
+    if size <= GC_PAUSE_BYTES or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def decode_event_slow(raw: bytes | str, type_: Any = ParsedEvent) -> Any:
     """Judge a line the fast path refused: the decoded message or a :class:`DecodeFailure`."""
+    with gc_paused(len(raw)):
+        return _judge(raw, type_)
+
+
+def _judge(raw: bytes | str, type_: Any) -> Any:
     text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
     trimmed = js_trim(text)
     if not trimmed:
@@ -224,17 +257,26 @@ def _masked(
 
     def masked(item: Any) -> Any:
         if isinstance(item, str):
-            return item.translate(mask)
+            return item.translate(mask) if _LONE_SURROGATE.search(item) else item
         return copies.get(id(item), item)
 
-    for node in reversed(containers):  # children before their parents
+    # Children before their parents; a container is copied only if something
+    # in it changed (found by identity: == on deep values would recurse).
+    for node in reversed(containers):
         if isinstance(node, dict):
-            copy: Any = {masked(key): masked(item) for key, item in node.items()}
+            pairs = [(masked(key), masked(item)) for key, item in node.items()]
+            if any(
+                new[0] is not old[0] or new[1] is not old[1]
+                for new, old in zip(pairs, node.items(), strict=True)
+            ):
+                copy: Any = dict(pairs)
+                copies[id(node)] = copy
+                originals[id(copy)] = node
         else:
-            copy = [masked(item) for item in node]
-        if copy != node:
-            copies[id(node)] = copy
-            originals[id(copy)] = node
+            items = [masked(item) for item in node]
+            if any(new is not old for new, old in zip(items, node, strict=True)):
+                copies[id(node)] = items
+                originals[id(items)] = node
     return masked(root)
 
 
@@ -288,7 +330,8 @@ def missing_version_path(message: object) -> str | None:
 def decode_event(raw: bytes | str) -> ParsedEvent | DecodeFailure:
     """Decode one line (untrimmed) into an event, or say why it is not one."""
     try:
-        event = _EVENT_DECODER.decode(raw)
+        with gc_paused(len(raw)):
+            event = _EVENT_DECODER.decode(raw)
     except FAST_PATH_ERRORS:
         pass
     else:

@@ -276,8 +276,18 @@ def check_inner_plaintext(plaintext: bytes) -> None:
 # --- the tests --------------------------------------------------------------------------
 
 
+# Found by this fuzzer: a lone surrogate at the bottom of a value deeper than
+# the recursion limit (the surrogate masking compared deep values with ==), and
+# the CLI printing deep arguments (json.dumps recursed).
+DEEP_SURROGATE = (
+    b'{"protocolVersion":2,"sessionId":"s_fuzz","seq":3,"type":"tool_call","payload":'
+    b'{"callId":"c_1","toolName":"t","args":' + b"[" * 3000 + b'"\\ud800"' + b"]" * 3000 + b"}}"
+)
+
+
 @FUZZ
 @given(line=hostile_lines(), seed=st.integers(0, 2**32))
+@example(line=DEEP_SURROGATE, seed=0)
 def test_hostile_json_never_crashes_a_parser(line: bytes, seed: int) -> None:
     check_everywhere(line, random.Random(seed))
 
@@ -352,6 +362,7 @@ def test_a_refused_surrogate_is_named_in_the_message() -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(line=hostile_lines(), seed=st.integers(0, 2**32))
 @example(line=CRASHER, seed=0)
+@example(line=DEEP_SURROGATE, seed=0)
 def test_the_cli_reports_hostile_lines_without_a_traceback(
     line: bytes, seed: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

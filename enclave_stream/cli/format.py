@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from msgspec import UNSET
 
+from .._jsjson import js_dumps
 from ..events import (
     CatalogChangedEvent,
     DeadlineExceededEvent,
@@ -79,7 +80,11 @@ def format_json(value: Any) -> str:
     >>> format_json({"q": "café", "n": [1, 2.5]})
     '{"q":"café","n":[1,2.5]}'
     """
-    return clean(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:  # a valid event may nest 10,000 deep
+        text = js_dumps(value)
+    return clean(text)
 
 
 def plain(segments: Iterable[Segment]) -> str:

@@ -25,8 +25,8 @@ import anyio
 
 from ..crypto.session_errors import EnvelopeError, EnvelopeErrorReason
 from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
-from ..ndjson import LineError, NdjsonStreamParser
-from ..streams import ErrorHandler, _aclose, _chunks, _report
+from ..ndjson import LineError, NdjsonStreamParser, SlowLine
+from ..streams import ErrorHandler, _aclose, _chunks, _report, judge_off_loop
 from ..wire import FailureKind
 from .connector import Connector, EnvelopeOpener
 from .errors import (
@@ -53,6 +53,9 @@ class _Plaintext:
     event: ParsedEvent
     line: int
 
+
+_Item: TypeAlias = "ParsedEvent | LineError | _Plaintext | SlowLine"
+"""What the parser hands the follower: slow lines are judged before _select sees them."""
 
 # The kinds of item that need more than a seq check: a chunk with none of them
 # (nearly every chunk) is checked in one tight pass.
@@ -343,7 +346,8 @@ class Follower:
         assert self._queue is not None, "set by run()"
         queue = self._queue
         from_seq = None if self._expect < 0 else self._expect
-        items: list[ParsedEvent | LineError | _Plaintext] = []
+        items: list[_Item] = []
+        slow_lines: list[SlowLine] = []  # lines to judge off the event loop, in items too
         on_event: Callable[[ParsedEvent], object] = items.append
         if self._refuse_plaintext:
 
@@ -353,7 +357,16 @@ class Follower:
                 else:
                     items.append(_Plaintext(event, parser.line_number))
 
-        parser = NdjsonStreamParser(on_event, items.append, max_line_bytes=self._max_line_bytes)
+        def on_slow_line(line: SlowLine) -> None:
+            slow_lines.append(line)
+            items.append(line)  # replaced by its verdict before use
+
+        parser = NdjsonStreamParser(
+            on_event,
+            items.append,
+            max_line_bytes=self._max_line_bytes,
+            on_slow_line=on_slow_line,
+        )
         self._fresh = True
         self._too_long = None
         outcome: _Outcome | None = None
@@ -372,6 +385,9 @@ class Follower:
                     try:
                         async for chunk in chunks:
                             parser.feed(chunk)
+                            if slow_lines:
+                                await self._judge(items)
+                                slow_lines.clear()
                             if items:
                                 sent = self._sent
                                 outcome = self._pass_on(items)
@@ -391,7 +407,10 @@ class Follower:
                                 if outcome is not None:
                                     break
                         else:
-                            outcome = self._at_end(parser, items)
+                            parser.flush()
+                            if slow_lines:
+                                await self._judge(items)
+                            outcome = self._at_end(items)
                     finally:
                         await chunks.aclose()
                         await _aclose(source, forcefully=True)
@@ -403,10 +422,23 @@ class Follower:
             return _Retry(f"no new event for {timeout * 1000:g} ms (heartbeat timeout)")
         return outcome
 
-    def _at_end(
-        self, parser: NdjsonStreamParser, items: list[ParsedEvent | LineError | _Plaintext]
-    ) -> _Outcome:
-        parser.flush()
+    async def _judge(self, items: list[_Item]) -> None:
+        """Replace the slow lines of ``items`` by their verdicts (judged off the loop)."""
+        judged: list[_Item] = []
+        for item in items:
+            if type(item) is not SlowLine:
+                judged.append(item)
+                continue
+            verdict = await judge_off_loop(item)
+            if verdict is None:
+                continue
+            if self._refuse_plaintext and not isinstance(verdict, LineError | EncryptedEnvelope):
+                judged.append(_Plaintext(verdict, item.number))
+            else:
+                judged.append(verdict)
+        items[:] = judged
+
+    def _at_end(self, items: list[_Item]) -> _Outcome:
         # Text after the last newline is either a last line sent without its
         # newline, or what a cut connection left of a line: take a whole
         # event, but do not report a fragment as a bad line from the server.
@@ -426,7 +458,7 @@ class Follower:
             return _Retry(described, error)
         return _Fail(f"fatal error: {described}", error)
 
-    def _pass_on(self, items: list[ParsedEvent | LineError | _Plaintext]) -> _Outcome | None:
+    def _pass_on(self, items: list[_Item]) -> _Outcome | None:
         """Queue the new events of ``items``, then clear it; an outcome ends the connection."""
         assert self._queue is not None, "set by run()"
         batch, outcome = self._select(items)
@@ -437,9 +469,7 @@ class Follower:
             self._sent += len(batch)
         return outcome
 
-    def _select(
-        self, items: list[ParsedEvent | LineError | _Plaintext]
-    ) -> tuple[list[StreamEvent], _Outcome | None]:
+    def _select(self, items: list[_Item]) -> tuple[list[StreamEvent], _Outcome | None]:
         """The new events of ``items``, opened, and an outcome if one ends the connection."""
         expect = self._expect
         pinned = self._session_id

@@ -1,0 +1,170 @@
+"""Lines the fast decoder refuses: judged in order, and big ones off the event loop.
+
+Judging such a line follows JavaScript's JSON rules in pure Python, which can
+cost a thousand times the CPU per byte of a valid line. The async parsers judge
+a big one in a worker thread: another task keeps running meanwhile. Whether it
+ran is observed, not timed: a task that counts its turns does not get one while
+the loop is held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from enclave_stream import (
+    LineError,
+    NdjsonStreamParser,
+    StdoutEvent,
+    StdoutPayload,
+    parse_line,
+    serialize_event,
+)
+from enclave_stream.ndjson import SlowLine
+from enclave_stream.reconnect import ReconnectionConfig, open_event_stream
+from enclave_stream.streams import INLINE_SLOW_LINE_BYTES, parse_ndjson_stream
+
+SID = "s_slow"
+
+
+def stdout(seq: int, chunk: str = "x") -> bytes:
+    return serialize_event(
+        StdoutEvent(session_id=SID, seq=seq, payload=StdoutPayload(chunk))
+    ).encode()
+
+
+def deep_args(seq: int, depth: int = 2000) -> bytes:
+    """A valid tool_call nested deeper than msgspec decodes: only the slow path accepts it."""
+    args = "[" * depth + "]" * depth
+    return (
+        f'{{"protocolVersion":2,"sessionId":"{SID}","seq":{seq},"type":"tool_call",'
+        f'"payload":{{"callId":"c_1","toolName":"t","args":{args}}}}}'
+    ).encode()
+
+
+def wire(item: Any) -> Any:
+    """Events as their wire text: ``==`` on values 2,000 deep would recurse."""
+    return item if isinstance(item, LineError) else serialize_event(item)
+
+
+BIG_VALID = deep_args(2)
+BIG_BAD = deep_args(2).replace(SID.encode(), b"x_bad")
+SMALL_BAD = stdout(2).replace(b'"seq":2', b'"seq":"2"')
+assert len(BIG_VALID) > INLINE_SLOW_LINE_BYTES >= len(SMALL_BAD)
+
+
+def test_the_sans_io_parser_hands_refused_lines_over_in_order() -> None:
+    items: list[Any] = []
+    parser = NdjsonStreamParser(items.append, items.append, on_slow_line=items.append)
+    document = b"\n".join([stdout(1), BIG_VALID, b"   ", SMALL_BAD, stdout(3), b"{oops"])
+    parser.feed(document[:100])
+    parser.feed(document[100:])
+    parser.flush()
+    kinds = [type(item).__name__ for item in items]
+    assert kinds == ["StdoutEvent", "SlowLine", "SlowLine", "StdoutEvent", "SlowLine"]
+    assert [item.number for item in items if isinstance(item, SlowLine)] == [2, 4, 6]
+    verdicts = [item.judge() if isinstance(item, SlowLine) else item for item in items]
+    inline: list[Any] = []
+    reference = NdjsonStreamParser(inline.append, inline.append)
+    reference.feed(document)
+    reference.flush()
+    assert list(map(wire, verdicts)) == list(map(wire, inline))
+    assert parser.line_number == reference.line_number == 6
+
+
+def test_a_blank_slow_line_judges_to_nothing() -> None:
+    assert SlowLine(b"\xc2\xa0 ", 1, 0).judge() is None  # NBSP: blank to JavaScript
+
+
+@asynccontextmanager
+async def turn_counter() -> AsyncIterator[list[int]]:
+    """A task that counts the turns the event loop gives it."""
+    turns = [0]
+
+    async def count() -> None:
+        while True:
+            turns[0] += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count)
+        yield turns
+        tg.cancel_scope.cancel()
+
+
+async def turns_while_judged(line: bytes) -> tuple[int, list[Any]]:
+    """Turns another task got between the line's arrival and its verdict."""
+    marks: list[int] = []
+    received: list[Any] = []
+    async with turn_counter() as turns:
+
+        async def source() -> AsyncIterator[bytes]:
+            yield stdout(1) + b"\n"
+            await anyio.lowlevel.checkpoint()
+            marks.append(turns[0])
+            yield line + b"\n" + stdout(3) + b"\n"
+
+        async for event in parse_ndjson_stream(source(), on_error=received.append):
+            received.append(event)
+            if event.seq == 3:
+                marks.append(turns[0])
+    return marks[1] - marks[0], received
+
+
+@pytest.mark.anyio
+async def test_a_big_refused_line_is_judged_off_the_event_loop() -> None:
+    turns, received = await turns_while_judged(BIG_VALID)
+    assert turns > 0
+    assert [getattr(item, "seq", None) for item in received] == [1, 2, 3]
+    assert wire(received[1]) == wire(parse_line(BIG_VALID).data)  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_a_big_bad_line_is_reported_from_off_the_loop() -> None:
+    turns, received = await turns_while_judged(BIG_BAD)
+    assert turns > 0
+    assert isinstance(received[1], LineError)
+    assert received[1].path == "$.sessionId"
+    assert received[1].line == 2
+
+
+@pytest.mark.anyio
+async def test_a_small_refused_line_is_judged_inline() -> None:
+    """The counter does detect a held loop: a small line costs no thread hop."""
+    turns, received = await turns_while_judged(SMALL_BAD)
+    assert turns == 0
+    assert isinstance(received[1], LineError)
+
+
+@pytest.mark.anyio
+async def test_the_resumable_client_judges_big_lines_off_the_loop() -> None:
+    final = (
+        f'{{"protocolVersion":2,"sessionId":"{SID}","seq":3,"type":"final","payload":{{"ok":true}}}}'
+    ).encode()
+    marks: list[int] = []
+    async with turn_counter() as turns:
+
+        @asynccontextmanager
+        async def connect(from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
+            async def body() -> AsyncIterator[bytes]:
+                yield stdout(1) + b"\n"
+                await anyio.lowlevel.checkpoint()
+                marks.append(turns[0])
+                yield BIG_VALID + b"\n" + final + b"\n"
+
+            yield body()
+
+        config = ReconnectionConfig(max_retries=0)
+        async with open_event_stream(connect, config=config) as events:
+            seqs = []
+            async for event in events:
+                seqs.append(event.seq)
+                if event.seq == 2:
+                    marks.append(turns[0])
+    assert seqs == [1, 2, 3]
+    assert marks[1] > marks[0]
