@@ -36,8 +36,10 @@ from .events import DEFAULT_PROTOCOL_VERSION, ParsedEvent
 from .wire import (
     _EVENT_DECODER,
     FAST_PATH_ERRORS,
+    GC_PAUSE_BYTES,
     DecodeFailure,
     FailureKind,
+    container_overload,
     decode_event,
     decode_event_slow,
     gc_paused,
@@ -172,26 +174,31 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
     missing = DEFAULT_PROTOCOL_VERSION
     known_session = ""
     number = 0
+    # Only a document over the threshold can hold a big line (see _line).
+    may_be_big = len(data) > GC_PAUSE_BYTES
     for line in lines:
         number += 1
         if not line:
             continue
-        try:
-            event = decode(line)
-        except FAST_PATH_ERRORS:
-            pass
+        if may_be_big and len(line) > GC_PAUSE_BYTES:
+            result = decode_event(line)  # bounded in containers, GC paused
         else:
-            if event.protocol_version is not missing:
-                # msgspec leaves the "s_" prefix to us; compare first, as a
-                # stream rarely changes session.
-                if event.session_id == known_session:
-                    append(event)
-                    continue
-                if event.session_id.startswith("s_"):
-                    known_session = event.session_id
-                    append(event)
-                    continue
-        result = decode_event_slow(line)
+            try:
+                event = decode(line)
+            except FAST_PATH_ERRORS:
+                pass
+            else:
+                if event.protocol_version is not missing:
+                    # msgspec leaves the "s_" prefix to us; compare first, as
+                    # a stream rarely changes session.
+                    if event.session_id == known_session:
+                        append(event)
+                        continue
+                    if event.session_id.startswith("s_"):
+                        known_session = event.session_id
+                        append(event)
+                        continue
+            result = decode_event_slow(line)
         if isinstance(result, DecodeFailure):
             if result.kind is not FailureKind.EMPTY:
                 errors.append(_line_error(result, number))
@@ -257,6 +264,8 @@ class NdjsonStreamParser:
         self._on_event = on_event
         self._on_error = on_error
         self._on_slow_line = on_slow_line
+        # Lines longer than this are handled one at a time: too long, or big.
+        self._careful = min(max_line_bytes, GC_PAUSE_BYTES)
         self._max = max_line_bytes
         self._pending = bytearray()
         self._skipping = False  # inside an over-long line: drop bytes up to the next LF
@@ -317,16 +326,14 @@ class NdjsonStreamParser:
         tail_too_long = self._set_pending(data[last + 1 :])
 
         if head is not None:
-            # The line that spans chunks is the one that can be big.
-            with gc_paused(len(head)):
-                self._lines([head], line_start)
+            self._line(head, line_start)
         else:
             self._line_number += 1
             if too_long is not None:
                 self._report_too_long(too_long, self._line_number, line_start)
         if last > first:
             middle = data[first + 1 : last].split(b"\n")
-            if last - first - 1 > self._max:
+            if last - first - 1 > self._careful:  # may hold a big line: one at a time
                 self._lines_limited(middle, base + first + 1)
             else:
                 self._lines(middle, base + first + 1)
@@ -439,19 +446,34 @@ class NdjsonStreamParser:
             self._line_number = number
 
     def _lines_limited(self, lines: list[bytes], offset: int) -> None:
-        """Like :meth:`_lines`, for a segment long enough to hold an over-long line."""
+        """Like :meth:`_lines`, for a segment that may hold big or over-long lines."""
         limit = self._max
+        careful = self._careful
         start = 0
         start_offset = offset
         for index, line in enumerate(lines):
-            if len(line) > limit:
+            if len(line) > careful:
                 self._lines(lines[start:index], start_offset)
-                self._line_number += 1
-                self._report_too_long(line[:512], self._line_number, offset)
+                if len(line) > limit:
+                    self._line_number += 1
+                    self._report_too_long(line[:512], self._line_number, offset)
+                else:
+                    self._line(line, offset)
                 start = index + 1
                 start_offset = offset + len(line) + 1
             offset += len(line) + 1
         self._lines(lines[start:], start_offset)
+
+    def _line(self, line: bytes, offset: int) -> None:
+        """One complete line that may be big: bounded in containers, decoded with the GC paused."""
+        if len(line) > GC_PAUSE_BYTES:
+            overload = container_overload(line)
+            if overload is not None:
+                self._line_number += 1
+                self._on_error(_line_error(overload, self._line_number, offset))
+                return
+        with gc_paused(len(line)):
+            self._lines([line], offset)
 
     def _bad_line(self, line: bytes, number: int, offset: int) -> None:
         if self._on_slow_line is not None:

@@ -61,6 +61,7 @@ DEEP_ARGS = event_line(
     '{"callId":"c_1","toolName":"t","args":' + nested(MAX_DEPTH - 2).decode() + "}", "tool_call"
 )
 TOO_DEEP = "Nesting deeper than"
+TOO_DENSE = "Too many arrays and objects"
 
 CASES = [
     Case("truncated-json", BEFORE_LINE[:40], "json", content=BEFORE_LINE[:40].decode()),
@@ -182,19 +183,21 @@ CASES = [
     Case("nesting-max-objects", b'{"a":' * MAX_DEPTH + b"1" + b"}" * MAX_DEPTH, "validation", "$"),
     Case("nesting-max-args", DEEP_ARGS, None, event=True),
     Case("nesting-max-bad-seq", DEEP_ARGS.replace(b'"seq":3', b'"seq":-3'), "validation", "$.seq"),
-    # ... and a typed JSON error (never a RecursionError) beyond it
-    Case("nesting-100000-bare", nested(100_000), "json", message=TOO_DEEP),
+    # ... and a typed JSON error (never a RecursionError) beyond it; lines
+    # this big and this dense in containers are refused before any decoding
+    Case("nesting-20000-bare", nested(20_000), "json", message=TOO_DEEP),
+    Case("nesting-100000-bare", nested(100_000), "json", message=TOO_DENSE),
     Case(
         "nesting-100000-objects",
         b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
         "json",
-        message=TOO_DEEP,
+        message=TOO_DENSE,
     ),
     Case(
         "nesting-100000-args",
         DEEP_ARGS.replace(b"[", b"[" * 10, 10_000),
         "json",
-        message=TOO_DEEP,
+        message=TOO_DENSE,
     ),
     Case("nesting-100000-unclosed", b"[" * 100_000, "json"),
 ]

@@ -1,4 +1,4 @@
-"""Lines the fast decoder refuses: judged in order, and big ones off the event loop.
+"""Costly lines: refused lines judged off the event loop; big dense lines refused.
 
 Judging such a line follows JavaScript's JSON rules in pure Python, which can
 cost a thousand times the CPU per byte of a valid line. The async parsers judge
@@ -23,11 +23,13 @@ from enclave_stream import (
     StdoutEvent,
     StdoutPayload,
     parse_line,
+    parse_lines,
     serialize_event,
 )
 from enclave_stream.ndjson import SlowLine
 from enclave_stream.reconnect import ReconnectionConfig, open_event_stream
 from enclave_stream.streams import INLINE_SLOW_LINE_BYTES, parse_ndjson_stream
+from enclave_stream.wire import BYTES_PER_CONTAINER
 
 SID = "s_slow"
 
@@ -168,3 +170,60 @@ async def test_the_resumable_client_judges_big_lines_off_the_loop() -> None:
                     marks.append(turns[0])
     assert seqs == [1, 2, 3]
     assert marks[1] > marks[0]
+
+
+# --- the bound on arrays and objects in big lines --------------------------------------
+
+
+def args_line(args: str) -> bytes:
+    return (
+        f'{{"protocolVersion":2,"sessionId":"{SID}","seq":2,"type":"tool_call",'
+        f'"payload":{{"callId":"c_1","toolName":"t","args":{args}}}}}'
+    ).encode()
+
+
+def with_containers(size: int, containers: int) -> bytes:
+    """A valid line of exactly ``size`` bytes holding exactly ``containers`` arrays/objects."""
+    skeleton = args_line("[" + "[]," * (containers - 3) + '"' + '"]')  # payload + args: 2 more
+    assert skeleton.count(b"[") + skeleton.count(b"{") == containers
+    return skeleton.replace(b'""', b'"' + b"x" * (size - len(skeleton)) + b'"')
+
+
+def test_a_big_line_dense_in_containers_is_refused_before_decoding() -> None:
+    size = 256 * 1024
+    at_bound = with_containers(size, size // BYTES_PER_CONTAINER)
+    over = with_containers(size, size // BYTES_PER_CONTAINER + 1)
+    assert len(at_bound) == len(over) == size
+    assert parse_line(at_bound).success
+    refused = parse_line(over)
+    assert not refused.success
+    assert refused.kind == "json"
+    assert refused.error.startswith("JSON parse error: Too many arrays and objects")
+
+
+@pytest.mark.parametrize("chunk", [1000, 64 * 1024, 1024 * 1024], ids=lambda n: f"chunks-{n}")
+def test_every_parser_refuses_it_and_keeps_the_lines_around_it(chunk: int) -> None:
+    over = with_containers(200 * 1024, 200 * 1024 // BYTES_PER_CONTAINER + 1)
+    document = stdout(1) + b"\n" + over + b"\n" + stdout(3) + b"\n"
+    events: list[Any] = []
+    errors: list[LineError] = []
+    parser = NdjsonStreamParser(events.append, errors.append)
+    for start in range(0, len(document), chunk):
+        parser.feed(document[start : start + chunk])
+    parser.flush()
+    assert [event.seq for event in events] == [1, 3]
+    assert [(error.line, error.kind, error.offset) for error in errors] == [
+        (2, "json", len(stdout(1)) + 1)
+    ]
+    whole = parse_lines(document)
+    assert [event.seq for event in whole.events] == [1, 3]
+    assert [error.error for error in whole.errors] == [errors[0].error]
+
+
+def test_ordinary_big_json_is_well_within_the_bound() -> None:
+    records = ",".join(f'{{"id":{n},"name":"user {n}","tags":["a","b"]}}' for n in range(30_000))
+    line = args_line(f"[{records}]")
+    assert len(line) > 1024 * 1024
+    result = parse_line(line)
+    assert result.success
+    assert len(result.data.payload.args) == 30_000  # type: ignore[union-attr]
