@@ -27,6 +27,7 @@ __all__ = [
     "Connector",
     "ConnectorError",
     "DisconnectedEvent",
+    "EncryptingConnector",
     "EnvelopeOpener",
     "EventBuffer",
     "FailedEvent",
@@ -58,6 +59,7 @@ __all__ = [
 
 from .buffer import EventBuffer
 from .client import Connector, EnvelopeOpener, ResumableEventStream, open_event_stream
+from .connector import EncryptingConnector
 from .driver import drive_reconnection
 from .errors import (
     ConnectorError,

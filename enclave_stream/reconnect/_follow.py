@@ -28,7 +28,7 @@ from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
 from ..ndjson import LineError, NdjsonStreamParser, SlowLine
 from ..streams import ErrorHandler, _aclose, _chunks, _report, judge_off_loop
 from ..wire import FailureKind
-from .connector import Connector, EnvelopeOpener
+from .connector import Connector, EncryptingConnector, EnvelopeOpener
 from .errors import (
     LineTooLongError,
     SequenceGapError,
@@ -250,6 +250,8 @@ class Follower:
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
         self._deadline_s = _seconds("deadline_ms", deadline_ms)
+        if session is None and isinstance(connect, EncryptingConnector) and connect.encrypted:
+            session = connect  # its handshake makes the stream encrypted
         self._connect = connect
         self._session = session
         # An encrypted stream carries envelopes only: a plaintext event is an

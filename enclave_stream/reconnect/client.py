@@ -240,7 +240,9 @@ def open_event_stream(
     the iteration raises :class:`~enclave_stream.reconnect.SequenceGapError`,
     or with ``allow_gaps=True`` goes on (see ``events.gaps``).
 
-    Encryption and session: with ``session``, every line must be an envelope
+    Encryption and session: with ``session`` (or a connector whose own
+    handshake encrypts the stream, like an encrypting ``broker_connector``,
+    which then opens the envelopes itself), every line must be an envelope
     of that session; a plaintext event ends the stream with an
     :class:`~enclave_stream.crypto.EnvelopeError` (reason
     ``plaintext_refused``, with the event's type, seq and line) as the

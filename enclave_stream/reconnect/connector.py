@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["Connector", "EnvelopeOpener"]
+__all__ = ["Connector", "EncryptingConnector", "EnvelopeOpener"]
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from ..events import EncryptedEnvelope, StreamEvent
 from ..streams import ByteSource
@@ -33,6 +33,25 @@ and leaves the context manager as soon as it is done with a connection::
 
 class EnvelopeOpener(Protocol):
     """Decrypts ``enc`` envelopes; an encrypted session (``EncryptedSession``) is one."""
+
+    def open(self, envelope: EncryptedEnvelope) -> StreamEvent:
+        """The plaintext event inside ``envelope``; raises if it cannot be decrypted."""
+        ...
+
+
+@runtime_checkable
+class EncryptingConnector(Protocol):
+    """A connector that sets up the stream's encryption itself (``broker_connector``).
+
+    When its ``encrypted`` is true, ``open_event_stream`` opens envelopes with
+    it and refuses plaintext even if no ``session`` was passed: the stream is
+    encrypted once its handshake is.
+    """
+
+    @property
+    def encrypted(self) -> bool:
+        """True when the stream it connects to is encrypted."""
+        ...
 
     def open(self, envelope: EncryptedEnvelope) -> StreamEvent:
         """The plaintext event inside ``envelope``; raises if it cannot be decrypted."""

@@ -108,8 +108,11 @@ async def _read_request(client: SocketStream) -> bytes:
     return data
 
 
+@pytest.mark.parametrize("session_given", [True, False], ids=["session", "no-session-arg"])
 @pytest.mark.parametrize("pinned", [True, False], ids=["pinned-key", "no-pinned-key"])
-async def test_a_relayed_hello_with_a_plaintext_body_fails_closed(pinned: bool) -> None:
+async def test_a_relayed_hello_with_a_plaintext_body_fails_closed(
+    pinned: bool, session_given: bool
+) -> None:
     key = generate_signing_key()
     app = create_broker_app(
         runner, config=BrokerConfig(heartbeat_interval_ms=None), signing_key=key
@@ -123,7 +126,8 @@ async def test_a_relayed_hello_with_a_plaintext_body_fails_closed(pinned: bool) 
         connect = broker_connector(
             http, url, code="x", signing_public_key=key.public_key() if pinned else None
         )
-        stream = open_event_stream(connect, config=FAST_RETRIES, session=connect)
+        opener = connect if session_given else None  # the connector encrypts either way
+        stream = open_event_stream(connect, config=FAST_RETRIES, session=opener)
         with pytest.raises(StreamFailedError) as caught:
             await consume(stream, received)
 
