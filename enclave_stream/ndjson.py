@@ -351,7 +351,7 @@ class NdjsonStreamParser:
             if self._on_slow_line is not None:
                 # A blank last line is no line at all (it is not counted).
                 if js_trim(line.decode("utf-8", "replace")):
-                    self._lines([line], self._line_start)
+                    self._line(line, self._line_start)
                 return
             result = decode_event(line)
             if isinstance(result, DecodeFailure):

@@ -250,7 +250,9 @@ def convert_js_value(value: Any, type_: Any) -> Any:
         result = msgspec.convert(masked_root, type_)
     except msgspec.ValidationError as exc:
         raise msgspec.ValidationError(_unmasked_message(str(exc), base, unmask)) from None
-    return _unmasked(result, unmask, originals)
+    copied = {id(node) for node in originals.values()}
+    untouched = {id(node) for node in containers if id(node) not in copied}
+    return _unmasked(result, unmask, originals, untouched)
 
 
 _ESCAPED_ASTRAL = re.compile(r"\\U([0-9a-f]{8})")
@@ -317,15 +319,20 @@ def _masked(
     return masked(root)
 
 
-def _unmasked(value: Any, unmask: dict[int, str], originals: dict[int, Any]) -> Any:
+def _unmasked(
+    value: Any, unmask: dict[int, str], originals: dict[int, Any], untouched: set[int]
+) -> Any:
     """``value`` (a convert() result) with the original characters back.
 
-    Free-form values (``Any``) are the masked containers themselves and are
-    swapped for the originals; only the schema's own structure (a few levels)
-    is walked.
+    Free-form values (``Any``) are the input's own containers: a masked copy
+    is swapped for its original, one without lone surrogates (``untouched``)
+    is kept as it is. So only the schema's own structure (a few levels) is
+    walked, however deep the free-form values are.
     """
     if isinstance(value, str):
         return value.translate(unmask)
+    if id(value) in untouched:
+        return value
     original = originals.get(id(value))
     if original is not None:
         return original
@@ -333,15 +340,17 @@ def _unmasked(value: Any, unmask: dict[int, str], originals: dict[int, Any]) -> 
         changes = {}
         for name in value.__struct_fields__:
             item = getattr(value, name)
-            restored = _unmasked(item, unmask, originals)
+            restored = _unmasked(item, unmask, originals, untouched)
             if restored is not item:
                 changes[name] = restored
         return msgspec.structs.replace(value, **changes) if changes else value
     if isinstance(value, list):
-        return [_unmasked(item, unmask, originals) for item in value]
+        return [_unmasked(item, unmask, originals, untouched) for item in value]
     if isinstance(value, dict):
         return {
-            _unmasked(key, unmask, originals): _unmasked(item, unmask, originals)
+            _unmasked(key, unmask, originals, untouched): _unmasked(
+                item, unmask, originals, untouched
+            )
             for key, item in value.items()
         }
     return value

@@ -124,6 +124,9 @@ def hostile_lines(draw: st.DrawFn) -> bytes:
     fields = dict(SKELETON)
     where = draw(st.sampled_from(["extra_key", "payload_key", "field", "payload", "args"]))
     value = draw(hostile_values)
+    if draw(st.booleans()):  # a lone surrogate elsewhere in the line too
+        fields["sessionId"] = '"s_\\udc00"'
+
     if where == "extra_key":
         fields[draw(json_strings)] = value
     elif where == "payload_key":
@@ -279,6 +282,12 @@ def check_inner_plaintext(plaintext: bytes) -> None:
 # Found by this fuzzer: a lone surrogate at the bottom of a value deeper than
 # the recursion limit (the surrogate masking compared deep values with ==), and
 # the CLI printing deep arguments (json.dumps recursed).
+# Found by review: a lone surrogate in one field and a deep value without one
+# in another (the restoring walk recursed into the untouched deep value).
+SURROGATE_BESIDE_DEEP = (
+    b'{"protocolVersion":2,"sessionId":"s_1","seq":2,"type":"tool_call","payload":'
+    b'{"callId":"c_1","toolName":"\\ud83d","args":' + b"[" * 900 + b"]" * 900 + b"}}"
+)
 DEEP_SURROGATE = (
     b'{"protocolVersion":2,"sessionId":"s_fuzz","seq":3,"type":"tool_call","payload":'
     b'{"callId":"c_1","toolName":"t","args":' + b"[" * 3000 + b'"\\ud800"' + b"]" * 3000 + b"}}"
@@ -288,6 +297,7 @@ DEEP_SURROGATE = (
 @FUZZ
 @given(line=hostile_lines(), seed=st.integers(0, 2**32))
 @example(line=DEEP_SURROGATE, seed=0)
+@example(line=SURROGATE_BESIDE_DEEP, seed=0)
 def test_hostile_json_never_crashes_a_parser(line: bytes, seed: int) -> None:
     check_everywhere(line, random.Random(seed))
 
@@ -315,6 +325,7 @@ def test_mutated_reference_lines_never_crash_a_parser() -> None:
     "line",
     [
         pytest.param(CRASHER, id="surrogate-key-in-payload"),
+        pytest.param(SURROGATE_BESIDE_DEEP, id="surrogate-beside-a-deep-value"),
         pytest.param(
             b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"\\ud800","payload":{}}',
             id="surrogate-type",

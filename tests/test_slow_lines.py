@@ -227,3 +227,20 @@ def test_ordinary_big_json_is_well_within_the_bound() -> None:
     result = parse_line(line)
     assert result.success
     assert len(result.data.payload.args) == 30_000  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("newline", [b"\n", b""], ids=["ended", "last-line-unended"])
+async def test_the_async_parser_bounds_the_last_line_too(newline: bytes) -> None:
+    over = with_containers(200 * 1024, 200 * 1024 // BYTES_PER_CONTAINER + 1)
+
+    async def source() -> AsyncIterator[bytes]:
+        yield stdout(1) + b"\n"
+        yield over + newline
+
+    errors: list[LineError] = []
+    events = [event async for event in parse_ndjson_stream(source(), on_error=errors.append)]
+    assert [event.seq for event in events] == [1]
+    assert [error.error.split(":")[1].strip() for error in errors] == [
+        "Too many arrays and objects"
+    ]

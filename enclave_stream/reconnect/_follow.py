@@ -451,8 +451,19 @@ class Follower:
             outcome = self._pass_on(items)
             if outcome is not None:
                 return outcome
+        too_long = self._too_long
+        if too_long is not None and self._fresh:
+            # A replay that brought nothing new but an over-long line before
+            # ending: that line is the missing event (a big final, often).
+            return self._line_too_long(too_long)
         where = " in the middle of a line" if cut else ""
         return _Retry(f"the stream ended{where} before the final event")
+
+    def _line_too_long(self, line: LineError) -> _Fail:
+        return _Fail(
+            f"line {line.line} was longer than max_line_bytes",
+            make=functools.partial(LineTooLongError, line.line, self._max_line_bytes),
+        )
 
     def _classify(self, error: Exception) -> _Outcome:
         described = f"{type(error).__name__}: {error}"
@@ -561,10 +572,7 @@ class Follower:
         if not self._allow_gaps:
             too_long = self._too_long
             if too_long is not None:  # the missing event is most likely that line
-                return _Fail(
-                    f"line {too_long.line} was longer than max_line_bytes",
-                    make=functools.partial(LineTooLongError, too_long.line, self._max_line_bytes),
-                )
+                return self._line_too_long(too_long)
             return _Fail(
                 f"events {start}..{end} are missing",
                 make=functools.partial(SequenceGapError, start, end),

@@ -179,7 +179,8 @@ class LineTooLongError(StreamFailedError):
         self.max_line_bytes = max_line_bytes
         super().__init__(
             f"line {line} was longer than max_line_bytes={max_line_bytes}, and the event "
-            f"after seq {last_seq} was not received; raise max_line_bytes to accept it",
+            f"after {'seq ' + str(last_seq) if last_seq is not None else 'the start'} was "
+            f"not received; raise max_line_bytes to accept it",
             events_delivered=events_delivered,
             last_seq=last_seq,
         )

@@ -12,7 +12,14 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import ByteReceiveStream
 
-from enclave_stream import FailureKind, LineError, StdoutEvent, StdoutPayload
+from enclave_stream import (
+    FailureKind,
+    FinalEvent,
+    FinalPayload,
+    LineError,
+    StdoutEvent,
+    StdoutPayload,
+)
 from enclave_stream.events import StreamEvent
 from enclave_stream.reconnect import (
     ConnectionState,
@@ -531,4 +538,19 @@ async def test_an_event_longer_than_the_line_limit_is_named_not_blamed_on_the_se
     assert caught.value.max_line_bytes == 1000
     assert "raise max_line_bytes" in str(caught.value)
     assert [error.kind for error in reported] == [FailureKind.LINE_TOO_LONG] * 2
+    assert connector.calls == [None, 2]
+
+
+async def test_a_final_event_longer_than_the_line_limit_is_named_too() -> None:
+    """No event follows a too-long final, so no gap: the replay that ends after it says so."""
+    events = make_session(3)
+    events[2] = FinalEvent(session_id=SESSION_ID, seq=2, payload=FinalPayload(True, "x" * 5000))
+    lines = [line(event) for event in events]
+    connector = ScriptedConnector([replay(lines)] * 3)
+    received: list[StreamEvent] = []
+    stream = open_event_stream(connector, config=FAST, max_line_bytes=1000, on_error=lambda e: None)
+    with pytest.raises(LineTooLongError) as caught:
+        await consume(stream, received)
+    assert seqs(received) == [0, 1]
+    assert (caught.value.line, caught.value.max_line_bytes) == (1, 1000)
     assert connector.calls == [None, 2]
