@@ -18,14 +18,21 @@ import anyio.lowlevel
 import pytest
 
 from enclave_stream import (
+    EncryptedSession,
+    FinalEvent,
+    FinalPayload,
     LineError,
     NdjsonStreamParser,
+    SessionRole,
     StdoutEvent,
     StdoutPayload,
+    ToolCallEvent,
+    ToolCallPayload,
     parse_line,
     parse_lines,
     serialize_event,
 )
+from enclave_stream.crypto.streams import INLINE_ENVELOPE_BYTES, decrypt_events
 from enclave_stream.ndjson import SlowLine
 from enclave_stream.reconnect import ReconnectionConfig, open_event_stream
 from enclave_stream.streams import INLINE_SLOW_LINE_BYTES, parse_ndjson_stream
@@ -244,3 +251,82 @@ async def test_the_async_parser_bounds_the_last_line_too(newline: bytes) -> None
     assert [error.error.split(":")[1].strip() for error in errors] == [
         "Too many arrays and objects"
     ]
+
+
+# --- envelopes: the inner event is judged like any line ------------------------------
+
+
+def _sessions() -> tuple[EncryptedSession, EncryptedSession]:
+    c2s, s2c = bytes(range(32)), bytes(range(1, 33))
+    server = EncryptedSession.from_key_bytes(
+        SID, "k_1", SessionRole.SERVER, send_key=s2c, receive_key=c2s
+    )
+    client = EncryptedSession.from_key_bytes(
+        SID, "k_1", SessionRole.CLIENT, send_key=c2s, receive_key=s2c
+    )
+    return server, client
+
+
+def _big_deep_event(seq: int) -> ToolCallEvent:
+    """Deeper than msgspec decodes (the slow path inside) and big enough to leave the loop."""
+    deep: Any = []
+    for _ in range(2000):
+        deep = [deep]
+    return ToolCallEvent(
+        session_id=SID,
+        seq=seq,
+        payload=ToolCallPayload(call_id="c_1", tool_name="t", args=[deep, "x" * 20_000]),
+    )
+
+
+@pytest.mark.anyio
+async def test_decrypt_events_opens_a_big_envelope_off_the_loop() -> None:
+    server, client = _sessions()
+    envelope = server.seal(_big_deep_event(2))
+    assert len(envelope.payload.ciphertext_b64) > INLINE_ENVELOPE_BYTES
+    marks: list[int] = []
+    async with turn_counter() as turns:
+
+        async def source() -> AsyncIterator[Any]:
+            yield server.seal(StdoutEvent(session_id=SID, seq=1, payload=StdoutPayload("x")))
+            await anyio.lowlevel.checkpoint()
+            marks.append(turns[0])
+            yield envelope
+
+        opened = []
+        async for event in decrypt_events(source(), client):
+            opened.append(event)
+            marks.append(turns[0])
+    assert [event.seq for event in opened] == [1, 2]
+    assert marks[2] > marks[1]
+    assert serialize_event(opened[1]) == serialize_event(_big_deep_event(2))
+
+
+@pytest.mark.anyio
+async def test_the_resumable_client_opens_a_big_envelope_off_the_loop() -> None:
+    server, client = _sessions()
+    first = server.seal_line(StdoutEvent(session_id=SID, seq=1, payload=StdoutPayload("x")))
+    big = server.seal_line(_big_deep_event(2))
+    final = server.seal_line(FinalEvent(session_id=SID, seq=3, payload=FinalPayload(ok=True)))
+    marks: list[int] = []
+    async with turn_counter() as turns:
+
+        @asynccontextmanager
+        async def connect(from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
+            async def body() -> AsyncIterator[bytes]:
+                yield first + b"\n"
+                await anyio.lowlevel.checkpoint()
+                marks.append(turns[0])
+                yield big + b"\n" + final + b"\n"
+
+            yield body()
+
+        config = ReconnectionConfig(max_retries=0)
+        seqs = []
+        async with open_event_stream(connect, config=config, session=client) as events:
+            async for event in events:
+                seqs.append(event.seq)
+                if event.seq == 2:
+                    marks.append(turns[0])
+    assert seqs == [1, 2, 3]
+    assert marks[1] > marks[0]

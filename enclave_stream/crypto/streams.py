@@ -13,9 +13,9 @@ generator finishes, fails, or is closed early; wrap the generator in
 
 from __future__ import annotations
 
-__all__ = ["decrypt_events", "encrypt_events", "encrypt_ndjson_stream"]
+__all__ = ["decrypt_events", "encrypt_events", "encrypt_ndjson_stream", "open_off_loop"]
 
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from typing import Final, TypeAlias, TypeVar
 
 import anyio
@@ -56,8 +56,25 @@ async def _close_source(source: object, iterator: object, *, forcefully: bool) -
             await _aclose(source, forcefully=forcefully)
 
 
+INLINE_ENVELOPE_BYTES: Final = 16 * 1024
+"""Envelopes whose ciphertext (base64) is longer than this are opened in a worker thread.
+
+Opening judges the inner event like any received line: one that the fast
+decoder refuses costs up to a thousand times the CPU per byte of a valid one,
+so a big one is kept off the event loop (see ``judge_off_loop``)."""
+
+
+async def open_off_loop(
+    open_: Callable[[EncryptedEnvelope], StreamEvent], envelope: EncryptedEnvelope
+) -> StreamEvent:
+    """``open_(envelope)`` (a session's ``open``), in a worker thread if the envelope is big."""
+    if len(envelope.payload.ciphertext_b64) <= INLINE_ENVELOPE_BYTES:
+        return open_(envelope)
+    return await anyio.to_thread.run_sync(open_, envelope)
+
+
 class _Opener:
-    """Per-stream state of :func:`decrypt_events` (one call per event, no awaits)."""
+    """Per-stream state of :func:`decrypt_events` (one call per event)."""
 
     __slots__ = ("_open", "_require_encryption", "saw_final")
 
@@ -66,9 +83,9 @@ class _Opener:
         self._require_encryption = require_encryption
         self.saw_final = False
 
-    def __call__(self, event: ParsedEvent) -> StreamEvent:
+    async def __call__(self, event: ParsedEvent) -> StreamEvent:
         if type(event) is EncryptedEnvelope:
-            opened = self._open(event)
+            opened = await open_off_loop(self._open, event)
         elif self._require_encryption:
             raise EnvelopeError(
                 f"Plaintext {getattr(event, 'type', type(event).__name__)!s} event "
@@ -115,13 +132,13 @@ async def decrypt_events(
         finished = False
         try:
             async for event in iterator:
-                yield opener(event)
+                yield await opener(event)
             finished = True
         finally:
             await _close_source(events, iterator, forcefully=not finished)
     else:
         for event in events:
-            yield opener(event)
+            yield await opener(event)
     opener.end(require_final)
 
 

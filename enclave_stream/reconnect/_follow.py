@@ -24,6 +24,7 @@ from typing import TypeAlias, cast
 import anyio
 
 from ..crypto.session_errors import EnvelopeError, EnvelopeErrorReason
+from ..crypto.streams import open_off_loop
 from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
 from ..ndjson import LineError, NdjsonStreamParser, SlowLine
 from ..streams import ErrorHandler, _aclose, _chunks, _report, judge_off_loop
@@ -392,7 +393,7 @@ class Follower:
                                 slow_lines.clear()
                             if items:
                                 sent = self._sent
-                                outcome = self._pass_on(items)
+                                outcome = await self._pass_on(items)
                                 if self._sent != sent:
                                     now = clock()
                                     if now - armed >= slack:
@@ -412,7 +413,7 @@ class Follower:
                             parser.flush()
                             if slow_lines:
                                 await self._judge(items)
-                            outcome = self._at_end(items)
+                            outcome = await self._at_end(items)
                     finally:
                         await chunks.aclose()
                         await _aclose(source, forcefully=True)
@@ -440,7 +441,7 @@ class Follower:
                 judged.append(verdict)
         items[:] = judged
 
-    def _at_end(self, items: list[_Item]) -> _Outcome:
+    async def _at_end(self, items: list[_Item]) -> _Outcome:
         # Text after the last newline is either a last line sent without its
         # newline, or what a cut connection left of a line: take a whole
         # event, but do not report a fragment as a bad line from the server.
@@ -448,7 +449,7 @@ class Follower:
         if items and not cut:
             # No wait for room here: this connection is over, and the next
             # one waits after its first batch if the queue is still full.
-            outcome = self._pass_on(items)
+            outcome = await self._pass_on(items)
             if outcome is not None:
                 return outcome
         too_long = self._too_long
@@ -471,10 +472,10 @@ class Follower:
             return _Retry(described, error)
         return _Fail(f"fatal error: {described}", error)
 
-    def _pass_on(self, items: list[_Item]) -> _Outcome | None:
+    async def _pass_on(self, items: list[_Item]) -> _Outcome | None:
         """Queue the new events of ``items``, then clear it; an outcome ends the connection."""
         assert self._queue is not None, "set by run()"
-        batch, outcome = self._select(items)
+        batch, outcome = await self._select(items)
         items.clear()
         if batch:
             if not self._queue.put(batch):
@@ -482,7 +483,7 @@ class Follower:
             self._sent += len(batch)
         return outcome
 
-    def _select(self, items: list[_Item]) -> tuple[list[StreamEvent], _Outcome | None]:
+    async def _select(self, items: list[_Item]) -> tuple[list[StreamEvent], _Outcome | None]:
         """The new events of ``items``, opened, and an outcome if one ends the connection."""
         expect = self._expect
         pinned = self._session_id
@@ -536,7 +537,7 @@ class Follower:
                     if outcome is not None:
                         break
                 if kind is EncryptedEnvelope:
-                    opened = self._open(item)  # type: ignore[arg-type]
+                    opened = await self._open(item)  # type: ignore[arg-type]
                     if isinstance(opened, _Fail):
                         outcome = opened
                         break
@@ -582,12 +583,12 @@ class Follower:
             self._gaps.append(SequenceGap(start, end))
         return None
 
-    def _open(self, envelope: EncryptedEnvelope) -> StreamEvent | _Fail:
+    async def _open(self, envelope: EncryptedEnvelope) -> StreamEvent | _Fail:
         session = self._session
         if session is None:
             return _Fail(f"received an encrypted event (seq {envelope.seq}) but no session")
         try:
-            return session.open(envelope)
+            return await open_off_loop(session.open, envelope)
         except Exception as exc:
             return _Fail(f"could not open the encrypted event with seq {envelope.seq}", exc)
 
