@@ -40,12 +40,13 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict", "enclave_stream")
 
 
-@nox.session(python=PYTHONS[-1])
+@nox.session
 def latest(session: nox.Session) -> None:
     """Suite, ruff and mypy on the newest release of everything: drift, seen on purpose.
 
-    When it passes, refresh constraints.txt from ``pip freeze`` of this
-    session's virtualenv (and of a Python 3.10 one, for the lines marked
+    Runs on the Python that runs nox (``nox -s latest --force-python 3.13`` for
+    another). When it passes, refresh constraints.txt from the ``pip freeze``
+    it prints (and from a Python 3.10 one, for the lines marked
     ``python_version < "3.11"``).
     """
     session.install("--upgrade", "--upgrade-strategy", "eager", "-e", ".[dev]")

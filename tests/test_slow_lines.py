@@ -18,6 +18,8 @@ import anyio.lowlevel
 import pytest
 
 from enclave_stream import (
+    EncryptedEnvelope,
+    EncryptedEnvelopePayload,
     EncryptedSession,
     FinalEvent,
     FinalPayload,
@@ -26,12 +28,11 @@ from enclave_stream import (
     SessionRole,
     StdoutEvent,
     StdoutPayload,
-    ToolCallEvent,
-    ToolCallPayload,
     parse_line,
     parse_lines,
     serialize_event,
 )
+from enclave_stream.crypto import encrypt, to_base64
 from enclave_stream.crypto.streams import INLINE_ENVELOPE_BYTES, decrypt_events
 from enclave_stream.ndjson import SlowLine
 from enclave_stream.reconnect import ReconnectionConfig, open_event_stream
@@ -47,22 +48,25 @@ def stdout(seq: int, chunk: str = "x") -> bytes:
     ).encode()
 
 
-def deep_args(seq: int, depth: int = 2000) -> bytes:
-    """A valid tool_call nested deeper than msgspec decodes: only the slow path accepts it."""
-    args = "[" * depth + "]" * depth
+def slow_stdout(seq: int, size: int, session_id: str = SID) -> bytes:
+    """A stdout line of about ``size`` bytes that only the slow path judges.
+
+    ``"seq":2.0`` is an integer to JavaScript but a float to msgspec, on every
+    Python (unlike depth, whose limit for msgspec moves with the interpreter).
+    """
     return (
-        f'{{"protocolVersion":2,"sessionId":"{SID}","seq":{seq},"type":"tool_call",'
-        f'"payload":{{"callId":"c_1","toolName":"t","args":{args}}}}}'
+        f'{{"protocolVersion":2,"sessionId":"{session_id}","seq":{seq}.0,"type":"stdout",'
+        f'"payload":{{"chunk":"{"x" * size}"}}}}'
     ).encode()
 
 
 def wire(item: Any) -> Any:
-    """Events as their wire text: ``==`` on values 2,000 deep would recurse."""
+    """Events (or errors) compared as their wire text."""
     return item if isinstance(item, LineError) else serialize_event(item)
 
 
-BIG_VALID = deep_args(2)
-BIG_BAD = deep_args(2).replace(SID.encode(), b"x_bad")
+BIG_VALID = slow_stdout(2, 4000)
+BIG_BAD = slow_stdout(2, 4000, session_id="x_bad")
 SMALL_BAD = stdout(2).replace(b'"seq":2', b'"seq":"2"')
 assert len(BIG_VALID) > INLINE_SLOW_LINE_BYTES >= len(SMALL_BAD)
 
@@ -256,33 +260,40 @@ async def test_the_async_parser_bounds_the_last_line_too(newline: bytes) -> None
 # --- envelopes: the inner event is judged like any line ------------------------------
 
 
+C2S, S2C = bytes(range(32)), bytes(range(1, 33))
+
+
 def _sessions() -> tuple[EncryptedSession, EncryptedSession]:
-    c2s, s2c = bytes(range(32)), bytes(range(1, 33))
     server = EncryptedSession.from_key_bytes(
-        SID, "k_1", SessionRole.SERVER, send_key=s2c, receive_key=c2s
+        SID, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S
     )
     client = EncryptedSession.from_key_bytes(
-        SID, "k_1", SessionRole.CLIENT, send_key=c2s, receive_key=s2c
+        SID, "k_1", SessionRole.CLIENT, send_key=C2S, receive_key=S2C
     )
     return server, client
 
 
-def _big_deep_event(seq: int) -> ToolCallEvent:
-    """Deeper than msgspec decodes (the slow path inside) and big enough to leave the loop."""
-    deep: Any = []
-    for _ in range(2000):
-        deep = [deep]
-    return ToolCallEvent(
-        session_id=SID,
-        seq=seq,
-        payload=ToolCallPayload(call_id="c_1", tool_name="t", args=[deep, "x" * 20_000]),
+BIG_INNER = slow_stdout(2, 20_000)
+
+
+def big_envelope(server: EncryptedSession) -> EncryptedEnvelope:
+    """An authentic envelope whose inner event only the slow path judges.
+
+    ``seal`` writes canonical JSON, so the plaintext is encrypted directly with
+    the server's sending key, under a nonce prefix of its own.
+    """
+    nonce = bytes(11) + b"\x01"
+    ciphertext = encrypt(S2C, BIG_INNER, nonce)
+    payload = EncryptedEnvelopePayload(
+        kid="k_1", nonce_b64=to_base64(nonce), ciphertext_b64=to_base64(ciphertext)
     )
+    return EncryptedEnvelope(session_id=SID, seq=2, payload=payload)
 
 
 @pytest.mark.anyio
 async def test_decrypt_events_opens_a_big_envelope_off_the_loop() -> None:
     server, client = _sessions()
-    envelope = server.seal(_big_deep_event(2))
+    envelope = big_envelope(server)
     assert len(envelope.payload.ciphertext_b64) > INLINE_ENVELOPE_BYTES
     marks: list[int] = []
     async with turn_counter() as turns:
@@ -299,14 +310,14 @@ async def test_decrypt_events_opens_a_big_envelope_off_the_loop() -> None:
             marks.append(turns[0])
     assert [event.seq for event in opened] == [1, 2]
     assert marks[2] > marks[1]
-    assert serialize_event(opened[1]) == serialize_event(_big_deep_event(2))
+    assert wire(opened[1]) == wire(parse_line(BIG_INNER).data)  # type: ignore[union-attr]
 
 
 @pytest.mark.anyio
 async def test_the_resumable_client_opens_a_big_envelope_off_the_loop() -> None:
     server, client = _sessions()
     first = server.seal_line(StdoutEvent(session_id=SID, seq=1, payload=StdoutPayload("x")))
-    big = server.seal_line(_big_deep_event(2))
+    big = serialize_event(big_envelope(server)).encode()
     final = server.seal_line(FinalEvent(session_id=SID, seq=3, payload=FinalPayload(ok=True)))
     marks: list[int] = []
     async with turn_counter() as turns:

