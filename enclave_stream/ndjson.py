@@ -43,6 +43,7 @@ from .wire import (
     decode_event,
     decode_event_slow,
     gc_paused,
+    refused_after_decode,
 )
 
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
@@ -186,7 +187,7 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
             try:
                 event = decode(line)
             except FAST_PATH_ERRORS:
-                pass
+                result = decode_event_slow(line)
             else:
                 if event.protocol_version is not missing:
                     # msgspec leaves the "s_" prefix to us; compare first, as
@@ -198,7 +199,7 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
                         known_session = event.session_id
                         append(event)
                         continue
-            result = decode_event_slow(line)
+                result = refused_after_decode(event, line) or decode_event_slow(line)
         if isinstance(result, DecodeFailure):
             if result.kind is not FailureKind.EMPTY:
                 errors.append(_line_error(result, number))
@@ -422,7 +423,7 @@ class NdjsonStreamParser:
                 try:
                     event = decode(line)
                 except FAST_PATH_ERRORS:
-                    pass
+                    refused = None
                 else:
                     if event.protocol_version is not missing:
                         # msgspec leaves the "s_" prefix to us; a stream
@@ -436,12 +437,16 @@ class NdjsonStreamParser:
                             self._line_number = number
                             on_event(event)
                             continue
+                    refused = refused_after_decode(event, line)
                 index = number - first - 1
                 while walked < index:
                     walked_offset += len(lines[walked]) + 1
                     walked += 1
                 self._line_number = number
-                self._bad_line(line, number, walked_offset)
+                if refused is not None:
+                    self._on_error(_line_error(refused, number, walked_offset))
+                else:
+                    self._bad_line(line, number, walked_offset)
         finally:
             self._line_number = number
 

@@ -25,6 +25,7 @@ __all__ = [
     "decode_message",
     "gc_paused",
     "post_decode_problem",
+    "refused_after_decode",
 ]
 
 import gc
@@ -388,8 +389,27 @@ def decode_event(raw: bytes | str) -> ParsedEvent | DecodeFailure:
             SESSION_ID_PREFIX
         ):
             return event
+        refused = refused_after_decode(event, raw)
+        if refused is not None:
+            return refused
     judged: ParsedEvent | DecodeFailure = decode_event_slow(raw)
     return judged
+
+
+def refused_after_decode(event: object, raw: bytes | str) -> DecodeFailure | None:
+    """The verdict on a line msgspec decoded, if the post-decode checks refuse it.
+
+    Equal to :func:`decode_event_slow`'s (a property test checks it): what
+    msgspec accepts, JavaScript reads the same way (duplicate keys: the last
+    wins in both), so the only problems left are the ones these checks find.
+    It spares re-reading a big line in pure Python to say its session id is
+    bad.
+    """
+    problem = post_decode_problem(event)
+    if problem is None:
+        return None
+    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
+    return DecodeFailure(FailureKind.VALIDATION, problem[0], problem[1], js_trim(text))
 
 
 _message_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}

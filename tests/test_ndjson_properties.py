@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,8 +26,9 @@ from enclave_stream import (
     serialize_event,
     serialize_events,
 )
-from enclave_stream._jsjson import JS_WHITESPACE, js_loads
+from enclave_stream._jsjson import JS_WHITESPACE, js_loads, utf16_truncate
 from enclave_stream.streams import parse_ndjson_stream
+from enclave_stream.wire import DecodeFailure, decode_event, decode_event_slow
 from tests.jsvalues import json_equal
 from tests.strategies import EVENT_STRATEGIES, any_event, json_values
 
@@ -295,3 +297,37 @@ def test_good_lines_survive_interleaved_garbage(
     whole = parse_lines(data)
     assert whole.events == expected_events
     assert [e.line for e in whole.errors] == [n for n, _ in bad]
+
+
+# --- the verdict on lines msgspec decodes but the post-decode checks refuse ---------------
+
+
+@st.composite
+def refused_after_decoding(draw: st.DrawFn) -> bytes:
+    """A valid event's line with its session id's prefix broken or its version dropped."""
+    wire = js_loads(serialize_event(draw(any_event)))
+    breakage = draw(st.sampled_from(["prefix", "version", "both", "duplicate"]))
+    bad_id = draw(st.sampled_from(["x_1", "S_1", "s", "", "s-1", " s_1"]))
+    if breakage in ("version", "both"):
+        del wire["protocolVersion"]
+    if breakage in ("prefix", "both"):
+        wire["sessionId"] = bad_id
+    text = json.dumps(wire, ensure_ascii=draw(st.booleans()))
+    if breakage == "duplicate":  # the last of two keys wins, in msgspec and in JavaScript
+        text = text[:-1] + f', "sessionId": {json.dumps(bad_id)}}}'
+    return text.encode("utf-8", "surrogatepass")
+
+
+@SETTINGS
+@given(line=refused_after_decoding())
+def test_refusals_after_decoding_match_the_slow_path(line: bytes) -> None:
+    slow = decode_event_slow(line)
+    assert decode_event(line) == slow
+    assert isinstance(slow, DecodeFailure)
+    whole = parse_lines(line)
+    assert whole.events == []
+    assert [(e.error, e.path, e.content) for e in whole.errors] == [
+        (slow.message, slow.path, utf16_truncate(slow.trimmed, 100))
+    ]
+    items, _ = run_parser([line + b"\n"])
+    assert [(e.error, e.path) for e in items] == [(slow.message, slow.path)]
