@@ -154,33 +154,43 @@ async def test_a_small_refused_line_is_judged_inline() -> None:
     assert isinstance(received[1], LineError)
 
 
-@pytest.mark.anyio
-async def test_the_resumable_client_judges_big_lines_off_the_loop() -> None:
-    final = (
-        f'{{"protocolVersion":2,"sessionId":"{SID}","seq":3,"type":"final","payload":{{"ok":true}}}}'
-    ).encode()
+async def client_turns(first: bytes, rest: bytes, session: Any = None) -> tuple[list[int], int]:
+    """What ``open_event_stream`` delivers from one connection sending ``first``, then ``rest``.
+
+    Returns the seqs and the turns another task got between the arrival of
+    ``rest`` and the delivery of seq 2.
+    """
     marks: list[int] = []
+    seqs: list[int] = []
     async with turn_counter() as turns:
 
         @asynccontextmanager
         async def connect(from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
             async def body() -> AsyncIterator[bytes]:
-                yield stdout(1) + b"\n"
+                yield first + b"\n"
                 await anyio.lowlevel.checkpoint()
                 marks.append(turns[0])
-                yield BIG_VALID + b"\n" + final + b"\n"
+                yield rest
 
             yield body()
 
         config = ReconnectionConfig(max_retries=0)
-        async with open_event_stream(connect, config=config) as events:
-            seqs = []
+        async with open_event_stream(connect, config=config, session=session) as events:
             async for event in events:
                 seqs.append(event.seq)
                 if event.seq == 2:
                     marks.append(turns[0])
+    return seqs, marks[1] - marks[0]
+
+
+@pytest.mark.anyio
+async def test_the_resumable_client_judges_big_lines_off_the_loop() -> None:
+    final = (
+        f'{{"protocolVersion":2,"sessionId":"{SID}","seq":3,"type":"final","payload":{{"ok":true}}}}'
+    ).encode()
+    seqs, turns = await client_turns(stdout(1), BIG_VALID + b"\n" + final + b"\n")
     assert seqs == [1, 2, 3]
-    assert marks[1] > marks[0]
+    assert turns > 0
 
 
 # --- the bound on arrays and objects in big lines --------------------------------------
@@ -319,25 +329,6 @@ async def test_the_resumable_client_opens_a_big_envelope_off_the_loop() -> None:
     first = server.seal_line(StdoutEvent(session_id=SID, seq=1, payload=StdoutPayload("x")))
     big = serialize_event(big_envelope(server)).encode()
     final = server.seal_line(FinalEvent(session_id=SID, seq=3, payload=FinalPayload(ok=True)))
-    marks: list[int] = []
-    async with turn_counter() as turns:
-
-        @asynccontextmanager
-        async def connect(from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
-            async def body() -> AsyncIterator[bytes]:
-                yield first + b"\n"
-                await anyio.lowlevel.checkpoint()
-                marks.append(turns[0])
-                yield big + b"\n" + final + b"\n"
-
-            yield body()
-
-        config = ReconnectionConfig(max_retries=0)
-        seqs = []
-        async with open_event_stream(connect, config=config, session=client) as events:
-            async for event in events:
-                seqs.append(event.seq)
-                if event.seq == 2:
-                    marks.append(turns[0])
+    seqs, turns = await client_turns(first, big + b"\n" + final + b"\n", session=client)
     assert seqs == [1, 2, 3]
-    assert marks[1] > marks[0]
+    assert turns > 0
