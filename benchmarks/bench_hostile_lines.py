@@ -48,11 +48,22 @@ def _array(size: int, unit: str, depth: int = 0) -> str:
     return "[" * depth + "[" + ",".join([unit] * count) + "]" + "]" * depth
 
 
+def _unique_keys(size: int) -> str:
+    """One object of ``"<hex>":""`` members: the most hashing and allocation per byte."""
+    members: list[str] = []
+    total = 0
+    while total < size:
+        members.append(f'"{len(members):x}":""')
+        total += len(members[-1]) + 1
+    return "{" + ",".join(members) + "}"
+
+
 LINES: dict[str, Callable[[int], bytes]] = {
     "valid (fast path, for scale)": lambda size: _event(_array(size, "1")),
     "bad session id, ints": lambda size: _event(_array(size, "1"), session="x_1"),
     "bad session id, floats": lambda size: _event(_array(size, "1.5"), session="x_1"),
     "bad session id, objects": lambda size: _event(_array(size, '{"a":1}'), session="x_1"),
+    "bad session id, unique keys": lambda size: _event(_unique_keys(size), session="x_1"),
     "1,001 deep, then ints": lambda size: _event(_array(size, "1", depth=1001)),
     "900-deep siblings": lambda size: _event(
         "[" + ",".join(["[" * 900 + "]" * 900] * max(1, size // 1801)) + "]"
