@@ -7,12 +7,18 @@ from typing import TYPE_CHECKING
 from .crypto import *  # noqa: F403
 from .crypto import __all__ as _crypto_all
 from .encoder import EventEncoder, encode_message, validate_event
-from .errors import EnclaveStreamError, EventValidationError, NdjsonParseError, ProtocolError
+from .errors import (
+    EnclaveStreamError,
+    EventValidationError,
+    FailureKind,
+    LineError,
+    NdjsonParseError,
+    ProtocolError,
+)
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
 from .ndjson import (
     DEFAULT_MAX_LINE_BYTES,
-    LineError,
     NdjsonStreamParser,
     ParseFailure,
     ParseLinesResult,
@@ -37,7 +43,7 @@ from .streams import (
     parse_ndjson_stream,
     serialize_ndjson_stream,
 )
-from .wire import FailureKind, decode_message
+from .wire import decode_message
 
 if TYPE_CHECKING:
     from .reconnect.broker_client import BrokerConnector, broker_connector

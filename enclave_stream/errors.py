@@ -1,28 +1,126 @@
-"""The exception hierarchy of enclave_stream.
+"""Every exception enclave_stream raises on purpose, and the reports it returns for bad lines.
 
-Every exception the library raises on purpose derives from
-:class:`EnclaveStreamError`, so ``except EnclaveStreamError`` catches all of
-them. Errors about bad input from a peer carry where the problem was (line,
-field path, byte offset) as attributes, not only in the message.
+``except EnclaveStreamError`` catches all of them. Errors about input from a
+peer say where the problem was (line, field path, byte offset, seq) in
+attributes, not only in the message. The tree::
+
+    EnclaveStreamError
+    ├── ProtocolError                 a message breaks the wire contract
+    │   ├── EventValidationError      (also ValueError) an event fails the schema
+    │   └── NdjsonParseError          a bad line in strict mode; .error is its LineError
+    ├── Base64DecodeError             (also ValueError) not forgiving-base64
+    ├── EncryptionError               .code is an EncryptionErrorCode
+    │   ├── EcdhError                 bad public key, curve or scalar
+    │   │   └── HandshakeError        a hello refused, or its signature
+    │   ├── HkdfError                 key derivation
+    │   └── AesGcmError               encryption or decryption
+    │       └── EnvelopeError         .reason is an EnvelopeErrorReason
+    ├── ReconnectionConfigError       (also ValueError) a backoff setting out of range
+    ├── ConnectorError                a connector's verdict on one connection
+    │   ├── RetryableConnectError     try again
+    │   └── FatalConnectError         give up
+    ├── StreamFailedError             the resumable stream stopped before ``final``
+    │   ├── SequenceGapError          events lost for good
+    │   ├── SessionMismatchError      an event of another session
+    │   └── LineTooLongError          an event's line exceeded max_line_bytes
+    ├── ReplayUnavailableError        events the log no longer holds (HTTP 410)
+    ├── StreamFinishedError           an append after ``final``
+    └── BrokerError                   a broker request refused, with its HTTP status
+
+Every class pickles with its attributes (one ``__reduce__`` on the base), so
+errors cross process boundaries intact.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AesGcmError",
+    "Base64DecodeError",
+    "BrokerError",
+    "ConnectorError",
+    "EcdhError",
     "EnclaveStreamError",
+    "EncryptionError",
+    "EncryptionErrorCode",
+    "EnvelopeError",
+    "EnvelopeErrorReason",
     "EventValidationError",
+    "FailureKind",
+    "FatalConnectError",
+    "HandshakeError",
+    "HkdfError",
+    "LineError",
+    "LineTooLongError",
     "NdjsonParseError",
     "ProtocolError",
+    "ReconnectionConfigError",
+    "ReplayUnavailableError",
+    "RetryableConnectError",
+    "SequenceGapError",
+    "SessionMismatchError",
+    "StreamFailedError",
+    "StreamFinishedError",
 ]
 
-from typing import TYPE_CHECKING
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:
-    from .ndjson import LineError
+import msgspec
+
+from .protocol import StrEnum
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class EnclaveStreamError(Exception):
     """Base class of every error raised by enclave_stream."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default replays ``cls(*self.args)``, which fits none of the
+        # constructors below (keyword-only and extra attributes); restore the
+        # attributes directly instead.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+class FailureKind(StrEnum):
+    """Why a line was not an event."""
+
+    EMPTY = "empty"
+    """Nothing but white space (parse_line reports it; the stream parsers skip it)."""
+    JSON = "json"
+    """Not JSON text."""
+    VALIDATION = "validation"
+    """JSON, but not a valid protocol message."""
+    LINE_TOO_LONG = "line_too_long"
+    """Longer than the parser's ``max_line_bytes``; its bytes were discarded."""
+
+
+class LineError(msgspec.Struct, frozen=True, gc=False):
+    """A line that is not a valid event, as reported by the parsers.
+
+    Attributes:
+        line: 1-based line number (every ``\\n``-terminated line counts,
+            blank ones included).
+        error: what was wrong, in the reference's wording
+            (``JSON parse error: ...``, ``Validation error: ... - at $.seq``).
+        content: the trimmed line, cut to 100 UTF-16 code units plus ``...``.
+        kind: ``"json"``, ``"validation"`` or ``"line_too_long"``.
+        path: for validation errors, the JSON path of the offending field in
+            wire names (``"$.payload.callId"``); ``None`` otherwise.
+        offset: byte offset of the line's first byte in the stream
+            (:class:`NdjsonStreamParser` only; ``None`` from :func:`parse_lines`).
+    """
+
+    line: int
+    error: str
+    content: str
+    kind: FailureKind = FailureKind.VALIDATION
+    path: str | None = None
+    offset: int | None = None
 
 
 class ProtocolError(EnclaveStreamError):
@@ -51,9 +149,350 @@ class NdjsonParseError(ProtocolError):
     """A line of an NDJSON stream could not be parsed (``strict=True`` mode).
 
     Attributes:
-        error: the :class:`~enclave_stream.LineError` report for the line.
+        error: the :class:`LineError` report for the line.
     """
 
     def __init__(self, error: LineError) -> None:
         self.error = error
         super().__init__(f"line {error.line}: {error.error}")
+
+
+class EncryptionErrorCode(StrEnum):
+    """The protocol's encryption error codes; each value is the wire string."""
+
+    HANDSHAKE_FAILED = "ENCRYPTION_HANDSHAKE_FAILED"
+    KEY_DERIVATION_FAILED = "ENCRYPTION_KEY_DERIVATION_FAILED"
+    DECRYPTION_FAILED = "ENCRYPTION_DECRYPTION_FAILED"
+    NONCE_REUSE = "ENCRYPTION_NONCE_REUSE"
+    KEY_EXPIRED = "ENCRYPTION_KEY_EXPIRED"
+    UNSUPPORTED_ALGORITHM = "ENCRYPTION_UNSUPPORTED_ALGORITHM"
+    INVALID_PUBLIC_KEY = "ENCRYPTION_INVALID_PUBLIC_KEY"
+    SIGNATURE_VERIFICATION_FAILED = "ENCRYPTION_SIGNATURE_VERIFICATION_FAILED"
+
+
+class EncryptionError(EnclaveStreamError):
+    """Base class of the crypto layer's errors.
+
+    Attributes:
+        code: the protocol error code (an :class:`EncryptionErrorCode`).
+        message: what went wrong, in words.
+    """
+
+    def __init__(self, message: str, code: EncryptionErrorCode) -> None:
+        self.message = message
+        self.code = code
+        super().__init__(message)
+
+
+class EcdhError(EncryptionError):
+    """The key agreement failed: a bad or unsupported public key, curve or private scalar."""
+
+
+class HkdfError(EncryptionError):
+    """Key derivation (or importing derived bytes as an AES key) failed."""
+
+
+class AesGcmError(EncryptionError):
+    """Encryption or decryption failed, or a nonce could not be produced safely."""
+
+
+class Base64DecodeError(EnclaveStreamError, ValueError):
+    """Text is not base64 by the WHATWG forgiving-base64 rules (what ``atob`` accepts).
+
+    Attributes:
+        reason: why the text was refused.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid base64: {reason}")
+
+
+class EnvelopeErrorReason(StrEnum):
+    """Which check refused an envelope (or an event to seal)."""
+
+    AUTHENTICATION_FAILED = "authentication_failed"
+    """The AES-GCM tag did not verify: wrong key, altered bytes, or a forgery."""
+    SESSION_FAILED = "session_failed"
+    """An earlier envelope failed authentication; the session accepts no more input."""
+    UNKNOWN_KEY_ID = "unknown_key_id"
+    """The envelope's ``kid`` is not the session's key id."""
+    REPLAY = "replay"
+    """The nonce was already accepted under this key (or is older than the replay window)."""
+    SESSION_MISMATCH = "session_mismatch"
+    """A session id differs: envelope vs. session, or inner event vs. envelope."""
+    SEQ_MISMATCH = "seq_mismatch"
+    """The inner event's ``seq`` differs from the envelope's."""
+    SEQ_REGRESSION = "seq_regression"
+    """The envelope's ``seq`` is not above the last accepted one."""
+    INVALID_ENCODING = "invalid_encoding"
+    """``nonceB64`` or ``ciphertextB64`` is not base64, or the nonce is not 12 bytes."""
+    INVALID_PLAINTEXT = "invalid_plaintext"
+    """The authentic plaintext is not JSON, not a valid event, or is itself an envelope."""
+    INVALID_EVENT = "invalid_event"
+    """An event handed to ``seal`` cannot be sealed (wrong type or session)."""
+    PLAINTEXT_REFUSED = "plaintext_refused"
+    """A plaintext event arrived where encryption is required."""
+    TRUNCATED = "truncated"
+    """The stream ended before its ``final`` event (when one is required)."""
+
+
+class EnvelopeError(AesGcmError):
+    """An envelope was refused, or an event could not be sealed.
+
+    A subclass of :class:`AesGcmError` (the reference reports every envelope
+    failure as one), so ``except AesGcmError`` still catches it.
+
+    Attributes:
+        code: the protocol error code (``ENCRYPTION_DECRYPTION_FAILED`` for
+            most reasons, ``ENCRYPTION_NONCE_REUSE`` for a replay).
+        reason: the :class:`EnvelopeErrorReason` naming the failed check.
+        message: what went wrong, in words.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        reason: EnvelopeErrorReason,
+        code: EncryptionErrorCode = EncryptionErrorCode.DECRYPTION_FAILED,
+    ) -> None:
+        self.reason = reason
+        super().__init__(message, code)
+
+
+class HandshakeError(EcdhError):
+    """A hello message was refused, or the server's signature did not verify.
+
+    A subclass of :class:`EcdhError`, as the reference reports every hello
+    failure. The code says which: ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (another
+    curve, cipher or KDF), ``ENCRYPTION_SIGNATURE_VERIFICATION_FAILED``, or
+    ``ENCRYPTION_HANDSHAKE_FAILED`` (any other malformed hello). A bad public
+    key is an :class:`EcdhError` with ``ENCRYPTION_INVALID_PUBLIC_KEY``.
+    """
+
+
+class ReconnectionConfigError(EnclaveStreamError, ValueError):
+    """A :class:`ReconnectionConfig` field has a value the backoff rule cannot use."""
+
+
+class ConnectorError(EnclaveStreamError):
+    """A connector's verdict on a failed connection; see the two subclasses.
+
+    Attributes:
+        reason: what went wrong, in words (e.g. ``"HTTP 503 Service Unavailable"``).
+        status_code: the HTTP status, when the failure was an HTTP response.
+    """
+
+    def __init__(self, reason: str, *, status_code: int | None = None) -> None:
+        self.reason = reason
+        self.status_code = status_code
+        super().__init__(reason)
+
+
+class RetryableConnectError(ConnectorError):
+    """The connection failed for a passing reason (server busy, network): retry it.
+
+    >>> raise RetryableConnectError("HTTP 503 Service Unavailable", status_code=503)
+    Traceback (most recent call last):
+    enclave_stream.errors.RetryableConnectError: HTTP 503 Service Unavailable
+    """
+
+
+class FatalConnectError(ConnectorError):
+    """The connection failed for a reason a retry cannot fix (authentication, 4xx): give up."""
+
+
+class StreamFailedError(EnclaveStreamError):
+    """The event stream stopped for good before its ``final`` event.
+
+    Raised from the ``async for`` loop after every event received before the
+    failure has been delivered.
+
+    Attributes:
+        reason: why, in words (retries exhausted, a fatal error, ...).
+        events_delivered: how many events the consumer received.
+        last_seq: the sequence number of the last event delivered, None if none was.
+        cause: the error behind the failure, if any (also ``__cause__``).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        events_delivered: int = 0,
+        last_seq: int | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        self.reason = reason
+        self.events_delivered = events_delivered
+        self.last_seq = last_seq
+        self.cause = cause
+        last = "none" if last_seq is None else str(last_seq)
+        super().__init__(f"{reason} ({events_delivered} events delivered, last seq {last})")
+        self.__cause__ = cause
+
+
+class SequenceGapError(StreamFailedError):
+    """Events ``missing_start`` to ``missing_end`` (inclusive) are lost: not even a replay has them.
+
+    Raised only when a replay asked for exactly the missing events still
+    skips them; pass ``allow_gaps=True`` to go on without them.
+
+    Attributes:
+        missing_start: the first missing sequence number.
+        missing_end: the last missing sequence number.
+    """
+
+    def __init__(
+        self,
+        missing_start: int,
+        missing_end: int,
+        *,
+        events_delivered: int = 0,
+        last_seq: int | None = None,
+    ) -> None:
+        self.missing_start = missing_start
+        self.missing_end = missing_end
+        super().__init__(
+            f"events {missing_start}..{missing_end} are missing and the replay cannot provide them",
+            events_delivered=events_delivered,
+            last_seq=last_seq,
+        )
+
+
+class SessionMismatchError(StreamFailedError):
+    """An event of another session arrived: the stream is pinned to its first event's session.
+
+    A resumed request that started a new session, or a server mixing streams,
+    would otherwise splice two sessions into one.
+
+    Attributes:
+        expected: the session id of the first event delivered.
+        received: the session id of the event refused.
+        seq: that event's sequence number.
+    """
+
+    def __init__(
+        self,
+        expected: str,
+        received: str,
+        seq: int,
+        *,
+        events_delivered: int = 0,
+        last_seq: int | None = None,
+    ) -> None:
+        self.expected = expected
+        self.received = received
+        self.seq = seq
+        super().__init__(
+            f"event seq {seq} belongs to session {received!r}, not {expected!r}",
+            events_delivered=events_delivered,
+            last_seq=last_seq,
+        )
+
+
+class LineTooLongError(StreamFailedError):
+    """An event is missing because its line was longer than ``max_line_bytes``.
+
+    Attributes:
+        line: the over-long line's number on its connection.
+        max_line_bytes: the limit it exceeded; pass a larger one to
+            ``open_event_stream`` to receive such events.
+    """
+
+    def __init__(
+        self,
+        line: int,
+        max_line_bytes: int,
+        *,
+        events_delivered: int = 0,
+        last_seq: int | None = None,
+    ) -> None:
+        self.line = line
+        self.max_line_bytes = max_line_bytes
+        super().__init__(
+            f"line {line} was longer than max_line_bytes={max_line_bytes}, and the event "
+            f"after {'seq ' + str(last_seq) if last_seq is not None else 'the start'} was "
+            f"not received; raise max_line_bytes to accept it",
+            events_delivered=events_delivered,
+            last_seq=last_seq,
+        )
+
+
+class ReplayUnavailableError(EnclaveStreamError):
+    """A client asked for events the log no longer holds.
+
+    Raised when a replay (or a reader that fell behind) asks for ``seq``
+    numbers that were evicted to keep the log within its bounds. Skipping
+    them silently would hand the client a stream with a hole in it, so the
+    client is told instead; over HTTP it is a ``410 Gone``.
+
+    >>> error = ReplayUnavailableError(3, first_available_seq=120)
+    >>> print(error)
+    events from seq 3 are no longer held (the oldest held is 120)
+
+    Attributes:
+        requested_seq: the first seq asked for.
+        first_available_seq: the oldest seq the log still holds.
+        code: ``"REPLAY_UNAVAILABLE"``, the error code sent over HTTP.
+    """
+
+    code: ClassVar[str] = "REPLAY_UNAVAILABLE"
+
+    def __init__(self, requested_seq: int, *, first_available_seq: int) -> None:
+        self.requested_seq = requested_seq
+        self.first_available_seq = first_available_seq
+        super().__init__(
+            f"events from seq {requested_seq} are no longer held "
+            f"(the oldest held is {first_available_seq})"
+        )
+
+
+class StreamFinishedError(EnclaveStreamError):
+    """An event was appended after the stream's ``final`` event (or after the log closed).
+
+    ``final`` is the last event of a session: a client stops reading there,
+    so anything after it would never be seen.
+
+    >>> print(StreamFinishedError("s_1"))
+    session s_1 is finished: no event can follow its final event
+    """
+
+    def __init__(self, session_id: str | None = None) -> None:
+        self.session_id = session_id
+        which = "the log" if session_id is None else f"session {session_id}"
+        super().__init__(f"{which} is finished: no event can follow its final event")
+
+
+class BrokerError(EnclaveStreamError):
+    """A broker request that cannot be served, with the HTTP status to answer it with.
+
+    The HTTP layer sends ``{"code": ..., "message": ...}`` (plus ``details``
+    when there are any) with :attr:`status`, as the reference broker does.
+
+    >>> error = BrokerError(404, "NOT_FOUND", "Session s_1 not found")
+    >>> error.status, error.body()
+    (404, {'code': 'NOT_FOUND', 'message': 'Session s_1 not found'})
+
+    Attributes:
+        status: the HTTP status code.
+        code: a machine-readable error code (``NOT_FOUND``, ``INVALID_REQUEST``, ...).
+        message: what went wrong, in words.
+        details: extra JSON-able fields, or None.
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, *, details: dict[str, Any] | None = None
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        super().__init__(f"{status} {code}: {message}")
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the error response."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body

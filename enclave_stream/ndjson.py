@@ -12,7 +12,6 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
-    "LineError",
     "NdjsonStreamParser",
     "ParseFailure",
     "ParseLinesResult",
@@ -32,13 +31,13 @@ import msgspec
 
 from ._jsjson import js_trim, utf16_truncate
 from .encoder import EventEncoder, encode_event
+from .errors import FailureKind, LineError
 from .events import DEFAULT_PROTOCOL_VERSION, ParsedEvent
 from .wire import (
     _EVENT_DECODER,
     FAST_PATH_ERRORS,
     GC_PAUSE_BYTES,
     DecodeFailure,
-    FailureKind,
     container_overload,
     decode_event,
     decode_event_slow,
@@ -51,30 +50,6 @@ DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 
 
 _serializer: Final = EventEncoder()
-
-
-class LineError(msgspec.Struct, frozen=True, gc=False):
-    """A line that is not a valid event, as reported by the parsers.
-
-    Attributes:
-        line: 1-based line number (every ``\\n``-terminated line counts,
-            blank ones included).
-        error: what was wrong, in the reference's wording
-            (``JSON parse error: ...``, ``Validation error: ... - at $.seq``).
-        content: the trimmed line, cut to 100 UTF-16 code units plus ``...``.
-        kind: ``"json"``, ``"validation"`` or ``"line_too_long"``.
-        path: for validation errors, the JSON path of the offending field in
-            wire names (``"$.payload.callId"``); ``None`` otherwise.
-        offset: byte offset of the line's first byte in the stream
-            (:class:`NdjsonStreamParser` only; ``None`` from :func:`parse_lines`).
-    """
-
-    line: int
-    error: str
-    content: str
-    kind: FailureKind = FailureKind.VALIDATION
-    path: str | None = None
-    offset: int | None = None
 
 
 def _line_error(failure: DecodeFailure, line: int, offset: int | None = None) -> LineError:

@@ -8,6 +8,10 @@ protocol expects the string.
 from __future__ import annotations
 
 __all__ = [
+    "NDJSON_MEDIA_TYPE",
+    "RESUME_PARAM",
+    "SERVER_HELLO_HEADER",
+    "SESSION_ID_HEADER",
     "CALL_ID_PREFIX",
     "DEFAULT_HEARTBEAT_INTERVAL_MS",
     "KEY_ID_PREFIX",
@@ -54,6 +58,20 @@ KEY_ID_PREFIX: Final = "k_"
 
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 """JavaScript's ``Number.MAX_SAFE_INTEGER``: the largest integer the reference accepts."""
+
+# HTTP names both sides of a broker use.
+NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
+"""The ``Content-Type`` of event streams, and the ``Accept`` a client sends."""
+
+RESUME_PARAM: Final = "fromSeq"
+"""The resume query parameter: ``?fromSeq=N`` serves the events with ``seq >= N``."""
+
+SESSION_ID_HEADER: Final = "X-Session-ID"
+"""The response header of ``POST /sessions`` naming the new session."""
+
+SERVER_HELLO_HEADER: Final = "X-Enclave-Server-Hello"
+"""Response header of ``POST /sessions`` carrying the ServerHello (compact JSON) of an
+encrypted session (our convention: upstream's broker has no encryption)."""
 
 DEFAULT_HEARTBEAT_INTERVAL_MS: Final = 15_000
 """The reference's default heartbeat interval (``DEFAULT_SESSION_LIMITS``)."""

@@ -30,7 +30,6 @@ __all__ = [
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Final
 
 try:
     from starlette.applications import Starlette
@@ -45,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .errors import BrokerError, ReplayUnavailableError
 from .producer.body import NdjsonBody
 from .producer.broker import (
     BrokerConfig,
@@ -54,13 +54,10 @@ from .producer.broker import (
     stream_body,
     stream_headers,
 )
-from .producer.errors import BrokerError, ReplayUnavailableError
 from .producer.stream import EventStream
+from .protocol import NDJSON_MEDIA_TYPE, RESUME_PARAM
 
 logger = logging.getLogger("enclave_stream")
-
-NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
-"""The ``Content-Type`` of event streams."""
 
 
 def error_response(error: BrokerError) -> JSONResponse:
@@ -89,7 +86,7 @@ def ndjson_response(
 
         async def resume(request):
             stream = streams[request.path_params["session_id"]]
-            return ndjson_response(stream, int(request.query_params.get("fromSeq", 0)))
+            return ndjson_response(stream, int(request.query_params.get(RESUME_PARAM, 0)))
 
     A reader that falls so far behind that the log drops lines it has not
     sent yet has its response ended early; its client then resumes and gets
@@ -182,7 +179,7 @@ def create_broker_app(
         session_id = request.path_params["session_id"]
         try:
             stream = served.get(session_id)
-            from_seq = parse_from_seq(request.query_params.get("fromSeq"))
+            from_seq = parse_from_seq(request.query_params.get(RESUME_PARAM))
         except BrokerError as error:
             return error_response(error)
         return ndjson_response(stream, from_seq)

@@ -25,9 +25,9 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, ObjectSendStream
 
 from .encoder import EventEncoder
-from .errors import NdjsonParseError
+from .errors import LineError, NdjsonParseError
 from .events import ParsedEvent
-from .ndjson import DEFAULT_MAX_LINE_BYTES, LineError, NdjsonStreamParser, SlowLine
+from .ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser, SlowLine
 
 logger = logging.getLogger("enclave_stream")
 

@@ -37,27 +37,14 @@ from typing import Any, Final, TypeVar, cast
 import msgspec
 
 from ._jsjson import JsonSyntaxError, js_dumps, js_loads, js_trim
-from .errors import EventValidationError, ProtocolError
+from .errors import EventValidationError, FailureKind, ProtocolError
 from .events import (
     DEFAULT_PROTOCOL_VERSION,
     ParsedEvent,
 )
-from .protocol import SESSION_ID_PREFIX, StrEnum
+from .protocol import SESSION_ID_PREFIX
 
 T = TypeVar("T")
-
-
-class FailureKind(StrEnum):
-    """Why a line was not an event."""
-
-    EMPTY = "empty"
-    """Nothing but white space (parse_line reports it; the stream parsers skip it)."""
-    JSON = "json"
-    """Not JSON text."""
-    VALIDATION = "validation"
-    """JSON, but not a valid protocol message."""
-    LINE_TOO_LONG = "line_too_long"
-    """Longer than the parser's ``max_line_bytes``; its bytes were discarded."""
 
 
 class DecodeFailure(msgspec.Struct, frozen=True, gc=False):

@@ -8,8 +8,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..encoder import EventEncoder
+from ..errors import LineError
 from ..events import ParsedEvent
-from ..ndjson import LineError
 from .format import format_event, format_line_error, format_session_header
 from .output import ColorMode, Printer, make_printer
 from .source import Item, LineEvent, LineReader, open_input

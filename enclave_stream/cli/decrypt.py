@@ -6,10 +6,10 @@ __all__ = ["KEY_BYTES", "Decryptor", "parse_key", "run_decrypt"]
 
 from typing import Final
 
-from ..crypto import AesGcmKey, EncryptionError, EnvelopeError, decrypt_json, import_aes_gcm_key
+from ..crypto import AesGcmKey, decrypt_json, import_aes_gcm_key
 from ..encoder import EventEncoder
+from ..errors import EncryptionError, EnvelopeError, LineError
 from ..events import EncryptedEnvelope, ParsedEvent
-from ..ndjson import LineError
 from .format import clean, format_line_error
 from .output import ColorMode, Printer, Segment, make_printer
 from .source import Item, LineEvent, LineReader, open_input

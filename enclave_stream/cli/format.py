@@ -29,6 +29,7 @@ from typing import Any, Final
 from msgspec import UNSET
 
 from .._jsjson import js_dumps
+from ..errors import LineError
 from ..events import (
     CatalogChangedEvent,
     DeadlineExceededEvent,
@@ -48,7 +49,6 @@ from ..events import (
     ToolProgressEvent,
     ToolResultAppliedEvent,
 )
-from ..ndjson import LineError
 from .output import Segment
 from .source import EncodingIssue
 

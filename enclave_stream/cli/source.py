@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import BinaryIO, Final, NamedTuple, Union
 
 from .._jsjson import js_trim
+from ..errors import LineError
 from ..events import ParsedEvent
-from ..ndjson import DEFAULT_MAX_LINE_BYTES, LineError, NdjsonStreamParser
+from ..ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser
 
 CHUNK_SIZE: Final = 64 * 1024
 """Bytes read at a time."""

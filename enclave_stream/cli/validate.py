@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Union
 
-from ..ndjson import LineError
+from ..errors import LineError
 from ..protocol import EventType
 from .format import clean, format_encoding_issue, format_line_error
 from .output import ColorMode, Printer, Segment, make_printer, make_progress

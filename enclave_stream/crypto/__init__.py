@@ -14,6 +14,17 @@ checks, optional server signatures (:mod:`.signing`), and anyio adapters
 
 from __future__ import annotations
 
+from ..errors import (
+    AesGcmError,
+    Base64DecodeError,
+    EcdhError,
+    EncryptionError,
+    EncryptionErrorCode,
+    EnvelopeError,
+    EnvelopeErrorReason,
+    HandshakeError,
+    HkdfError,
+)
 from ._b64 import from_base64, to_base64
 from .aesgcm import (
     KEY_LENGTH,
@@ -45,14 +56,6 @@ from .ecdh import (
     key_pair_from_private_scalar,
 )
 from .envelope import create_encrypted_envelope, decrypt_json, encrypt_json
-from .errors import (
-    AesGcmError,
-    Base64DecodeError,
-    EcdhError,
-    EncryptionError,
-    EncryptionErrorCode,
-    HkdfError,
-)
 from .handshake import ClientHandshake, accept_client_hello
 from .hello import (
     HelloInput,
@@ -78,7 +81,6 @@ from .hkdf import (
 )
 from .replay import ReplayWindow
 from .session import EncryptedSession, ReceiveChecks, SessionRole
-from .session_errors import EnvelopeError, EnvelopeErrorReason, HandshakeError
 from .signing import (
     SIGNATURE_LENGTH,
     TRANSCRIPT_LABEL,

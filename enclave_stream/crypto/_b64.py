@@ -21,7 +21,7 @@ import binascii
 import re
 from typing import Final
 
-from .errors import Base64DecodeError
+from ..errors import Base64DecodeError
 
 _ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _ASCII_WHITESPACE: Final = b"\t\n\f\r "

@@ -33,7 +33,13 @@ from collections.abc import Mapping
 from typing import Any, Final, TypeAlias, cast
 
 from ..encoder import encode_event, validate_event
-from ..errors import EventValidationError, ProtocolError
+from ..errors import (
+    Base64DecodeError,
+    EnvelopeError,
+    EnvelopeErrorReason,
+    EventValidationError,
+    ProtocolError,
+)
 from ..events import (
     STREAM_EVENT_CLASSES,
     EncryptedEnvelope,
@@ -43,8 +49,6 @@ from ..events import (
 from ..protocol import MAX_SAFE_INTEGER, is_session_id
 from ..wire import DecodeFailure, decode_event, decode_message
 from ._b64 import from_base64
-from .errors import Base64DecodeError
-from .session_errors import EnvelopeError, EnvelopeErrorReason
 
 STREAM_EVENT_TYPES: Final = frozenset(STREAM_EVENT_CLASSES)
 """The 12 plaintext event classes: what an envelope may carry."""

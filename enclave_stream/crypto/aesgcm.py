@@ -37,6 +37,7 @@ from typing import Any, Final, NoReturn, SupportsIndex
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..errors import AesGcmError, EncryptionErrorCode, HkdfError
 from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
 from ..protocol import EncryptionAlgorithm
 from ._codec import (
@@ -50,7 +51,6 @@ from ._codec import (
     to_b64,
     undecryptable,
 )
-from .errors import AesGcmError, EncryptionErrorCode, HkdfError
 
 NONCE_LENGTH: Final = 12
 """Bytes in an AES-GCM nonce (IV)."""

@@ -37,9 +37,9 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ..errors import Base64DecodeError, EcdhError, EncryptionErrorCode
 from ..protocol import SupportedCurve
 from ._b64 import from_base64, to_base64
-from .errors import Base64DecodeError, EcdhError, EncryptionErrorCode
 
 CURVE: Final = SupportedCurve.P256
 """The one curve of protocol version 2 (``"P-256"``)."""

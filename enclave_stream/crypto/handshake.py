@@ -28,6 +28,7 @@ from typing import NoReturn, SupportsIndex
 from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, UnsetType
 
+from ..errors import EncryptionErrorCode, HandshakeError
 from ..events import ClientHello, ServerHello
 from ..protocol import PROTOCOL_VERSION, is_session_id
 from .ecdh import (
@@ -37,7 +38,6 @@ from .ecdh import (
     new_p256_key,
     p256_shared_secret,
 )
-from .errors import EncryptionErrorCode
 from .hello import (
     HelloInput,
     build_client_hello,
@@ -48,7 +48,6 @@ from .hello import (
     parse_server_hello,
 )
 from .session import EncryptedSession, ReceiveChecks, SessionRole
-from .session_errors import HandshakeError
 from .signing import (
     ServerPublicKey,
     handshake_transcript,

@@ -39,7 +39,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, UnsetType
 
 from ..encoder import enc_hook, encode_message
-from ..errors import EventValidationError, ProtocolError
+from ..errors import (
+    Base64DecodeError,
+    EcdhError,
+    EncryptionErrorCode,
+    EventValidationError,
+    HandshakeError,
+    ProtocolError,
+)
 from ..events import ClientHello, ServerHello
 from ..protocol import (
     KEY_ID_PREFIX,
@@ -56,8 +63,6 @@ from .ecdh import (
     generate_key_pair,
     import_p256_point,
 )
-from .errors import Base64DecodeError, EcdhError, EncryptionErrorCode
-from .session_errors import HandshakeError
 
 HelloInput: TypeAlias = ClientHello | ServerHello | Mapping[str, Any] | str | bytes
 """A hello as it may arrive: the Struct, its wire form as a mapping, or JSON text."""

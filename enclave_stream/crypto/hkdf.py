@@ -25,8 +25,8 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..errors import EncryptionErrorCode, HkdfError
 from .aesgcm import KEY_LENGTH, AesGcmKey
-from .errors import EncryptionErrorCode, HkdfError
 
 HKDF_INFO_CLIENT_TO_SERVER: Final = "enclavejs-c2s-enc"
 """HKDF ``info`` of the client-to-server key."""

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._jsjson import js_quote
 from ..encoder import encode_event
+from ..errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason, HandshakeError
 from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
 from ..protocol import StrEnum, is_session_id
 from ..wire import decode_event
@@ -57,10 +58,8 @@ from ._codec import (
     undecryptable,
 )
 from .aesgcm import AesGcmKey, SessionEncryptionContext, SessionKeyInfo
-from .errors import EncryptionErrorCode
 from .hkdf import derive_session_key_bytes
 from .replay import DEFAULT_MAX_PREFIXES, DEFAULT_WINDOW, ReplayWindow
-from .session_errors import EnvelopeError, EnvelopeErrorReason, HandshakeError
 
 _R: Final = EnvelopeErrorReason
 _Decrypt: TypeAlias = Callable[[bytes, bytes, None], bytes]  # AESGCM.decrypt

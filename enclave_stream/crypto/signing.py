@@ -46,12 +46,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from ..errors import Base64DecodeError, EcdhError, EncryptionErrorCode, HandshakeError
 from ._b64 import from_base64
 from ._codec import to_b64
 from .ecdh import import_public_key, import_public_key_bytes
-from .errors import Base64DecodeError, EcdhError, EncryptionErrorCode
 from .hkdf import _utf8
-from .session_errors import HandshakeError
 
 TRANSCRIPT_LABEL: Final = b"enclavejs-stream/v2 server-hello signature"
 """Domain separation: these signatures mean nothing in any other protocol."""

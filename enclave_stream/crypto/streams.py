@@ -20,10 +20,10 @@ from typing import Final, TypeAlias, TypeVar
 
 import anyio
 
+from ..errors import EnvelopeError, EnvelopeErrorReason
 from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
 from ._codec import InnerEvent
 from .session import EncryptedSession
-from .session_errors import EnvelopeError, EnvelopeErrorReason
 
 T = TypeVar("T")
 

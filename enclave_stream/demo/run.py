@@ -26,12 +26,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..crypto.signing import generate_signing_key
+from ..errors import StreamFailedError
 from ..events import StreamEvent
 from ..producer.broker import BrokerConfig, SessionRequest
 from ..producer.stream import EventStream
 from ..reconnect.broker_client import BrokerConnector, broker_connector
 from ..reconnect.client import open_event_stream
-from ..reconnect.errors import StreamFailedError
 from ..reconnect.state import ConnectionState, ReconnectionConfig
 from ..starlette import create_broker_app
 from .options import DemoOptions

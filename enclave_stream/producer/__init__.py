@@ -13,15 +13,10 @@
 
 from __future__ import annotations
 
+from ..errors import BrokerError, ReplayUnavailableError, StreamFinishedError
+from ..protocol import SERVER_HELLO_HEADER
 from .body import DEFAULT_CHUNK_BYTES, NdjsonBody
-from .broker import (
-    SERVER_HELLO_HEADER,
-    BrokerConfig,
-    SessionBroker,
-    SessionRequest,
-    SessionRunner,
-)
-from .errors import BrokerError, ReplayUnavailableError, StreamFinishedError
+from .broker import BrokerConfig, SessionBroker, SessionRequest, SessionRunner
 from .log import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_EVENTS,

@@ -23,7 +23,6 @@ client (or another) resumes with ``GET``. ``DELETE /sessions/{id}``
 from __future__ import annotations
 
 __all__ = [
-    "SERVER_HELLO_HEADER",
     "BrokerConfig",
     "CreatedSession",
     "SessionBroker",
@@ -47,29 +46,25 @@ from anyio.abc import TaskGroup
 from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, Meta, UnsetType
 
-from ..crypto.errors import EncryptionError
 from ..crypto.handshake import accept_client_hello
 from ..encoder import encode_message
+from ..errors import BrokerError, EncryptionError, ReplayUnavailableError
 from ..events import ErrorInfo, SessionLimits
 from ..protocol import (
     DEFAULT_HEARTBEAT_INTERVAL_MS,
     MAX_SAFE_INTEGER,
+    SERVER_HELLO_HEADER,
+    SESSION_ID_HEADER,
     EncryptionMode,
     generate_session_id,
 )
 from ._time import Now
 from .body import NdjsonBody
-from .errors import BrokerError, ReplayUnavailableError
 from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS
 from .stream import EventStream
 
 logger = logging.getLogger("enclave_stream")
 
-SERVER_HELLO_HEADER: Final = "X-Enclave-Server-Hello"
-"""Response header of ``POST /sessions`` carrying the ServerHello (compact JSON).
-
-The reference broker has no encryption; this is our convention for it.
-"""
 
 _PositiveInt = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
 _DIGITS: Final = re.compile(r"[0-9]{1,16}")
@@ -183,7 +178,7 @@ def stream_headers(stream: EventStream) -> dict[str, str]:
     return {
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
-        "X-Session-ID": stream.session_id,
+        SESSION_ID_HEADER: stream.session_id,
     }
 
 

@@ -37,8 +37,8 @@ import anyio
 import msgspec
 
 from ..encoder import encode_event
+from ..errors import ReplayUnavailableError, StreamFinishedError
 from ..events import FinalEvent, StreamEvent
-from .errors import ReplayUnavailableError, StreamFinishedError
 
 DEFAULT_MAX_EVENTS: Final = 10_000
 """How many events an :class:`EventLog` holds by default."""

@@ -57,20 +57,20 @@ __all__ = [
     "open_event_stream",
 ]
 
-from .buffer import EventBuffer
-from .client import Connector, EnvelopeOpener, ResumableEventStream, open_event_stream
-from .connector import EncryptingConnector
-from .driver import drive_reconnection
-from .errors import (
+from ..errors import (
     ConnectorError,
     FatalConnectError,
     LineTooLongError,
+    ReconnectionConfigError,
     RetryableConnectError,
     SequenceGapError,
     SessionMismatchError,
     StreamFailedError,
-    is_retryable,
 )
+from .buffer import EventBuffer
+from .client import Connector, EnvelopeOpener, ResumableEventStream, open_event_stream
+from .connector import EncryptingConnector, is_retryable
+from .driver import drive_reconnection
 from .heartbeat import HeartbeatMonitor
 from .machine import PendingRetry, ReconnectionStateMachine
 from .sequence import ReceiveResult, SequenceGap, SequenceTracker
@@ -81,7 +81,6 @@ from .state import (
     DisconnectedEvent,
     FailedEvent,
     ReconnectionConfig,
-    ReconnectionConfigError,
     ReconnectionEvent,
     RetryScheduledEvent,
     RetryStartedEvent,

@@ -23,20 +23,21 @@ from typing import TypeAlias, cast
 
 import anyio
 
-from ..crypto.session_errors import EnvelopeError, EnvelopeErrorReason
 from ..crypto.streams import open_off_loop
-from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
-from ..ndjson import LineError, NdjsonStreamParser, SlowLine
-from ..streams import ErrorHandler, _aclose, _chunks, _report, judge_off_loop
-from ..wire import FailureKind
-from .connector import Connector, EncryptingConnector, EnvelopeOpener
-from .errors import (
+from ..errors import (
+    EnvelopeError,
+    EnvelopeErrorReason,
+    FailureKind,
+    LineError,
     LineTooLongError,
     SequenceGapError,
     SessionMismatchError,
     StreamFailedError,
-    is_retryable,
 )
+from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
+from ..ndjson import NdjsonStreamParser, SlowLine
+from ..streams import ErrorHandler, _aclose, _chunks, _report, judge_off_loop
+from .connector import Connector, EncryptingConnector, EnvelopeOpener, is_retryable
 from .machine import ReconnectionStateMachine
 from .sequence import SequenceGap
 from .state import ConnectionState, ReconnectionConfig, ReconnectionEvent, StateChangeEvent

@@ -19,7 +19,7 @@ __all__ = ["SESSION_ID_HEADER", "BrokerConnector", "ConnectionRecord", "broker_c
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 try:
@@ -28,21 +28,22 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("broker_connector needs httpx: pip install 'enclave-stream[httpx]'") from exc
 import msgspec
 
-from ..crypto.errors import EncryptionError
 from ..crypto.handshake import ClientHandshake
 from ..crypto.session import EncryptedSession
 from ..crypto.signing import ServerPublicKey
 from ..encoder import encode_message
+from ..errors import EncryptionError, FatalConnectError, RetryableConnectError
 from ..events import EncryptedEnvelope, StreamEvent
-from ..producer.broker import SERVER_HELLO_HEADER
-from ..protocol import PROTOCOL_VERSION, is_session_id
+from ..protocol import (
+    NDJSON_MEDIA_TYPE,
+    PROTOCOL_VERSION,
+    SERVER_HELLO_HEADER,
+    SESSION_ID_HEADER,
+    is_session_id,
+)
 from ..streams import _aclose
 from .connector import Connector
-from .errors import FatalConnectError, RetryableConnectError
-from .httpx_connector import NDJSON_MEDIA_TYPE, _status_error, httpx_connector
-
-SESSION_ID_HEADER: Final = "X-Session-ID"
-"""The response header of ``POST /sessions`` naming the new session."""
+from .httpx_connector import _status_error, httpx_connector
 
 
 class ConnectionRecord(NamedTuple):

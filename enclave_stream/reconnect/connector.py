@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["Connector", "EncryptingConnector", "EnvelopeOpener"]
+__all__ = ["Connector", "EncryptingConnector", "EnvelopeOpener", "is_retryable"]
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, TypeAlias, runtime_checkable
 
+import anyio
+
+from ..errors import FatalConnectError, RetryableConnectError
 from ..events import EncryptedEnvelope, StreamEvent
 from ..streams import ByteSource
 
@@ -56,3 +59,38 @@ class EncryptingConnector(Protocol):
     def open(self, envelope: EncryptedEnvelope) -> StreamEvent:
         """The plaintext event inside ``envelope``; raises if it cannot be decrypted."""
         ...
+
+
+# Failures of the byte transport itself: always worth another connection.
+# (TimeoutError and ConnectionError are OSErrors.)
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+    anyio.IncompleteRead,
+    RetryableConnectError,
+)
+
+
+def is_retryable(error: Exception, retry_if: Callable[[Exception], bool] | None = None) -> bool:
+    """Whether a connection that failed with ``error`` should be retried.
+
+    :class:`FatalConnectError` never is; :class:`RetryableConnectError`,
+    ``OSError`` (including ``TimeoutError`` and ``ConnectionError``) and
+    anyio's ``BrokenResourceError``, ``EndOfStream`` and ``IncompleteRead``
+    always are; ``retry_if(error)`` decides for any other error, which is fatal
+    without it. An exception group is retryable when all its errors are.
+
+    >>> is_retryable(ConnectionResetError()), is_retryable(ValueError())
+    (True, False)
+    >>> is_retryable(ValueError(), retry_if=lambda e: isinstance(e, ValueError))
+    True
+    """
+    if isinstance(error, FatalConnectError):
+        return False
+    if isinstance(error, _TRANSPORT_ERRORS):
+        return True
+    nested: tuple[Exception, ...] | None = getattr(error, "exceptions", None)
+    if isinstance(nested, tuple) and nested:
+        return all(is_retryable(inner, retry_if) for inner in nested)
+    return retry_if is not None and bool(retry_if(error))

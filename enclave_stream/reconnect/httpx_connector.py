@@ -17,14 +17,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("httpx_connector needs httpx: pip install 'enclave-stream[httpx]'") from exc
 
+from ..errors import FatalConnectError, RetryableConnectError
+from ..protocol import NDJSON_MEDIA_TYPE, RESUME_PARAM
 from .client import Connector
-from .errors import FatalConnectError, RetryableConnectError
-
-NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
-"""The ``Accept`` header sent, and the reference broker's ``Content-Type``."""
-
-RESUME_PARAM: Final = "fromSeq"
-"""The query parameter of the reference broker: ``?fromSeq=N`` serves events with ``seq >= N``."""
 
 # How much of an error response's body goes into the error message.
 _ERROR_BODY_LIMIT: Final = 200

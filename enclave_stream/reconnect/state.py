@@ -6,6 +6,8 @@ the state machine that uses them lives in :mod:`enclave_stream.reconnect.machine
 
 from __future__ import annotations
 
+from ..errors import ReconnectionConfigError
+
 __all__ = [
     "DEFAULT_RECONNECTION_CONFIG",
     "ConnectedEvent",
@@ -13,7 +15,6 @@ __all__ = [
     "DisconnectedEvent",
     "FailedEvent",
     "ReconnectionConfig",
-    "ReconnectionConfigError",
     "ReconnectionEvent",
     "RetryScheduledEvent",
     "RetryStartedEvent",
@@ -27,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias
 
-from ..errors import EnclaveStreamError
 from ..protocol import StrEnum
 
 
@@ -50,10 +50,6 @@ class ConnectionState(StrEnum):
     """Gave up: retries exhausted or a fatal error."""
     CLOSED = "closed"
     """Closed on purpose by the caller."""
-
-
-class ReconnectionConfigError(EnclaveStreamError, ValueError):
-    """A :class:`ReconnectionConfig` field has a value the backoff rule cannot use."""
 
 
 def _check_number(
