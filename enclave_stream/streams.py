@@ -37,7 +37,7 @@ ByteSource = Union[AsyncIterable[bytes], AsyncIterable[bytearray], ByteReceiveSt
 ErrorHandler = Callable[[LineError], object]
 
 
-def _report(error: LineError, on_error: ErrorHandler | None, strict: bool) -> None:
+def report_line_error(error: LineError, on_error: ErrorHandler | None, strict: bool) -> None:
     if strict:
         raise NdjsonParseError(error)
     if on_error is not None:
@@ -52,7 +52,7 @@ def _report(error: LineError, on_error: ErrorHandler | None, strict: bool) -> No
         )
 
 
-async def _aclose(source: object, *, forcefully: bool = False) -> None:
+async def aclose_source(source: object, *, forcefully: bool = False) -> None:
     # By default a plain close, also after an error or an early exit: the
     # source's own cleanup (an HTTP response releasing its connection) must get
     # to run; if we are being cancelled, its awaits are cancelled as they should
@@ -69,7 +69,7 @@ async def _aclose(source: object, *, forcefully: bool = False) -> None:
         await aclose()
 
 
-async def _chunks(source: ByteSource) -> AsyncGenerator[bytes | bytearray, None]:
+async def iter_chunks(source: ByteSource) -> AsyncGenerator[bytes | bytearray, None]:
     if isinstance(source, ByteReceiveStream):
         while True:
             try:
@@ -139,7 +139,7 @@ async def parse_ndjson_stream(
     parser = NdjsonStreamParser(
         items.append, on_bad_line, max_line_bytes=max_line_bytes, on_slow_line=on_bad_line
     )
-    chunks = _chunks(source)
+    chunks = iter_chunks(source)
     try:
         ended = False
         while not ended:
@@ -156,7 +156,7 @@ async def parse_ndjson_stream(
                 await _judged(items)
                 for item in items:
                     if type(item) is LineError:
-                        _report(item, on_error, strict)
+                        report_line_error(item, on_error, strict)
                     else:
                         yield item  # type: ignore[misc]
                 bad_lines = 0
@@ -166,7 +166,7 @@ async def parse_ndjson_stream(
             items.clear()
     finally:
         await chunks.aclose()
-        await _aclose(source)
+        await aclose_source(source)
 
 
 async def serialize_ndjson_stream(
@@ -187,7 +187,7 @@ async def serialize_ndjson_stream(
             async for event in events:
                 yield encode(event) + b"\n"
         finally:
-            await _aclose(events)
+            await aclose_source(events)
     else:
         for event in events:
             yield encode(event) + b"\n"
@@ -228,7 +228,7 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
                 item = self._ready[self._next]
                 self._next += 1
                 if type(item) is LineError:
-                    _report(item, self._on_error, self._strict)
+                    report_line_error(item, self._on_error, self._strict)
                 else:
                     return item  # type: ignore[return-value]
             self._ready.clear()

@@ -379,7 +379,7 @@ async def test_source_cleanup_completes_when_exhausted() -> None:
 
 async def test_early_close_lets_the_source_finish_its_cleanup() -> None:
     """Regression (fixed): on ``break`` + ``aclose`` (or ``aclosing``) the source is
-    closed inside an already cancelled scope (``_aclose(forcefully=True)``), so
+    closed inside an already cancelled scope (``aclose_source(forcefully=True)``), so
     the first ``await`` of its cleanup is cancelled: an ``async with
     client.stream(...)`` source never closes its response.
     """

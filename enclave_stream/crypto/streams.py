@@ -22,6 +22,7 @@ import anyio
 
 from ..errors import EnvelopeError, EnvelopeErrorReason
 from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
+from ..streams import aclose_source
 from ._codec import InnerEvent
 from .session import EncryptedSession
 
@@ -33,27 +34,14 @@ EventSource: TypeAlias = Iterable[T] | AsyncIterable[T]
 _R: Final = EnvelopeErrorReason
 
 
-async def _aclose(source: object, *, forcefully: bool) -> None:
-    aclose = getattr(source, "aclose", None)
-    if aclose is None:
-        return
-    if forcefully:
-        # Already failing or cancelled: close without waiting on the peer.
-        with anyio.CancelScope() as scope:
-            scope.cancel()
-            await aclose()
-    else:
-        await aclose()
-
-
 async def _close_source(source: object, iterator: object, *, forcefully: bool) -> None:
     # An async iterable's iterator may be a separate object (a generator made
     # by __aiter__): close it, then the source itself if it has aclose.
     try:
-        await _aclose(iterator, forcefully=forcefully)
+        await aclose_source(iterator, forcefully=forcefully)
     finally:
         if iterator is not source:
-            await _aclose(source, forcefully=forcefully)
+            await aclose_source(source, forcefully=forcefully)
 
 
 INLINE_ENVELOPE_BYTES: Final = 16 * 1024

@@ -17,7 +17,7 @@ from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
 
-from ..streams import _aclose
+from ..streams import aclose_source
 
 ByteConnector: TypeAlias = Callable[[int | None], AbstractAsyncContextManager[AsyncIterator[bytes]]]
 """A connector whose connections yield an async iterator of bytes."""
@@ -157,4 +157,4 @@ class _TappedBody:
         return chunk
 
     async def aclose(self) -> None:
-        await _aclose(self._inner)
+        await aclose_source(self._inner)

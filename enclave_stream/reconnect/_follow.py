@@ -36,7 +36,7 @@ from ..errors import (
 )
 from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
 from ..ndjson import NdjsonStreamParser, SlowLine
-from ..streams import ErrorHandler, _aclose, _chunks, _report, judge_off_loop
+from ..streams import ErrorHandler, aclose_source, iter_chunks, judge_off_loop, report_line_error
 from .connector import Connector, EncryptingConnector, EnvelopeOpener, is_retryable
 from .machine import ReconnectionStateMachine
 from .sequence import SequenceGap
@@ -385,7 +385,7 @@ class Follower:
         with anyio.CancelScope(deadline=armed + timeout) as watchdog:
             try:
                 async with self._connect(from_seq) as source:
-                    chunks = _chunks(source)
+                    chunks = iter_chunks(source)
                     try:
                         async for chunk in chunks:
                             parser.feed(chunk)
@@ -417,7 +417,7 @@ class Follower:
                             outcome = await self._at_end(items)
                     finally:
                         await chunks.aclose()
-                        await _aclose(source, forcefully=True)
+                        await aclose_source(source, forcefully=True)
             except Exception as exc:
                 # An error while closing after a decision changes nothing.
                 if outcome is None:
@@ -514,7 +514,7 @@ class Follower:
                 if kind is LineError:
                     if item.kind is FailureKind.LINE_TOO_LONG:  # type: ignore[union-attr]
                         self._too_long = item  # type: ignore[assignment]
-                    _report(item, self._on_error, False)  # type: ignore[arg-type]
+                    report_line_error(item, self._on_error, False)  # type: ignore[arg-type]
                     continue
                 if kind is _Plaintext:
                     outcome = _plaintext_refused(item)  # type: ignore[arg-type]

@@ -41,7 +41,7 @@ from ..protocol import (
     SESSION_ID_HEADER,
     is_session_id,
 )
-from ..streams import _aclose
+from ..streams import aclose_source
 from .connector import Connector
 from .httpx_connector import _status_error, httpx_connector
 
@@ -206,7 +206,7 @@ class _CountingBody:
         return chunk
 
     async def aclose(self) -> None:
-        await _aclose(self._inner)
+        await aclose_source(self._inner)
 
 
 def broker_connector(
