@@ -105,7 +105,7 @@ class LineError(msgspec.Struct, frozen=True, gc=False):
     Attributes:
         line: 1-based line number (every ``\\n``-terminated line counts,
             blank ones included).
-        error: what was wrong, in the reference's wording
+        error: what was wrong, in the protocol's wording
             (``JSON parse error: ...``, ``Validation error: ... - at $.seq``).
         content: the trimmed line, cut to 100 UTF-16 code units plus ``...``.
         kind: ``"json"``, ``"validation"`` or ``"line_too_long"``.
@@ -240,8 +240,8 @@ class EnvelopeErrorReason(StrEnum):
 class EnvelopeError(AesGcmError):
     """An envelope was refused, or an event could not be sealed.
 
-    A subclass of :class:`AesGcmError` (the reference reports every envelope
-    failure as one), so ``except AesGcmError`` still catches it.
+    A subclass of :class:`AesGcmError` (every envelope failure is an
+    AES-GCM failure on the wire), so ``except AesGcmError`` still catches it.
 
     Attributes:
         code: the protocol error code (``ENCRYPTION_DECRYPTION_FAILED`` for
@@ -263,8 +263,8 @@ class EnvelopeError(AesGcmError):
 class HandshakeError(EcdhError):
     """A hello message was refused, or the server's signature did not verify.
 
-    A subclass of :class:`EcdhError`, as the reference reports every hello
-    failure. The code says which: ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (another
+    A subclass of :class:`EcdhError` (every hello failure is a key-agreement
+    failure on the wire). The code says which: ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (another
     curve, cipher or KDF), ``ENCRYPTION_SIGNATURE_VERIFICATION_FAILED``, or
     ``ENCRYPTION_HANDSHAKE_FAILED`` (any other malformed hello). A bad public
     key is an :class:`EcdhError` with ``ENCRYPTION_INVALID_PUBLIC_KEY``.
@@ -468,7 +468,7 @@ class BrokerError(EnclaveStreamError):
     """A broker request that cannot be served, with the HTTP status to answer it with.
 
     The HTTP layer sends ``{"code": ..., "message": ...}`` (plus ``details``
-    when there are any) with :attr:`status`, as the reference broker does.
+    when there are any) with :attr:`status`, as a broker does on the wire.
 
     >>> error = BrokerError(404, "NOT_FOUND", "Session s_1 not found")
     >>> error.status, error.body()

@@ -49,7 +49,7 @@ PROTOCOL_VERSION: Final = 2
 """The protocol version this library writes."""
 
 SUPPORTED_PROTOCOL_VERSIONS: Final = (1, 2)
-"""Versions a received message may carry (the reference accepts both)."""
+"""Versions a received message may carry."""
 
 SESSION_ID_PREFIX: Final = "s_"
 CALL_ID_PREFIX: Final = "c_"
@@ -57,7 +57,7 @@ REF_ID_PREFIX: Final = "ref_"
 KEY_ID_PREFIX: Final = "k_"
 
 MAX_SAFE_INTEGER: Final = 2**53 - 1
-"""JavaScript's ``Number.MAX_SAFE_INTEGER``: the largest integer the reference accepts."""
+"""JavaScript's ``Number.MAX_SAFE_INTEGER``: the largest integer a ``seq`` or count may be."""
 
 # HTTP names both sides of a broker use.
 NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
@@ -74,7 +74,7 @@ SERVER_HELLO_HEADER: Final = "X-Enclave-Server-Hello"
 encrypted session (our convention: upstream's broker has no encryption)."""
 
 DEFAULT_HEARTBEAT_INTERVAL_MS: Final = 15_000
-"""The reference's default heartbeat interval (``DEFAULT_SESSION_LIMITS``)."""
+"""The default heartbeat interval of a session (``DEFAULT_SESSION_LIMITS``)."""
 
 
 class StrEnum(str, enum.Enum):
@@ -174,8 +174,8 @@ class KeyDerivation(StrEnum):
 
 
 def _has_prefix(value: object, prefix: str) -> bool:
-    # Mirrors the schema (prefix plus at least one more character), which is
-    # what a receiver enforces; the reference's is*Id helpers check the prefix only.
+    # The schema's rule (prefix plus at least one more character), which is
+    # what a receiver enforces: a bare prefix is not an id.
     return isinstance(value, str) and len(value) > len(prefix) and value.startswith(prefix)
 
 
