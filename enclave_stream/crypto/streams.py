@@ -23,7 +23,7 @@ import anyio
 from ..errors import EnvelopeError, EnvelopeErrorReason
 from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
 from ..streams import aclose_source
-from ._codec import InnerEvent
+from .envelope import InnerEvent
 from .session import EncryptedSession
 
 T = TypeVar("T")
