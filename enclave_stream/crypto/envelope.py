@@ -304,25 +304,16 @@ def decrypt_json(
     key: AesGcmKey | bytes,
     payload: EncryptedEnvelopePayload | Mapping[str, Any],
     *,
-    type: None = None,
-) -> Any: ...
-
-
-@overload
-def decrypt_json(
-    key: AesGcmKey | bytes,
-    payload: EncryptedEnvelopePayload | Mapping[str, Any],
-    *,
     type: type[T],
 ) -> T: ...
 
 
-@overload
+@overload  # no type (plain JSON), or a type alias such as StreamEvent
 def decrypt_json(
     key: AesGcmKey | bytes,
     payload: EncryptedEnvelopePayload | Mapping[str, Any],
     *,
-    type: Any,
+    type: Any = None,
 ) -> Any: ...
 
 
