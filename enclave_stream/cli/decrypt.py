@@ -9,7 +9,7 @@ from typing import Final
 from ..crypto import AesGcmKey, decrypt_json, import_aes_gcm_key
 from ..encoder import EventEncoder
 from ..errors import EncryptionError, EnvelopeError, LineError
-from ..events import EncryptedEnvelope, ParsedEvent
+from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
 from .format import clean, format_line_error
 from .output import ColorMode, Printer, Segment, make_printer
 from .source import Item, LineEvent, LineReader, open_input
@@ -76,7 +76,7 @@ class Decryptor:
                 return None
             return event
         try:
-            inner = decrypt_json(self._key, event.payload)
+            inner: StreamEvent = decrypt_json(self._key, event.payload, type=StreamEvent)
         except EncryptionError as exc:
             reason = f" [{exc.reason}]" if isinstance(exc, EnvelopeError) else ""
             self._refuse(line, event, f"cannot decrypt: {clean(exc.message)}{reason}")

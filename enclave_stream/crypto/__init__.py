@@ -1,14 +1,14 @@
 """End-to-end encryption of the EnclaveJS protocol.
 
-P-256 ECDH (:mod:`.ecdh`) gives a shared secret; HKDF-SHA256 (:mod:`.hkdf`)
-turns it into one AES-256 key per direction; AES-GCM (:mod:`.aesgcm`)
-encrypts each event under a counter nonce. Base64 helpers follow the
-reference's ``btoa``/``atob``.
+The primitives: base64 and UTF-8 as the browser writes them
+(:mod:`.encoding`), P-256 ECDH (:mod:`.ecdh`) for a shared secret,
+HKDF-SHA256 (:mod:`.hkdf`) for one AES-256 key per direction, AES-GCM
+(:mod:`.aesgcm`) and a key's counter-nonce context (:mod:`.context`).
 
-On top of the primitives: stand-alone envelopes (:mod:`.envelope`), hello
-messages (:mod:`.hello`), the handshake (:mod:`.handshake`) that yields an
-:class:`EncryptedSession` (:mod:`.session`) with replay, splicing and ordering
-checks, optional server signatures (:mod:`.signing`), and anyio adapters
+On top of them: the one envelope path (:mod:`.envelope`), the hellos and the
+handshake (:mod:`.handshake`) that yields an :class:`EncryptedSession`
+(:mod:`.session`, with its replay window and splicing and ordering checks),
+optional server signatures (:mod:`.signing`), and anyio adapters
 (:mod:`.streams`). Everything but the adapters is synchronous and does no I/O.
 """
 
@@ -25,7 +25,6 @@ from ..errors import (
     HandshakeError,
     HkdfError,
 )
-from ._b64 import from_base64, to_base64
 from .aesgcm import (
     KEY_LENGTH,
     MAX_MESSAGES_PER_KEY,
@@ -34,13 +33,12 @@ from .aesgcm import (
     NONCE_PREFIX_LENGTH,
     TAG_LENGTH,
     AesGcmKey,
-    SessionEncryptionContext,
-    SessionKeyInfo,
     decrypt,
     encrypt,
     generate_counter_nonce,
     generate_nonce,
 )
+from .context import SessionEncryptionContext, SessionKeyInfo
 from .ecdh import (
     CURVE,
     PUBLIC_KEY_LENGTH,
@@ -55,12 +53,14 @@ from .ecdh import (
     import_public_key_bytes,
     key_pair_from_private_scalar,
 )
+from .encoding import from_base64, to_base64
 from .envelope import create_encrypted_envelope, decrypt_json, encrypt_json
-from .handshake import ClientHandshake, accept_client_hello
-from .hello import (
+from .handshake import (
+    ClientHandshake,
     HelloInput,
     ProcessedClientHello,
     ProcessedServerHello,
+    accept_client_hello,
     create_client_hello,
     create_server_hello,
     parse_client_hello,
@@ -79,8 +79,7 @@ from .hkdf import (
     derive_session_keys,
     import_aes_gcm_key,
 )
-from .replay import ReplayWindow
-from .session import EncryptedSession, ReceiveChecks, SessionRole
+from .session import EncryptedSession, ReceiveChecks, ReplayWindow, SessionRole
 from .signing import (
     SIGNATURE_LENGTH,
     TRANSCRIPT_LABEL,

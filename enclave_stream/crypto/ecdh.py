@@ -3,12 +3,11 @@
 Public keys travel as base64 of the 65-byte uncompressed SEC1 point
 ``0x04 || X || Y``; the shared secret is the 32-byte X coordinate of ``d*Q``.
 
-Deliberate deviation: the reference (Node's WebCrypto) also imports
-compressed (``0x02``/``0x03``) and hybrid (``0x06``/``0x07``) points. The
-protocol only ever sends uncompressed points, so anything else is refused
-with ``ENCRYPTION_INVALID_PUBLIC_KEY``; that leaves one encoding per key and
-no point decompression code on the attack surface. An unknown curve name is
-``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (the reference reports a bad key).
+Only uncompressed points are imported: compressed (``0x02``/``0x03``),
+hybrid (``0x06``/``0x07``) and every other encoding is refused with
+``ENCRYPTION_INVALID_PUBLIC_KEY``, which leaves one encoding per key and no
+point decompression on the attack surface (compatibility row C3). An unknown
+curve name is ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (row C4).
 """
 
 from __future__ import annotations
@@ -23,12 +22,9 @@ __all__ = [
     "export_public_key",
     "export_public_key_bytes",
     "generate_key_pair",
-    "import_p256_point",
     "import_public_key",
     "import_public_key_bytes",
     "key_pair_from_private_scalar",
-    "new_p256_key",
-    "p256_shared_secret",
 ]
 
 from dataclasses import dataclass, field
@@ -39,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import Base64DecodeError, EcdhError, EncryptionErrorCode
 from ..protocol import SupportedCurve
-from ._b64 import from_base64, to_base64
+from .encoding import from_base64, to_base64
 
 CURVE: Final = SupportedCurve.P256
 """The one curve of protocol version 2 (``"P-256"``)."""
@@ -157,11 +153,6 @@ def import_public_key_bytes(point: bytes, curve: str = CURVE) -> ec.EllipticCurv
             another curve.
     """
     _check_curve(curve)
-    return import_p256_point(point)
-
-
-def import_p256_point(point: bytes) -> ec.EllipticCurvePublicKey:
-    """:func:`import_public_key_bytes` for P-256 (the handshake's path; same checks and errors)."""
     if len(point) != PUBLIC_KEY_LENGTH or point[0] != _UNCOMPRESSED_TAG:
         raise EcdhError(
             f"Failed to import public key: {_describe_bad_point(point)}", _INVALID_PUBLIC_KEY
@@ -203,29 +194,6 @@ def derive_shared_secret(
     """
     _check_key_curve(private_key)
     _check_key_curve(peer_public_key)
-    return p256_shared_secret(private_key, peer_public_key)
-
-
-def new_p256_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-    """A fresh ephemeral P-256 private key and its 65-byte public point.
-
-    The handshake's path: :func:`generate_key_pair` then
-    :func:`export_public_key_bytes`, without the key-pair object and the
-    curve check of a key made right here.
-    """
-    private_key = ec.generate_private_key(_P256)
-    point = private_key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-    return private_key, point
-
-
-def p256_shared_secret(
-    private_key: ec.EllipticCurvePrivateKey, peer_public_key: ec.EllipticCurvePublicKey
-) -> bytes:
-    """:func:`derive_shared_secret` for keys already known to be P-256 (no curve checks).
-
-    Raises:
-        EcdhError: (``ENCRYPTION_HANDSHAKE_FAILED``) the agreement fails.
-    """
     try:
         return private_key.exchange(_ECDH, peer_public_key)
     except ValueError as exc:

@@ -17,36 +17,70 @@ Both sides then derive the same two keys (HKDF-SHA256 over the P-256 ECDH
 secret, salted with the session id). With a ``signing_key`` the server signs
 the handshake transcript (:mod:`.signing`); a client that pins the server's
 public key refuses a ServerHello without a valid signature.
+
+A hello from the peer (a :class:`~enclave_stream.ClientHello` /
+:class:`~enclave_stream.ServerHello` Struct, a mapping, or JSON text) is
+validated like any received protocol message, whoever made it: a Struct is
+written to JSON and read back. Then its public key is imported: exactly 65
+bytes, ``0x04 || X || Y``, on the P-256 curve. Another curve, cipher or KDF
+is refused with ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (compatibility row C4).
+
+The stand-alone hello functions (``create_*_hello``, ``parse_*_hello``,
+``process_*_hello``) are the building blocks of the two halves and keep the
+protocol's names.
 """
 
 from __future__ import annotations
 
-__all__ = ["ClientHandshake", "accept_client_hello"]
+__all__ = [
+    "ClientHandshake",
+    "HelloInput",
+    "ProcessedClientHello",
+    "ProcessedServerHello",
+    "accept_client_hello",
+    "create_client_hello",
+    "create_server_hello",
+    "parse_client_hello",
+    "parse_server_hello",
+    "process_client_hello",
+    "process_server_hello",
+]
 
-from typing import NoReturn, SupportsIndex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, SupportsIndex, TypeAlias, TypeVar
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, UnsetType
 
-from ..errors import EncryptionErrorCode, HandshakeError
+from ..encoder import encode_message
+from ..errors import (
+    Base64DecodeError,
+    EcdhError,
+    EncryptionErrorCode,
+    EventValidationError,
+    HandshakeError,
+    ProtocolError,
+)
 from ..events import ClientHello, ServerHello
-from ..protocol import PROTOCOL_VERSION, is_session_id
+from ..protocol import (
+    PROTOCOL_VERSION,
+    EncryptionAlgorithm,
+    KeyDerivation,
+    SupportedCurve,
+    generate_key_id,
+    is_session_id,
+)
+from ..wire import decode_message
 from .ecdh import (
     EcdhKeyPair,
     derive_shared_secret,
     export_public_key_bytes,
-    new_p256_key,
-    p256_shared_secret,
+    generate_key_pair,
+    import_public_key_bytes,
 )
-from .hello import (
-    HelloInput,
-    build_client_hello,
-    build_server_hello,
-    decode_peer_key,
-    new_key_id,
-    parse_client_hello,
-    parse_server_hello,
-)
+from .encoding import from_base64, to_base64
 from .session import EncryptedSession, ReceiveChecks, SessionRole
 from .signing import (
     ServerPublicKey,
@@ -55,6 +89,186 @@ from .signing import (
     sign_transcript,
     verify_transcript_signature,
 )
+
+HelloInput: TypeAlias = ClientHello | ServerHello | Mapping[str, Any] | str | bytes
+"""A hello as it may arrive: the Struct, its wire form as a mapping, or JSON text."""
+
+_H = TypeVar("_H", ClientHello, ServerHello)
+
+# Fields whose only allowed values name the one algorithm suite of version 2.
+_ALGORITHM_FIELDS: Final = ("$.curve", "$.supportedAlgorithms", "$.selectedAlgorithm", "$.kdf")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedClientHello:
+    """What a server gets from a ClientHello (:func:`process_client_hello`)."""
+
+    server_key_pair: EcdhKeyPair
+    """The server's fresh ephemeral key pair."""
+    peer_public_key: ec.EllipticCurvePublicKey
+    """The client's ephemeral public key."""
+    server_hello: ServerHello
+    """The answer to send back."""
+    key_id: str
+    """The session key id, ``k_<uuid4>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedServerHello:
+    """What a client gets from a ServerHello (:func:`process_server_hello`)."""
+
+    peer_public_key: ec.EllipticCurvePublicKey
+    """The server's ephemeral public key."""
+    key_id: str
+    """The session key id chosen by the server."""
+
+
+def _refusal(exc: EventValidationError, what: str) -> HandshakeError:
+    path = exc.path
+    suite = any(path == f or path.startswith((f + "[", f + ".")) for f in _ALGORITHM_FIELDS)
+    if suite:
+        return HandshakeError(
+            f"{what} asks for an unsupported algorithm: {exc} (protocol version 2 supports "
+            f"only {SupportedCurve.P256.value}, {EncryptionAlgorithm.AES_GCM_256.value} and "
+            f"{KeyDerivation.HKDF_SHA256.value})",
+            EncryptionErrorCode.UNSUPPORTED_ALGORITHM,
+        )
+    return HandshakeError(f"Invalid {what}: {exc}", EncryptionErrorCode.HANDSHAKE_FAILED)
+
+
+def _parse(raw: object, type_: type[_H]) -> _H:
+    what = type_.__name__
+    try:
+        if type(raw) is type_:
+            # A constructed Struct was never validated: judge its wire form,
+            # so that its field types are exactly the schema's and a refusal
+            # says what decoding the JSON would say.
+            raw = encode_message(raw)
+        elif not isinstance(raw, (Mapping, str, bytes, bytearray, memoryview)):
+            raise HandshakeError(
+                f"Expected a {what}, a mapping or JSON text, got {type(raw).__name__}",
+                EncryptionErrorCode.HANDSHAKE_FAILED,
+            )
+        return decode_message(raw, type_)  # type: ignore[arg-type]
+    except EventValidationError as exc:
+        raise _refusal(exc, what) from None
+    except (ProtocolError, msgspec.MsgspecError, TypeError, ValueError) as exc:
+        raise HandshakeError(
+            f"Invalid {what}: {exc}", EncryptionErrorCode.HANDSHAKE_FAILED
+        ) from None
+
+
+def parse_client_hello(client_hello: HelloInput) -> ClientHello:
+    """Validate a ClientHello as a received protocol message (a Struct too: module docstring).
+
+    Raises:
+        HandshakeError: ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` for another curve
+            or cipher; ``ENCRYPTION_HANDSHAKE_FAILED`` for anything else that
+            breaks the schema (or is not JSON).
+    """
+    return _parse(client_hello, ClientHello)
+
+
+def parse_server_hello(server_hello: HelloInput) -> ServerHello:
+    """Validate a ServerHello as a received protocol message (an empty key id is refused).
+
+    Raises:
+        HandshakeError: as :func:`parse_client_hello` (also for another KDF).
+    """
+    return _parse(server_hello, ServerHello)
+
+
+def _peer_key(public_key_b64: str) -> tuple[bytes, ec.EllipticCurvePublicKey]:
+    # The raw point (for the signed transcript) and the imported key.
+    try:
+        point = from_base64(public_key_b64)
+    except Base64DecodeError as exc:
+        raise EcdhError(
+            f"Failed to import public key: {exc}", EncryptionErrorCode.INVALID_PUBLIC_KEY
+        ) from None
+    return point, import_public_key_bytes(point)
+
+
+def create_client_hello(key_pair: EcdhKeyPair) -> ClientHello:
+    """The ClientHello announcing ``key_pair``'s public key.
+
+    >>> from enclave_stream.crypto import key_pair_from_private_scalar
+    >>> from enclave_stream import encode_message
+    >>> hello = create_client_hello(key_pair_from_private_scalar(1))
+    >>> encode_message(hello)[:60]
+    b'{"protocolVersion":2,"clientEphemeralPubKeyB64":"BGsX0fLhLEJ'
+    """
+    return ClientHello(
+        protocol_version=PROTOCOL_VERSION,
+        client_ephemeral_pub_key_b64=to_base64(export_public_key_bytes(key_pair.public_key)),
+        curve=SupportedCurve.P256,
+        supported_algorithms=[EncryptionAlgorithm.AES_GCM_256],
+    )
+
+
+def create_server_hello(
+    key_pair: EcdhKeyPair, key_id: str, *, signature_b64: str | UnsetType = UNSET
+) -> ServerHello:
+    """The ServerHello announcing ``key_pair``'s public key and the session key id.
+
+    Raises:
+        HandshakeError: (``ENCRYPTION_HANDSHAKE_FAILED``) ``key_id`` is not a
+            non-empty string.
+    """
+    if not (isinstance(key_id, str) and key_id):
+        raise HandshakeError(
+            f"The key id must be a non-empty string, got {key_id!r}",
+            EncryptionErrorCode.HANDSHAKE_FAILED,
+        )
+    return ServerHello(
+        protocol_version=PROTOCOL_VERSION,
+        server_ephemeral_pub_key_b64=to_base64(export_public_key_bytes(key_pair.public_key)),
+        curve=SupportedCurve.P256,
+        selected_algorithm=EncryptionAlgorithm.AES_GCM_256,
+        kdf=KeyDerivation.HKDF_SHA256,
+        key_id=key_id,
+        signature_b64=signature_b64,
+    )
+
+
+def process_client_hello(
+    client_hello: HelloInput, *, key_id: str | None = None
+) -> ProcessedClientHello:
+    """Server side: check a ClientHello, make a key pair and the ServerHello.
+
+    Args:
+        client_hello: the client's hello (Struct, mapping or JSON text).
+        key_id: the session key id; by default a fresh ``k_<uuid4>``.
+
+    Raises:
+        HandshakeError: the hello breaks the schema or asks for another suite.
+        EcdhError: (``ENCRYPTION_INVALID_PUBLIC_KEY``) its public key is bad.
+    """
+    hello = parse_client_hello(client_hello)
+    _, peer = _peer_key(hello.client_ephemeral_pub_key_b64)
+    pair = generate_key_pair()
+    kid = generate_key_id() if key_id is None else key_id
+    server_hello = create_server_hello(pair, kid)
+    return ProcessedClientHello(
+        server_key_pair=pair, peer_public_key=peer, server_hello=server_hello, key_id=kid
+    )
+
+
+def process_server_hello(server_hello: HelloInput) -> ProcessedServerHello:
+    """Client side: check a ServerHello and import the server's public key.
+
+    This checks no signature (there is no session id or pinned key here);
+    :meth:`ClientHandshake.complete <enclave_stream.crypto.ClientHandshake.complete>`
+    does.
+
+    Raises:
+        HandshakeError: the hello breaks the schema (an empty key id included)
+            or names another suite.
+        EcdhError: (``ENCRYPTION_INVALID_PUBLIC_KEY``) its public key is bad.
+    """
+    hello = parse_server_hello(server_hello)
+    _, peer = _peer_key(hello.server_ephemeral_pub_key_b64)
+    return ProcessedServerHello(peer_public_key=peer, key_id=hello.key_id)
 
 
 def _check_session_id(session_id: object) -> None:
@@ -83,7 +297,6 @@ class ClientHandshake:
         "_checks",
         "_client_hello",
         "_client_point",
-        "_exchange",
         "_private_key",
         "_server_key",
     )
@@ -98,17 +311,10 @@ class ClientHandshake:
         self._server_key: ec.EllipticCurvePublicKey | None = (
             None if server_public_key is None else load_server_public_key(server_public_key)
         )
-        self._private_key: ec.EllipticCurvePrivateKey | None
-        if key_pair is None:
-            self._private_key, self._client_point = new_p256_key()
-            # Our own key and the server's (imported as P-256 by complete)
-            # need no curve checks; a caller's key pair keeps them.
-            self._exchange = p256_shared_secret
-        else:
-            self._private_key = key_pair.private_key
-            self._client_point = export_public_key_bytes(key_pair.public_key)
-            self._exchange = derive_shared_secret
-        self._client_hello = build_client_hello(self._client_point)
+        pair = generate_key_pair() if key_pair is None else key_pair
+        self._private_key: ec.EllipticCurvePrivateKey | None = pair.private_key
+        self._client_point = export_public_key_bytes(pair.public_key)
+        self._client_hello = create_client_hello(pair)
         self._checks = checks
 
     @property
@@ -144,7 +350,7 @@ class ClientHandshake:
             )
         _check_session_id(session_id)
         hello = parse_server_hello(server_hello)
-        server_point, peer = decode_peer_key(hello.server_ephemeral_pub_key_b64)
+        server_point, peer = _peer_key(hello.server_ephemeral_pub_key_b64)
         if self._server_key is not None:
             transcript = handshake_transcript(
                 protocol_version=hello.protocol_version,
@@ -157,7 +363,7 @@ class ClientHandshake:
                 kdf=hello.kdf,
             )
             verify_transcript_signature(self._server_key, transcript, hello.signature_b64)
-        secret = self._exchange(private_key, peer)
+        secret = derive_shared_secret(private_key, peer)
         session = EncryptedSession.from_shared_secret(
             secret, session_id, hello.key_id, SessionRole.CLIENT, checks=self._checks
         )
@@ -203,29 +409,21 @@ def accept_client_hello(
     """
     _check_session_id(session_id)
     hello = parse_client_hello(client_hello)
-    client_point, peer = decode_peer_key(hello.client_ephemeral_pub_key_b64)
-    if key_pair is None:
-        private_key, server_point = new_p256_key()
-        # Our own key and the client's (imported as P-256 just now) need no
-        # curve checks; a caller's key pair keeps them.
-        exchange = p256_shared_secret
-    else:
-        private_key = key_pair.private_key
-        server_point = export_public_key_bytes(key_pair.public_key)
-        exchange = derive_shared_secret
-    kid = new_key_id() if key_id is None else key_id
+    client_point, peer = _peer_key(hello.client_ephemeral_pub_key_b64)
+    pair = generate_key_pair() if key_pair is None else key_pair
+    kid = generate_key_id() if key_id is None else key_id
     signature: str | UnsetType = UNSET
     if signing_key is not None:
         transcript = handshake_transcript(
             protocol_version=PROTOCOL_VERSION,
             session_id=session_id,
             client_public_key=client_point,
-            server_public_key=server_point,
+            server_public_key=export_public_key_bytes(pair.public_key),
             key_id=kid,
         )
         signature = sign_transcript(signing_key, transcript)
-    server_hello = build_server_hello(server_point, kid, signature)
-    secret = exchange(private_key, peer)
+    server_hello = create_server_hello(pair, kid, signature_b64=signature)
+    secret = derive_shared_secret(pair.private_key, peer)
     session = EncryptedSession.from_shared_secret(
         secret, session_id, kid, SessionRole.SERVER, checks=checks
     )

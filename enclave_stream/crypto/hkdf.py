@@ -14,7 +14,6 @@ __all__ = [
     "SessionKeys",
     "derive_key",
     "derive_session_crypto_keys",
-    "derive_session_key_bytes",
     "derive_session_keys",
     "import_aes_gcm_key",
 ]
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import EncryptionErrorCode, HkdfError
 from .aesgcm import KEY_LENGTH, AesGcmKey
+from .encoding import utf8
 
 HKDF_INFO_CLIENT_TO_SERVER: Final = "enclavejs-c2s-enc"
 """HKDF ``info`` of the client-to-server key."""
@@ -37,23 +37,10 @@ HKDF_INFO_SERVER_TO_CLIENT: Final = "enclavejs-s2c-enc"
 HKDF_MAX_OUTPUT_LENGTH: Final = 255 * 32
 """The most bytes HKDF-SHA256 can produce (255 blocks of the 32-byte hash)."""
 
-# The reference's default salt. RFC 5869 pads the HMAC key with zeros up to
+# The protocol's default salt. RFC 5869 pads the HMAC key with zeros up to
 # the hash block size anyway, so this equals an empty salt.
 _ZERO_SALT: Final = bytes(32)
 _SHA256: Final = hashes.SHA256()
-_INFO_C2S: Final = HKDF_INFO_CLIENT_TO_SERVER.encode()
-_INFO_S2C: Final = HKDF_INFO_SERVER_TO_CLIENT.encode()
-
-
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Lone surrogates: JavaScript's TextEncoder writes U+FFFD for each one
-        # and joins a high+low pair into one character; a UTF-16 round trip
-        # does exactly that, keeping the derived bytes equal to the reference's.
-        fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-        return fixed.encode("utf-8")
 
 
 def derive_key(
@@ -67,8 +54,8 @@ def derive_key(
     Args:
         shared_secret: the input key material (the ECDH shared secret).
         salt: the HKDF salt; ``None`` means 32 zero bytes (same as empty).
-        info: context string (UTF-8 encoded, as the reference's
-            ``TextEncoder``) or raw bytes.
+        info: context string (encoded by :func:`~.encoding.utf8`, as
+            ``TextEncoder`` does) or raw bytes.
         key_length: output length in bytes, 0 to 8160; 0 gives ``b""``.
 
     Raises:
@@ -89,7 +76,7 @@ def derive_key(
         )
     if key_length == 0:
         return b""  # WebCrypto allows a zero-bit derivation; cryptography's HKDF does too.
-    info_bytes = _utf8(info) if isinstance(info, str) else info
+    info_bytes = utf8(info) if isinstance(info, str) else info
     kdf = HKDF(
         algorithm=_SHA256,
         length=key_length,
@@ -126,24 +113,15 @@ def derive_session_keys(shared_secret: bytes, session_id: str) -> SessionKeys:
     >>> len(keys.client_to_server_key), keys.client_to_server_key == keys.server_to_client_key
     (32, False)
     """
-    c2s, s2c = derive_session_key_bytes(shared_secret, session_id)
-    return SessionKeys(client_to_server_key=c2s, server_to_client_key=s2c)
-
-
-def derive_session_key_bytes(shared_secret: bytes, session_id: str) -> tuple[bytes, bytes]:
-    """:func:`derive_session_keys` as a ``(client_to_server, server_to_client)`` tuple.
-
-    Two HKDF-SHA256 derivations by ``cryptography`` (no HKDF of our own, even
-    though both share their Extract step): salt = the session id, 32 bytes each.
-    """
-    salt = _utf8(session_id)
-    c2s = HKDF(algorithm=_SHA256, length=KEY_LENGTH, salt=salt, info=_INFO_C2S)
-    s2c = HKDF(algorithm=_SHA256, length=KEY_LENGTH, salt=salt, info=_INFO_S2C)
-    return c2s.derive(shared_secret), s2c.derive(shared_secret)
+    salt = utf8(session_id)
+    return SessionKeys(
+        client_to_server_key=derive_key(shared_secret, salt, HKDF_INFO_CLIENT_TO_SERVER),
+        server_to_client_key=derive_key(shared_secret, salt, HKDF_INFO_SERVER_TO_CLIENT),
+    )
 
 
 def import_aes_gcm_key(key_bytes: bytes) -> AesGcmKey:
-    """Import raw bytes (16, 24 or 32 of them, as the reference allows) as an AES-GCM key.
+    """Import raw bytes (16, 24 or 32 of them) as an AES-GCM key.
 
     Raises:
         HkdfError: (``ENCRYPTION_KEY_DERIVATION_FAILED``) any other length.

@@ -5,7 +5,7 @@ direction's key (client->server for a client) and opens with the peer's. So an
 envelope reflected back to its sender does not authenticate, and the two
 sides' counter nonces never meet under one key.
 
-Opening checks more than the reference ever did (each can be switched off in
+Opening checks the envelope (compatibility row E4; each can be switched off in
 :class:`ReceiveChecks`, e.g. to talk to a peer that numbers envelopes
 differently). In order, an envelope is refused when:
 
@@ -16,7 +16,7 @@ differently). In order, an envelope is refused when:
 4. its base64 is bad or its nonce is not 12 bytes (``invalid_encoding``);
 5. the AES-GCM tag does not verify (``authentication_failed``);
 6. its nonce was accepted before under this key (``replay``, code
-   ``ENCRYPTION_NONCE_REUSE``; see :mod:`.replay`);
+   ``ENCRYPTION_NONCE_REUSE``; see :class:`ReplayWindow`);
 7. the plaintext is not a valid event (``invalid_plaintext``);
 8. the inner event's ``sessionId`` or ``seq`` differ from the envelope's
    (``session_mismatch`` / ``seq_mismatch``: the envelope was spliced);
@@ -25,44 +25,123 @@ differently). In order, an envelope is refused when:
 
 A refused envelope changes nothing, except that an authentic one (steps 6-9)
 has its nonce remembered, and a forgery (step 5) ends the session.
+
+The replay window: a sender's nonces are ``prefix(8 random bytes) ||
+uint32_be(counter)`` with the counter going up by one per envelope, so the
+receiver keeps, per prefix, the highest counter seen and a bitmap of the
+``width`` counters below it (the sliding window of IPsec/DTLS anti-replay,
+RFC 4303 section 3.4.3): constant memory per prefix, constant time per check,
+exact inside the window. A counter older than the window is refused as a
+replay (fail closed): an honest sender's counters only go up, and the session
+refuses reordered ``seq`` anyway. The number of prefixes is bounded too (a
+peer normally has one; a ``fork()`` or a peer drawing random 12-byte nonces
+makes more). When the table is full the least recently used prefix is
+forgotten; a replay of one of its envelopes is then still refused by the
+``seq`` rule, only with ``seq_regression`` instead of ``replay``.
 """
 
 from __future__ import annotations
 
-__all__ = ["EncryptedSession", "ReceiveChecks", "SessionRole"]
+__all__ = [
+    "DEFAULT_MAX_PREFIXES",
+    "DEFAULT_WINDOW",
+    "EncryptedSession",
+    "ReceiveChecks",
+    "ReplayWindow",
+    "SessionRole",
+]
 
 import threading
 import time
-from binascii import b2a_base64
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, NoReturn, SupportsIndex, TypeAlias
+from typing import Final, NoReturn, SupportsIndex
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from .._jsjson import js_quote
 from ..encoder import encode_event
 from ..errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason, HandshakeError
-from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
+from ..events import EncryptedEnvelope, StreamEvent
 from ..protocol import StrEnum, is_session_id
-from ..wire import decode_event
-from ._codec import (
-    STREAM_EVENT_TYPES,
-    InnerEvent,
-    authentication_failed,
-    canonical_payload_bytes,
-    coerce_inner,
-    invalid_plaintext,
-    payload_bytes,
-    undecryptable,
-)
-from .aesgcm import AesGcmKey, SessionEncryptionContext, SessionKeyInfo
-from .hkdf import derive_session_key_bytes
-from .replay import DEFAULT_MAX_PREFIXES, DEFAULT_WINDOW, ReplayWindow
+from .aesgcm import NONCE_PREFIX_LENGTH, AesGcmKey
+from .context import SessionEncryptionContext, SessionKeyInfo
+from .envelope import InnerEvent, coerce_event, open_payload, read_event
+from .hkdf import derive_session_keys
+
+DEFAULT_WINDOW: Final = 256
+"""Counters remembered below the highest one, per nonce prefix."""
+
+DEFAULT_MAX_PREFIXES: Final = 16
+"""Nonce prefixes remembered at once."""
 
 _R: Final = EnvelopeErrorReason
-_Decrypt: TypeAlias = Callable[[bytes, bytes, None], bytes]  # AESGCM.decrypt
+
+
+class ReplayWindow:
+    """Remembers accepted 12-byte nonces in bounded memory (see the module docstring).
+
+    >>> window = ReplayWindow()
+    >>> nonce = bytes(8) + (5).to_bytes(4, "big")
+    >>> window.accept(nonce), window.accept(nonce), window.seen(nonce)
+    (True, False, True)
+    """
+
+    __slots__ = ("_mask", "_max_prefixes", "_prefixes", "_width")
+
+    def __init__(
+        self, width: int = DEFAULT_WINDOW, max_prefixes: int = DEFAULT_MAX_PREFIXES
+    ) -> None:
+        if width < 1 or max_prefixes < 1:
+            raise ValueError("width and max_prefixes must be at least 1")
+        self._width = width
+        self._mask = (1 << width) - 1
+        self._max_prefixes = max_prefixes
+        # prefix -> [highest counter, bitmap]; bit i set = counter (highest - i)
+        # seen. Least recently used first, so eviction takes the first key.
+        self._prefixes: dict[bytes, list[int]] = {}
+
+    def seen(self, nonce: bytes) -> bool:
+        """True if ``nonce`` was accepted before, or is too old for the window to tell."""
+        entry = self._prefixes.get(nonce[:NONCE_PREFIX_LENGTH])
+        if entry is None:
+            return False
+        behind = entry[0] - int.from_bytes(nonce[NONCE_PREFIX_LENGTH:], "big")
+        if behind < 0:
+            return False
+        return behind >= self._width or bool((entry[1] >> behind) & 1)
+
+    def accept(self, nonce: bytes) -> bool:
+        """Record ``nonce`` and return True, or return False if it is a replay.
+
+        Call it only for a nonce whose envelope authenticated, so that a
+        forger cannot fill the window.
+        """
+        prefix = nonce[:NONCE_PREFIX_LENGTH]
+        counter = int.from_bytes(nonce[NONCE_PREFIX_LENGTH:], "big")
+        prefixes = self._prefixes
+        entry = prefixes.pop(prefix, None)
+        if entry is None:
+            if len(prefixes) >= self._max_prefixes:
+                del prefixes[next(iter(prefixes))]  # the least recently used
+            entry = [counter, 0]
+        prefixes[prefix] = entry  # (re)inserted last: the most recently used
+        ahead = counter - entry[0]
+        if ahead > 0:
+            entry[0] = counter
+            entry[1] = ((entry[1] << ahead) | 1) & self._mask if ahead < self._width else 1
+            return True
+        behind = -ahead
+        if behind >= self._width:  # too old to tell: refuse (and never shift that far)
+            return False
+        bit = 1 << behind
+        if entry[1] & bit:
+            return False
+        entry[1] |= bit
+        return True
+
+    def __len__(self) -> int:
+        """How many nonce prefixes are remembered."""
+        return len(self._prefixes)
+
+    def __repr__(self) -> str:
+        return f"<ReplayWindow prefixes={len(self._prefixes)} width={self._width}>"
 
 
 class SessionRole(StrEnum):
@@ -78,7 +157,7 @@ class ReceiveChecks:
 
     Attributes:
         key_id: refuse an envelope whose ``kid`` is not the session's.
-        replay: refuse a nonce accepted before (bounded window, :mod:`.replay`).
+        replay: refuse a nonce accepted before (bounded window, :class:`ReplayWindow`).
         splicing: refuse an envelope of another session, or whose inner
             event's ``sessionId``/``seq`` differ from the envelope's.
         seq_order: refuse an envelope whose ``seq`` is not above the last one.
@@ -119,18 +198,15 @@ class EncryptedSession:
     """
 
     __slots__ = (
-        "_accept_nonce",
         "_checks",
         "_context",
-        "_decrypt",
         "_failed",
         "_key_id",
         "_last_seq",
-        "_line",
         "_lock",
         "_receive_key",
+        "_replay_window",
         "_role",
-        "_send_key",
         "_session_id",
     )
 
@@ -145,38 +221,28 @@ class EncryptedSession:
         nonce_prefix: bytes | None = None,
         checks: ReceiveChecks | None = None,
     ) -> None:
-        _check_labels_of_new_session(session_id, key_id)
+        _check_labels(session_id, key_id)
         send = send_key if isinstance(send_key, AesGcmKey) else AesGcmKey(send_key)
         receive = receive_key if isinstance(receive_key, AesGcmKey) else AesGcmKey(receive_key)
         if send is receive or (not isinstance(send_key, AesGcmKey) and send_key == receive_key):
-            raise _equal_keys()
-        info = SessionKeyInfo(key_id=key_id, created_at=time.time_ns() // 1_000_000)
-        self._start(session_id, key_id, role, checks)
-        self._context: SessionEncryptionContext | None = SessionEncryptionContext(
-            send, info, nonce_prefix=nonce_prefix
-        )
-        # from_shared_secret keeps a key only until its cipher is made.
-        self._send_key: bytes | None = None
-        self._decrypt: _Decrypt | None = receive._aead.decrypt
-        self._receive_key: bytes | None = None
-
-    def _start(
-        self, session_id: str, key_id: str, role: SessionRole, checks: ReceiveChecks | None
-    ) -> None:
-        # The state of a new session but its keys, from arguments already checked.
+            # One key both ways would make our own envelopes, sent back to
+            # us, authenticate (a reflection attack).
+            raise HandshakeError(
+                "The send and receive keys must differ", EncryptionErrorCode.KEY_DERIVATION_FAILED
+            )
         self._session_id = session_id
         self._key_id = key_id
-        self._role = role if type(role) is SessionRole else SessionRole(role)
+        self._role = SessionRole(role)
         self._checks = checks = _DEFAULT_CHECKS if checks is None else checks
-        self._accept_nonce: Callable[[bytes], bool] | None = (
-            ReplayWindow(checks.replay_window, checks.max_nonce_prefixes).accept
-            if checks.replay
-            else None
+        info = SessionKeyInfo(key_id=key_id, created_at=time.time_ns() // 1_000_000)
+        self._context = SessionEncryptionContext(send, info, nonce_prefix=nonce_prefix)
+        self._receive_key = receive
+        self._replay_window = (
+            ReplayWindow(checks.replay_window, checks.max_nonce_prefixes) if checks.replay else None
         )
         self._last_seq = -1
         self._failed = False
         self._lock = threading.Lock()
-        self._line: bytes | None = None  # made by the first seal_line
 
     @classmethod
     def from_key_bytes(
@@ -222,30 +288,16 @@ class EncryptedSession:
         """The session of an ECDH shared secret: HKDF-SHA256, salt = the session id.
 
         The client sends with the ``enclavejs-c2s-enc`` key and the server with
-        the ``enclavejs-s2c-enc`` key. Each direction's cipher is set up when
-        it is first used (the first :meth:`seal` or :meth:`open`).
+        the ``enclavejs-s2c-enc`` key.
+
+        Raises:
+            HandshakeError: a bad session id or key id.
         """
-        # The handshake's path, so it skips what the constructor would redo
-        # for these arguments: both keys are fresh 32-byte HKDF outputs (still
-        # compared: equal keys would allow reflection).
-        _check_labels_of_new_session(session_id, key_id)
-        c2s, s2c = derive_session_key_bytes(shared_secret, session_id)
-        if c2s == s2c:
-            raise _equal_keys()
-        if role == SessionRole.CLIENT:
-            send, receive = c2s, s2c
-        else:
-            send, receive = s2c, c2s
-        self = cls.__new__(cls)
-        self._start(session_id, key_id, role, checks)
-        # Each direction's AES key schedule (and the sender's nonce prefix) is
-        # made when that direction is first used: a handshake costs two
-        # sessions, and a session may only ever send, or only receive.
-        self._context = None
-        self._send_key = send
-        self._decrypt = None
-        self._receive_key = receive
-        return self
+        _check_labels(session_id, key_id)  # before the session id is used as the salt
+        keys = derive_session_keys(shared_secret, session_id)
+        c2s, s2c = keys.client_to_server_key, keys.server_to_client_key
+        send, receive = (c2s, s2c) if role == SessionRole.CLIENT else (s2c, c2s)
+        return cls(session_id, key_id, role, send_key=send, receive_key=receive, checks=checks)
 
     # --- properties -------------------------------------------------------------
 
@@ -277,41 +329,13 @@ class EncryptedSession:
     @property
     def sealed_count(self) -> int:
         """How many envelopes were sealed (the next nonce counter)."""
-        context = self._context
-        return 0 if context is None else context.nonce_counter
+        return self._context.nonce_counter
 
     def needs_rotation(self) -> bool:
         """True when the sending key is used up (2**30 envelopes): start a new session."""
-        context = self._context
-        return context is not None and context.needs_rotation()
+        return self._context.needs_rotation()
 
     # --- sending ------------------------------------------------------------------
-
-    def _inner(self, event: object) -> StreamEvent:
-        inner: StreamEvent = (
-            event  # type: ignore[assignment]  # checked: one of the 12 event classes
-            if type(event) in STREAM_EVENT_TYPES
-            else coerce_inner(event)
-        )
-        if inner.session_id != self._session_id:
-            raise EnvelopeError(
-                f"The event belongs to session {inner.session_id!r}, not {self._session_id!r}",
-                _R.SESSION_MISMATCH,
-            )
-        return inner
-
-    def _sending_context(self) -> SessionEncryptionContext:
-        # The first seal of a session from from_shared_secret imports its key,
-        # under the lock, so that racing first seals share one nonce sequence.
-        with self._lock:
-            context = self._context
-            if context is None:
-                assert self._send_key is not None  # set whenever _context is None
-                info = SessionKeyInfo(key_id=self._key_id, created_at=time.time_ns() // 1_000_000)
-                context = SessionEncryptionContext(AesGcmKey(self._send_key), info)
-                self._context = context
-                self._send_key = None
-        return context
 
     def seal(self, event: InnerEvent) -> EncryptedEnvelope:
         """Encrypt ``event`` into an envelope with the event's ``seq`` and this session's id.
@@ -322,148 +346,95 @@ class EncryptedSession:
             EventValidationError: the event breaks the schema.
             AesGcmError: ``ENCRYPTION_KEY_EXPIRED`` after 2**30 envelopes.
         """
-        inner = self._inner(event)
-        context = self._context or self._sending_context()
-        ciphertext, nonce = context.encrypt(encode_event(inner))
-        payload = EncryptedEnvelopePayload(
-            kid=self._key_id,
-            nonce_b64=b2a_base64(nonce, newline=False).decode("ascii"),
-            ciphertext_b64=b2a_base64(ciphertext, newline=False).decode("ascii"),
-        )
-        return EncryptedEnvelope(session_id=self._session_id, seq=inner.seq, payload=payload)
+        inner = coerce_event(event)
+        if inner.session_id != self._session_id:
+            raise EnvelopeError(
+                f"The event belongs to session {inner.session_id!r}, not {self._session_id!r}",
+                _R.SESSION_MISMATCH,
+            )
+        return self._context.create_envelope(self._session_id, inner.seq, inner)
 
     def seal_line(self, event: InnerEvent) -> bytes:
         """:meth:`seal`, returned as the envelope's JSON line (no newline).
 
-        The same bytes as encoding the envelope of :meth:`seal` with an
-        :class:`~enclave_stream.EventEncoder`, without building the envelope.
-
         Raises:
             EnvelopeError, EventValidationError, AesGcmError: as :meth:`seal`.
         """
-        inner = self._inner(event)
-        context = self._context or self._sending_context()
-        ciphertext, nonce = context.encrypt(encode_event(inner))
-        line = self._line
-        if line is None:
-            # Every envelope line is the same bytes but for three fields.
-            line = self._line = (
-                b'{"protocolVersion":2,"sessionId":%s,"seq":%%d,"type":"enc","payload":'
-                b'{"kid":%s,"nonceB64":"%%s","ciphertextB64":"%%s"}}'
-                % (_quoted(self._session_id), _quoted(self._key_id))
-            )
-        return line % (
-            inner.seq,
-            b2a_base64(nonce, newline=False),
-            b2a_base64(ciphertext, newline=False),
-        )
+        return encode_event(self.seal(event))
 
     # --- receiving ----------------------------------------------------------------
 
     def open(self, envelope: EncryptedEnvelope) -> StreamEvent:
         """Check and decrypt the peer's envelope; returns the validated inner event.
 
+        The checks run in the order of the module docstring.
+
         Raises:
             EnvelopeError: the check that failed is in ``.reason`` (module
                 docstring); the code is ``ENCRYPTION_NONCE_REUSE`` for a
                 replay, ``ENCRYPTION_DECRYPTION_FAILED`` otherwise.
         """
-        # Every open runs this: the common case costs one comparison per
-        # check, and the rare branches (switched-off checks included) are
-        # decided out of line.
-        if self._failed or type(envelope) is not EncryptedEnvelope:
-            raise self._unusable(envelope)
+        checks = self._checks
+        if self._failed:
+            raise EnvelopeError(
+                "The session refuses further input: an earlier envelope failed authentication",
+                _R.SESSION_FAILED,
+            )
+        if type(envelope) is not EncryptedEnvelope:
+            raise EnvelopeError(
+                f"Expected an enc envelope, got {type(envelope).__name__}", _R.INVALID_EVENT
+            )
         session_id = envelope.session_id
         payload = envelope.payload
-        if session_id != self._session_id or payload.kid != self._key_id:
-            self._check_labels(session_id, payload.kid)
-        try:
-            nonce, ciphertext = canonical_payload_bytes(payload.nonce_b64, payload.ciphertext_b64)
-        except (ValueError, TypeError):
-            nonce, ciphertext = payload_bytes(payload)  # atob's verdict, or the error
-        try:
-            plaintext = (self._decrypt or self._receiving_decrypt())(nonce, ciphertext, None)
-        except InvalidTag:
-            if self._checks.fail_closed:
-                self._failed = True
-            raise authentication_failed() from None
-        except (OverflowError, ValueError) as exc:  # e.g. beyond GCM's length limit
-            raise undecryptable(exc) from None
-        # Only authentic envelopes reach the state below, so a forger can
-        # neither fill the replay window nor move the seq high-water mark.
-        accept_nonce = self._accept_nonce
-        lock = self._lock
-        # acquire/release in try/finally is ``with lock`` at a lower cost on
-        # CPython (no context-manager protocol), and every open takes it.
-        lock.acquire()
-        try:
-            if accept_nonce is not None and not accept_nonce(nonce):
-                raise _replay(nonce)
-            event: StreamEvent = decode_event(plaintext)  # type: ignore[assignment]
-            if type(event) not in STREAM_EVENT_TYPES:
-                raise invalid_plaintext(event)
-            seq = envelope.seq
-            if event.seq != seq or event.session_id != session_id:
-                self._check_splice(event, session_id, seq)
-            if type(seq) is not int:
-                raise EnvelopeError(f"Invalid envelope seq {seq!r}", _R.INVALID_ENCODING)
-            if seq > self._last_seq:
-                self._last_seq = seq
-            elif self._checks.seq_order:
-                raise EnvelopeError(
-                    f"Envelope seq {seq} does not advance past {self._last_seq}",
-                    _R.SEQ_REGRESSION,
-                )
-        finally:
-            lock.release()
-        return event
-
-    def _receiving_decrypt(self) -> _Decrypt:
-        # The first open of a session from from_shared_secret imports its key.
-        # Racing first opens may each import it: the ciphers are equal, and
-        # _decrypt is set before the key is dropped.
-        key = self._receive_key
-        if key is not None:
-            self._decrypt = AESGCM(key).decrypt
-            self._receive_key = None
-        decrypt = self._decrypt
-        assert decrypt is not None  # set above, or by a racing first open
-        return decrypt
-
-    def _check_labels(self, session_id: str, kid: str) -> None:
-        # The envelope's session id or key id is not ours: refuse, unless
-        # that check is switched off.
-        checks = self._checks
-        if session_id != self._session_id and checks.splicing:
+        if checks.splicing and session_id != self._session_id:
             raise EnvelopeError(
                 f"The envelope belongs to session {session_id!r}, not {self._session_id!r}",
                 _R.SESSION_MISMATCH,
             )
-        if kid != self._key_id and checks.key_id:
+        if checks.key_id and payload.kid != self._key_id:
             raise EnvelopeError(
-                f"Unknown key id {kid!r}: this session's key is {self._key_id!r}",
+                f"Unknown key id {payload.kid!r}: this session's key is {self._key_id!r}",
                 _R.UNKNOWN_KEY_ID,
             )
-
-    def _check_splice(self, event: StreamEvent, session_id: str, seq: int) -> None:
-        if not self._checks.splicing:
-            return
-        if event.session_id != session_id:
-            raise EnvelopeError(
-                f"The inner event belongs to session {event.session_id!r}, but the envelope "
-                f"says {session_id!r}",
-                _R.SESSION_MISMATCH,
-            )
-        raise EnvelopeError(
-            f"The inner event has seq {event.seq}, but the envelope says {seq}", _R.SEQ_MISMATCH
-        )
-
-    def _unusable(self, envelope: object) -> EnvelopeError:
-        if self._failed:
-            return _session_failed()
-        return EnvelopeError(
-            f"Expected an enc envelope, got {type(envelope).__name__}", _R.INVALID_EVENT
-        )
+        try:
+            nonce, plaintext = open_payload(self._receive_key, payload)
+        except EnvelopeError as exc:
+            if exc.reason is _R.AUTHENTICATION_FAILED and checks.fail_closed:
+                self._failed = True
+            raise
+        # Only authentic envelopes reach the state below, so a forger can
+        # neither fill the replay window nor move the seq high-water mark.
+        with self._lock:
+            window = self._replay_window
+            if window is not None and not window.accept(nonce):
+                raise EnvelopeError(
+                    f"Replayed envelope: nonce {nonce.hex()} was already accepted under this key",
+                    _R.REPLAY,
+                    EncryptionErrorCode.NONCE_REUSE,
+                )
+            event = read_event(plaintext)
+            seq = envelope.seq
+            if checks.splicing and event.session_id != session_id:
+                raise EnvelopeError(
+                    f"The inner event belongs to session {event.session_id!r}, but the "
+                    f"envelope says {session_id!r}",
+                    _R.SESSION_MISMATCH,
+                )
+            if checks.splicing and event.seq != seq:
+                raise EnvelopeError(
+                    f"The inner event has seq {event.seq}, but the envelope says {seq}",
+                    _R.SEQ_MISMATCH,
+                )
+            if type(seq) is not int:
+                raise EnvelopeError(f"Invalid envelope seq {seq!r}", _R.INVALID_ENCODING)
+            if seq > self._last_seq:
+                self._last_seq = seq
+            elif checks.seq_order:
+                raise EnvelopeError(
+                    f"Envelope seq {seq} does not advance past {self._last_seq}",
+                    _R.SEQ_REGRESSION,
+                )
+        return event
 
     # --- safety -------------------------------------------------------------------
 
@@ -480,7 +451,7 @@ class EncryptedSession:
         raise TypeError("EncryptedSession cannot be copied or pickled: it holds session keys")
 
 
-def _check_labels_of_new_session(session_id: object, key_id: object) -> None:
+def _check_labels(session_id: object, key_id: object) -> None:
     if not is_session_id(session_id):
         raise HandshakeError(
             f"Invalid session id {session_id!r}: expected 's_' and at least one more character",
@@ -491,31 +462,3 @@ def _check_labels_of_new_session(session_id: object, key_id: object) -> None:
             f"The key id must be a non-empty string, got {key_id!r}",
             EncryptionErrorCode.HANDSHAKE_FAILED,
         )
-
-
-def _equal_keys() -> HandshakeError:
-    # One key both ways would make our own envelopes, sent back to us,
-    # authenticate (a reflection attack).
-    return HandshakeError(
-        "The send and receive keys must differ", EncryptionErrorCode.KEY_DERIVATION_FAILED
-    )
-
-
-def _quoted(text: str) -> bytes:
-    # JSON.stringify's quoting, with % doubled for the %-template.
-    return js_quote(text).encode("utf-8").replace(b"%", b"%%")
-
-
-def _session_failed() -> EnvelopeError:
-    return EnvelopeError(
-        "The session refuses further input: an earlier envelope failed authentication",
-        _R.SESSION_FAILED,
-    )
-
-
-def _replay(nonce: bytes) -> EnvelopeError:
-    return EnvelopeError(
-        f"Replayed envelope: nonce {nonce.hex()} was already accepted under this key",
-        _R.REPLAY,
-        EncryptionErrorCode.NONCE_REUSE,
-    )

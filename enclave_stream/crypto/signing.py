@@ -3,7 +3,8 @@
 A server holding a static signing key puts ``signatureB64`` in its
 ServerHello; a client that pins the matching public key checks it, which
 stops a machine in the middle from answering with its own ephemeral key.
-Reference peers ignore the field, so signing stays wire compatible.
+Peers that do not know the field ignore it, so signing stays wire compatible
+(compatibility row E5).
 
 The transcript (see ``docs/security.md``) is a domain-separation label and
 eight fields, each written as a 4-byte big-endian length and the bytes::
@@ -47,10 +48,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..errors import Base64DecodeError, EcdhError, EncryptionErrorCode, HandshakeError
-from ._b64 import from_base64
-from ._codec import to_b64
 from .ecdh import import_public_key, import_public_key_bytes
-from .hkdf import _utf8
+from .encoding import from_base64, to_base64, utf8
 
 TRANSCRIPT_LABEL: Final = b"enclavejs-stream/v2 server-hello signature"
 """Domain separation: these signatures mean nothing in any other protocol."""
@@ -91,10 +90,10 @@ def handshake_transcript(
         for part in (
             TRANSCRIPT_LABEL,
             str(int(protocol_version)).encode("ascii"),
-            _utf8(session_id),
+            utf8(session_id),
             client_public_key,
             server_public_key,
-            _utf8(key_id),
+            utf8(key_id),
             curve.encode("utf-8"),
             algorithm.encode("utf-8"),
             kdf.encode("utf-8"),
@@ -132,7 +131,7 @@ def sign_transcript(signing_key: ec.EllipticCurvePrivateKey, transcript: bytes) 
         HandshakeError: (``ENCRYPTION_UNSUPPORTED_ALGORITHM``) not a P-256 private key.
     """
     r, s = decode_dss_signature(_p256_private(signing_key).sign(transcript, _ECDSA))
-    return to_b64(r.to_bytes(_SCALAR_LENGTH, "big") + s.to_bytes(_SCALAR_LENGTH, "big"))
+    return to_base64(r.to_bytes(_SCALAR_LENGTH, "big") + s.to_bytes(_SCALAR_LENGTH, "big"))
 
 
 def verify_transcript_signature(

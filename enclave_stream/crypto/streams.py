@@ -1,8 +1,9 @@
 """anyio adapters: open or seal a whole stream of events with an :class:`EncryptedSession`.
 
-Both take a sync or an async iterable (for instance
-:func:`~enclave_stream.streams.parse_ndjson_stream`) and are async generators
-that run on asyncio and trio alike. An async source is closed when the
+Each takes a sync or an async iterable (for instance
+:func:`~enclave_stream.streams.parse_ndjson_stream`) and returns an async
+generator that runs on asyncio and trio alike; all three share one loop over
+the source. An async source is closed when the
 generator finishes, fails, or is closed early; wrap the generator in
 ``contextlib.aclosing`` to close it deterministically after a ``break``::
 
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 __all__ = ["decrypt_events", "encrypt_events", "encrypt_ndjson_stream", "open_off_loop"]
 
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from typing import Final, TypeAlias, TypeVar
 
 import anyio
@@ -23,10 +25,11 @@ import anyio
 from ..errors import EnvelopeError, EnvelopeErrorReason
 from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
 from ..streams import aclose_source
-from ._codec import InnerEvent
+from .envelope import InnerEvent
 from .session import EncryptedSession
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 EventSource: TypeAlias = Iterable[T] | AsyncIterable[T]
 """Where events come from: any sync or async iterable."""
@@ -61,34 +64,22 @@ async def open_off_loop(
     return await anyio.to_thread.run_sync(open_, envelope)
 
 
-class _Opener:
-    """Per-stream state of :func:`decrypt_events` (one call per event)."""
-
-    __slots__ = ("_open", "_require_encryption", "saw_final")
-
-    def __init__(self, session: EncryptedSession, require_encryption: bool) -> None:
-        self._open = session.open
-        self._require_encryption = require_encryption
-        self.saw_final = False
-
-    async def __call__(self, event: ParsedEvent) -> StreamEvent:
-        if type(event) is EncryptedEnvelope:
-            opened = await open_off_loop(self._open, event)
-        elif self._require_encryption:
-            raise EnvelopeError(
-                f"Plaintext {getattr(event, 'type', type(event).__name__)!s} event "
-                f"(seq {getattr(event, 'seq', '?')}) refused: this stream must be encrypted",
-                _R.PLAINTEXT_REFUSED,
-            )
-        else:
-            opened = event  # type: ignore[assignment]  # a plaintext event passes through
-        if type(opened) is FinalEvent:
-            self.saw_final = True
-        return opened
-
-    def end(self, require_final: bool) -> None:
-        if require_final and not self.saw_final:
-            raise EnvelopeError("The stream ended before its final event (truncated)", _R.TRUNCATED)
+async def _mapped(
+    events: EventSource[T], step: Callable[[T], Awaitable[U]]
+) -> AsyncGenerator[U, None]:
+    """``await step(event)`` for each event, in order; an async source is closed at the end."""
+    if isinstance(events, AsyncIterable):
+        iterator = aiter(events)
+        finished = False
+        try:
+            async for event in iterator:
+                yield await step(event)
+            finished = True
+        finally:
+            await _close_source(events, iterator, forcefully=not finished)
+    else:
+        for event in events:
+            yield await step(event)
 
 
 async def decrypt_events(
@@ -114,23 +105,29 @@ async def decrypt_events(
         EnvelopeError: the first envelope refused by the session, a plaintext
             event with ``require_encryption``, or a truncated stream.
     """
-    opener = _Opener(session, require_encryption)
-    if isinstance(events, AsyncIterable):
-        iterator = aiter(events)
-        finished = False
-        try:
-            async for event in iterator:
-                yield await opener(event)
-            finished = True
-        finally:
-            await _close_source(events, iterator, forcefully=not finished)
-    else:
-        for event in events:
-            yield await opener(event)
-    opener.end(require_final)
+    open_ = session.open
+
+    async def opened(event: ParsedEvent) -> StreamEvent:
+        if type(event) is EncryptedEnvelope:
+            return await open_off_loop(open_, event)
+        if require_encryption:
+            raise EnvelopeError(
+                f"Plaintext {getattr(event, 'type', type(event).__name__)!s} event "
+                f"(seq {getattr(event, 'seq', '?')}) refused: this stream must be encrypted",
+                _R.PLAINTEXT_REFUSED,
+            )
+        return event  # type: ignore[return-value]  # a plaintext event passes through
+
+    saw_final = False
+    async with aclosing(_mapped(events, opened)) as plaintexts:
+        async for event in plaintexts:
+            saw_final = saw_final or type(event) is FinalEvent
+            yield event
+    if require_final and not saw_final:
+        raise EnvelopeError("The stream ended before its final event (truncated)", _R.TRUNCATED)
 
 
-async def encrypt_events(
+def encrypt_events(
     events: EventSource[InnerEvent], session: EncryptedSession
 ) -> AsyncGenerator[EncryptedEnvelope, None]:
     """Yield one sealed envelope per event (see :meth:`EncryptedSession.seal`).
@@ -142,28 +139,20 @@ async def encrypt_events(
         EnvelopeError, EventValidationError, AesGcmError: as ``seal``.
     """
     seal = session.seal
-    if isinstance(events, AsyncIterable):
-        iterator = aiter(events)
-        finished = False
-        try:
-            async for event in iterator:
-                yield seal(event)
-            finished = True
-        finally:
-            await _close_source(events, iterator, forcefully=not finished)
-    else:
-        for event in events:
-            yield seal(event)
+
+    async def sealed(event: InnerEvent) -> EncryptedEnvelope:
+        return seal(event)
+
+    return _mapped(events, sealed)
 
 
-async def encrypt_ndjson_stream(
+def encrypt_ndjson_stream(
     events: EventSource[InnerEvent], session: EncryptedSession
 ) -> AsyncGenerator[bytes, None]:
     """Yield one NDJSON line (``\\n``-terminated) per event, sealed: a response body.
 
     The same bytes as ``serialize_ndjson_stream(encrypt_events(events,
-    session))``, written directly by :meth:`EncryptedSession.seal_line`
-    (about 1.5x faster: the envelope is not built and validated again)::
+    session))``, each line written by :meth:`EncryptedSession.seal_line`::
 
         return StreamingResponse(encrypt_ndjson_stream(events, session),
                                  media_type="application/x-ndjson")
@@ -172,15 +161,8 @@ async def encrypt_ndjson_stream(
         EnvelopeError, EventValidationError, AesGcmError: as ``seal``.
     """
     seal_line = session.seal_line
-    if isinstance(events, AsyncIterable):
-        iterator = aiter(events)
-        finished = False
-        try:
-            async for event in iterator:
-                yield seal_line(event) + b"\n"
-            finished = True
-        finally:
-            await _close_source(events, iterator, forcefully=not finished)
-    else:
-        for event in events:
-            yield seal_line(event) + b"\n"
+
+    async def line(event: InnerEvent) -> bytes:
+        return seal_line(event) + b"\n"
+
+    return _mapped(events, line)

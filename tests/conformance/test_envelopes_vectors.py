@@ -4,6 +4,9 @@ Every kind is covered: ``context`` (a SessionEncryptionContext with a fixed
 prefix), ``explicit_nonce`` (createEncryptedEnvelope), ``decrypt``
 (decryptJson on a given payload) and ``rotation`` (key limits and the 32-bit
 counter wrap, which we refuse on purpose).
+
+``decrypt_json`` returns the plain JSON value as the reference's
+``decryptJson`` does; ``type=StreamEvent`` is our typed form.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from enclave_stream.crypto import (
     decrypt_json,
     encrypt_json,
 )
-from enclave_stream.crypto._codec import encode_inner
+from enclave_stream.crypto.envelope import event_plaintext, json_plaintext
 from enclave_stream.encoder import encode_event
 from enclave_stream.wire import decode_event
 from tests.vectors import case_id, cases
@@ -58,11 +61,16 @@ def _key(case: dict[str, Any]) -> bytes:
     return bytes.fromhex(case["key_hex"])
 
 
+def _expected_json(step: dict[str, Any]) -> Any:
+    """What the reference's decryptJson returned for this step (plain JSON)."""
+    if "decrypted" in step:
+        return step["decrypted"]
+    assert step["decrypted_equals_inner"] is True
+    return step["inner_event"]
+
+
 def _expected(step: dict[str, Any]) -> StreamEvent:
-    wire = step["decrypted"] if "decrypted" in step else step["inner_event"]
-    if "decrypted" not in step:
-        assert step["decrypted_equals_inner"] is True
-    return validate_event(wire)  # type: ignore[return-value]
+    return validate_event(_expected_json(step))  # type: ignore[return-value]
 
 
 def _envelope(line: str) -> EncryptedEnvelope:
@@ -83,8 +91,10 @@ def test_context_envelopes_byte_exact(case: dict[str, Any]) -> None:
     assert ctx.nonce_counter == case["start_counter"]
     for step in case["steps"]:
         assert ctx.nonce_counter == step["counter"]
-        # The plaintext is exactly JSON.stringify's bytes.
-        assert encode_inner(step["inner_event"]) == base64.b64decode(step["plaintext_b64"])
+        # The plaintext is exactly JSON.stringify's bytes, validated or not.
+        plaintext = base64.b64decode(step["plaintext_b64"])
+        assert event_plaintext(step["inner_event"]) == plaintext
+        assert json_plaintext(step["inner_event"]) == plaintext
         envelope = ctx.create_envelope(step["session_id"], step["seq"], step["inner_event"])
         assert encode_event(envelope) == step["envelope_line"].encode("utf-8")
         assert envelope.payload.nonce_b64 == base64.b64encode(
@@ -110,13 +120,15 @@ def test_context_decrypts_reference_envelopes(case: dict[str, Any]) -> None:
     ctx = SessionEncryptionContext.from_key_bytes(_key(case), case["key_id"])
     for step in case["steps"]:
         envelope = _envelope(step["envelope_line"])
-        decrypted = ctx.decrypt_json(envelope.payload)
+        assert ctx.decrypt_json(envelope.payload) == _expected_json(step)
+        decrypted = ctx.decrypt_json(envelope.payload, type=StreamEvent)
         assert decrypted == _expected(step)
         assert encode_event(decrypted) == base64.b64decode(step["plaintext_b64"])
         # The payload as a plain mapping (the reference's input) works too.
         payload = json.loads(step["envelope_line"])["payload"]
-        assert ctx.decrypt_json(payload) == decrypted
-        assert decrypt_json(_key(case), payload) == decrypted
+        assert ctx.decrypt_json(payload, type=StreamEvent) == decrypted
+        assert decrypt_json(_key(case), payload, type=StreamEvent) == decrypted
+        assert decrypt_json(_key(case), payload) == _expected_json(step)
 
 
 # --- explicit nonce -----------------------------------------------------------------
@@ -140,7 +152,9 @@ def test_explicit_nonce(case: dict[str, Any]) -> None:
         assert encode_event(envelope) == case["envelope_line"].encode("utf-8")
         payload = encrypt_json(key_form, case["key_id"], case["inner_event"], nonce)
         assert payload == envelope.payload
-    decrypted = decrypt_json(key, _envelope(case["envelope_line"]).payload)
+    payload = _envelope(case["envelope_line"]).payload
+    assert decrypt_json(key, payload) == _expected_json(case)
+    decrypted = decrypt_json(key, payload, type=StreamEvent)
     assert decrypted == _expected(case)
     assert encode_event(decrypted) == base64.b64decode(case["plaintext_b64"])
 
@@ -157,7 +171,9 @@ def test_decrypt(case: dict[str, Any]) -> None:
     key = _key(case)
     for key_form in (key, AesGcmKey(key)):
         if case["accept"]:
-            assert decrypt_json(key_form, case["payload"]) == validate_event(case["decrypted"])
+            assert decrypt_json(key_form, case["payload"]) == case["decrypted"]
+            typed = decrypt_json(key_form, case["payload"], type=StreamEvent)
+            assert typed == validate_event(case["decrypted"])
             continue
         with pytest.raises(EnvelopeError) as info:
             decrypt_json(key_form, case["payload"])
@@ -211,7 +227,7 @@ def test_rotation(case: dict[str, Any]) -> None:
             continue
         envelope = ctx.create_envelope(session_id, seq, case["inner_event"])
         assert encode_event(envelope) == step["envelope_line"].encode("utf-8")
-        assert ctx.decrypt_json(envelope.payload) == validate_event(case["inner_event"])
+        assert ctx.decrypt_json(envelope.payload) == case["inner_event"]
         seq += 1
 
 

@@ -22,6 +22,7 @@ from enclave_stream import (
 )
 from enclave_stream.crypto import (
     ClientHandshake,
+    EcdhKeyPair,
     EncryptedSession,
     EncryptionErrorCode,
     EnvelopeError,
@@ -29,13 +30,14 @@ from enclave_stream.crypto import (
     HandshakeError,
     SessionRole,
     accept_client_hello,
+    create_server_hello,
     encrypt,
     export_public_key_bytes,
     generate_key_pair,
     generate_signing_key,
+    handshake_transcript,
+    sign_transcript,
 )
-from enclave_stream.crypto.hello import build_server_hello
-from enclave_stream.crypto.signing import handshake_transcript, sign_transcript
 
 SESSION = "s_attack"
 R = EnvelopeErrorReason
@@ -336,14 +338,18 @@ def test_authentic_invalid_plaintext(plaintext: bytes) -> None:
 # --- forged hellos ------------------------------------------------------------------
 
 
+def _mitm_pair() -> EcdhKeyPair:
+    """A fresh ephemeral key pair of a machine in the middle."""
+    return generate_key_pair()
+
+
 def _mitm_point() -> bytes:
-    """A fresh ephemeral public point of a machine in the middle."""
-    return export_public_key_bytes(generate_key_pair().public_key)
+    return export_public_key_bytes(_mitm_pair().public_key)
 
 
 def _mitm_hello() -> ServerHello:
     """The unsigned hello a machine in the middle answers with: its own key."""
-    return build_server_hello(_mitm_point(), "k_mitm", msgspec.UNSET)
+    return create_server_hello(_mitm_pair(), "k_mitm")
 
 
 def test_forged_server_hello_without_signature() -> None:
@@ -359,15 +365,16 @@ def test_forged_server_hello_without_signature() -> None:
 def test_forged_server_hello_signed_by_another_key() -> None:
     pinned, attacker = generate_signing_key(), generate_signing_key()
     handshake = ClientHandshake(server_public_key=pinned.public_key())
-    point = _mitm_point()
+    pair = _mitm_pair()
     transcript = handshake_transcript(
         protocol_version=2,
         session_id=SESSION,
         client_public_key=base64.b64decode(handshake.client_hello.client_ephemeral_pub_key_b64),
-        server_public_key=point,
+        server_public_key=export_public_key_bytes(pair.public_key),
         key_id="k_mitm",
     )
-    forged = build_server_hello(point, "k_mitm", sign_transcript(attacker, transcript))
+    signature = sign_transcript(attacker, transcript)
+    forged = create_server_hello(pair, "k_mitm", signature_b64=signature)
     with pytest.raises(HandshakeError) as info:
         handshake.complete(forged, SESSION)
     assert info.value.code is EncryptionErrorCode.SIGNATURE_VERIFICATION_FAILED

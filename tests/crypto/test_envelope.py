@@ -1,14 +1,14 @@
-"""Stand-alone envelopes and the SessionEncryptionContext's JSON methods."""
+"""The envelope path: stand-alone envelopes, any JSON value, the typed form, the context."""
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import math
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from enclave_stream import (
@@ -17,28 +17,34 @@ from enclave_stream import (
     EventValidationError,
     FinalEvent,
     FinalPayload,
+    ServerHello,
     StdoutEvent,
     StdoutPayload,
+    StreamEvent,
 )
 from enclave_stream.crypto import (
     AesGcmError,
     AesGcmKey,
-    Base64DecodeError,
     EncryptionErrorCode,
     EnvelopeError,
     EnvelopeErrorReason,
     HkdfError,
     SessionEncryptionContext,
     create_encrypted_envelope,
+    create_server_hello,
+    decrypt,
     decrypt_json,
     encrypt_json,
-    from_base64,
+    key_pair_from_private_scalar,
 )
-from enclave_stream.crypto._codec import b64decode, canonical_payload_bytes, encode_inner
+from enclave_stream.crypto.envelope import event_plaintext
 
 KEY = bytes(range(32))
 R = EnvelopeErrorReason
 EVENT = StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload(chunk="hello"))
+WIRE = json.loads(
+    b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"stdout","payload":{"chunk":"hello"}}'
+)
 
 
 def test_round_trip_with_random_nonces() -> None:
@@ -48,13 +54,14 @@ def test_round_trip_with_random_nonces() -> None:
     assert len(base64.b64decode(one.nonce_b64)) == 12
     assert one.nonce_b64 != two.nonce_b64
     assert one.tag_b64 is two.tag_b64  # never written (UNSET)
-    assert decrypt_json(KEY, one) == decrypt_json(KEY, two) == EVENT
+    assert decrypt_json(KEY, one) == decrypt_json(KEY, two) == WIRE
+    assert decrypt_json(KEY, one, type=StreamEvent) == EVENT
 
 
 def test_plaintext_is_the_reference_json() -> None:
     nonce = bytes(12)
     payload = encrypt_json(KEY, "k_1", EVENT, nonce)
-    plaintext = AesGcmKey(KEY)._aead.decrypt(nonce, base64.b64decode(payload.ciphertext_b64), None)
+    plaintext = decrypt(KEY, base64.b64decode(payload.ciphertext_b64), nonce)
     assert plaintext == (
         b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"stdout","payload":{"chunk":"hello"}}'
     )
@@ -62,22 +69,141 @@ def test_plaintext_is_the_reference_json() -> None:
 
 def test_lone_surrogates_are_escaped_and_come_back() -> None:
     event = StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload(chunk="a\ud800b\udfff"))
-    plaintext = encode_inner(event)
+    plaintext = event_plaintext(event)
     assert b"\\ud800" in plaintext
     assert b"\\udfff" in plaintext
     plaintext.decode("utf-8")  # always valid UTF-8
-    assert decrypt_json(KEY, encrypt_json(KEY, "k", event)) == event
+    assert decrypt_json(KEY, encrypt_json(KEY, "k", event), type=StreamEvent) == event
+    assert decrypt_json(KEY, encrypt_json(KEY, "k", event))["payload"]["chunk"] == "a\ud800b\udfff"
 
 
-def test_mapping_input_is_validated() -> None:
-    wire = json.loads(
-        b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"stdout","payload":{"chunk":"hello"}}'
-    )
-    assert decrypt_json(KEY, encrypt_json(KEY, "k", wire)) == EVENT
-    wire["payload"]["chunk"] = 5
+def test_a_mapping_is_encrypted_as_written_and_validated_only_in_an_envelope() -> None:
+    assert decrypt_json(KEY, encrypt_json(KEY, "k", WIRE), type=StreamEvent) == EVENT
+    wire = {**WIRE, "payload": {"chunk": 5}, "extra": True}
+    assert decrypt_json(KEY, encrypt_json(KEY, "k", wire)) == wire  # any JSON: as given
     with pytest.raises(EventValidationError) as info:
-        encrypt_json(KEY, "k", wire)
+        create_encrypted_envelope(KEY, "k", "s_1", 1, wire)
     assert info.value.path == "$.payload.chunk"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({"a": 1}, id="object"),
+        pytest.param([1, "two", None, True, 2.5], id="array"),
+        pytest.param("text", id="string"),
+        pytest.param(7, id="number"),
+        pytest.param(None, id="null"),
+        pytest.param(False, id="false"),
+        pytest.param(WIRE, id="event-mapping"),
+        pytest.param({**WIRE, "type": "enc"}, id="envelope-mapping"),
+    ],
+)
+def test_encrypt_json_takes_any_json_value(data: Any) -> None:
+    payload = encrypt_json(KEY, "k", data, bytes(12))
+    assert decrypt_json(KEY, payload) == data
+    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    assert ctx.decrypt_json(ctx.encrypt_json(data)) == data
+
+
+def test_encrypt_json_writes_what_json_stringify_writes() -> None:
+    data = {"b": [1.0, 1e21, float("nan"), -0.0], "a": (1,), 3: "x"}
+    payload = encrypt_json(KEY, "k", data, bytes(12))
+    plaintext = decrypt(KEY, base64.b64decode(payload.ciphertext_b64), bytes(12))
+    assert plaintext == b'{"b":[1,1e+21,null,0],"a":[1],"3":"x"}'
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _same_json(left: Any, right: Any) -> bool:
+    # Numbers are doubles in JSON: 1.0 comes back as 1 and -0.0 as 0.
+    if isinstance(left, float) or isinstance(right, float):
+        return bool(left == right) or math.isclose(left, right)
+    if isinstance(left, list):
+        return len(left) == len(right) and all(map(_same_json, left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(_same_json(left[k], right[k]) for k in left)
+    return bool(left == right)
+
+
+@given(json_values)
+def test_any_json_value_round_trips(value: Any) -> None:
+    assert _same_json(value, decrypt_json(KEY, encrypt_json(KEY, "k", value)))
+
+
+@pytest.mark.parametrize("data", [b"bytes", {1, 2}, object(), {"a": [b"x"]}])
+def test_values_json_cannot_write_are_refused(data: Any) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        encrypt_json(KEY, "k", data)
+    assert info.value.reason is R.INVALID_EVENT
+    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    with pytest.raises(EnvelopeError):
+        ctx.encrypt_json(data)
+    assert ctx.nonce_counter == 0  # no nonce used
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({"a": 1}, id="object"),
+        pytest.param([1, 2], id="array"),
+        pytest.param({**WIRE, "payload": {"chunk": 5}}, id="invalid-event"),
+        pytest.param(
+            {
+                "protocolVersion": 2,
+                "sessionId": "s_1",
+                "seq": 1,
+                "type": "enc",
+                "payload": {"kid": "k", "nonceB64": "AAAA", "ciphertextB64": "AAAA"},
+            },
+            id="envelope",
+        ),
+    ],
+)
+def test_typed_form_refuses_what_is_not_an_event(data: Any) -> None:
+    payload = encrypt_json(KEY, "k", data)
+    with pytest.raises(EnvelopeError) as info:
+        decrypt_json(KEY, payload, type=StreamEvent)
+    assert info.value.reason is R.INVALID_PLAINTEXT
+    assert info.value.code is EncryptionErrorCode.DECRYPTION_FAILED
+
+
+def test_typed_form_takes_a_message_type() -> None:
+    hello = create_server_hello(key_pair_from_private_scalar(1), "k_1")
+    assert decrypt_json(KEY, encrypt_json(KEY, "k", hello), type=ServerHello) == hello
+    assert decrypt_json(KEY, encrypt_json(KEY, "k", EVENT), type=StdoutEvent) == EVENT
+    with pytest.raises(EnvelopeError) as info:
+        decrypt_json(KEY, encrypt_json(KEY, "k", EVENT), type=ServerHello)
+    assert info.value.reason is R.INVALID_PLAINTEXT
+
+
+def test_plaintext_that_is_not_json() -> None:
+    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    for bad in (b"not json {", b"", b"[1,]", b"NaN"):
+        ciphertext, nonce = ctx.encrypt(bad)
+        payload = {"kid": "k", "nonceB64": _b64(nonce), "ciphertextB64": _b64(ciphertext)}
+        with pytest.raises(EnvelopeError) as info:
+            decrypt_json(KEY, payload)
+        assert info.value.reason is R.INVALID_PLAINTEXT
+    # TextDecoder drops a leading byte order mark and writes U+FFFD for bad UTF-8.
+    ciphertext, nonce = ctx.encrypt(b'\xef\xbb\xbf["\xff"]')
+    payload = {"kid": "k", "nonceB64": _b64(nonce), "ciphertextB64": _b64(ciphertext)}
+    assert decrypt_json(KEY, payload) == ["\ufffd"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 @pytest.mark.parametrize(
@@ -105,10 +231,14 @@ def test_mapping_input_is_validated() -> None:
         pytest.param("text", id="str"),
     ],
 )
-def test_only_plaintext_events_are_encrypted(data: Any) -> None:
+def test_only_plaintext_events_go_into_an_envelope(data: Any) -> None:
     with pytest.raises(EnvelopeError) as info:
-        encrypt_json(KEY, "k", data)
+        create_encrypted_envelope(KEY, "k", "s_1", 1, data)
     assert info.value.reason is R.INVALID_EVENT
+    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    with pytest.raises(EnvelopeError):
+        ctx.create_envelope("s_1", 1, data)
+    assert ctx.nonce_counter == 0
 
 
 def test_invalid_typed_event_is_refused() -> None:
@@ -178,7 +308,7 @@ def test_kid_is_ignored_by_the_stand_alone_function() -> None:
     other = EncryptedEnvelopePayload(
         kid="k_other", nonce_b64=payload.nonce_b64, ciphertext_b64=payload.ciphertext_b64
     )
-    assert decrypt_json(KEY, other) == EVENT
+    assert decrypt_json(KEY, other, type=StreamEvent) == EVENT
 
 
 def test_wrong_key() -> None:
@@ -200,16 +330,19 @@ def test_context_json_methods() -> None:
     assert (envelope.session_id, envelope.seq) == ("s_1", 9)
     assert base64.b64decode(envelope.payload.nonce_b64) == bytes(11) + b"\x01"
     assert ctx.nonce_counter == 2
-    assert ctx.decrypt_json(payload) == ctx.decrypt_json(envelope.payload) == EVENT
-    assert decrypt_json(KEY, envelope.payload) == EVENT
+    assert ctx.decrypt_json(payload) == ctx.decrypt_json(envelope.payload) == WIRE
+    assert ctx.decrypt_json(payload, type=StreamEvent) == EVENT
+    assert decrypt_json(KEY, envelope.payload, type=StreamEvent) == EVENT
 
 
 def test_context_uses_no_nonce_for_an_invalid_event() -> None:
     ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
     with pytest.raises(EventValidationError):
         ctx.encrypt_json(StdoutEvent(session_id="s_1", seq=-5, payload=StdoutPayload("x")))
+    with pytest.raises(EventValidationError):
+        ctx.create_envelope("s_1", 1, {**WIRE, "seq": -5})
     with pytest.raises(EnvelopeError):
-        ctx.encrypt_json("not an event")  # type: ignore[arg-type]
+        ctx.create_envelope("s_1", 1, "not an event")  # type: ignore[arg-type]
     assert ctx.nonce_counter == 0
 
 
@@ -223,95 +356,3 @@ def test_context_decrypt_refusals() -> None:
     with pytest.raises(EnvelopeError) as info:
         ctx.decrypt_json({"kid": "k", "nonceB64": "@@@@", "ciphertextB64": "AAAA"})
     assert info.value.reason is R.INVALID_ENCODING
-
-
-# --- base64: the fast path gives atob's verdicts -------------------------------------
-
-
-def _atob(text: str) -> bytes | None:
-    try:
-        return from_base64(text)
-    except Base64DecodeError:
-        return None
-
-
-def _ours(text: str) -> bytes | None:
-    try:
-        return b64decode(text)
-    except Base64DecodeError:
-        return None
-
-
-@given(st.text(alphabet="ABCDEFab01+/=-_ \n\t.\u00e9", max_size=24))
-def test_b64decode_matches_atob_on_odd_text(text: str) -> None:
-    assert _ours(text) == _atob(text)
-
-
-@settings(max_examples=1000)
-@given(st.text(alphabet="AQ/=", max_size=14))
-def test_b64decode_matches_atob_around_padding(text: str) -> None:
-    assert _ours(text) == _atob(text)
-
-
-@given(st.binary(max_size=64))
-def test_b64decode_matches_atob_on_canonical_text(data: bytes) -> None:
-    text = base64.b64encode(data).decode()
-    assert _ours(text) == _atob(text) == data
-    # A non-canonical spelling of the last character (leftover bits) decodes alike.
-    if text.endswith("=") and len(text) >= 2:
-        index = len(text.rstrip("=")) - 1
-        tweaked = text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1 :]
-        assert _ours(tweaked) == _atob(tweaked)
-
-
-def _payload_verdict(nonce: str, ciphertext: str) -> tuple[bytes, bytes] | None:
-    try:
-        pair = (from_base64(nonce), from_base64(ciphertext))
-    except Base64DecodeError:
-        return None
-    return pair if len(pair[0]) == 12 else None
-
-
-@settings(max_examples=500)
-@given(
-    st.one_of(
-        st.text(alphabet="AQ/= ", max_size=20),
-        st.binary(max_size=13).map(lambda b: base64.b64encode(b).decode()),
-    ),
-    st.text(alphabet="AQ/= ", max_size=14),
-)
-@example("A" * 16 + "=", "AAAA")  # excess padding after a full nonce
-@example("A" * 16 + "==", "AAAA")
-@example("A" * 16, "AAAA=")
-@example("A" * 16, "AAAA====")
-@example("A" * 14 + "==", "AAAA")  # canonical, but a 10-byte nonce
-def test_canonical_payload_fast_path_agrees_with_atob(nonce: str, ciphertext: str) -> None:
-    """Whatever the fast path accepts, atob decodes to the same bytes (and a 12-byte nonce)."""
-    try:
-        fast = canonical_payload_bytes(nonce, ciphertext)
-    except ValueError:
-        return
-    assert fast == _payload_verdict(nonce, ciphertext)
-
-
-def test_b64decode_edge_cases() -> None:
-    for text in [
-        "",
-        "QR==",
-        "QQ",
-        "QQ=",
-        "Q===",
-        "QUJD RA==",
-        "A",
-        "=",
-        "QQ==QQ==",
-        "QUJD=",
-        "QUJD====",
-        "QUJDR===",
-        "QUJDRA==",
-        "QUJDRAA=",
-    ]:
-        assert _ours(text) == _atob(text), text
-    with pytest.raises(Base64DecodeError):
-        b64decode("\u00e9\u00e9\u00e9\u00e9")
-    assert binascii.a2b_base64("QR==") == b"A"

@@ -211,7 +211,7 @@ def test_any_text_round_trips(chunk: str) -> None:
     assert opened == event
     assert isinstance(opened, StdoutEvent)
     assert opened.payload.chunk == chunk
-    assert decrypt_json(C2S, encrypt_json(C2S, "k", event)) == event
+    assert decrypt_json(C2S, encrypt_json(C2S, "k", event), type=StreamEvent) == event
 
 
 @pytest.mark.parametrize(

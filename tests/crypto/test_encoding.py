@@ -1,4 +1,4 @@
-"""Base64: output equal to the standard library's, input verdicts equal to WHATWG ``atob``."""
+"""Base64 with the verdicts of WHATWG ``atob``, and UTF-8 as ``TextEncoder`` writes it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import base64
 import binascii
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from enclave_stream.crypto import Base64DecodeError, from_base64, to_base64
+from enclave_stream.crypto.encoding import utf8
 from enclave_stream.errors import EnclaveStreamError
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -119,3 +120,80 @@ def test_error_is_a_value_error_of_the_library() -> None:
     assert isinstance(info.value, EnclaveStreamError)
     # Lenient decoders accept what atob refuses: make sure we are not one of them.
     assert binascii.a2b_base64("QQ==QQ==") == b"A"
+
+
+def _verdict(text: str) -> bytes | None:
+    try:
+        return from_base64(text)
+    except Base64DecodeError:
+        return None
+
+
+@given(st.text(alphabet="ABCDEFab01+/=-_ \n\t.\u00e9", max_size=24))
+def test_odd_text_matches_whatwg(text: str) -> None:
+    assert _verdict(text) == whatwg_forgiving_decode(text)
+
+
+@settings(max_examples=1000)
+@given(st.text(alphabet="AQ/=", max_size=14))
+def test_text_around_padding_matches_whatwg(text: str) -> None:
+    assert _verdict(text) == whatwg_forgiving_decode(text)
+
+
+@given(st.binary(max_size=64))
+def test_canonical_text_and_its_respellings_match_whatwg(data: bytes) -> None:
+    text = base64.b64encode(data).decode()
+    assert _verdict(text) == whatwg_forgiving_decode(text) == data
+    # A non-canonical spelling of the last character (leftover bits) decodes alike.
+    if text.endswith("=") and len(text) >= 2:
+        index = len(text.rstrip("=")) - 1
+        tweaked = text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1 :]
+        assert _verdict(tweaked) == whatwg_forgiving_decode(tweaked)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "QR==",
+        "QQ",
+        "QQ=",
+        "Q===",
+        "QUJD RA==",
+        "A",
+        "=",
+        "QQ==QQ==",
+        "QUJD=",
+        "QUJD====",
+        "QUJDR===",
+        "QUJDRA==",
+        "QUJDRAA=",
+        "\u00e9\u00e9\u00e9\u00e9",
+        "A" * 16 + "=",
+        "A" * 16 + "==",
+        "AAAA====",
+    ],
+)
+def test_padding_edge_cases_match_whatwg(text: str) -> None:
+    assert _verdict(text) == whatwg_forgiving_decode(text)
+
+
+# --- UTF-8 as TextEncoder writes it ---------------------------------------------------
+
+
+@given(st.text())
+def test_utf8_of_well_formed_text_is_plain_utf8(text: str) -> None:
+    assert utf8(text) == text.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a\ud800b", b"a\xef\xbf\xbdb"),  # a lone high surrogate
+        ("\udfff", b"\xef\xbf\xbd"),  # a lone low surrogate
+        ("\ud83d\ude00", "\U0001f600".encode()),  # a pair is the character it stands for
+        ("\ude00\ud83d", b"\xef\xbf\xbd\xef\xbf\xbd"),  # a reversed pair is two lone ones
+    ],
+)
+def test_utf8_writes_surrogates_as_text_encoder_does(text: str, expected: bytes) -> None:
+    assert utf8(text) == expected

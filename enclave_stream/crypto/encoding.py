@@ -1,9 +1,9 @@
-"""Base64 as the reference does it: padded standard output, ``atob``-style input.
+"""Text and bytes as the browser converts them: base64 (``btoa``/``atob``) and UTF-8.
 
-The reference encodes with ``btoa`` and decodes with ``atob``, whose input
-rules are WHATWG "forgiving-base64 decode". A port that used Python's lenient
-``base64.b64decode`` would accept strings the reference refuses (and refuse
-unpadded ones it accepts), so decoding here reproduces the WHATWG verdicts:
+Base64 is written padded and standard, and read with the rules of WHATWG
+"forgiving-base64 decode" (what ``atob`` does). Python's lenient
+``base64.b64decode`` would accept strings a peer refuses (and refuse unpadded
+ones it accepts), so decoding here gives exactly these verdicts:
 
 * ASCII whitespace (TAB, LF, FF, CR, SPACE) is removed wherever it appears;
 * ``=`` is allowed only as one or two trailing pad characters that make the
@@ -11,14 +11,19 @@ unpadded ones it accepts), so decoding here reproduces the WHATWG verdicts:
 * a length of 1 mod 4 (after the above) is an error;
 * any other character, including the URL-safe ``-`` and ``_``, is an error;
 * leftover bits in the last character are ignored (``"QR=="`` decodes to ``b"A"``).
+
+Text that is hashed or signed (HKDF salts and labels, the signed transcript)
+is encoded with :func:`utf8`, which writes lone surrogates as ``TextEncoder``
+does, so the bytes never depend on the language that made them.
 """
 
 from __future__ import annotations
 
-__all__ = ["from_base64", "to_base64"]
+__all__ = ["from_base64", "to_base64", "utf8"]
 
 import binascii
 import re
+import sys
 from typing import Final
 
 from ..errors import Base64DecodeError
@@ -32,8 +37,7 @@ _PADDING: Final = (b"", b"===", b"==", b"=")  # indexed by length % 4
 def to_base64(data: bytes) -> str:
     """Encode bytes as standard base64 with ``=`` padding, as ``btoa`` does.
 
-    Unlike the reference (which overflows the JavaScript stack beyond roughly
-    120 KB), any size is accepted.
+    Any size is accepted (compatibility row C7).
 
     >>> to_base64(b"\\xfb\\xff")
     '+/8='
@@ -53,6 +57,18 @@ def from_base64(text: str) -> bytes:
     """
     if not isinstance(text, str):
         raise Base64DecodeError(f"Expected base64 text (a str), got {type(text).__name__}")
+    # Canonical padded text (what btoa writes, so nearly every input) decodes in
+    # one strict C call, to the bytes atob gives; strict binascii refuses the
+    # rest, which then takes the WHATWG steps. Strict mode still takes '='
+    # after a complete quantum ("QUJD="): with a length that is a multiple of
+    # 4, that shows as "===" at the end. The property tests check this
+    # function against a transcription of the WHATWG algorithm.
+    # (Python 3.10's binascii has no strict mode: there all text takes those steps.)
+    if sys.version_info >= (3, 11) and not len(text) % 4 and not text.endswith("==="):
+        try:
+            return binascii.a2b_base64(text, strict_mode=True)
+        except ValueError:  # binascii.Error, or non-ASCII text
+            pass
     try:
         raw = text.encode("ascii")
     except UnicodeEncodeError as exc:
@@ -102,3 +118,21 @@ def _not_in_alphabet(char: str, index: int, where: str) -> str:
         f"character {char!r} at index {index}{where} is not in "
         "the standard base64 alphabet A-Z a-z 0-9 + /"
     )
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8, written as ``TextEncoder`` writes it.
+
+    A lone surrogate becomes U+FFFD and a high+low surrogate pair becomes the
+    one character it stands for, so derived keys and signed transcripts are
+    the same bytes a browser peer computes.
+
+    >>> utf8("a\\ud800")
+    b'a\\xef\\xbf\\xbd'
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A UTF-16 round trip joins surrogate pairs and replaces lone ones.
+        fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        return fixed.encode("utf-8")
