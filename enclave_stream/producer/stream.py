@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
 import anyio
-from anyio.abc import TaskGroup
 from msgspec import UNSET
 
 from ..crypto.session import EncryptedSession, SessionRole
@@ -228,8 +227,7 @@ class EventStream:
             self._log = EventLog(max_events=max_events, max_bytes=max_bytes, encode=encode)
         self._tool_calls = 0
         self._stdout_bytes = 0
-        self._task_group: TaskGroup | None = None  # set while inside `async with`
-        self._exit_stack: AsyncExitStack | None = None
+        self._exit_stack: AsyncExitStack | None = None  # set while inside `async with`
         self._entered = False
         self._last_activity = 0.0  # anyio clock; only read while the heartbeat task runs
         if send_session_init:
@@ -288,7 +286,7 @@ class EventStream:
 
     def _append(self, event: E) -> E:
         entry = self._log.append(event)
-        if self._task_group is not None:
+        if self._exit_stack is not None:
             self._last_activity = anyio.current_time()
         return cast(E, entry.event)
 
@@ -482,7 +480,6 @@ class EventStream:
             self._last_activity = anyio.current_time()
             if self._interval_s is not None:
                 task_group.start_soon(self._heartbeats, self._interval_s)
-            self._task_group = task_group
             self._exit_stack = stack.pop_all()
         return self
 
@@ -498,7 +495,7 @@ class EventStream:
             if not self._log.finished:
                 self._abort(exc)
         finally:
-            self._task_group = self._exit_stack = None
+            self._exit_stack = None
             # The block's exception is not the heartbeat task's: it leaves
             # this method as it came, and the task group sees a clean exit.
             await stack.aclose()
