@@ -33,7 +33,7 @@ __all__ = [
     "NdjsonBody",
 ]
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Final, NamedTuple, Protocol, cast
 
 import anyio
@@ -411,7 +411,45 @@ class EventLog:
         return LogReplay(self, from_seq)
 
 
-class LogReplay:
+class _StoreReader:
+    """A position in a store, read forward up to ``final``: what both readers share.
+
+    It holds no task and no registration in the store: a reader that stops,
+    or is cancelled, leaves nothing behind.
+    """
+
+    __slots__ = ("_done", "_next", "_store")
+
+    def __init__(self, store: EventStore, from_seq: int | None) -> None:
+        start = 0 if from_seq is None else _check_from_seq(from_seq)
+        store.check(start)
+        self._store = store
+        self._next = start
+        self._done = False
+
+    async def _next_entries(self, max_bytes: int | None = None) -> list[LogEntry]:
+        # The next stored entries, waiting for them if need be; [] once the
+        # store has no more (after final, or closed).
+        store = self._store
+        while not self._done:
+            entries = store.read(self._next, max_bytes=max_bytes)
+            if entries:
+                last = entries[-1]
+                self._next = last.seq + 1
+                self._done = type(last.event) is FinalEvent
+                return entries
+            if store.finished:
+                break
+            await store.wait_for(self._next)
+        self._done = True
+        return []
+
+    async def aclose(self) -> None:
+        """End the reader early (there is nothing else to release)."""
+        self._done = True
+
+
+class LogReplay(_StoreReader):
     """The async iterator of :meth:`EventLog.replay` (works on any :class:`EventStore`).
 
     It holds no task and no registration in the store: a reader that stops
@@ -421,49 +459,31 @@ class LogReplay:
             handle(entry.event)
     """
 
-    __slots__ = ("_batch", "_done", "_index", "_next", "_store")
+    __slots__ = ("_batch",)
 
     def __init__(self, store: EventStore, from_seq: int | None = None) -> None:
-        start = 0 if from_seq is None else _check_from_seq(from_seq)
-        store.check(start)
-        self._store = store
-        self._next = start
-        self._batch: list[LogEntry] = []
-        self._index = 0
-        self._done = False
+        super().__init__(store, from_seq)
+        self._batch: Iterator[LogEntry] = iter(())
 
     def __aiter__(self) -> LogReplay:
         return self
 
     async def __anext__(self) -> LogEntry:
-        while True:
-            if self._index < len(self._batch):
-                entry = self._batch[self._index]
-                self._index += 1
-                if type(entry.event) is FinalEvent:
-                    self._done = True
-                    self._batch = []
-                return entry
-            if self._done:
+        entry = next(self._batch, None)
+        if entry is None:
+            self._batch = iter(await self._next_entries())
+            entry = next(self._batch, None)
+            if entry is None:
                 raise StopAsyncIteration
-            store = self._store
-            batch = store.read(self._next)
-            if batch:
-                self._batch, self._index = batch, 0
-                self._next = batch[-1].seq + 1
-                continue
-            if store.finished:
-                self._done = True
-                raise StopAsyncIteration
-            await store.wait_for(self._next)
+        return entry
 
     async def aclose(self) -> None:
-        """Stop: the iterator ends (there is nothing else to release)."""
-        self._done = True
-        self._batch = []
+        """Stop: the iterator ends, entries already read included."""
+        await super().aclose()
+        self._batch = iter(())
 
 
-class NdjsonBody:
+class NdjsonBody(_StoreReader):
     """The NDJSON lines of a log from ``from_seq`` on, as chunks of bytes, up to ``final``.
 
     ``async for chunk in body`` joins the lines that are ready into one chunk
@@ -471,10 +491,10 @@ class NdjsonBody:
     sends an async iterator of bytes (Starlette's ``StreamingResponse``,
     aiohttp's ``StreamResponse.write``, a raw ASGI ``send`` loop). Made by
     :meth:`EventStream.ndjson_body <enclave_stream.producer.EventStream.ndjson_body>`.
-    Availability is checked when the body is made, so a response can still answer with an
-    error status. The body holds no task and no registration in the log: a
-    client that goes away (the server stops iterating, or cancels the
-    iteration) leaves nothing behind, and the session goes on for the others.
+    Availability is checked when the body is made, so a response can still
+    answer with an error status. A client that goes away (the server stops
+    iterating, or cancels the iteration) leaves nothing behind, and the
+    session goes on for the others.
 
     For aiohttp::
 
@@ -488,7 +508,7 @@ class NdjsonBody:
             so far behind that the log drops events it has not sent yet.
     """
 
-    __slots__ = ("_chunk_bytes", "_done", "_next", "_store")
+    __slots__ = ("_chunk_bytes",)
 
     def __init__(
         self,
@@ -497,14 +517,8 @@ class NdjsonBody:
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        start = 0 if from_seq is None else _check_from_seq(from_seq)
-        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
-            raise ValueError(f"chunk_bytes must be a positive integer, got {chunk_bytes!r}")
-        store.check(start)
-        self._store = store
-        self._next = start
-        self._chunk_bytes = chunk_bytes
-        self._done = False
+        self._chunk_bytes = _check_limit("chunk_bytes", chunk_bytes)
+        super().__init__(store, from_seq)
 
     @property
     def next_seq(self) -> int:
@@ -515,26 +529,13 @@ class NdjsonBody:
         return self
 
     async def __anext__(self) -> bytes:
-        store = self._store
-        while not self._done:
+        if not self._done:
             # A reader with lines ready would otherwise never yield to the
             # event loop (a server's send seldom blocks): let the others run.
             await anyio.lowlevel.checkpoint()
-            entries = store.read(self._next, max_bytes=self._chunk_bytes)
-            if entries:
-                last = entries[-1]
-                self._next = last.seq + 1
-                if type(last.event) is FinalEvent:
-                    self._done = True
-                if len(entries) == 1:
-                    return last.line
-                return b"".join([entry.line for entry in entries])
-            if store.finished:
-                break
-            await store.wait_for(self._next)
-        self._done = True
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        """End the body early (there is nothing else to release)."""
-        self._done = True
+        entries = await self._next_entries(self._chunk_bytes)
+        if not entries:
+            raise StopAsyncIteration
+        if len(entries) == 1:
+            return entries[0].line
+        return b"".join([entry.line for entry in entries])
