@@ -3,8 +3,8 @@
 * :func:`ndjson_response` - a ``StreamingResponse`` of an
   :class:`~enclave_stream.producer.EventStream` from a ``seq``, or a
   ``410 Gone`` JSON error when the log no longer holds it.
-* :func:`create_broker_app` - a Starlette app with the reference broker's
-  routes over a :class:`~enclave_stream.producer.SessionBroker`:
+* :func:`create_broker_app` - a Starlette app with the broker's routes over
+  a :class:`~enclave_stream.producer.SessionBroker`:
   ``POST /sessions`` starts a session and streams it,
   ``GET /sessions/{id}/stream?fromSeq=N`` resumes it, and
   ``DELETE /sessions/{id}`` cancels it.
@@ -45,7 +45,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import BrokerError, ReplayUnavailableError
-from .producer.body import NdjsonBody
 from .producer.broker import (
     BrokerConfig,
     SessionBroker,
@@ -54,6 +53,7 @@ from .producer.broker import (
     stream_body,
     stream_headers,
 )
+from .producer.log import NdjsonBody
 from .producer.stream import EventStream
 from .protocol import NDJSON_MEDIA_TYPE, RESUME_PARAM
 
@@ -132,21 +132,23 @@ def create_broker_app(
     signing_key: ec.EllipticCurvePrivateKey | None = None,
     debug: bool = False,
 ) -> Starlette:
-    """A Starlette app serving the reference broker's routes over a :class:`SessionBroker`.
+    """A Starlette app serving the broker's routes over a :class:`SessionBroker`.
 
     * ``POST /sessions`` - body: ``{"code": ..., "sessionId"?, "config"?}``
-      (the reference client) or a ``CreateSessionRequest``. Starts the
-      session with ``runner`` and streams it from seq 1 (``X-Session-ID``
-      names it). With ``encryption.clientHello`` the session is encrypted and
-      the ServerHello is in the ``X-Enclave-Server-Hello`` header.
+      (as ``@enclave-vm/client`` sends it) or a ``CreateSessionRequest``.
+      Starts the session with ``runner`` and streams it from seq 1
+      (``X-Session-ID`` names it). With ``encryption.clientHello`` the
+      session is encrypted and the ServerHello is in the
+      ``X-Enclave-Server-Hello`` header.
     * ``GET /sessions/{id}/stream?fromSeq=N`` - the session from seq N,
       live up to ``final``; 404 for an unknown session, 410 for a dropped
       range.
     * ``DELETE /sessions/{id}`` - cancels it (``{"success": true, "sessionId": id}``).
 
-    Errors are JSON ``{"code", "message"}`` bodies, as the reference's. The
-    broker runs for the app's lifespan (the ASGI server must run lifespan
-    events; uvicorn does); it is ``app.state.broker``.
+    Errors, unknown routes and methods included, are JSON ``{"code",
+    "message"}`` bodies. The broker runs for the app's lifespan (the ASGI
+    server must run lifespan events; uvicorn does); it is
+    ``app.state.broker``.
 
     >>> app = create_broker_app()
     >>> [route.path for route in app.routes]

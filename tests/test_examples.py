@@ -107,3 +107,11 @@ def test_example_is_documented(script: str) -> None:
     text = (EXAMPLES / script).read_text(encoding="utf-8")
     assert text.startswith('"""'), f"{script} needs a docstring saying what it shows"
     assert f"python examples/{script}" in text, f"{script}'s docstring should say how to run it"
+
+
+def test_the_demo_package_says_how_to_run_it() -> None:
+    # examples/demo is a package (tests/demo runs it); its docstring is its README.
+    text = (EXAMPLES / "demo" / "__init__.py").read_text(encoding="utf-8")
+    assert text.startswith('"""')
+    assert "pip install -e '.[demo]' && enclave-stream demo" in text
+    assert "python -m examples.demo" in text

@@ -8,7 +8,7 @@ Usage (also ``python -m enclave_stream``)::
     enclave-stream demo [ARGS ...]
 
 Exit status: 0 all good, 1 something is wrong in the data, 2 usage error
-(or an input that cannot be read, or the demo's extra is missing), 130
+(or an input that cannot be read, or the demo or its extra is missing), 130
 interrupted, 141 the reader of the output went away (``| head``).
 
 The CLI needs only the core dependencies; with the ``cli`` extra (``rich``)
@@ -39,7 +39,7 @@ _EXIT_STATUS = """\
 exit status:
   0  all good
   1  something is wrong in the data (a bad line, a seq gap or repeat, a failed decryption)
-  2  usage error, input that cannot be read, or a missing extra
+  2  usage error, input that cannot be read, a missing extra (or demo)
   141  the output was closed early (as by `| head`); 130  interrupted (Ctrl-C)
 """
 
@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         add_help=False,
-        help="run the demo (needs pip install 'enclave-stream[demo]'); arguments go to the demo",
+        help="run the demo of a source checkout (pip install -e '.[demo]'); "
+        "arguments go to the demo",
     )
     demo.add_argument("demo_args", nargs=argparse.REMAINDER, metavar="ARGS")  # see run()
     return parser

@@ -2,7 +2,7 @@
 
 :class:`SessionBroker` keeps the :class:`~.stream.EventStream` of each live
 session, runs the producer of each session it starts in a task group it
-owns, and answers the reference broker's two routes as plain calls:
+owns, and answers the broker's two routes as plain calls:
 
 * ``POST /sessions`` -> :meth:`SessionBroker.create_session`: start a session
   from the request body and stream it from its first event;
@@ -10,14 +10,13 @@ owns, and answers the reference broker's two routes as plain calls:
   resume it, from ``seq`` N (the whole session without ``fromSeq``).
 
 Failures are :class:`~.errors.BrokerError` objects carrying the HTTP status
-and the reference's ``{"code", "message"}`` body. :mod:`enclave_stream.starlette`
-maps all of this onto Starlette routes in a few lines; another framework
-needs the same few lines.
+and a ``{"code", "message"}`` body. :mod:`enclave_stream.starlette` maps all
+of this onto Starlette routes in a few lines; another framework needs the
+same few lines.
 
-Unlike the reference broker, a client that disconnects from ``POST
-/sessions`` does not cancel the session: the producer runs on, and the
-client (or another) resumes with ``GET``. ``DELETE /sessions/{id}``
-(:meth:`SessionBroker.cancel`) cancels it.
+A client that disconnects from ``POST /sessions`` does not cancel the
+session: the producer runs on, and the client (or another) resumes with
+``GET``. ``DELETE /sessions/{id}`` (:meth:`SessionBroker.cancel`) cancels it.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ __all__ = [
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Annotated, Any, Final, Literal
@@ -58,10 +58,8 @@ from ..protocol import (
     EncryptionMode,
     generate_session_id,
 )
-from ._time import Now
-from .body import NdjsonBody
-from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS
-from .stream import EventStream
+from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody
+from .stream import EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
 
@@ -72,7 +70,7 @@ _CLIENT_SESSION_ID: Final = re.compile(r"s_[A-Za-z0-9._~:-]{1,200}")
 
 
 class SessionRequestConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """The reference broker's ``config`` of ``POST /sessions`` (what its client sends)."""
+    """The ``config`` of ``POST /sessions``, as ``@enclave-vm/client`` sends it."""
 
     max_execution_ms: _PositiveInt | UnsetType = UNSET
     max_tool_calls: _PositiveInt | UnsetType = UNSET
@@ -87,12 +85,12 @@ class SessionRequestEncryption(msgspec.Struct, frozen=True, kw_only=True, rename
 
 
 class SessionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """The body of ``POST /sessions``, as the reference client or the protocol sends it.
+    """The body of ``POST /sessions``.
 
-    Both shapes are read: the reference broker's ``{code, sessionId?,
-    config?}`` (what ``@enclave-vm/client`` sends) and the protocol's
-    ``CreateSessionRequest`` ``{protocolVersion, code, limits?,
-    encryption?}``. Unknown keys are ignored.
+    Both shapes are read: ``{code, sessionId?, config?}`` (what
+    ``@enclave-vm/client`` sends) and the protocol's ``CreateSessionRequest``
+    ``{protocolVersion, code, limits?, encryption?}``; where both give a
+    setting, ``limits`` wins. Unknown keys are ignored.
 
     >>> request = msgspec.json.decode(
     ...     b'{"code": "return 1", "limits": {"heartbeatIntervalMs": 5000}}', type=SessionRequest)
@@ -251,7 +249,8 @@ class SessionBroker:
         self._signing_key = signing_key
         self._now = now
         self._slots: dict[str, _Slot] = {}  # insertion order: oldest first
-        self._task_group: TaskGroup | None = None
+        self._task_group: TaskGroup | None = None  # set while inside `async with`
+        self._exit_stack: AsyncExitStack | None = None
 
     @property
     def config(self) -> BrokerConfig:
@@ -272,11 +271,16 @@ class SessionBroker:
     # --- lifetime ---------------------------------------------------------------
 
     async def __aenter__(self) -> SessionBroker:
-        if self._task_group is not None:
+        if self._exit_stack is not None:
             raise RuntimeError("this SessionBroker is already running")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
+        async with AsyncExitStack() as stack:
+            # Exit runs these in reverse: cancel the sessions' tasks, wait for
+            # them, then end the streams still open.
+            stack.callback(self._close_streams)
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)
+            self._task_group = task_group
+            self._exit_stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -285,18 +289,17 @@ class SessionBroker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task_group = self._task_group
-        assert task_group is not None, "entered by __aenter__"
-        self._task_group = None
-        task_group.cancel_scope.cancel()
-        try:
-            await task_group.__aexit__(None, None, None)
-        finally:
-            # Streams produced elsewhere: their readers must not wait forever.
-            for slot in self._slots.values():
-                if not slot.stream.finished:
-                    slot.stream.store.close()
-            self._slots.clear()
+        stack = self._exit_stack
+        assert stack is not None, "entered by __aenter__"
+        self._task_group = self._exit_stack = None
+        await stack.aclose()
+
+    def _close_streams(self) -> None:
+        # Streams produced elsewhere: their readers must not wait forever.
+        for slot in self._slots.values():
+            if not slot.stream.finished:
+                slot.stream.store.close()
+        self._slots.clear()
 
     def _running(self) -> TaskGroup:
         if self._task_group is None:

@@ -5,11 +5,12 @@ from its own position (``?fromSeq=N``): the stored events with ``seq >= N``
 first, then live ones as they come, up to ``final``. :class:`EventLog` is the
 in-memory log, the embedded default; :class:`EventStore` is the protocol it
 implements, so that another store (shared, persistent) can take its place.
+Two readers follow any store: :class:`LogReplay` yields its entries and
+:class:`NdjsonBody` its lines as chunks of bytes, a response body.
 
 Numbering: the first appended event gets ``seq`` 1 and each next one the
-next integer, as the reference's ``SessionEmitter`` does (``seq: ++this.seq``
-from 0), so ``session_init`` is 1 and ``?fromSeq=0`` or no ``fromSeq`` at all
-asks for the whole session.
+next integer, so ``session_init`` is 1 and ``?fromSeq=0`` or no ``fromSeq``
+at all asks for the whole session.
 
 The bookkeeping is synchronous and does no I/O: :meth:`EventLog.append`,
 :meth:`EventLog.read` and :meth:`EventLog.check` never wait. Only
@@ -21,6 +22,7 @@ append to it from that loop's thread.
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_CHUNK_BYTES",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_EVENTS",
     "EventEncodeFunction",
@@ -28,12 +30,14 @@ __all__ = [
     "EventStore",
     "LogEntry",
     "LogReplay",
+    "NdjsonBody",
 ]
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Final, NamedTuple, Protocol, cast
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from ..encoder import encode_event
@@ -45,6 +49,9 @@ DEFAULT_MAX_EVENTS: Final = 10_000
 
 DEFAULT_MAX_BYTES: Final = 16 * 1024 * 1024
 """How many bytes of encoded lines an :class:`EventLog` holds by default (16 MiB)."""
+
+DEFAULT_CHUNK_BYTES: Final = 64 * 1024
+"""The most bytes of lines in one :class:`NdjsonBody` chunk (a longer line is sent whole)."""
 
 EventEncodeFunction = Callable[[StreamEvent], bytes]
 """Turns an event into its wire line, without the newline (``encode_event``, ``seal_line``)."""
@@ -140,8 +147,7 @@ def _check_limit(name: str, value: object) -> int:
     return value
 
 
-def check_from_seq(from_seq: object) -> int:
-    """``from_seq`` as an int, or ValueError unless it is an integer >= 0."""
+def _check_from_seq(from_seq: object) -> int:
     if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
         raise ValueError(f"from_seq must be an integer >= 0, got {from_seq!r}")
     return from_seq
@@ -331,7 +337,7 @@ class EventLog:
             ReplayUnavailableError: some of them were dropped.
             ValueError: ``from_seq`` is not an integer >= 0.
         """
-        check_from_seq(from_seq)
+        _check_from_seq(from_seq)
         # Numbering is contiguous from 1: below first_seq, every number from
         # 1 on was appended and then dropped.
         if from_seq < self._first_seq and self._first_seq > 1:
@@ -405,7 +411,45 @@ class EventLog:
         return LogReplay(self, from_seq)
 
 
-class LogReplay:
+class _StoreReader:
+    """A position in a store, read forward up to ``final``: what both readers share.
+
+    It holds no task and no registration in the store: a reader that stops,
+    or is cancelled, leaves nothing behind.
+    """
+
+    __slots__ = ("_done", "_next", "_store")
+
+    def __init__(self, store: EventStore, from_seq: int | None) -> None:
+        start = 0 if from_seq is None else _check_from_seq(from_seq)
+        store.check(start)
+        self._store = store
+        self._next = start
+        self._done = False
+
+    async def _next_entries(self, max_bytes: int | None = None) -> list[LogEntry]:
+        # The next stored entries, waiting for them if need be; [] once the
+        # store has no more (after final, or closed).
+        store = self._store
+        while not self._done:
+            entries = store.read(self._next, max_bytes=max_bytes)
+            if entries:
+                last = entries[-1]
+                self._next = last.seq + 1
+                self._done = type(last.event) is FinalEvent
+                return entries
+            if store.finished:
+                break
+            await store.wait_for(self._next)
+        self._done = True
+        return []
+
+    async def aclose(self) -> None:
+        """End the reader early (there is nothing else to release)."""
+        self._done = True
+
+
+class LogReplay(_StoreReader):
     """The async iterator of :meth:`EventLog.replay` (works on any :class:`EventStore`).
 
     It holds no task and no registration in the store: a reader that stops
@@ -415,43 +459,83 @@ class LogReplay:
             handle(entry.event)
     """
 
-    __slots__ = ("_batch", "_done", "_index", "_next", "_store")
+    __slots__ = ("_batch",)
 
     def __init__(self, store: EventStore, from_seq: int | None = None) -> None:
-        start = 0 if from_seq is None else check_from_seq(from_seq)
-        store.check(start)
-        self._store = store
-        self._next = start
-        self._batch: list[LogEntry] = []
-        self._index = 0
-        self._done = False
+        super().__init__(store, from_seq)
+        self._batch: Iterator[LogEntry] = iter(())
 
     def __aiter__(self) -> LogReplay:
         return self
 
     async def __anext__(self) -> LogEntry:
-        while True:
-            if self._index < len(self._batch):
-                entry = self._batch[self._index]
-                self._index += 1
-                if type(entry.event) is FinalEvent:
-                    self._done = True
-                    self._batch = []
-                return entry
-            if self._done:
+        entry = next(self._batch, None)
+        if entry is None:
+            self._batch = iter(await self._next_entries())
+            entry = next(self._batch, None)
+            if entry is None:
                 raise StopAsyncIteration
-            store = self._store
-            batch = store.read(self._next)
-            if batch:
-                self._batch, self._index = batch, 0
-                self._next = batch[-1].seq + 1
-                continue
-            if store.finished:
-                self._done = True
-                raise StopAsyncIteration
-            await store.wait_for(self._next)
+        return entry
 
     async def aclose(self) -> None:
-        """Stop: the iterator ends (there is nothing else to release)."""
-        self._done = True
-        self._batch = []
+        """Stop: the iterator ends, entries already read included."""
+        await super().aclose()
+        self._batch = iter(())
+
+
+class NdjsonBody(_StoreReader):
+    """The NDJSON lines of a log from ``from_seq`` on, as chunks of bytes, up to ``final``.
+
+    ``async for chunk in body`` joins the lines that are ready into one chunk
+    and waits for more when there are none: a response body for anything that
+    sends an async iterator of bytes (Starlette's ``StreamingResponse``,
+    aiohttp's ``StreamResponse.write``, a raw ASGI ``send`` loop). Made by
+    :meth:`EventStream.ndjson_body <enclave_stream.producer.EventStream.ndjson_body>`.
+    Availability is checked when the body is made, so a response can still
+    answer with an error status. A client that goes away (the server stops
+    iterating, or cancels the iteration) leaves nothing behind, and the
+    session goes on for the others.
+
+    For aiohttp::
+
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        async for chunk in stream.ndjson_body(from_seq):
+            await response.write(chunk)
+
+    Raises:
+        ReplayUnavailableError: when made, or from the loop if the reader falls
+            so far behind that the log drops events it has not sent yet.
+    """
+
+    __slots__ = ("_chunk_bytes",)
+
+    def __init__(
+        self,
+        store: EventStore,
+        from_seq: int | None = None,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> None:
+        self._chunk_bytes = _check_limit("chunk_bytes", chunk_bytes)
+        super().__init__(store, from_seq)
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` of the next line this body will send."""
+        return self._next
+
+    def __aiter__(self) -> NdjsonBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._done:
+            # A reader with lines ready would otherwise never yield to the
+            # event loop (a server's send seldom blocks): let the others run.
+            await anyio.lowlevel.checkpoint()
+        entries = await self._next_entries(self._chunk_bytes)
+        if not entries:
+            raise StopAsyncIteration
+        if len(entries) == 1:
+            return entries[0].line
+        return b"".join([entry.line for entry in entries])

@@ -10,16 +10,16 @@ event was appended for ``heartbeat_interval_ms``, from a task it owns.
 
 from __future__ import annotations
 
-__all__ = ["EventStream", "StoreFactory"]
+__all__ = ["EventStream", "Now", "StoreFactory", "iso_timestamp", "utc_now"]
 
 import math
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from contextlib import AsyncExitStack
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
 import anyio
-from anyio.abc import TaskGroup
 from msgspec import UNSET
 
 from ..crypto.session import EncryptedSession, SessionRole
@@ -64,18 +64,42 @@ from ..protocol import (
     generate_session_id,
     is_session_id,
 )
-from ._time import Now, iso_timestamp, utc_now
-from .body import DEFAULT_CHUNK_BYTES, NdjsonBody
 from .log import (
+    DEFAULT_CHUNK_BYTES,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_EVENTS,
     EventEncodeFunction,
     EventLog,
     EventStore,
     LogReplay,
+    NdjsonBody,
 )
 
 E = TypeVar("E", bound=StreamEvent)
+
+Now = Callable[[], datetime]
+"""A wall clock: returns the current time (timezone-aware; naive means UTC)."""
+
+
+def utc_now() -> datetime:
+    """The current UTC time."""
+    return datetime.now(timezone.utc)
+
+
+def iso_timestamp(moment: datetime) -> str:
+    """``moment`` in UTC as JavaScript's ``Date.toISOString`` writes it (milliseconds, truncated).
+
+    >>> iso_timestamp(datetime(2024, 5, 1, 12, 30, 5, 123999, tzinfo=timezone.utc))
+    '2024-05-01T12:30:05.123Z'
+    """
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}."
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
 
 StoreFactory = Callable[[EventEncodeFunction], EventStore]
 """Makes a stream's log, given the function that turns an event into its line.
@@ -154,10 +178,9 @@ class EventStream:
             it is given the function that encodes (and seals) each event.
         send_session_init: append the ``session_init`` event (seq 1) at once.
         cancel_url: ``session_init.cancelUrl``; by default
-            ``/sessions/{id}/cancel`` (the reference's).
+            ``/sessions/{id}/cancel``.
         expires_at: ``session_init.expiresAt``; by default now plus ``ttl_ms``.
-        ttl_ms: the session's lifetime for the default ``expires_at``
-            (the reference's default, 60 s).
+        ttl_ms: the session's lifetime for the default ``expires_at`` (60 s).
         replay_url: ``session_init.replayUrl``, if any.
         now: the wall clock for timestamps and ``durationMs`` (UTC ``datetime``).
     """
@@ -204,7 +227,7 @@ class EventStream:
             self._log = EventLog(max_events=max_events, max_bytes=max_bytes, encode=encode)
         self._tool_calls = 0
         self._stdout_bytes = 0
-        self._task_group: TaskGroup | None = None
+        self._exit_stack: AsyncExitStack | None = None  # set while inside `async with`
         self._entered = False
         self._last_activity = 0.0  # anyio clock; only read while the heartbeat task runs
         if send_session_init:
@@ -263,7 +286,7 @@ class EventStream:
 
     def _append(self, event: E) -> E:
         entry = self._log.append(event)
-        if self._task_group is not None:
+        if self._exit_stack is not None:
             self._last_activity = anyio.current_time()
         return cast(E, entry.event)
 
@@ -451,12 +474,13 @@ class EventStream:
         if self._entered:
             raise RuntimeError("an EventStream can be entered only once")
         self._entered = True
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        self._last_activity = anyio.current_time()
-        if self._interval_s is not None:
-            task_group.start_soon(self._heartbeats, self._interval_s)
+        async with AsyncExitStack() as stack:
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)  # on exit: stop the heartbeats
+            self._last_activity = anyio.current_time()
+            if self._interval_s is not None:
+                task_group.start_soon(self._heartbeats, self._interval_s)
+            self._exit_stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -465,15 +489,16 @@ class EventStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task_group = self._task_group
-        assert task_group is not None, "entered by __aenter__"
+        stack = self._exit_stack
+        assert stack is not None, "entered by __aenter__"
         try:
             if not self._log.finished:
                 self._abort(exc)
         finally:
-            self._task_group = None
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(None, None, None)
+            self._exit_stack = None
+            # The block's exception is not the heartbeat task's: it leaves
+            # this method as it came, and the task group sees a clean exit.
+            await stack.aclose()
 
     def _abort(self, exc: BaseException | None) -> None:
         if exc is None:

@@ -1,20 +1,16 @@
-"""The command as a whole: entry points, help, usage errors, pipes, rich missing, demo hook."""
+"""The command as a whole: entry points, help, usage errors, pipes, rich missing."""
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
 import enclave_stream
 from enclave_stream.cli import main
-from enclave_stream.cli.demo_hook import DEMO_INSTALL_HINT, run_demo
-from enclave_stream.cli.stdio import StdIO
 from tests.cli.helpers import cli, cli_inprocess, ndjson, session, write
 from tests.project import load_toml
 
@@ -140,79 +136,3 @@ def test_the_installed_console_script_runs(tmp_path: Path) -> None:
 
     assert result.status == 0
     assert result.out.endswith("OK: no problems found\n")
-
-
-def test_demo_dispatches_its_arguments_to_the_demo_module() -> None:
-    code = (
-        "import sys, types\n"
-        "demo = types.ModuleType('enclave_stream.demo')\n"
-        "demo.main = lambda argv: print('demo got', argv) or 3\n"
-        "sys.modules['enclave_stream.demo'] = demo\n"
-        "from enclave_stream.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-
-    result = cli("demo", "--port", "0", "--help", executable=(sys.executable, "-c", code))
-
-    assert result.status == 3
-    assert result.out == "demo got ['--port', '0', '--help']\n"
-
-
-def _stdio() -> tuple[StdIO, io.StringIO]:
-    stderr = io.StringIO()
-    return StdIO(io.BytesIO(), io.TextIOWrapper(io.BytesIO()), stderr), stderr
-
-
-def test_demo_without_its_extra_says_how_to_install_it() -> None:
-    stdio, stderr = _stdio()
-
-    status = run_demo(["x"], stdio, module_name="enclave_stream.no_such_demo")
-
-    assert status == 2
-    assert stderr.getvalue() == (
-        f"{DEMO_INSTALL_HINT}\n(missing module: enclave_stream.no_such_demo)\n"
-    )
-    assert "pip install 'enclave-stream[demo]'" in DEMO_INSTALL_HINT
-
-
-def test_demo_with_a_missing_dependency_says_how_to_install_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def demo_needing_starlette(name: str) -> types.ModuleType:
-        raise ModuleNotFoundError("No module named 'starlette'", name="starlette")
-
-    monkeypatch.setattr("importlib.import_module", demo_needing_starlette)
-    stdio, stderr = _stdio()
-
-    assert run_demo([], stdio) == 2
-    assert "(missing module: starlette)" in stderr.getvalue()
-
-
-def test_demo_import_errors_of_other_modules_are_not_hidden(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def broken(name: str) -> types.ModuleType:
-        raise ModuleNotFoundError("No module named 'typo_module'", name="typo_module")
-
-    monkeypatch.setattr("importlib.import_module", broken)
-
-    with pytest.raises(ModuleNotFoundError):
-        run_demo([], _stdio()[0])
-
-
-def test_demo_status_none_means_success(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
-    demo = types.ModuleType("fake_demo")
-    demo.main = calls.append  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fake_demo", demo)
-
-    assert run_demo(("a", "b"), _stdio()[0], module_name="fake_demo") == 0
-    assert calls == [["a", "b"]]
-
-
-def test_demo_module_without_main_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "half_written_demo", types.ModuleType("half_written_demo"))
-    stdio, stderr = _stdio()
-
-    assert run_demo([], stdio, module_name="half_written_demo") == 2
-    assert stderr.getvalue() == "enclave-stream: half_written_demo has no main(argv) to run\n"

@@ -1,17 +1,31 @@
-"""The demo end to end, in-process: loopback service, cutting proxy, client, summary.
+"""The demo (examples/demo) end to end: loopback service, cutting proxy, client, summary.
 
-Each run takes under a second with ``--fast``; output goes to a string (so
-it is the plain, line-per-event view).
+Each run takes under a second with ``--fast``. In-process, output goes to a
+string (so it is the plain, line-per-event view); the README's command and
+``python -m examples.demo`` run as subprocesses, as a user runs them.
 """
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import io
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from enclave_stream.demo import main
+from examples.demo import main
+
+REPO = Path(__file__).resolve().parents[2]
+VERDICT = re.compile(
+    r"OK: all (\d+) events arrived exactly once, in order and decrypted "
+    r"\(2 cuts, (\d+) reconnects\)\."
+)
 
 
 def run(*argv: str) -> tuple[int, str]:
@@ -34,11 +48,7 @@ def test_every_event_arrives_once_decrypted_across_two_cuts() -> None:
     status, output = run("--seed", "11")
     assert status == 0, output
     verdict = output.strip().splitlines()[-1]
-    assert re.fullmatch(
-        r"OK: all (\d+) events arrived exactly once, in order and decrypted "
-        r"\(2 cuts, (\d+) reconnects\)\.",
-        verdict,
-    ), verdict
+    assert VERDICT.fullmatch(verdict), verdict
     assert int(summary_value(output, "reconnects")) >= 2
     total = int(summary_value(output, "events").split()[0])
     assert f"the server's log holds {total} (1..{total})" in summary_value(output, "events")
@@ -95,3 +105,45 @@ def test_usage(argv: list[str], status: int, capsys: pytest.CaptureFixture[str])
     assert main(argv, out=io.StringIO()) == status
     captured = capsys.readouterr()
     assert "enclave-stream demo" in captured.out + captured.err
+
+
+def _run_outside(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONWARNINGS": "error"}
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_readme_command_runs_the_checkout_demo(tmp_path: Path) -> None:
+    # `enclave-stream demo`, from any directory: the console script of the
+    # editable install finds examples/demo in the checkout.
+    script = shutil.which("enclave-stream", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-m", "enclave_stream"]
+    result = _run_outside([*command, "demo", "--fast", "--seed", "5"], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert VERDICT.fullmatch(result.stdout.strip().splitlines()[-1]), result.stdout
+    assert result.stderr == ""
+
+
+def test_python_m_examples_demo_runs_it_from_the_checkout() -> None:
+    result = _run_outside(
+        [sys.executable, "-m", "examples.demo", "--fast", "--no-cuts", "--events", "40"],
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "arrived exactly once" in result.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("module", ["loopback", "options", "run", "verify", "view"])
+def test_the_examples_in_the_docstrings_hold(module: str) -> None:
+    # --doctest-modules covers the package only; the demo is outside it.
+    tested = importlib.import_module(f"examples.demo.{module}")
+    failed, attempted = doctest.testmod(tested)
+    assert (failed, attempted > 0) == (0, True)

@@ -20,15 +20,15 @@ from enclave_stream import (
     StreamEvent,
     ToolCallEvent,
 )
-from enclave_stream.demo.options import DemoOptions, parse_options
-from enclave_stream.demo.program import SessionPlan, dry_run_bytes, session_script
-from enclave_stream.demo.proxy import mid_line_cut
-from enclave_stream.demo.run import cut_schedule
-from enclave_stream.demo.summary import Outcome, summarize
-from enclave_stream.demo.tap import ConnectionReport, WireTap
-from enclave_stream.demo.verify import exactly_once_problems, seq_ranges
 from enclave_stream.producer import EventStream
 from enclave_stream.reconnect.broker_client import broker_connector
+from examples.demo.loopback import mid_line_cut
+from examples.demo.options import DemoOptions, parse_options
+from examples.demo.program import SessionPlan, dry_run_bytes, session_script
+from examples.demo.run import cut_schedule
+from examples.demo.summary import Outcome, summarize
+from examples.demo.tap import ConnectionReport, WireTap
+from examples.demo.verify import exactly_once_problems, seq_ranges
 
 
 def stdout(seq: int, text: str = "") -> StdoutEvent:

@@ -19,14 +19,14 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import anyio
 import uvicorn
-from anyio.abc import Listener, SocketAttribute, SocketStream, TaskGroup
+from anyio.abc import SocketAttribute, SocketStream
 
 from enclave_stream.reconnect.broker_client import BrokerConnector, broker_connector
 
@@ -135,16 +135,18 @@ class CuttingProxy:
         self.connections = 0
         self.cut = 0
         self.url = ""
-        self._task_group: TaskGroup | None = None
-        self._listener: Listener[SocketStream] | None = None
+        self._exit_stack: AsyncExitStack | None = None
 
     async def __aenter__(self) -> CuttingProxy:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        self._listener = listener
-        self.url = f"http://127.0.0.1:{listener.extra(SocketAttribute.local_port)}"
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(listener.serve, self._handle)
+        async with AsyncExitStack() as stack:
+            listener = await stack.enter_async_context(
+                await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+            )
+            self.url = f"http://127.0.0.1:{listener.extra(SocketAttribute.local_port)}"
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)  # on exit: stop serving first
+            task_group.start_soon(listener.serve, self._handle)
+            self._exit_stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -153,13 +155,8 @@ class CuttingProxy:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._task_group is not None
-        assert self._listener is not None
-        self._task_group.cancel_scope.cancel()
-        try:
-            await self._task_group.__aexit__(None, None, None)
-        finally:
-            await self._listener.aclose()
+        assert self._exit_stack is not None, "entered by __aenter__"
+        await self._exit_stack.aclose()
 
     async def _handle(self, client: SocketStream) -> None:
         index = self.connections

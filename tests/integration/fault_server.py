@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import Listener, SocketAttribute, SocketStream, TaskGroup
+from anyio.abc import SocketAttribute, SocketStream
 
 SESSION_PATH: Final = "/sessions/s_test-session/stream"
 _MAX_HEAD: Final = 16 * 1024
@@ -110,8 +110,7 @@ class FaultServer:
         self._rng = random.Random(seed)
         self._token = token
         self._stall_limit = stall_limit
-        self._listener: Listener[SocketStream] | None = None
-        self._task_group: TaskGroup | None = None
+        self._exit_stack: contextlib.AsyncExitStack | None = None
         self.done: Counter[FaultKind] = Counter()
         self.requests: list[int | None] = []
         self.url = ""
@@ -122,14 +121,16 @@ class FaultServer:
         return sum(self.done.values())
 
     async def __aenter__(self) -> FaultServer:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        self._listener = listener
-        port = listener.extra(SocketAttribute.local_port)
-        self.url = f"http://127.0.0.1:{port}{SESSION_PATH}"
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(listener.serve, self._handle)
+        async with contextlib.AsyncExitStack() as stack:
+            listener = await stack.enter_async_context(
+                await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+            )
+            port = listener.extra(SocketAttribute.local_port)
+            self.url = f"http://127.0.0.1:{port}{SESSION_PATH}"
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)  # on exit: stop serving first
+            task_group.start_soon(listener.serve, self._handle)
+            self._exit_stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -138,11 +139,8 @@ class FaultServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._task_group is not None
-        assert self._listener is not None
-        self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(None, None, None)
-        await self._listener.aclose()
+        assert self._exit_stack is not None, "entered by __aenter__"
+        await self._exit_stack.aclose()
 
     # -- one connection --------------------------------------------------------
 

@@ -269,7 +269,7 @@ async def test_the_body_serves_aiohttp_too() -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]
         async with httpx.AsyncClient() as http:
             connect = httpx_connector(http, f"http://127.0.0.1:{port}/stream")
             async with anyio.create_task_group() as tg, open_event_stream(connect) as events:

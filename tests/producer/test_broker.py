@@ -83,6 +83,15 @@ async def test_protocol_request_shape_and_generated_id() -> None:
     assert (request.heartbeat_interval_ms, request.ttl_ms) == (500, 1000)
 
 
+def test_limits_win_over_config_when_a_request_gives_both() -> None:
+    request = msgspec.json.decode(
+        b'{"code": "x", "config": {"heartbeatIntervalMs": 9, "maxExecutionMs": 8}, '
+        b'"limits": {"heartbeatIntervalMs": 500}}',
+        type=SessionRequest,
+    )
+    assert (request.heartbeat_interval_ms, request.ttl_ms) == (500, 8)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [

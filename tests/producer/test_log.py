@@ -1,6 +1,8 @@
-"""EventLog: numbering, bounds, typed replay errors, live following."""
+"""EventLog: numbering, bounds, typed replay errors, live following; LogReplay and NdjsonBody."""
 
 from __future__ import annotations
+
+import inspect
 
 import anyio
 import anyio.lowlevel
@@ -21,6 +23,7 @@ from enclave_stream.producer import (
     EventLog,
     EventStore,
     LogEntry,
+    NdjsonBody,
     ReplayUnavailableError,
     StreamFinishedError,
 )
@@ -32,9 +35,17 @@ def chunks(entries: list[LogEntry]) -> list[str]:
     return [entry.event.payload.chunk for entry in entries]  # type: ignore[union-attr]
 
 
-def test_is_an_event_store() -> None:
-    log: EventStore = EventLog()
-    assert isinstance(log, EventLog)
+def test_has_every_member_of_the_event_store_protocol_with_its_signature() -> None:
+    members = [name for name in vars(EventStore) if not name.startswith("_")]
+    assert members  # the protocol is read, not an empty namespace
+    for name in members:
+        expected, actual = getattr(EventStore, name), getattr(EventLog, name)
+        if isinstance(expected, property):
+            assert isinstance(actual, property), name
+        else:
+            # Same parameters; the return type may be narrower (replay -> LogReplay).
+            parameters = inspect.signature(actual).parameters
+            assert parameters == inspect.signature(expected).parameters, name
 
 
 def test_numbers_from_one_and_replaces_the_events_seq() -> None:
@@ -332,7 +343,8 @@ async def test_replay_aclose_ends_it() -> None:
 
 
 @pytest.mark.anyio
-async def test_wait_finished_is_not_a_reader() -> None:
+@on_virtual_clock()
+async def test_wait_finished_waits_for_final_and_is_not_a_reader() -> None:
     log = EventLog()
     done: list[bool] = []
 
@@ -342,10 +354,100 @@ async def test_wait_finished_is_not_a_reader() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watcher)
-        await wait_until(lambda: log._changed is not None)
+        await anyio.sleep(1)  # the watcher is waiting by now
         assert log.waiting == 0
         log.append(stdout())
-        await anyio.lowlevel.checkpoint()
+        await anyio.sleep(1)
         assert done == []
         log.append(final())
     assert done == [True]
+
+
+# --- NdjsonBody: the log's lines as response chunks --------------------------
+
+
+@pytest.mark.anyio
+async def test_body_joins_what_is_ready_into_one_chunk() -> None:
+    log = EventLog()
+    lines = [log.append(stdout(str(index))).line for index in range(5)]
+    log.append(final())
+    body = NdjsonBody(log)
+    assert await body.__anext__() == b"".join(lines) + log.read(6)[0].line
+    with pytest.raises(StopAsyncIteration):
+        await body.__anext__()
+
+
+@pytest.mark.anyio
+async def test_body_chunks_are_bounded_but_hold_at_least_one_line() -> None:
+    log = EventLog()
+    lines = [log.append(stdout("z" * 50)).line for _ in range(6)]
+    log.close()
+    size = len(lines[0])
+    chunks = [chunk async for chunk in NdjsonBody(log, chunk_bytes=size * 2)]
+    assert chunks == [lines[0] + lines[1], lines[2] + lines[3], lines[4] + lines[5]]
+    assert [chunk async for chunk in NdjsonBody(log, 3, chunk_bytes=1)] == lines[2:]
+
+
+@pytest.mark.anyio
+async def test_body_follows_live_and_stops_at_final() -> None:
+    log = EventLog()
+    log.append(stdout("a"))
+    body = NdjsonBody(log, 1)
+    got: list[bytes] = []
+
+    async def read() -> None:
+        async for chunk in body:
+            got.append(chunk)  # noqa: PERF401 - watched while it grows
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        await wait_until(lambda: len(got) == 1 and log.waiting == 1)
+        assert body.next_seq == 2
+        log.append(stdout("b"))
+        await wait_until(lambda: len(got) == 2)
+        log.append(final())
+    assert len(got) == 3
+    assert [line.startswith(b'{"protocolVersion":2') for line in got] == [True] * 3
+
+
+@pytest.mark.anyio
+async def test_body_ends_after_a_closed_log_without_final() -> None:
+    log = EventLog()
+    log.append(stdout())
+    log.close()
+    assert len([chunk async for chunk in NdjsonBody(log)]) == 1
+
+
+@pytest.mark.anyio
+async def test_body_aclose_ends_it() -> None:
+    log = EventLog()
+    log.append(stdout())
+    body = NdjsonBody(log)
+    await body.aclose()
+    assert [chunk async for chunk in body] == []
+
+
+@pytest.mark.anyio
+async def test_body_a_reader_that_falls_behind_is_told() -> None:
+    log = EventLog(max_events=3)
+    log.append(stdout())
+    body = NdjsonBody(log, chunk_bytes=1)
+    await body.__anext__()
+    for _ in range(4):
+        log.append(stdout())
+    with pytest.raises(ReplayUnavailableError) as caught:
+        await body.__anext__()
+    assert (caught.value.requested_seq, caught.value.first_available_seq) == (2, 3)
+
+
+@pytest.mark.anyio
+async def test_body_checks_its_arguments() -> None:
+    log = EventLog(max_events=1)
+    log.append(stdout())
+    log.append(stdout())
+    with pytest.raises(ReplayUnavailableError):
+        NdjsonBody(log)
+    with pytest.raises(ValueError, match="from_seq"):
+        NdjsonBody(log, -1)
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        NdjsonBody(log, 2, chunk_bytes=0)

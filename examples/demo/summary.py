@@ -14,8 +14,9 @@ __all__ = ["Outcome", "Summary", "summarize"]
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..events import HeartbeatEvent, StreamEvent
-from ..reconnect.broker_client import BrokerConnector
+from enclave_stream import HeartbeatEvent, StreamEvent
+from enclave_stream.reconnect.broker_client import BrokerConnector
+
 from .options import DemoOptions
 from .tap import ConnectionReport, WireTap
 from .verify import exactly_once_problems

@@ -16,8 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 
-from ..encoder import encode_event
-from ..events import EncryptedEnvelope, StreamEvent
+from enclave_stream import EncryptedEnvelope, StreamEvent, serialize_event
 
 # Problems of one kind listed before the rest are summed up.
 _MAX_LISTED = 5
@@ -92,7 +91,7 @@ def exactly_once_problems(
             for event in received
             if event.seq in by_seq
             and not isinstance(event, EncryptedEnvelope)
-            and encode_event(event) != encode_event(by_seq[event.seq])
+            and serialize_event(event) != serialize_event(by_seq[event.seq])
         ]
     )
     return problems

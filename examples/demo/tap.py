@@ -17,8 +17,6 @@ from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
 
-from ..streams import aclose_source
-
 ByteConnector: TypeAlias = Callable[[int | None], AbstractAsyncContextManager[AsyncIterator[bytes]]]
 """A connector whose connections yield an async iterator of bytes."""
 
@@ -111,7 +109,7 @@ class WireTap:
             if self._on_close is not None:
                 self._on_close(report)
 
-    def _line(self, line: bytes) -> bool:
+    def count_line(self, line: bytes) -> bool:
         """Count one complete line; True if it repeats a ``seq``."""
         self.lines += 1
         try:
@@ -153,8 +151,11 @@ class _TappedBody:
         for line in lines:
             if line.strip():
                 self._lines += 1
-                self._duplicates += self._tap._line(line)
+                self._duplicates += self._tap.count_line(line)
         return chunk
 
     async def aclose(self) -> None:
-        await aclose_source(self._inner)
+        """Close the connection's bytes (the client may stop reading before their end)."""
+        aclose = getattr(self._inner, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,19 +1,28 @@
-"""``enclave-stream demo``: a session streamed over a connection that drops, end to end.
+"""The demo: a session streamed over a connection that drops, end to end.
 
 On 127.0.0.1 it starts a small service (uvicorn serving the Starlette broker
 app) that runs a simulated session - session_init, stdout, logs, a tool call,
 partial results, heartbeats, final - over an encrypted stream, with a proxy
 in front that cuts the connection twice mid-line. A client follows the
-session through :func:`~enclave_stream.open_event_stream`, shows the events
+session through :func:`enclave_stream.open_event_stream`, shows the events
 live with a status line (events, reconnects, duplicates dropped, bytes), and
 ends with a summary that checks every event arrived exactly once, decrypted,
 against the server's own log. It takes a few seconds and no network.
 
-Needs the ``demo`` extra (Starlette, uvicorn, httpx; rich for the live view)::
+It is an example, not part of the library: it lives in the source checkout
+and needs the ``demo`` extra (Starlette, uvicorn, httpx; rich for the live
+view). From a clone of the repository::
 
-    pip install 'enclave-stream[demo]' && enclave-stream demo
+    pip install -e '.[demo]' && enclave-stream demo
 
-or, from Python, ``sys.exit(enclave_stream.demo.main([]))``.
+``enclave-stream demo`` finds this package next to the installed
+``enclave_stream`` (an editable install) and runs :func:`main`;
+``python -m examples.demo`` from the checkout's root does the same.
+
+The parts: :mod:`.options` (the command line), :mod:`.program` (the
+simulated session), :mod:`.loopback` (the service and the cutting proxy),
+:mod:`.tap` (counting lines on the wire), :mod:`.run` (the whole run),
+:mod:`.verify` and :mod:`.summary` (the proof), :mod:`.view` (the output).
 """
 
 from __future__ import annotations

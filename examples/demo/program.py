@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from ..crypto.handshake import ClientHandshake, accept_client_hello
-from ..producer.stream import EventStream
+from enclave_stream import ClientHandshake, accept_client_hello
+from enclave_stream.producer import EventStream
 
 PROGRAM: Final = "node analyze-sales.js --input sales-2025.csv --currency EUR"
 """The command the simulated session runs (sent as the session's ``code``)."""

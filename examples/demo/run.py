@@ -1,8 +1,8 @@
 """The demo itself: a service, a cutting proxy, a client, and the proof at the end.
 
 On 127.0.0.1, uvicorn serves the Starlette broker app
-(:func:`~enclave_stream.starlette.create_broker_app`) whose sessions run the
-simulated program of :mod:`.program`; a :class:`~.proxy.CuttingProxy` in
+(:func:`enclave_stream.starlette.create_broker_app`) whose sessions run the
+simulated program of :mod:`.program`; a :class:`~.loopback.CuttingProxy` in
 front of it drops the first two connections mid-line; the client follows the
 session through the proxy with :func:`~enclave_stream.open_event_stream`
 and :func:`~enclave_stream.reconnect.broker_client.broker_connector`
@@ -25,19 +25,20 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ..crypto.signing import generate_signing_key
-from ..errors import StreamFailedError
-from ..events import StreamEvent
-from ..producer.broker import BrokerConfig, SessionRequest
-from ..producer.stream import EventStream
-from ..reconnect.broker_client import BrokerConnector, broker_connector
-from ..reconnect.client import open_event_stream
-from ..reconnect.state import ConnectionState, ReconnectionConfig
-from ..starlette import create_broker_app
+from enclave_stream import StreamEvent, generate_signing_key
+from enclave_stream.producer import BrokerConfig, EventStream, SessionRequest
+from enclave_stream.reconnect import (
+    ConnectionState,
+    ReconnectionConfig,
+    StreamFailedError,
+    open_event_stream,
+)
+from enclave_stream.reconnect.broker_client import BrokerConnector, broker_connector
+from enclave_stream.starlette import create_broker_app
+
+from .loopback import CuttingProxy, serve_loopback
 from .options import DemoOptions
 from .program import PROGRAM, SessionPlan, dry_run_bytes, session_script
-from .proxy import CuttingProxy
-from .service import serve_loopback
 from .summary import Outcome, summarize
 from .tap import ConnectionReport, WireTap
 from .view import Status, View

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from ..events import (
+from enclave_stream import (
     FinalEvent,
     HeartbeatEvent,
     LogEvent,

@@ -1,22 +1,32 @@
-"""A loopback TCP proxy that cuts connections mid-stream, for the demo.
+"""The demo's network, all on 127.0.0.1: the service, and a proxy that cuts it short.
 
-It relays bytes between a client and an upstream server and, on a schedule,
-drops a connection once it has relayed a given number of response bytes:
-the kind of drop a flaky network or a restarting load balancer causes. The
-cut is moved forward to fall inside an NDJSON line (never on a line or HTTP
-chunk boundary), so the client is left with half a line, as a real network
-would leave it.
+:func:`serve_loopback` runs uvicorn in the demo's own event loop on a free
+port. The socket is bound before uvicorn starts, so the port is known at
+once and no other process can take it in between; uvicorn's own signal
+handling is left out, so Ctrl-C interrupts the demo as it interrupts any
+program.
+
+:class:`CuttingProxy` relays bytes between a client and that service and,
+on a schedule, drops a connection once it has relayed a given number of
+response bytes: the kind of drop a flaky network or a restarting load
+balancer causes. The cut is moved forward to fall inside an NDJSON line
+(never on a line or HTTP chunk boundary), so the client is left with half a
+line, as a real network would leave it.
 """
 
 from __future__ import annotations
 
-__all__ = ["CuttingProxy", "mid_line_cut"]
+__all__ = ["CuttingProxy", "mid_line_cut", "serve_loopback"]
 
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Generator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
+from typing import Any, Final
 
 import anyio
+import uvicorn
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -126,3 +136,52 @@ class CuttingProxy:
         except _GONE:
             pass
         relay.cancel_scope.cancel()
+
+
+# How long to wait for the server to start, and for open requests when it stops.
+_START_TIMEOUT_S: Final = 10.0
+_GRACEFUL_S: Final = 2
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@asynccontextmanager
+async def serve_loopback(app: Any) -> AsyncIterator[int]:
+    """Serve the ASGI ``app`` on 127.0.0.1 until the block ends; yields the port.
+
+    Runs on asyncio only (as uvicorn does), with lifespan events on and
+    uvicorn's logging quiet (warnings and above, on the ``uvicorn`` loggers).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            lifespan="on",
+            http="h11",
+            ws="none",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=_GRACEFUL_S,
+        )
+        server = _EmbeddedServer(config)
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(server.serve, [sock])
+            with anyio.fail_after(_START_TIMEOUT_S):
+                while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+                    await anyio.sleep(0.005)
+            try:
+                yield port
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
