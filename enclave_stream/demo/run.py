@@ -5,7 +5,7 @@ On 127.0.0.1, uvicorn serves the Starlette broker app
 simulated program of :mod:`.program`; a :class:`~.proxy.CuttingProxy` in
 front of it drops the first two connections mid-line; the client follows the
 session through the proxy with :func:`~enclave_stream.open_event_stream`
-and :func:`~enclave_stream.reconnect.broker_client.broker_connector`
+and :func:`~enclave_stream.reconnect.http.broker_connector`
 (encrypted, the server's signing key pinned). At the end, what the client
 received is compared with the server's log, event by event.
 """
@@ -30,9 +30,9 @@ from ..errors import StreamFailedError
 from ..events import StreamEvent
 from ..producer.broker import BrokerConfig, SessionRequest
 from ..producer.stream import EventStream
-from ..reconnect.broker_client import BrokerConnector, broker_connector
 from ..reconnect.client import open_event_stream
-from ..reconnect.state import ConnectionState, ReconnectionConfig
+from ..reconnect.http import BrokerConnector, broker_connector
+from ..reconnect.machine import ConnectionState, ReconnectionConfig
 from ..starlette import create_broker_app
 from .options import DemoOptions
 from .program import PROGRAM, SessionPlan, dry_run_bytes, session_script

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..events import HeartbeatEvent, StreamEvent
-from ..reconnect.broker_client import BrokerConnector
+from ..reconnect.http import BrokerConnector
 from .options import DemoOptions
 from .tap import ConnectionReport, WireTap
 from .verify import exactly_once_problems

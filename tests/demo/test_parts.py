@@ -28,7 +28,7 @@ from enclave_stream.demo.summary import Outcome, summarize
 from enclave_stream.demo.tap import ConnectionReport, WireTap
 from enclave_stream.demo.verify import exactly_once_problems, seq_ranges
 from enclave_stream.producer import EventStream
-from enclave_stream.reconnect.broker_client import broker_connector
+from enclave_stream.reconnect.http import broker_connector
 
 
 def stdout(seq: int, text: str = "") -> StdoutEvent:
