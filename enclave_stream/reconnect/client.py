@@ -577,20 +577,22 @@ class ResumableEventStream:
     async def _reading(self) -> AsyncIterator[None]:
         """Owns the reader task while the consumer's block runs."""
         error: BaseException | None = None
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(self._read, name="ResumableEventStream reader")
-            try:
-                yield
-            except BaseException as exc:
-                # The consumer's own error: kept out of the task group, which
-                # would wrap it in an ExceptionGroup. Cancellation goes through.
-                if isinstance(exc, anyio.get_cancelled_exc_class()):
-                    raise
-                error = exc
-            finally:
-                self._reader_scope.cancel()
-                self._receive.close()
-                self._core.finish(FINISHED)
+        try:
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(self._read, name="ResumableEventStream reader")
+                try:
+                    yield
+                except BaseException as exc:
+                    # The consumer's own error: kept out of the task group, which
+                    # would wrap it in an ExceptionGroup. Cancellation goes through.
+                    if isinstance(exc, anyio.get_cancelled_exc_class()):
+                        raise
+                    error = exc
+                finally:
+                    self._reader_scope.cancel()
+                    self._receive.close()
+        finally:
+            self._core.finish(FINISHED)  # closed, unless it failed
         if error is not None:
             raise error
 
@@ -691,10 +693,18 @@ class ResumableEventStream:
     ) -> Outcome | None:
         """Send the new events of ``items`` to the consumer; an outcome ends the connection."""
         core = self._core
-        batch: list[StreamEvent] = []
         outcome: Outcome | None = None
+        before = core.delivered
         try:
-            for item in items:
+            core.accept_in_order(items)
+        except Exception as exc:  # on_state failed; the run counts as delivered
+            outcome = GiveUp(f"{type(exc).__name__}: {exc}", exc)
+        run = core.delivered - before
+        # The usual chunk is one such run: then there is no rest to look at.
+        batch: list[StreamEvent] = items if run == len(items) else items[:run]  # type: ignore[assignment]
+        rest = items[run:] if run < len(items) and outcome is None else ()
+        try:
+            for item in rest:
                 kind = type(item)
                 if kind is LineError:
                     core.line_error(item)  # type: ignore[arg-type]

@@ -15,9 +15,6 @@ module only when one of its names is asked for.
 from __future__ import annotations
 
 __all__ = [
-    "NDJSON_MEDIA_TYPE",
-    "RESUME_PARAM",
-    "SESSION_ID_HEADER",
     "BrokerConnector",
     "ConnectionRecord",
     "broker_connector",
@@ -68,7 +65,7 @@ def httpx_connector(
     Each connection sends ``method url`` with ``Accept: application/x-ndjson``
     (unless ``headers`` in ``request_kwargs`` sets another ``Accept``), and on
     a resume sets ``fromSeq=N`` in the query (keeping the rest of it), the
-    reference broker's convention for ``GET /sessions/{id}/stream?fromSeq=N``
+    broker's convention for ``GET /sessions/{id}/stream?fromSeq=N``
     (the events with ``seq >= N``). ``params`` are added to the URL's query;
     other ``request_kwargs`` (``headers``, ``timeout``, ``json``, ...) go to
     ``client.stream``.

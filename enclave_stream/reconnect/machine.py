@@ -43,7 +43,7 @@ from ..protocol import StrEnum
 
 
 class ConnectionState(StrEnum):
-    """Where a connection stands; the values are the reference's strings.
+    """Where a connection stands; the values are the strings observers see in ``to_dict()``.
 
     >>> ConnectionState.RECONNECTING == "reconnecting"
     True
@@ -80,7 +80,7 @@ def _check_number(
 class ReconnectionConfig:
     """How a :class:`~enclave_stream.reconnect.ReconnectionStateMachine` retries.
 
-    The defaults equal the reference's ``DEFAULT_RECONNECTION_CONFIG``. Invalid
+    The defaults are those of ``DEFAULT_RECONNECTION_CONFIG``. Invalid
     values raise :class:`ReconnectionConfigError` at construction, so a bad
     setting fails where it is written rather than at the first disconnect.
 
@@ -121,7 +121,7 @@ class ReconnectionConfig:
 
 
 DEFAULT_RECONNECTION_CONFIG: Final = ReconnectionConfig()
-"""The reference defaults: 5 retries, 1 s doubling up to 30 s, 30 % jitter."""
+"""The defaults: 5 retries, 1 s doubling up to 30 s, 30 % jitter."""
 
 
 def js_round(value: float) -> int:
@@ -141,7 +141,7 @@ def js_round(value: float) -> int:
 def compute_backoff_ms(
     config: ReconnectionConfig, retry_count: int, random: Callable[[], float]
 ) -> int:
-    """The delay (ms) before retry number ``retry_count + 1``, as the reference computes it.
+    """The delay (ms) before retry number ``retry_count + 1``.
 
     ``d = min(initial * multiplier ** retry_count, max)``; with jitter
     ``d = d - d*f + random()*d*f*2``; then :func:`js_round`. ``random`` is called
@@ -156,12 +156,12 @@ def compute_backoff_ms(
     except OverflowError:
         # JavaScript's Math.pow overflows to Infinity; the cap below absorbs it.
         growth = math.inf
-    # 0 * inf is NaN in both languages; the reference then hands NaN to
-    # setTimeout, which waits 0 ms. Say 0 directly.
+    # 0 * inf is NaN; waiting NaN ms means waiting 0 ms (docs/compatibility.md, R2).
+    # Say 0 directly.
     delay = 0.0 if config.initial_delay_ms == 0 else config.initial_delay_ms * growth
     delay = min(delay, config.max_delay_ms)
     if config.jitter:
-        # Same operation order as the reference, so float rounding agrees too.
+        # This operation order is part of the recorded traces: float rounding depends on it.
         amount = delay * config.jitter_factor
         delay = delay - amount + random() * amount * 2
     return js_round(delay)
@@ -176,7 +176,7 @@ class StateChangeEvent:
     previous_state: ConnectionState
 
     def to_dict(self) -> dict[str, object]:
-        """The reference's JSON shape: ``{"type", "state", "previousState"}``."""
+        """The JSON shape: ``{"type", "state", "previousState"}``."""
         return {
             "type": self.type,
             "state": self.state.value,
@@ -193,7 +193,7 @@ class RetryScheduledEvent:
     delay_ms: int
 
     def to_dict(self) -> dict[str, object]:
-        """The reference's JSON shape: ``{"type", "attempt", "delayMs"}``."""
+        """The JSON shape: ``{"type", "attempt", "delayMs"}``."""
         return {"type": self.type, "attempt": self.attempt, "delayMs": self.delay_ms}
 
 
@@ -205,7 +205,7 @@ class RetryStartedEvent:
     attempt: int
 
     def to_dict(self) -> dict[str, object]:
-        """The reference's JSON shape: ``{"type", "attempt"}``."""
+        """The JSON shape: ``{"type", "attempt"}``."""
         return {"type": self.type, "attempt": self.attempt}
 
 
@@ -216,7 +216,7 @@ class ConnectedEvent:
     type: ClassVar[Literal["connected"]] = "connected"
 
     def to_dict(self) -> dict[str, object]:
-        """The reference's JSON shape: ``{"type": "connected"}``."""
+        """The JSON shape: ``{"type": "connected"}``."""
         return {"type": self.type}
 
 
@@ -228,7 +228,7 @@ class DisconnectedEvent:
     reason: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        """The reference's JSON shape; without a reason there is no ``"reason"`` key."""
+        """The JSON shape; without a reason there is no ``"reason"`` key."""
         if self.reason is None:
             return {"type": self.type}
         return {"type": self.type, "reason": self.reason}
@@ -242,7 +242,7 @@ class FailedEvent:
     reason: str
 
     def to_dict(self) -> dict[str, object]:
-        """The reference's JSON shape: ``{"type", "reason"}``."""
+        """The JSON shape: ``{"type", "reason"}``."""
         return {"type": self.type, "reason": self.reason}
 
 
@@ -304,7 +304,7 @@ _ALL: Final = frozenset(ConnectionState)
 # The whole machine. Besides the state change (reported only when the state
 # really changes), every input that acts also cancels the pending retry, which
 # exists exactly while the state is RECONNECTING. Events emitted per input, in
-# order (from the reference):
+# order (the recorded traces check this):
 #   connect          state_change
 #   on_connected     state_change, connected           (connected even if already so)
 #   on_disconnected  disconnected, state_change, retry_scheduled | failed
@@ -312,9 +312,9 @@ _ALL: Final = frozenset(ConnectionState)
 #   close / reset    state_change
 #   fire_retry       retry_started, state_change       (retry count goes up first)
 _TRANSITIONS: Final[dict[_Input, _Rule]] = {
-    # Connecting twice would race two connections; the reference ignores it.
+    # Connecting twice would race two connections: ignored.
     _Input.CONNECT: _Rule(_ALL - {_S.CONNECTED, _S.CONNECTING}, _S.CONNECTING, resets_retries=True),
-    # No guard in the reference: success is believed even after close/fail.
+    # No guard: success is believed even after close/fail (as the traces record).
     _Input.CONNECTED: _Rule(_ALL, _S.CONNECTED, resets_retries=True),
     # A drop after close() or a fatal error is old news, not a reason to retry.
     _Input.DISCONNECTED: _Rule(
@@ -336,7 +336,7 @@ class ReconnectionStateMachine:
     :meth:`on_disconnected`, :meth:`on_fatal_error`, :meth:`close`,
     :meth:`reset`); it updates :attr:`state`, :attr:`retry_count` and
     :attr:`pending_retry` and reports :data:`~enclave_stream.reconnect.ReconnectionEvent`
-    objects to ``on_event``, in the reference's order.
+    objects to ``on_event``, in the order of the table below.
 
     A disconnect while retries remain moves to ``reconnecting`` and schedules a
     retry (:attr:`pending_retry`); when the delay has passed, :meth:`fire_retry`
@@ -393,7 +393,7 @@ class ReconnectionStateMachine:
 
     @property
     def state(self) -> ConnectionState:
-        """The current :class:`ConnectionState` (the reference's ``getState()``)."""
+        """The current :class:`ConnectionState` (``getState()``)."""
         return self._state
 
     @property
@@ -462,7 +462,7 @@ class ReconnectionStateMachine:
         self._deliver(self._apply(_Input.RESET))
 
     def fire_retry(self) -> bool:
-        """Do what the reference's retry timer does when it fires.
+        """Start the pending retry: what a retry timer does when it fires.
 
         Returns False (and does nothing) when no retry is pending. Otherwise
         the retry count goes up, ``retry_started`` is emitted and the state

@@ -36,7 +36,7 @@ import contextlib
 import enum
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeAlias, TypeVar
 
@@ -50,7 +50,13 @@ from ..errors import (
     SessionMismatchError,
     StreamFailedError,
 )
-from ..events import EncryptedEnvelope, FinalEvent, ParsedEvent, StreamEvent
+from ..events import (
+    STREAM_EVENT_CLASSES,
+    EncryptedEnvelope,
+    FinalEvent,
+    ParsedEvent,
+    StreamEvent,
+)
 from .machine import (
     DEFAULT_RECONNECTION_CONFIG,
     ConnectionState,
@@ -248,6 +254,18 @@ class SequenceTracker:
             self._last_seq = seq
         return result
 
+    def receive_next(self, count: int) -> None:
+        """Account for the ``count`` numbers after :attr:`last_seq`, in order, in one step.
+
+        The same as :meth:`receive` of ``last_seq + 1``, ``last_seq + 2``, ...
+        (each in order, so no result to return); for a run a caller has
+        already compared with :attr:`next_seq`. Something must have been
+        received before.
+        """
+        if not self._received_any:
+            raise ValueError("receive_next needs a number received before")
+        self._last_seq += count
+
     def clear_gap(self, start: int, end: int) -> None:
         """Forget the gap ``(start, end)`` once it is filled; only an exact match is removed."""
         with contextlib.suppress(ValueError):
@@ -322,6 +340,11 @@ class GiveUp:
 
 Outcome: TypeAlias = "Finished | Reconnect | GiveUp"
 """How a connection ends: the stream is over, goes on with another connection, or fails."""
+
+
+# Events that accept() takes as they are: not an envelope (opened first),
+# not final (it ends the stream).
+_PLAIN_EVENTS: Final = frozenset(STREAM_EVENT_CLASSES) - {FinalEvent}
 
 
 class ResumeCore:
@@ -463,6 +486,38 @@ class ResumeCore:
             self._fresh = False
             self.machine.on_connected()
         return type(event if opened is None else opened) is FinalEvent
+
+    def accept_in_order(self, items: Sequence[object]) -> int:
+        """Accept the leading run of ``items`` that needs no decision; returns its length.
+
+        The run: events of the pinned session, neither envelopes nor
+        ``final``, whose numbers go on from :attr:`next_seq` one by one. For
+        them, the result is what :meth:`check` (NEW) then :meth:`accept` of
+        each would do, in one step: the usual chunk of a live stream is such
+        a run, and the per-event calls would cost more than the parsing.
+        """
+        following = self.tracker.next_seq
+        pinned = self.session_id
+        if following is None or pinned is None or self.refuse_plaintext:
+            return 0
+        expect = following
+        for item in items:
+            if (
+                type(item) not in _PLAIN_EVENTS
+                or item.seq != expect  # type: ignore[attr-defined]
+                or item.session_id != pinned  # type: ignore[attr-defined]
+            ):
+                break
+            expect += 1
+        count = expect - following
+        if count:
+            self.tracker.receive_next(count)
+            self.delivered += count
+            self._too_long = None
+            if self._fresh:
+                self._fresh = False
+                self.machine.on_connected()
+        return count
 
     def connection_ended(self, cut: bool) -> Outcome:
         """The connection's bytes ended (``cut``: in the middle of a line) before ``final``."""

@@ -8,7 +8,7 @@ checked here with plain tables (inputs -> verdicts).
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -443,3 +443,79 @@ def test_heartbeat_deadline() -> None:
 def test_heartbeat_deadline_timeout_is_validated(timeout: object) -> None:
     with pytest.raises(ValueError, match="timeout_ms"):
         HeartbeatDeadline(timeout)  # type: ignore[arg-type]
+
+
+# --- the fast path of ResumeCore equals the plain one
+
+
+def _item(kind: str, seq: int) -> ParsedEvent | LineError:
+    if kind == "plain":
+        return stdout(seq)
+    if kind == "other":
+        return stdout(seq, "s_other")
+    if kind == "final":
+        return FinalEvent(session_id=SID, seq=seq, payload=FinalPayload(ok=True))
+    if kind == "envelope":
+        return envelope(seq)
+    return TOO_LONG
+
+
+def _plain_path(core: ResumeCore, items: list[ParsedEvent | LineError]) -> list[object]:
+    """check() then accept() of each item, as the client does with what is left of a run."""
+    taken: list[object] = []
+    for item in items:
+        if isinstance(item, LineError):
+            core.line_error(item)
+            continue
+        verdict = core.check(item)
+        if verdict is DROP:
+            continue
+        if verdict is not NEW:
+            taken.append(name(verdict))
+            break
+        taken.append(item)
+        if core.accept(item):
+            break
+    return taken
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    first=st.integers(0, 5),
+    fresh=st.booleans(),
+    allow_gaps=st.booleans(),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["plain", "plain", "plain", "other", "final", "envelope", "long"]),
+            st.integers(-2, 3),
+        ),
+        max_size=12,
+    ),
+)
+def test_accept_in_order_is_check_and_accept_of_each(
+    first: int, fresh: bool, allow_gaps: bool, steps: list[tuple[str, int]]
+) -> None:
+    items: list[ParsedEvent | LineError] = []
+    seq = first
+    for kind, step in steps:
+        seq = max(0, seq + step)  # mostly +1: runs, with repeats and holes
+        items.append(_item(kind, seq))
+    cores = []
+    for _ in range(2):
+        core = ResumeCore(allow_gaps=allow_gaps)
+        core.connect()
+        core.connection_opened()
+        core.accept(stdout(first))
+        if fresh:
+            core.connection_opened()
+        cores.append(core)
+    plain, fast = cores
+    expected = _plain_path(plain, items)
+    run = fast.accept_in_order(items)
+    got = [*items[:run], *_plain_path(fast, items[run:])]
+    assert got == expected
+    state = [
+        (c.delivered, c.next_seq, c.session_id, c.gaps, c.machine.state, c.machine.retry_count)
+        for c in cores
+    ]
+    assert state[0] == state[1]
