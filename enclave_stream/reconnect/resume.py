@@ -36,6 +36,7 @@ import contextlib
 import enum
 import logging
 import math
+import random as _random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeAlias, TypeVar
@@ -401,11 +402,10 @@ class ResumeCore:
         refuse_plaintext: bool = False,
         max_line_bytes: int = 0,
         on_state: Callable[[ConnectionState], object] | None = None,
-        random: Callable[[], float] | None = None,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         self._on_state = on_state
-        kwargs = {} if random is None else {"random": random}
-        self.machine = ReconnectionStateMachine(config, self._on_machine_event, **kwargs)
+        self.machine = ReconnectionStateMachine(config, self._on_machine_event, random=random)
         self.tracker = SequenceTracker(strict=True)
         self.allow_gaps = allow_gaps
         self.refuse_plaintext = refuse_plaintext
