@@ -534,11 +534,13 @@ class ResumableEventStream:
         try:
             batch = await self._receive.receive()
         except anyio.EndOfStream:
-            if self._failure is not None:
-                raise self._failure from self._failure.__cause__
-            raise StopAsyncIteration from None
+            batch = None  # the reader is done
         except anyio.ClosedResourceError:  # aclose()
             raise StopAsyncIteration from None
+        if batch is None:
+            if self._failure is not None:
+                raise self._failure
+            raise StopAsyncIteration
         self._taken += len(self._batch)
         self._batch = batch
         self._cursor = cursor = iter(batch)

@@ -220,6 +220,8 @@ async def test_retries_run_out_with_the_last_reason_and_cause() -> None:
     assert "gave up after 3 retries" in caught.value.reason
     assert "nobody home" in caught.value.reason
     assert caught.value.cause is refused
+    assert caught.value.__cause__ is refused
+    assert not isinstance(caught.value.__context__, anyio.EndOfStream)  # no plumbing shown
     assert (caught.value.events_delivered, caught.value.last_seq) == (0, None)
     assert len(connector.calls) == 4
 
