@@ -44,7 +44,7 @@ from anyio.abc import SocketAttribute, SocketStream
 from bench_ndjson import SESSION, build_corpus
 
 from enclave_stream.reconnect import ReconnectionConfig, open_event_stream
-from enclave_stream.reconnect.httpx_connector import httpx_connector
+from enclave_stream.reconnect.http import httpx_connector
 from enclave_stream.streams import parse_ndjson_stream
 
 CHUNK = 64 * 1024

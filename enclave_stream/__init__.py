@@ -46,8 +46,7 @@ from .streams import (
 from .wire import decode_message
 
 if TYPE_CHECKING:
-    from .reconnect.broker_client import BrokerConnector, broker_connector
-    from .reconnect.httpx_connector import httpx_connector
+    from .reconnect.http import BrokerConnector, broker_connector, httpx_connector
 
 __version__ = "0.1.0"
 
@@ -90,9 +89,9 @@ __all__ = [
 
 
 _NEEDS_HTTPX = {
-    "httpx_connector": "httpx_connector",
-    "broker_connector": "broker_client",
-    "BrokerConnector": "broker_client",
+    "httpx_connector": "http",
+    "broker_connector": "http",
+    "BrokerConnector": "http",
 }
 
 

@@ -31,7 +31,7 @@ from enclave_stream import (
     StreamEvent,
     open_event_stream,
 )
-from enclave_stream.reconnect.httpx_connector import httpx_connector
+from enclave_stream.reconnect.http import httpx_connector
 
 
 def make_app(stream: EventStream, requests: list[str]) -> Starlette:

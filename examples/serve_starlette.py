@@ -23,7 +23,7 @@ import httpx
 import uvicorn
 
 from enclave_stream import EventStream, SessionRequest, open_event_stream
-from enclave_stream.reconnect.broker_client import broker_connector
+from enclave_stream.reconnect.http import broker_connector
 from enclave_stream.starlette import create_broker_app
 
 

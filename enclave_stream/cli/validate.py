@@ -2,20 +2,98 @@
 
 from __future__ import annotations
 
-__all__ = ["SeqIssue", "Summary", "Validator", "format_summary", "run_validate"]
+__all__ = [
+    "MAX_TRACKED_GAPS",
+    "SeqIssue",
+    "SeqStatus",
+    "SessionStats",
+    "Summary",
+    "Validator",
+    "format_summary",
+    "run_validate",
+]
 
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Final, Literal, Union
 
 from ..errors import LineError
 from ..protocol import EventType
+from ..reconnect import SequenceTracker
 from .format import clean, format_encoding_issue, format_line_error
 from .output import ColorMode, Printer, Segment, make_printer, make_progress
-from .sequence import SeqStatus, SessionSequence
 from .source import EncodingIssue, Item, LineEvent, LineReader, open_input
 from .stdio import StdIO
+
+SeqStatus = Literal["ok", "gap", "duplicate", "out_of_order"]
+"""What one ``seq`` number was: the next one, a jump, a repeat, or a late arrival."""
+
+MAX_TRACKED_GAPS: Final = 10_000
+"""Missing ranges remembered per session; later ones are counted but not listed."""
+
+
+class SessionStats:
+    """The ``seq`` record of one session, over a strict :class:`SequenceTracker`.
+
+    Strict, because a validator must not miss a jump from a first 0, and
+    should tell a repeated event from a late one that fills a gap.
+
+    >>> s = SessionStats()
+    >>> [s.receive(n) for n in (0, 1, 5, 3, 3, 2)]
+    ['ok', 'ok', 'gap', 'out_of_order', 'duplicate', 'out_of_order']
+    >>> s.missing, s.missing_count, s.gaps, s.duplicates, s.out_of_order
+    ([(4, 4)], 1, 1, 1, 2)
+    >>> [s.receive(n) for n in (9, 6)], s.missing
+    (['gap', 'out_of_order'], [(4, 4), (7, 8)])
+    """
+
+    def __init__(self) -> None:
+        self._tracker = SequenceTracker(MAX_TRACKED_GAPS, strict=True)
+        self.events = 0
+        self.first: int | None = None
+        self.gaps = 0
+        """Jumps forward (each reported once)."""
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.missing_count = 0
+        """Numbers skipped and never seen later."""
+
+    @property
+    def last(self) -> int | None:
+        """The highest ``seq`` seen; None before any."""
+        return None if self.first is None else self._tracker.last_seq
+
+    @property
+    def missing(self) -> list[tuple[int, int]]:
+        """The ranges still missing (inclusive), lowest first."""
+        return [(gap.start, gap.end) for gap in self._tracker.gaps]
+
+    @property
+    def missing_truncated(self) -> bool:
+        """True when more ranges went missing than are listed."""
+        return self._tracker.gaps_dropped > 0
+
+    def receive(self, seq: int) -> SeqStatus:
+        """Account for the next event's ``seq``."""
+        self.events += 1
+        if self.first is None:
+            self.first = seq
+        result = self._tracker.receive(seq)
+        if result.gap:
+            assert result.missing_start is not None
+            assert result.missing_end is not None
+            self.gaps += 1
+            self.missing_count += result.missing_end - result.missing_start + 1
+            return "gap"
+        if result.late:
+            self.out_of_order += 1
+            self.missing_count -= 1
+            return "out_of_order"
+        if result.duplicate:
+            self.duplicates += 1
+            return "duplicate"
+        return "ok"
 
 
 @dataclass(frozen=True)
@@ -61,7 +139,7 @@ class Summary:
     bad_lines: Counter[str] = field(default_factory=Counter)
     """Bad lines by kind (``json``, ``validation``, ``line_too_long``)."""
     encoding_issues: int = 0
-    sessions: dict[str, SessionSequence] = field(default_factory=dict)
+    sessions: dict[str, SessionStats] = field(default_factory=dict)
 
     @property
     def events(self) -> int:
@@ -109,7 +187,7 @@ class Validator:
         sessions = self.summary.sessions
         session = sessions.get(event.session_id)
         if session is None:
-            session = sessions[event.session_id] = SessionSequence()
+            session = sessions[event.session_id] = SessionStats()
         previous = session.last
         status = session.receive(event.seq)
         if status == "ok" or previous is None:
@@ -143,7 +221,7 @@ def format_issue(issue: Issue) -> list[Segment]:
     ]
 
 
-def _session_line(session_id: str, s: SessionSequence) -> list[Segment]:
+def _session_line(session_id: str, s: SessionStats) -> list[Segment]:
     missing = ", ".join(_range(a, b) for a, b in s.missing[:10])
     if len(s.missing) > 10 or s.missing_truncated:
         missing += ", ..."

@@ -1,46 +1,440 @@
-"""The resumable event stream: every event of a session exactly once, across reconnects.
+"""The anyio side of reconnection: the resumable event stream and its small helpers.
 
-:func:`open_event_stream` connects through a *connector* (a function that
-opens one connection and yields its bytes), parses the NDJSON, opens
-encrypted envelopes, drops events it has already delivered, and reconnects
-with backoff, asking the server to resume after the last event delivered,
-until the session's ``final`` event.
-
-The reference's client asks for the replay with ``?from=N`` while its broker
-reads ``?fromSeq=N``, and keeps no dedupe, so each reconnect re-delivers the
-whole session. Here the connector is told where to resume (see
-:func:`~enclave_stream.reconnect.httpx_connector.httpx_connector` for the
-broker's ``fromSeq``), and whatever the server sends again is dropped.
+* :func:`open_event_stream` / :class:`ResumableEventStream` - every event of
+  a session exactly once, in order, across reconnects: a loop that drives
+  :class:`~enclave_stream.reconnect.ResumeCore` with the bytes of each
+  connection a :data:`Connector` opens.
+* :func:`is_retryable` - which connection errors are worth a retry.
+* :class:`HeartbeatMonitor` - calls a handler when heartbeats stop (a
+  :class:`~enclave_stream.reconnect.HeartbeatDeadline` and a task).
+* :func:`drive_reconnection` - gives a ``ReconnectionStateMachine`` its timer.
 """
 
 from __future__ import annotations
 
-__all__ = ["Connector", "EnvelopeOpener", "ResumableEventStream", "open_event_stream"]
+__all__ = [
+    "Connector",
+    "EncryptingConnector",
+    "EnvelopeOpener",
+    "HeartbeatMonitor",
+    "ResumableEventStream",
+    "drive_reconnection",
+    "is_retryable",
+    "open_event_stream",
+]
 
+import inspect
+import logging
+import math
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+)
+from dataclasses import dataclass
 from types import TracebackType
+from typing import NoReturn, Protocol, TypeAlias, runtime_checkable
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
-from ..events import StreamEvent
-from ..ndjson import DEFAULT_MAX_LINE_BYTES
-from ..streams import ErrorHandler
-from ._follow import BatchQueue, Follower
-from .connector import Connector, EnvelopeOpener
-from .sequence import SequenceGap
-from .state import DEFAULT_RECONNECTION_CONFIG, ConnectionState, ReconnectionConfig
+from ..crypto.streams import open_off_loop
+from ..errors import FatalConnectError, LineError, RetryableConnectError
+from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
+from ..ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser, SlowLine
+from ..streams import (
+    ByteSource,
+    ErrorHandler,
+    aclose_source,
+    iter_chunks,
+    judge_off_loop,
+    report_line_error,
+)
+from .machine import (
+    DEFAULT_RECONNECTION_CONFIG,
+    ConnectionState,
+    ReconnectionConfig,
+    ReconnectionStateMachine,
+)
+from .resume import (
+    DROP,
+    FINISHED,
+    NEW,
+    Finished,
+    GiveUp,
+    HeartbeatDeadline,
+    Outcome,
+    Reconnect,
+    ResumeCore,
+    SequenceGap,
+    duration_seconds,
+)
+
+logger = logging.getLogger("enclave_stream")
+
+# --- what the stream is built on
+
+Connector: TypeAlias = Callable[[int | None], AbstractAsyncContextManager[ByteSource]]
+"""Opens one connection: ``connect(from_seq)`` is an async context manager
+yielding the response's bytes (an async iterable of bytes, or an anyio byte
+stream).
+
+``from_seq`` is None for a fresh start, else the first sequence number
+wanted: send the events with ``seq >= from_seq``. To say what a failure
+means, raise :class:`~enclave_stream.reconnect.RetryableConnectError` or
+:class:`~enclave_stream.reconnect.FatalConnectError`; ``OSError`` and anyio's
+stream errors are retried anyway. The stream closes the iterator it is given
+and leaves the context manager as soon as it is done with a connection::
+
+    @asynccontextmanager
+    async def connect(from_seq: int | None) -> AsyncIterator[ByteReceiveStream]:
+        async with await anyio.connect_tcp(host, port) as tcp:
+            await tcp.send(stream_request(from_seq))  # your protocol here
+            yield tcp
+"""
+
+
+class EnvelopeOpener(Protocol):
+    """Decrypts ``enc`` envelopes; an encrypted session (``EncryptedSession``) is one."""
+
+    def open(self, envelope: EncryptedEnvelope) -> StreamEvent:
+        """The plaintext event inside ``envelope``; raises if it cannot be decrypted."""
+        ...
+
+
+@runtime_checkable
+class EncryptingConnector(Protocol):
+    """A connector that sets up the stream's encryption itself (``broker_connector``).
+
+    When its ``encrypted`` is true, ``open_event_stream`` opens envelopes with
+    it and refuses plaintext even if no ``session`` was passed: the stream is
+    encrypted once its handshake is.
+    """
+
+    @property
+    def encrypted(self) -> bool:
+        """True when the stream it connects to is encrypted."""
+        ...
+
+    def open(self, envelope: EncryptedEnvelope) -> StreamEvent:
+        """The plaintext event inside ``envelope``; raises if it cannot be decrypted."""
+        ...
+
+
+# Failures of the byte transport itself: always worth another connection.
+# (TimeoutError and ConnectionError are OSErrors.)
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+    anyio.IncompleteRead,
+    RetryableConnectError,
+)
+
+
+def is_retryable(error: Exception, retry_if: Callable[[Exception], bool] | None = None) -> bool:
+    """Whether a connection that failed with ``error`` should be retried.
+
+    :class:`FatalConnectError` never is; :class:`RetryableConnectError`,
+    ``OSError`` (including ``TimeoutError`` and ``ConnectionError``) and
+    anyio's ``BrokenResourceError``, ``EndOfStream`` and ``IncompleteRead``
+    always are; ``retry_if(error)`` decides for any other error, which is fatal
+    without it. An exception group is retryable when all its errors are.
+
+    >>> is_retryable(ConnectionResetError()), is_retryable(ValueError())
+    (True, False)
+    >>> is_retryable(ValueError(), retry_if=lambda e: isinstance(e, ValueError))
+    True
+    """
+    if isinstance(error, FatalConnectError):
+        return False
+    if isinstance(error, _TRANSPORT_ERRORS):
+        return True
+    nested: tuple[Exception, ...] | None = getattr(error, "exceptions", None)
+    if isinstance(nested, tuple) and nested:
+        return all(is_retryable(inner, retry_if) for inner in nested)
+    return retry_if is not None and bool(retry_if(error))
+
+
+# --- timers
+
+
+async def drive_reconnection(
+    machine: ReconnectionStateMachine,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Fire the machine's pending retries when their delays run out; runs until cancelled.
+
+    It sleeps only while a retry is pending, wakes up when the retry is
+    cancelled or replaced, and calls
+    :meth:`~ReconnectionStateMachine.fire_retry` once the delay of the
+    retry it slept for has passed and that retry is still pending. React to
+    the ``retry_started`` event (or the ``connecting`` state) to reconnect.
+
+    Start it in a task group and cancel the group's scope to stop it; with
+    ``await tg.start(...)`` it is listening before ``start`` returns::
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(drive_reconnection, machine)
+            ...
+            tg.cancel_scope.cancel()
+    """
+    changed = anyio.Event()
+
+    def wake() -> None:
+        changed.set()
+
+    remove = machine.add_retry_listener(wake)
+    try:
+        task_status.started()
+        while True:
+            pending = machine.pending_retry
+            if pending is None:
+                await changed.wait()
+            else:
+                with anyio.move_on_after(pending.delay_seconds):
+                    await changed.wait()
+                # Fire only the retry we slept for: if it was cancelled or
+                # replaced meanwhile, the next round sleeps for the new one.
+                if machine.pending_retry is pending:
+                    machine.fire_retry()
+            # Events cannot be reset; the listener sets whichever is current.
+            changed = anyio.Event()
+    finally:
+        remove()
+
+
+class _Run:
+    """What one run of the monitor task shares with the monitor's methods.
+
+    Kept per run so that a task still winding down after ``stop()`` can never
+    touch the state of the run that a new ``start()`` began.
+    """
+
+    __slots__ = ("scope", "wait_scope")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.wait_scope: anyio.CancelScope | None = None
+
+
+class HeartbeatMonitor:
+    """Calls ``on_timeout`` when ``timeout_ms`` pass without :meth:`on_heartbeat`.
+
+    The deadline logic is a :class:`~enclave_stream.reconnect.HeartbeatDeadline`;
+    this adds the task that waits for it. A heartbeat only records the time:
+    the task wakes at the old deadline, sees the new one, and sleeps again,
+    so a heartbeat costs no timer rescheduling.
+
+    It fires once per silence: after ``on_timeout`` it stays quiet until the
+    next :meth:`on_heartbeat` or :meth:`reset`, which re-arms it with a full
+    ``timeout_ms`` from that moment. :meth:`pause` stops the clock until the
+    next heartbeat. ``on_timeout`` is a plain function or a coroutine function
+    (an awaitable result is awaited); it runs in the monitor's task, and if it
+    raises, the exception propagates through the task group (out of the
+    ``async with``).
+
+    Use it as a context manager that owns its task::
+
+        async with HeartbeatMonitor(30_000, on_timeout=stream_is_dead) as monitor:
+            async for event in events:
+                monitor.on_heartbeat()
+
+    or in a task group of your own with :meth:`start` and :meth:`stop`.
+    Time is ``anyio.current_time()``, so a virtual clock drives it in tests.
+    """
+
+    def __init__(self, timeout_ms: float, on_timeout: Callable[[], object]) -> None:
+        self._deadline = HeartbeatDeadline(timeout_ms)
+        self._on_timeout = on_timeout
+        self._run: _Run | None = None
+        self._stack: AsyncExitStack | None = None
+
+    @property
+    def timeout_ms(self) -> float:
+        """The allowed silence, in milliseconds."""
+        return self._deadline.timeout_ms
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._run is not None
+
+    @property
+    def time_since_last_heartbeat_ms(self) -> float:
+        """Milliseconds since the last heartbeat (or since :meth:`start`); 0.0 before either."""
+        last = self._deadline.last_beat
+        return 0.0 if last is None else (anyio.current_time() - last) * 1000
+
+    def on_heartbeat(self) -> None:
+        """Record a sign of life: the timeout restarts from now (and re-arms after a timeout)."""
+        deadline = self._deadline
+        deadline.beat(anyio.current_time())
+        run = self._run
+        # The waiting task needs waking only when the deadline came closer:
+        # after a timeout or a pause it waits without one.
+        wait_scope = None if run is None else run.wait_scope
+        if wait_scope is not None and wait_scope.deadline > deadline.deadline:
+            wait_scope.deadline = deadline.deadline
+
+    def reset(self) -> None:
+        """Restart the timeout from now, e.g. after reconnecting (same as :meth:`on_heartbeat`)."""
+        self.on_heartbeat()
+
+    def pause(self) -> None:
+        """Stop the clock (a wait that is not the peer's silence) until the next heartbeat."""
+        self._deadline.pause()
+
+    def start(self, task_group: TaskGroup) -> None:
+        """Start the monitor task in ``task_group``; the timeout counts from now.
+
+        A stopped monitor may be started again.
+
+        Raises:
+            RuntimeError: if it is already running.
+        """
+        if self._run is not None:
+            raise RuntimeError("HeartbeatMonitor is already running")
+        run = self._run = _Run()
+        self._deadline.beat(anyio.current_time())
+        task_group.start_soon(self._watch, run, name="HeartbeatMonitor")
+
+    def stop(self) -> None:
+        """Stop the monitor task (idempotent); ``on_timeout`` will not be called after this."""
+        run, self._run = self._run, None
+        if run is not None:
+            run.scope.cancel()
+
+    async def __aenter__(self) -> HeartbeatMonitor:
+        async with AsyncExitStack() as stack:
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            self.start(task_group)
+            stack.callback(self.stop)  # before the task group waits for the task
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            raise RuntimeError("HeartbeatMonitor.__aexit__ called without __aenter__")
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    async def _watch(self, run: _Run) -> None:
+        deadline = self._deadline
+        with run.scope:
+            while True:
+                if not deadline.expired(anyio.current_time()):
+                    with anyio.CancelScope(deadline=deadline.deadline) as wait:
+                        run.wait_scope = wait
+                        await anyio.sleep_forever()
+                    run.wait_scope = None
+                    continue
+                result = self._on_timeout()
+                if inspect.isawaitable(result):
+                    await result
+
+
+class _NoMonitor:
+    """Stands in for the heartbeat monitor when there is no heartbeat timeout."""
+
+    def on_heartbeat(self) -> None:
+        pass
+
+    def pause(self) -> None:
+        pass
+
+
+_NO_MONITOR = _NoMonitor()
+
+
+# --- the resumable event stream
+
+
+@dataclass(frozen=True, slots=True)
+class _Plaintext:
+    """A plaintext event on an encrypted stream, with its line number (for the message)."""
+
+    event: ParsedEvent
+    line: int
+
+
+_Item: TypeAlias = "ParsedEvent | LineError | _Plaintext"
+
+
+class _Lines:
+    """The NDJSON parser of one connection: chunks in, lists of items out.
+
+    The one place that talks to the parser. Lines the fast decoder refuses
+    are judged off the event loop; on an encrypted stream a plaintext event
+    is wrapped in :class:`_Plaintext` with its line number.
+    """
+
+    __slots__ = ("_items", "_mark_plaintext", "_parser", "_slow")
+
+    def __init__(self, max_line_bytes: int, *, mark_plaintext: bool) -> None:
+        self._items: list[_Item | SlowLine] = []
+        self._slow = False
+        self._mark_plaintext = mark_plaintext
+        on_event: Callable[[ParsedEvent], object] = self._items.append
+        if mark_plaintext:
+
+            def on_event(event: ParsedEvent) -> None:
+                if type(event) is EncryptedEnvelope:
+                    self._items.append(event)
+                else:
+                    self._items.append(_Plaintext(event, self._parser.line_number))
+
+        self._parser = NdjsonStreamParser(
+            on_event,
+            self._items.append,
+            max_line_bytes=max_line_bytes,
+            on_slow_line=self._on_slow_line,
+        )
+
+    def _on_slow_line(self, line: SlowLine) -> None:
+        self._slow = True
+        self._items.append(line)
+
+    async def feed(self, chunk: bytes | bytearray | None) -> list[_Item]:
+        """The items completed by ``chunk``; None: the end of the bytes (flush)."""
+        if chunk is None:
+            self._parser.flush()
+        else:
+            self._parser.feed(chunk)
+        items = self._items.copy()
+        self._items.clear()
+        if not self._slow:
+            return items  # type: ignore[return-value]  # no SlowLine among them
+        self._slow = False
+        judged: list[_Item] = []
+        for item in items:
+            if type(item) is not SlowLine:
+                judged.append(item)  # type: ignore[arg-type]
+                continue
+            verdict = await judge_off_loop(item)
+            if verdict is None:
+                continue
+            if self._mark_plaintext and not isinstance(verdict, LineError | EncryptedEnvelope):
+                judged.append(_Plaintext(verdict, item.number))
+            else:
+                judged.append(verdict)
+        return judged
+
 
 # How many batches (one per chunk received) may wait for a consumer busy
 # elsewhere: enough to overlap parsing with consuming, small enough that a
-# slow consumer stops the reader, and with it the socket reads, at once.
-_BUFFERED_BATCHES = 2
-# How many may wait for a consumer that was woken for the first of them and
-# has not run yet (see BatchQueue): room for the chunks of a socket read or
-# two (on trio the reader may get two turns before the consumer's comes).
-_BUFFERED_BATCHES_WOKEN = 5
+# slow consumer stops the reader, and with it the socket reads, soon.
+_BUFFERED_BATCHES = 1
 
 
 class ResumableEventStream:
@@ -68,22 +462,37 @@ class ResumableEventStream:
         on_error: ErrorHandler | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
-        self._follower = Follower(
-            connect,
-            config=config,
-            heartbeat_timeout_ms=heartbeat_timeout_ms,
-            session=session,
-            require_encryption=require_encryption,
-            deadline_ms=deadline_ms,
-            on_state=on_state,
-            retry_if=retry_if,
-            allow_gaps=allow_gaps,
-            on_error=on_error,
-            max_line_bytes=max_line_bytes,
+        # None means no limit.
+        if heartbeat_timeout_ms is not None:
+            duration_seconds("heartbeat_timeout_ms", heartbeat_timeout_ms)
+        self._deadline_s = (
+            math.inf if deadline_ms is None else duration_seconds("deadline_ms", deadline_ms)
         )
-        self._queue: BatchQueue | None = None
-        self._task_group: TaskGroup | None = None
+        if max_line_bytes < 1:
+            raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
+        if session is None and isinstance(connect, EncryptingConnector) and connect.encrypted:
+            session = connect  # its handshake makes the stream encrypted
+        self._connect = connect
+        self._heartbeat_timeout_ms = heartbeat_timeout_ms
+        self._session = session
+        self._retry_if = retry_if
+        self._on_error = on_error
+        # An encrypted stream carries envelopes only: a plaintext event is an
+        # injection (a relayed genuine hello does not make the body genuine).
+        self._core = ResumeCore(
+            config,
+            allow_gaps=allow_gaps,
+            refuse_plaintext=session is not None and require_encryption,
+            max_line_bytes=max_line_bytes,
+            on_state=on_state,
+        )
+        self._send, self._receive = anyio.create_memory_object_stream[list[StreamEvent]](
+            _BUFFERED_BATCHES
+        )
+        self._stack: AsyncExitStack | None = None
+        self._entered = False
         self._reader_scope = anyio.CancelScope()
+        self._failure: Exception | None = None
         self._batch: list[StreamEvent] = []
         # Where the loop is in the batch: a list iterator, cheaper per event
         # than an index, and its length hint is exactly how many are left.
@@ -93,12 +502,12 @@ class ResumableEventStream:
     @property
     def state(self) -> ConnectionState:
         """The connection state (``connected`` once a connection delivers a new event)."""
-        return self._follower.machine.state
+        return self._core.machine.state
 
     @property
     def last_seq(self) -> int | None:
         """The seq of the last event read and passed on (it may still wait in the buffer)."""
-        return self._follower.last_seq
+        return self._core.last_seq
 
     @property
     def events_delivered(self) -> int:
@@ -108,7 +517,7 @@ class ResumableEventStream:
     @property
     def gaps(self) -> list[SequenceGap]:
         """The gaps accepted with ``allow_gaps=True`` (the first 100), oldest first."""
-        return self._follower.gaps
+        return self._core.gaps
 
     def __aiter__(self) -> ResumableEventStream:
         return self
@@ -118,21 +527,19 @@ class ResumableEventStream:
         # whenever it waits for the reader.
         for event in self._cursor:
             return event
-        return await self._next_batch()
-
-    async def _next_batch(self) -> StreamEvent:
-        queue = self._queue
-        if queue is None:
-            raise RuntimeError("use the event stream inside its `async with` block")
-        # A batch already waiting is taken without a trip through the event
-        # loop: the reader is ahead by a few batches at most.
-        batch = await queue.get()
+        if self._stack is None:
+            if not self._entered:
+                raise RuntimeError("use the event stream inside its `async with` block")
+            raise StopAsyncIteration
+        try:
+            batch = await self._receive.receive()
+        except anyio.EndOfStream:
+            batch = None  # the reader is done
+        except anyio.ClosedResourceError:  # aclose()
+            raise StopAsyncIteration from None
         if batch is None:
-            # The end; closed by aclose() or on leaving the block, the stream
-            # just stops.
-            failure = None if queue.closed else self._follower.failure
-            if failure is not None:
-                raise failure
+            if self._failure is not None:
+                raise self._failure
             raise StopAsyncIteration
         self._taken += len(self._batch)
         self._batch = batch
@@ -145,18 +552,16 @@ class ResumableEventStream:
         self._taken = self.events_delivered
         self._batch = []
         self._cursor = iter(self._batch)
-        if self._queue is not None:
-            self._queue.close()
+        self._receive.close()
         await anyio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> ResumableEventStream:
-        if self._task_group is not None or self._queue is not None:
+        if self._entered:
             raise RuntimeError("an event stream can be entered only once")
-        queue = self._queue = BatchQueue(_BUFFERED_BATCHES, _BUFFERED_BATCHES_WOKEN)
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(self._read, queue, name="ResumableEventStream reader")
+        self._entered = True
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._reading())
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -165,28 +570,199 @@ class ResumableEventStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        task_group, self._task_group = self._task_group, None
-        if task_group is None:
+        stack, self._stack = self._stack, None
+        if stack is None:
             raise RuntimeError("ResumableEventStream.__aexit__ called without __aenter__")
-        self._reader_scope.cancel()
-        # The reader keeps its errors for the consumer, so the group has
-        # nothing to report but cancellation. Hand it only a cancellation:
-        # any other exception would come out wrapped in an ExceptionGroup.
-        if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
-            exc_type, exc, tb = None, None, None
-        try:
-            await task_group.__aexit__(exc_type, exc, tb)
-        finally:
-            if self._queue is not None:
-                self._queue.close()
-            machine = self._follower.machine
-            if machine.state not in (ConnectionState.CLOSED, ConnectionState.FAILED):
-                machine.close()
-        return None
+        return await stack.__aexit__(exc_type, exc, tb)
 
-    async def _read(self, queue: BatchQueue) -> None:
-        with self._reader_scope:
-            await self._follower.run(queue)
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """Owns the reader task while the consumer's block runs."""
+        error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(self._read, name="ResumableEventStream reader")
+                try:
+                    yield
+                except BaseException as exc:
+                    # The consumer's own error: kept out of the task group, which
+                    # would wrap it in an ExceptionGroup. Cancellation goes through.
+                    if isinstance(exc, anyio.get_cancelled_exc_class()):
+                        raise
+                    error = exc
+                finally:
+                    self._reader_scope.cancel()
+                    self._receive.close()
+        finally:
+            self._core.finish(FINISHED)  # closed, unless it failed
+        if error is not None:
+            raise error
+
+    async def _read(self) -> None:
+        core = self._core
+        outcome: Finished | GiveUp | None = None
+        try:
+            with self._reader_scope, anyio.move_on_after(self._deadline_s) as overall:
+                outcome = await self._follow()
+            if overall.cancelled_caught:
+                outcome = core.give_up(f"the deadline of {self._deadline_s * 1000:g} ms passed")
+            if outcome is not None:
+                core.finish(outcome)
+        except Exception as exc:  # a callback (on_state) failed
+            self._failure = exc
+        finally:
+            if isinstance(outcome, GiveUp) and self._failure is None:
+                self._failure = outcome.error
+            self._send.close()
+
+    async def _follow(self) -> Finished | GiveUp:
+        core = self._core
+        core.connect()
+        while True:
+            outcome = await self._connection()
+            if not isinstance(outcome, Reconnect):
+                return outcome
+            logger.info("event stream disconnected: %s", outcome.reason)
+            delay = core.disconnected(outcome)
+            if isinstance(delay, GiveUp):
+                return delay
+            await anyio.sleep(delay)
+            core.retry()
+
+    async def _connection(self) -> Outcome:
+        """Read one connection to its end; say what should happen next."""
+        self._core.connection_opened()
+        ended: list[Outcome] = []  # kept even if the heartbeat cancels the closing
+        timeout_ms = self._heartbeat_timeout_ms
+        with anyio.CancelScope() as scope:
+            # Only new events of the session push the heartbeat deadline back:
+            # bytes, bad lines or old events resent would keep a dead stream
+            # open for ever. Its clock runs from before connecting.
+            monitor = (
+                nullcontext(_NO_MONITOR)
+                if timeout_ms is None
+                else HeartbeatMonitor(timeout_ms, on_timeout=scope.cancel)
+            )
+            async with monitor as heartbeat:
+                await self._read_connection(heartbeat, ended)
+        if ended:
+            return ended[0]
+        return Reconnect(f"no new event for {timeout_ms:g} ms (heartbeat timeout)")
+
+    async def _read_connection(
+        self, heartbeat: HeartbeatMonitor | _NoMonitor, ended: list[Outcome]
+    ) -> None:
+        core = self._core
+        lines = _Lines(core.max_line_bytes, mark_plaintext=core.refuse_plaintext)
+        try:
+            async with self._connect(core.next_seq) as source:
+                chunks = iter_chunks(source)
+                try:
+                    async for chunk in chunks:
+                        items = await lines.feed(chunk)
+                        if items:
+                            outcome = await self._pass_on(items, heartbeat)
+                            if outcome is not None:
+                                ended.append(outcome)
+                                return
+                    items = await lines.feed(None)
+                    # Text after the last newline is a last line sent without
+                    # its newline, or what a cut connection left of a line:
+                    # take a whole event, but do not report a fragment.
+                    cut = any(type(item) is LineError for item in items)
+                    if items and not cut:
+                        outcome = await self._pass_on(items, heartbeat)
+                        if outcome is not None:
+                            ended.append(outcome)
+                            return
+                    ended.append(core.connection_ended(cut))
+                finally:
+                    await chunks.aclose()
+                    await aclose_source(source, forcefully=True)
+        except Exception as exc:
+            # An error while closing after a decision changes nothing.
+            if not ended:
+                ended.append(self._classify(exc))
+
+    def _classify(self, error: Exception) -> Outcome:
+        described = f"{type(error).__name__}: {error}"
+        if is_retryable(error, self._retry_if):
+            return Reconnect(described, error)
+        return self._core.give_up(f"fatal error: {described}", error)
+
+    async def _pass_on(
+        self, items: list[_Item], heartbeat: HeartbeatMonitor | _NoMonitor
+    ) -> Outcome | None:
+        """Send the new events of ``items`` to the consumer; an outcome ends the connection."""
+        core = self._core
+        outcome: Outcome | None = None
+        before = core.delivered
+        try:
+            core.accept_in_order(items)
+        except Exception as exc:  # on_state failed; the run counts as delivered
+            outcome = GiveUp(f"{type(exc).__name__}: {exc}", exc)
+        run = core.delivered - before
+        # The usual chunk is one such run: then there is no rest to look at.
+        batch: list[StreamEvent] = items if run == len(items) else items[:run]  # type: ignore[assignment]
+        rest = items[run:] if run < len(items) and outcome is None else ()
+        try:
+            for item in rest:
+                kind = type(item)
+                if kind is LineError:
+                    core.line_error(item)  # type: ignore[arg-type]
+                    report_line_error(item, self._on_error, False)  # type: ignore[arg-type]
+                    continue
+                if kind is _Plaintext:
+                    verdict = core.check(item.event, item.line)  # type: ignore[union-attr]
+                else:
+                    verdict = core.check(item)  # type: ignore[arg-type]
+                if verdict is DROP:
+                    continue
+                if verdict is not NEW:
+                    outcome = verdict
+                    break
+                event: StreamEvent = item  # type: ignore[assignment]
+                if kind is EncryptedEnvelope:
+                    opened = await self._open(item)  # type: ignore[arg-type]
+                    if isinstance(opened, GiveUp):
+                        outcome = opened
+                        break
+                    event = opened
+                batch.append(event)
+                if core.accept(item, event):  # type: ignore[arg-type]
+                    outcome = FINISHED
+                    break
+        except Exception as exc:
+            # A callback (on_error, on_state) failed: not the transport's doing.
+            outcome = GiveUp(f"{type(exc).__name__}: {exc}", exc)
+        if batch:
+            heartbeat.on_heartbeat()
+            try:
+                self._send.send_nowait(batch)
+            except anyio.WouldBlock:
+                # Waiting for a slow consumer is not silence from the server.
+                heartbeat.pause()
+                try:
+                    await self._send.send(batch)
+                except anyio.BrokenResourceError:
+                    return Finished.CONSUMER_GONE
+                heartbeat.on_heartbeat()
+            except anyio.BrokenResourceError:
+                return Finished.CONSUMER_GONE
+        return outcome
+
+    async def _open(self, envelope: EncryptedEnvelope) -> StreamEvent | GiveUp:
+        session = self._session
+        if session is None:
+            return self._core.give_up(
+                f"received an encrypted event (seq {envelope.seq}) but no session"
+            )
+        try:
+            return await open_off_loop(session.open, envelope)
+        except Exception as exc:
+            return self._core.give_up(
+                f"could not open the encrypted event with seq {envelope.seq}", exc
+            )
 
 
 def open_event_stream(
@@ -218,7 +794,8 @@ def open_event_stream(
     as NDJSON; ``enc`` envelopes are opened with ``session``; events already
     delivered (a replay that starts too early, a resent line) are dropped, so
     the loop sees each sequence number at most once, in increasing order. The
-    stream ends after the ``final`` event, which is delivered.
+    stream ends after the ``final`` event, which is delivered. The decisions
+    are :class:`~enclave_stream.reconnect.ResumeCore`'s.
 
     Reconnection: a connection is retried, after the backoff of ``config``,
     when it fails with a transport error (``OSError``, anyio's
@@ -282,9 +859,8 @@ def open_event_stream(
         max_line_bytes: longest line accepted; longer ones are reported and
             skipped without being buffered.
 
-    The stream reads ahead by a few received chunks at most (two past the
-    one being iterated while the loop's body is busy elsewhere); a slow
-    consumer slows the reads down (backpressure).
+    The stream reads ahead by a few received chunks at most while the loop's
+    body is busy elsewhere; a slow consumer slows the reads down (backpressure).
     """
     return ResumableEventStream(
         connect,

@@ -5,7 +5,7 @@ On 127.0.0.1, uvicorn serves the Starlette broker app
 simulated program of :mod:`.program`; a :class:`~.loopback.CuttingProxy` in
 front of it drops the first two connections mid-line; the client follows the
 session through the proxy with :func:`~enclave_stream.open_event_stream`
-and :func:`~enclave_stream.reconnect.broker_client.broker_connector`
+and :func:`~enclave_stream.reconnect.http.broker_connector`
 (encrypted, the server's signing key pinned). At the end, what the client
 received is compared with the server's log, event by event.
 """
@@ -33,7 +33,7 @@ from enclave_stream.reconnect import (
     StreamFailedError,
     open_event_stream,
 )
-from enclave_stream.reconnect.broker_client import BrokerConnector, broker_connector
+from enclave_stream.reconnect.http import BrokerConnector, broker_connector
 from enclave_stream.starlette import create_broker_app
 
 from .loopback import CuttingProxy, serve_loopback

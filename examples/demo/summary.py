@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from enclave_stream import HeartbeatEvent, StreamEvent
-from enclave_stream.reconnect.broker_client import BrokerConnector
+from enclave_stream.reconnect.http import BrokerConnector
 
 from .options import DemoOptions
 from .tap import ConnectionReport, WireTap

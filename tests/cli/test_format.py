@@ -20,9 +20,8 @@ from enclave_stream import (
     parse_lines,
 )
 from enclave_stream.cli.format import clean, format_event, format_line_error, plain
-from enclave_stream.cli.sequence import SessionSequence
 from enclave_stream.cli.source import LineEvent
-from enclave_stream.cli.validate import SeqIssue, Summary, Validator, format_summary
+from enclave_stream.cli.validate import SeqIssue, SessionStats, Summary, Validator, format_summary
 from tests.strategies import SAMPLE_EVENTS, any_event
 
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -132,7 +131,7 @@ def test_the_summary_lists_types_bad_lines_and_sessions() -> None:
     summary.event_types.update({"final": 1, "stdout": 5})
     summary.bad_lines.update({"json": 2})
     summary.encoding_issues = 1
-    seq = summary.sessions["s_1"] = SessionSequence()
+    seq = summary.sessions["s_1"] = SessionStats()
     for n in (1, 2, 5, 9, 9, 3):
         seq.receive(n)
 
@@ -153,7 +152,7 @@ def test_the_summary_lists_types_bad_lines_and_sessions() -> None:
 
 def test_many_missing_ranges_are_cut_short_in_the_summary() -> None:
     summary = Summary()
-    seq = summary.sessions["s_1"] = SessionSequence()
+    seq = summary.sessions["s_1"] = SessionStats()
     for n in range(0, 40, 3):
         seq.receive(n)
 

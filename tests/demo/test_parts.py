@@ -21,7 +21,7 @@ from enclave_stream import (
     ToolCallEvent,
 )
 from enclave_stream.producer import EventStream
-from enclave_stream.reconnect.broker_client import broker_connector
+from enclave_stream.reconnect.http import broker_connector
 from examples.demo.loopback import mid_line_cut
 from examples.demo.options import DemoOptions, parse_options
 from examples.demo.program import SessionPlan, dry_run_bytes, session_script

@@ -28,7 +28,7 @@ import anyio
 import uvicorn
 from anyio.abc import SocketAttribute, SocketStream
 
-from enclave_stream.reconnect.broker_client import BrokerConnector, broker_connector
+from enclave_stream.reconnect.http import BrokerConnector, broker_connector
 
 __all__ = [
     "BrokerConnector",

@@ -25,7 +25,7 @@ from enclave_stream.reconnect import (
     StreamFailedError,
     open_event_stream,
 )
-from enclave_stream.reconnect.broker_client import ConnectionRecord, broker_connector
+from enclave_stream.reconnect.http import ConnectionRecord, broker_connector
 from enclave_stream.starlette import create_broker_app
 from tests.integration.asgi_server import serve
 

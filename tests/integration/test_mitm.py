@@ -30,7 +30,7 @@ from enclave_stream.crypto import EncryptionErrorCode, EnvelopeError, EnvelopeEr
 from enclave_stream.events import StreamEvent
 from enclave_stream.producer import BrokerConfig, EventStream, SessionRequest
 from enclave_stream.reconnect import ReconnectionConfig, StreamFailedError, open_event_stream
-from enclave_stream.reconnect.broker_client import broker_connector
+from enclave_stream.reconnect.http import broker_connector
 from enclave_stream.starlette import create_broker_app
 from tests.integration.asgi_server import serve_in_thread
 from tests.reconnect.fakes import consume

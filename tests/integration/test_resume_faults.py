@@ -27,7 +27,7 @@ from enclave_stream.reconnect import (
     StreamFailedError,
     open_event_stream,
 )
-from enclave_stream.reconnect.httpx_connector import httpx_connector
+from enclave_stream.reconnect.http import httpx_connector
 from tests.integration.fault_server import (
     Fault,
     FaultKind,

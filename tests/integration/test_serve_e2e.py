@@ -27,7 +27,7 @@ from enclave_stream.reconnect import (
     StreamFailedError,
     open_event_stream,
 )
-from enclave_stream.reconnect.httpx_connector import httpx_connector
+from enclave_stream.reconnect.http import httpx_connector
 from enclave_stream.starlette import create_broker_app
 from tests.integration.asgi_server import CuttingProxy, LiveServer, broker_connector, serve
 from tests.producer.conftest import session_pair

@@ -41,6 +41,7 @@ from tests.reconnect.fakes import (
     Raise,
     Refuse,
     ScriptedConnector,
+    Sleep,
     Stall,
     consume,
     line,
@@ -219,6 +220,8 @@ async def test_retries_run_out_with_the_last_reason_and_cause() -> None:
     assert "gave up after 3 retries" in caught.value.reason
     assert "nobody home" in caught.value.reason
     assert caught.value.cause is refused
+    assert caught.value.__cause__ is refused
+    assert not isinstance(caught.value.__context__, anyio.EndOfStream)  # no plumbing shown
     assert (caught.value.events_delivered, caught.value.last_seq) == (0, None)
     assert len(connector.calls) == 4
 
@@ -396,7 +399,7 @@ async def test_breaking_out_closes_the_connection_and_leaves_no_task() -> None:
         async for event in events:
             if event.seq == 3:
                 break
-        assert _task_count() == before + 1  # the reader
+        assert _task_count() == before + 2  # the reader and its heartbeat monitor
     assert _task_count() == before
     assert connector.open_connections == 0
     assert connector.closed_iterators == 1
@@ -443,6 +446,35 @@ async def test_aclose_ends_the_iteration() -> None:
     assert seqs(received) == [0, 1]
     assert events.events_delivered == 2
     assert connector.open_connections == 0
+
+
+@on_virtual_clock()
+async def test_a_consumer_cancelled_while_waiting_loses_nothing() -> None:
+    lines = lines_of(6)
+    connector = ScriptedConnector([[*lines[:3], Sleep(1), *lines[3:]]])
+    received: list[StreamEvent] = []
+    async with open_event_stream(connector, config=FAST) as events:
+        received.extend([await events.__anext__() for _ in range(3)])
+        with anyio.move_on_after(0.5) as scope:
+            received.append(await events.__anext__())  # the reader is asleep
+        assert scope.cancelled_caught
+        received.extend([event async for event in events])
+    assert seqs(received) == [0, 1, 2, 3, 4, 5]
+    assert events.events_delivered == 6
+
+
+async def test_aclose_stops_a_reader_held_back_by_a_full_buffer() -> None:
+    connector = ScriptedConnector([[*lines_of(100), Stall()]])
+    async with open_event_stream(connector, config=FAST) as events:
+        await events.__anext__()
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert connector.open_connections == 1  # the reader waits for room
+        await events.aclose()
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert connector.open_connections == 0
+    assert events.state is ConnectionState.CLOSED
 
 
 async def test_a_slow_consumer_holds_the_reader_back() -> None:

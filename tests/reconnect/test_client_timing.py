@@ -1,17 +1,30 @@
-"""open_event_stream on a virtual clock: backoff, the retry-count reset rule, the heartbeat."""
+"""The timers of client.py on a virtual clock.
+
+open_event_stream (backoff, the retry-count reset rule, the heartbeat),
+HeartbeatMonitor (timeout, re-arming, reset, stop, callbacks) and
+drive_reconnection (the state machine's timer).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from enclave_stream import FinalEvent, FinalPayload, HeartbeatEvent, HeartbeatPayload
 from enclave_stream.events import StreamEvent
 from enclave_stream.reconnect import (
+    ConnectionState,
+    FailedEvent,
+    HeartbeatMonitor,
     ReconnectionConfig,
+    ReconnectionEvent,
+    ReconnectionStateMachine,
+    RetryStartedEvent,
     StreamFailedError,
+    drive_reconnection,
     open_event_stream,
 )
 from tests.reconnect.fakes import (
@@ -169,19 +182,16 @@ def test_the_deadline_is_validated(deadline: Any) -> None:
         open_event_stream(ScriptedConnector([]), deadline_ms=deadline)
 
 
-@pytest.mark.parametrize(("gap", "reconnect_at"), [(0.004, 6), (0.006, 6.006)])
-async def test_the_heartbeat_deadline_moves_in_steps_of_a_thousandth(
-    gap: float, reconnect_at: float
-) -> None:
-    # Chunks closer together than 0.1% of the timeout (5 ms of 5 s) after the
-    # deadline was last moved leave it where it is: the silence allowed may
-    # fall short of the timeout by that much, never go past it.
+@pytest.mark.parametrize("gap", [0.004, 0.006, 1.5])
+async def test_each_new_event_pushes_the_heartbeat_deadline_back_exactly(gap: float) -> None:
+    # A new event only records the time (the monitor's task wakes at the old
+    # deadline and sleeps on), so even events a few ms apart move it.
     lines = lines_of(3)
     connector = ScriptedConnector([[lines[0], Sleep(gap), lines[1], Stall()], replay(lines)])
     seqs = await seqs_of(connector, config=backoff(3), heartbeat_timeout_ms=5000)
     assert seqs == [0, 1, 2]
-    # The timeout 5 s after the first chunk (or the second), then the 1 s backoff.
-    assert offsets(connector) == pytest.approx([0, reconnect_at])
+    # The timeout 5 s after the second event, then the 1 s backoff.
+    assert offsets(connector) == pytest.approx([0, gap + 6])
 
 
 async def test_the_timeout_covers_connecting() -> None:
@@ -235,3 +245,308 @@ async def test_jittered_backoff_stays_in_its_band() -> None:
     # Delays are whole milliseconds; compare them as such, not as float differences.
     for wait, base in zip(waits, [1000, 2000, 4000], strict=True):
         assert base * 7 // 10 <= round(wait * 1000) <= base * 13 // 10
+
+
+# --- HeartbeatMonitor
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    nested: tuple[BaseException, ...] | None = getattr(exc, "exceptions", None)
+    if nested is None:
+        return [exc]
+    return [leaf for inner in nested for leaf in _leaves(inner)]
+
+
+class Recorder:
+    """A sync on_timeout that records when it was called."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self.called = anyio.Event()
+
+    def __call__(self) -> None:
+        self.calls.append(anyio.current_time())
+        self.called.set()
+
+
+@pytest.mark.parametrize("timeout_ms", [0, -5, float("nan"), float("inf"), True, "1"])
+def test_timeout_is_validated(timeout_ms: Any) -> None:
+    with pytest.raises(ValueError, match="timeout_ms"):
+        HeartbeatMonitor(timeout_ms, lambda: None)
+
+
+class TestLifecycle:
+    """Firing, re-arming, stopping, errors."""
+
+    async def test_fires_once_after_silence(self) -> None:
+        on_timeout = Recorder()
+        async with HeartbeatMonitor(1000, on_timeout) as monitor:
+            t0 = anyio.current_time()
+            await on_timeout.called.wait()
+            await anyio.sleep(5.0)
+            assert monitor.running
+        assert len(on_timeout.calls) == 1
+        assert on_timeout.calls[0] - t0 >= 1.0 * 0.99
+        assert on_timeout.calls[0] - t0 == pytest.approx(1.0)
+
+    async def test_heartbeat_after_timeout_rearms(self) -> None:
+        on_timeout = Recorder()
+        async with HeartbeatMonitor(1000, on_timeout) as monitor:
+            await on_timeout.called.wait()
+            on_timeout.called = anyio.Event()
+            monitor.on_heartbeat()
+            await on_timeout.called.wait()
+        assert len(on_timeout.calls) == 2
+        assert on_timeout.calls[1] - on_timeout.calls[0] >= 1.0 * 0.99
+
+    async def test_async_callback_is_awaited(self) -> None:
+        done = anyio.Event()
+
+        async def on_timeout() -> None:
+            await anyio.lowlevel.checkpoint()
+            done.set()
+
+        async with HeartbeatMonitor(1000, on_timeout):
+            await done.wait()
+
+    async def test_stop_prevents_the_call_and_ends_the_task(self) -> None:
+        on_timeout = Recorder()
+        monitor = HeartbeatMonitor(1000, on_timeout)
+        tasks_before = len(anyio.get_running_tasks())
+        async with anyio.create_task_group() as tg:
+            monitor.start(tg)
+            assert monitor.running
+            await anyio.sleep(0.5)
+            monitor.stop()
+            monitor.stop()  # idempotent
+            assert not monitor.running
+            # The group exits without being cancelled: the task ended by itself.
+        assert len(anyio.get_running_tasks()) == tasks_before
+        await anyio.sleep(2.0)
+        assert on_timeout.calls == []
+
+    async def test_callback_errors_propagate(self) -> None:
+        def on_timeout() -> None:
+            raise LookupError("stale")
+
+        caught: BaseException | None = None
+        try:
+            async with HeartbeatMonitor(1000, on_timeout):
+                await anyio.sleep_forever()
+        except BaseException as exc:  # an ExceptionGroup (a backport on 3.10)
+            caught = exc
+        assert caught is not None
+        assert [str(leaf) for leaf in _leaves(caught)] == ["stale"]
+
+    async def test_start_twice_is_refused_and_restart_after_stop_works(self) -> None:
+        on_timeout = Recorder()
+        monitor = HeartbeatMonitor(1000, on_timeout)
+        async with anyio.create_task_group() as tg:
+            monitor.start(tg)
+            with pytest.raises(RuntimeError, match="already running"):
+                monitor.start(tg)
+            monitor.stop()
+            monitor.start(tg)
+            await on_timeout.called.wait()
+            monitor.stop()
+        assert len(on_timeout.calls) == 1
+
+    async def test_callback_may_stop_the_monitor(self) -> None:
+        monitor: HeartbeatMonitor
+
+        def on_timeout() -> None:
+            monitor.stop()
+
+        monitor = HeartbeatMonitor(1000, on_timeout)
+        with anyio.fail_after(1.0 * 100):
+            async with anyio.create_task_group() as tg:
+                monitor.start(tg)
+        assert not monitor.running
+
+
+class TestExactTiming:
+    """When the callback fires, to the virtual millisecond."""
+
+    async def test_heartbeats_push_the_deadline(self) -> None:
+        on_timeout = Recorder()
+        async with HeartbeatMonitor(30_000, on_timeout) as monitor:
+            for _ in range(10):
+                await anyio.sleep(29.9)
+                monitor.on_heartbeat()
+            last = anyio.current_time()
+            assert on_timeout.calls == []
+            await on_timeout.called.wait()
+        assert on_timeout.calls == [pytest.approx(last + 30)]
+
+    async def test_pause_stops_the_clock_until_the_next_heartbeat(self) -> None:
+        on_timeout = Recorder()
+        async with HeartbeatMonitor(1000, on_timeout) as monitor:
+            await anyio.sleep(0.5)
+            monitor.pause()
+            await anyio.sleep(60)
+            assert on_timeout.calls == []
+            resumed = anyio.current_time()
+            monitor.on_heartbeat()
+            await on_timeout.called.wait()
+        assert on_timeout.calls == [pytest.approx(resumed + 1)]
+
+    async def test_reset_restarts_the_timeout(self) -> None:
+        on_timeout = Recorder()
+        async with HeartbeatMonitor(1000, on_timeout) as monitor:
+            await anyio.sleep(0.75)
+            monitor.reset()
+            t_reset = anyio.current_time()
+            await on_timeout.called.wait()
+        assert on_timeout.calls == [pytest.approx(t_reset + 1)]
+
+    async def test_time_since_last_heartbeat(self) -> None:
+        monitor = HeartbeatMonitor(1000, lambda: None)
+        assert monitor.time_since_last_heartbeat_ms == 0.0
+        async with monitor:
+            await anyio.sleep(0.25)
+            assert monitor.time_since_last_heartbeat_ms == pytest.approx(250)
+            monitor.on_heartbeat()
+            assert monitor.time_since_last_heartbeat_ms == 0.0
+            await anyio.sleep(0.1)
+            assert monitor.time_since_last_heartbeat_ms == pytest.approx(100)
+
+    async def test_heartbeat_during_a_slow_callback_rearms(self) -> None:
+        calls: list[float] = []
+        second = anyio.Event()
+        monitor: HeartbeatMonitor
+
+        async def on_timeout() -> None:
+            calls.append(anyio.current_time())
+            if len(calls) == 1:
+                await anyio.sleep(0.5)
+                monitor.on_heartbeat()  # arrives while the handler still runs
+                await anyio.sleep(0.5)
+            else:
+                second.set()
+
+        monitor = HeartbeatMonitor(1000, on_timeout)
+        async with monitor:
+            t0 = anyio.current_time()
+            await second.wait()
+        assert calls == [pytest.approx(t0 + 1), pytest.approx(t0 + 2.5)]
+
+
+# --- drive_reconnection
+
+
+def _state(machine: ReconnectionStateMachine) -> ConnectionState:
+    """Read the state through a call, so that mypy does not narrow it across awaits."""
+    return machine.state
+
+
+def _config(max_retries: int = 3) -> ReconnectionConfig:
+    return ReconnectionConfig(max_retries=max_retries, initial_delay_ms=1000, jitter=False)
+
+
+async def test_fires_each_retry_after_its_delay() -> None:
+    started: list[tuple[int, float]] = []
+    failed = anyio.Event()
+    machine: ReconnectionStateMachine
+
+    def observer(event: ReconnectionEvent) -> None:
+        if isinstance(event, RetryStartedEvent):
+            started.append((event.attempt, anyio.current_time()))
+            machine.on_disconnected("still down")  # every retry fails at once
+        elif isinstance(event, FailedEvent):
+            failed.set()
+
+    machine = ReconnectionStateMachine(_config(), on_event=observer)
+    async with anyio.create_task_group() as tg:
+        await tg.start(drive_reconnection, machine)
+        t0 = anyio.current_time()
+        machine.connect()
+        machine.on_disconnected("network")
+        await failed.wait()
+        tg.cancel_scope.cancel()
+
+    assert [attempt for attempt, _ in started] == [1, 2, 3]
+    assert machine.state is ConnectionState.FAILED
+    offsets = [when - t0 for _, when in started]
+    expected = [1.0, 3.0, 7.0]  # 1 s, +2 s, +4 s
+    assert offsets == pytest.approx(expected)
+
+
+async def test_picks_up_a_retry_scheduled_before_it_started() -> None:
+    fired_at: list[float] = []
+    fired = anyio.Event()
+
+    def observer(event: ReconnectionEvent) -> None:
+        if isinstance(event, RetryStartedEvent):
+            fired_at.append(anyio.current_time())
+            fired.set()
+
+    machine = ReconnectionStateMachine(_config(), on_event=observer)
+    t0 = anyio.current_time()
+    machine.on_disconnected()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive_reconnection, machine)
+        await fired.wait()
+        tg.cancel_scope.cancel()
+    assert machine.state is ConnectionState.CONNECTING
+    assert fired_at == [pytest.approx(t0 + 1.0)]
+
+
+async def test_cancelled_retry_is_not_fired() -> None:
+    seen: list[str] = []
+    machine = ReconnectionStateMachine(_config(), on_event=lambda e: seen.append(e.type))
+    async with anyio.create_task_group() as tg:
+        await tg.start(drive_reconnection, machine)
+        machine.on_disconnected()
+        await anyio.sleep(0.5)
+        machine.on_connected()  # the connection came back by itself
+        await anyio.sleep(3.0)
+        assert "retry_started" not in seen
+        assert machine.state is ConnectionState.CONNECTED
+        tg.cancel_scope.cancel()
+
+
+async def test_replaced_retry_uses_the_new_delay() -> None:
+    """A retry rescheduled by a later drop counts from the later drop."""
+    machine = ReconnectionStateMachine(_config())
+    async with anyio.create_task_group() as tg:
+        await tg.start(drive_reconnection, machine)
+        machine.on_disconnected("a")
+        await anyio.sleep(0.6)
+        machine.on_disconnected("b")  # replaces the pending retry: 1 s from now
+        await anyio.sleep(0.6)
+        assert _state(machine) is ConnectionState.RECONNECTING
+        await anyio.sleep(0.6)
+        assert _state(machine) is ConnectionState.CONNECTING
+        tg.cancel_scope.cancel()
+
+
+async def test_two_drivers_fire_a_retry_once() -> None:
+    started: list[int] = []
+    machine = ReconnectionStateMachine(
+        _config(),
+        on_event=lambda e: started.append(e.attempt) if isinstance(e, RetryStartedEvent) else None,
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(drive_reconnection, machine)
+        await tg.start(drive_reconnection, machine)
+        machine.on_disconnected()
+        await anyio.sleep(1.5)
+        tg.cancel_scope.cancel()
+    assert started == [1]
+
+
+async def test_cancellation_leaves_nothing_behind() -> None:
+    machine = ReconnectionStateMachine(_config())
+    tasks_before = len(anyio.get_running_tasks())
+    machine.on_disconnected()
+    async with anyio.create_task_group() as tg:
+        await tg.start(drive_reconnection, machine)
+        await anyio.sleep(0.1)
+        t_cancel = anyio.current_time()
+        tg.cancel_scope.cancel()
+    assert anyio.current_time() == t_cancel  # no waiting for the retry's delay
+    assert len(anyio.get_running_tasks()) == tasks_before
+    # Nobody listens or fires any more.
+    await anyio.sleep(2.0)
+    assert machine.state is ConnectionState.RECONNECTING
+    assert machine.fire_retry()

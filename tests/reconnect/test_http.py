@@ -17,7 +17,7 @@ from enclave_stream.reconnect import (
     StreamFailedError,
     open_event_stream,
 )
-from enclave_stream.reconnect.httpx_connector import httpx_connector
+from enclave_stream.reconnect.http import httpx_connector
 from tests.reconnect.fakes import Body, consume, line, make_session
 
 pytestmark = [
@@ -210,7 +210,7 @@ def test_the_core_works_without_httpx() -> None:
         "import enclave_stream.reconnect as r\n"
         "assert r.open_event_stream\n"
         "try:\n"
-        "    import enclave_stream.reconnect.httpx_connector\n"
+        "    import enclave_stream.reconnect.http\n"
         "except ImportError as e:\n"
         "    print(e)\n"
     )
