@@ -34,10 +34,10 @@ __all__ = [
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 
 import anyio
@@ -46,6 +46,7 @@ from anyio.abc import TaskGroup
 from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, Meta, UnsetType
 
+from .._lifetime import TaskOwner, owned_task_group
 from ..crypto.handshake import accept_client_hello
 from ..encoder import encode_message
 from ..errors import BrokerError, EncryptionError, ReplayUnavailableError
@@ -208,7 +209,7 @@ _request_decoder: Final = msgspec.json.Decoder(SessionRequest)
 _CANCELLED: Final = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
 
 
-class SessionBroker:
+class SessionBroker(TaskOwner):
     """The sessions of one service (see the module docstring).
 
     Use it as ``async with SessionBroker(runner) as broker:`` for the life
@@ -250,7 +251,6 @@ class SessionBroker:
         self._now = now
         self._slots: dict[str, _Slot] = {}  # insertion order: oldest first
         self._task_group: TaskGroup | None = None  # set while inside `async with`
-        self._exit_stack: AsyncExitStack | None = None
 
     @property
     def config(self) -> BrokerConfig:
@@ -270,29 +270,19 @@ class SessionBroker:
 
     # --- lifetime ---------------------------------------------------------------
 
-    async def __aenter__(self) -> SessionBroker:
-        if self._exit_stack is not None:
-            raise RuntimeError("this SessionBroker is already running")
-        async with AsyncExitStack() as stack:
-            # Exit runs these in reverse: cancel the sessions' tasks, wait for
-            # them, then end the streams still open.
-            stack.callback(self._close_streams)
-            task_group = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(task_group.cancel_scope.cancel)
-            self._task_group = task_group
-            self._exit_stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack = self._exit_stack
-        assert stack is not None, "entered by __aenter__"
-        self._task_group = self._exit_stack = None
-        await stack.aclose()
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncIterator[None]:
+        try:
+            # Leaving it cancels the sessions' tasks and waits for them...
+            async with owned_task_group() as task_group:
+                self._task_group = task_group
+                try:
+                    yield
+                finally:
+                    self._task_group = None
+        finally:
+            # ... then ends the streams still open.
+            self._close_streams()
 
     def _close_streams(self) -> None:
         # Streams produced elsewhere: their readers must not wait forever.

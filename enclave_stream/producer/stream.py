@@ -13,15 +13,15 @@ from __future__ import annotations
 __all__ = ["EventStream", "Now", "StoreFactory", "iso_timestamp", "utc_now"]
 
 import math
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
-from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
 import anyio
 from msgspec import UNSET
 
+from .._lifetime import TaskOwner, owned_task_group
 from ..crypto.session import EncryptedSession, SessionRole
 from ..encoder import encode_event
 from ..events import (
@@ -130,7 +130,7 @@ def _interval_seconds(interval_ms: float | None) -> float | None:
     return interval_ms / 1000 if interval_ms else None
 
 
-class EventStream:
+class EventStream(TaskOwner, once=True):
     """One session's events, as the server produces them (see the module docstring).
 
     Each builder appends one event with the next ``seq`` and returns it
@@ -227,8 +227,7 @@ class EventStream:
             self._log = EventLog(max_events=max_events, max_bytes=max_bytes, encode=encode)
         self._tool_calls = 0
         self._stdout_bytes = 0
-        self._exit_stack: AsyncExitStack | None = None  # set while inside `async with`
-        self._entered = False
+        self._beating = False  # inside `async with`, where heartbeats may be sent
         self._last_activity = 0.0  # anyio clock; only read while the heartbeat task runs
         if send_session_init:
             if expires_at is None:
@@ -286,7 +285,7 @@ class EventStream:
 
     def _append(self, event: E) -> E:
         entry = self._log.append(event)
-        if self._exit_stack is not None:
+        if self._beating:
             self._last_activity = anyio.current_time()
         return cast(E, entry.event)
 
@@ -470,37 +469,27 @@ class EventStream:
 
     # --- the heartbeat task -----------------------------------------------------
 
-    async def __aenter__(self) -> EventStream:
-        if self._entered:
-            raise RuntimeError("an EventStream can be entered only once")
-        self._entered = True
-        async with AsyncExitStack() as stack:
-            task_group = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(task_group.cancel_scope.cancel)  # on exit: stop the heartbeats
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncIterator[None]:
+        async with owned_task_group() as task_group:
             self._last_activity = anyio.current_time()
+            self._beating = True
             if self._interval_s is not None:
                 task_group.start_soon(self._heartbeats, self._interval_s)
-            self._exit_stack = stack.pop_all()
-        return self
+            try:
+                yield
+            except BaseException as exc:
+                self._end_unfinished(exc)
+                raise
+            else:
+                self._end_unfinished(None)
+            finally:
+                self._beating = False
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack = self._exit_stack
-        assert stack is not None, "entered by __aenter__"
-        try:
-            if not self._log.finished:
-                self._abort(exc)
-        finally:
-            self._exit_stack = None
-            # The block's exception is not the heartbeat task's: it leaves
-            # this method as it came, and the task group sees a clean exit.
-            await stack.aclose()
-
-    def _abort(self, exc: BaseException | None) -> None:
+    def _end_unfinished(self, exc: BaseException | None) -> None:
+        """Append a failed ``final`` saying why the block ended, unless ``final`` was appended."""
+        if self._log.finished:
+            return
         if exc is None:
             info = ErrorInfo(
                 message="The session closed without a final event", code="SESSION_CLOSED"

@@ -30,18 +30,17 @@ import operator
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
-    AsyncExitStack,
     asynccontextmanager,
     nullcontext,
 )
 from dataclasses import dataclass
-from types import TracebackType
 from typing import NoReturn, Protocol, TypeAlias, runtime_checkable
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._lifetime import TaskOwner, owned_task_group
 from ..crypto.streams import open_off_loop
 from ..errors import FatalConnectError, LineError, RetryableConnectError
 from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
@@ -223,7 +222,7 @@ class _Run:
         self.wait_scope: anyio.CancelScope | None = None
 
 
-class HeartbeatMonitor:
+class HeartbeatMonitor(TaskOwner):
     """Calls ``on_timeout`` when ``timeout_ms`` pass without :meth:`on_heartbeat`.
 
     The deadline logic is a :class:`~enclave_stream.reconnect.HeartbeatDeadline`;
@@ -253,7 +252,6 @@ class HeartbeatMonitor:
         self._deadline = HeartbeatDeadline(timeout_ms)
         self._on_timeout = on_timeout
         self._run: _Run | None = None
-        self._stack: AsyncExitStack | None = None
 
     @property
     def timeout_ms(self) -> float:
@@ -310,24 +308,14 @@ class HeartbeatMonitor:
         if run is not None:
             run.scope.cancel()
 
-    async def __aenter__(self) -> HeartbeatMonitor:
-        async with AsyncExitStack() as stack:
-            task_group = await stack.enter_async_context(anyio.create_task_group())
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncIterator[None]:
+        async with owned_task_group() as task_group:
             self.start(task_group)
-            stack.callback(self.stop)  # before the task group waits for the task
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            raise RuntimeError("HeartbeatMonitor.__aexit__ called without __aenter__")
-        return await stack.__aexit__(exc_type, exc, tb)
+            try:
+                yield
+            finally:
+                self.stop()
 
     async def _watch(self, run: _Run) -> None:
         deadline = self._deadline
@@ -437,7 +425,7 @@ class _Lines:
 _BUFFERED_BATCHES = 1
 
 
-class ResumableEventStream:
+class ResumableEventStream(TaskOwner, once=True):
     """The events of one session, each exactly once and in order, across reconnects.
 
     Made by :func:`open_event_stream` (which documents the arguments); use it
@@ -489,7 +477,6 @@ class ResumableEventStream:
         self._send, self._receive = anyio.create_memory_object_stream[list[StreamEvent]](
             _BUFFERED_BATCHES
         )
-        self._stack: AsyncExitStack | None = None
         self._entered = False
         self._reader_scope = anyio.CancelScope()
         self._failure: Exception | None = None
@@ -527,15 +514,13 @@ class ResumableEventStream:
         # whenever it waits for the reader.
         for event in self._cursor:
             return event
-        if self._stack is None:
-            if not self._entered:
-                raise RuntimeError("use the event stream inside its `async with` block")
-            raise StopAsyncIteration
+        if not self._entered:
+            raise RuntimeError("use the event stream inside its `async with` block")
         try:
             batch = await self._receive.receive()
         except anyio.EndOfStream:
             batch = None  # the reader is done
-        except anyio.ClosedResourceError:  # aclose()
+        except anyio.ClosedResourceError:  # aclose(), or the block has ended
             raise StopAsyncIteration from None
         if batch is None:
             if self._failure is not None:
@@ -555,48 +540,20 @@ class ResumableEventStream:
         self._receive.close()
         await anyio.lowlevel.checkpoint()
 
-    async def __aenter__(self) -> ResumableEventStream:
-        if self._entered:
-            raise RuntimeError("an event stream can be entered only once")
-        self._entered = True
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(self._reading())
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            raise RuntimeError("ResumableEventStream.__aexit__ called without __aenter__")
-        return await stack.__aexit__(exc_type, exc, tb)
-
     @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[None]:
+    async def _lifetime(self) -> AsyncIterator[None]:
         """Owns the reader task while the consumer's block runs."""
-        error: BaseException | None = None
+        self._entered = True
         try:
-            async with anyio.create_task_group() as task_group:
+            async with owned_task_group() as task_group:
                 task_group.start_soon(self._read, name="ResumableEventStream reader")
                 try:
                     yield
-                except BaseException as exc:
-                    # The consumer's own error: kept out of the task group, which
-                    # would wrap it in an ExceptionGroup. Cancellation goes through.
-                    if isinstance(exc, anyio.get_cancelled_exc_class()):
-                        raise
-                    error = exc
                 finally:
                     self._reader_scope.cancel()
                     self._receive.close()
         finally:
             self._core.finish(FINISHED)  # closed, unless it failed
-        if error is not None:
-            raise error
 
     async def _read(self) -> None:
         core = self._core
