@@ -34,7 +34,7 @@ from contextlib import (
     nullcontext,
 )
 from dataclasses import dataclass
-from typing import NoReturn, Protocol, TypeAlias, runtime_checkable
+from typing import Any, NoReturn, ParamSpec, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -419,6 +419,30 @@ class _Lines:
         return judged
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _takes_arguments_of(
+    target: Callable[_P, _R],
+) -> Callable[[Callable[..., _R]], Callable[_P, _R]]:
+    """Lets a function that passes its arguments on to ``target`` take the parameters it takes.
+
+    Type checkers see them through ``ParamSpec``, ``help()`` and
+    ``inspect.signature`` through ``__signature__``; they are written (and
+    documented) once, on ``target``.
+    """
+
+    def forwarder(function: Callable[..., _R]) -> Callable[_P, _R]:
+        signature = inspect.signature(target)
+        function.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            return_annotation=inspect.signature(function).return_annotation
+        )
+        return function
+
+    return forwarder
+
+
 # How many batches (one per chunk received) may wait for a consumer busy
 # elsewhere: enough to overlap parsing with consuming, small enough that a
 # slow consumer stops the reader, and with it the socket reads, soon.
@@ -428,11 +452,93 @@ _BUFFERED_BATCHES = 1
 class ResumableEventStream(TaskOwner, once=True):
     """The events of one session, each exactly once and in order, across reconnects.
 
-    Made by :func:`open_event_stream` (which documents the arguments); use it
-    as ``async with ... as events: async for event in events: ...``. The
-    ``async with`` block owns the task that reads the connections; leaving it
-    (also by ``break``, an exception or cancellation) closes the connection,
-    and no task outlives it.
+    Follows a session's event stream to its ``final`` event, reconnecting as
+    needed. Made by :func:`open_event_stream` (or directly: the two take the
+    same arguments).
+
+    Use it as an async context manager, and iterate::
+
+        async with httpx.AsyncClient() as client:
+            connect = httpx_connector(client, f"{broker}/sessions/{sid}/stream")
+            async with open_event_stream(connect, session=encrypted_session) as events:
+                async for event in events:
+                    ...
+
+    Each connection is made with ``connect(from_seq)``: ``from_seq`` is None
+    until an event has been delivered, then ``last_seq + 1``. Lines are parsed
+    as NDJSON; ``enc`` envelopes are opened with ``session``; events already
+    delivered (a replay that starts too early, a resent line) are dropped, so
+    the loop sees each sequence number at most once, in increasing order. The
+    stream ends after the ``final`` event, which is delivered. The decisions
+    are :class:`~enclave_stream.reconnect.ResumeCore`'s.
+
+    Reconnection: a connection is retried, after the backoff of ``config``,
+    when it fails with a transport error (``OSError``, anyio's
+    ``BrokenResourceError``/``EndOfStream``/``IncompleteRead``, a
+    :class:`~enclave_stream.reconnect.RetryableConnectError`), when it ends
+    before ``final``, and when no new event of the session arrives for
+    ``heartbeat_timeout_ms`` (connecting included; a heartbeat event counts,
+    while bytes, bad lines and events already delivered do not; time spent
+    waiting for a slow consumer does not count). ``retry_if(error)`` decides
+    for other errors, which are fatal without it; a
+    :class:`~enclave_stream.reconnect.FatalConnectError` always is.
+    **The retry count resets once a connection delivers a new event**
+    (not when it merely connects), so a long stream's later drops start again
+    at the initial delay, while a server that keeps accepting connections and
+    dropping them before anything new arrives exhausts ``config.max_retries``.
+
+    Gaps: if a connection skips sequence numbers, the stream reconnects to ask
+    for a replay from the first missing one; if that replay skips them too,
+    the iteration raises :class:`~enclave_stream.reconnect.SequenceGapError`,
+    or with ``allow_gaps=True`` goes on (see ``events.gaps``).
+
+    Encryption and session: with ``session`` (or a connector whose own
+    handshake encrypts the stream, like an encrypting ``broker_connector``,
+    which then opens the envelopes itself), every line must be an envelope
+    of that session; a plaintext event ends the stream with an
+    :class:`~enclave_stream.crypto.EnvelopeError` (reason
+    ``plaintext_refused``, with the event's type, seq and line) as the
+    failure's cause. The first event fixes the session id: an event of another
+    session raises :class:`~enclave_stream.reconnect.SessionMismatchError`.
+
+    Failure: giving up (a fatal error, retries exhausted, an envelope that
+    cannot be opened, one that arrives with no ``session``, a plaintext event
+    on an encrypted stream, another session's event, the overall deadline)
+    raises :class:`~enclave_stream.reconnect.StreamFailedError` from the
+    loop, after the events received before it; it says why and how many
+    events were delivered. An event missing because its line exceeded
+    ``max_line_bytes`` raises
+    :class:`~enclave_stream.reconnect.LineTooLongError`, which says so. An
+    exception raised by ``on_state``, ``on_error`` or ``retry_if`` ends the
+    stream and is raised from the loop as it is.
+
+    Args:
+        connect: opens one connection; see :data:`Connector`.
+        config: retries and backoff.
+        heartbeat_timeout_ms: the longest silence allowed on a connection;
+            None waits forever.
+        session: opens ``enc`` envelopes (an ``EncryptedSession``).
+        require_encryption: with ``session``, refuse plaintext events (the
+            default). ``False`` lets plaintext events through an encrypted
+            stream: for debugging a mixed stream only, never in production,
+            since anyone on the path could then inject events.
+        deadline_ms: the longest the whole stream may take, reconnects
+            included; None (the default) has no limit.
+        on_state: called with each new :class:`ConnectionState`, from the
+            reader task: ``connecting``, ``connected`` (first new event),
+            ``reconnecting``, ``failed``, ``closed``.
+        retry_if: classifies errors that are neither transport nor connector errors.
+        allow_gaps: go on past events that even a replay does not have.
+        on_error: gets each bad line as a :class:`~enclave_stream.LineError`;
+            without it they are logged on the ``enclave_stream`` logger.
+        max_line_bytes: longest line accepted; longer ones are reported and
+            skipped without being buffered.
+
+    The ``async with`` block owns the task that reads the connections;
+    leaving it (also by ``break``, an exception or cancellation) closes the
+    connection, and no task outlives it. The stream reads ahead by a few
+    received chunks at most while the loop's body is busy elsewhere; a slow
+    consumer slows the reads down (backpressure).
     """
 
     def __init__(
@@ -722,113 +828,15 @@ class ResumableEventStream(TaskOwner, once=True):
             )
 
 
-def open_event_stream(
-    connect: Connector,
-    *,
-    config: ReconnectionConfig = DEFAULT_RECONNECTION_CONFIG,
-    heartbeat_timeout_ms: float | None = 30_000,
-    session: EnvelopeOpener | None = None,
-    require_encryption: bool = True,
-    deadline_ms: float | None = None,
-    on_state: Callable[[ConnectionState], object] | None = None,
-    retry_if: Callable[[Exception], bool] | None = None,
-    allow_gaps: bool = False,
-    on_error: ErrorHandler | None = None,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> ResumableEventStream:
+@_takes_arguments_of(ResumableEventStream)
+def open_event_stream(*args: Any, **kwargs: Any) -> ResumableEventStream:
     """Follow a session's event stream to its ``final`` event, reconnecting as needed.
 
-    Use it as an async context manager, and iterate::
+    ``open_event_stream(connect, **options)`` is ``ResumableEventStream(connect,
+    **options)``, which documents the options::
 
-        async with httpx.AsyncClient() as client:
-            connect = httpx_connector(client, f"{broker}/sessions/{sid}/stream")
-            async with open_event_stream(connect, session=encrypted_session) as events:
-                async for event in events:
-                    ...
-
-    Each connection is made with ``connect(from_seq)``: ``from_seq`` is None
-    until an event has been delivered, then ``last_seq + 1``. Lines are parsed
-    as NDJSON; ``enc`` envelopes are opened with ``session``; events already
-    delivered (a replay that starts too early, a resent line) are dropped, so
-    the loop sees each sequence number at most once, in increasing order. The
-    stream ends after the ``final`` event, which is delivered. The decisions
-    are :class:`~enclave_stream.reconnect.ResumeCore`'s.
-
-    Reconnection: a connection is retried, after the backoff of ``config``,
-    when it fails with a transport error (``OSError``, anyio's
-    ``BrokenResourceError``/``EndOfStream``/``IncompleteRead``, a
-    :class:`~enclave_stream.reconnect.RetryableConnectError`), when it ends
-    before ``final``, and when no new event of the session arrives for
-    ``heartbeat_timeout_ms`` (connecting included; a heartbeat event counts,
-    while bytes, bad lines and events already delivered do not; time spent
-    waiting for a slow consumer does not count). ``retry_if(error)`` decides
-    for other errors, which are fatal without it; a
-    :class:`~enclave_stream.reconnect.FatalConnectError` always is.
-    **The retry count resets once a connection delivers a new event**
-    (not when it merely connects), so a long stream's later drops start again
-    at the initial delay, while a server that keeps accepting connections and
-    dropping them before anything new arrives exhausts ``config.max_retries``.
-
-    Gaps: if a connection skips sequence numbers, the stream reconnects to ask
-    for a replay from the first missing one; if that replay skips them too,
-    the iteration raises :class:`~enclave_stream.reconnect.SequenceGapError`,
-    or with ``allow_gaps=True`` goes on (see ``events.gaps``).
-
-    Encryption and session: with ``session`` (or a connector whose own
-    handshake encrypts the stream, like an encrypting ``broker_connector``,
-    which then opens the envelopes itself), every line must be an envelope
-    of that session; a plaintext event ends the stream with an
-    :class:`~enclave_stream.crypto.EnvelopeError` (reason
-    ``plaintext_refused``, with the event's type, seq and line) as the
-    failure's cause. The first event fixes the session id: an event of another
-    session raises :class:`~enclave_stream.reconnect.SessionMismatchError`.
-
-    Failure: giving up (a fatal error, retries exhausted, an envelope that
-    cannot be opened, one that arrives with no ``session``, a plaintext event
-    on an encrypted stream, another session's event, the overall deadline)
-    raises :class:`~enclave_stream.reconnect.StreamFailedError` from the
-    loop, after the events received before it; it says why and how many
-    events were delivered. An event missing because its line exceeded
-    ``max_line_bytes`` raises
-    :class:`~enclave_stream.reconnect.LineTooLongError`, which says so. An
-    exception raised by ``on_state``, ``on_error`` or ``retry_if`` ends the
-    stream and is raised from the loop as it is.
-
-    Args:
-        connect: opens one connection; see :data:`Connector`.
-        config: retries and backoff.
-        heartbeat_timeout_ms: the longest silence allowed on a connection;
-            None waits forever.
-        session: opens ``enc`` envelopes (an ``EncryptedSession``).
-        require_encryption: with ``session``, refuse plaintext events (the
-            default). ``False`` lets plaintext events through an encrypted
-            stream: for debugging a mixed stream only, never in production,
-            since anyone on the path could then inject events.
-        deadline_ms: the longest the whole stream may take, reconnects
-            included; None (the default) has no limit.
-        on_state: called with each new :class:`ConnectionState`, from the
-            reader task: ``connecting``, ``connected`` (first new event),
-            ``reconnecting``, ``failed``, ``closed``.
-        retry_if: classifies errors that are neither transport nor connector errors.
-        allow_gaps: go on past events that even a replay does not have.
-        on_error: gets each bad line as a :class:`~enclave_stream.LineError`;
-            without it they are logged on the ``enclave_stream`` logger.
-        max_line_bytes: longest line accepted; longer ones are reported and
-            skipped without being buffered.
-
-    The stream reads ahead by a few received chunks at most while the loop's
-    body is busy elsewhere; a slow consumer slows the reads down (backpressure).
+        async with open_event_stream(connect, session=encrypted_session) as events:
+            async for event in events:
+                ...
     """
-    return ResumableEventStream(
-        connect,
-        config=config,
-        heartbeat_timeout_ms=heartbeat_timeout_ms,
-        session=session,
-        require_encryption=require_encryption,
-        deadline_ms=deadline_ms,
-        on_state=on_state,
-        retry_if=retry_if,
-        allow_gaps=allow_gaps,
-        on_error=on_error,
-        max_line_bytes=max_line_bytes,
-    )
+    return ResumableEventStream(*args, **kwargs)
