@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -586,3 +587,12 @@ async def test_a_final_event_longer_than_the_line_limit_is_named_too() -> None:
     assert seqs(received) == [0, 1]
     assert (caught.value.line, caught.value.max_line_bytes) == (1, 1000)
     assert connector.calls == [None, 2]
+
+
+async def test_open_event_stream_takes_the_parameters_of_the_stream_it_makes() -> None:
+    # Declared once, on ResumableEventStream; help() shows them on both.
+    ours = inspect.signature(open_event_stream)
+    assert ours.parameters == inspect.signature(ResumableEventStream).parameters
+    assert "heartbeat_timeout_ms" in ours.parameters
+    async with open_event_stream(ScriptedConnector([]), heartbeat_timeout_ms=None) as stream:
+        assert isinstance(stream, ResumableEventStream)
