@@ -29,21 +29,22 @@ from typing import Any, ClassVar, Final, Literal, Union
 
 import msgspec
 
-from ._jsjson import js_trim, utf16_truncate
-from .encoder import EventEncoder, encode_event
-from .errors import FailureKind, LineError
-from .events import DEFAULT_PROTOCOL_VERSION, ParsedEvent
-from .wire import (
+from ._json import js_trim, utf16_truncate
+from .codec import (
     _EVENT_DECODER,
     FAST_PATH_ERRORS,
     GC_PAUSE_BYTES,
     DecodeFailure,
+    EventEncoder,
     container_overload,
     decode_event,
     decode_event_slow,
+    encode_event,
     gc_paused,
     refused_after_decode,
 )
+from .errors import FailureKind, LineError
+from .events import DEFAULT_PROTOCOL_VERSION, ParsedEvent
 
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 """Longest line (in bytes, without its newline) the stream parsers accept: 16 MiB."""

@@ -24,7 +24,7 @@ from typing import Any, Union
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, ObjectSendStream
 
-from .encoder import EventEncoder
+from .codec import EventEncoder
 from .errors import LineError, NdjsonParseError
 from .events import ParsedEvent
 from .ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser, SlowLine

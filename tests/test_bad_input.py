@@ -20,7 +20,7 @@ from enclave_stream import (
     parse_lines,
     serialize_event,
 )
-from enclave_stream._jsjson import MAX_DEPTH
+from enclave_stream._json import MAX_DEPTH
 from enclave_stream.streams import create_ndjson_parse_stream, parse_ndjson_stream
 
 SID = "s_1"

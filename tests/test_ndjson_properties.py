@@ -26,9 +26,9 @@ from enclave_stream import (
     serialize_event,
     serialize_events,
 )
-from enclave_stream._jsjson import JS_WHITESPACE, js_loads, utf16_truncate
+from enclave_stream._json import JS_WHITESPACE, js_loads, utf16_truncate
+from enclave_stream.codec import DecodeFailure, decode_event, decode_event_slow
 from enclave_stream.streams import parse_ndjson_stream
-from enclave_stream.wire import DecodeFailure, decode_event, decode_event_slow
 from tests.jsvalues import json_equal
 from tests.strategies import EVENT_STRATEGIES, any_event, json_values
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Final, NamedTuple, Union
 
-from .._jsjson import js_trim
+from .._json import js_trim
 from ..errors import LineError
 from ..events import ParsedEvent
 from ..ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser

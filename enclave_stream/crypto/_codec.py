@@ -32,7 +32,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Final, TypeAlias, cast
 
-from ..encoder import encode_event, validate_event
+from ..codec import DecodeFailure, decode_event, decode_message, encode_event, validate_event
 from ..errors import (
     Base64DecodeError,
     EnvelopeError,
@@ -47,7 +47,6 @@ from ..events import (
     StreamEvent,
 )
 from ..protocol import MAX_SAFE_INTEGER, is_session_id
-from ..wire import DecodeFailure, decode_event, decode_message
 from ._b64 import from_base64
 
 STREAM_EVENT_TYPES: Final = frozenset(STREAM_EVENT_CLASSES)

@@ -38,7 +38,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, UnsetType
 
-from ..encoder import enc_hook, encode_message
+from ..codec import decode_message, enc_hook, encode_message
 from ..errors import (
     Base64DecodeError,
     EcdhError,
@@ -55,7 +55,6 @@ from ..protocol import (
     KeyDerivation,
     SupportedCurve,
 )
-from ..wire import decode_message
 from ._codec import b64decode, to_b64
 from .ecdh import (
     EcdhKeyPair,

@@ -41,12 +41,11 @@ from typing import Final, NoReturn, SupportsIndex, TypeAlias
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .._jsjson import js_quote
-from ..encoder import encode_event
+from .._json import js_quote
+from ..codec import decode_event, encode_event
 from ..errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason, HandshakeError
 from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
 from ..protocol import StrEnum, is_session_id
-from ..wire import decode_event
 from ._codec import (
     STREAM_EVENT_TYPES,
     InnerEvent,

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 
-from ..encoder import encode_event
+from ..codec import encode_event
 from ..events import EncryptedEnvelope, StreamEvent
 
 # Problems of one kind listed before the rest are summed up.

@@ -46,8 +46,8 @@ from anyio.abc import TaskGroup
 from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, Meta, UnsetType
 
+from ..codec import encode_message
 from ..crypto.handshake import accept_client_hello
-from ..encoder import encode_message
 from ..errors import BrokerError, EncryptionError, ReplayUnavailableError
 from ..events import ErrorInfo, SessionLimits
 from ..protocol import (

@@ -36,7 +36,7 @@ from typing import Final, NamedTuple, Protocol, cast
 import anyio
 import msgspec
 
-from ..encoder import encode_event
+from ..codec import encode_event
 from ..errors import ReplayUnavailableError, StreamFinishedError
 from ..events import FinalEvent, StreamEvent
 

@@ -22,8 +22,8 @@ import anyio
 from anyio.abc import TaskGroup
 from msgspec import UNSET
 
+from ..codec import encode_event
 from ..crypto.session import EncryptedSession, SessionRole
-from ..encoder import encode_event
 from ..events import (
     DEFAULT_SESSION_LIMITS,
     CatalogChangedEvent,

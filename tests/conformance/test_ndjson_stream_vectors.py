@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from enclave_stream import LineError, NdjsonStreamParser, parse_lines, serialize_event
-from enclave_stream._jsjson import js_loads
+from enclave_stream._json import js_loads
 from enclave_stream.streams import parse_ndjson_stream
 from tests.jsvalues import json_equal
 from tests.vectors import case_id, cases

@@ -20,6 +20,7 @@ from enclave_stream import (
     StdoutEvent,
     StdoutPayload,
 )
+from enclave_stream.codec import decode_event, encode_event
 from enclave_stream.crypto import (
     EncryptedSession,
     EncryptionErrorCode,
@@ -33,8 +34,6 @@ from enclave_stream.crypto import (
     decrypt_json,
     derive_session_keys,
 )
-from enclave_stream.encoder import encode_event
-from enclave_stream.wire import decode_event
 
 SESSION = "s_session"
 C2S = bytes(range(32))
