@@ -1,40 +1,40 @@
-"""Decoding single protocol messages with the reference's rules.
+"""Protocol messages to and from JSON, with JavaScript's verdicts.
 
-Decoding takes a fast path and a slow path. The fast path is one call of a
-reused msgspec ``Decoder`` whose types carry the schema's constraints. Where
-msgspec and JavaScript disagree about the JSON (``1.0`` as an integer, escaped
-lone surrogates, ``1e400``, duplicate keys whose first value is invalid, very
-deep nesting, bytes that are not UTF-8), msgspec refuses the line and the slow
-path re-reads it the way ``JSON.parse`` does and validates the result with
-``msgspec.convert``. So the verdict is always the reference's, and valid lines
-pay for nothing but msgspec.
+Decoding has one entry point, :func:`decode_lines` (:func:`decode_event` and
+:func:`decode_message` decode one line through it). Each line first takes the
+fast path: one call of a reused msgspec ``Decoder`` whose types carry the
+schema's constraints. Where msgspec and JavaScript disagree about the JSON
+(``1.0`` as an integer, escaped lone surrogates, ``1e400``, duplicate keys
+whose first value is invalid, very deep nesting, bytes that are not UTF-8),
+msgspec refuses the line and the plain path re-reads it the way ``JSON.parse``
+does (:mod:`._json`) and validates the result with ``msgspec.convert``. So the
+verdict is always the plain path's (a property test checks the two agree), and
+valid lines pay for nothing but msgspec.
+
+Encoding (:class:`EventEncoder`) validates every message before it leaves:
+an invalid one raises :class:`~enclave_stream.EventValidationError` naming
+the field, so it never reaches the wire.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BYTES_PER_CONTAINER",
-    "FAST_PATH_ERRORS",
     "GC_PAUSE_BYTES",
     "DecodeFailure",
-    "FailureKind",
-    "decode_event",
-    "decode_event_slow",
-    "container_overload",
-    "convert_js_value",
-    "decode_message",
     "EventEncoder",
+    "decode_event",
+    "decode_lines",
+    "decode_message",
+    "enc_hook",
     "encode_event",
     "encode_message",
     "validate_event",
-    "gc_paused",
-    "post_decode_problem",
-    "refused_after_decode",
 ]
 
 import gc
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar, cast
 
@@ -75,7 +75,7 @@ class DecodeFailure(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def message(self) -> str:
-        """The report in the reference's style (``JSON parse error: ...`` etc.)."""
+        """The report: ``JSON parse error: ...``, ``Validation error: ...`` or ``Empty line``."""
         if self.kind is FailureKind.JSON:
             return f"JSON parse error: {self.reason}"
         if self.kind is FailureKind.VALIDATION:
@@ -84,13 +84,17 @@ class DecodeFailure(msgspec.Struct, frozen=True, gc=False):
         return self.reason
 
 
+_BLANK: Final = DecodeFailure(FailureKind.EMPTY, "Empty line", None, "")
+
 # No float_hook: it would turn a free-form 1.0 into 1 as JavaScript does, but
-# costs a Python call per float, and a reference peer never writes 1.0 anyway.
-_EVENT_DECODER: Final[msgspec.json.Decoder[ParsedEvent]] = msgspec.json.Decoder(ParsedEvent)
-# What msgspec raises for input the slow path must judge: DecodeError (and its
-# ValidationError), UnicodeError (a ValueError) for non-UTF-8 bytes or lone
+# costs a Python call per float, and a peer writing JSON.stringify's output
+# never writes 1.0 anyway (compatibility N4).
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {ParsedEvent: msgspec.json.Decoder(ParsedEvent)}
+
+# What msgspec raises for input the plain path must judge: DecodeError (and
+# its ValidationError), UnicodeError (a ValueError) for non-UTF-8 bytes or lone
 # surrogates, RecursionError for deep nesting.
-FAST_PATH_ERRORS: Final = (msgspec.DecodeError, ValueError, RecursionError)
+_FAST_PATH_ERRORS: Final = (msgspec.DecodeError, ValueError, RecursionError)
 
 _PATH_SUFFIX = re.compile(r" - at `(\$[^`]*)`$")
 _SESSION_ID_WORDS: Final = "a session id (a string starting with 's_' and at least 3 characters)"
@@ -111,12 +115,12 @@ def _explain(exc: msgspec.ValidationError) -> tuple[str, str]:
     return reason, path
 
 
-def post_decode_problem(message: object) -> tuple[str, str] | None:
-    """The checks msgspec's types leave to us: ``protocolVersion`` present, session id prefix.
+def _post_decode_problem(message: object) -> tuple[str, str] | None:
+    """The rules msgspec's types leave to us: ``protocolVersion`` present, session id prefix.
 
     Returns (expectation, JSON path) or ``None`` when the message is fine.
     """
-    missing = missing_version_path(message)
+    missing = _missing_version_path(message)
     if missing is not None:
         return "Object missing required field `protocolVersion`", missing
     session_id = getattr(message, "session_id", None)
@@ -125,9 +129,195 @@ def post_decode_problem(message: object) -> tuple[str, str] | None:
     return None
 
 
-def _failure_from_validation(exc: msgspec.ValidationError, trimmed: str) -> DecodeFailure:
-    reason, path = _explain(exc)
-    return DecodeFailure(FailureKind.VALIDATION, reason, path, trimmed)
+def _missing_version_path(message: object) -> str | None:
+    """Where a decoded message lacked ``protocolVersion`` (msgspec filled the default in).
+
+    ``None`` when every level that needs it had it on the wire.
+    """
+    if getattr(message, "protocol_version", None) is DEFAULT_PROTOCOL_VERSION:
+        return "$"
+    encryption = getattr(message, "encryption", None)
+    hello = getattr(encryption, "client_hello", None)
+    if getattr(hello, "protocol_version", None) is DEFAULT_PROTOCOL_VERSION:
+        return "$.encryption.clientHello"
+    hello = getattr(message, "client_hello", None)
+    if getattr(hello, "protocol_version", None) is DEFAULT_PROTOCOL_VERSION:
+        return "$.clientHello"
+    return None
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
+
+
+# --- the one accept loop -----------------------------------------------------------
+
+
+def decode_lines(
+    lines: Sequence[bytes | str],
+    *,
+    longest: int | None = None,
+    type_: Any = ParsedEvent,
+    judge: bool = True,
+) -> tuple[list[Any], list[int]]:
+    """Decode each line on its own: one verdict per line, and where the refusals are.
+
+    Returns ``(verdicts, refused)``: ``verdicts[i]`` is line ``i`` decoded as
+    ``type_`` (events by default), or a :class:`DecodeFailure` saying why it is
+    not one (kind ``EMPTY`` for a blank line); ``refused`` lists, in order, the
+    indices whose verdict is not a message. Lines are taken untrimmed, without
+    their newline.
+
+    Args:
+        longest: the length of the longest line, or any bound above it
+            (measured if not given). A line over :data:`GC_PAUSE_BYTES` is
+            checked against :data:`BYTES_PER_CONTAINER` before decoding and
+            decoded with the cyclic GC paused; a batch whose bound is below
+            that is not measured line by line.
+        judge: with ``False``, a line the fast path cannot settle is left
+            unjudged: its verdict is ``None`` (blank lines still get theirs),
+            and the caller judges it later with ``decode_event(line,
+            fast=False)``, for example in a worker thread, since JavaScript's
+            rules cost up to a thousand times more per byte in pure Python.
+    """
+    verdicts: list[Any] = []
+    refused: list[int] = []
+    if longest is None:
+        longest = max(map(len, lines), default=0)
+    _accept(lines, type_, judge, verdicts, refused, longest > GC_PAUSE_BYTES)
+    return verdicts, refused
+
+
+def _accept(
+    lines: Sequence[bytes | str],
+    type_: Any,
+    judge: bool,
+    verdicts: list[Any],
+    refused: list[int],
+    may_be_big: bool,
+) -> None:
+    """msgspec first; what it refuses, or decodes but our rules refuse, gets the plain verdict."""
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders.setdefault(type_, msgspec.json.Decoder(type_))
+    decode = decoder.decode
+    events = type_ is ParsedEvent
+    missing = DEFAULT_PROTOCOL_VERSION
+    known_session = ""
+    append = verdicts.append
+    for line in lines:
+        if may_be_big and len(line) > GC_PAUSE_BYTES:
+            value = _big_line(line, type_, judge)
+            if type(value) is DecodeFailure or value is None:
+                refused.append(len(verdicts))
+            append(value)
+            continue
+        try:
+            value = decode(line)
+        except _FAST_PATH_ERRORS:
+            if judge:
+                value = _plain(line, type_)
+                if type(value) is DecodeFailure:
+                    refused.append(len(verdicts))
+            else:
+                refused.append(len(verdicts))
+                blank = not (line.strip() if isinstance(line, bytes) else js_trim(line))
+                value = _BLANK if blank else None
+            append(value)
+            continue
+        if events and value.protocol_version is not missing:
+            # msgspec leaves the "s_" prefix to us; a stream rarely changes
+            # session, so compare with the last one first.
+            session_id = value.session_id
+            if session_id == known_session or session_id.startswith(SESSION_ID_PREFIX):
+                known_session = session_id
+                append(value)
+                continue
+        # What msgspec accepts, JavaScript reads the same way (duplicate keys:
+        # the last wins in both), so only these rules can refuse it now; that
+        # spares re-reading a big line in pure Python to say its session id is bad.
+        problem = _post_decode_problem(value)
+        if problem is not None:
+            refused.append(len(verdicts))
+            value = DecodeFailure(FailureKind.VALIDATION, *problem, js_trim(_text(line)))
+        append(value)
+
+
+def _big_line(line: bytes | str, type_: Any, judge: bool) -> Any:
+    """A line over GC_PAUSE_BYTES: bounded in containers, then decoded with the GC paused."""
+    overload = _container_overload(line)
+    if overload is not None:
+        return overload
+    verdicts: list[Any] = []
+    with _gc_paused(len(line)):
+        _accept((line,), type_, judge, verdicts, [], False)
+    return verdicts[0]
+
+
+def decode_event(raw: bytes | str, *, fast: bool = True) -> ParsedEvent | DecodeFailure:
+    """Decode one line (untrimmed) into an event, or say why it is not one.
+
+    ``fast=False`` skips msgspec's attempt and reads the line the plain way
+    only (JavaScript's JSON rules, then validation): the same verdict, at a
+    higher cost; it is for a line the fast path already refused.
+    """
+    result: ParsedEvent | DecodeFailure = _decode_one(raw, ParsedEvent, fast)
+    return result
+
+
+def _decode_one(raw: bytes | str, type_: Any, fast: bool = True) -> Any:
+    if not fast:
+        return _plain(raw, type_)
+    return decode_lines((raw,), longest=len(raw), type_=type_)[0][0]
+
+
+def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
+    """Decode and validate one protocol message (a hello, a request ...).
+
+    ``raw`` is JSON text or an already parsed mapping. Raises
+    :class:`~enclave_stream.EventValidationError` (with ``.path``) when the
+    message breaks the schema and :class:`~enclave_stream.ProtocolError` when it
+    is not JSON.
+    """
+    if isinstance(raw, Mapping):
+        try:
+            raw = js_dumps(raw)
+        except TypeError as exc:
+            raise EventValidationError(str(exc)) from None
+    result = _decode_one(raw, type_)
+    if isinstance(result, DecodeFailure):
+        if result.kind is FailureKind.VALIDATION:
+            raise EventValidationError(result.reason, result.path or "$")
+        raise ProtocolError(f"{type_.__name__}: {result.message}")
+    return cast(T, result)
+
+
+# --- the plain path: JavaScript's reading, then validation ----------------------------
+
+
+def _plain(raw: bytes | str, type_: Any) -> Any:
+    """The verdict on one line, read as ``JSON.parse`` reads it (the message or a failure)."""
+    overload = _container_overload(raw)
+    if overload is not None:
+        return overload
+    with _gc_paused(len(raw)):
+        text = _text(raw)
+        trimmed = js_trim(text)
+        if not trimmed:
+            return DecodeFailure(FailureKind.EMPTY, "Empty line", None, trimmed)
+        try:
+            value = js_loads(trimmed)
+        except JsonSyntaxError as exc:
+            return DecodeFailure(FailureKind.JSON, str(exc), None, trimmed)
+        try:
+            result = _convert_js_value(value, type_)
+        except msgspec.ValidationError as exc:
+            reason, path = _explain(exc)
+            return DecodeFailure(FailureKind.VALIDATION, reason, path, trimmed)
+        problem = _post_decode_problem(result)
+        if problem is not None:
+            return DecodeFailure(FailureKind.VALIDATION, *problem, trimmed)
+        return result
 
 
 GC_PAUSE_BYTES: Final = 64 * 1024
@@ -135,7 +325,7 @@ GC_PAUSE_BYTES: Final = 64 * 1024
 
 
 @contextmanager
-def gc_paused(size: int) -> Iterator[None]:
+def _gc_paused(size: int) -> Iterator[None]:
     """Pause the cyclic GC while a line of ``size`` bytes is decoded, if it is big.
 
     A dense line (``[[],[],...]``) makes hundreds of thousands of containers
@@ -165,7 +355,7 @@ MiB; ordinary JSON (``{"id":1,"name":"x","tags":["a"]}``) has one per 20-40
 bytes. Denser big lines are refused (compatibility N12)."""
 
 
-def container_overload(raw: bytes | str) -> DecodeFailure | None:
+def _container_overload(raw: bytes | str) -> DecodeFailure | None:
     """The failure for a big line with more arrays and objects than the bound, else None."""
     size = len(raw)
     if size <= GC_PAUSE_BYTES:
@@ -186,34 +376,6 @@ def container_overload(raw: bytes | str) -> DecodeFailure | None:
     )
 
 
-def decode_event_slow(raw: bytes | str, type_: Any = ParsedEvent) -> Any:
-    """Judge a line the fast path refused: the decoded message or a :class:`DecodeFailure`."""
-    overload = container_overload(raw)
-    if overload is not None:
-        return overload
-    with gc_paused(len(raw)):
-        return _judge(raw, type_)
-
-
-def _judge(raw: bytes | str, type_: Any) -> Any:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
-    trimmed = js_trim(text)
-    if not trimmed:
-        return DecodeFailure(FailureKind.EMPTY, "Empty line", None, trimmed)
-    try:
-        value = js_loads(trimmed)
-    except JsonSyntaxError as exc:
-        return DecodeFailure(FailureKind.JSON, str(exc), None, trimmed)
-    try:
-        result = convert_js_value(value, type_)
-    except msgspec.ValidationError as exc:
-        return _failure_from_validation(exc, trimmed)
-    problem = post_decode_problem(result)
-    if problem is not None:
-        return DecodeFailure(FailureKind.VALIDATION, problem[0], problem[1], trimmed)
-    return result
-
-
 # Lone surrogates are valid in JSON.parse's strings but msgspec must encode a
 # key to look up a struct field (and a tag or a refused value to report it),
 # which fails on them. So convert() sees every lone surrogate replaced by a
@@ -225,7 +387,7 @@ _SUPPLEMENTARY_PRIVATE_USE = re.compile("[\U000f0000-\U0010ffff]")
 _BLOCK = 0x800
 
 
-def convert_js_value(value: Any, type_: Any) -> Any:
+def _convert_js_value(value: Any, type_: Any) -> Any:
     """``msgspec.convert`` for a value from :func:`js_loads`, lone surrogates included.
 
     Raises ``msgspec.ValidationError`` when the value breaks the schema, with
@@ -358,94 +520,17 @@ def _unmasked(
     return value
 
 
-def missing_version_path(message: object) -> str | None:
-    """Where a decoded message lacked ``protocolVersion`` (msgspec filled the default in).
-
-    ``None`` when every level that needs it had it on the wire.
-    """
-    if getattr(message, "protocol_version", None) is DEFAULT_PROTOCOL_VERSION:
-        return "$"
-    encryption = getattr(message, "encryption", None)
-    hello = getattr(encryption, "client_hello", None)
-    if getattr(hello, "protocol_version", None) is DEFAULT_PROTOCOL_VERSION:
-        return "$.encryption.clientHello"
-    hello = getattr(message, "client_hello", None)
-    if getattr(hello, "protocol_version", None) is DEFAULT_PROTOCOL_VERSION:
-        return "$.clientHello"
-    return None
-
-
-def decode_event(raw: bytes | str) -> ParsedEvent | DecodeFailure:
-    """Decode one line (untrimmed) into an event, or say why it is not one."""
-    overload = container_overload(raw)
-    if overload is not None:
-        return overload
-    try:
-        with gc_paused(len(raw)):
-            event = _EVENT_DECODER.decode(raw)
-    except FAST_PATH_ERRORS:
-        pass
-    else:
-        if event.protocol_version is not DEFAULT_PROTOCOL_VERSION and event.session_id.startswith(
-            SESSION_ID_PREFIX
-        ):
-            return event
-        refused = refused_after_decode(event, raw)
-        if refused is not None:
-            return refused
-    judged: ParsedEvent | DecodeFailure = decode_event_slow(raw)
-    return judged
-
-
-def refused_after_decode(event: object, raw: bytes | str) -> DecodeFailure | None:
-    """The verdict on a line msgspec decoded, if the post-decode checks refuse it.
-
-    Equal to :func:`decode_event_slow`'s (a property test checks it): what
-    msgspec accepts, JavaScript reads the same way (duplicate keys: the last
-    wins in both), so the only problems left are the ones these checks find.
-    It spares re-reading a big line in pure Python to say its session id is
-    bad.
-    """
-    problem = post_decode_problem(event)
-    if problem is None:
-        return None
-    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
-    return DecodeFailure(FailureKind.VALIDATION, problem[0], problem[1], js_trim(text))
-
-
-_message_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
-
-
-def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
-    """Decode and validate one protocol message (a hello, a request ...).
-
-    ``raw`` is JSON text or an already parsed mapping. Raises
-    :class:`~enclave_stream.EventValidationError` (with ``.path``) when the
-    message breaks the schema and :class:`~enclave_stream.ProtocolError` when it
-    is not JSON.
-    """
-    if isinstance(raw, Mapping):
-        try:
-            raw = js_dumps(raw)
-        except TypeError as exc:
-            raise EventValidationError(str(exc)) from None
-    decoder = _message_decoders.get(type_)
-    if decoder is None:
-        decoder = _message_decoders.setdefault(type_, msgspec.json.Decoder(type_))
-    try:
-        message = decoder.decode(raw)
-    except FAST_PATH_ERRORS:
-        pass
-    else:
-        if post_decode_problem(message) is None:
-            return cast(T, message)
-    result = decode_event_slow(raw, type_)
-    if isinstance(result, DecodeFailure):
-        if result.kind is FailureKind.VALIDATION:
-            raise EventValidationError(result.reason, result.path or "$")
-        raise ProtocolError(f"{type_.__name__}: {result.message}")
-    return cast(T, result)
-
+# --- encoding ------------------------------------------------------------------
+#
+# Events are written with their base fields in the order JSON.stringify gives a
+# peer's objects (protocolVersion, sessionId, seq, type, payload; msgspec alone
+# would put the tag first and protocolVersion last). The part before seq depends
+# only on the event type, version and session id, so it is built once per
+# session and kept as a %-template: an event then costs one msgspec encode of its
+# payload and one formatting operation. msgspec never validates on
+# construction, so the encoder does: cheap type checks for stdout events,
+# nothing more for payloads whose __post_init__ checked every field, and a
+# decode of the encoded payload for the rest (so the rules are the decoder's).
 
 # Payloads whose __post_init__ checks every field: they are frozen and their
 # only mutable parts are free-form JSON values, which no change can make
@@ -491,7 +576,7 @@ _ENCODE_ERRORS: Final = (UnicodeEncodeError, RecursionError, TypeError, Overflow
 class _EventKind:
     """What the encoder needs per event class."""
 
-    __slots__ = ("decoder", "payload_type", "quick_check", "tag", "templates", "trusted")
+    __slots__ = ("payload_type", "quick_check", "tag", "templates", "trusted")
 
     def __init__(self, event_type: type[msgspec.Struct]) -> None:
         self.tag = str(event_type.__struct_config__.tag)
@@ -499,7 +584,6 @@ class _EventKind:
         self.payload_type: Any = next(f.type for f in fields if f.name == "payload")
         self.trusted = self.payload_type in _VALID_BY_CONSTRUCTION
         self.quick_check = _QUICK_CHECKS.get(self.payload_type)
-        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.payload_type)
         # protocol version -> session id -> b'{"protocolVersion":2,...,"seq":%d,...%s}'
         self.templates: dict[int, dict[str, bytes]] = {1: {}, 2: {}}
 
@@ -643,12 +727,7 @@ def _js_encode(value: Any, path: str = "$.payload") -> bytes:
 
 
 def _validate_payload(kind: _EventKind, body: bytes) -> None:
-    try:
-        kind.decoder.decode(body)
-        return
-    except FAST_PATH_ERRORS:
-        pass
-    result = decode_event_slow(body, kind.payload_type)
+    result = _decode_one(body, kind.payload_type)
     if isinstance(result, DecodeFailure):
         raise EventValidationError(result.reason, "$.payload" + (result.path or "$")[1:])
 
@@ -656,15 +735,15 @@ def _validate_payload(kind: _EventKind, body: bytes) -> None:
 def validate_event(event: ParsedEvent | Mapping[str, Any]) -> ParsedEvent:
     """Check an event against the protocol schema; return it as a typed event.
 
-    A mapping is read as its wire form (camelCase keys), the way the reference
-    would read ``JSON.stringify(mapping)``. Raises
+    A mapping is read as its wire form (camelCase keys), as a receiver would
+    read ``JSON.stringify(mapping)``. Raises
     :class:`~enclave_stream.EventValidationError` naming the offending field.
     """
     if isinstance(event, Mapping):
-        result = decode_event_slow(_js_encode(event, "$"))
+        result = decode_event(_js_encode(event, "$"))
         if isinstance(result, DecodeFailure):
             raise EventValidationError(result.reason, result.path or "$")
-        return cast(ParsedEvent, result)
+        return result
     _default_encoder.encode(event)
     return event
 

@@ -311,7 +311,7 @@ def test_huge_line_stream_parser(max_line_bytes: int) -> None:
         for chunk in huge_line_chunks():
             parser.feed(chunk)
             fed += len(chunk)
-            assert len(parser._pending) <= max_line_bytes
+            assert parser.pending_bytes <= max_line_bytes
             if reported_after is None and any(isinstance(i, LineError) for i in items):
                 reported_after = fed
         parser.flush()
