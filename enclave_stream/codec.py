@@ -766,7 +766,7 @@ _message_encoder: Final = msgspec.json.Encoder(enc_hook=enc_hook)
 def encode_message(message: msgspec.Struct) -> bytes:
     """Encode a message that is not a stream event (hello, request, runtime message).
 
-    Validated like a received message; keys come out in the reference's order.
+    Validated like a received message; keys come out in ``JSON.stringify``'s order.
     """
     tag = _RUNTIME_TAGS.get(type(message))
     if tag is not None:

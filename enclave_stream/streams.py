@@ -98,12 +98,6 @@ async def judge_off_loop(slow_line: SlowLine) -> ParsedEvent | LineError | None:
     return await anyio.to_thread.run_sync(slow_line.judge)
 
 
-async def _judged(found: FeedResult) -> list[ParsedEvent | LineError]:
-    """``found`` with each :class:`SlowLine` replaced by its verdict (blank ones go)."""
-    verdicts = [await judge_off_loop(item) if type(item) is SlowLine else item for item in found]
-    return [item for item in verdicts if item is not None]  # type: ignore[misc]
-
-
 async def parse_ndjson_stream(
     source: ByteSource,
     *,
@@ -144,11 +138,12 @@ async def parse_ndjson_stream(
                 for event in found:
                     yield event  # type: ignore[misc]
                 continue
-            for item in await _judged(found):
-                if type(item) is LineError:
-                    report_line_error(item, on_error, strict)
-                else:
-                    yield item  # type: ignore[misc]
+            for item in found:
+                verdict = await judge_off_loop(item) if type(item) is SlowLine else item
+                if type(verdict) is LineError:
+                    report_line_error(verdict, on_error, strict)
+                elif verdict is not None:  # None: a blank line
+                    yield verdict  # type: ignore[misc]
     finally:
         await chunks.aclose()
         await aclose_source(source)
@@ -196,7 +191,7 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
         self._transport = transport
         self._on_error = on_error
         self._strict = strict
-        self._ready: list[ParsedEvent | LineError] = []
+        self._ready: FeedResult | list[Any] = []
         self._next = 0
         self._ended = False
         self._parser = NdjsonStreamParser(max_line_bytes=max_line_bytes, defer_slow_lines=True)
@@ -206,7 +201,11 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
         while True:
             while self._next < len(self._ready):
                 item = self._ready[self._next]
+                if type(item) is SlowLine:  # if cancelled here, judged again next time
+                    item = await judge_off_loop(item)
                 self._next += 1
+                if item is None:  # a blank line
+                    continue
                 if type(item) is LineError:
                     report_line_error(item, self._on_error, self._strict)
                 else:
@@ -218,10 +217,9 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
                 chunk = await self._transport.receive()
             except anyio.EndOfStream:
                 self._ended = True
-                found = self._parser.flush()
+                self._ready = self._parser.flush()
             else:
-                found = self._parser.feed(chunk)
-            self._ready = await _judged(found) if found.bad_lines else found  # type: ignore[assignment]
+                self._ready = self._parser.feed(chunk)
 
     async def aclose(self) -> None:
         """Close the underlying byte stream."""
@@ -251,7 +249,7 @@ def create_ndjson_parse_stream(
     strict: bool = False,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> NdjsonObjectReceiveStream:
-    """Wrap a byte stream as an object stream of events (the reference's parse TransformStream)."""
+    """Wrap a byte stream as an object stream of events (``createNdjsonParseStream``)."""
     return NdjsonObjectReceiveStream(
         transport, on_error=on_error, strict=strict, max_line_bytes=max_line_bytes
     )

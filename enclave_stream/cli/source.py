@@ -108,7 +108,7 @@ class LineReader:
         max_line_bytes: the parser's line limit.
         check_utf8: also report lines that are not valid UTF-8 (as
             :class:`EncodingIssue`); the parser itself reads such bytes as
-            U+FFFD, as the reference does.
+            U+FFFD, as a WHATWG ``TextDecoder`` does.
 
     >>> reader = LineReader()
     >>> items = reader.feed(b'\\n{"protocolVersion":2,"sessionId":"s_1",')
