@@ -134,7 +134,7 @@ def test_round_trip_every_event_type(cls: type[Any]) -> None:
         # serialize(parse(serialize(e))) is the same JSON value. (Not always the same
         # bytes yet: a double such as 0.0 is written "0.0", and a line that takes the
         # slow path reads it back as the integer 0 -- see
-        # test_encoder.py::test_float_spelling_matches_json_stringify.)
+        # test_codec.py::test_float_spelling_matches_json_stringify.)
         again = serialize_event(parse_line(line).data)  # type: ignore[union-attr]
         assert json_equal(js_loads(again), js_loads(line))
 
