@@ -53,13 +53,13 @@ from enclave_stream import (
     StdoutEvent,
     StdoutPayload,
 )
+from enclave_stream.codec import decode_event
 from enclave_stream.crypto import (
     ClientHandshake,
     EncryptedSession,
     SessionRole,
     accept_client_hello,
 )
-from enclave_stream.wire import decode_event
 
 SESSION = "s_0f8fad5b-d9cb-469f-a165-70867728950e"
 KEY_ID = "k_9b2c0000-0000-4000-8000-000000000000"

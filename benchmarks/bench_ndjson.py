@@ -231,6 +231,14 @@ def main() -> None:
         p.flush()
         assert count == n
 
+    def run_stream_parser_pull() -> None:
+        count = 0
+        p = NdjsonStreamParser()
+        for c in chunks:
+            count += len(p.feed(c))
+        count += len(p.flush())
+        assert count == n
+
     def run_async_stream() -> None:
         async def go() -> None:
             send, receive = anyio.create_memory_object_stream[bytes](len(chunks))
@@ -269,6 +277,7 @@ def main() -> None:
         "parse_floor_kept": best_of(args.repeat, parse_floor_kept),
         "parse_lines": best_of(args.repeat, run_parse_lines),
         "stream_parser_64k": best_of(args.repeat, run_stream_parser),
+        "stream_parser_64k_pull": best_of(args.repeat, run_stream_parser_pull),
         "parse_ndjson_stream_64k": best_of(args.repeat, run_async_stream),
         "serialize_floor": best_of(args.repeat, serialize_floor),
         "serialize_events": best_of(args.repeat, run_serialize),
@@ -278,6 +287,7 @@ def main() -> None:
     targets = {
         "parse_lines": ("parse_floor_kept", 0.6),
         "stream_parser_64k": ("parse_floor", 0.5),
+        "stream_parser_64k_pull": ("parse_floor", 0.5),
         "parse_ndjson_stream_64k": ("parse_floor", 0.5),
         "serialize_events": ("serialize_floor", 0.8),
     }

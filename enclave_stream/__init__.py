@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .codec import EventEncoder, decode_message, encode_message, validate_event
 from .crypto import *  # noqa: F403
 from .crypto import __all__ as _crypto_all
-from .encoder import EventEncoder, encode_message, validate_event
 from .errors import (
     EnclaveStreamError,
     EventValidationError,
@@ -43,7 +43,6 @@ from .streams import (
     parse_ndjson_stream,
     serialize_ndjson_stream,
 )
-from .wire import decode_message
 
 if TYPE_CHECKING:
     from .reconnect.http import BrokerConnector, broker_connector, httpx_connector

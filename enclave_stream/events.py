@@ -10,7 +10,8 @@ Python attributes are snake_case; on the wire they are camelCase
     (<EventType.STDOUT: 'stdout'>, 2)
 
 Field constraints are declared with :class:`msgspec.Meta` so that decoding
-enforces exactly the reference's schema. msgspec does not validate on
+enforces the protocol's schema (the zod schema of ``@enclave-vm/types``,
+docs/compatibility.md). msgspec does not validate on
 construction; payloads whose checks run in Python anyway (call ids, datetimes,
 log records, tool calls) raise :class:`~enclave_stream.EventValidationError`
 when built with a bad value, and for everything else the serializer validates
@@ -100,7 +101,7 @@ from .protocol import (
     ToolProgressPhase,
 )
 
-# --- constrained scalar types (the reference's zod rules) --------------------
+# --- constrained scalar types (the schema's rules) ----------------------------
 
 _DBL_MAX = sys.float_info.max
 # msgspec bounds must fit an int64; a larger JSON integer fails the fast path
@@ -172,7 +173,7 @@ def check_call_id(value: object, field: str = "callId") -> None:
 
 
 def check_datetime(value: object, field: str) -> None:
-    """Raise :class:`EventValidationError` unless ``value`` is a datetime the reference accepts."""
+    """Raise :class:`EventValidationError` unless ``value`` is an ISO-8601 UTC datetime."""
     if not (isinstance(value, str) and _DATETIME.fullmatch(value)):
         raise _field_error(field, "an ISO-8601 UTC datetime string ending in 'Z'", value)
 
@@ -321,9 +322,8 @@ class LogPayload(msgspec.Struct, frozen=True, rename="camel"):
             return
         if not isinstance(data, dict):
             raise _field_error("data", "`object`", data)
-        # The reference rebuilds ``data`` as a record by assignment, which in
-        # JavaScript turns a "__proto__" key into a prototype change: the key
-        # is lost. Dropping it keeps our decoded events equal to the reference's.
+        # A "__proto__" key is dropped, as a JavaScript receiver loses it
+        # (docs/compatibility.md, "matched on purpose").
         if "__proto__" in data:
             msgspec.structs.force_setattr(
                 self, "data", {k: v for k, v in data.items() if k != "__proto__"}
@@ -421,7 +421,7 @@ class CatalogChangedPayload(msgspec.Struct, frozen=True, rename="camel", gc=Fals
 
 
 class EncryptedEnvelopePayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
-    """Payload of an ``enc`` envelope. The reference never writes ``tagB64``."""
+    """Payload of an ``enc`` envelope; ``tag_b64`` is optional and never written by default."""
 
     kid: NonEmptyStr
     nonce_b64: NonEmptyStr
@@ -618,7 +618,7 @@ DEFAULT_SESSION_LIMITS = SessionLimits(
     tool_timeout_ms=30_000,
     heartbeat_interval_ms=15_000,
 )
-"""The reference's default limits."""
+"""The protocol's default session limits."""
 
 
 class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

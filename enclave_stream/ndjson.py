@@ -1,17 +1,18 @@
-"""NDJSON framing and the line codec (sans-IO: no event loop, no I/O).
+"""NDJSON framing (sans-IO: no event loop, no I/O).
 
 One JSON event per line, lines separated by ``b"\\n"`` only. Framing is done on
 bytes, so a chunk may end anywhere (inside a line, a multi-byte UTF-8
 character, or between ``\\r`` and ``\\n``), and characters such as U+2028 or
 U+0085 that other line splitters treat as line breaks stay inside their JSON
-strings. Each line is decoded on its own: a bad line is one error report, and
-the good lines around it are all delivered.
+strings. Each line is decoded on its own (by :func:`~enclave_stream.codec.decode_lines`):
+a bad line is one error report, and the good lines around it are all delivered.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
+    "FeedResult",
     "NdjsonStreamParser",
     "ParseFailure",
     "ParseLinesResult",
@@ -25,28 +26,19 @@ __all__ = [
 ]
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Final, Literal, Union
+from typing import Any, ClassVar, Final, Literal, Union, cast
 
 import msgspec
 
-from ._jsjson import js_trim, utf16_truncate
-from .encoder import EventEncoder, encode_event
+from ._json import js_trim, utf16_truncate
+from .codec import DecodeFailure, EventEncoder, decode_event, decode_lines, encode_event
 from .errors import FailureKind, LineError
-from .events import DEFAULT_PROTOCOL_VERSION, ParsedEvent
-from .wire import (
-    _EVENT_DECODER,
-    FAST_PATH_ERRORS,
-    GC_PAUSE_BYTES,
-    DecodeFailure,
-    container_overload,
-    decode_event,
-    decode_event_slow,
-    gc_paused,
-    refused_after_decode,
-)
+from .events import ParsedEvent
 
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 """Longest line (in bytes, without its newline) the stream parsers accept: 16 MiB."""
+
+_TOO_LONG_HEAD: Final = 512  # bytes of an over-long line kept for its report
 
 
 _serializer: Final = EventEncoder()
@@ -64,11 +56,14 @@ def _line_error(failure: DecodeFailure, line: int, offset: int | None = None) ->
 
 
 class SlowLine(msgspec.Struct, frozen=True, gc=False):
-    """A line the fast decoder refused, handed over to be judged later (see ``on_slow_line``).
+    """A line the fast decoder refused, handed over to be judged later.
 
-    Judging it follows JavaScript's JSON rules in pure Python, which may cost
-    far more per byte than a valid line: an async caller judges big ones off
-    the event loop. Attributes are the line's bytes, number and stream offset.
+    The parser hands these over instead of judging them when asked to
+    (``defer_slow_lines`` or ``on_slow_line``). Judging follows JavaScript's
+    JSON rules in pure Python, which may cost far more per byte than a valid
+    line: an async caller judges big ones off the event loop
+    (:func:`~enclave_stream.streams.judge_off_loop`). Attributes are the
+    line's bytes, number and stream offset.
     """
 
     line: bytes
@@ -77,13 +72,12 @@ class SlowLine(msgspec.Struct, frozen=True, gc=False):
 
     def judge(self) -> ParsedEvent | LineError | None:
         """The event, or the :class:`LineError` reporting it; None for a blank line."""
-        result = decode_event_slow(self.line)
-        if isinstance(result, DecodeFailure):
+        result = decode_event(self.line, fast=False)
+        if type(result) is DecodeFailure:
             if result.kind is FailureKind.EMPTY:
                 return None
             return _line_error(result, self.number, self.offset)
-        judged: ParsedEvent = result
-        return judged
+        return result  # type: ignore[return-value]
 
 
 class ParseSuccess(msgspec.Struct, frozen=True, gc=False):
@@ -138,53 +132,31 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
     """Parse a whole NDJSON document; blank lines are skipped (but counted).
 
     Bytes are decoded as UTF-8 per line, invalid sequences becoming U+FFFD as
-    in the reference's ``TextDecoder``.
+    a WHATWG ``TextDecoder`` does.
     """
     lines: list[Any] = (
         data.split(b"\n") if isinstance(data, (bytes, bytearray)) else data.split("\n")
     )
-    decode = _EVENT_DECODER.decode
+    if not lines[-1]:
+        lines.pop()  # the usual final newline ends the last line; it starts none
+    verdicts, refused = decode_lines(lines, longest=len(data))
+    if not refused:
+        return ParseLinesResult(verdicts, [])
     events: list[ParsedEvent] = []
     errors: list[LineError] = []
-    append = events.append
-    missing = DEFAULT_PROTOCOL_VERSION
-    known_session = ""
-    number = 0
-    # Only a document over the threshold can hold a big line (see _line).
-    may_be_big = len(data) > GC_PAUSE_BYTES
-    for line in lines:
-        number += 1
-        if not line:
-            continue
-        if may_be_big and len(line) > GC_PAUSE_BYTES:
-            result = decode_event(line)  # bounded in containers, GC paused
-        else:
-            try:
-                event = decode(line)
-            except FAST_PATH_ERRORS:
-                result = decode_event_slow(line)
-            else:
-                if event.protocol_version is not missing:
-                    # msgspec leaves the "s_" prefix to us; compare first, as
-                    # a stream rarely changes session.
-                    if event.session_id == known_session:
-                        append(event)
-                        continue
-                    if event.session_id.startswith("s_"):
-                        known_session = event.session_id
-                        append(event)
-                        continue
-                result = refused_after_decode(event, line) or decode_event_slow(line)
-        if isinstance(result, DecodeFailure):
-            if result.kind is not FailureKind.EMPTY:
-                errors.append(_line_error(result, number))
-        else:
-            append(result)
+    done = 0
+    for index in refused:
+        events += verdicts[done:index]
+        done = index + 1
+        failure: DecodeFailure = verdicts[index]
+        if failure.kind is not FailureKind.EMPTY:
+            errors.append(_line_error(failure, index + 1))
+    events += verdicts[done:]
     return ParseLinesResult(events, errors)
 
 
 def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
-    """One event as a compact JSON line (no newline), byte-compatible with the reference.
+    """One event as a compact JSON line (no newline), as ``JSON.stringify`` writes it.
 
     The event is validated first: an invalid event raises
     :class:`~enclave_stream.EventValidationError` naming the field, so it never
@@ -194,45 +166,118 @@ def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
 
 
 def serialize_events(events: Iterable[ParsedEvent | Mapping[str, Any]]) -> str:
-    """Events joined with ``\\n`` (no trailing newline), as the reference's ``serializeEvents``."""
+    """Events joined with ``\\n`` (no trailing newline)."""
     return b"\n".join(_serializer.encode_all(events)).decode("utf-8")
 
 
+Item = Union[ParsedEvent, LineError, SlowLine]
+"""One thing a line held: its event, the report on it, or the line itself, to judge."""
+
+
+class FeedResult(list[Item]):
+    """What one :meth:`NdjsonStreamParser.feed` or ``flush()`` found, in stream order.
+
+    A list of events, :class:`LineError` reports and, when the parser defers
+    them, :class:`SlowLine` items to judge. ``bad_lines`` counts the items that
+    are not events (0: every item is an event); :meth:`line_numbers` says
+    which line each item came from. Built by the parser only.
+    """
+
+    __slots__ = ("_before", "_quiet", "bad_lines")
+
+    def __init__(self, before: int) -> None:
+        super().__init__()
+        self.bad_lines = 0
+        self._before = before  # lines completed before this feed
+        self._quiet: set[int] = set()  # lines completed here that report nothing
+
+    def line_numbers(self) -> list[int]:
+        """The 1-based number of the line each item came from, in order.
+
+        Events carry none of their own, so they are numbered here: the lines
+        between the reports, skipping the blank ones (and an over-long line
+        reported before its newline came).
+        """
+        number = self._before
+        quiet = self._quiet
+        if not self.bad_lines and not quiet:
+            return list(range(number + 1, number + 1 + len(self)))
+        numbers = []
+        for item in self:
+            kind = type(item)
+            if kind is LineError:
+                number = cast(LineError, item).line
+            elif kind is SlowLine:
+                number = cast(SlowLine, item).number
+            else:
+                number += 1
+                while number in quiet:
+                    number += 1
+            numbers.append(number)
+        return numbers
+
+
+class _Offsets:
+    """Stream offsets of a chunk's lines, found walking forward (only bad lines need one)."""
+
+    __slots__ = ("_index", "_lines", "_next", "_start")
+
+    def __init__(self, lines: list[bytes], start: int, second: int) -> None:
+        self._lines = lines
+        self._start = start  # line 0 began in an earlier chunk, maybe
+        self._index, self._next = 1, second
+
+    def at(self, index: int) -> int:
+        if index == 0:
+            return self._start
+        while self._index < index:
+            self._next += len(self._lines[self._index]) + 1
+            self._index += 1
+        return self._next
+
+
 class NdjsonStreamParser:
-    """Incremental NDJSON parser: feed it chunks, it calls back per line.
+    """Incremental NDJSON parser: feed it chunks, get back what their lines held.
+
+    :meth:`feed` and :meth:`flush` return a :class:`FeedResult`: the events
+    and :class:`LineError` reports of the lines they completed, in stream
+    order. The callbacks are optional; each one given is also called per item,
+    in order, before ``feed`` returns.
 
     Args:
-        on_event: called with each valid event, in stream order.
-        on_error: called with a :class:`LineError` for each bad line, in
-            stream order relative to the events.
+        on_event: called with each valid event.
+        on_error: called with a :class:`LineError` for each bad line.
         max_line_bytes: a line longer than this is reported as soon as it
             passes the limit (kind ``"line_too_long"``) and its bytes are
             dropped up to the next newline, where parsing resumes; memory stays
             bounded whatever the peer sends.
-        on_slow_line: if given, a line that the fast decoder refuses is not
-            judged here but handed to it as a :class:`SlowLine`, in stream
-            order with the events and errors; the caller calls
-            ``slow_line.judge()`` when it likes (the async parsers judge big
-            ones in a worker thread, so that no line holds the event loop).
+        defer_slow_lines: a line that the fast decoder refuses is not judged
+            here but returned as a :class:`SlowLine`, in stream order with the
+            events and errors; the caller calls ``slow_line.judge()`` when it
+            likes (the async parsers judge big ones in a worker thread, so
+            that no line holds the event loop).
+        on_slow_line: called with each :class:`SlowLine` (implies
+            ``defer_slow_lines``).
 
-    Exceptions raised by the callbacks propagate out of :meth:`feed`; the
+    An exception raised by a callback propagates out of :meth:`feed`; the
     lines after the failing one in that chunk are then neither delivered nor
     counted, while the parser stays consistent for the next :meth:`feed`.
 
-    >>> events = []
-    >>> p = NdjsonStreamParser(events.append, print)
+    >>> p = NdjsonStreamParser()
     >>> p.feed(b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"std')
-    >>> p.feed(b'out","payload":{"chunk":"hi"}}\\n')
-    >>> events[0].payload.chunk, p.line_number
+    []
+    >>> [event] = p.feed(b'out","payload":{"chunk":"hi"}}\\n')
+    >>> event.payload.chunk, p.line_number
     ('hi', 1)
     """
 
     def __init__(
         self,
-        on_event: Callable[[ParsedEvent], object],
-        on_error: Callable[[LineError], object],
+        on_event: Callable[[ParsedEvent], object] | None = None,
+        on_error: Callable[[LineError], object] | None = None,
         *,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        defer_slow_lines: bool = False,
         on_slow_line: Callable[[SlowLine], object] | None = None,
     ) -> None:
         if max_line_bytes < 1:
@@ -240,22 +285,20 @@ class NdjsonStreamParser:
         self._on_event = on_event
         self._on_error = on_error
         self._on_slow_line = on_slow_line
-        # Lines longer than this are handled one at a time: too long, or big.
-        self._careful = min(max_line_bytes, GC_PAUSE_BYTES)
+        self._callbacks = not (on_event is None and on_error is None and on_slow_line is None)
+        self._judge = not defer_slow_lines and on_slow_line is None
         self._max = max_line_bytes
         self._pending = bytearray()
         self._skipping = False  # inside an over-long line: drop bytes up to the next LF
         self._line_number = 0
         self._consumed = 0  # bytes fed before the current chunk
         self._line_start = 0  # stream offset of the current (unfinished) line
-        self._known_session = ""  # last session id seen valid
 
     @property
     def line_number(self) -> int:
-        """Lines completed so far (the reference's ``getLineNumber()``).
+        """Lines completed so far (``getLineNumber()``).
 
-        Inside an ``on_event`` or ``on_error`` callback, the number of the line
-        being reported.
+        Inside a callback, the number of the line being reported.
         """
         return self._line_number
 
@@ -264,80 +307,101 @@ class NdjsonStreamParser:
         """The line length limit in bytes."""
         return self._max
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for the unfinished line (never more than :attr:`max_line_bytes`)."""
+        return len(self._pending)
+
     def has_pending_data(self) -> bool:
         """True if an unfinished line holds more than white space."""
         if self._skipping:
             return True
         return bool(self._pending) and bool(js_trim(self._pending.decode("utf-8", "replace")))
 
-    def feed(self, chunk: bytes | bytearray | memoryview | str) -> None:
-        """Add a chunk; every line it completes is parsed and reported at once."""
+    def feed(self, chunk: bytes | bytearray | memoryview | str) -> FeedResult:
+        """Add a chunk; return what the lines it completes held (and an over-long line's report)."""
         data = chunk.encode("utf-8", "surrogatepass") if isinstance(chunk, str) else bytes(chunk)
+        before = self._line_number
+        found = FeedResult(before)
         if not data:
-            return
+            return found
         base = self._consumed
         self._consumed = base + len(data)
         first = data.find(b"\n")
         if first < 0:
-            self._extend_pending(data)
-            return
-        # Settle the state for the whole chunk before any callback runs, so
-        # that a callback that raises cannot make a line count twice.
+            too_long = self._set_pending(data)
+            if too_long is not None:
+                self._report_too_long(found, too_long, before + 1, self._line_start)
+            return self._deliver(found, before)
+        # Settle the framing state for the whole chunk before anything is
+        # reported, so that a callback that raises cannot make a line count twice.
         last = data.rfind(b"\n")
         line_start, self._line_start = self._line_start, base + last + 1
         was_skipping, self._skipping = self._skipping, False
-        head: bytes | None = None  # the line the first newline completes
-        too_long: bytes | None = None
+        lines = data[:last].split(b"\n")
+        offsets = _Offsets(lines, line_start, base + first + 1)
+        head_too_long: bytes | None = None
         if self._pending:
             if len(self._pending) + first > self._max:
-                too_long = bytes(self._pending[:512]) + data[: min(first, 512)]
+                head = data[: min(first, _TOO_LONG_HEAD)]
+                head_too_long = bytes(self._pending[:_TOO_LONG_HEAD]) + head
             else:
-                head = bytes(self._pending) + data[:first]
+                lines[0] = bytes(self._pending) + lines[0]
             self._pending.clear()
-        elif not was_skipping:
-            if first > self._max:
-                too_long = data[:512]
-            else:
-                head = data[:first]
+        elif not was_skipping and first > self._max:
+            head_too_long = data[: min(first, _TOO_LONG_HEAD)]
         tail_too_long = self._set_pending(data[last + 1 :])
 
-        if head is not None:
-            self._line(head, line_start)
-        else:
-            self._line_number += 1
-            if too_long is not None:
-                self._report_too_long(too_long, self._line_number, line_start)
-        if last > first:
-            middle = data[first + 1 : last].split(b"\n")
-            if last - first - 1 > self._careful:  # may hold a big line: one at a time
-                self._lines_limited(middle, base + first + 1)
-            else:
-                self._lines(middle, base + first + 1)
+        start = 0
+        if was_skipping:  # the end of a line reported when it passed the limit
+            found._quiet.add(before + 1)
+            start = 1
+        elif head_too_long is not None:
+            self._report_too_long(found, head_too_long, before + 1, line_start)
+            start = 1
+        middle = last - first - 1
+        if middle > self._max:  # some line in it may be too long: cut around those
+            for index in range(1, len(lines)):
+                line = lines[index]
+                if len(line) > self._max:
+                    self._decode(found, lines, start, index, middle, offsets)
+                    self._report_too_long(
+                        found, line[:_TOO_LONG_HEAD], before + 1 + index, offsets.at(index)
+                    )
+                    start = index + 1
+        longest = max(middle, len(lines[0])) if start == 0 else middle
+        self._decode(found, lines, start, len(lines), longest, offsets)
         if tail_too_long is not None:
-            self._report_too_long(tail_too_long, self._line_number + 1, self._line_start)
+            end = before + len(lines)
+            self._report_too_long(found, tail_too_long, end + 1, self._line_start)
+        return self._deliver(found, before + len(lines))
 
-    def flush(self) -> None:
-        """End of input: parse the last line if it has no newline."""
-        if self._skipping:
+    def flush(self) -> FeedResult:
+        """End of input: returns what the last line held if it had no newline."""
+        before = self._line_number
+        found = FeedResult(before)
+        if self._skipping:  # an over-long last line, already reported
             self._skipping = False
-            self._line_number += 1
-        elif self._pending:
-            line = bytes(self._pending)
-            self._pending.clear()
-            if self._on_slow_line is not None:
-                # A blank last line is no line at all (it is not counted).
-                if js_trim(line.decode("utf-8", "replace")):
-                    self._line(line, self._line_start)
-                return
-            result = decode_event(line)
-            if isinstance(result, DecodeFailure):
-                if result.kind is FailureKind.EMPTY:
-                    return
-                self._line_number += 1
-                self._on_error(_line_error(result, self._line_number, self._line_start))
-                return
-            self._line_number += 1
-            self._on_event(result)
+            found._quiet.add(before + 1)
+            return self._deliver(found, before + 1)
+        if not self._pending:
+            return found
+        line = bytes(self._pending)
+        self._pending.clear()
+        (verdict,), _ = decode_lines((line,), longest=len(line), judge=self._judge)
+        if verdict is None:
+            if not js_trim(line.decode("utf-8", "replace")):
+                return found  # a blank last line is no line at all: not counted
+            found.append(SlowLine(line, before + 1, self._line_start))
+            found.bad_lines = 1
+        elif type(verdict) is DecodeFailure:
+            if verdict.kind is FailureKind.EMPTY:
+                return found
+            found.append(_line_error(verdict, before + 1, self._line_start))
+            found.bad_lines = 1
+        else:
+            found.append(verdict)
+        return self._deliver(found, before + 1)
 
     def reset(self) -> None:
         """Forget all state, including the line count."""
@@ -347,29 +411,58 @@ class NdjsonStreamParser:
         self._consumed = 0
         self._line_start = 0
 
-    def _extend_pending(self, data: bytes) -> None:
-        too_long = self._set_pending(data)
-        if too_long is not None:
-            self._report_too_long(too_long, self._line_number + 1, self._line_start)
+    def _decode(
+        self,
+        found: FeedResult,
+        lines: list[bytes],
+        start: int,
+        stop: int,
+        longest: int,
+        offsets: _Offsets,
+    ) -> None:
+        """Decode complete lines ``lines[start:stop]`` (none over the limit) into ``found``."""
+        if start >= stop:
+            return
+        run = lines if start == 0 and stop == len(lines) else lines[start:stop]
+        verdicts, refused = decode_lines(run, longest=longest, judge=self._judge)
+        if not refused:
+            found += verdicts
+            return
+        before = found._before
+        done = 0
+        for index in refused:
+            found += verdicts[done:index]
+            done = index + 1
+            at = start + index
+            verdict = verdicts[index]
+            if verdict is None:
+                found.append(SlowLine(lines[at], before + 1 + at, offsets.at(at)))
+            elif verdict.kind is FailureKind.EMPTY:
+                found._quiet.add(before + 1 + at)
+                continue
+            else:
+                found.append(_line_error(verdict, before + 1 + at, offsets.at(at)))
+            found.bad_lines += 1
+        found += verdicts[done:]
 
     def _set_pending(self, data: bytes) -> bytes | None:
         """Append to the unfinished line; past the limit, drop it and return its head."""
         if self._skipping or not data:
             return None
         if len(self._pending) + len(data) > self._max:
-            head = bytes(self._pending[:512]) + data[:512]
+            head = bytes(self._pending[:_TOO_LONG_HEAD]) + data[:_TOO_LONG_HEAD]
             self._pending.clear()
             self._skipping = True
             return head
         self._pending += data
         return None
 
-    def _report_too_long(self, head: bytes, line: int, offset: int) -> None:
+    def _report_too_long(self, found: FeedResult, head: bytes, line: int, offset: int) -> None:
         trimmed = js_trim(head.decode("utf-8", "replace"))
         content = utf16_truncate(trimmed, 100)
         if not content.endswith("..."):
             content += "..."
-        self._on_error(
+        found.append(
             LineError(
                 line=line,
                 error=f"Line too long: more than {self._max} bytes without a newline",
@@ -378,91 +471,35 @@ class NdjsonStreamParser:
                 offset=offset,
             )
         )
+        found.bad_lines += 1
 
-    def _lines(self, lines: list[bytes], offset: int) -> None:
-        """Parse complete lines, none longer than the limit.
+    def _deliver(self, found: FeedResult, end: int) -> FeedResult:
+        """Call the callbacks for ``found``'s items; ``end`` lines are then complete."""
+        if self._callbacks and found:
+            if found.bad_lines or found._quiet:
+                self._call_back(found, end)
+            elif self._on_event is not None:  # the usual chunk: events on consecutive lines
+                on_event = self._on_event
+                number = found._before
+                for event in found:
+                    number += 1
+                    self._line_number = number
+                    on_event(event)  # type: ignore[arg-type]
+        self._line_number = end
+        return found
 
-        ``offset`` is the stream offset of the first line.
-        """
-        decode = _EVENT_DECODER.decode
-        on_event = self._on_event
-        missing = DEFAULT_PROTOCOL_VERSION
-        known_session = self._known_session
-        first = self._line_number
-        number = first
-        # Offsets of bad lines are computed lazily, walking forward once.
-        walked, walked_offset = 0, offset
-        try:
-            for line in lines:
-                number += 1
-                try:
-                    event = decode(line)
-                except FAST_PATH_ERRORS:
-                    refused = None
-                else:
-                    if event.protocol_version is not missing:
-                        # msgspec leaves the "s_" prefix to us; a stream
-                        # rarely changes session, so compare first.
-                        if event.session_id == known_session:
-                            self._line_number = number
-                            on_event(event)
-                            continue
-                        if event.session_id.startswith("s_"):
-                            known_session = self._known_session = event.session_id
-                            self._line_number = number
-                            on_event(event)
-                            continue
-                    refused = refused_after_decode(event, line)
-                index = number - first - 1
-                while walked < index:
-                    walked_offset += len(lines[walked]) + 1
-                    walked += 1
-                self._line_number = number
-                if refused is not None:
-                    self._on_error(_line_error(refused, number, walked_offset))
-                else:
-                    self._bad_line(line, number, walked_offset)
-        finally:
-            self._line_number = number
-
-    def _lines_limited(self, lines: list[bytes], offset: int) -> None:
-        """Like :meth:`_lines`, for a segment that may hold big or over-long lines."""
-        limit = self._max
-        careful = self._careful
-        start = 0
-        start_offset = offset
-        for index, line in enumerate(lines):
-            if len(line) > careful:
-                self._lines(lines[start:index], start_offset)
-                if len(line) > limit:
-                    self._line_number += 1
-                    self._report_too_long(line[:512], self._line_number, offset)
-                else:
-                    self._line(line, offset)
-                start = index + 1
-                start_offset = offset + len(line) + 1
-            offset += len(line) + 1
-        self._lines(lines[start:], start_offset)
-
-    def _line(self, line: bytes, offset: int) -> None:
-        """One complete line that may be big: bounded in containers, decoded with the GC paused."""
-        if len(line) > GC_PAUSE_BYTES:
-            overload = container_overload(line)
-            if overload is not None:
-                self._line_number += 1
-                self._on_error(_line_error(overload, self._line_number, offset))
-                return
-        with gc_paused(len(line)):
-            self._lines([line], offset)
-
-    def _bad_line(self, line: bytes, number: int, offset: int) -> None:
-        if self._on_slow_line is not None:
-            if line.strip():  # blank lines are skipped without a judge
-                self._on_slow_line(SlowLine(line, number, offset))
-            return
-        result = decode_event_slow(line)
-        if isinstance(result, DecodeFailure):
-            if result.kind is not FailureKind.EMPTY:
-                self._on_error(_line_error(result, number, offset))
-        else:
-            self._on_event(result)
+    def _call_back(self, found: FeedResult, end: int) -> None:
+        on_event, on_error, on_slow_line = self._on_event, self._on_error, self._on_slow_line
+        for number, item in zip(found.line_numbers(), found, strict=True):
+            # An over-long line is reported before its newline comes: it is
+            # not complete yet.
+            self._line_number = number if number < end else end
+            kind = type(item)
+            if kind is LineError:
+                if on_error is not None:
+                    on_error(item)  # type: ignore[arg-type]
+            elif kind is SlowLine:
+                if on_slow_line is not None:
+                    on_slow_line(item)  # type: ignore[arg-type]
+            elif on_event is not None:
+                on_event(item)  # type: ignore[arg-type]

@@ -24,10 +24,10 @@ from typing import Any, Union
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, ObjectSendStream
 
-from .encoder import EventEncoder
+from .codec import EventEncoder
 from .errors import LineError, NdjsonParseError
 from .events import ParsedEvent
-from .ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser, SlowLine
+from .ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, NdjsonStreamParser, SlowLine
 
 logger = logging.getLogger("enclave_stream")
 
@@ -98,12 +98,6 @@ async def judge_off_loop(slow_line: SlowLine) -> ParsedEvent | LineError | None:
     return await anyio.to_thread.run_sync(slow_line.judge)
 
 
-async def _judged(items: list[Any]) -> None:
-    """Replace each :class:`SlowLine` of ``items`` by its verdict, in place (blank ones go)."""
-    verdicts = [await judge_off_loop(item) if type(item) is SlowLine else item for item in items]
-    items[:] = [item for item in verdicts if item is not None]
-
-
 async def parse_ndjson_stream(
     source: ByteSource,
     *,
@@ -128,42 +122,28 @@ async def parse_ndjson_stream(
                 if event.type == "final":
                     break
     """
-    items: list[ParsedEvent | LineError] = []
-    bad_lines = 0
-
-    def on_bad_line(error: LineError | SlowLine) -> None:
-        nonlocal bad_lines
-        bad_lines += 1
-        items.append(error)  # type: ignore[arg-type]  # slow lines are judged before use
-
-    parser = NdjsonStreamParser(
-        items.append, on_bad_line, max_line_bytes=max_line_bytes, on_slow_line=on_bad_line
-    )
+    parser = NdjsonStreamParser(max_line_bytes=max_line_bytes, defer_slow_lines=True)
     chunks = iter_chunks(source)
     try:
         ended = False
         while not ended:
             async for chunk in chunks:
-                parser.feed(chunk)
-                if items:
+                found = parser.feed(chunk)
+                if found:
                     break
             else:
-                parser.flush()
+                found = parser.flush()
                 ended = True
-            # feed() is not called again before the list is cleared, so it is
-            # safe to iterate in place; without bad lines, skip the type checks.
-            if bad_lines:
-                await _judged(items)
-                for item in items:
-                    if type(item) is LineError:
-                        report_line_error(item, on_error, strict)
-                    else:
-                        yield item  # type: ignore[misc]
-                bad_lines = 0
-            else:
-                for item in items:
-                    yield item  # type: ignore[misc]
-            items.clear()
+            if not found.bad_lines:  # the usual chunk: no type checks
+                for event in found:
+                    yield event  # type: ignore[misc]
+                continue
+            for item in found:
+                verdict = await judge_off_loop(item) if type(item) is SlowLine else item
+                if type(verdict) is LineError:
+                    report_line_error(verdict, on_error, strict)
+                elif verdict is not None:  # None: a blank line
+                    yield verdict  # type: ignore[misc]
     finally:
         await chunks.aclose()
         await aclose_source(source)
@@ -211,27 +191,25 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
         self._transport = transport
         self._on_error = on_error
         self._strict = strict
-        self._ready: list[ParsedEvent | LineError] = []
+        self._ready: FeedResult | list[Any] = []
         self._next = 0
         self._ended = False
-        self._parser = NdjsonStreamParser(
-            self._ready.append,
-            self._ready.append,
-            max_line_bytes=max_line_bytes,
-            on_slow_line=self._ready.append,  # type: ignore[arg-type]  # judged below
-        )
+        self._parser = NdjsonStreamParser(max_line_bytes=max_line_bytes, defer_slow_lines=True)
 
     async def receive(self) -> ParsedEvent:
         """The next event; ``anyio.EndOfStream`` when the byte stream has ended."""
         while True:
             while self._next < len(self._ready):
                 item = self._ready[self._next]
+                if type(item) is SlowLine:  # if cancelled here, judged again next time
+                    item = await judge_off_loop(item)
                 self._next += 1
+                if item is None:  # a blank line
+                    continue
                 if type(item) is LineError:
                     report_line_error(item, self._on_error, self._strict)
                 else:
                     return item  # type: ignore[return-value]
-            self._ready.clear()
             self._next = 0
             if self._ended:
                 raise anyio.EndOfStream
@@ -239,10 +217,9 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
                 chunk = await self._transport.receive()
             except anyio.EndOfStream:
                 self._ended = True
-                self._parser.flush()
+                self._ready = self._parser.flush()
             else:
-                self._parser.feed(chunk)
-            await _judged(self._ready)
+                self._ready = self._parser.feed(chunk)
 
     async def aclose(self) -> None:
         """Close the underlying byte stream."""
@@ -272,7 +249,7 @@ def create_ndjson_parse_stream(
     strict: bool = False,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> NdjsonObjectReceiveStream:
-    """Wrap a byte stream as an object stream of events (the reference's parse TransformStream)."""
+    """Wrap a byte stream as an object stream of events (``createNdjsonParseStream``)."""
     return NdjsonObjectReceiveStream(
         transport, on_error=on_error, strict=strict, max_line_bytes=max_line_bytes
     )

@@ -20,7 +20,7 @@ from enclave_stream import (
     parse_lines,
     serialize_event,
 )
-from enclave_stream._jsjson import MAX_DEPTH
+from enclave_stream._json import MAX_DEPTH
 from enclave_stream.streams import create_ndjson_parse_stream, parse_ndjson_stream
 
 SID = "s_1"
@@ -311,7 +311,7 @@ def test_huge_line_stream_parser(max_line_bytes: int) -> None:
         for chunk in huge_line_chunks():
             parser.feed(chunk)
             fed += len(chunk)
-            assert len(parser._pending) <= max_line_bytes
+            assert parser.pending_bytes <= max_line_bytes
             if reported_after is None and any(isinstance(i, LineError) for i in items):
                 reported_after = fed
         parser.flush()

@@ -42,7 +42,7 @@ from enclave_stream import (
     parse_lines,
     serialize_event,
 )
-from enclave_stream._jsjson import js_dumps, js_loads
+from enclave_stream._json import js_dumps, js_loads
 from enclave_stream.crypto import EncryptionError, encrypt
 from enclave_stream.streams import parse_ndjson_stream
 from tests.cli.helpers import cli_inprocess

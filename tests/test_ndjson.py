@@ -353,6 +353,74 @@ def test_parser_stays_consistent_after_a_callback_raised() -> None:
     assert parser.line_number == error.line + 1
 
 
+# --- pull style: what feed() and flush() return ---------------------------------------
+
+
+def test_feed_and_flush_return_what_they_found() -> None:
+    parser = NdjsonStreamParser()  # no callbacks at all
+    found = parser.feed(line_of(1) + b"\n\n  \nbad\n" + line_of(2))
+    assert found[0] == stdout(1)
+    assert isinstance(found[1], LineError)
+    assert (found[1].line, found[1].content) == (4, "bad")
+    assert len(found) == 2
+    assert found.bad_lines == 1
+    assert found.line_numbers() == [1, 4]
+    assert parser.line_number == 4
+    last = parser.flush()
+    assert last == [stdout(2)]
+    assert last.bad_lines == 0
+    assert last.line_numbers() == [5]
+    assert parser.flush() == []
+
+
+def test_line_numbers_skip_blank_lines_and_an_over_long_line_already_reported() -> None:
+    parser = NdjsonStreamParser(max_line_bytes=200)
+    reported = parser.feed(b"x" * 300)  # reported as soon as it passes the limit
+    assert [(e.line, e.kind) for e in reported] == [(1, "line_too_long")]  # type: ignore[union-attr]
+    assert reported.line_numbers() == [1]
+    assert parser.line_number == 0  # not complete yet
+    found = parser.feed(b"yyy\n\n" + line_of(1) + b"\n \n" + line_of(2) + b"\n")
+    assert found == [stdout(1), stdout(2)]
+    assert found.line_numbers() == [3, 5]
+    assert parser.line_number == 5
+
+
+def test_callbacks_see_the_line_being_reported() -> None:
+    numbers: list[tuple[str, int]] = []
+    parser = NdjsonStreamParser(
+        lambda event: numbers.append(("event", parser.line_number)),
+        lambda error: numbers.append((error.kind, parser.line_number)),
+        max_line_bytes=200,
+    )
+    found = parser.feed(line_of(1) + b"\n\nbad\n" + line_of(2) + b"\n" + b"z" * 300)
+    assert numbers == [("event", 1), ("json", 3), ("event", 4), ("line_too_long", 4)]
+    assert found.line_numbers() == [1, 3, 4, 5]
+    assert parser.line_number == 4
+
+
+def test_deferred_slow_lines_are_returned_in_order() -> None:
+    slow = line_of(2).replace(b'"seq":2', b'"seq":2.0')  # an integer to JavaScript only
+    parser = NdjsonStreamParser(defer_slow_lines=True)
+    found = parser.feed(line_of(1) + b"\n" + slow + b"\n  \n" + line_of(3) + b"\n{")
+    assert [type(item).__name__ for item in found] == ["StdoutEvent", "SlowLine", "StdoutEvent"]
+    assert found.bad_lines == 1
+    assert found.line_numbers() == [1, 2, 4]
+    assert found[1].judge() == stdout(2)  # type: ignore[union-attr]
+    (last,) = parser.flush()
+    assert last.number == 5  # type: ignore[union-attr]
+    assert isinstance(last.judge(), LineError)  # type: ignore[union-attr]
+
+
+def test_pending_bytes_stay_within_the_limit() -> None:
+    parser = NdjsonStreamParser(max_line_bytes=10)
+    parser.feed(b"12345")
+    assert parser.pending_bytes == 5
+    parser.feed(b"678901")  # past the limit: dropped up to the next newline
+    assert parser.pending_bytes == 0
+    parser.feed(b"\nab")
+    assert parser.pending_bytes == 2
+
+
 def test_line_too_long_between_good_lines() -> None:
     long_line = b'{"x":"' + b"a" * 200 + b'"}'
     data = line_of(1) + b"\n" + long_line + b"\n" + line_of(2) + b"\n"

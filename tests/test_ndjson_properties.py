@@ -26,11 +26,14 @@ from enclave_stream import (
     serialize_event,
     serialize_events,
 )
-from enclave_stream._jsjson import JS_WHITESPACE, js_loads, utf16_truncate
+from enclave_stream._json import JS_WHITESPACE, js_loads, utf16_truncate
+from enclave_stream.codec import DecodeFailure, decode_event, decode_lines
+from enclave_stream.events import PARSED_EVENT_CLASSES
+from enclave_stream.ndjson import SlowLine
 from enclave_stream.streams import parse_ndjson_stream
-from enclave_stream.wire import DecodeFailure, decode_event, decode_event_slow
 from tests.jsvalues import json_equal
 from tests.strategies import EVENT_STRATEGIES, any_event, json_values
+from tests.vectors import cases
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -48,13 +51,21 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def run_parser(chunks: list[bytes], **kwargs: Any) -> tuple[list[Any], NdjsonStreamParser]:
+    """Feed ``chunks`` to a parser with callbacks; its return values must say the same."""
     items: list[Any] = []
     parser = NdjsonStreamParser(items.append, items.append, **kwargs)
+    puller = NdjsonStreamParser(**kwargs)  # pull style: no callbacks
+    pulled: list[Any] = []
     limit = parser.max_line_bytes
     for chunk in chunks:
-        parser.feed(chunk)
-        assert len(parser._pending) <= limit  # memory stays bounded
+        returned = parser.feed(chunk)
+        assert returned == items[len(items) - len(returned) :]
+        pulled += puller.feed(chunk)
+        assert parser.pending_bytes <= limit  # memory stays bounded
+    pulled += puller.flush()
     parser.flush()
+    assert pulled == items
+    assert puller.line_number == parser.line_number
     return items, parser
 
 
@@ -123,7 +134,7 @@ def test_round_trip_every_event_type(cls: type[Any]) -> None:
         # serialize(parse(serialize(e))) is the same JSON value. (Not always the same
         # bytes yet: a double such as 0.0 is written "0.0", and a line that takes the
         # slow path reads it back as the integer 0 -- see
-        # test_encoder.py::test_float_spelling_matches_json_stringify.)
+        # test_codec.py::test_float_spelling_matches_json_stringify.)
         again = serialize_event(parse_line(line).data)  # type: ignore[union-attr]
         assert json_equal(js_loads(again), js_loads(line))
 
@@ -321,7 +332,7 @@ def refused_after_decoding(draw: st.DrawFn) -> bytes:
 @SETTINGS
 @given(line=refused_after_decoding())
 def test_refusals_after_decoding_match_the_slow_path(line: bytes) -> None:
-    slow = decode_event_slow(line)
+    slow = decode_event(line, fast=False)
     assert decode_event(line) == slow
     assert isinstance(slow, DecodeFailure)
     whole = parse_lines(line)
@@ -331,3 +342,69 @@ def test_refusals_after_decoding_match_the_slow_path(line: bytes) -> None:
     ]
     items, _ = run_parser([line + b"\n"])
     assert [(e.error, e.path) for e in items] == [(slow.message, slow.path)]
+
+
+# --- the fast path gives the plain path's verdict ------------------------------------------
+
+SEED_LINES = [case["line"].encode("utf-8", "surrogatepass") for case in cases("ndjson_parse.json")]
+
+hostile_lines = st.one_of(
+    garbage_lines,
+    refused_after_decoding(),
+    any_event.map(lambda e: serialize_event(e).encode()),
+    st.sampled_from(SEED_LINES),
+    st.sampled_from([b"", b"  ", b"\xc2\xa0", b"\r", b"\x0b", b"\x85", b"\xef\xbb\xbf"]),
+    mostly_json_bytes.map(lambda data: data.replace(b"\n", b"")),
+)
+
+
+def plain(line: bytes | str) -> Any:
+    return decode_event(line, fast=False)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(hostile_lines, max_size=8))
+def test_decode_lines_gives_the_plain_verdict_on_every_line(lines: list[bytes]) -> None:
+    expected = [plain(line) for line in lines]
+    verdicts, refused = decode_lines(lines)
+    assert verdicts == expected
+    assert refused == [i for i, v in enumerate(expected) if isinstance(v, DecodeFailure)]
+    assert [decode_event(line) for line in lines] == expected
+    texts = [line.decode("utf-8", "replace") for line in lines]
+    assert decode_lines(texts)[0] == [plain(text) for text in texts]
+    # Unjudged: the lines the fast path could not settle are left to the caller,
+    # and judging one later gives the same verdict.
+    deferred, left = decode_lines(lines, judge=False)
+    assert left == [i for i, v in enumerate(deferred) if not isinstance(v, PARSED_EVENT_CLASSES)]
+    assert set(refused) <= set(left)
+    for verdict, wanted, line in zip(deferred, expected, lines, strict=True):
+        if verdict is not None:
+            assert verdict == wanted
+            continue
+        judged = SlowLine(line, 1, 0).judge()
+        if not isinstance(wanted, DecodeFailure):
+            assert judged == wanted
+        elif wanted.kind == "empty":
+            assert judged is None
+        else:
+            assert isinstance(judged, LineError)
+            assert (judged.error, judged.path) == (wanted.message, wanted.path)
+
+
+@SETTINGS
+@given(st.text(st.characters(codec="utf-8", exclude_categories=[]), max_size=60))
+def test_fast_and_plain_agree_on_any_text(text: str) -> None:
+    for raw in (text, '{"a":"' + text + '"}', text.encode("utf-8", "surrogatepass")):
+        assert decode_event(raw) == plain(raw)
+
+
+def test_big_lines_take_the_same_path_in_a_batch_and_alone() -> None:
+    big = serialize_event(
+        StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload("x" * 70_000))
+    ).encode()
+    dense = b"[" * 5000 + b"]" * 5000 + b" " * 60_000  # one container per 14 bytes
+    lines = [b"{}", big, dense, big.replace(b'"s_1"', b'"x_1"'), b""]
+    verdicts, refused = decode_lines(lines)
+    assert verdicts == [plain(line) for line in lines]
+    assert refused == [0, 2, 3, 4]
+    assert verdicts[2].reason.startswith("Too many arrays and objects")

@@ -599,3 +599,21 @@ def test_stream_generators_are_typed_as_async_generators(function: Any) -> None:
     assert inspect.isasyncgenfunction(function)
     hint = typing.get_type_hints(function)["return"]
     assert typing.get_origin(hint) is collections.abc.AsyncGenerator
+
+
+@pytest.mark.parametrize("size", [7, 64 * 1024])
+async def test_object_receive_stream_judges_lines_the_fast_path_refused(size: int) -> None:
+    """``2.0`` is an integer to JavaScript: such lines are judged (big ones in a thread)."""
+    small = LINES[0].replace(b'"seq":1', b'"seq":1.0')
+    big = serialize_event(stdout(2, "x" * 5000)).encode().replace(b'"seq":2', b'"seq":2.0')
+    bad = LINES[2].replace(b'"s_1"', b'"x_1"').replace(b'"seq":3', b'"seq":3.0')
+    data = b"\n".join([small, b"\xc2\xa0", big, bad, LINES[2]]) + b"\n"
+    errors: list[LineError] = []
+    async with create_ndjson_parse_stream(
+        RecordingByteStream(pieces(data, size)), on_error=errors.append
+    ) as receiver:
+        received = [event async for event in receiver]
+    assert [serialize_event(e) for e in received] == [
+        serialize_event(e) for e in [EVENTS[0], stdout(2, "x" * 5000), EVENTS[2]]
+    ]
+    assert [(e.line, e.kind, e.path) for e in errors] == [(4, "validation", "$.sessionId")]

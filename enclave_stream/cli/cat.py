@@ -7,7 +7,7 @@ __all__ = ["CatOptions", "Viewer", "run_cat"]
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from ..encoder import EventEncoder
+from ..codec import EventEncoder
 from ..errors import LineError
 from ..events import ParsedEvent
 from .format import format_event, format_line_error, format_session_header

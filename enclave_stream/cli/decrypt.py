@@ -6,8 +6,8 @@ __all__ = ["KEY_BYTES", "Decryptor", "parse_key", "run_decrypt"]
 
 from typing import Final
 
+from ..codec import EventEncoder
 from ..crypto import AesGcmKey, decrypt_json, import_aes_gcm_key
-from ..encoder import EventEncoder
 from ..errors import EncryptionError, EnvelopeError, LineError
 from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
 from .format import clean, format_line_error

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from msgspec import UNSET
 
-from .._jsjson import js_dumps
+from .._json import js_dumps
 from ..errors import LineError
 from ..events import (
     CatalogChangedEvent,

@@ -22,15 +22,14 @@ import codecs
 import heapq
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Final, NamedTuple, Union
 
-from .._jsjson import js_trim
 from ..errors import LineError
 from ..events import ParsedEvent
-from ..ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser
+from ..ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, NdjsonStreamParser
 
 CHUNK_SIZE: Final = 64 * 1024
 """Bytes read at a time."""
@@ -105,18 +104,11 @@ def _line_of(item: Item) -> int:
 class LineReader:
     """Feeds chunks to :class:`~enclave_stream.NdjsonStreamParser` and numbers its events.
 
-    The parser reports bad lines with their numbers but events without, so
-    the reader works them out per chunk: the lines a chunk completes are
-    numbered ``before + 1 .. after`` (the parser's count before and after),
-    and each of them is either bad (reported), blank (skipped) or holds
-    exactly one event. Without blank lines that is a simple count; only a
-    chunk with blank lines is looked at line by line.
-
     Args:
         max_line_bytes: the parser's line limit.
         check_utf8: also report lines that are not valid UTF-8 (as
             :class:`EncodingIssue`); the parser itself reads such bytes as
-            U+FFFD, as the reference does.
+            U+FFFD, as a WHATWG ``TextDecoder`` does.
 
     >>> reader = LineReader()
     >>> items = reader.feed(b'\\n{"protocolVersion":2,"sessionId":"s_1",')
@@ -131,11 +123,7 @@ class LineReader:
     def __init__(
         self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, check_utf8: bool = False
     ) -> None:
-        self._raw: list[ParsedEvent | LineError] = []
-        self._parser = NdjsonStreamParser(
-            self._raw.append, self._raw.append, max_line_bytes=max_line_bytes
-        )
-        self._open_errors: set[int] = set()  # lines reported bad before their newline came
+        self._parser = NdjsonStreamParser(max_line_bytes=max_line_bytes)
         self._bytes = 0
         self._utf8 = _Utf8Checker() if check_utf8 else None
 
@@ -159,57 +147,23 @@ class LineReader:
         """Parse ``chunk``; returns what the lines it completes hold, in order."""
         before = self._parser.line_number
         issues = [] if self._utf8 is None else self._utf8.check(chunk, before, self._bytes)
-        self._parser.feed(chunk)
+        items = _numbered(self._parser.feed(chunk))
         self._bytes += len(chunk)
-        items = self._number(before, chunk) if self._raw else []
         return list(heapq.merge(issues, items, key=_line_of)) if issues else items
 
     def close(self) -> list[Item]:
         """End of input: parse a last line that has no newline."""
         before = self._parser.line_number
         issues = [] if self._utf8 is None else self._utf8.finish(before, self._bytes)
-        self._parser.flush()
-        items = self._number(before, b"") if self._raw else []
-        return issues + items
-
-    def _number(self, before: int, chunk: bytes) -> list[Item]:
-        """Tag the events the parser just reported with their line numbers."""
-        raw = self._raw[:]
-        self._raw.clear()
-        after = self._parser.line_number
-        errors = {item.line for item in raw if isinstance(item, LineError)}
-        events = len(raw) - len(errors)
-        lines: Iterable[int]
-        if not errors and not self._open_errors and after - before == events:
-            lines = range(before + 1, after + 1)
-        else:
-            bad = errors | self._open_errors
-            self._open_errors = {line for line in bad if line > after}
-            lines = [line for line in range(before + 1, after + 1) if line not in bad]
-            if len(lines) != events:
-                lines = _without_blank(lines, len(lines) - events, before, chunk)
-        numbers = iter(lines)
-        return [
-            item if isinstance(item, LineError) else LineEvent(next(numbers), item) for item in raw
-        ]
+        return issues + _numbered(self._parser.flush())
 
 
-def _without_blank(lines: list[int], blanks: int, before: int, chunk: bytes) -> list[int]:
-    """``lines`` without the ``blanks`` blank ones among them.
-
-    Line ``before + 1 + j`` is the ``j``-th piece of ``chunk`` split on
-    newlines; the first piece is only the end of its line, whose start came
-    in an earlier chunk, so that line is known blank only by elimination.
-    """
-    pieces = chunk.split(b"\n")
-    blank = {
-        line
-        for line in lines
-        if line > before + 1 and not js_trim(pieces[line - before - 1].decode("utf-8", "replace"))
-    }
-    if len(blank) < blanks:
-        blank.add(before + 1)
-    return [line for line in lines if line not in blank]
+def _numbered(found: FeedResult) -> list[Item]:
+    """The parser's events tagged with their line numbers; its reports as they are."""
+    return [
+        item if type(item) is LineError else LineEvent(number, item)  # type: ignore[arg-type]
+        for number, item in zip(found.line_numbers(), found, strict=True)
+    ]
 
 
 class _Utf8Checker:

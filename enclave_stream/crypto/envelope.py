@@ -41,8 +41,8 @@ from typing import Any, Final, TypeAlias, TypeVar, cast, overload
 
 from cryptography.exceptions import InvalidTag
 
-from .._jsjson import js_dumps, js_loads
-from ..encoder import encode_event, validate_event
+from .._json import js_dumps, js_loads
+from ..codec import DecodeFailure, decode_event, decode_message, encode_event, validate_event
 from ..errors import (
     Base64DecodeError,
     EnvelopeError,
@@ -57,7 +57,6 @@ from ..events import (
     StreamEvent,
 )
 from ..protocol import MAX_SAFE_INTEGER, is_session_id
-from ..wire import DecodeFailure, decode_event, decode_message
 from .aesgcm import NONCE_LENGTH, AesGcmKey, encrypt, generate_nonce
 from .encoding import from_base64, to_base64
 

@@ -54,7 +54,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, UnsetType
 
-from ..encoder import encode_message
+from ..codec import decode_message, encode_message
 from ..errors import (
     Base64DecodeError,
     EcdhError,
@@ -72,7 +72,6 @@ from ..protocol import (
     generate_key_id,
     is_session_id,
 )
-from ..wire import decode_message
 from .ecdh import (
     EcdhKeyPair,
     derive_shared_secret,

@@ -56,7 +56,7 @@ import time
 from dataclasses import dataclass
 from typing import Final, NoReturn, SupportsIndex
 
-from ..encoder import encode_event
+from ..codec import encode_event
 from ..errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason, HandshakeError
 from ..events import EncryptedEnvelope, StreamEvent
 from ..protocol import StrEnum, is_session_id

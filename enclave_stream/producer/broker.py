@@ -47,8 +47,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, Meta, UnsetType
 
 from .._lifetime import TaskOwner, owned_task_group
+from ..codec import encode_message
 from ..crypto.handshake import accept_client_hello
-from ..encoder import encode_message
 from ..errors import BrokerError, EncryptionError, ReplayUnavailableError
 from ..events import ErrorInfo, SessionLimits
 from ..protocol import (

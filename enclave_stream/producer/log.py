@@ -40,7 +40,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from ..encoder import encode_event
+from ..codec import encode_event
 from ..errors import ReplayUnavailableError, StreamFinishedError
 from ..events import FinalEvent, StreamEvent
 
@@ -181,7 +181,7 @@ class EventLog:
         max_events: the most events held.
         max_bytes: the most bytes of encoded lines held.
         encode: turns an event into its line (no newline); by default the
-            validating :func:`~enclave_stream.encoder.encode_event`. An
+            validating :func:`~enclave_stream.codec.encode_event`. An
             encrypted stream passes its session's ``seal_line``.
     """
 

@@ -22,8 +22,8 @@ import anyio
 from msgspec import UNSET
 
 from .._lifetime import TaskOwner, owned_task_group
+from ..codec import encode_event
 from ..crypto.session import EncryptedSession, SessionRole
-from ..encoder import encode_event
 from ..events import (
     DEFAULT_SESSION_LIMITS,
     CatalogChangedEvent,

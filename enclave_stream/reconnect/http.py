@@ -32,10 +32,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("this connector needs httpx: pip install 'enclave-stream[httpx]'") from exc
 import msgspec
 
+from ..codec import encode_message
 from ..crypto.handshake import ClientHandshake
 from ..crypto.session import EncryptedSession
 from ..crypto.signing import ServerPublicKey
-from ..encoder import encode_message
 from ..errors import EncryptionError, FatalConnectError, RetryableConnectError
 from ..events import EncryptedEnvelope, StreamEvent
 from ..protocol import (

@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 
 from enclave_stream import EncryptedEnvelope, StreamEvent, validate_event
+from enclave_stream.codec import decode_event, encode_event
 from enclave_stream.crypto import (
     MAX_MESSAGES_PER_KEY,
     AesGcmError,
@@ -32,8 +33,6 @@ from enclave_stream.crypto import (
     encrypt_json,
 )
 from enclave_stream.crypto.envelope import event_plaintext, json_plaintext
-from enclave_stream.encoder import encode_event
-from enclave_stream.wire import decode_event
 from tests.vectors import case_id, cases
 
 FILE = "envelopes.json"

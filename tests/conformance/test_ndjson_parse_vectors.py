@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from enclave_stream import parse_line, serialize_event
-from enclave_stream._jsjson import js_loads
+from enclave_stream._json import js_loads
 from tests.jsvalues import json_equal
 from tests.vectors import case_id, cases
 

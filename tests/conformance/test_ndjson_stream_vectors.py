@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from enclave_stream import LineError, NdjsonStreamParser, parse_lines, serialize_event
-from enclave_stream._jsjson import js_loads
+from enclave_stream._json import js_loads
 from enclave_stream.streams import parse_ndjson_stream
 from tests.jsvalues import json_equal
 from tests.vectors import case_id, cases
@@ -63,6 +63,23 @@ def test_stream_parser_matches_reference(case: dict[str, Any]) -> None:
     for ours, theirs in zip(events, case["events"], strict=True):
         assert json_equal(_wire(ours), theirs)
     _assert_errors(errors, case["errors"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_pull_style_parser_matches_reference(case: dict[str, Any]) -> None:
+    parser = NdjsonStreamParser()  # no callbacks: feed() and flush() return the items
+    items: list[Any] = []
+    for chunk in _chunks(case):
+        items += parser.feed(chunk)
+    assert parser.has_pending_data() is case["pending_before_flush"]
+    items += parser.flush()
+    assert "".join("X" if isinstance(i, LineError) else "E" for i in items) == case["order"]
+    assert parser.line_number == case["line_number_final"]
+    events = [i for i in items if not isinstance(i, LineError)]
+    assert len(events) == len(case["events"])
+    for ours, theirs in zip(events, case["events"], strict=True):
+        assert json_equal(_wire(ours), theirs)
+    _assert_errors([i for i in items if isinstance(i, LineError)], case["errors"])
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

@@ -24,6 +24,7 @@ from enclave_stream import (
     StdoutPayload,
     StreamEvent,
 )
+from enclave_stream.codec import decode_event, encode_event
 from enclave_stream.crypto import (
     EncryptedSession,
     EncryptionErrorCode,
@@ -38,8 +39,6 @@ from enclave_stream.crypto import (
     decrypt_json,
     derive_session_keys,
 )
-from enclave_stream.encoder import encode_event
-from enclave_stream.wire import decode_event
 
 SESSION = "s_session"
 C2S = bytes(range(32))

@@ -44,8 +44,8 @@ from enclave_stream import (
     ToolResultAppliedEvent,
     ToolResultAppliedPayload,
 )
+from enclave_stream.codec import decode_event
 from enclave_stream.crypto import EncryptedSession, SessionRole, decrypt_json, encrypt_json
-from enclave_stream.wire import decode_event
 from tests.jsvalues import json_equal
 
 SESSION = "s_props"

@@ -1,4 +1,4 @@
-"""The serializer: exact bytes, validation of constructed events, other messages."""
+"""The codec (codec.py): exact bytes, validation of constructed events, other messages."""
 
 from __future__ import annotations
 

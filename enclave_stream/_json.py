@@ -1,7 +1,7 @@
 """JavaScript's view of JSON text, for the paths where msgspec's differs.
 
 The fast path decodes lines with msgspec directly. When msgspec refuses a line,
-this module decides what the reference (``String.prototype.trim`` +
+this module decides what JavaScript (``String.prototype.trim`` +
 ``JSON.parse``) would have made of it:
 
 * numbers are IEEE doubles: ``1.0`` and ``1e2`` are integers, ``1e400`` is
@@ -28,9 +28,11 @@ import msgspec
 
 __all__ = [
     "JS_WHITESPACE",
+    "MAX_DEPTH",
     "JsonSyntaxError",
     "js_dumps",
     "js_loads",
+    "js_quote",
     "js_trim",
     "utf16_truncate",
 ]
@@ -48,7 +50,7 @@ _MAX_SAFE = 2**53
 MAX_DEPTH = 10_000
 """Deepest nesting accepted. JSON.parse has no such limit, but a line of 16 MiB
 of ``[`` would otherwise cost seconds of CPU in the pure-Python parser that
-deep documents need; the reference's own vectors go to 2,000."""
+deep documents need (compatibility N10)."""
 
 
 class JsonSyntaxError(ValueError):
@@ -68,8 +70,8 @@ def js_trim(text: str) -> str:
 def utf16_truncate(text: str, limit: int = 100) -> str:
     """Cut ``text`` to ``limit`` UTF-16 code units and append ``...`` if it was longer.
 
-    The reference counts UTF-16 code units, so a cut may split a surrogate
-    pair and leave a lone high surrogate, exactly as it does.
+    The count is in UTF-16 code units, as JavaScript's string length is, so a
+    cut may split a surrogate pair and leave a lone high surrogate.
     """
     if len(text) * 2 <= limit:
         return text

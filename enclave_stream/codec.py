@@ -1,0 +1,789 @@
+"""Protocol messages to and from JSON, with JavaScript's verdicts.
+
+Decoding has one entry point, :func:`decode_lines` (:func:`decode_event` and
+:func:`decode_message` decode one line through it). Each line first takes the
+fast path: one call of a reused msgspec ``Decoder`` whose types carry the
+schema's constraints. Where msgspec and JavaScript disagree about the JSON
+(``1.0`` as an integer, escaped lone surrogates, ``1e400``, duplicate keys
+whose first value is invalid, very deep nesting, bytes that are not UTF-8),
+msgspec refuses the line and the plain path re-reads it the way ``JSON.parse``
+does (:mod:`._json`) and validates the result with ``msgspec.convert``. So the
+verdict is always the plain path's (a property test checks the two agree), and
+valid lines pay for nothing but msgspec.
+
+Encoding (:class:`EventEncoder`) validates every message before it leaves:
+an invalid one raises :class:`~enclave_stream.EventValidationError` naming
+the field, so it never reaches the wire.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BYTES_PER_CONTAINER",
+    "GC_PAUSE_BYTES",
+    "DecodeFailure",
+    "EventEncoder",
+    "decode_event",
+    "decode_lines",
+    "decode_message",
+    "enc_hook",
+    "encode_event",
+    "encode_message",
+    "validate_event",
+]
+
+import gc
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final, TypeVar, cast
+
+import msgspec
+
+from ._json import JsonSyntaxError, js_dumps, js_loads, js_trim
+from .errors import EventValidationError, FailureKind, ProtocolError
+from .events import (
+    DEFAULT_PROTOCOL_VERSION,
+    PARSED_EVENT_CLASSES,
+    CancelMessage,
+    EncryptedEnvelopePayload,
+    HeartbeatPayload,
+    LogPayload,
+    ParsedEvent,
+    PartialResultPayload,
+    StdoutPayload,
+    ToolCallPayload,
+    ToolResultAppliedPayload,
+    ToolResultSubmitMessage,
+)
+from .protocol import MAX_SAFE_INTEGER, SESSION_ID_PREFIX
+
+T = TypeVar("T")
+
+
+class DecodeFailure(msgspec.Struct, frozen=True, gc=False):
+    """Why one line is not a message (the stream parsers turn it into a ``LineError``).
+
+    ``reason`` says what was expected, ``path`` where (a JSON path in wire
+    names, validation failures only), ``trimmed`` is the trimmed line.
+    """
+
+    kind: FailureKind
+    reason: str
+    path: str | None
+    trimmed: str
+
+    @property
+    def message(self) -> str:
+        """The report: ``JSON parse error: ...``, ``Validation error: ...`` or ``Empty line``."""
+        if self.kind is FailureKind.JSON:
+            return f"JSON parse error: {self.reason}"
+        if self.kind is FailureKind.VALIDATION:
+            where = f" - at {self.path}" if self.path and self.path != "$" else ""
+            return f"Validation error: {self.reason}{where}"
+        return self.reason
+
+
+_BLANK: Final = DecodeFailure(FailureKind.EMPTY, "Empty line", None, "")
+
+# No float_hook: it would turn a free-form 1.0 into 1 as JavaScript does, but
+# costs a Python call per float, and a peer writing JSON.stringify's output
+# never writes 1.0 anyway (compatibility N4).
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {ParsedEvent: msgspec.json.Decoder(ParsedEvent)}
+
+# What msgspec raises for input the plain path must judge: DecodeError (and
+# its ValidationError), UnicodeError (a ValueError) for non-UTF-8 bytes or lone
+# surrogates, RecursionError for deep nesting.
+_FAST_PATH_ERRORS: Final = (msgspec.DecodeError, ValueError, RecursionError)
+
+_PATH_SUFFIX = re.compile(r" - at `(\$[^`]*)`$")
+_SESSION_ID_WORDS: Final = "a session id (a string starting with 's_' and at least 3 characters)"
+
+
+def _explain(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """Split msgspec's message into (expectation, JSON path in wire names)."""
+    text = str(exc)
+    match = _PATH_SUFFIX.search(text)
+    path = match.group(1) if match else "$"
+    reason = text[: match.start()] if match else text
+    inner = _PATH_SUFFIX.search(reason)
+    if inner:  # a __post_init__ check: its path is relative to the payload's
+        path += inner.group(1)[1:]
+        reason = reason[: inner.start()]
+    elif path.endswith(".sessionId") and reason.startswith("Expected `str` of length"):
+        reason = f"Expected {_SESSION_ID_WORDS}"
+    return reason, path
+
+
+def _post_decode_problem(message: object) -> tuple[str, str] | None:
+    """The rules msgspec's types leave to us: ``protocolVersion`` present, session id prefix.
+
+    Returns (expectation, JSON path) or ``None`` when the message is fine.
+    """
+    missing = _missing_version_path(message)
+    if missing is not None:
+        return "Object missing required field `protocolVersion`", missing
+    session_id = getattr(message, "session_id", None)
+    if session_id is not None and not session_id.startswith(SESSION_ID_PREFIX):
+        return f"Expected {_SESSION_ID_WORDS}, got {session_id!r}", "$.sessionId"
+    return None
+
+
+def _missing_version_path(message: object) -> str | None:
+    """Where a decoded message lacked ``protocolVersion`` (msgspec filled the default in).
+
+    ``None`` when every level that needs it had it on the wire.
+    """
+    if getattr(message, "protocol_version", None) is DEFAULT_PROTOCOL_VERSION:
+        return "$"
+    encryption = getattr(message, "encryption", None)
+    hello = getattr(encryption, "client_hello", None)
+    if getattr(hello, "protocol_version", None) is DEFAULT_PROTOCOL_VERSION:
+        return "$.encryption.clientHello"
+    hello = getattr(message, "client_hello", None)
+    if getattr(hello, "protocol_version", None) is DEFAULT_PROTOCOL_VERSION:
+        return "$.clientHello"
+    return None
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
+
+
+# --- the one accept loop -----------------------------------------------------------
+
+
+def decode_lines(
+    lines: Sequence[bytes | str],
+    *,
+    longest: int | None = None,
+    type_: Any = ParsedEvent,
+    judge: bool = True,
+) -> tuple[list[Any], list[int]]:
+    """Decode each line on its own: one verdict per line, and where the refusals are.
+
+    Returns ``(verdicts, refused)``: ``verdicts[i]`` is line ``i`` decoded as
+    ``type_`` (events by default), or a :class:`DecodeFailure` saying why it is
+    not one (kind ``EMPTY`` for a blank line); ``refused`` lists, in order, the
+    indices whose verdict is not a message. Lines are taken untrimmed, without
+    their newline.
+
+    Args:
+        longest: the length of the longest line, or any bound above it
+            (measured if not given). A line over :data:`GC_PAUSE_BYTES` is
+            checked against :data:`BYTES_PER_CONTAINER` before decoding and
+            decoded with the cyclic GC paused; a batch whose bound is below
+            that is not measured line by line.
+        judge: with ``False``, a line the fast path cannot settle is left
+            unjudged: its verdict is ``None`` (blank lines still get theirs),
+            and the caller judges it later with ``decode_event(line,
+            fast=False)``, for example in a worker thread, since JavaScript's
+            rules cost up to a thousand times more per byte in pure Python.
+    """
+    verdicts: list[Any] = []
+    refused: list[int] = []
+    if longest is None:
+        longest = max(map(len, lines), default=0)
+    _accept(lines, type_, judge, verdicts, refused, longest > GC_PAUSE_BYTES)
+    return verdicts, refused
+
+
+def _accept(
+    lines: Sequence[bytes | str],
+    type_: Any,
+    judge: bool,
+    verdicts: list[Any],
+    refused: list[int],
+    may_be_big: bool,
+) -> None:
+    """msgspec first; what it refuses, or decodes but our rules refuse, gets the plain verdict."""
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders.setdefault(type_, msgspec.json.Decoder(type_))
+    decode = decoder.decode
+    events = type_ is ParsedEvent
+    missing = DEFAULT_PROTOCOL_VERSION
+    known_session = ""
+    append = verdicts.append
+    for line in lines:
+        if may_be_big and len(line) > GC_PAUSE_BYTES:
+            value = _big_line(line, type_, judge)
+            if type(value) is DecodeFailure or value is None:
+                refused.append(len(verdicts))
+            append(value)
+            continue
+        try:
+            value = decode(line)
+        except _FAST_PATH_ERRORS:
+            if judge:
+                value = _plain(line, type_)
+                if type(value) is DecodeFailure:
+                    refused.append(len(verdicts))
+            else:
+                refused.append(len(verdicts))
+                blank = not (line.strip() if isinstance(line, bytes) else js_trim(line))
+                value = _BLANK if blank else None
+            append(value)
+            continue
+        if events and value.protocol_version is not missing:
+            # msgspec leaves the "s_" prefix to us; a stream rarely changes
+            # session, so compare with the last one first.
+            session_id = value.session_id
+            if session_id == known_session or session_id.startswith(SESSION_ID_PREFIX):
+                known_session = session_id
+                append(value)
+                continue
+        # What msgspec accepts, JavaScript reads the same way (duplicate keys:
+        # the last wins in both), so only these rules can refuse it now; that
+        # spares re-reading a big line in pure Python to say its session id is bad.
+        problem = _post_decode_problem(value)
+        if problem is not None:
+            refused.append(len(verdicts))
+            value = DecodeFailure(FailureKind.VALIDATION, *problem, js_trim(_text(line)))
+        append(value)
+
+
+def _big_line(line: bytes | str, type_: Any, judge: bool) -> Any:
+    """A line over GC_PAUSE_BYTES: bounded in containers, then decoded with the GC paused."""
+    overload = _container_overload(line)
+    if overload is not None:
+        return overload
+    verdicts: list[Any] = []
+    with _gc_paused(len(line)):
+        _accept((line,), type_, judge, verdicts, [], False)
+    return verdicts[0]
+
+
+def decode_event(raw: bytes | str, *, fast: bool = True) -> ParsedEvent | DecodeFailure:
+    """Decode one line (untrimmed) into an event, or say why it is not one.
+
+    ``fast=False`` skips msgspec's attempt and reads the line the plain way
+    only (JavaScript's JSON rules, then validation): the same verdict, at a
+    higher cost; it is for a line the fast path already refused.
+    """
+    result: ParsedEvent | DecodeFailure = _decode_one(raw, ParsedEvent, fast)
+    return result
+
+
+def _decode_one(raw: bytes | str, type_: Any, fast: bool = True) -> Any:
+    if not fast:
+        return _plain(raw, type_)
+    return decode_lines((raw,), longest=len(raw), type_=type_)[0][0]
+
+
+def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
+    """Decode and validate one protocol message (a hello, a request ...).
+
+    ``raw`` is JSON text or an already parsed mapping. Raises
+    :class:`~enclave_stream.EventValidationError` (with ``.path``) when the
+    message breaks the schema and :class:`~enclave_stream.ProtocolError` when it
+    is not JSON.
+    """
+    if isinstance(raw, Mapping):
+        try:
+            raw = js_dumps(raw)
+        except TypeError as exc:
+            raise EventValidationError(str(exc)) from None
+    result = _decode_one(raw, type_)
+    if isinstance(result, DecodeFailure):
+        if result.kind is FailureKind.VALIDATION:
+            raise EventValidationError(result.reason, result.path or "$")
+        raise ProtocolError(f"{type_.__name__}: {result.message}")
+    return cast(T, result)
+
+
+# --- the plain path: JavaScript's reading, then validation ----------------------------
+
+
+def _plain(raw: bytes | str, type_: Any) -> Any:
+    """The verdict on one line, read as ``JSON.parse`` reads it (the message or a failure)."""
+    overload = _container_overload(raw)
+    if overload is not None:
+        return overload
+    with _gc_paused(len(raw)):
+        text = _text(raw)
+        trimmed = js_trim(text)
+        if not trimmed:
+            return DecodeFailure(FailureKind.EMPTY, "Empty line", None, trimmed)
+        try:
+            value = js_loads(trimmed)
+        except JsonSyntaxError as exc:
+            return DecodeFailure(FailureKind.JSON, str(exc), None, trimmed)
+        try:
+            result = _convert_js_value(value, type_)
+        except msgspec.ValidationError as exc:
+            reason, path = _explain(exc)
+            return DecodeFailure(FailureKind.VALIDATION, reason, path, trimmed)
+        problem = _post_decode_problem(result)
+        if problem is not None:
+            return DecodeFailure(FailureKind.VALIDATION, *problem, trimmed)
+        return result
+
+
+GC_PAUSE_BYTES: Final = 64 * 1024
+"""Lines longer than this are decoded with the cyclic garbage collector paused."""
+
+
+@contextmanager
+def _gc_paused(size: int) -> Iterator[None]:
+    """Pause the cyclic GC while a line of ``size`` bytes is decoded, if it is big.
+
+    A dense line (``[[],[],...]``) makes hundreds of thousands of containers
+    per MiB; each young-generation collection walks them though none can be in
+    a cycle yet, which more than doubles the time the decode holds the GIL
+    (and so the event loop). The collector is restored afterwards, and only if
+    it was on.
+    """
+    if size <= GC_PAUSE_BYTES or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+BYTES_PER_CONTAINER: Final = 16
+"""In a line over :data:`GC_PAUSE_BYTES`, at most one array or object per this many bytes.
+
+Building a container costs a C decoder (msgspec's or ``json``'s) 0.15-0.4 us
+while it holds the GIL, and freeing it about as much: a 16 MiB line of
+``[[],[],...]`` (5.6 million containers) would hold the event loop for
+seconds, in any thread. At one per 16 bytes a line holds it about 20-40 ms per
+MiB; ordinary JSON (``{"id":1,"name":"x","tags":["a"]}``) has one per 20-40
+bytes. Denser big lines are refused (compatibility N12)."""
+
+
+def _container_overload(raw: bytes | str) -> DecodeFailure | None:
+    """The failure for a big line with more arrays and objects than the bound, else None."""
+    size = len(raw)
+    if size <= GC_PAUSE_BYTES:
+        return None
+    if isinstance(raw, str):
+        count = raw.count("[") + raw.count("{")  # brackets in strings count too: a bound
+    else:
+        count = raw.count(b"[") + raw.count(b"{")
+    if count * BYTES_PER_CONTAINER <= size:
+        return None
+    head = raw[:200].decode("utf-8", "replace") if isinstance(raw, bytes) else raw[:200]
+    return DecodeFailure(
+        FailureKind.JSON,
+        f"Too many arrays and objects: {count} in {size} bytes (a line over "
+        f"{GC_PAUSE_BYTES} bytes may hold one per {BYTES_PER_CONTAINER} bytes)",
+        None,
+        js_trim(head),
+    )
+
+
+# Lone surrogates are valid in JSON.parse's strings but msgspec must encode a
+# key to look up a struct field (and a tag or a refused value to report it),
+# which fails on them. So convert() sees every lone surrogate replaced by a
+# code point of a 2,048-wide Private Use block that appears nowhere in the
+# value: lengths, prefixes and patterns judge alike, and the original text comes
+# back by translating the result.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SUPPLEMENTARY_PRIVATE_USE = re.compile("[\U000f0000-\U0010ffff]")
+_BLOCK = 0x800
+
+
+def _convert_js_value(value: Any, type_: Any) -> Any:
+    """``msgspec.convert`` for a value from :func:`js_loads`, lone surrogates included.
+
+    Raises ``msgspec.ValidationError`` when the value breaks the schema, with
+    the original characters in its message.
+    """
+    strings, containers = _walk(value)
+    if not any(_LONE_SURROGATE.search(text) for text in strings):
+        return msgspec.convert(value, type_)
+    used = {
+        ord(ch) // _BLOCK for text in strings for ch in _SUPPLEMENTARY_PRIVATE_USE.findall(text)
+    }
+    free = [block for block in range(0xF0000 // _BLOCK, 0x110000 // _BLOCK) if block not in used]
+    if not free:  # 64 blocks, each holding one of the value's characters: never guess
+        raise msgspec.ValidationError(
+            "Lone surrogates beside characters of all 64 supplementary private-use blocks "
+            "are not supported"
+        )
+    base = free[0] * _BLOCK
+    mask = {code: base + code - 0xD800 for code in range(0xD800, 0xE000)}
+    unmask = {masked: chr(code) for code, masked in mask.items()}
+    originals: dict[int, Any] = {}
+    masked_root = _masked(value, containers, mask, originals)
+    try:
+        result = msgspec.convert(masked_root, type_)
+    except msgspec.ValidationError as exc:
+        raise msgspec.ValidationError(_unmasked_message(str(exc), base, unmask)) from None
+    copied = {id(node) for node in originals.values()}
+    untouched = {id(node) for node in containers if id(node) not in copied}
+    return _unmasked(result, unmask, originals, untouched)
+
+
+_ESCAPED_ASTRAL = re.compile(r"\\U([0-9a-f]{8})")
+
+
+def _unmasked_message(message: str, base: int, unmask: dict[int, str]) -> str:
+    # msgspec quotes a refused value with repr(), which escapes our stand-ins.
+    def escape(match: re.Match[str]) -> str:
+        code = int(match.group(1), 16)
+        if base <= code < base + _BLOCK:
+            return f"\\u{code - base + 0xD800:04x}"
+        return match.group()
+
+    return _ESCAPED_ASTRAL.sub(escape, message).translate(unmask)
+
+
+def _walk(root: Any) -> tuple[list[str], list[Any]]:
+    """Every string (keys included) and every container of a JSON value, parents first."""
+    strings: list[str] = []
+    containers: list[Any] = []
+    stack = [root]
+    while stack:  # iterative: values may be nested deeper than the recursion limit
+        node = stack.pop()
+        if isinstance(node, str):
+            strings.append(node)
+        elif isinstance(node, dict):
+            containers.append(node)
+            strings.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            containers.append(node)
+            stack.extend(node)
+    return strings, containers
+
+
+def _masked(
+    root: Any, containers: list[Any], mask: dict[int, int], originals: dict[int, Any]
+) -> Any:
+    """A copy of ``root`` with lone surrogates masked; ``originals`` maps copy ids back."""
+    copies: dict[int, Any] = {}
+
+    def masked(item: Any) -> Any:
+        if isinstance(item, str):
+            return item.translate(mask) if _LONE_SURROGATE.search(item) else item
+        return copies.get(id(item), item)
+
+    # Children before their parents; a container is copied only if something
+    # in it changed (found by identity: == on deep values would recurse).
+    for node in reversed(containers):
+        if isinstance(node, dict):
+            pairs = [(masked(key), masked(item)) for key, item in node.items()]
+            if any(
+                new[0] is not old[0] or new[1] is not old[1]
+                for new, old in zip(pairs, node.items(), strict=True)
+            ):
+                copy: Any = dict(pairs)
+                copies[id(node)] = copy
+                originals[id(copy)] = node
+        else:
+            items = [masked(item) for item in node]
+            if any(new is not old for new, old in zip(items, node, strict=True)):
+                copies[id(node)] = items
+                originals[id(items)] = node
+    return masked(root)
+
+
+def _unmasked(
+    value: Any, unmask: dict[int, str], originals: dict[int, Any], untouched: set[int]
+) -> Any:
+    """``value`` (a convert() result) with the original characters back.
+
+    Free-form values (``Any``) are the input's own containers: a masked copy
+    is swapped for its original, one without lone surrogates (``untouched``)
+    is kept as it is. So only the schema's own structure (a few levels) is
+    walked, however deep the free-form values are.
+    """
+    if isinstance(value, str):
+        return value.translate(unmask)
+    if id(value) in untouched:
+        return value
+    original = originals.get(id(value))
+    if original is not None:
+        return original
+    if isinstance(value, msgspec.Struct):
+        changes = {}
+        for name in value.__struct_fields__:
+            item = getattr(value, name)
+            restored = _unmasked(item, unmask, originals, untouched)
+            if restored is not item:
+                changes[name] = restored
+        return msgspec.structs.replace(value, **changes) if changes else value
+    if isinstance(value, list):
+        return [_unmasked(item, unmask, originals, untouched) for item in value]
+    if isinstance(value, dict):
+        return {
+            _unmasked(key, unmask, originals, untouched): _unmasked(
+                item, unmask, originals, untouched
+            )
+            for key, item in value.items()
+        }
+    return value
+
+
+# --- encoding ------------------------------------------------------------------
+#
+# Events are written with their base fields in the order JSON.stringify gives a
+# peer's objects (protocolVersion, sessionId, seq, type, payload; msgspec alone
+# would put the tag first and protocolVersion last). The part before seq depends
+# only on the event type, version and session id, so it is built once per
+# session and kept as a %-template: an event then costs one msgspec encode of its
+# payload and one formatting operation. msgspec never validates on
+# construction, so the encoder does: cheap type checks for stdout events,
+# nothing more for payloads whose __post_init__ checked every field, and a
+# decode of the encoded payload for the rest (so the rules are the decoder's).
+
+# Payloads whose __post_init__ checks every field: they are frozen and their
+# only mutable parts are free-form JSON values, which no change can make
+# invalid, so an instance is valid by construction.
+_VALID_BY_CONSTRUCTION: Final = frozenset(
+    {HeartbeatPayload, LogPayload, ToolCallPayload, ToolResultAppliedPayload}
+)
+
+
+def _partial_result_is_valid(payload: PartialResultPayload) -> bool:
+    # Its path list is mutable, so it is checked at encoding time; a nested
+    # error is left to the full check.
+    path = payload.path
+    return (
+        type(payload.has_next) is bool
+        and payload.error is msgspec.UNSET
+        and type(path) is list
+        and all(type(part) is str for part in path)
+    )
+
+
+def _envelope_is_valid(payload: EncryptedEnvelopePayload) -> bool:
+    tag = payload.tag_b64
+    return (
+        type(payload.kid) is str
+        and type(payload.nonce_b64) is str
+        and type(payload.ciphertext_b64) is str
+        and bool(payload.kid and payload.nonce_b64 and payload.ciphertext_b64)
+        and (tag is msgspec.UNSET or type(tag) is str)
+    )
+
+
+# Cheap checks that prove a payload valid (False means "run the full check").
+_QUICK_CHECKS: Final[dict[Any, Callable[[Any], bool]]] = {
+    PartialResultPayload: _partial_result_is_valid,
+    EncryptedEnvelopePayload: _envelope_is_valid,
+}
+
+_TEMPLATE_CACHE_SIZE: Final = 1024
+_ENCODE_ERRORS: Final = (UnicodeEncodeError, RecursionError, TypeError, OverflowError)
+
+
+class _EventKind:
+    """What the encoder needs per event class."""
+
+    __slots__ = ("payload_type", "quick_check", "tag", "templates", "trusted")
+
+    def __init__(self, event_type: type[msgspec.Struct]) -> None:
+        self.tag = str(event_type.__struct_config__.tag)
+        fields = msgspec.structs.fields(event_type)
+        self.payload_type: Any = next(f.type for f in fields if f.name == "payload")
+        self.trusted = self.payload_type in _VALID_BY_CONSTRUCTION
+        self.quick_check = _QUICK_CHECKS.get(self.payload_type)
+        # protocol version -> session id -> b'{"protocolVersion":2,...,"seq":%d,...%s}'
+        self.templates: dict[int, dict[str, bytes]] = {1: {}, 2: {}}
+
+
+def enc_hook(value: Any) -> Any:
+    """msgspec's ``enc_hook`` for protocol Structs (the protocolVersion-default marker)."""
+    if isinstance(value, int):  # the DEFAULT_PROTOCOL_VERSION marker is an int subclass
+        return int(value)
+    raise TypeError(f"Objects of type {type(value).__name__} are not JSON values")
+
+
+class EventEncoder:
+    """Encodes events as compact JSON lines, validating each one first.
+
+    Reuse one instance (it keeps a msgspec ``Encoder`` and per-session
+    templates). An invalid event raises
+    :class:`~enclave_stream.EventValidationError` naming the field, so it never
+    reaches the wire.
+
+    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> EventEncoder().encode(StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload("hi")))
+    b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"stdout","payload":{"chunk":"hi"}}'
+    """
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder(enc_hook=enc_hook)
+        self._kinds = {cls: _EventKind(cls) for cls in PARSED_EVENT_CLASSES}
+
+    def encode(self, event: ParsedEvent | Mapping[str, Any]) -> bytes:
+        """One event as a JSON line, without a newline."""
+        return self.encode_all((event,))[0]
+
+    def encode_lines(self, events: Iterable[ParsedEvent | Mapping[str, Any]]) -> bytes:
+        """Events as NDJSON, every line ending in ``\\n``."""
+        lines = self.encode_all(events)
+        return b"\n".join(lines) + b"\n" if lines else b""
+
+    def encode_all(self, events: Iterable[ParsedEvent | Mapping[str, Any]]) -> list[bytes]:
+        """Each event as a JSON line (no newlines), in order."""
+        kinds = self._kinds
+        encode = self._encoder.encode
+        default_version = DEFAULT_PROTOCOL_VERSION
+        max_seq = MAX_SAFE_INTEGER
+        stdout = StdoutPayload
+        out: list[bytes] = []
+        append = out.append
+        # One loop for everything: a function call per event would cost as
+        # much as the checks themselves.
+        event: Any
+        for event in events:
+            try:
+                kind = kinds[type(event)]
+            except KeyError:
+                event = _coerce(event)
+                kind = kinds[type(event)]
+            version = event.protocol_version
+            if version is default_version:
+                version = 2
+            elif type(version) is not int:  # True == 1 would find version 1's templates
+                raise _bad_version(version)
+            try:
+                template = kind.templates[version][event.session_id]
+            except (KeyError, TypeError):
+                template = self._template(kind, version, event.session_id)
+            seq = event.seq
+            if type(seq) is not int or seq < 0 or seq > max_seq:
+                raise EventValidationError(
+                    f"Expected `int` >= 0 and <= {MAX_SAFE_INTEGER}, got {seq!r}", "$.seq"
+                )
+            payload = event.payload
+            payload_type = type(payload)
+            if payload_type is kind.payload_type and (
+                kind.trusted or (payload_type is stdout and type(payload.chunk) is str)
+            ):
+                try:
+                    append(template % (seq, encode(payload)))
+                    continue
+                except _ENCODE_ERRORS:
+                    pass  # _payload() says why, or falls back
+            append(template % (seq, self._payload(kind, payload)))
+        return out
+
+    def _payload(self, kind: _EventKind, payload: Any) -> bytes:
+        try:
+            body = self._encoder.encode(payload)
+        except (UnicodeEncodeError, RecursionError):
+            body = _js_encode(payload)
+        except (TypeError, OverflowError) as exc:
+            raise EventValidationError(str(exc), "$.payload") from None
+        if type(payload) is kind.payload_type and (
+            kind.trusted or (kind.quick_check is not None and kind.quick_check(payload))
+        ):
+            return body
+        _validate_payload(kind, body)
+        return body
+
+    def _template(self, kind: _EventKind, version: int, session_id: object) -> bytes:
+        templates = kind.templates.get(version)
+        if templates is None:
+            raise _bad_version(version)
+        if not (
+            type(session_id) is str
+            and session_id.startswith(SESSION_ID_PREFIX)
+            and len(session_id) >= 3
+        ):
+            raise EventValidationError(
+                f"Expected {_SESSION_ID_WORDS}, got {session_id!r}", "$.sessionId"
+            )
+        try:
+            quoted = self._encoder.encode(session_id)
+        except UnicodeEncodeError:
+            quoted = _js_encode(session_id)
+        template = b'{"protocolVersion":%d,"sessionId":%s,"seq":%%d,"type":"%s","payload":%%s}' % (
+            version,
+            quoted.replace(b"%", b"%%"),
+            kind.tag.encode(),
+        )
+        if len(templates) >= _TEMPLATE_CACHE_SIZE:
+            templates.clear()
+        templates[session_id] = template
+        return template
+
+
+def _bad_version(version: object) -> EventValidationError:
+    return EventValidationError(
+        f"Expected protocol version 1 or 2, got {version!r}", "$.protocolVersion"
+    )
+
+
+def _coerce(item: object) -> ParsedEvent:
+    if isinstance(item, Mapping):
+        return validate_event(item)
+    raise EventValidationError(f"Expected a protocol event or a mapping, got {type(item).__name__}")
+
+
+def _js_encode(value: Any, path: str = "$.payload") -> bytes:
+    try:
+        return js_dumps(value).encode("utf-8")
+    except TypeError as exc:
+        raise EventValidationError(str(exc), path) from None
+
+
+def _validate_payload(kind: _EventKind, body: bytes) -> None:
+    result = _decode_one(body, kind.payload_type)
+    if isinstance(result, DecodeFailure):
+        raise EventValidationError(result.reason, "$.payload" + (result.path or "$")[1:])
+
+
+def validate_event(event: ParsedEvent | Mapping[str, Any]) -> ParsedEvent:
+    """Check an event against the protocol schema; return it as a typed event.
+
+    A mapping is read as its wire form (camelCase keys), as a receiver would
+    read ``JSON.stringify(mapping)``. Raises
+    :class:`~enclave_stream.EventValidationError` naming the offending field.
+    """
+    if isinstance(event, Mapping):
+        result = decode_event(_js_encode(event, "$"))
+        if isinstance(result, DecodeFailure):
+            raise EventValidationError(result.reason, result.path or "$")
+        return result
+    _default_encoder.encode(event)
+    return event
+
+
+_default_encoder: Final = EventEncoder()
+
+
+def encode_event(event: ParsedEvent | Mapping[str, Any]) -> bytes:
+    """Encode one event with a shared :class:`EventEncoder`."""
+    return _default_encoder.encode(event)
+
+
+_RUNTIME_TAGS: Final[dict[type, str]] = {
+    ToolResultSubmitMessage: "tool_result_submit",
+    CancelMessage: "cancel",
+}
+_message_encoder: Final = msgspec.json.Encoder(enc_hook=enc_hook)
+
+
+def encode_message(message: msgspec.Struct) -> bytes:
+    """Encode a message that is not a stream event (hello, request, runtime message).
+
+    Validated like a received message; keys come out in ``JSON.stringify``'s order.
+    """
+    tag = _RUNTIME_TAGS.get(type(message))
+    if tag is not None:
+        runtime = cast("ToolResultSubmitMessage | CancelMessage", message)
+        head = {
+            "protocolVersion": int(runtime.protocol_version),
+            "sessionId": runtime.session_id,
+            "type": tag,
+            "payload": runtime.payload,
+        }
+        data = _js_encode(head, "$")
+    else:
+        try:
+            data = _message_encoder.encode(message)
+        except (UnicodeEncodeError, RecursionError):
+            data = _js_encode(message, "$")
+        except (TypeError, OverflowError) as exc:
+            raise EventValidationError(str(exc)) from None
+    decode_message(data, type(message))
+    return data
