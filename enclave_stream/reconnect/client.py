@@ -367,56 +367,32 @@ class _Lines:
     is wrapped in :class:`_Plaintext` with its line number.
     """
 
-    __slots__ = ("_items", "_mark_plaintext", "_parser", "_slow")
+    __slots__ = ("_mark_plaintext", "_parser")
 
     def __init__(self, max_line_bytes: int, *, mark_plaintext: bool) -> None:
-        self._items: list[_Item | SlowLine] = []
-        self._slow = False
         self._mark_plaintext = mark_plaintext
-        on_event: Callable[[ParsedEvent], object] = self._items.append
-        if mark_plaintext:
-
-            def on_event(event: ParsedEvent) -> None:
-                if type(event) is EncryptedEnvelope:
-                    self._items.append(event)
-                else:
-                    self._items.append(_Plaintext(event, self._parser.line_number))
-
-        self._parser = NdjsonStreamParser(
-            on_event,
-            self._items.append,
-            max_line_bytes=max_line_bytes,
-            on_slow_line=self._on_slow_line,
-        )
-
-    def _on_slow_line(self, line: SlowLine) -> None:
-        self._slow = True
-        self._items.append(line)
+        self._parser = NdjsonStreamParser(max_line_bytes=max_line_bytes, defer_slow_lines=True)
 
     async def feed(self, chunk: bytes | bytearray | None) -> list[_Item]:
         """The items completed by ``chunk``; None: the end of the bytes (flush)."""
-        if chunk is None:
-            self._parser.flush()
-        else:
-            self._parser.feed(chunk)
-        items = self._items.copy()
-        self._items.clear()
-        if not self._slow:
-            return items  # type: ignore[return-value]  # no SlowLine among them
-        self._slow = False
-        judged: list[_Item] = []
-        for item in items:
-            if type(item) is not SlowLine:
-                judged.append(item)  # type: ignore[arg-type]
-                continue
-            verdict = await judge_off_loop(item)
-            if verdict is None:
-                continue
-            if self._mark_plaintext and not isinstance(verdict, LineError | EncryptedEnvelope):
-                judged.append(_Plaintext(verdict, item.number))
+        found = self._parser.flush() if chunk is None else self._parser.feed(chunk)
+        if not found.bad_lines and not self._mark_plaintext:
+            return found  # type: ignore[return-value]  # events only
+        items: list[_Item] = []
+        for item, number in zip(found, found.line_numbers(), strict=True):
+            verdict: ParsedEvent | LineError | None
+            if isinstance(item, SlowLine):
+                verdict = await judge_off_loop(item)
+                if verdict is None:
+                    continue
             else:
-                judged.append(verdict)
-        return judged
+                verdict = item
+            if self._mark_plaintext and not isinstance(verdict, LineError | EncryptedEnvelope):
+                # On an encrypted stream a plaintext event is refused, by its line.
+                items.append(_Plaintext(verdict, number))
+            else:
+                items.append(verdict)
+        return items
 
 
 _P = ParamSpec("_P")
