@@ -45,14 +45,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from enclave_stream import (
-    EncryptedEnvelope,
-    EncryptedEnvelopePayload,
-    EventEncoder,
-    ParsedEvent,
-    StdoutEvent,
-    StdoutPayload,
-)
+from enclave_stream import EncryptedEnvelope, EventEncoder, ParsedEvent, StdoutEvent
 from enclave_stream.codec import decode_event
 from enclave_stream.crypto import (
     ClientHandshake,
@@ -60,6 +53,7 @@ from enclave_stream.crypto import (
     SessionRole,
     accept_client_hello,
 )
+from enclave_stream.events import EncryptedEnvelopePayload, StdoutPayload
 
 SESSION = "s_0f8fad5b-d9cb-469f-a165-70867728950e"
 KEY_ID = "k_9b2c0000-0000-4000-8000-000000000000"

@@ -1,24 +1,75 @@
-"""enclave_stream: the anyio-native SDK for the EnclaveJS streaming protocol."""
+"""enclave_stream: the anyio-native SDK for the EnclaveJS streaming protocol.
+
+The everyday API is here; the rest has one home each:
+
+* :mod:`enclave_stream.events` - a msgspec Struct for every message and payload.
+* :mod:`enclave_stream.protocol` - constants, string enums, ids, header names.
+* :mod:`enclave_stream.errors` - every exception, with the tree drawn.
+* :mod:`enclave_stream.crypto` - ECDH, HKDF, AES-GCM, envelopes, the handshake
+  and encrypted sessions.
+* :mod:`enclave_stream.reconnect` - the reconnection state machine, the sans-IO
+  resume core and the resumable client; httpx connectors in
+  :mod:`enclave_stream.reconnect.http` (the ``httpx`` extra).
+* :mod:`enclave_stream.producer` - event logs, event streams and the session
+  broker; ASGI routes in :mod:`enclave_stream.starlette` (the ``starlette`` extra).
+
+``httpx_connector``, ``broker_connector`` and ``BrokerConnector`` are also
+reachable here, imported on first use, and are not in ``__all__`` because
+they need httpx.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .codec import EventEncoder, decode_message, encode_message, validate_event
-from .crypto import *  # noqa: F403
-from .crypto import __all__ as _crypto_all
+from .crypto import (
+    ClientHandshake,
+    EncryptedSession,
+    accept_client_hello,
+    decrypt_events,
+    encrypt_events,
+)
 from .errors import (
+    BrokerError,
+    ConnectorError,
     EnclaveStreamError,
+    EncryptionError,
+    EnvelopeError,
     EventValidationError,
     FailureKind,
+    FatalConnectError,
+    HandshakeError,
     LineError,
     NdjsonParseError,
     ProtocolError,
+    ReplayUnavailableError,
+    RetryableConnectError,
+    SequenceGapError,
+    StreamFailedError,
+    StreamFinishedError,
 )
-from .events import *  # noqa: F403
-from .events import __all__ as _events_all
+from .events import (
+    CatalogChangedEvent,
+    CreateSessionRequest,
+    DeadlineExceededEvent,
+    EncryptedEnvelope,
+    ErrorEvent,
+    FinalEvent,
+    HeartbeatEvent,
+    LogEvent,
+    ParsedEvent,
+    PartialResultEvent,
+    SessionInitEvent,
+    StdoutEvent,
+    StreamEvent,
+    ToolCallEvent,
+    ToolProgressEvent,
+    ToolResultAppliedEvent,
+)
 from .ndjson import (
     DEFAULT_MAX_LINE_BYTES,
+    FeedResult,
     NdjsonStreamParser,
     ParseFailure,
     ParseLinesResult,
@@ -29,12 +80,21 @@ from .ndjson import (
     serialize_event,
     serialize_events,
 )
-from .producer import *  # noqa: F403
-from .producer import __all__ as _producer_all
-from .protocol import *  # noqa: F403
-from .protocol import __all__ as _protocol_all
-from .reconnect import *  # noqa: F403
-from .reconnect import __all__ as _reconnect_all
+from .producer import BrokerConfig, EventLog, EventStream, SessionBroker
+from .protocol import (
+    NDJSON_MEDIA_TYPE,
+    PROTOCOL_VERSION,
+    RESUME_PARAM,
+    SERVER_HELLO_HEADER,
+    SESSION_ID_HEADER,
+    EncryptionMode,
+    EventType,
+    LogLevel,
+    SessionState,
+    generate_session_id,
+    is_session_id,
+)
+from .reconnect import ConnectionState, ReconnectionConfig, ResumableEventStream, open_event_stream
 from .streams import (
     NdjsonObjectReceiveStream,
     NdjsonObjectSendStream,
@@ -45,26 +105,25 @@ from .streams import (
 )
 
 if TYPE_CHECKING:
-    from .reconnect.http import BrokerConnector, broker_connector, httpx_connector
+    # For type checkers; at run time __getattr__ imports them on first use.
+    from .reconnect.http import BrokerConnector as BrokerConnector
+    from .reconnect.http import broker_connector as broker_connector
+    from .reconnect.http import httpx_connector as httpx_connector
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # codec: lines and streams of events
     "DEFAULT_MAX_LINE_BYTES",
-    "EnclaveStreamError",
     "EventEncoder",
-    "EventValidationError",
-    "FailureKind",
-    "LineError",
+    "FeedResult",
     "NdjsonObjectReceiveStream",
     "NdjsonObjectSendStream",
-    "NdjsonParseError",
     "NdjsonStreamParser",
     "ParseFailure",
     "ParseLinesResult",
     "ParseResult",
     "ParseSuccess",
-    "ProtocolError",
     "create_ndjson_parse_stream",
     "create_ndjson_serialize_stream",
     "decode_message",
@@ -76,29 +135,76 @@ __all__ = [
     "serialize_events",
     "serialize_ndjson_stream",
     "validate_event",
-    "BrokerConnector",
-    "broker_connector",
-    "httpx_connector",
-    *_crypto_all,
-    *_events_all,
-    *_producer_all,
-    *_protocol_all,
-    *_reconnect_all,
+    # events
+    "CatalogChangedEvent",
+    "CreateSessionRequest",
+    "DeadlineExceededEvent",
+    "EncryptedEnvelope",
+    "ErrorEvent",
+    "FinalEvent",
+    "HeartbeatEvent",
+    "LogEvent",
+    "ParsedEvent",
+    "PartialResultEvent",
+    "SessionInitEvent",
+    "StdoutEvent",
+    "StreamEvent",
+    "ToolCallEvent",
+    "ToolProgressEvent",
+    "ToolResultAppliedEvent",
+    # protocol
+    "NDJSON_MEDIA_TYPE",
+    "PROTOCOL_VERSION",
+    "RESUME_PARAM",
+    "SERVER_HELLO_HEADER",
+    "SESSION_ID_HEADER",
+    "EncryptionMode",
+    "EventType",
+    "LogLevel",
+    "SessionState",
+    "generate_session_id",
+    "is_session_id",
+    # errors
+    "BrokerError",
+    "ConnectorError",
+    "EnclaveStreamError",
+    "EncryptionError",
+    "EnvelopeError",
+    "EventValidationError",
+    "FailureKind",
+    "FatalConnectError",
+    "HandshakeError",
+    "LineError",
+    "NdjsonParseError",
+    "ProtocolError",
+    "ReplayUnavailableError",
+    "RetryableConnectError",
+    "SequenceGapError",
+    "StreamFailedError",
+    "StreamFinishedError",
+    # encryption
+    "ClientHandshake",
+    "EncryptedSession",
+    "accept_client_hello",
+    "decrypt_events",
+    "encrypt_events",
+    # reconnection
+    "ConnectionState",
+    "ReconnectionConfig",
+    "ResumableEventStream",
+    "open_event_stream",
+    # producing
+    "BrokerConfig",
+    "EventLog",
+    "EventStream",
+    "SessionBroker",
 ]
-
-
-_NEEDS_HTTPX = {
-    "httpx_connector": "http",
-    "broker_connector": "http",
-    "BrokerConnector": "http",
-}
 
 
 def __getattr__(name: str) -> object:
     # httpx is an optional extra: import what needs it only when asked for.
-    module = _NEEDS_HTTPX.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+    if name in ("BrokerConnector", "broker_connector", "httpx_connector"):
+        from .reconnect import http
 
-    return getattr(importlib.import_module(f".reconnect.{module}", __name__), name)
+        return getattr(http, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -603,7 +603,9 @@ class EventEncoder:
     :class:`~enclave_stream.EventValidationError` naming the field, so it never
     reaches the wire.
 
-    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> from enclave_stream import StdoutEvent
+
+    >>> from enclave_stream.events import StdoutPayload
     >>> EventEncoder().encode(StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload("hi")))
     b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"stdout","payload":{"chunk":"hi"}}'
     """

@@ -24,14 +24,13 @@ from starlette.routing import Route
 
 from enclave_stream import (
     FinalEvent,
-    FinalPayload,
     StdoutEvent,
-    StdoutPayload,
     StreamEvent,
     generate_session_id,
     parse_ndjson_stream,
     serialize_ndjson_stream,
 )
+from enclave_stream.events import FinalPayload, StdoutPayload
 
 
 async def weather_session() -> AsyncIterator[StreamEvent]:

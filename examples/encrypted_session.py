@@ -35,15 +35,15 @@ from enclave_stream import (
     CreateSessionRequest,
     EncryptedEnvelope,
     EncryptionMode,
-    EncryptionRequest,
     EnvelopeError,
     EventStream,
     accept_client_hello,
     encode_message,
     generate_session_id,
-    generate_signing_key,
     parse_ndjson_stream,
 )
+from enclave_stream.crypto import generate_signing_key
+from enclave_stream.events import EncryptionRequest
 
 SERVER_KEY = generate_signing_key()  # the server's static key; clients pin its public half
 

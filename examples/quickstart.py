@@ -17,30 +17,32 @@ import anyio
 import anyio.lowlevel
 
 from enclave_stream import (
-    EncryptionConfig,
     FinalEvent,
-    FinalPayload,
     HeartbeatEvent,
-    HeartbeatPayload,
     LineError,
     LogEvent,
     LogLevel,
-    LogPayload,
     ParsedEvent,
     PartialResultEvent,
-    PartialResultPayload,
     SessionInitEvent,
-    SessionInitPayload,
-    SessionStats,
     StdoutEvent,
-    StdoutPayload,
     ToolCallEvent,
-    ToolCallPayload,
-    generate_call_id,
     generate_session_id,
     parse_ndjson_stream,
     serialize_event,
 )
+from enclave_stream.events import (
+    EncryptionConfig,
+    FinalPayload,
+    HeartbeatPayload,
+    LogPayload,
+    PartialResultPayload,
+    SessionInitPayload,
+    SessionStats,
+    StdoutPayload,
+    ToolCallPayload,
+)
+from enclave_stream.protocol import generate_call_id
 
 
 def simulated_session() -> list[ParsedEvent]:

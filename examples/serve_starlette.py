@@ -22,7 +22,8 @@ import anyio
 import httpx
 import uvicorn
 
-from enclave_stream import EventStream, SessionRequest, open_event_stream
+from enclave_stream import EventStream, open_event_stream
+from enclave_stream.producer import SessionRequest
 from enclave_stream.reconnect.http import broker_connector
 from enclave_stream.starlette import create_broker_app
 

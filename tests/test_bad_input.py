@@ -15,12 +15,12 @@ from enclave_stream import (
     NdjsonStreamParser,
     ParsedEvent,
     StdoutEvent,
-    StdoutPayload,
     parse_line,
     parse_lines,
     serialize_event,
 )
 from enclave_stream._json import MAX_DEPTH
+from enclave_stream.events import StdoutPayload
 from enclave_stream.streams import create_ndjson_parse_stream, parse_ndjson_stream
 
 SID = "s_1"

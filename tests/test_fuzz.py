@@ -30,20 +30,18 @@ from hypothesis import strategies as st
 
 from enclave_stream import (
     EncryptedEnvelope,
-    EncryptedEnvelopePayload,
     EncryptedSession,
     LineError,
     NdjsonStreamParser,
     ParsedEvent,
-    SessionRole,
     StdoutEvent,
-    StdoutPayload,
     parse_line,
     parse_lines,
     serialize_event,
 )
 from enclave_stream._json import js_dumps, js_loads
-from enclave_stream.crypto import EncryptionError, encrypt
+from enclave_stream.crypto import EncryptionError, SessionRole, encrypt
+from enclave_stream.events import EncryptedEnvelopePayload, StdoutPayload
 from enclave_stream.streams import parse_ndjson_stream
 from tests.cli.helpers import cli_inprocess
 from tests.strategies import any_event

@@ -11,50 +11,54 @@ import msgspec
 import pytest
 
 from enclave_stream import (
-    CALL_ID_PREFIX,
-    KEY_ID_PREFIX,
     PROTOCOL_VERSION,
-    REF_ID_PREFIX,
-    SESSION_ID_PREFIX,
-    SUPPORTED_PROTOCOL_VERSIONS,
     EnclaveStreamError,
     EncryptedEnvelope,
-    EncryptionAlgorithm,
     EncryptionMode,
-    ErrorDetailType,
     EventType,
     EventValidationError,
     FinalEvent,
-    FinalPayload,
-    HeartbeatPayload,
-    KeyDerivation,
     LogEvent,
     LogLevel,
-    LogPayload,
     ParsedEvent,
-    QuotaInfoDetail,
-    RetryInfoDetail,
-    RuntimeChannelMessageType,
     SessionState,
     StdoutEvent,
-    StdoutPayload,
-    SupportedCurve,
     ToolCallEvent,
-    ToolCallPayload,
-    ToolProgressPhase,
-    ToolResultAppliedPayload,
-    UpstreamInfoDetail,
-    ValidationInfoDetail,
-    generate_call_id,
-    generate_key_id,
-    generate_ref_id,
     generate_session_id,
-    is_call_id,
-    is_key_id,
-    is_ref_id,
     is_session_id,
     parse_line,
     serialize_event,
+)
+from enclave_stream.events import (
+    FinalPayload,
+    HeartbeatPayload,
+    LogPayload,
+    QuotaInfoDetail,
+    RetryInfoDetail,
+    StdoutPayload,
+    ToolCallPayload,
+    ToolResultAppliedPayload,
+    UpstreamInfoDetail,
+    ValidationInfoDetail,
+)
+from enclave_stream.protocol import (
+    CALL_ID_PREFIX,
+    KEY_ID_PREFIX,
+    REF_ID_PREFIX,
+    SESSION_ID_PREFIX,
+    SUPPORTED_PROTOCOL_VERSIONS,
+    EncryptionAlgorithm,
+    ErrorDetailType,
+    KeyDerivation,
+    RuntimeChannelMessageType,
+    SupportedCurve,
+    ToolProgressPhase,
+    generate_call_id,
+    generate_key_id,
+    generate_ref_id,
+    is_call_id,
+    is_key_id,
+    is_ref_id,
 )
 from tests.strategies import SAMPLE_EVENTS
 
@@ -125,7 +129,7 @@ def test_optional_fields_default_to_unset_and_are_absent_on_the_wire() -> None:
 
 
 def test_cancel_payload_defaults_and_limits_defaults() -> None:
-    from enclave_stream import DEFAULT_SESSION_LIMITS, CancelMessage, CancelPayload
+    from enclave_stream.events import DEFAULT_SESSION_LIMITS, CancelMessage, CancelPayload
 
     assert CancelMessage(session_id=SID).payload == CancelPayload()
     assert DEFAULT_SESSION_LIMITS.heartbeat_interval_ms == 15_000

@@ -11,18 +11,17 @@ from enclave_stream import (
     FailureKind,
     LineError,
     LogEvent,
-    LogPayload,
     NdjsonStreamParser,
     ParsedEvent,
     ParseFailure,
     ParseSuccess,
     StdoutEvent,
-    StdoutPayload,
     parse_line,
     parse_lines,
     serialize_event,
     serialize_events,
 )
+from enclave_stream.events import LogPayload, StdoutPayload
 
 SID = "s_1"
 

@@ -18,9 +18,7 @@ from enclave_stream import (
     NdjsonStreamParser,
     ParsedEvent,
     StdoutEvent,
-    StdoutPayload,
     ToolCallEvent,
-    ToolCallPayload,
     parse_line,
     parse_lines,
     serialize_event,
@@ -28,7 +26,7 @@ from enclave_stream import (
 )
 from enclave_stream._json import JS_WHITESPACE, js_loads, utf16_truncate
 from enclave_stream.codec import DecodeFailure, decode_event, decode_lines
-from enclave_stream.events import PARSED_EVENT_CLASSES
+from enclave_stream.events import PARSED_EVENT_CLASSES, StdoutPayload, ToolCallPayload
 from enclave_stream.ndjson import SlowLine
 from enclave_stream.streams import parse_ndjson_stream
 from tests.jsvalues import json_equal

@@ -19,22 +19,19 @@ import pytest
 
 from enclave_stream import (
     EncryptedEnvelope,
-    EncryptedEnvelopePayload,
     EncryptedSession,
     FinalEvent,
-    FinalPayload,
     LineError,
     NdjsonStreamParser,
-    SessionRole,
     StdoutEvent,
-    StdoutPayload,
     parse_line,
     parse_lines,
     serialize_event,
 )
 from enclave_stream.codec import BYTES_PER_CONTAINER
-from enclave_stream.crypto import encrypt, to_base64
+from enclave_stream.crypto import SessionRole, encrypt, to_base64
 from enclave_stream.crypto.streams import INLINE_ENVELOPE_BYTES, decrypt_events
+from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, StdoutPayload
 from enclave_stream.ndjson import SlowLine
 from enclave_stream.reconnect import ReconnectionConfig, open_event_stream
 from enclave_stream.streams import INLINE_SLOW_LINE_BYTES, parse_ndjson_stream

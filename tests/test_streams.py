@@ -20,11 +20,10 @@ from enclave_stream import (
     NdjsonParseError,
     ParsedEvent,
     StdoutEvent,
-    StdoutPayload,
     ToolCallEvent,
-    ToolCallPayload,
     serialize_event,
 )
+from enclave_stream.events import StdoutPayload, ToolCallPayload
 from enclave_stream.streams import (
     NdjsonObjectReceiveStream,
     NdjsonObjectSendStream,

@@ -4,7 +4,9 @@ Everything taken from the stream goes through :func:`clean` (or is written
 as JSON), so a stream cannot move the cursor, recolour the terminal or hide
 text with control characters, bidi overrides or line separators.
 
->>> from enclave_stream import StdoutEvent, StdoutPayload
+>>> from enclave_stream import StdoutEvent
+
+>>> from enclave_stream.events import StdoutPayload
 >>> plain(format_event(StdoutEvent(session_id="s_1", seq=12, payload=StdoutPayload("hello\\n"))))
 '#12 stdout  "hello\\\\n"'
 """
@@ -252,7 +254,9 @@ def _label(event: ParsedEvent) -> Segment:
 def format_event(event: ParsedEvent) -> list[Segment]:
     """One readable line: ``#seq type  details``.
 
-    >>> from enclave_stream import ToolCallEvent, ToolCallPayload
+    >>> from enclave_stream import ToolCallEvent
+
+    >>> from enclave_stream.events import ToolCallPayload
     >>> call = ToolCallPayload(call_id="c_1", tool_name="web.search", args={"q": "x"})
     >>> plain(format_event(ToolCallEvent(session_id="s_1", seq=14, payload=call)))
     '#14 tool_call  web.search(c_1) {"q":"x"}'

@@ -156,7 +156,9 @@ class Summary:
 class Validator:
     """Checks a stream item by item (sans-IO; :func:`run_validate` does the reading).
 
-    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> from enclave_stream import StdoutEvent
+
+    >>> from enclave_stream.events import StdoutPayload
     >>> v = Validator()
     >>> def event(seq): return LineEvent(seq, StdoutEvent(session_id="s_1", seq=seq,
     ...                                   payload=StdoutPayload("x")))

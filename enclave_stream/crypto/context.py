@@ -235,7 +235,8 @@ class SessionEncryptionContext:
         :class:`~enclave_stream.crypto.EncryptedSession` compares them).
 
         >>> ctx = SessionEncryptionContext.from_key_bytes(bytes(32), "k_1")
-        >>> from enclave_stream import StdoutEvent, StdoutPayload
+        >>> from enclave_stream import StdoutEvent
+        >>> from enclave_stream.events import StdoutPayload
         >>> env = ctx.create_envelope("s_1", 7, StdoutEvent("s_1", 7, StdoutPayload("hi")))
         >>> env.seq, env.payload.kid
         (7, 'k_1')

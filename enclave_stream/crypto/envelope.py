@@ -357,7 +357,9 @@ def create_encrypted_envelope(
     with the inner event's (an :class:`~enclave_stream.crypto.EncryptedSession`
     compares them).
 
-    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> from enclave_stream import StdoutEvent
+
+    >>> from enclave_stream.events import StdoutPayload
     >>> event = StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload("hi"))
     >>> env = create_encrypted_envelope(bytes(32), "k_1", "s_1", 1, event, bytes(12))
     >>> env.payload.nonce_b64

@@ -191,7 +191,8 @@ class EncryptedSession:
     ...     "s_1", "k_1", SessionRole.CLIENT, send_key=bytes(32), receive_key=bytes(range(32)))
     >>> server = EncryptedSession.from_key_bytes(
     ...     "s_1", "k_1", SessionRole.SERVER, send_key=bytes(range(32)), receive_key=bytes(32))
-    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> from enclave_stream import StdoutEvent
+    >>> from enclave_stream.events import StdoutPayload
     >>> event = StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload("hi"))
     >>> server.open(client.seal(event)) == event
     True

@@ -68,7 +68,9 @@ class LogEntry(NamedTuple):
     the JSON of its ``enc`` envelope when the stream is encrypted (sealed once,
     when appended). ``event`` is always the plaintext event.
 
-    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> from enclave_stream import StdoutEvent
+
+    >>> from enclave_stream.events import StdoutPayload
     >>> entry = EventLog().append(StdoutEvent(session_id="s_1", seq=0, payload=StdoutPayload("hi")))
     >>> entry.seq
     1
@@ -163,7 +165,9 @@ class EventLog:
     :class:`~enclave_stream.producer.ReplayUnavailableError`, so a client
     that asks for it fails loudly instead of silently skipping events.
 
-    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> from enclave_stream import StdoutEvent
+
+    >>> from enclave_stream.events import StdoutPayload
     >>> log = EventLog(max_events=2)
     >>> for text in ("a", "b", "c"):
     ...     entry = log.append(StdoutEvent(session_id="s_1", seq=0, payload=StdoutPayload(text)))

@@ -25,7 +25,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from enclave_stream import StreamEvent, generate_signing_key
+from enclave_stream import StreamEvent
+from enclave_stream.crypto import generate_signing_key
 from enclave_stream.producer import BrokerConfig, EventStream, SessionRequest
 from enclave_stream.reconnect import (
     ConnectionState,

@@ -1,6 +1,8 @@
 """The demo's proof: the client received exactly what the server produced, once each.
 
->>> from enclave_stream import StdoutEvent, StdoutPayload
+>>> from enclave_stream import StdoutEvent
+
+>>> from enclave_stream.events import StdoutPayload
 >>> produced = [StdoutEvent("s_1", seq, StdoutPayload(f"line {seq}")) for seq in (1, 2, 3)]
 >>> exactly_once_problems(produced, produced)
 []

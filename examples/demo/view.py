@@ -88,7 +88,9 @@ def _compact(value: dict[str, Any] | list[Any]) -> str:
 def describe(event: StreamEvent) -> str:
     """One readable line for an event (without its seq and type).
 
-    >>> from enclave_stream import StdoutEvent, StdoutPayload
+    >>> from enclave_stream import StdoutEvent
+
+    >>> from enclave_stream.events import StdoutPayload
     >>> describe(StdoutEvent("s_1", 3, StdoutPayload("batch 1/9 done\\n")))
     'batch 1/9 done'
     """

@@ -10,26 +10,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enclave_stream import (
-    EncryptionConfig,
     EventEncoder,
     FinalEvent,
-    FinalPayload,
     LogEvent,
     LogLevel,
-    LogPayload,
     ParsedEvent,
     SessionInitEvent,
-    SessionInitPayload,
-    SessionStats,
     StdoutEvent,
-    StdoutPayload,
     ToolCallEvent,
-    ToolCallPayload,
     ToolResultAppliedEvent,
-    ToolResultAppliedPayload,
 )
 from enclave_stream.cli import run
 from enclave_stream.cli.stdio import StdIO
+from enclave_stream.events import (
+    EncryptionConfig,
+    FinalPayload,
+    LogPayload,
+    SessionInitPayload,
+    SessionStats,
+    StdoutPayload,
+    ToolCallPayload,
+    ToolResultAppliedPayload,
+)
 
 SID = "s_0f8fad5b-d9cb-469f-a165-70867728950e"
 OTHER_SID = "s_other"

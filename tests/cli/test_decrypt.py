@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from enclave_stream import (
-    EncryptedEnvelope,
-    ParsedEvent,
-    create_encrypted_envelope,
-    parse_lines,
-)
+from enclave_stream import EncryptedEnvelope, ParsedEvent, parse_lines
 from enclave_stream.cli.decrypt import parse_key
+from enclave_stream.crypto import create_encrypted_envelope
 from tests.cli.helpers import KEY, KEY_HEX, SID, cli, cli_inprocess, ndjson, session, write
 
 

@@ -7,21 +7,11 @@ import re
 import pytest
 from hypothesis import given, settings
 
-from enclave_stream import (
-    ErrorInfo,
-    ErrorPayload,
-    EventType,
-    FinalEvent,
-    FinalPayload,
-    LineError,
-    ParsedEvent,
-    StdoutEvent,
-    StdoutPayload,
-    parse_lines,
-)
+from enclave_stream import EventType, FinalEvent, LineError, ParsedEvent, StdoutEvent, parse_lines
 from enclave_stream.cli.format import clean, format_event, format_line_error, plain
 from enclave_stream.cli.source import LineEvent
 from enclave_stream.cli.validate import SeqIssue, SessionStats, Summary, Validator, format_summary
+from enclave_stream.events import ErrorInfo, ErrorPayload, FinalPayload, StdoutPayload
 from tests.strategies import SAMPLE_EVENTS, any_event
 
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enclave_stream import (
-    DEFAULT_MAX_LINE_BYTES,
-    StdoutEvent,
-    StdoutPayload,
-)
+from enclave_stream import DEFAULT_MAX_LINE_BYTES, StdoutEvent
+from enclave_stream.events import StdoutPayload
 from tests.cli.helpers import OTHER_SID, SID, cli, cli_inprocess, ndjson, session, write
 
 

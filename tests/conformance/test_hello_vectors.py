@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from enclave_stream import ClientHello, ServerHello, encode_message
+from enclave_stream import encode_message
 from enclave_stream.crypto import (
     PUBLIC_KEY_LENGTH,
     EcdhError,
@@ -26,6 +26,7 @@ from enclave_stream.crypto import (
     process_client_hello,
     process_server_hello,
 )
+from enclave_stream.events import ClientHello, ServerHello
 from tests.vectors import case_id, cases
 
 FILE = "ecdh.json"

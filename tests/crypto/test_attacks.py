@@ -13,13 +13,7 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from enclave_stream import (
-    EncryptedEnvelope,
-    EncryptedEnvelopePayload,
-    ServerHello,
-    StdoutEvent,
-    StdoutPayload,
-)
+from enclave_stream import EncryptedEnvelope, StdoutEvent
 from enclave_stream.crypto import (
     ClientHandshake,
     EcdhKeyPair,
@@ -38,6 +32,7 @@ from enclave_stream.crypto import (
     handshake_transcript,
     sign_transcript,
 )
+from enclave_stream.events import EncryptedEnvelopePayload, ServerHello, StdoutPayload
 
 SESSION = "s_attack"
 R = EnvelopeErrorReason

@@ -10,16 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from enclave_stream import (
-    FinalEvent,
-    FinalPayload,
-    HeartbeatEvent,
-    HeartbeatPayload,
-    ParsedEvent,
-    StdoutEvent,
-    StdoutPayload,
-    StreamEvent,
-)
+from enclave_stream import FinalEvent, HeartbeatEvent, ParsedEvent, StdoutEvent, StreamEvent
 from enclave_stream.crypto import (
     EncryptedSession,
     EnvelopeError,
@@ -29,6 +20,7 @@ from enclave_stream.crypto import (
     encrypt_events,
     encrypt_ndjson_stream,
 )
+from enclave_stream.events import FinalPayload, HeartbeatPayload, StdoutPayload
 from enclave_stream.streams import parse_ndjson_stream, serialize_ndjson_stream
 
 pytestmark = pytest.mark.anyio

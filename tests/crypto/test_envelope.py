@@ -13,13 +13,9 @@ from hypothesis import strategies as st
 
 from enclave_stream import (
     EncryptedEnvelope,
-    EncryptedEnvelopePayload,
     EventValidationError,
     FinalEvent,
-    FinalPayload,
-    ServerHello,
     StdoutEvent,
-    StdoutPayload,
     StreamEvent,
 )
 from enclave_stream.crypto import (
@@ -38,6 +34,7 @@ from enclave_stream.crypto import (
     key_pair_from_private_scalar,
 )
 from enclave_stream.crypto.envelope import event_plaintext
+from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, ServerHello, StdoutPayload
 
 KEY = bytes(range(32))
 R = EnvelopeErrorReason

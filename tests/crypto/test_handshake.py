@@ -14,16 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from enclave_stream import (
-    ClientHello,
-    EncryptionAlgorithm,
-    KeyDerivation,
-    ServerHello,
-    StdoutEvent,
-    StdoutPayload,
-    SupportedCurve,
-    encode_message,
-)
+from enclave_stream import StdoutEvent, encode_message
 from enclave_stream.crypto import (
     SIGNATURE_LENGTH,
     TRANSCRIPT_LABEL,
@@ -47,6 +38,8 @@ from enclave_stream.crypto import (
     sign_transcript,
     verify_transcript_signature,
 )
+from enclave_stream.events import ClientHello, ServerHello, StdoutPayload
+from enclave_stream.protocol import EncryptionAlgorithm, KeyDerivation, SupportedCurve
 
 SESSION = "s_handshake"
 KEY_ID = re.compile(r"k_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")

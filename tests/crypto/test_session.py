@@ -16,12 +16,9 @@ from hypothesis import strategies as st
 
 from enclave_stream import (
     EncryptedEnvelope,
-    EncryptedEnvelopePayload,
     EventValidationError,
     FinalEvent,
-    FinalPayload,
     StdoutEvent,
-    StdoutPayload,
     StreamEvent,
 )
 from enclave_stream.codec import decode_event, encode_event
@@ -39,6 +36,7 @@ from enclave_stream.crypto import (
     decrypt_json,
     derive_session_keys,
 )
+from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, StdoutPayload
 
 SESSION = "s_session"
 C2S = bytes(range(32))

@@ -12,40 +12,42 @@ from hypothesis import strategies as st
 
 from enclave_stream import (
     CatalogChangedEvent,
-    CatalogChangedPayload,
     DeadlineExceededEvent,
-    DeadlineExceededPayload,
     EncryptedEnvelope,
-    EncryptionConfig,
     ErrorEvent,
-    ErrorEventPayload,
-    ErrorInfo,
-    ErrorPayload,
     FinalEvent,
-    FinalPayload,
     HeartbeatEvent,
-    HeartbeatPayload,
     LogEvent,
     LogLevel,
-    LogPayload,
     PartialResultEvent,
-    PartialResultPayload,
     SessionInitEvent,
-    SessionInitPayload,
-    SessionStats,
     StdoutEvent,
-    StdoutPayload,
     StreamEvent,
     ToolCallEvent,
-    ToolCallPayload,
     ToolProgressEvent,
-    ToolProgressPayload,
-    ToolProgressPhase,
     ToolResultAppliedEvent,
-    ToolResultAppliedPayload,
 )
 from enclave_stream.codec import decode_event
 from enclave_stream.crypto import EncryptedSession, SessionRole, decrypt_json, encrypt_json
+from enclave_stream.events import (
+    CatalogChangedPayload,
+    DeadlineExceededPayload,
+    EncryptionConfig,
+    ErrorEventPayload,
+    ErrorInfo,
+    ErrorPayload,
+    FinalPayload,
+    HeartbeatPayload,
+    LogPayload,
+    PartialResultPayload,
+    SessionInitPayload,
+    SessionStats,
+    StdoutPayload,
+    ToolCallPayload,
+    ToolProgressPayload,
+    ToolResultAppliedPayload,
+)
+from enclave_stream.protocol import ToolProgressPhase
 from tests.jsvalues import json_equal
 
 SESSION = "s_props"

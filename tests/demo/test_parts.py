@@ -13,13 +13,12 @@ import pytest
 from enclave_stream import (
     EncryptedEnvelope,
     FinalEvent,
-    FinalPayload,
     HeartbeatEvent,
     StdoutEvent,
-    StdoutPayload,
     StreamEvent,
     ToolCallEvent,
 )
+from enclave_stream.events import FinalPayload, StdoutPayload
 from enclave_stream.producer import EventStream
 from enclave_stream.reconnect.http import broker_connector
 from examples.demo.loopback import mid_line_cut

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from starlette.responses import JSONResponse
 
-from enclave_stream import SessionInitEvent, generate_signing_key
+from enclave_stream import SessionInitEvent
+from enclave_stream.crypto import generate_signing_key
 from enclave_stream.events import StreamEvent
 from enclave_stream.producer import BrokerConfig, EventStream, SessionBroker, SessionRequest
 from enclave_stream.reconnect import (

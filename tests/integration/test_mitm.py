@@ -18,16 +18,14 @@ import httpx
 import pytest
 from anyio.abc import SocketStream
 
-from enclave_stream import (
-    FinalEvent,
-    FinalPayload,
-    StdoutEvent,
-    StdoutPayload,
+from enclave_stream import FinalEvent, StdoutEvent, serialize_event
+from enclave_stream.crypto import (
+    EncryptionErrorCode,
+    EnvelopeError,
+    EnvelopeErrorReason,
     generate_signing_key,
-    serialize_event,
 )
-from enclave_stream.crypto import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason
-from enclave_stream.events import StreamEvent
+from enclave_stream.events import FinalPayload, StdoutPayload, StreamEvent
 from enclave_stream.producer import BrokerConfig, EventStream, SessionRequest
 from enclave_stream.reconnect import ReconnectionConfig, StreamFailedError, open_event_stream
 from enclave_stream.reconnect.http import broker_connector

@@ -8,14 +8,9 @@ from datetime import datetime, timedelta, timezone
 import anyio
 import anyio.lowlevel
 
-from enclave_stream import (
-    EncryptedSession,
-    FinalEvent,
-    FinalPayload,
-    SessionRole,
-    StdoutEvent,
-    StdoutPayload,
-)
+from enclave_stream import EncryptedSession, FinalEvent, StdoutEvent
+from enclave_stream.crypto import SessionRole
+from enclave_stream.events import FinalPayload, StdoutPayload
 
 SESSION_ID = "s_producer-test"
 KEY_ID = "k_producer-test"

@@ -15,10 +15,10 @@ from enclave_stream import (
     EventValidationError,
     LogEvent,
     LogLevel,
-    LogPayload,
     StdoutEvent,
     parse_line,
 )
+from enclave_stream.events import LogPayload
 from enclave_stream.producer import (
     EventLog,
     EventStore,

@@ -11,17 +11,14 @@ import pytest
 
 from enclave_stream import (
     EncryptedEnvelope,
-    ErrorInfo,
-    ErrorPayload,
     EventValidationError,
     FinalEvent,
     HeartbeatEvent,
-    SessionStats,
     StdoutEvent,
-    StdoutPayload,
     parse_lines,
     serialize_event,
 )
+from enclave_stream.events import ErrorInfo, ErrorPayload, SessionStats, StdoutPayload
 from enclave_stream.producer import (
     EventLog,
     EventStream,

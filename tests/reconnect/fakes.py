@@ -9,18 +9,9 @@ from typing import Union
 
 import anyio
 
-from enclave_stream import (
-    EncryptedEnvelope,
-    EncryptedEnvelopePayload,
-    FinalEvent,
-    FinalPayload,
-    StdoutEvent,
-    StdoutPayload,
-    parse_line,
-    serialize_event,
-)
+from enclave_stream import EncryptedEnvelope, FinalEvent, StdoutEvent, parse_line, serialize_event
 from enclave_stream.crypto import SessionEncryptionContext, from_base64, to_base64
-from enclave_stream.events import StreamEvent
+from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, StdoutPayload, StreamEvent
 from enclave_stream.reconnect import ResumableEventStream
 
 SESSION_ID = "s_test-session"

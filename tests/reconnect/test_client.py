@@ -13,15 +13,8 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import ByteReceiveStream
 
-from enclave_stream import (
-    FailureKind,
-    FinalEvent,
-    FinalPayload,
-    LineError,
-    StdoutEvent,
-    StdoutPayload,
-)
-from enclave_stream.events import StreamEvent
+from enclave_stream import FailureKind, FinalEvent, LineError, StdoutEvent
+from enclave_stream.events import FinalPayload, StdoutPayload, StreamEvent
 from enclave_stream.reconnect import (
     ConnectionState,
     FatalConnectError,

@@ -13,8 +13,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from enclave_stream import FinalEvent, FinalPayload, HeartbeatEvent, HeartbeatPayload
-from enclave_stream.events import StreamEvent
+from enclave_stream import FinalEvent, HeartbeatEvent
+from enclave_stream.events import FinalPayload, HeartbeatPayload, StreamEvent
 from enclave_stream.reconnect import (
     ConnectionState,
     FailedEvent,

@@ -12,17 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from enclave_stream import (
-    EncryptedEnvelope,
-    EncryptedEnvelopePayload,
-    FinalEvent,
-    FinalPayload,
-    LineError,
-    StdoutEvent,
-    StdoutPayload,
-)
+from enclave_stream import EncryptedEnvelope, FinalEvent, LineError, StdoutEvent
 from enclave_stream.errors import FailureKind
-from enclave_stream.events import ParsedEvent
+from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, ParsedEvent, StdoutPayload
 from enclave_stream.reconnect import (
     ConnectionState,
     EventBuffer,
