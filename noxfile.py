@@ -35,9 +35,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package, with the pinned mypy and dependencies."""
+    """mypy --strict on the package and the demo, with the pinned mypy and dependencies."""
     session.install("-e", ".[dev]", *PINNED)
-    session.run("mypy", "--strict", "enclave_stream")
+    session.run("mypy", "--strict", "enclave_stream", "examples/demo")
 
 
 @nox.session
@@ -54,7 +54,7 @@ def latest(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *session.posargs)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "--strict", "enclave_stream")
+    session.run("mypy", "--strict", "enclave_stream", "examples/demo")
 
 
 @nox.session
