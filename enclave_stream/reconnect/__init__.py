@@ -9,7 +9,6 @@ Sans-IO (no clock, no tasks; time and randomness are injected), in
 * :class:`SequenceTracker` - gaps, repeats and late arrivals in ``seq`` numbers.
 * :class:`ResumeCore` - what a resumable client does with each event, and
   where it resumes; both of the above are its parts.
-* :class:`HeartbeatDeadline` - when a silence becomes a timeout.
 * :class:`EventBuffer` - a bounded buffer that refuses rather than evicts.
 
 anyio drivers, in :mod:`~enclave_stream.reconnect.client`:
@@ -41,7 +40,6 @@ __all__ = [
     "EventBuffer",
     "FailedEvent",
     "FatalConnectError",
-    "HeartbeatDeadline",
     "HeartbeatMonitor",
     "PendingRetry",
     "ReceiveResult",
@@ -106,7 +104,6 @@ from .machine import (
 )
 from .resume import (
     EventBuffer,
-    HeartbeatDeadline,
     ReceiveResult,
     ResumeCore,
     SequenceGap,
