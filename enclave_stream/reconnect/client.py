@@ -1,13 +1,4 @@
-"""The anyio side of reconnection: the resumable event stream and its small helpers.
-
-* :func:`open_event_stream` / :class:`ResumableEventStream` - every event of
-  a session exactly once, in order, across reconnects: a loop that drives
-  :class:`~enclave_stream.reconnect.ResumeCore` with the bytes of each
-  connection a :data:`Connector` opens.
-* :func:`is_retryable` - which connection errors are worth a retry.
-* :class:`HeartbeatMonitor` - calls a handler when heartbeats stop.
-* :func:`drive_reconnection` - gives a ``ReconnectionStateMachine`` its timer.
-"""
+"""The anyio side of reconnection: the resumable event stream and its small helpers."""
 
 from __future__ import annotations
 

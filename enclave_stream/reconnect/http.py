@@ -99,26 +99,34 @@ def httpx_connector(
         target = target.copy_merge_params(params)
     headers = httpx.Headers(request_kwargs.pop("headers", None))
     headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
-    if "timeout" not in request_kwargs:
-        timeout = client.timeout
-        request_kwargs["timeout"] = httpx.Timeout(
-            connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
-        )
 
     @asynccontextmanager
     async def connect(from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
         request_url = target if from_seq is None else target.copy_set_param(RESUME_PARAM, from_seq)
-        try:
-            async with client.stream(
-                method, request_url, headers=headers, **request_kwargs
-            ) as response:
-                if not response.is_success:
-                    raise await _status_error(response)
-                yield response.aiter_bytes()
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
+        async with _streamed(client, method, request_url, headers=headers, **request_kwargs) as r:
+            yield r.aiter_bytes()
 
     return connect
+
+
+@asynccontextmanager
+async def _streamed(
+    client: httpx.AsyncClient, method: str, url: str | httpx.URL, **kwargs: Any
+) -> AsyncIterator[httpx.Response]:
+    """A 2xx response, streamed; other statuses and transport errors raise connector errors."""
+    if "timeout" not in kwargs:
+        # Silence is the stream's heartbeat timeout to judge, not httpx's read timeout.
+        timeout = client.timeout
+        kwargs["timeout"] = httpx.Timeout(
+            connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
+        )
+    try:
+        async with client.stream(method, url, **kwargs) as response:
+            if not response.is_success:
+                raise await _status_error(response)
+            yield response
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
 
 
 async def _status_error(response: httpx.Response) -> FatalConnectError | RetryableConnectError:
@@ -227,28 +235,19 @@ class BrokerConnector:
     @asynccontextmanager
     async def _start(self, from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
         self.connections.append(ConnectionRecord("POST", from_seq))
-        timeout = self._client.timeout
-        try:
-            async with self._client.stream(
-                "POST",
-                f"{self._base}/sessions",
-                content=msgspec.json.encode(self._body),
-                headers={**self._headers, "Content-Type": "application/json"},
-                # Silence is the stream's heartbeat timeout to judge.
-                timeout=httpx.Timeout(
-                    connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
-                ),
-            ) as response:
-                if not response.is_success:
-                    raise await _status_error(response)
-                self._accept(response.headers)
-                body = _CountingBody(response.aiter_bytes(), self)
-                try:
-                    yield body
-                finally:
-                    await body.aclose()
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
+        async with _streamed(
+            self._client,
+            "POST",
+            f"{self._base}/sessions",
+            content=msgspec.json.encode(self._body),
+            headers={**self._headers, "Content-Type": "application/json"},
+        ) as response:
+            self._accept(response.headers)
+            body = _CountingBody(response.aiter_bytes(), self)
+            try:
+                yield body
+            finally:
+                await body.aclose()
 
     def _accept(self, headers: httpx.Headers) -> None:
         """Take the session id and complete the handshake from the ``POST`` response."""

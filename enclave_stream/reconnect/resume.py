@@ -1,14 +1,6 @@
-"""The sans-IO resume core: sequence numbers, the resume decisions, buffers and silence.
+"""The sans-IO resume core: sequence numbers, the resume decisions, a bounded buffer.
 
-Nothing here owns a clock, a task or a socket; time is passed in as a number.
-
-* :class:`SequenceTracker` - gaps, repeats and late arrivals in ``seq`` numbers.
-* :class:`ResumeCore` - what a resumable client does with each received
-  event (deliver, drop, reconnect, give up), which ``seq`` to ask for on
-  reconnect, the session it is pinned to, and the retries (through a
-  :class:`~enclave_stream.reconnect.ReconnectionStateMachine`). The anyio
-  client (:func:`~enclave_stream.reconnect.open_event_stream`) drives it.
-* :class:`EventBuffer` - a bounded buffer that refuses rather than evicts.
+Nothing here owns a clock, a task or a socket; the anyio client drives it.
 """
 
 from __future__ import annotations
@@ -165,11 +157,6 @@ class SequenceTracker:
         self._received_any = False
         self._gaps: list[SequenceGap] = []
         self._gaps_dropped = 0
-
-    @property
-    def strict(self) -> bool:
-        """True when the TypeScript quirks are off (see the class docstring)."""
-        return self._strict
 
     @property
     def last_seq(self) -> int:
