@@ -167,17 +167,46 @@ class ConnectionRecord(NamedTuple):
 
 
 class BrokerConnector:
-    """Starts a session on a broker with ``POST``, then resumes it with ``GET``.
+    """A connector that starts a session on the broker at ``base_url`` and follows it.
 
-    Made by :func:`broker_connector` (which documents the arguments); pass
-    it to :func:`~enclave_stream.reconnect.open_event_stream` as the
-    connector and, when encrypting, as the ``session`` too (it opens
-    envelopes with the session its handshake made)::
+    :func:`broker_connector` is another name for this class.
 
-        connect = broker_connector(client, broker_url, code=source)
-        async with open_event_stream(connect, session=connect) as events:
-            async for event in events:
-                ...
+    The first connection sends ``POST {base_url}/sessions`` with the body
+    ``{"protocolVersion": 2, "code": code, "encryption": ...}``; every later
+    one (once the response named the session) sends ``GET
+    {base_url}/sessions/{id}/stream?fromSeq=N`` through
+    :func:`~enclave_stream.reconnect.http.httpx_connector`. Status
+    codes are classified as it does: 429, 5xx and transport errors are
+    retried, other statuses are fatal. A ``POST`` that fails before the
+    response names the session is retried as a ``POST`` (the broker may then
+    hold an orphan session, which it retires like any other).
+
+    For example, pinning the server's key::
+
+        async with httpx.AsyncClient() as client:
+            connect = broker_connector(client, broker, code=source, signing_public_key=pem)
+            async with open_event_stream(connect, session=connect) as events:
+                async for event in events:  # decrypted, each once, to `final`
+                    ...
+
+    Args:
+        client: the HTTP client (its timeouts apply, but the read timeout:
+            silence is the stream's heartbeat timeout to judge).
+        base_url: where the broker's routes are (``{base_url}/sessions``).
+        code: the code the session runs.
+        encrypt: make the session end-to-end encrypted: the request carries a
+            ClientHello (``encryption.mode`` ``required``) and the handshake
+            completes from the response's ``X-Enclave-Server-Hello``; a
+            response without it, or a ServerHello that does not check out,
+            is a fatal error.
+        signing_public_key: the server's static signing key to pin (key
+            object, 65-byte point, its base64, or PEM): a ServerHello without
+            a valid signature by it is refused (``encrypt`` only).
+        handshake: a ready :class:`~enclave_stream.ClientHandshake` to use
+            instead of a new one (``encrypt`` only; then leave
+            ``signing_public_key`` out).
+        request: more fields of the request body (``limits``, ``sessionId``, ...).
+        headers: headers for every request (``Authorization``, ...).
 
     Attributes:
         session_id: the session's id, once the ``POST`` response named it.
@@ -185,20 +214,42 @@ class BrokerConnector:
             once the handshake completed (None for a plaintext session).
         connections: every connection made, oldest first.
         bytes_received: the response body bytes received, over all connections.
+
+    Raises:
+        ValueError: contradictory arguments.
     """
 
     def __init__(
         self,
         client: httpx.AsyncClient,
         base_url: str | httpx.URL,
-        body: Mapping[str, Any],
         *,
-        handshake: ClientHandshake | None,
+        code: str,
+        encrypt: bool = True,
+        signing_public_key: ServerPublicKey | None = None,
+        handshake: ClientHandshake | None = None,
+        request: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        if not encrypt and (signing_public_key is not None or handshake is not None):
+            raise ValueError("signing_public_key and handshake need encrypt=True")
+        if handshake is not None and signing_public_key is not None:
+            raise ValueError(
+                "give either a handshake or a signing_public_key for a new one, not both"
+            )
+        if encrypt and handshake is None:
+            handshake = ClientHandshake(server_public_key=signing_public_key)
+        body: dict[str, Any] = {
+            "protocolVersion": PROTOCOL_VERSION,
+            **(request or {}),
+            "code": code,
+        }
+        if handshake is not None:
+            hello = msgspec.json.decode(encode_message(handshake.client_hello))
+            body["encryption"] = {"mode": "required", "clientHello": hello}
         self._client = client
         self._base = str(base_url).rstrip("/")
-        self._body = dict(body)
+        self._body = body
         self._handshake = handshake
         self._headers = httpx.Headers(headers)
         self._headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
@@ -313,67 +364,5 @@ class _CountingBody:
         await aclose_source(self._inner)
 
 
-def broker_connector(
-    client: httpx.AsyncClient,
-    base_url: str | httpx.URL,
-    *,
-    code: str,
-    encrypt: bool = True,
-    signing_public_key: ServerPublicKey | None = None,
-    handshake: ClientHandshake | None = None,
-    request: Mapping[str, Any] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> BrokerConnector:
-    """A connector that starts a session on the broker at ``base_url`` and follows it.
-
-    The first connection sends ``POST {base_url}/sessions`` with the body
-    ``{"protocolVersion": 2, "code": code, "encryption": ...}``; every later
-    one (once the response named the session) sends ``GET
-    {base_url}/sessions/{id}/stream?fromSeq=N`` through
-    :func:`~enclave_stream.reconnect.http.httpx_connector`. Status
-    codes are classified as it does: 429, 5xx and transport errors are
-    retried, other statuses are fatal. A ``POST`` that fails before the
-    response names the session is retried as a ``POST`` (the broker may then
-    hold an orphan session, which it retires like any other).
-
-    For example, pinning the server's key::
-
-        async with httpx.AsyncClient() as client:
-            connect = broker_connector(client, broker, code=source, signing_public_key=pem)
-            async with open_event_stream(connect, session=connect) as events:
-                async for event in events:  # decrypted, each once, to `final`
-                    ...
-
-    Args:
-        client: the HTTP client (its timeouts apply, but the read timeout:
-            silence is the stream's heartbeat timeout to judge).
-        base_url: where the broker's routes are (``{base_url}/sessions``).
-        code: the code the session runs.
-        encrypt: make the session end-to-end encrypted: the request carries a
-            ClientHello (``encryption.mode`` ``required``) and the handshake
-            completes from the response's ``X-Enclave-Server-Hello``; a
-            response without it, or a ServerHello that does not check out,
-            is a fatal error.
-        signing_public_key: the server's static signing key to pin (key
-            object, 65-byte point, its base64, or PEM): a ServerHello without
-            a valid signature by it is refused (``encrypt`` only).
-        handshake: a ready :class:`~enclave_stream.ClientHandshake` to use
-            instead of a new one (``encrypt`` only; then leave
-            ``signing_public_key`` out).
-        request: more fields of the request body (``limits``, ``sessionId``, ...).
-        headers: headers for every request (``Authorization``, ...).
-
-    Raises:
-        ValueError: contradictory arguments.
-    """
-    if not encrypt and (signing_public_key is not None or handshake is not None):
-        raise ValueError("signing_public_key and handshake need encrypt=True")
-    if handshake is not None and signing_public_key is not None:
-        raise ValueError("give either a handshake or a signing_public_key for a new one, not both")
-    if encrypt and handshake is None:
-        handshake = ClientHandshake(server_public_key=signing_public_key)
-    body: dict[str, Any] = {"protocolVersion": PROTOCOL_VERSION, **(request or {}), "code": code}
-    if handshake is not None:
-        hello = msgspec.json.decode(encode_message(handshake.client_hello))
-        body["encryption"] = {"mode": "required", "clientHello": hello}
-    return BrokerConnector(client, base_url, body, handshake=handshake, headers=headers)
+broker_connector = BrokerConnector
+"""``broker_connector(client, base_url, code=...)`` is ``BrokerConnector(...)`` of the same."""
