@@ -1,28 +1,13 @@
 """Reconnection for EnclaveJS streams: a sans-IO core and small anyio drivers.
 
-Sans-IO (no clock, no tasks; time and randomness are injected), in
-:mod:`~enclave_stream.reconnect.machine` and :mod:`~enclave_stream.reconnect.resume`:
-
-* :class:`ReconnectionStateMachine` - connection state, retries, exponential
-  backoff with jitter (:func:`compute_backoff_ms`), reported as
-  :data:`ReconnectionEvent` objects.
-* :class:`SequenceTracker` - gaps, repeats and late arrivals in ``seq`` numbers.
-* :class:`ResumeCore` - what a resumable client does with each event, and
-  where it resumes; both of the above are its parts.
-* :class:`HeartbeatDeadline` - when a silence becomes a timeout.
-* :class:`EventBuffer` - a bounded buffer that refuses rather than evicts.
-
-anyio drivers, in :mod:`~enclave_stream.reconnect.client`:
-
-* :func:`open_event_stream` - a session's events, each exactly once, across
-  reconnects, by driving a :class:`ResumeCore`.
-* :class:`HeartbeatMonitor` - calls a handler when heartbeats stop.
-* :func:`drive_reconnection` - sleeps each pending retry's delay, then fires it.
-
-Connectors over httpx (:func:`httpx_connector`, :func:`broker_connector`,
-:class:`BrokerConnector`) live in :mod:`~enclave_stream.reconnect.http`; they
-need the ``httpx`` extra, so that module is imported only when one of them is
-asked for.
+The sans-IO part (no clock, no tasks; time and randomness are injected) is in
+:mod:`~enclave_stream.reconnect.machine` (the state machine and its backoff)
+and :mod:`~enclave_stream.reconnect.resume` (sequence numbers, the resume
+decisions, the event buffer); the anyio part (:func:`open_event_stream`,
+:class:`HeartbeatMonitor`, :func:`drive_reconnection`) in
+:mod:`~enclave_stream.reconnect.client`. The httpx connectors live in
+:mod:`~enclave_stream.reconnect.http`, imported only when one of its names is
+asked for: they need the ``httpx`` extra.
 """
 
 from __future__ import annotations
@@ -41,7 +26,6 @@ __all__ = [
     "EventBuffer",
     "FailedEvent",
     "FatalConnectError",
-    "HeartbeatDeadline",
     "HeartbeatMonitor",
     "PendingRetry",
     "ReceiveResult",
@@ -106,7 +90,6 @@ from .machine import (
 )
 from .resume import (
     EventBuffer,
-    HeartbeatDeadline,
     ReceiveResult,
     ResumeCore,
     SequenceGap,

@@ -1,14 +1,4 @@
-"""The anyio side of reconnection: the resumable event stream and its small helpers.
-
-* :func:`open_event_stream` / :class:`ResumableEventStream` - every event of
-  a session exactly once, in order, across reconnects: a loop that drives
-  :class:`~enclave_stream.reconnect.ResumeCore` with the bytes of each
-  connection a :data:`Connector` opens.
-* :func:`is_retryable` - which connection errors are worth a retry.
-* :class:`HeartbeatMonitor` - calls a handler when heartbeats stop (a
-  :class:`~enclave_stream.reconnect.HeartbeatDeadline` and a task).
-* :func:`drive_reconnection` - gives a ``ReconnectionStateMachine`` its timer.
-"""
+"""The anyio side of reconnection: the resumable event stream and its small helpers."""
 
 from __future__ import annotations
 
@@ -34,7 +24,7 @@ from contextlib import (
     nullcontext,
 )
 from dataclasses import dataclass
-from typing import Any, NoReturn, ParamSpec, Protocol, TypeAlias, TypeVar, runtime_checkable
+from typing import NoReturn, Protocol, TypeAlias, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -65,15 +55,26 @@ from .resume import (
     NEW,
     Finished,
     GiveUp,
-    HeartbeatDeadline,
     Outcome,
     Reconnect,
     ResumeCore,
     SequenceGap,
-    duration_seconds,
 )
 
 logger = logging.getLogger("enclave_stream")
+
+
+def _duration_seconds(name: str, value_ms: float) -> float:
+    """A duration option given in ms, checked (finite, > 0), in seconds."""
+    if (
+        isinstance(value_ms, bool)
+        or not isinstance(value_ms, int | float)
+        or not math.isfinite(value_ms)
+        or value_ms <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value_ms!r}")
+    return value_ms / 1000
+
 
 # --- what the stream is built on
 
@@ -106,7 +107,7 @@ class EnvelopeOpener(Protocol):
 
 
 @runtime_checkable
-class EncryptingConnector(Protocol):
+class EncryptingConnector(EnvelopeOpener, Protocol):
     """A connector that sets up the stream's encryption itself (``broker_connector``).
 
     When its ``encrypted`` is true, ``open_event_stream`` opens envelopes with
@@ -117,10 +118,6 @@ class EncryptingConnector(Protocol):
     @property
     def encrypted(self) -> bool:
         """True when the stream it connects to is encrypted."""
-        ...
-
-    def open(self, envelope: EncryptedEnvelope) -> StreamEvent:
-        """The plaintext event inside ``envelope``; raises if it cannot be decrypted."""
         ...
 
 
@@ -225,10 +222,9 @@ class _Run:
 class HeartbeatMonitor(TaskOwner):
     """Calls ``on_timeout`` when ``timeout_ms`` pass without :meth:`on_heartbeat`.
 
-    The deadline logic is a :class:`~enclave_stream.reconnect.HeartbeatDeadline`;
-    this adds the task that waits for it. A heartbeat only records the time:
-    the task wakes at the old deadline, sees the new one, and sleeps again,
-    so a heartbeat costs no timer rescheduling.
+    A heartbeat only records the time: the task wakes at the old deadline,
+    sees the new one, and sleeps again, so a heartbeat costs no timer
+    rescheduling.
 
     It fires once per silence: after ``on_timeout`` it stays quiet until the
     next :meth:`on_heartbeat` or :meth:`reset`, which re-arms it with a full
@@ -246,17 +242,24 @@ class HeartbeatMonitor(TaskOwner):
 
     or in a task group of your own with :meth:`start` and :meth:`stop`.
     Time is ``anyio.current_time()``, so a virtual clock drives it in tests.
+
+    Raises:
+        ValueError: ``timeout_ms`` is not a finite number > 0.
     """
 
     def __init__(self, timeout_ms: float, on_timeout: Callable[[], object]) -> None:
-        self._deadline = HeartbeatDeadline(timeout_ms)
+        self._timeout_s = _duration_seconds("timeout_ms", timeout_ms)
+        self._timeout_ms = timeout_ms
         self._on_timeout = on_timeout
+        self._last: float | None = None
+        # After a timeout or a pause there is no deadline until the next heartbeat.
+        self._idle = False
         self._run: _Run | None = None
 
     @property
     def timeout_ms(self) -> float:
         """The allowed silence, in milliseconds."""
-        return self._deadline.timeout_ms
+        return self._timeout_ms
 
     @property
     def running(self) -> bool:
@@ -266,19 +269,20 @@ class HeartbeatMonitor(TaskOwner):
     @property
     def time_since_last_heartbeat_ms(self) -> float:
         """Milliseconds since the last heartbeat (or since :meth:`start`); 0.0 before either."""
-        last = self._deadline.last_beat
+        last = self._last
         return 0.0 if last is None else (anyio.current_time() - last) * 1000
 
     def on_heartbeat(self) -> None:
         """Record a sign of life: the timeout restarts from now (and re-arms after a timeout)."""
-        deadline = self._deadline
-        deadline.beat(anyio.current_time())
+        self._last = anyio.current_time()
+        self._idle = False
         run = self._run
         # The waiting task needs waking only when the deadline came closer:
         # after a timeout or a pause it waits without one.
         wait_scope = None if run is None else run.wait_scope
-        if wait_scope is not None and wait_scope.deadline > deadline.deadline:
-            wait_scope.deadline = deadline.deadline
+        deadline = self._deadline()
+        if wait_scope is not None and wait_scope.deadline > deadline:
+            wait_scope.deadline = deadline
 
     def reset(self) -> None:
         """Restart the timeout from now, e.g. after reconnecting (same as :meth:`on_heartbeat`)."""
@@ -286,7 +290,7 @@ class HeartbeatMonitor(TaskOwner):
 
     def pause(self) -> None:
         """Stop the clock (a wait that is not the peer's silence) until the next heartbeat."""
-        self._deadline.pause()
+        self._idle = True
 
     def start(self, task_group: TaskGroup) -> None:
         """Start the monitor task in ``task_group``; the timeout counts from now.
@@ -299,7 +303,8 @@ class HeartbeatMonitor(TaskOwner):
         if self._run is not None:
             raise RuntimeError("HeartbeatMonitor is already running")
         run = self._run = _Run()
-        self._deadline.beat(anyio.current_time())
+        self._last = anyio.current_time()
+        self._idle = False
         task_group.start_soon(self._watch, run, name="HeartbeatMonitor")
 
     def stop(self) -> None:
@@ -307,6 +312,11 @@ class HeartbeatMonitor(TaskOwner):
         run, self._run = self._run, None
         if run is not None:
             run.scope.cancel()
+
+    def _deadline(self) -> float:
+        if self._last is None or self._idle:
+            return math.inf
+        return self._last + self._timeout_s
 
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[None]:
@@ -318,15 +328,16 @@ class HeartbeatMonitor(TaskOwner):
                 self.stop()
 
     async def _watch(self, run: _Run) -> None:
-        deadline = self._deadline
         with run.scope:
             while True:
-                if not deadline.expired(anyio.current_time()):
-                    with anyio.CancelScope(deadline=deadline.deadline) as wait:
+                deadline = self._deadline()
+                if anyio.current_time() < deadline:
+                    with anyio.CancelScope(deadline=deadline) as wait:
                         run.wait_scope = wait
                         await anyio.sleep_forever()
                     run.wait_scope = None
                     continue
+                self._idle = True  # once per silence
                 result = self._on_timeout()
                 if inspect.isawaitable(result):
                     await result
@@ -395,30 +406,6 @@ class _Lines:
         return items
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _takes_arguments_of(
-    target: Callable[_P, _R],
-) -> Callable[[Callable[..., _R]], Callable[_P, _R]]:
-    """Lets a function that passes its arguments on to ``target`` take the parameters it takes.
-
-    Type checkers see them through ``ParamSpec``, ``help()`` and
-    ``inspect.signature`` through ``__signature__``; they are written (and
-    documented) once, on ``target``.
-    """
-
-    def forwarder(function: Callable[..., _R]) -> Callable[_P, _R]:
-        signature = inspect.signature(target)
-        function.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            return_annotation=inspect.signature(function).return_annotation
-        )
-        return function
-
-    return forwarder
-
-
 # How many batches (one per chunk received) may wait for a consumer busy
 # elsewhere: enough to overlap parsing with consuming, small enough that a
 # slow consumer stops the reader, and with it the socket reads, soon.
@@ -429,8 +416,7 @@ class ResumableEventStream(TaskOwner, once=True):
     """The events of one session, each exactly once and in order, across reconnects.
 
     Follows a session's event stream to its ``final`` event, reconnecting as
-    needed. Made by :func:`open_event_stream` (or directly: the two take the
-    same arguments).
+    needed. :func:`open_event_stream` is another name for this class.
 
     Use it as an async context manager, and iterate::
 
@@ -534,9 +520,9 @@ class ResumableEventStream(TaskOwner, once=True):
     ) -> None:
         # None means no limit.
         if heartbeat_timeout_ms is not None:
-            duration_seconds("heartbeat_timeout_ms", heartbeat_timeout_ms)
+            _duration_seconds("heartbeat_timeout_ms", heartbeat_timeout_ms)
         self._deadline_s = (
-            math.inf if deadline_ms is None else duration_seconds("deadline_ms", deadline_ms)
+            math.inf if deadline_ms is None else _duration_seconds("deadline_ms", deadline_ms)
         )
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
@@ -804,15 +790,5 @@ class ResumableEventStream(TaskOwner, once=True):
             )
 
 
-@_takes_arguments_of(ResumableEventStream)
-def open_event_stream(*args: Any, **kwargs: Any) -> ResumableEventStream:
-    """Follow a session's event stream to its ``final`` event, reconnecting as needed.
-
-    ``open_event_stream(connect, **options)`` is ``ResumableEventStream(connect,
-    **options)``, which documents the options::
-
-        async with open_event_stream(connect, session=encrypted_session) as events:
-            async for event in events:
-                ...
-    """
-    return ResumableEventStream(*args, **kwargs)
+open_event_stream = ResumableEventStream
+"""``open_event_stream(connect, **options)`` is ``ResumableEventStream(connect, **options)``."""

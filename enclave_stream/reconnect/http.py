@@ -99,26 +99,34 @@ def httpx_connector(
         target = target.copy_merge_params(params)
     headers = httpx.Headers(request_kwargs.pop("headers", None))
     headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
-    if "timeout" not in request_kwargs:
-        timeout = client.timeout
-        request_kwargs["timeout"] = httpx.Timeout(
-            connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
-        )
 
     @asynccontextmanager
     async def connect(from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
         request_url = target if from_seq is None else target.copy_set_param(RESUME_PARAM, from_seq)
-        try:
-            async with client.stream(
-                method, request_url, headers=headers, **request_kwargs
-            ) as response:
-                if not response.is_success:
-                    raise await _status_error(response)
-                yield response.aiter_bytes()
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
+        async with _streamed(client, method, request_url, headers=headers, **request_kwargs) as r:
+            yield r.aiter_bytes()
 
     return connect
+
+
+@asynccontextmanager
+async def _streamed(
+    client: httpx.AsyncClient, method: str, url: str | httpx.URL, **kwargs: Any
+) -> AsyncIterator[httpx.Response]:
+    """A 2xx response, streamed; other statuses and transport errors raise connector errors."""
+    if "timeout" not in kwargs:
+        # Silence is the stream's heartbeat timeout to judge, not httpx's read timeout.
+        timeout = client.timeout
+        kwargs["timeout"] = httpx.Timeout(
+            connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
+        )
+    try:
+        async with client.stream(method, url, **kwargs) as response:
+            if not response.is_success:
+                raise await _status_error(response)
+            yield response
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
 
 
 async def _status_error(response: httpx.Response) -> FatalConnectError | RetryableConnectError:
@@ -159,17 +167,46 @@ class ConnectionRecord(NamedTuple):
 
 
 class BrokerConnector:
-    """Starts a session on a broker with ``POST``, then resumes it with ``GET``.
+    """A connector that starts a session on the broker at ``base_url`` and follows it.
 
-    Made by :func:`broker_connector` (which documents the arguments); pass
-    it to :func:`~enclave_stream.reconnect.open_event_stream` as the
-    connector and, when encrypting, as the ``session`` too (it opens
-    envelopes with the session its handshake made)::
+    :func:`broker_connector` is another name for this class.
 
-        connect = broker_connector(client, broker_url, code=source)
-        async with open_event_stream(connect, session=connect) as events:
-            async for event in events:
-                ...
+    The first connection sends ``POST {base_url}/sessions`` with the body
+    ``{"protocolVersion": 2, "code": code, "encryption": ...}``; every later
+    one (once the response named the session) sends ``GET
+    {base_url}/sessions/{id}/stream?fromSeq=N`` through
+    :func:`~enclave_stream.reconnect.http.httpx_connector`. Status
+    codes are classified as it does: 429, 5xx and transport errors are
+    retried, other statuses are fatal. A ``POST`` that fails before the
+    response names the session is retried as a ``POST`` (the broker may then
+    hold an orphan session, which it retires like any other).
+
+    For example, pinning the server's key::
+
+        async with httpx.AsyncClient() as client:
+            connect = broker_connector(client, broker, code=source, signing_public_key=pem)
+            async with open_event_stream(connect, session=connect) as events:
+                async for event in events:  # decrypted, each once, to `final`
+                    ...
+
+    Args:
+        client: the HTTP client (its timeouts apply, but the read timeout:
+            silence is the stream's heartbeat timeout to judge).
+        base_url: where the broker's routes are (``{base_url}/sessions``).
+        code: the code the session runs.
+        encrypt: make the session end-to-end encrypted: the request carries a
+            ClientHello (``encryption.mode`` ``required``) and the handshake
+            completes from the response's ``X-Enclave-Server-Hello``; a
+            response without it, or a ServerHello that does not check out,
+            is a fatal error.
+        signing_public_key: the server's static signing key to pin (key
+            object, 65-byte point, its base64, or PEM): a ServerHello without
+            a valid signature by it is refused (``encrypt`` only).
+        handshake: a ready :class:`~enclave_stream.ClientHandshake` to use
+            instead of a new one (``encrypt`` only; then leave
+            ``signing_public_key`` out).
+        request: more fields of the request body (``limits``, ``sessionId``, ...).
+        headers: headers for every request (``Authorization``, ...).
 
     Attributes:
         session_id: the session's id, once the ``POST`` response named it.
@@ -177,20 +214,42 @@ class BrokerConnector:
             once the handshake completed (None for a plaintext session).
         connections: every connection made, oldest first.
         bytes_received: the response body bytes received, over all connections.
+
+    Raises:
+        ValueError: contradictory arguments.
     """
 
     def __init__(
         self,
         client: httpx.AsyncClient,
         base_url: str | httpx.URL,
-        body: Mapping[str, Any],
         *,
-        handshake: ClientHandshake | None,
+        code: str,
+        encrypt: bool = True,
+        signing_public_key: ServerPublicKey | None = None,
+        handshake: ClientHandshake | None = None,
+        request: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        if not encrypt and (signing_public_key is not None or handshake is not None):
+            raise ValueError("signing_public_key and handshake need encrypt=True")
+        if handshake is not None and signing_public_key is not None:
+            raise ValueError(
+                "give either a handshake or a signing_public_key for a new one, not both"
+            )
+        if encrypt and handshake is None:
+            handshake = ClientHandshake(server_public_key=signing_public_key)
+        body: dict[str, Any] = {
+            "protocolVersion": PROTOCOL_VERSION,
+            **(request or {}),
+            "code": code,
+        }
+        if handshake is not None:
+            hello = msgspec.json.decode(encode_message(handshake.client_hello))
+            body["encryption"] = {"mode": "required", "clientHello": hello}
         self._client = client
         self._base = str(base_url).rstrip("/")
-        self._body = dict(body)
+        self._body = body
         self._handshake = handshake
         self._headers = httpx.Headers(headers)
         self._headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
@@ -227,28 +286,19 @@ class BrokerConnector:
     @asynccontextmanager
     async def _start(self, from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
         self.connections.append(ConnectionRecord("POST", from_seq))
-        timeout = self._client.timeout
-        try:
-            async with self._client.stream(
-                "POST",
-                f"{self._base}/sessions",
-                content=msgspec.json.encode(self._body),
-                headers={**self._headers, "Content-Type": "application/json"},
-                # Silence is the stream's heartbeat timeout to judge.
-                timeout=httpx.Timeout(
-                    connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
-                ),
-            ) as response:
-                if not response.is_success:
-                    raise await _status_error(response)
-                self._accept(response.headers)
-                body = _CountingBody(response.aiter_bytes(), self)
-                try:
-                    yield body
-                finally:
-                    await body.aclose()
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
+        async with _streamed(
+            self._client,
+            "POST",
+            f"{self._base}/sessions",
+            content=msgspec.json.encode(self._body),
+            headers={**self._headers, "Content-Type": "application/json"},
+        ) as response:
+            self._accept(response.headers)
+            body = _CountingBody(response.aiter_bytes(), self)
+            try:
+                yield body
+            finally:
+                await body.aclose()
 
     def _accept(self, headers: httpx.Headers) -> None:
         """Take the session id and complete the handshake from the ``POST`` response."""
@@ -314,67 +364,5 @@ class _CountingBody:
         await aclose_source(self._inner)
 
 
-def broker_connector(
-    client: httpx.AsyncClient,
-    base_url: str | httpx.URL,
-    *,
-    code: str,
-    encrypt: bool = True,
-    signing_public_key: ServerPublicKey | None = None,
-    handshake: ClientHandshake | None = None,
-    request: Mapping[str, Any] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> BrokerConnector:
-    """A connector that starts a session on the broker at ``base_url`` and follows it.
-
-    The first connection sends ``POST {base_url}/sessions`` with the body
-    ``{"protocolVersion": 2, "code": code, "encryption": ...}``; every later
-    one (once the response named the session) sends ``GET
-    {base_url}/sessions/{id}/stream?fromSeq=N`` through
-    :func:`~enclave_stream.reconnect.http.httpx_connector`. Status
-    codes are classified as it does: 429, 5xx and transport errors are
-    retried, other statuses are fatal. A ``POST`` that fails before the
-    response names the session is retried as a ``POST`` (the broker may then
-    hold an orphan session, which it retires like any other).
-
-    For example, pinning the server's key::
-
-        async with httpx.AsyncClient() as client:
-            connect = broker_connector(client, broker, code=source, signing_public_key=pem)
-            async with open_event_stream(connect, session=connect) as events:
-                async for event in events:  # decrypted, each once, to `final`
-                    ...
-
-    Args:
-        client: the HTTP client (its timeouts apply, but the read timeout:
-            silence is the stream's heartbeat timeout to judge).
-        base_url: where the broker's routes are (``{base_url}/sessions``).
-        code: the code the session runs.
-        encrypt: make the session end-to-end encrypted: the request carries a
-            ClientHello (``encryption.mode`` ``required``) and the handshake
-            completes from the response's ``X-Enclave-Server-Hello``; a
-            response without it, or a ServerHello that does not check out,
-            is a fatal error.
-        signing_public_key: the server's static signing key to pin (key
-            object, 65-byte point, its base64, or PEM): a ServerHello without
-            a valid signature by it is refused (``encrypt`` only).
-        handshake: a ready :class:`~enclave_stream.ClientHandshake` to use
-            instead of a new one (``encrypt`` only; then leave
-            ``signing_public_key`` out).
-        request: more fields of the request body (``limits``, ``sessionId``, ...).
-        headers: headers for every request (``Authorization``, ...).
-
-    Raises:
-        ValueError: contradictory arguments.
-    """
-    if not encrypt and (signing_public_key is not None or handshake is not None):
-        raise ValueError("signing_public_key and handshake need encrypt=True")
-    if handshake is not None and signing_public_key is not None:
-        raise ValueError("give either a handshake or a signing_public_key for a new one, not both")
-    if encrypt and handshake is None:
-        handshake = ClientHandshake(server_public_key=signing_public_key)
-    body: dict[str, Any] = {"protocolVersion": PROTOCOL_VERSION, **(request or {}), "code": code}
-    if handshake is not None:
-        hello = msgspec.json.decode(encode_message(handshake.client_hello))
-        body["encryption"] = {"mode": "required", "clientHello": hello}
-    return BrokerConnector(client, base_url, body, handshake=handshake, headers=headers)
+broker_connector = BrokerConnector
+"""``broker_connector(client, base_url, code=...)`` is ``BrokerConnector(...)`` of the same."""

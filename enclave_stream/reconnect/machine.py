@@ -1,8 +1,4 @@
-"""The sans-IO reconnection state machine, and what it works with.
-
-Connection states, the settings (:class:`ReconnectionConfig`), the backoff
-rule (:func:`compute_backoff_ms`), the events observers get, and the machine
-itself, whose whole behaviour is one transition table.
+"""The sans-IO reconnection state machine: states, settings, backoff, events, the table.
 
 The machine owns no clock, no task and no timer: where a timer would be armed
 it records a :class:`PendingRetry`, and whoever owns time
@@ -35,7 +31,7 @@ import math
 import random as _random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar, Final, Literal, TypeAlias
 
 from ..errors import ReconnectionConfigError
@@ -167,83 +163,72 @@ def compute_backoff_ms(
     return js_round(delay)
 
 
+class _Event:
+    """What the event classes share: their JSON shape."""
+
+    __slots__ = ()
+    type: ClassVar[str]
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON shape: ``type``, then each field in camelCase; a None field is left out."""
+        shape: dict[str, object] = {"type": self.type}
+        for field in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if isinstance(value, ConnectionState):
+                value = value.value
+            if value is not None:
+                head, *rest = field.name.split("_")
+                shape[head + "".join(word.title() for word in rest)] = value
+        return shape
+
+
 @dataclass(frozen=True, slots=True)
-class StateChangeEvent:
+class StateChangeEvent(_Event):
     """The machine moved from ``previous_state`` to ``state`` (never to the same state)."""
 
     type: ClassVar[Literal["state_change"]] = "state_change"
     state: ConnectionState
     previous_state: ConnectionState
 
-    def to_dict(self) -> dict[str, object]:
-        """The JSON shape: ``{"type", "state", "previousState"}``."""
-        return {
-            "type": self.type,
-            "state": self.state.value,
-            "previousState": self.previous_state.value,
-        }
-
 
 @dataclass(frozen=True, slots=True)
-class RetryScheduledEvent:
+class RetryScheduledEvent(_Event):
     """Retry number ``attempt`` (1-based) will start after ``delay_ms``."""
 
     type: ClassVar[Literal["retry_scheduled"]] = "retry_scheduled"
     attempt: int
     delay_ms: int
 
-    def to_dict(self) -> dict[str, object]:
-        """The JSON shape: ``{"type", "attempt", "delayMs"}``."""
-        return {"type": self.type, "attempt": self.attempt, "delayMs": self.delay_ms}
-
 
 @dataclass(frozen=True, slots=True)
-class RetryStartedEvent:
+class RetryStartedEvent(_Event):
     """The delay of retry ``attempt`` ran out; the caller should connect now."""
 
     type: ClassVar[Literal["retry_started"]] = "retry_started"
     attempt: int
 
-    def to_dict(self) -> dict[str, object]:
-        """The JSON shape: ``{"type", "attempt"}``."""
-        return {"type": self.type, "attempt": self.attempt}
-
 
 @dataclass(frozen=True, slots=True)
-class ConnectedEvent:
+class ConnectedEvent(_Event):
     """A connection succeeded (emitted on every ``on_connected()``, even when already connected)."""
 
     type: ClassVar[Literal["connected"]] = "connected"
 
-    def to_dict(self) -> dict[str, object]:
-        """The JSON shape: ``{"type": "connected"}``."""
-        return {"type": self.type}
-
 
 @dataclass(frozen=True, slots=True)
-class DisconnectedEvent:
+class DisconnectedEvent(_Event):
     """The connection was lost; ``reason`` is None when the caller gave none."""
 
     type: ClassVar[Literal["disconnected"]] = "disconnected"
     reason: str | None = None
 
-    def to_dict(self) -> dict[str, object]:
-        """The JSON shape; without a reason there is no ``"reason"`` key."""
-        if self.reason is None:
-            return {"type": self.type}
-        return {"type": self.type, "reason": self.reason}
-
 
 @dataclass(frozen=True, slots=True)
-class FailedEvent:
+class FailedEvent(_Event):
     """The machine gave up (retries exhausted or a fatal error)."""
 
     type: ClassVar[Literal["failed"]] = "failed"
     reason: str
-
-    def to_dict(self) -> dict[str, object]:
-        """The JSON shape: ``{"type", "reason"}``."""
-        return {"type": self.type, "reason": self.reason}
 
 
 ReconnectionEvent: TypeAlias = (

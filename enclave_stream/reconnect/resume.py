@@ -1,15 +1,6 @@
-"""The sans-IO resume core: sequence numbers, the resume decisions, buffers and silence.
+"""The sans-IO resume core: sequence numbers, the resume decisions, a bounded buffer.
 
-Nothing here owns a clock, a task or a socket; time is passed in as a number.
-
-* :class:`SequenceTracker` - gaps, repeats and late arrivals in ``seq`` numbers.
-* :class:`ResumeCore` - what a resumable client does with each received
-  event (deliver, drop, reconnect, give up), which ``seq`` to ask for on
-  reconnect, the session it is pinned to, and the retries (through a
-  :class:`~enclave_stream.reconnect.ReconnectionStateMachine`). The anyio
-  client (:func:`~enclave_stream.reconnect.open_event_stream`) drives it.
-* :class:`HeartbeatDeadline` - when a silence becomes a timeout.
-* :class:`EventBuffer` - a bounded buffer that refuses rather than evicts.
+Nothing here owns a clock, a task or a socket; the anyio client drives it.
 """
 
 from __future__ import annotations
@@ -20,7 +11,6 @@ __all__ = [
     "NEW",
     "EventBuffer",
     "GiveUp",
-    "HeartbeatDeadline",
     "Outcome",
     "ReceiveResult",
     "Reconnect",
@@ -28,14 +18,12 @@ __all__ = [
     "SequenceGap",
     "SequenceTracker",
     "Verdict",
-    "duration_seconds",
 ]
 
 import bisect
 import contextlib
 import enum
 import logging
-import math
 import random as _random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,22 +58,6 @@ from .machine import (
 logger = logging.getLogger("enclave_stream")
 
 T = TypeVar("T")
-
-
-def duration_seconds(name: str, value_ms: float) -> float:
-    """A duration option given in ms, checked (finite, > 0), in seconds.
-
-    >>> duration_seconds("timeout_ms", 1500)
-    1.5
-    """
-    if (
-        isinstance(value_ms, bool)
-        or not isinstance(value_ms, int | float)
-        or not math.isfinite(value_ms)
-        or value_ms <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value_ms!r}")
-    return value_ms / 1000
 
 
 # --- sequence numbers
@@ -185,11 +157,6 @@ class SequenceTracker:
         self._received_any = False
         self._gaps: list[SequenceGap] = []
         self._gaps_dropped = 0
-
-    @property
-    def strict(self) -> bool:
-        """True when the TypeScript quirks are off (see the class docstring)."""
-        return self._strict
 
     @property
     def last_seq(self) -> int:
@@ -593,62 +560,6 @@ class ResumeCore:
             EnvelopeErrorReason.PLAINTEXT_REFUSED,
         )
         return self.give_up(f"a plaintext event on an encrypted stream: {error.message}", error)
-
-
-# --- silence
-
-
-class HeartbeatDeadline:
-    """When a silence of ``timeout_ms`` runs out; the caller passes the time (seconds).
-
-    :meth:`beat` records a sign of life; :meth:`expired` tells whether the
-    deadline has passed, and fires once per silence: after it said True the
-    deadline is infinite until the next :meth:`beat`. :meth:`pause` stops
-    the clock (while waiting for a slow consumer, say) until :meth:`beat`.
-
-    >>> d = HeartbeatDeadline(1000)
-    >>> d.beat(10.0); d.deadline, d.expired(10.5), d.expired(11.0), d.expired(12.0)
-    (11.0, False, True, False)
-    >>> d.beat(12.0); d.deadline
-    13.0
-    """
-
-    __slots__ = ("_fired", "_last", "_paused", "timeout_ms", "timeout_s")
-
-    def __init__(self, timeout_ms: float) -> None:
-        self.timeout_s = duration_seconds("timeout_ms", timeout_ms)
-        self.timeout_ms = timeout_ms
-        self._last: float | None = None
-        self._paused = False
-        self._fired = False
-
-    @property
-    def last_beat(self) -> float | None:
-        """When :meth:`beat` was last called; None before."""
-        return self._last
-
-    @property
-    def deadline(self) -> float:
-        """When the silence becomes a timeout; infinite before the first beat, paused or fired."""
-        if self._last is None or self._paused or self._fired:
-            return math.inf
-        return self._last + self.timeout_s
-
-    def beat(self, now: float) -> None:
-        """A sign of life at ``now``: the timeout restarts (and re-arms, and resumes)."""
-        self._last = now
-        self._paused = self._fired = False
-
-    def pause(self) -> None:
-        """Stop the clock until the next :meth:`beat`."""
-        self._paused = True
-
-    def expired(self, now: float) -> bool:
-        """True (once per silence) when ``now`` is at or past the deadline."""
-        if now < self.deadline:
-            return False
-        self._fired = True
-        return True
 
 
 # --- buffering

@@ -269,7 +269,7 @@ class Recorder:
         self.called.set()
 
 
-@pytest.mark.parametrize("timeout_ms", [0, -5, float("nan"), float("inf"), True, "1"])
+@pytest.mark.parametrize("timeout_ms", [0, -5, float("nan"), float("inf"), True, "1", None])
 def test_timeout_is_validated(timeout_ms: Any) -> None:
     with pytest.raises(ValueError, match="timeout_ms"):
         HeartbeatMonitor(timeout_ms, lambda: None)

@@ -1,4 +1,4 @@
-"""The resume core: SequenceTracker, ResumeCore, HeartbeatDeadline and EventBuffer.
+"""The resume core: SequenceTracker, ResumeCore and EventBuffer.
 
 SequenceTracker's default-mode traces are checked in
 tests/conformance/test_reconnect_vectors.py; the strict mode and the core are
@@ -18,7 +18,6 @@ from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, Parsed
 from enclave_stream.reconnect import (
     ConnectionState,
     EventBuffer,
-    HeartbeatDeadline,
     ReceiveResult,
     ReconnectionConfig,
     ResumeCore,
@@ -411,30 +410,6 @@ def test_core_retries_reset_on_the_first_new_event_of_a_connection() -> None:
     assert str(gave_up.error).startswith("gave up after 2 retries: x")
     core.finish(gave_up)
     assert states[-1] is ConnectionState.FAILED
-
-
-# --- HeartbeatDeadline
-
-
-def test_heartbeat_deadline() -> None:
-    deadline = HeartbeatDeadline(2000)
-    assert deadline.deadline == float("inf")  # no beat yet
-    assert not deadline.expired(100.0)
-    deadline.beat(10.0)
-    assert deadline.deadline == 12.0
-    assert [deadline.expired(t) for t in (11.9, 12.0, 12.5)] == [False, True, False]  # once
-    deadline.beat(13.0)  # re-armed
-    deadline.pause()
-    assert not deadline.expired(100.0)
-    deadline.beat(100.0)
-    assert deadline.expired(102.0)
-    assert deadline.last_beat == 100.0
-
-
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True, "1", None])
-def test_heartbeat_deadline_timeout_is_validated(timeout: object) -> None:
-    with pytest.raises(ValueError, match="timeout_ms"):
-        HeartbeatDeadline(timeout)  # type: ignore[arg-type]
 
 
 # --- the fast path of ResumeCore equals the plain one
