@@ -1,22 +1,14 @@
 """A session broker without a web framework: the streams of a service, by session id.
 
 :class:`SessionBroker` keeps the :class:`~.stream.EventStream` of each live
-session, runs the producer of each session it starts in a task group it
-owns, and answers the broker's two routes as plain calls:
-
-* ``POST /sessions`` -> :meth:`SessionBroker.create_session`: start a session
-  from the request body and stream it from its first event;
-* ``GET /sessions/{id}/stream?fromSeq=N`` -> :meth:`SessionBroker.open_stream`:
-  resume it, from ``seq`` N (the whole session without ``fromSeq``).
-
-Failures are :class:`~.errors.BrokerError` objects carrying the HTTP status
-and a ``{"code", "message"}`` body. :mod:`enclave_stream.starlette` maps all
-of this onto Starlette routes in a few lines; another framework needs the
-same few lines.
-
-A client that disconnects from ``POST /sessions`` does not cancel the
-session: the producer runs on, and the client (or another) resumes with
-``GET``. ``DELETE /sessions/{id}`` (:meth:`SessionBroker.cancel`) cancels it.
+session, runs the producer of each session it starts, and answers the
+broker's routes as plain calls (``POST /sessions`` ->
+:meth:`~SessionBroker.create_session`, ``GET /sessions/{id}/stream?fromSeq=N``
+-> :meth:`~SessionBroker.open_stream`, ``DELETE /sessions/{id}`` ->
+:meth:`~SessionBroker.cancel`); failures are :class:`~.errors.BrokerError`
+objects carrying the HTTP status and body. :mod:`enclave_stream.starlette`
+puts them on Starlette; docs/compatibility.md (P1-P8) says how they differ
+from the reference broker.
 """
 
 from __future__ import annotations
@@ -34,23 +26,22 @@ __all__ = [
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
 from cryptography.hazmat.primitives.asymmetric import ec
-from msgspec import UNSET, Meta, UnsetType
+from msgspec import UNSET, UnsetType
 
 from .._lifetime import TaskOwner, owned_task_group
 from ..codec import encode_message
 from ..crypto.handshake import accept_client_hello
 from ..errors import BrokerError, EncryptionError, ReplayUnavailableError
-from ..events import ErrorInfo, SessionLimits
+from ..events import ErrorInfo, PositiveInt, ProtocolVersion, SessionLimits
 from ..protocol import (
     DEFAULT_HEARTBEAT_INTERVAL_MS,
     MAX_SAFE_INTEGER,
@@ -65,7 +56,6 @@ from .stream import EventStream, Now
 logger = logging.getLogger("enclave_stream")
 
 
-_PositiveInt = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
 _DIGITS: Final = re.compile(r"[0-9]{1,16}")
 _CLIENT_SESSION_ID: Final = re.compile(r"s_[A-Za-z0-9._~:-]{1,200}")
 
@@ -73,9 +63,9 @@ _CLIENT_SESSION_ID: Final = re.compile(r"s_[A-Za-z0-9._~:-]{1,200}")
 class SessionRequestConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """The ``config`` of ``POST /sessions``, as ``@enclave-vm/client`` sends it."""
 
-    max_execution_ms: _PositiveInt | UnsetType = UNSET
-    max_tool_calls: _PositiveInt | UnsetType = UNSET
-    heartbeat_interval_ms: _PositiveInt | UnsetType = UNSET
+    max_execution_ms: PositiveInt | UnsetType = UNSET
+    max_tool_calls: PositiveInt | UnsetType = UNSET
+    heartbeat_interval_ms: PositiveInt | UnsetType = UNSET
 
 
 class SessionRequestEncryption(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -101,7 +91,7 @@ class SessionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
     code: str
     session_id: str | UnsetType = UNSET
-    protocol_version: Literal[1, 2] | UnsetType = UNSET
+    protocol_version: ProtocolVersion | UnsetType = UNSET
     config: SessionRequestConfig | UnsetType = UNSET
     limits: SessionLimits | UnsetType = UNSET
     encryption: SessionRequestEncryption | UnsetType = UNSET
@@ -168,16 +158,16 @@ class BrokerConfig:
     max_request_bytes: int = 1024 * 1024
 
 
-def stream_headers(stream: EventStream) -> dict[str, str]:
-    """The headers of an NDJSON stream response, but ``Content-Type``.
+def stream_headers(session_id: str) -> dict[str, str]:
+    """The headers of a session's NDJSON stream response, but ``Content-Type``.
 
-    >>> stream_headers(EventStream("s_1", heartbeat_interval_ms=None))
+    >>> stream_headers("s_1")
     {'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no', 'X-Session-ID': 's_1'}
     """
     return {
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
-        SESSION_ID_HEADER: stream.session_id,
+        SESSION_ID_HEADER: session_id,
     }
 
 
@@ -256,11 +246,6 @@ class SessionBroker(TaskOwner):
     def config(self) -> BrokerConfig:
         """The broker's limits and defaults."""
         return self._config
-
-    @property
-    def sessions(self) -> Mapping[str, EventStream]:
-        """The sessions held, by id (a read-only view)."""
-        return MappingProxyType({sid: slot.stream for sid, slot in self._slots.items()})
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -466,7 +451,7 @@ class SessionBroker(TaskOwner):
             ) from None
         body_iterator = stream.ndjson_body()
         self.add(stream, lambda s: runner(s, request))
-        return CreatedSession(stream, body_iterator, {**stream_headers(stream), **headers})
+        return CreatedSession(stream, body_iterator, {**stream_headers(session_id), **headers})
 
     def open_stream(self, session_id: str, from_seq: str | None = None) -> NdjsonBody:
         """``GET /sessions/{id}/stream?fromSeq=N``: the session from ``seq`` N, live to ``final``.
