@@ -1,21 +1,8 @@
 """Serving event streams with Starlette (``pip install 'enclave-stream[starlette]'``).
 
-* :func:`ndjson_response` - a ``StreamingResponse`` of an
-  :class:`~enclave_stream.producer.EventStream` from a ``seq``, or a
-  ``410 Gone`` JSON error when the log no longer holds it.
-* :func:`create_broker_app` - a Starlette app with the broker's routes over
-  a :class:`~enclave_stream.producer.SessionBroker`:
-  ``POST /sessions`` starts a session and streams it,
-  ``GET /sessions/{id}/stream?fromSeq=N`` resumes it, and
-  ``DELETE /sessions/{id}`` cancels it.
-
-Serve it with any ASGI server, e.g. ``uvicorn module:app``::
-
-    async def run(stream: EventStream, request: SessionRequest) -> None:
-        stream.stdout("hello\\n")
-        stream.final(True, {"echo": request.code})
-
-    app = create_broker_app(run)
+:func:`create_broker_app` serves a :class:`~enclave_stream.producer.SessionBroker`'s
+routes; :func:`ndjson_response` streams one
+:class:`~enclave_stream.producer.EventStream` from your own route.
 """
 
 from __future__ import annotations

@@ -120,11 +120,8 @@ SessionRunner = Callable[[EventStream, SessionRequest], Awaitable[None]]
 
 Runs in the broker's task group, inside ``async with stream``: heartbeats
 are sent while it is idle, and if it returns or fails without ``final``,
-the stream appends a failed one. An exception it raises is logged::
-
-    async def run(stream: EventStream, request: SessionRequest) -> None:
-        stream.stdout(f"running {len(request.code)} characters of code\\n")
-        stream.final(True, {"ok": 1})
+the stream appends a failed one. An exception it raises is logged.
+``run_session`` in ``examples/serve_starlette.py`` is one.
 """
 
 
@@ -176,11 +173,7 @@ class CreatedSession:
     """What :meth:`SessionBroker.create_session` made: the stream, its body, the headers.
 
     ``headers`` are :func:`stream_headers` plus, for an encrypted session,
-    :data:`SERVER_HELLO_HEADER`::
-
-        created = broker.create_session(await request.body())
-        return StreamingResponse(created.body, headers=created.headers,
-                                 media_type="application/x-ndjson")
+    :data:`SERVER_HELLO_HEADER`.
     """
 
     stream: EventStream

@@ -61,7 +61,6 @@ class LogEntry(NamedTuple):
     when appended). ``event`` is always the plaintext event.
 
     >>> from enclave_stream import StdoutEvent
-
     >>> from enclave_stream.events import StdoutPayload
     >>> entry = EventLog().append(StdoutEvent(session_id="s_1", seq=0, payload=StdoutPayload("hi")))
     >>> entry.seq
@@ -99,11 +98,6 @@ class EventStore(Protocol):
     @property
     def finished(self) -> bool:
         """True once ``final`` was appended or the store was closed."""
-        ...
-
-    @property
-    def waiting(self) -> int:
-        """How many readers of this process wait in :meth:`wait_for` right now."""
         ...
 
     def append(self, event: StreamEvent) -> LogEntry:
@@ -154,7 +148,6 @@ class EventLog:
     that asks for it fails loudly instead of silently skipping events.
 
     >>> from enclave_stream import StdoutEvent
-
     >>> from enclave_stream.events import StdoutPayload
     >>> log = EventLog(max_events=2)
     >>> for text in ("a", "b", "c"):
@@ -380,20 +373,13 @@ class NdjsonBody:
     (at most ``chunk_bytes``, but always one whole line) and waits for more
     when there are none: a response body for anything that sends an async
     iterator of bytes (Starlette's ``StreamingResponse``, aiohttp's
-    ``StreamResponse.write``, a raw ASGI ``send`` loop). Made by
-    :meth:`EventStream.ndjson_body <enclave_stream.producer.EventStream.ndjson_body>`.
-    Availability is checked when the body is made, so a response can still
-    answer with an error status. The body holds no task and no registration
-    in the store: a client that goes away (the server stops iterating, or
-    cancels the iteration) leaves nothing behind, and the session goes on
-    for the others.
-
-    For aiohttp::
-
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        async for chunk in stream.ndjson_body(from_seq):
-            await response.write(chunk)
+    ``StreamResponse.write`` as in ``examples/serve_aiohttp.py``, a raw ASGI
+    ``send`` loop). Made by :meth:`EventStream.ndjson_body
+    <enclave_stream.producer.EventStream.ndjson_body>`. Availability is
+    checked when the body is made, so a response can still answer with an
+    error status. The body holds no task and no registration in the store: a
+    client that goes away (the server stops iterating, or cancels the
+    iteration) leaves nothing behind, and the session goes on for the others.
 
     Raises:
         ReplayUnavailableError: when made, or from the loop if the reader falls

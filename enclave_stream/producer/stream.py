@@ -1,12 +1,4 @@
-"""The server side of one session: build events, number them, keep them, serve them.
-
-An :class:`EventStream` wraps a replay log (:class:`~.log.EventLog` by
-default). Its methods build each kind of event, validate it, number it and
-append it (sealed once, when the session is encrypted); any number of
-clients read it through :meth:`EventStream.ndjson_body`, each from its own
-``seq``. Used as ``async with``, it also sends a ``heartbeat`` whenever no
-event was appended for ``heartbeat_interval_ms``, from a task it owns.
-"""
+"""The server side of one session: build events, number them, keep them, serve them."""
 
 from __future__ import annotations
 
@@ -120,7 +112,13 @@ def _interval_seconds(interval_ms: float | None) -> float | None:
 
 
 class EventStream(TaskOwner, once=True):
-    """One session's events, as the server produces them (see the module docstring).
+    """One session's events, as the server produces them.
+
+    An :class:`EventStream` wraps a replay log (:class:`~.log.EventLog` by
+    default); any number of clients read it through :meth:`ndjson_body`, each
+    from its own ``seq``. Used as ``async with``, it also appends a
+    ``heartbeat`` whenever no event was appended for
+    ``heartbeat_interval_ms``, from a task it owns.
 
     Each builder appends one event with the next ``seq`` and returns it
     (:meth:`tool_call` returns the new call id). Events are validated when
