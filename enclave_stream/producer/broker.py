@@ -259,20 +259,12 @@ class SessionBroker(TaskOwner):
                 finally:
                     self._task_group = None
         finally:
-            # ... then ends the streams still open.
-            self._close_streams()
-
-    def _close_streams(self) -> None:
-        # Streams produced elsewhere: their readers must not wait forever.
-        for slot in self._slots.values():
-            if not slot.stream.finished:
-                slot.stream.store.close()
-        self._slots.clear()
-
-    def _running(self) -> TaskGroup:
-        if self._task_group is None:
-            raise RuntimeError("use the SessionBroker inside its `async with` block")
-        return self._task_group
+            # ... then ends the streams still open: those produced elsewhere
+            # too, whose readers must not wait forever.
+            for slot in self._slots.values():
+                if not slot.stream.finished:
+                    slot.stream.store.close()
+            self._slots.clear()
 
     # --- sessions ---------------------------------------------------------------
 
@@ -282,10 +274,13 @@ class SessionBroker(TaskOwner):
         Raises:
             BrokerError: 404 ``NOT_FOUND``.
         """
+        return self._slot(session_id).stream
+
+    def _slot(self, session_id: str) -> _Slot:
         slot = self._slots.get(session_id)
         if slot is None:
             raise BrokerError(404, "NOT_FOUND", f"Session {session_id} not found")
-        return slot.stream
+        return slot
 
     def add(
         self,
@@ -301,7 +296,9 @@ class SessionBroker(TaskOwner):
             BrokerError: 409 ``SESSION_EXISTS``; 503 ``TOO_MANY_SESSIONS``.
             RuntimeError: the broker is not running.
         """
-        task_group = self._running()
+        task_group = self._task_group
+        if task_group is None:
+            raise RuntimeError("use the SessionBroker inside its `async with` block")
         session_id = stream.session_id
         if session_id in self._slots:
             raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
@@ -333,9 +330,7 @@ class SessionBroker(TaskOwner):
         Raises:
             BrokerError: 404 ``NOT_FOUND``.
         """
-        slot = self._slots.get(session_id)
-        if slot is None:
-            raise BrokerError(404, "NOT_FOUND", f"Session {session_id} not found")
+        slot = self._slot(session_id)
         if slot.stream.finished:
             return
         if slot.producer is not None:

@@ -125,20 +125,14 @@ class EventStore(Protocol):
         ...
 
 
-def _check_limit(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
-def _check_from_seq(from_seq: object) -> int:
-    if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
-        raise ValueError(f"from_seq must be an integer >= 0, got {from_seq!r}")
-    return from_seq
-
-
 class EventLog:
-    """An in-memory replay log, bounded in events and bytes (see the module docstring).
+    """An in-memory replay log, bounded in events and bytes.
 
     When an append takes the log past ``max_events`` or ``max_bytes`` (the
     sum of the lines' lengths, newlines included), the oldest events are
@@ -191,8 +185,8 @@ class EventLog:
         max_bytes: int = DEFAULT_MAX_BYTES,
         encode: EventEncodeFunction | None = None,
     ) -> None:
-        self._max_events = _check_limit("max_events", max_events)
-        self._max_bytes = _check_limit("max_bytes", max_bytes)
+        self._max_events = _check_int("max_events", max_events, 1)
+        self._max_bytes = _check_int("max_bytes", max_bytes, 1)
         self._encode: EventEncodeFunction = encode_event if encode is None else encode
         # _entries[_head:] are the held entries; slots before _head were
         # evicted (set to None) and are cut off now and then.
@@ -307,7 +301,7 @@ class EventLog:
             ReplayUnavailableError: some of them were dropped.
             ValueError: ``from_seq`` is not an integer >= 0.
         """
-        _check_from_seq(from_seq)
+        _check_int("from_seq", from_seq, 0)
         # Numbering is contiguous from 1: below first_seq, every number from
         # 1 on was appended and then dropped.
         if from_seq < self._first_seq and self._first_seq > 1:
@@ -397,8 +391,8 @@ class NdjsonBody:
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        self._chunk_bytes = _check_limit("chunk_bytes", chunk_bytes)
-        start = 0 if from_seq is None else _check_from_seq(from_seq)
+        self._chunk_bytes = _check_int("chunk_bytes", chunk_bytes, 1)
+        start = 0 if from_seq is None else _check_int("from_seq", from_seq, 0)
         store.check(start)
         self._store = store
         self._next = start
