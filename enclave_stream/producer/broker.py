@@ -41,7 +41,7 @@ from .._lifetime import TaskOwner, owned_task_group
 from ..codec import encode_message
 from ..crypto.handshake import accept_client_hello
 from ..errors import BrokerError, EncryptionError, ReplayUnavailableError
-from ..events import ErrorInfo, PositiveInt, ProtocolVersion, SessionLimits
+from ..events import PositiveInt, ProtocolVersion, SessionLimits
 from ..protocol import (
     DEFAULT_HEARTBEAT_INTERVAL_MS,
     MAX_SAFE_INTEGER,
@@ -51,7 +51,7 @@ from ..protocol import (
     generate_session_id,
 )
 from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody
-from .stream import EventStream, Now
+from .stream import CANCELLED, EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
 
@@ -189,7 +189,6 @@ class _Slot:
 
 
 _request_decoder: Final = msgspec.json.Decoder(SessionRequest)
-_CANCELLED: Final = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
 
 
 class SessionBroker(TaskOwner):
@@ -336,7 +335,7 @@ class SessionBroker(TaskOwner):
         if slot.producer is not None:
             slot.producer.cancel()
         else:
-            slot.stream.final(False, error=_CANCELLED)
+            slot.stream.final(False, error=CANCELLED)
 
     async def _keep(
         self, slot: _Slot, run: Callable[[EventStream], Awaitable[None]] | None
@@ -351,7 +350,7 @@ class SessionBroker(TaskOwner):
                     except Exception:
                         logger.exception("the producer of session %s failed", stream.session_id)
                 if not stream.finished:  # cancelled before the stream was entered
-                    stream.final(False, error=_CANCELLED)
+                    stream.final(False, error=CANCELLED)
             await stream.store.wait_finished()
             await anyio.sleep(self._config.retention_seconds)
         if self._slots.get(stream.session_id) is slot:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EventStream", "Now", "iso_timestamp", "utc_now"]
+__all__ = ["CANCELLED", "EventStream", "Now", "iso_timestamp"]
 
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -72,8 +72,7 @@ Now = Callable[[], datetime]
 """A wall clock: returns the current time (timezone-aware; naive means UTC)."""
 
 
-def utc_now() -> datetime:
-    """The current UTC time."""
+def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -93,6 +92,9 @@ def iso_timestamp(moment: datetime) -> str:
 
 
 _DEFAULT_TTL_MS: Final = cast(int, DEFAULT_SESSION_LIMITS.session_ttl_ms)
+
+CANCELLED: Final = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
+"""The ``final`` error of a cancelled session."""
 
 
 def _interval_seconds(interval_ms: float | None) -> float | None:
@@ -203,7 +205,7 @@ class EventStream(TaskOwner, once=True):
         self._session_id = session_id
         self._session = session
         self._interval_s = _interval_seconds(heartbeat_interval_ms)
-        self._now: Now = utc_now if now is None else now
+        self._now: Now = _utc_now if now is None else now
         self._started_at = self._now()
         encode: EventEncodeFunction | None = None if session is None else session.seal_line
         if store_factory is not None:
@@ -462,7 +464,7 @@ class EventStream(TaskOwner, once=True):
                 message="The session closed without a final event", code="SESSION_CLOSED"
             )
         elif isinstance(exc, anyio.get_cancelled_exc_class()):
-            info = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
+            info = CANCELLED
         else:
             # Only the type: an exception's text may hold what clients must not see.
             info = ErrorInfo(
