@@ -1,17 +1,9 @@
 """Objects that own tasks for as long as their ``async with`` block runs.
 
-:class:`TaskOwner` is the base of the library's task-owning objects (the
-heartbeat monitor, the resumable event stream, the producer's event stream
-and the session broker). A subclass writes its whole lifetime as one
-``@asynccontextmanager`` method, ``_lifetime()``: what comes before its
-``yield`` runs on entering the block, what comes after on leaving it, and the
-block's exception is raised at the ``yield``. The base enters and leaves that
-method, so no subclass enters a task group by hand.
-
-:func:`owned_task_group` is the task group such a lifetime runs its tasks in.
-anyio's task group wraps an exception of its own body in an
-``ExceptionGroup``; the body here is the caller's ``async with`` block, whose
-exception must reach the caller as it was raised.
+:class:`TaskOwner` is the base of the library's task-owning objects; a
+subclass writes its whole lifetime as one ``@asynccontextmanager`` method,
+so no subclass enters a task group by hand. :func:`owned_task_group` is the
+task group such a lifetime runs its tasks in.
 """
 
 from __future__ import annotations

@@ -1,31 +1,13 @@
 """Serving event streams with Starlette (``pip install 'enclave-stream[starlette]'``).
 
-* :func:`ndjson_response` - a ``StreamingResponse`` of an
-  :class:`~enclave_stream.producer.EventStream` from a ``seq``, or a
-  ``410 Gone`` JSON error when the log no longer holds it.
-* :func:`create_broker_app` - a Starlette app with the broker's routes over
-  a :class:`~enclave_stream.producer.SessionBroker`:
-  ``POST /sessions`` starts a session and streams it,
-  ``GET /sessions/{id}/stream?fromSeq=N`` resumes it, and
-  ``DELETE /sessions/{id}`` cancels it.
-
-Serve it with any ASGI server, e.g. ``uvicorn module:app``::
-
-    async def run(stream: EventStream, request: SessionRequest) -> None:
-        stream.stdout("hello\\n")
-        stream.final(True, {"echo": request.code})
-
-    app = create_broker_app(run)
+:func:`create_broker_app` serves a :class:`~enclave_stream.producer.SessionBroker`'s
+routes; :func:`ndjson_response` streams one
+:class:`~enclave_stream.producer.EventStream` from your own route.
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "NDJSON_MEDIA_TYPE",
-    "create_broker_app",
-    "error_response",
-    "ndjson_response",
-]
+__all__ = ["create_broker_app", "ndjson_response"]
 
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -49,7 +31,6 @@ from .producer.broker import (
     BrokerConfig,
     SessionBroker,
     SessionRunner,
-    parse_from_seq,
     stream_body,
     stream_headers,
 )
@@ -60,13 +41,8 @@ from .protocol import NDJSON_MEDIA_TYPE, RESUME_PARAM
 logger = logging.getLogger("enclave_stream")
 
 
-def error_response(error: BrokerError) -> JSONResponse:
-    """The JSON error response for ``error``: its status and ``{"code", "message"}``.
-
-    >>> error_response(BrokerError(404, "NOT_FOUND", "Session s_1 not found")).body
-    b'{"code":"NOT_FOUND","message":"Session s_1 not found"}'
-    """
-    return JSONResponse(error.body(), status_code=error.status)
+def _error_response(error: BrokerError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 def ndjson_response(
@@ -95,8 +71,8 @@ def ndjson_response(
     try:
         body = stream_body(stream, from_seq)
     except BrokerError as error:
-        return error_response(error)
-    return _streaming(body, {**stream_headers(stream), **(headers or {})})
+        return _error_response(error)
+    return _streaming(body, {**stream_headers(stream.session_id), **(headers or {})})
 
 
 def _streaming(body: NdjsonBody, headers: Mapping[str, str]) -> StreamingResponse:
@@ -127,7 +103,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def create_broker_app(
     runner: SessionRunner | None = None,
     *,
-    broker: SessionBroker | None = None,
     config: BrokerConfig | None = None,
     signing_key: ec.EllipticCurvePrivateKey | None = None,
     debug: bool = False,
@@ -156,42 +131,36 @@ def create_broker_app(
 
     Args:
         runner: produces each session of ``POST /sessions`` (without one,
-            that route answers 404 and sessions come from ``broker.add``).
-        broker: a broker to serve instead of a new one (then leave
-            ``runner``, ``config`` and ``signing_key`` out).
-        config: limits and defaults of the new broker.
+            that route answers 404 and sessions come from
+            ``app.state.broker.add``).
+        config: limits and defaults of the broker.
         signing_key: signs the ServerHello of encrypted sessions.
         debug: Starlette's debug mode.
     """
-    if broker is None:
-        broker = SessionBroker(runner, config=config, signing_key=signing_key)
-    elif runner is not None or config is not None or signing_key is not None:
-        raise ValueError("give either a broker or the settings of a new one, not both")
-    served = broker
+    served = SessionBroker(runner, config=config, signing_key=signing_key)
 
     async def create(request: Request) -> Response:
         try:
             body = await _read_body(request, served.config.max_request_bytes)
             created = served.create_session(body)
         except BrokerError as error:
-            return error_response(error)
+            return _error_response(error)
         return _streaming(created.body, created.headers)
 
     async def resume(request: Request) -> Response:
         session_id = request.path_params["session_id"]
         try:
-            stream = served.get(session_id)
-            from_seq = parse_from_seq(request.query_params.get(RESUME_PARAM))
+            body = served.open_stream(session_id, request.query_params.get(RESUME_PARAM))
         except BrokerError as error:
-            return error_response(error)
-        return ndjson_response(stream, from_seq)
+            return _error_response(error)
+        return _streaming(body, stream_headers(session_id))
 
     async def cancel(request: Request) -> Response:
         session_id = request.path_params["session_id"]
         try:
             served.cancel(session_id)
         except BrokerError as error:
-            return error_response(error)
+            return _error_response(error)
         return JSONResponse({"success": True, "sessionId": session_id})
 
     @asynccontextmanager
@@ -203,8 +172,7 @@ def create_broker_app(
         # No route or method: answered in the same JSON shape as every error.
         assert isinstance(exc, HTTPException)
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
-        error = BrokerError(exc.status_code, code, str(exc.detail))
-        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+        return _error_response(BrokerError(exc.status_code, code, str(exc.detail)), exc.headers)
 
     app = Starlette(
         debug=debug,

@@ -1,16 +1,15 @@
 """The producer side: a session's events, numbered, kept for replay, and served.
 
-* :class:`EventStream` (``stream.py``) - one server-side session: builders
+* :class:`EventStream` (``stream.py``) - one server-side session: a builder
   for every event, heartbeats while idle, encryption, and
   :meth:`EventStream.ndjson_body`, a response body for any number of
   clients, each from its own ``seq``.
 * :class:`EventLog` (``log.py``) - the bounded in-memory replay log behind
-  it; :class:`EventStore`, the protocol another log can implement; and its
-  readers, :class:`LogReplay` (entries) and :class:`NdjsonBody` (bytes).
+  it; :class:`EventStore`, the protocol another log implements;
+  :class:`NdjsonBody`, the reader of a log as bytes.
 * :class:`SessionBroker` (``broker.py``) - the streams of a service by
-  session id, the producers that fill them, and the broker's two routes
-  (``POST /sessions``, ``GET /sessions/{id}/stream?fromSeq=N``) without any
-  web framework; :mod:`enclave_stream.starlette` puts them on Starlette.
+  session id and the broker's routes without a web framework;
+  :mod:`enclave_stream.starlette` puts them on Starlette.
 """
 
 from __future__ import annotations
@@ -26,10 +25,9 @@ from .log import (
     EventLog,
     EventStore,
     LogEntry,
-    LogReplay,
     NdjsonBody,
 )
-from .stream import EventStream, StoreFactory
+from .stream import EventStream
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -43,12 +41,10 @@ __all__ = [
     "EventStore",
     "EventStream",
     "LogEntry",
-    "LogReplay",
     "NdjsonBody",
     "ReplayUnavailableError",
     "SessionBroker",
     "SessionRequest",
     "SessionRunner",
-    "StoreFactory",
     "StreamFinishedError",
 ]

@@ -1,22 +1,14 @@
 """A session broker without a web framework: the streams of a service, by session id.
 
 :class:`SessionBroker` keeps the :class:`~.stream.EventStream` of each live
-session, runs the producer of each session it starts in a task group it
-owns, and answers the broker's two routes as plain calls:
-
-* ``POST /sessions`` -> :meth:`SessionBroker.create_session`: start a session
-  from the request body and stream it from its first event;
-* ``GET /sessions/{id}/stream?fromSeq=N`` -> :meth:`SessionBroker.open_stream`:
-  resume it, from ``seq`` N (the whole session without ``fromSeq``).
-
-Failures are :class:`~.errors.BrokerError` objects carrying the HTTP status
-and a ``{"code", "message"}`` body. :mod:`enclave_stream.starlette` maps all
-of this onto Starlette routes in a few lines; another framework needs the
-same few lines.
-
-A client that disconnects from ``POST /sessions`` does not cancel the
-session: the producer runs on, and the client (or another) resumes with
-``GET``. ``DELETE /sessions/{id}`` (:meth:`SessionBroker.cancel`) cancels it.
+session, runs the producer of each session it starts, and answers the
+broker's routes as plain calls (``POST /sessions`` ->
+:meth:`~SessionBroker.create_session`, ``GET /sessions/{id}/stream?fromSeq=N``
+-> :meth:`~SessionBroker.open_stream`, ``DELETE /sessions/{id}`` ->
+:meth:`~SessionBroker.cancel`); failures are :class:`~.errors.BrokerError`
+objects carrying the HTTP status and body. :mod:`enclave_stream.starlette`
+puts them on Starlette; docs/compatibility.md (P1-P8) says how they differ
+from the reference broker.
 """
 
 from __future__ import annotations
@@ -34,23 +26,22 @@ __all__ = [
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
 from cryptography.hazmat.primitives.asymmetric import ec
-from msgspec import UNSET, Meta, UnsetType
+from msgspec import UNSET, UnsetType
 
 from .._lifetime import TaskOwner, owned_task_group
 from ..codec import encode_message
 from ..crypto.handshake import accept_client_hello
 from ..errors import BrokerError, EncryptionError, ReplayUnavailableError
-from ..events import ErrorInfo, SessionLimits
+from ..events import PositiveInt, ProtocolVersion, SessionLimits
 from ..protocol import (
     DEFAULT_HEARTBEAT_INTERVAL_MS,
     MAX_SAFE_INTEGER,
@@ -60,12 +51,11 @@ from ..protocol import (
     generate_session_id,
 )
 from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody
-from .stream import EventStream, Now
+from .stream import CANCELLED, EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
 
 
-_PositiveInt = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
 _DIGITS: Final = re.compile(r"[0-9]{1,16}")
 _CLIENT_SESSION_ID: Final = re.compile(r"s_[A-Za-z0-9._~:-]{1,200}")
 
@@ -73,9 +63,9 @@ _CLIENT_SESSION_ID: Final = re.compile(r"s_[A-Za-z0-9._~:-]{1,200}")
 class SessionRequestConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """The ``config`` of ``POST /sessions``, as ``@enclave-vm/client`` sends it."""
 
-    max_execution_ms: _PositiveInt | UnsetType = UNSET
-    max_tool_calls: _PositiveInt | UnsetType = UNSET
-    heartbeat_interval_ms: _PositiveInt | UnsetType = UNSET
+    max_execution_ms: PositiveInt | UnsetType = UNSET
+    max_tool_calls: PositiveInt | UnsetType = UNSET
+    heartbeat_interval_ms: PositiveInt | UnsetType = UNSET
 
 
 class SessionRequestEncryption(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -101,7 +91,7 @@ class SessionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
     code: str
     session_id: str | UnsetType = UNSET
-    protocol_version: Literal[1, 2] | UnsetType = UNSET
+    protocol_version: ProtocolVersion | UnsetType = UNSET
     config: SessionRequestConfig | UnsetType = UNSET
     limits: SessionLimits | UnsetType = UNSET
     encryption: SessionRequestEncryption | UnsetType = UNSET
@@ -130,11 +120,8 @@ SessionRunner = Callable[[EventStream, SessionRequest], Awaitable[None]]
 
 Runs in the broker's task group, inside ``async with stream``: heartbeats
 are sent while it is idle, and if it returns or fails without ``final``,
-the stream appends a failed one. An exception it raises is logged::
-
-    async def run(stream: EventStream, request: SessionRequest) -> None:
-        stream.stdout(f"running {len(request.code)} characters of code\\n")
-        stream.final(True, {"ok": 1})
+the stream appends a failed one. An exception it raises is logged.
+``run_session`` in ``examples/serve_starlette.py`` is one.
 """
 
 
@@ -168,16 +155,16 @@ class BrokerConfig:
     max_request_bytes: int = 1024 * 1024
 
 
-def stream_headers(stream: EventStream) -> dict[str, str]:
-    """The headers of an NDJSON stream response, but ``Content-Type``.
+def stream_headers(session_id: str) -> dict[str, str]:
+    """The headers of a session's NDJSON stream response, but ``Content-Type``.
 
-    >>> stream_headers(EventStream("s_1", heartbeat_interval_ms=None))
+    >>> stream_headers("s_1")
     {'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no', 'X-Session-ID': 's_1'}
     """
     return {
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
-        SESSION_ID_HEADER: stream.session_id,
+        SESSION_ID_HEADER: session_id,
     }
 
 
@@ -186,11 +173,7 @@ class CreatedSession:
     """What :meth:`SessionBroker.create_session` made: the stream, its body, the headers.
 
     ``headers`` are :func:`stream_headers` plus, for an encrypted session,
-    :data:`SERVER_HELLO_HEADER`::
-
-        created = broker.create_session(await request.body())
-        return StreamingResponse(created.body, headers=created.headers,
-                                 media_type="application/x-ndjson")
+    :data:`SERVER_HELLO_HEADER`.
     """
 
     stream: EventStream
@@ -206,7 +189,6 @@ class _Slot:
 
 
 _request_decoder: Final = msgspec.json.Decoder(SessionRequest)
-_CANCELLED: Final = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
 
 
 class SessionBroker(TaskOwner):
@@ -257,11 +239,6 @@ class SessionBroker(TaskOwner):
         """The broker's limits and defaults."""
         return self._config
 
-    @property
-    def sessions(self) -> Mapping[str, EventStream]:
-        """The sessions held, by id (a read-only view)."""
-        return MappingProxyType({sid: slot.stream for sid, slot in self._slots.items()})
-
     def __len__(self) -> int:
         return len(self._slots)
 
@@ -281,20 +258,12 @@ class SessionBroker(TaskOwner):
                 finally:
                     self._task_group = None
         finally:
-            # ... then ends the streams still open.
-            self._close_streams()
-
-    def _close_streams(self) -> None:
-        # Streams produced elsewhere: their readers must not wait forever.
-        for slot in self._slots.values():
-            if not slot.stream.finished:
-                slot.stream.store.close()
-        self._slots.clear()
-
-    def _running(self) -> TaskGroup:
-        if self._task_group is None:
-            raise RuntimeError("use the SessionBroker inside its `async with` block")
-        return self._task_group
+            # ... then ends the streams still open: those produced elsewhere
+            # too, whose readers must not wait forever.
+            for slot in self._slots.values():
+                if not slot.stream.finished:
+                    slot.stream.store.close()
+            self._slots.clear()
 
     # --- sessions ---------------------------------------------------------------
 
@@ -304,10 +273,13 @@ class SessionBroker(TaskOwner):
         Raises:
             BrokerError: 404 ``NOT_FOUND``.
         """
+        return self._slot(session_id).stream
+
+    def _slot(self, session_id: str) -> _Slot:
         slot = self._slots.get(session_id)
         if slot is None:
             raise BrokerError(404, "NOT_FOUND", f"Session {session_id} not found")
-        return slot.stream
+        return slot
 
     def add(
         self,
@@ -323,7 +295,9 @@ class SessionBroker(TaskOwner):
             BrokerError: 409 ``SESSION_EXISTS``; 503 ``TOO_MANY_SESSIONS``.
             RuntimeError: the broker is not running.
         """
-        task_group = self._running()
+        task_group = self._task_group
+        if task_group is None:
+            raise RuntimeError("use the SessionBroker inside its `async with` block")
         session_id = stream.session_id
         if session_id in self._slots:
             raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
@@ -355,15 +329,13 @@ class SessionBroker(TaskOwner):
         Raises:
             BrokerError: 404 ``NOT_FOUND``.
         """
-        slot = self._slots.get(session_id)
-        if slot is None:
-            raise BrokerError(404, "NOT_FOUND", f"Session {session_id} not found")
+        slot = self._slot(session_id)
         if slot.stream.finished:
             return
         if slot.producer is not None:
             slot.producer.cancel()
         else:
-            slot.stream.final(False, error=_CANCELLED)
+            slot.stream.final(False, error=CANCELLED)
 
     async def _keep(
         self, slot: _Slot, run: Callable[[EventStream], Awaitable[None]] | None
@@ -378,7 +350,7 @@ class SessionBroker(TaskOwner):
                     except Exception:
                         logger.exception("the producer of session %s failed", stream.session_id)
                 if not stream.finished:  # cancelled before the stream was entered
-                    stream.final(False, error=_CANCELLED)
+                    stream.final(False, error=CANCELLED)
             await stream.store.wait_finished()
             await anyio.sleep(self._config.retention_seconds)
         if self._slots.get(stream.session_id) is slot:
@@ -466,7 +438,7 @@ class SessionBroker(TaskOwner):
             ) from None
         body_iterator = stream.ndjson_body()
         self.add(stream, lambda s: runner(s, request))
-        return CreatedSession(stream, body_iterator, {**stream_headers(stream), **headers})
+        return CreatedSession(stream, body_iterator, {**stream_headers(session_id), **headers})
 
     def open_stream(self, session_id: str, from_seq: str | None = None) -> NdjsonBody:
         """``GET /sessions/{id}/stream?fromSeq=N``: the session from ``seq`` N, live to ``final``.

@@ -1,22 +1,15 @@
 """The replay log: every event of a session, numbered, bounded, and followed live.
 
 A session's events are appended once and read by any number of clients, each
-from its own position (``?fromSeq=N``): the stored events with ``seq >= N``
-first, then live ones as they come, up to ``final``. :class:`EventLog` is the
-in-memory log, the embedded default; :class:`EventStore` is the protocol it
-implements, so that another store (shared, persistent) can take its place.
-Two readers follow any store: :class:`LogReplay` yields its entries and
-:class:`NdjsonBody` its lines as chunks of bytes, a response body.
+from its own ``seq`` (``?fromSeq=N``, see docs/protocol.md): the stored
+events with ``seq >= N``, then live ones, up to ``final``. Numbering starts
+at 1 (``session_init``), so ``fromSeq=0`` or none asks for everything.
+:class:`EventLog` is the in-memory store; :class:`EventStore` is the protocol
+another store implements; :class:`NdjsonBody` reads any store as chunks of
+bytes, a response body.
 
-Numbering: the first appended event gets ``seq`` 1 and each next one the
-next integer, so ``session_init`` is 1 and ``?fromSeq=0`` or no ``fromSeq``
-at all asks for the whole session.
-
-The bookkeeping is synchronous and does no I/O: :meth:`EventLog.append`,
-:meth:`EventLog.read` and :meth:`EventLog.check` never wait. Only
-:meth:`EventLog.wait_for` (and the replay iterator built on it) waits, on one
-anyio event per log that every append sets. A log belongs to one event loop:
-append to it from that loop's thread.
+Only waiting is asynchronous (one anyio event per log, set by every
+append); a log belongs to one event loop: append from that loop's thread.
 """
 
 from __future__ import annotations
@@ -29,11 +22,10 @@ __all__ = [
     "EventLog",
     "EventStore",
     "LogEntry",
-    "LogReplay",
     "NdjsonBody",
 ]
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Final, NamedTuple, Protocol, cast
 
 import anyio
@@ -69,7 +61,6 @@ class LogEntry(NamedTuple):
     when appended). ``event`` is always the plaintext event.
 
     >>> from enclave_stream import StdoutEvent
-
     >>> from enclave_stream.events import StdoutPayload
     >>> entry = EventLog().append(StdoutEvent(session_id="s_1", seq=0, payload=StdoutPayload("hi")))
     >>> entry.seq
@@ -96,7 +87,7 @@ class EventStore(Protocol):
     A store is given to a stream through a factory that receives the
     encoding function (which seals, for an encrypted stream)::
 
-        stream = EventStream(store_factory=lambda encode: EventLog(max_events=100, encode=encode))
+        stream = EventStream(store_factory=lambda encode: EventLog(encode=encode))
     """
 
     @property
@@ -107,11 +98,6 @@ class EventStore(Protocol):
     @property
     def finished(self) -> bool:
         """True once ``final`` was appended or the store was closed."""
-        ...
-
-    @property
-    def waiting(self) -> int:
-        """How many readers of this process wait in :meth:`wait_for` right now."""
         ...
 
     def append(self, event: StreamEvent) -> LogEntry:
@@ -138,25 +124,15 @@ class EventStore(Protocol):
         """Wait until the store is finished."""
         ...
 
-    def replay(self, from_seq: int | None = None) -> AsyncIterator[LogEntry]:
-        """The entries with ``seq >= from_seq``, then live ones, up to ``final``."""
-        ...
 
-
-def _check_limit(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
-def _check_from_seq(from_seq: object) -> int:
-    if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
-        raise ValueError(f"from_seq must be an integer >= 0, got {from_seq!r}")
-    return from_seq
-
-
 class EventLog:
-    """An in-memory replay log, bounded in events and bytes (see the module docstring).
+    """An in-memory replay log, bounded in events and bytes.
 
     When an append takes the log past ``max_events`` or ``max_bytes`` (the
     sum of the lines' lengths, newlines included), the oldest events are
@@ -166,7 +142,6 @@ class EventLog:
     that asks for it fails loudly instead of silently skipping events.
 
     >>> from enclave_stream import StdoutEvent
-
     >>> from enclave_stream.events import StdoutPayload
     >>> log = EventLog(max_events=2)
     >>> for text in ("a", "b", "c"):
@@ -210,8 +185,8 @@ class EventLog:
         max_bytes: int = DEFAULT_MAX_BYTES,
         encode: EventEncodeFunction | None = None,
     ) -> None:
-        self._max_events = _check_limit("max_events", max_events)
-        self._max_bytes = _check_limit("max_bytes", max_bytes)
+        self._max_events = _check_int("max_events", max_events, 1)
+        self._max_bytes = _check_int("max_bytes", max_bytes, 1)
         self._encode: EventEncodeFunction = encode_event if encode is None else encode
         # _entries[_head:] are the held entries; slots before _head were
         # evicted (set to None) and are cut off now and then.
@@ -237,11 +212,6 @@ class EventLog:
         return self._first_seq
 
     @property
-    def last_seq(self) -> int | None:
-        """The ``seq`` of the newest event, or None before the first append."""
-        return self._next_seq - 1 if self._next_seq > 1 else None
-
-    @property
     def finished(self) -> bool:
         """True once ``final`` was appended or :meth:`close` was called."""
         return self._finished
@@ -250,16 +220,6 @@ class EventLog:
     def size_bytes(self) -> int:
         """The bytes of the lines held (newlines included)."""
         return self._bytes
-
-    @property
-    def max_events(self) -> int:
-        """The most events held."""
-        return self._max_events
-
-    @property
-    def max_bytes(self) -> int:
-        """The most bytes of lines held."""
-        return self._max_bytes
 
     @property
     def waiting(self) -> int:
@@ -341,7 +301,7 @@ class EventLog:
             ReplayUnavailableError: some of them were dropped.
             ValueError: ``from_seq`` is not an integer >= 0.
         """
-        _check_from_seq(from_seq)
+        _check_int("from_seq", from_seq, 0)
         # Numbering is contiguous from 1: below first_seq, every number from
         # 1 on was appended and then dropped.
         if from_seq < self._first_seq and self._first_seq > 1:
@@ -399,120 +359,30 @@ class EventLog:
             changed = self._changed = anyio.Event()
         return changed
 
-    def replay(self, from_seq: int | None = None) -> LogReplay:
-        """The entries with ``seq >= from_seq``, then live ones, up to ``final``.
 
-        ``None`` (like 0) asks for the whole session. Availability is checked
-        at once, so a bad ``from_seq`` raises here rather than in the loop::
-
-            async for entry in log.replay(from_seq=5):
-                print(entry.seq, entry.event.type)
-
-        Raises:
-            ReplayUnavailableError: events with ``seq >= from_seq`` were dropped
-                (also from the loop, for a reader that falls behind the log).
-        """
-        return LogReplay(self, from_seq)
-
-
-class _StoreReader:
-    """A position in a store, read forward up to ``final``: what both readers share.
-
-    It holds no task and no registration in the store: a reader that stops,
-    or is cancelled, leaves nothing behind.
-    """
-
-    __slots__ = ("_done", "_next", "_store")
-
-    def __init__(self, store: EventStore, from_seq: int | None) -> None:
-        start = 0 if from_seq is None else _check_from_seq(from_seq)
-        store.check(start)
-        self._store = store
-        self._next = start
-        self._done = False
-
-    async def _next_entries(self, max_bytes: int | None = None) -> list[LogEntry]:
-        # The next stored entries, waiting for them if need be; [] once the
-        # store has no more (after final, or closed).
-        store = self._store
-        while not self._done:
-            entries = store.read(self._next, max_bytes=max_bytes)
-            if entries:
-                last = entries[-1]
-                self._next = last.seq + 1
-                self._done = type(last.event) is FinalEvent
-                return entries
-            if store.finished:
-                break
-            await store.wait_for(self._next)
-        self._done = True
-        return []
-
-    async def aclose(self) -> None:
-        """End the reader early (there is nothing else to release)."""
-        self._done = True
-
-
-class LogReplay(_StoreReader):
-    """The async iterator of :meth:`EventLog.replay` (works on any :class:`EventStore`).
-
-    It holds no task and no registration in the store: a reader that stops
-    iterating, or is cancelled, leaves nothing behind::
-
-        async for entry in LogReplay(store, from_seq=3):
-            handle(entry.event)
-    """
-
-    __slots__ = ("_batch",)
-
-    def __init__(self, store: EventStore, from_seq: int | None = None) -> None:
-        super().__init__(store, from_seq)
-        self._batch: Iterator[LogEntry] = iter(())
-
-    def __aiter__(self) -> LogReplay:
-        return self
-
-    async def __anext__(self) -> LogEntry:
-        entry = next(self._batch, None)
-        if entry is None:
-            self._batch = iter(await self._next_entries())
-            entry = next(self._batch, None)
-            if entry is None:
-                raise StopAsyncIteration
-        return entry
-
-    async def aclose(self) -> None:
-        """Stop: the iterator ends, entries already read included."""
-        await super().aclose()
-        self._batch = iter(())
-
-
-class NdjsonBody(_StoreReader):
-    """The NDJSON lines of a log from ``from_seq`` on, as chunks of bytes, up to ``final``.
+class NdjsonBody:
+    """The NDJSON lines of a store from ``from_seq`` on, as chunks of bytes, up to ``final``.
 
     ``async for chunk in body`` joins the lines that are ready into one chunk
-    and waits for more when there are none: a response body for anything that
-    sends an async iterator of bytes (Starlette's ``StreamingResponse``,
-    aiohttp's ``StreamResponse.write``, a raw ASGI ``send`` loop). Made by
-    :meth:`EventStream.ndjson_body <enclave_stream.producer.EventStream.ndjson_body>`.
-    Availability is checked when the body is made, so a response can still
-    answer with an error status. A client that goes away (the server stops
-    iterating, or cancels the iteration) leaves nothing behind, and the
-    session goes on for the others.
-
-    For aiohttp::
-
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        async for chunk in stream.ndjson_body(from_seq):
-            await response.write(chunk)
+    (at most ``chunk_bytes``, but always one whole line) and waits for more
+    when there are none: a response body for anything that sends an async
+    iterator of bytes (Starlette's ``StreamingResponse``, aiohttp's
+    ``StreamResponse.write`` as in ``examples/serve_aiohttp.py``, a raw ASGI
+    ``send`` loop). Made by :meth:`EventStream.ndjson_body
+    <enclave_stream.producer.EventStream.ndjson_body>`. Availability is
+    checked when the body is made, so a response can still answer with an
+    error status. The body holds no task and no registration in the store: a
+    client that goes away (the server stops iterating, or cancels the
+    iteration) leaves nothing behind, and the session goes on for the others.
 
     Raises:
         ReplayUnavailableError: when made, or from the loop if the reader falls
             so far behind that the log drops events it has not sent yet.
+        ValueError: ``from_seq`` is not an integer >= 0, or ``chunk_bytes``
+            not a positive integer.
     """
 
-    __slots__ = ("_chunk_bytes",)
+    __slots__ = ("_chunk_bytes", "_done", "_next", "_store")
 
     def __init__(
         self,
@@ -521,8 +391,12 @@ class NdjsonBody(_StoreReader):
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        self._chunk_bytes = _check_limit("chunk_bytes", chunk_bytes)
-        super().__init__(store, from_seq)
+        self._chunk_bytes = _check_int("chunk_bytes", chunk_bytes, 1)
+        start = 0 if from_seq is None else _check_int("from_seq", from_seq, 0)
+        store.check(start)
+        self._store = store
+        self._next = start
+        self._done = False
 
     @property
     def next_seq(self) -> int:
@@ -533,13 +407,26 @@ class NdjsonBody(_StoreReader):
         return self
 
     async def __anext__(self) -> bytes:
+        store = self._store
         if not self._done:
             # A reader with lines ready would otherwise never yield to the
             # event loop (a server's send seldom blocks): let the others run.
             await anyio.lowlevel.checkpoint()
-        entries = await self._next_entries(self._chunk_bytes)
-        if not entries:
-            raise StopAsyncIteration
-        if len(entries) == 1:
-            return entries[0].line
-        return b"".join([entry.line for entry in entries])
+        while not self._done:
+            entries = store.read(self._next, max_bytes=self._chunk_bytes)
+            if entries:
+                last = entries[-1]
+                self._next = last.seq + 1
+                self._done = type(last.event) is FinalEvent
+                if len(entries) == 1:
+                    return last.line
+                return b"".join([entry.line for entry in entries])
+            if store.finished:
+                break
+            await store.wait_for(self._next)
+        self._done = True
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """End the body early (there is nothing else to release)."""
+        self._done = True

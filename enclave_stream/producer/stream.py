@@ -1,16 +1,8 @@
-"""The server side of one session: build events, number them, keep them, serve them.
-
-An :class:`EventStream` wraps a replay log (:class:`~.log.EventLog` by
-default). Its methods build each kind of event, validate it, number it and
-append it (sealed once, when the session is encrypted); any number of
-clients read it through :meth:`EventStream.ndjson_body`, each from its own
-``seq``. Used as ``async with``, it also sends a ``heartbeat`` whenever no
-event was appended for ``heartbeat_interval_ms``, from a task it owns.
-"""
+"""The server side of one session: build events, number them, keep them, serve them."""
 
 from __future__ import annotations
 
-__all__ = ["EventStream", "Now", "StoreFactory", "iso_timestamp", "utc_now"]
+__all__ = ["CANCELLED", "EventStream", "Now", "iso_timestamp"]
 
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -71,7 +63,6 @@ from .log import (
     EventEncodeFunction,
     EventLog,
     EventStore,
-    LogReplay,
     NdjsonBody,
 )
 
@@ -81,8 +72,7 @@ Now = Callable[[], datetime]
 """A wall clock: returns the current time (timezone-aware; naive means UTC)."""
 
 
-def utc_now() -> datetime:
-    """The current UTC time."""
+def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -101,17 +91,10 @@ def iso_timestamp(moment: datetime) -> str:
     )
 
 
-StoreFactory = Callable[[EventEncodeFunction], EventStore]
-"""Makes a stream's log, given the function that turns an event into its line.
-
->>> stream = EventStream(
-...     "s_1", heartbeat_interval_ms=None,
-...     store_factory=lambda encode: EventLog(max_events=100, encode=encode))
->>> stream.store.max_events
-100
-"""
-
 _DEFAULT_TTL_MS: Final = cast(int, DEFAULT_SESSION_LIMITS.session_ttl_ms)
+
+CANCELLED: Final = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
+"""The ``final`` error of a cancelled session."""
 
 
 def _interval_seconds(interval_ms: float | None) -> float | None:
@@ -131,7 +114,13 @@ def _interval_seconds(interval_ms: float | None) -> float | None:
 
 
 class EventStream(TaskOwner, once=True):
-    """One session's events, as the server produces them (see the module docstring).
+    """One session's events, as the server produces them.
+
+    An :class:`EventStream` wraps a replay log (:class:`~.log.EventLog` by
+    default); any number of clients read it through :meth:`ndjson_body`, each
+    from its own ``seq``. Used as ``async with``, it also appends a
+    ``heartbeat`` whenever no event was appended for
+    ``heartbeat_interval_ms``, from a task it owns.
 
     Each builder appends one event with the next ``seq`` and returns it
     (:meth:`tool_call` returns the new call id). Events are validated when
@@ -176,7 +165,6 @@ class EventStream(TaskOwner, once=True):
         max_bytes: the most bytes of lines the default log holds.
         store_factory: makes the log instead of the default :class:`EventLog`;
             it is given the function that encodes (and seals) each event.
-        send_session_init: append the ``session_init`` event (seq 1) at once.
         cancel_url: ``session_init.cancelUrl``; by default
             ``/sessions/{id}/cancel``.
         expires_at: ``session_init.expiresAt``; by default now plus ``ttl_ms``.
@@ -193,8 +181,7 @@ class EventStream(TaskOwner, once=True):
         heartbeat_interval_ms: float | None = DEFAULT_HEARTBEAT_INTERVAL_MS,
         max_events: int = DEFAULT_MAX_EVENTS,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        store_factory: StoreFactory | None = None,
-        send_session_init: bool = True,
+        store_factory: Callable[[EventEncodeFunction], EventStore] | None = None,
         cancel_url: str | None = None,
         expires_at: datetime | str | None = None,
         ttl_ms: int = _DEFAULT_TTL_MS,
@@ -218,7 +205,7 @@ class EventStream(TaskOwner, once=True):
         self._session_id = session_id
         self._session = session
         self._interval_s = _interval_seconds(heartbeat_interval_ms)
-        self._now: Now = utc_now if now is None else now
+        self._now: Now = _utc_now if now is None else now
         self._started_at = self._now()
         encode: EventEncodeFunction | None = None if session is None else session.seal_line
         if store_factory is not None:
@@ -229,14 +216,17 @@ class EventStream(TaskOwner, once=True):
         self._stdout_bytes = 0
         self._beating = False  # inside `async with`, where heartbeats may be sent
         self._last_activity = 0.0  # anyio clock; only read while the heartbeat task runs
-        if send_session_init:
-            if expires_at is None:
-                expires_at = self._started_at + timedelta(milliseconds=ttl_ms)
-            self.session_init(
-                cancel_url=f"/sessions/{session_id}/cancel" if cancel_url is None else cancel_url,
-                expires_at=expires_at,
-                replay_url=replay_url,
-            )
+        if expires_at is None:
+            expires_at = self._started_at + timedelta(milliseconds=ttl_ms)
+        init = SessionInitPayload(
+            cancel_url=f"/sessions/{session_id}/cancel" if cancel_url is None else cancel_url,
+            expires_at=expires_at if isinstance(expires_at, str) else iso_timestamp(expires_at),
+            encryption=EncryptionConfig(
+                enabled=session is not None, key_id=UNSET if session is None else session.key_id
+            ),
+            replay_url=_unset(replay_url),
+        )
+        self._append(SessionInitEvent(session_id, self.next_seq, init))
 
     # --- properties -----------------------------------------------------------
 
@@ -288,23 +278,6 @@ class EventStream(TaskOwner, once=True):
         if self._beating:
             self._last_activity = anyio.current_time()
         return cast(E, entry.event)
-
-    def session_init(
-        self,
-        *,
-        cancel_url: str,
-        expires_at: datetime | str,
-        replay_url: str | None = None,
-    ) -> SessionInitEvent:
-        """Append ``session_init`` (done by the constructor unless ``send_session_init=False``)."""
-        key_id = UNSET if self._session is None else self._session.key_id
-        payload = SessionInitPayload(
-            cancel_url=cancel_url,
-            expires_at=expires_at if isinstance(expires_at, str) else iso_timestamp(expires_at),
-            encryption=EncryptionConfig(enabled=self._session is not None, key_id=key_id),
-            replay_url=UNSET if replay_url is None else replay_url,
-        )
-        return self._append(SessionInitEvent(self._session_id, self.next_seq, payload))
 
     def stdout(self, chunk: str) -> StdoutEvent:
         """Append program output."""
@@ -463,10 +436,6 @@ class EventStream(TaskOwner, once=True):
         """
         return NdjsonBody(self._log, from_seq, chunk_bytes=chunk_bytes)
 
-    def replay(self, from_seq: int | None = None) -> LogReplay:
-        """The stored and then live :class:`LogEntry` objects from ``from_seq``, up to ``final``."""
-        return LogReplay(self._log, from_seq)
-
     # --- the heartbeat task -----------------------------------------------------
 
     @asynccontextmanager
@@ -495,7 +464,7 @@ class EventStream(TaskOwner, once=True):
                 message="The session closed without a final event", code="SESSION_CLOSED"
             )
         elif isinstance(exc, anyio.get_cancelled_exc_class()):
-            info = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
+            info = CANCELLED
         else:
             # Only the type: an exception's text may hold what clients must not see.
             info = ErrorInfo(

@@ -1,4 +1,4 @@
-"""EventLog: numbering, bounds, typed replay errors, live following; LogReplay and NdjsonBody."""
+"""EventLog: numbering, bounds, typed replay errors, live following; NdjsonBody."""
 
 from __future__ import annotations
 
@@ -13,12 +13,9 @@ from hypothesis import strategies as st
 from enclave_stream import (
     EventEncoder,
     EventValidationError,
-    LogEvent,
-    LogLevel,
     StdoutEvent,
     parse_line,
 )
-from enclave_stream.events import LogPayload
 from enclave_stream.producer import (
     EventLog,
     EventStore,
@@ -43,18 +40,17 @@ def test_has_every_member_of_the_event_store_protocol_with_its_signature() -> No
         if isinstance(expected, property):
             assert isinstance(actual, property), name
         else:
-            # Same parameters; the return type may be narrower (replay -> LogReplay).
             parameters = inspect.signature(actual).parameters
             assert parameters == inspect.signature(expected).parameters, name
 
 
 def test_numbers_from_one_and_replaces_the_events_seq() -> None:
     log = EventLog()
-    assert (log.next_seq, log.first_seq, log.last_seq, len(log)) == (1, 1, None, 0)
+    assert (log.next_seq, log.first_seq, len(log)) == (1, 1, 0)
     entries = [log.append(stdout(text, seq=99)) for text in "abc"]
     assert [entry.seq for entry in entries] == [1, 2, 3]
     assert [entry.event.seq for entry in entries] == [1, 2, 3]
-    assert (log.next_seq, log.first_seq, log.last_seq, len(log)) == (4, 1, 3, 3)
+    assert (log.next_seq, log.first_seq, len(log)) == (4, 1, 3)
 
 
 def test_lines_are_the_reference_bytes_with_a_newline() -> None:
@@ -123,7 +119,7 @@ def test_bounded_by_count_oldest_dropped_first() -> None:
     log = EventLog(max_events=3)
     for text in "abcde":
         log.append(stdout(text))
-    assert (len(log), log.first_seq, log.last_seq) == (3, 3, 5)
+    assert (len(log), log.first_seq, log.next_seq) == (3, 3, 6)
     assert chunks(log.read(3)) == ["c", "d", "e"]
     assert log.size_bytes == sum(len(entry.line) for entry in log.read(3))
 
@@ -193,7 +189,7 @@ def test_compaction_keeps_the_window_exact() -> None:
     log = EventLog(max_events=7)
     for index in range(20_000):
         log.append(stdout(str(index)))
-    assert (len(log), log.first_seq, log.last_seq) == (7, 19_994, 20_000)
+    assert (len(log), log.first_seq, log.next_seq) == (7, 19_994, 20_001)
     assert chunks(log.read(19_994)) == [str(index) for index in range(19_993, 20_000)]
     assert log.size_bytes == sum(len(entry.line) for entry in log.read(19_994))
 
@@ -225,7 +221,7 @@ def test_matches_a_model(sizes: list[int], max_events: int, max_bytes: int, from
         assert log.read(from_seq) == [entry for entry in model if entry.seq >= from_seq]
 
 
-# --- waiting and replay ----------------------------------------------------------
+# --- waiting ----------------------------------------------------------
 
 
 @pytest.mark.anyio
@@ -267,79 +263,6 @@ async def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
     assert log.waiting == 0
     log.append(stdout())  # waking nobody is fine
     assert log.waiting == 0
-
-
-@pytest.mark.anyio
-async def test_replay_stored_then_live_up_to_final() -> None:
-    log = EventLog()
-    log.append(stdout("a"))
-    log.append(stdout("b"))
-    got: list[int] = []
-
-    async def reader() -> None:
-        async for entry in log.replay(2):
-            got.append(entry.seq)  # noqa: PERF401 - watched while it grows
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(reader)
-        await wait_until(lambda: got == [2] and log.waiting == 1)
-        log.append(stdout("c"))
-        await wait_until(lambda: got == [2, 3])
-        log.append(final())
-    assert got == [2, 3, 4]
-
-
-@pytest.mark.anyio
-async def test_replay_of_a_finished_log_ends_and_can_start_past_the_end() -> None:
-    log = EventLog()
-    for _ in range(3):
-        log.append(stdout())
-    log.append(final())
-    assert [entry.seq async for entry in log.replay()] == [1, 2, 3, 4]
-    assert [entry.seq async for entry in log.replay(4)] == [4]
-    assert [entry.seq async for entry in log.replay(9)] == []
-
-
-@pytest.mark.anyio
-async def test_replay_of_a_closed_log_ends_without_final() -> None:
-    log = EventLog()
-    log.append(stdout())
-    log.close()
-    assert [entry.seq async for entry in log.replay(None)] == [1]
-
-
-@pytest.mark.anyio
-async def test_replay_checks_availability_when_made() -> None:
-    log = EventLog(max_events=1)
-    log.append(stdout())
-    log.append(stdout())
-    with pytest.raises(ReplayUnavailableError):
-        log.replay(1)
-
-
-@pytest.mark.anyio
-async def test_a_reader_overtaken_by_eviction_fails_loudly() -> None:
-    log = EventLog(max_events=2)
-    log.append(stdout("a"))
-    replay = log.replay(1)
-    first = await replay.__anext__()
-    assert first.seq == 1
-    for _ in range(5):  # the log moves past what the reader has not read
-        log.append(LogEvent(session_id=SESSION_ID, seq=0, payload=LogPayload(LogLevel.INFO, "m")))
-    with pytest.raises(ReplayUnavailableError) as caught:
-        await replay.__anext__()
-    assert caught.value.requested_seq == 2
-
-
-@pytest.mark.anyio
-async def test_replay_aclose_ends_it() -> None:
-    log = EventLog()
-    log.append(stdout())
-    log.append(stdout())
-    replay = log.replay()
-    assert (await replay.__anext__()).seq == 1
-    await replay.aclose()
-    assert [entry async for entry in replay] == []
 
 
 @pytest.mark.anyio
@@ -408,6 +331,16 @@ async def test_body_follows_live_and_stops_at_final() -> None:
         log.append(final())
     assert len(got) == 3
     assert [line.startswith(b'{"protocolVersion":2') for line in got] == [True] * 3
+
+
+@pytest.mark.anyio
+async def test_body_of_a_finished_log_ends_and_can_start_past_the_end() -> None:
+    log = EventLog()
+    lines = [log.append(stdout()).line for _ in range(3)]
+    lines.append(log.append(final()).line)
+    assert [chunk async for chunk in NdjsonBody(log, chunk_bytes=1)] == lines
+    assert [chunk async for chunk in NdjsonBody(log, 4)] == lines[3:]
+    assert [chunk async for chunk in NdjsonBody(log, 9)] == []
 
 
 @pytest.mark.anyio

@@ -8,8 +8,8 @@ import logging
 import pytest
 from starlette.responses import JSONResponse, StreamingResponse
 
-from enclave_stream.producer import BrokerConfig, EventStream, SessionBroker
-from enclave_stream.starlette import create_broker_app, ndjson_response
+from enclave_stream.producer import EventStream
+from enclave_stream.starlette import ndjson_response
 
 pytestmark = pytest.mark.anyio
 
@@ -60,11 +60,3 @@ async def test_an_overtaken_reader_has_its_response_ended(caplog: pytest.LogCapt
     ):
         await chunks.__anext__()
     assert "fell behind" in caplog.text
-
-
-def test_create_broker_app_takes_a_broker_or_settings() -> None:
-    broker = SessionBroker()
-    app = create_broker_app(broker=broker)
-    assert app.state.broker is broker
-    with pytest.raises(ValueError, match="either"):
-        create_broker_app(broker=broker, config=BrokerConfig())
