@@ -24,7 +24,7 @@ from typing import Any, Union
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, ObjectSendStream
 
-from .codec import EventEncoder
+from .codec import encode_event
 from .errors import LineError, NdjsonParseError
 from .events import ParsedEvent
 from .ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, NdjsonStreamParser, SlowLine
@@ -98,6 +98,15 @@ async def judge_off_loop(slow_line: SlowLine) -> ParsedEvent | LineError | None:
     return await anyio.to_thread.run_sync(slow_line.judge)
 
 
+async def _settle(item: Any, on_error: ErrorHandler | None, strict: bool) -> ParsedEvent | None:
+    """The event a :class:`FeedResult` item holds; a bad or blank line gives None."""
+    verdict = await judge_off_loop(item) if type(item) is SlowLine else item
+    if type(verdict) is LineError:
+        report_line_error(verdict, on_error, strict)
+        return None
+    return verdict  # type: ignore[return-value]
+
+
 async def parse_ndjson_stream(
     source: ByteSource,
     *,
@@ -139,11 +148,9 @@ async def parse_ndjson_stream(
                     yield event  # type: ignore[misc]
                 continue
             for item in found:
-                verdict = await judge_off_loop(item) if type(item) is SlowLine else item
-                if type(verdict) is LineError:
-                    report_line_error(verdict, on_error, strict)
-                elif verdict is not None:  # None: a blank line
-                    yield verdict  # type: ignore[misc]
+                settled = await _settle(item, on_error, strict)
+                if settled is not None:
+                    yield settled
     finally:
         await chunks.aclose()
         await aclose_source(source)
@@ -152,8 +159,6 @@ async def parse_ndjson_stream(
 async def serialize_ndjson_stream(
     events: Iterable[ParsedEvent | Mapping[str, Any]]
     | AsyncIterable[ParsedEvent | Mapping[str, Any]],
-    *,
-    encoder: EventEncoder | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Yield one ``\\n``-terminated line per event, from a sync or async iterable.
 
@@ -161,16 +166,15 @@ async def serialize_ndjson_stream(
     to an aiohttp ``StreamResponse``. Each event is validated first; an invalid
     one raises :class:`~enclave_stream.EventValidationError`.
     """
-    encode = (encoder or EventEncoder()).encode
     if isinstance(events, AsyncIterable):
         try:
             async for event in events:
-                yield encode(event) + b"\n"
+                yield encode_event(event) + b"\n"
         finally:
             await aclose_source(events)
     else:
         for event in events:
-            yield encode(event) + b"\n"
+            yield encode_event(event) + b"\n"
 
 
 class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
@@ -200,16 +204,11 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
         """The next event; ``anyio.EndOfStream`` when the byte stream has ended."""
         while True:
             while self._next < len(self._ready):
-                item = self._ready[self._next]
-                if type(item) is SlowLine:  # if cancelled here, judged again next time
-                    item = await judge_off_loop(item)
+                # If cancelled while a slow line is judged, it is judged again next time.
+                event = await _settle(self._ready[self._next], self._on_error, self._strict)
                 self._next += 1
-                if item is None:  # a blank line
-                    continue
-                if type(item) is LineError:
-                    report_line_error(item, self._on_error, self._strict)
-                else:
-                    return item  # type: ignore[return-value]
+                if event is not None:
+                    return event
             self._next = 0
             if self._ended:
                 raise anyio.EndOfStream
@@ -229,13 +228,12 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
 class NdjsonObjectSendStream(ObjectSendStream[ParsedEvent]):
     """An anyio object stream that writes each event sent as one NDJSON line."""
 
-    def __init__(self, transport: ByteSendStream, *, encoder: EventEncoder | None = None) -> None:
+    def __init__(self, transport: ByteSendStream) -> None:
         self._transport = transport
-        self._encode = (encoder or EventEncoder()).encode
 
     async def send(self, item: ParsedEvent) -> None:
         """Validate, encode and write one event followed by ``\\n``."""
-        await self._transport.send(self._encode(item) + b"\n")
+        await self._transport.send(encode_event(item) + b"\n")
 
     async def aclose(self) -> None:
         """Close the underlying byte stream."""

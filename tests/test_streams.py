@@ -14,7 +14,6 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from enclave_stream import (
-    EventEncoder,
     EventValidationError,
     LineError,
     NdjsonParseError,
@@ -443,7 +442,7 @@ async def test_serialize_from_an_async_generator_and_mappings() -> None:
         finally:
             closed = True
 
-    chunks = [chunk async for chunk in serialize_ndjson_stream(events(), encoder=EventEncoder())]
+    chunks = [chunk async for chunk in serialize_ndjson_stream(events())]
     assert chunks == [LINES[0] + b"\n", serialize_event(stdout(9, "m")).encode() + b"\n"]
     assert closed
 
