@@ -84,11 +84,8 @@ async def iter_chunks(source: ByteSource) -> AsyncGenerator[bytes | bytearray, N
 INLINE_SLOW_LINE_BYTES = 1024
 """Refused lines up to this size are judged on the event loop; bigger ones in a thread.
 
-Judging a line the fast decoder refused follows JavaScript's JSON rules in
-pure Python: up to a thousand times the CPU per byte of a valid line (deep
-nesting is the worst). A worker thread keeps that off the event loop, which
-then only waits for the GIL's switch interval; small lines are not worth the
-thread hop."""
+Judging one costs up to a thousand times the CPU per byte of a valid line
+(docs/security.md); small lines are not worth the thread hop."""
 
 
 async def judge_off_loop(slow_line: SlowLine) -> ParsedEvent | LineError | None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from enclave_stream import (
     CatalogChangedEvent,
@@ -820,3 +822,47 @@ def test_runtime_message_key_order() -> None:
         "type",
         "payload",
     ]
+
+
+# Constructed payloads are not validated by msgspec; the encoder's cheap checks
+# for these two payload types must accept exactly what the decoder accepts.
+_field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2),
+    st.text(max_size=3),
+    st.lists(st.one_of(st.text(max_size=2), st.integers(0, 1)), max_size=2),
+)
+_optional_values = st.one_of(st.just(msgspec.UNSET), _field_values)
+
+
+def _accepted_like_the_decoder(event: ParsedEvent, payload: dict[str, Any]) -> None:
+    wire = {"protocolVersion": 2, "sessionId": "s_1", "seq": 1, "type": str(event.type.value)}
+    wire["payload"] = {k: v for k, v in payload.items() if v is not msgspec.UNSET}
+    expected = parse_line(json.dumps(wire, ensure_ascii=False))
+    try:
+        line = serialize_event(event)
+    except EventValidationError:
+        assert not expected.success
+    else:
+        assert expected.success
+        assert parse_line(line) == expected
+
+
+@given(_field_values, _field_values, _field_values, _optional_values)
+def test_encoder_accepts_an_envelope_exactly_when_the_decoder_does(
+    kid: Any, nonce: Any, ciphertext: Any, tag: Any
+) -> None:
+    payload = EncryptedEnvelopePayload(kid, nonce, ciphertext, tag)
+    event = EncryptedEnvelope(session_id="s_1", seq=1, payload=payload)
+    wire = {"kid": kid, "nonceB64": nonce, "ciphertextB64": ciphertext, "tagB64": tag}
+    _accepted_like_the_decoder(event, wire)
+
+
+@given(_field_values, _optional_values, _field_values)
+def test_encoder_accepts_a_partial_result_exactly_when_the_decoder_does(
+    path: Any, data: Any, has_next: Any
+) -> None:
+    payload = PartialResultPayload(path=path, data=data, has_next=has_next)
+    event = PartialResultEvent(session_id="s_1", seq=1, payload=payload)
+    _accepted_like_the_decoder(event, {"path": path, "data": data, "hasNext": has_next})
