@@ -473,15 +473,22 @@ class NdjsonStreamParser:
         """Call the callbacks for ``found``'s items; ``end`` lines are then complete."""
         if self._callbacks and found:
             on_event, on_error = self._on_event, self._on_error
-            for number, item in zip(found.line_numbers(), found, strict=True):
-                # An over-long line is reported before its newline comes: it
-                # is not complete yet.
-                self._line_number = min(number, end)
-                kind = type(item)
-                if kind is LineError:
-                    if on_error is not None:
-                        on_error(item)  # type: ignore[arg-type]
-                elif kind is not SlowLine and on_event is not None:
-                    on_event(item)  # type: ignore[arg-type]
+            numbers = found.line_numbers()
+            if not found.bad_lines:  # the usual chunk: events only, no type checks
+                if on_event is not None:
+                    for number, event in zip(numbers, found, strict=True):
+                        self._line_number = number
+                        on_event(event)  # type: ignore[arg-type]
+            else:
+                for number, item in zip(numbers, found, strict=True):
+                    # An over-long line is reported before its newline comes:
+                    # it is not complete yet.
+                    self._line_number = min(number, end)
+                    kind = type(item)
+                    if kind is LineError:
+                        if on_error is not None:
+                            on_error(item)  # type: ignore[arg-type]
+                    elif kind is not SlowLine and on_event is not None:
+                        on_event(item)  # type: ignore[arg-type]
         self._line_number = end
         return found
