@@ -8,8 +8,6 @@ Starlette ``request.stream()``, or an anyio ``ByteReceiveStream``.
 from __future__ import annotations
 
 __all__ = [
-    "NdjsonObjectReceiveStream",
-    "NdjsonObjectSendStream",
     "create_ndjson_parse_stream",
     "create_ndjson_serialize_stream",
     "judge_off_loop",
@@ -174,28 +172,23 @@ async def serialize_ndjson_stream(
             yield encode_event(event) + b"\n"
 
 
-class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
-    """An anyio object stream of the events read from a byte stream.
-
-    ``receive()`` returns the next event and raises ``anyio.EndOfStream``
-    after the last one. Bad lines are handled as in :func:`parse_ndjson_stream`.
-    """
+class _EventReceiveStream(ObjectReceiveStream[ParsedEvent]):
+    """What :func:`create_ndjson_parse_stream` returns."""
 
     def __init__(
         self,
         transport: ByteReceiveStream,
-        *,
-        on_error: ErrorHandler | None = None,
-        strict: bool = False,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        parser: NdjsonStreamParser,
+        on_error: ErrorHandler | None,
+        strict: bool,
     ) -> None:
         self._transport = transport
+        self._parser = parser
         self._on_error = on_error
         self._strict = strict
         self._ready: FeedResult | list[Any] = []
         self._next = 0
         self._ended = False
-        self._parser = NdjsonStreamParser(max_line_bytes=max_line_bytes, defer_slow_lines=True)
 
     async def receive(self) -> ParsedEvent:
         """The next event; ``anyio.EndOfStream`` when the byte stream has ended."""
@@ -222,8 +215,8 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
         await self._transport.aclose()
 
 
-class NdjsonObjectSendStream(ObjectSendStream[ParsedEvent]):
-    """An anyio object stream that writes each event sent as one NDJSON line."""
+class _EventSendStream(ObjectSendStream[ParsedEvent]):
+    """What :func:`create_ndjson_serialize_stream` returns."""
 
     def __init__(self, transport: ByteSendStream) -> None:
         self._transport = transport
@@ -243,13 +236,21 @@ def create_ndjson_parse_stream(
     on_error: ErrorHandler | None = None,
     strict: bool = False,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> NdjsonObjectReceiveStream:
-    """Wrap a byte stream as an object stream of events (``createNdjsonParseStream``)."""
-    return NdjsonObjectReceiveStream(
-        transport, on_error=on_error, strict=strict, max_line_bytes=max_line_bytes
-    )
+) -> ObjectReceiveStream[ParsedEvent]:
+    """Wrap a byte stream as an anyio object stream of events (``createNdjsonParseStream``).
+
+    ``receive()`` returns the next event and raises ``anyio.EndOfStream``
+    after the last one; ``aclose()`` closes the byte stream. Bad lines are
+    handled as in :func:`parse_ndjson_stream`.
+    """
+    parser = NdjsonStreamParser(max_line_bytes=max_line_bytes, defer_slow_lines=True)
+    return _EventReceiveStream(transport, parser, on_error, strict)
 
 
-def create_ndjson_serialize_stream(transport: ByteSendStream) -> NdjsonObjectSendStream:
-    """Wrap a byte stream as an object stream that takes events (the serialize TransformStream)."""
-    return NdjsonObjectSendStream(transport)
+def create_ndjson_serialize_stream(transport: ByteSendStream) -> ObjectSendStream[ParsedEvent]:
+    """Wrap a byte stream as an anyio object stream that writes each event sent as one line.
+
+    The serialize ``TransformStream``: ``send()`` validates and encodes an
+    event and writes it followed by ``\\n``; ``aclose()`` closes the byte stream.
+    """
+    return _EventSendStream(transport)
