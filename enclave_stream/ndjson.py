@@ -58,10 +58,10 @@ def _line_error(failure: DecodeFailure, line: int, offset: int | None = None) ->
 class SlowLine(msgspec.Struct, frozen=True, gc=False):
     """A line the fast decoder refused, handed over to be judged later.
 
-    The parser hands these over instead of judging them when asked to
-    (``defer_slow_lines``). Judging follows JavaScript's
-    JSON rules in pure Python, which may cost far more per byte than a valid
-    line: an async caller judges big ones off the event loop
+    The parser hands these over instead of judging them with
+    ``defer_slow_lines=True``. Judging follows JavaScript's JSON rules in pure
+    Python, which may cost far more per byte than a valid line: an async
+    caller judges big ones off the event loop
     (:func:`~enclave_stream.streams.judge_off_loop`). Attributes are the
     line's bytes, number and stream offset.
     """
@@ -255,7 +255,7 @@ class NdjsonStreamParser:
             here but returned as a :class:`SlowLine`, in stream order with the
             events and errors; the caller calls ``slow_line.judge()`` when it
             likes (the async parsers judge big ones in a worker thread, so
-            that no line holds the event loop).
+            that no line holds the event loop). No callback gets it.
 
     An exception raised by a callback propagates out of :meth:`feed`; the
     lines after the failing one in that chunk are then neither delivered nor
