@@ -313,7 +313,7 @@ class LogPayload(msgspec.Struct, frozen=True, rename="camel"):
     data: dict[str, Any] | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        if self.level not in _LOG_LEVELS:
+        if not (isinstance(self.level, str) and self.level in _LOG_LEVELS):
             raise _field_error("level", "one of 'debug', 'info', 'warn', 'error'", self.level)
         if type(self.message) is not str:
             raise _field_error("message", "`str`", self.message)
