@@ -96,8 +96,6 @@ from .protocol import (
 )
 from .reconnect import ConnectionState, ReconnectionConfig, ResumableEventStream, open_event_stream
 from .streams import (
-    NdjsonObjectReceiveStream,
-    NdjsonObjectSendStream,
     create_ndjson_parse_stream,
     create_ndjson_serialize_stream,
     parse_ndjson_stream,
@@ -117,8 +115,6 @@ __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "EventEncoder",
     "FeedResult",
-    "NdjsonObjectReceiveStream",
-    "NdjsonObjectSendStream",
     "NdjsonStreamParser",
     "ParseFailure",
     "ParseLinesResult",

@@ -328,11 +328,9 @@ GC_PAUSE_BYTES: Final = 64 * 1024
 def _gc_paused(size: int) -> Iterator[None]:
     """Pause the cyclic GC while a line of ``size`` bytes is decoded, if it is big.
 
-    A dense line (``[[],[],...]``) makes hundreds of thousands of containers
-    per MiB; each young-generation collection walks them though none can be in
-    a cycle yet, which more than doubles the time the decode holds the GIL
-    (and so the event loop). The collector is restored afterwards, and only if
-    it was on.
+    Young-generation collections would walk a dense line's new containers,
+    none of which can be in a cycle yet (docs/security.md). The collector is
+    restored afterwards, and only if it was on.
     """
     if size <= GC_PAUSE_BYTES or not gc.isenabled():
         yield
@@ -347,12 +345,9 @@ def _gc_paused(size: int) -> Iterator[None]:
 BYTES_PER_CONTAINER: Final = 16
 """In a line over :data:`GC_PAUSE_BYTES`, at most one array or object per this many bytes.
 
-Building a container costs a C decoder (msgspec's or ``json``'s) 0.15-0.4 us
-while it holds the GIL, and freeing it about as much: a 16 MiB line of
-``[[],[],...]`` (5.6 million containers) would hold the event loop for
-seconds, in any thread. At one per 16 bytes a line holds it about 20-40 ms per
-MiB; ordinary JSON (``{"id":1,"name":"x","tags":["a"]}``) has one per 20-40
-bytes. Denser big lines are refused (compatibility N12)."""
+A C decoder holds the GIL while it builds and frees each container, in any
+thread; denser big lines are refused (why and the figures: compatibility N12,
+docs/security.md)."""
 
 
 def _container_overload(raw: bytes | str) -> DecodeFailure | None:

@@ -141,8 +141,7 @@ _DATE = (
     "|02-(?:0[1-9]|1[0-9]|2[0-8])))"
 )
 _TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]+)?)?"
-DATETIME_PATTERN: Final = f"{_DATE}T{_TIME}Z"
-_DATETIME = re.compile(DATETIME_PATTERN)
+_DATETIME = re.compile(f"{_DATE}T{_TIME}Z")
 
 
 def _field_error(field: str, expected: str, value: object) -> EventValidationError:
@@ -166,13 +165,13 @@ def _normalize_numbers(struct: msgspec.Struct, *fields: str) -> None:
             msgspec.structs.force_setattr(struct, name, int(value))
 
 
-def check_call_id(value: object, field: str = "callId") -> None:
+def _check_call_id(value: object) -> None:
     """Raise :class:`EventValidationError` unless ``value`` is a call id (``c_`` + 1 or more)."""
     if not (isinstance(value, str) and len(value) > 2 and value.startswith(CALL_ID_PREFIX)):
-        raise _field_error(field, "a call id (a string starting with 'c_')", value)
+        raise _field_error("callId", "a call id (a string starting with 'c_')", value)
 
 
-def check_datetime(value: object, field: str) -> None:
+def _check_datetime(value: object, field: str) -> None:
     """Raise :class:`EventValidationError` unless ``value`` is an ISO-8601 UTC datetime."""
     if not (isinstance(value, str) and _DATETIME.fullmatch(value)):
         raise _field_error(field, "an ISO-8601 UTC datetime string ending in 'Z'", value)
@@ -296,7 +295,7 @@ class SessionInitPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
     replay_url: str | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        check_datetime(self.expires_at, "expiresAt")
+        _check_datetime(self.expires_at, "expiresAt")
 
 
 class StdoutPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -313,7 +312,7 @@ class LogPayload(msgspec.Struct, frozen=True, rename="camel"):
     data: dict[str, Any] | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        if self.level not in _LOG_LEVELS:
+        if not (isinstance(self.level, str) and self.level in _LOG_LEVELS):
             raise _field_error("level", "one of 'debug', 'info', 'warn', 'error'", self.level)
         if type(self.message) is not str:
             raise _field_error("message", "`str`", self.message)
@@ -338,7 +337,7 @@ class ToolCallPayload(msgspec.Struct, frozen=True, rename="camel"):
     args: Any = UNSET
 
     def __post_init__(self) -> None:
-        check_call_id(self.call_id)
+        _check_call_id(self.call_id)
         if not (type(self.tool_name) is str and self.tool_name):
             raise _field_error("toolName", "a non-empty `str`", self.tool_name)
 
@@ -349,7 +348,7 @@ class ToolResultAppliedPayload(msgspec.Struct, frozen=True, rename="camel", gc=F
     call_id: CallId
 
     def __post_init__(self) -> None:
-        check_call_id(self.call_id)
+        _check_call_id(self.call_id)
 
 
 class FinalPayload(msgspec.Struct, frozen=True, rename="camel"):
@@ -368,7 +367,7 @@ class HeartbeatPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
     ts: str
 
     def __post_init__(self) -> None:
-        check_datetime(self.ts, "ts")
+        _check_datetime(self.ts, "ts")
 
 
 class ErrorEventPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -398,7 +397,7 @@ class ToolProgressPayload(msgspec.Struct, frozen=True, rename="camel", kw_only=T
     elapsed_ms: NonNegativeNumber
 
     def __post_init__(self) -> None:
-        check_call_id(self.call_id)
+        _check_call_id(self.call_id)
         _normalize_numbers(self, "elapsed_ms")
 
 
@@ -639,7 +638,7 @@ class ToolResultSubmitPayload(msgspec.Struct, frozen=True, kw_only=True, rename=
     error: ErrorInfo | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        check_call_id(self.call_id)
+        _check_call_id(self.call_id)
 
 
 class CancelPayload(msgspec.Struct, frozen=True, rename="camel", gc=False):

@@ -58,10 +58,10 @@ def _line_error(failure: DecodeFailure, line: int, offset: int | None = None) ->
 class SlowLine(msgspec.Struct, frozen=True, gc=False):
     """A line the fast decoder refused, handed over to be judged later.
 
-    The parser hands these over instead of judging them when asked to
-    (``defer_slow_lines`` or ``on_slow_line``). Judging follows JavaScript's
-    JSON rules in pure Python, which may cost far more per byte than a valid
-    line: an async caller judges big ones off the event loop
+    The parser hands these over instead of judging them with
+    ``defer_slow_lines=True``. Judging follows JavaScript's JSON rules in pure
+    Python, which may cost far more per byte than a valid line: an async
+    caller judges big ones off the event loop
     (:func:`~enclave_stream.streams.judge_off_loop`). Attributes are the
     line's bytes, number and stream offset.
     """
@@ -255,9 +255,7 @@ class NdjsonStreamParser:
             here but returned as a :class:`SlowLine`, in stream order with the
             events and errors; the caller calls ``slow_line.judge()`` when it
             likes (the async parsers judge big ones in a worker thread, so
-            that no line holds the event loop).
-        on_slow_line: called with each :class:`SlowLine` (implies
-            ``defer_slow_lines``).
+            that no line holds the event loop). No callback gets it.
 
     An exception raised by a callback propagates out of :meth:`feed`; the
     lines after the failing one in that chunk are then neither delivered nor
@@ -278,15 +276,13 @@ class NdjsonStreamParser:
         *,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         defer_slow_lines: bool = False,
-        on_slow_line: Callable[[SlowLine], object] | None = None,
     ) -> None:
         if max_line_bytes < 1:
             raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
         self._on_event = on_event
         self._on_error = on_error
-        self._on_slow_line = on_slow_line
-        self._callbacks = not (on_event is None and on_error is None and on_slow_line is None)
-        self._judge = not defer_slow_lines and on_slow_line is None
+        self._callbacks = on_event is not None or on_error is not None
+        self._judge = not defer_slow_lines
         self._max = max_line_bytes
         self._pending = bytearray()
         self._skipping = False  # inside an over-long line: drop bytes up to the next LF
@@ -476,30 +472,23 @@ class NdjsonStreamParser:
     def _deliver(self, found: FeedResult, end: int) -> FeedResult:
         """Call the callbacks for ``found``'s items; ``end`` lines are then complete."""
         if self._callbacks and found:
-            if found.bad_lines or found._quiet:
-                self._call_back(found, end)
-            elif self._on_event is not None:  # the usual chunk: events on consecutive lines
-                on_event = self._on_event
-                number = found._before
-                for event in found:
-                    number += 1
-                    self._line_number = number
-                    on_event(event)  # type: ignore[arg-type]
+            on_event, on_error = self._on_event, self._on_error
+            numbers = found.line_numbers()
+            if not found.bad_lines:  # the usual chunk: events only, no type checks
+                if on_event is not None:
+                    for number, event in zip(numbers, found, strict=True):
+                        self._line_number = number
+                        on_event(event)  # type: ignore[arg-type]
+            else:
+                for number, item in zip(numbers, found, strict=True):
+                    # An over-long line is reported before its newline comes:
+                    # it is not complete yet.
+                    self._line_number = min(number, end)
+                    kind = type(item)
+                    if kind is LineError:
+                        if on_error is not None:
+                            on_error(item)  # type: ignore[arg-type]
+                    elif kind is not SlowLine and on_event is not None:
+                        on_event(item)  # type: ignore[arg-type]
         self._line_number = end
         return found
-
-    def _call_back(self, found: FeedResult, end: int) -> None:
-        on_event, on_error, on_slow_line = self._on_event, self._on_error, self._on_slow_line
-        for number, item in zip(found.line_numbers(), found, strict=True):
-            # An over-long line is reported before its newline comes: it is
-            # not complete yet.
-            self._line_number = number if number < end else end
-            kind = type(item)
-            if kind is LineError:
-                if on_error is not None:
-                    on_error(item)  # type: ignore[arg-type]
-            elif kind is SlowLine:
-                if on_slow_line is not None:
-                    on_slow_line(item)  # type: ignore[arg-type]
-            elif on_event is not None:
-                on_event(item)  # type: ignore[arg-type]

@@ -8,8 +8,6 @@ Starlette ``request.stream()``, or an anyio ``ByteReceiveStream``.
 from __future__ import annotations
 
 __all__ = [
-    "NdjsonObjectReceiveStream",
-    "NdjsonObjectSendStream",
     "create_ndjson_parse_stream",
     "create_ndjson_serialize_stream",
     "judge_off_loop",
@@ -24,7 +22,7 @@ from typing import Any, Union
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, ObjectSendStream
 
-from .codec import EventEncoder
+from .codec import encode_event
 from .errors import LineError, NdjsonParseError
 from .events import ParsedEvent
 from .ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, NdjsonStreamParser, SlowLine
@@ -84,11 +82,8 @@ async def iter_chunks(source: ByteSource) -> AsyncGenerator[bytes | bytearray, N
 INLINE_SLOW_LINE_BYTES = 1024
 """Refused lines up to this size are judged on the event loop; bigger ones in a thread.
 
-Judging a line the fast decoder refused follows JavaScript's JSON rules in
-pure Python: up to a thousand times the CPU per byte of a valid line (deep
-nesting is the worst). A worker thread keeps that off the event loop, which
-then only waits for the GIL's switch interval; small lines are not worth the
-thread hop."""
+Judging one costs up to a thousand times the CPU per byte of a valid line
+(docs/security.md); small lines are not worth the thread hop."""
 
 
 async def judge_off_loop(slow_line: SlowLine) -> ParsedEvent | LineError | None:
@@ -96,6 +91,15 @@ async def judge_off_loop(slow_line: SlowLine) -> ParsedEvent | LineError | None:
     if len(slow_line.line) <= INLINE_SLOW_LINE_BYTES:
         return slow_line.judge()
     return await anyio.to_thread.run_sync(slow_line.judge)
+
+
+async def _settle(item: Any, on_error: ErrorHandler | None, strict: bool) -> ParsedEvent | None:
+    """The event a :class:`FeedResult` item holds; a bad or blank line gives None."""
+    verdict = await judge_off_loop(item) if type(item) is SlowLine else item
+    if type(verdict) is LineError:
+        report_line_error(verdict, on_error, strict)
+        return None
+    return verdict  # type: ignore[return-value]
 
 
 async def parse_ndjson_stream(
@@ -139,11 +143,9 @@ async def parse_ndjson_stream(
                     yield event  # type: ignore[misc]
                 continue
             for item in found:
-                verdict = await judge_off_loop(item) if type(item) is SlowLine else item
-                if type(verdict) is LineError:
-                    report_line_error(verdict, on_error, strict)
-                elif verdict is not None:  # None: a blank line
-                    yield verdict  # type: ignore[misc]
+                settled = await _settle(item, on_error, strict)
+                if settled is not None:
+                    yield settled
     finally:
         await chunks.aclose()
         await aclose_source(source)
@@ -152,8 +154,6 @@ async def parse_ndjson_stream(
 async def serialize_ndjson_stream(
     events: Iterable[ParsedEvent | Mapping[str, Any]]
     | AsyncIterable[ParsedEvent | Mapping[str, Any]],
-    *,
-    encoder: EventEncoder | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Yield one ``\\n``-terminated line per event, from a sync or async iterable.
 
@@ -161,55 +161,44 @@ async def serialize_ndjson_stream(
     to an aiohttp ``StreamResponse``. Each event is validated first; an invalid
     one raises :class:`~enclave_stream.EventValidationError`.
     """
-    encode = (encoder or EventEncoder()).encode
     if isinstance(events, AsyncIterable):
         try:
             async for event in events:
-                yield encode(event) + b"\n"
+                yield encode_event(event) + b"\n"
         finally:
             await aclose_source(events)
     else:
         for event in events:
-            yield encode(event) + b"\n"
+            yield encode_event(event) + b"\n"
 
 
-class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
-    """An anyio object stream of the events read from a byte stream.
-
-    ``receive()`` returns the next event and raises ``anyio.EndOfStream``
-    after the last one. Bad lines are handled as in :func:`parse_ndjson_stream`.
-    """
+class _EventReceiveStream(ObjectReceiveStream[ParsedEvent]):
+    """What :func:`create_ndjson_parse_stream` returns."""
 
     def __init__(
         self,
         transport: ByteReceiveStream,
-        *,
-        on_error: ErrorHandler | None = None,
-        strict: bool = False,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        parser: NdjsonStreamParser,
+        on_error: ErrorHandler | None,
+        strict: bool,
     ) -> None:
         self._transport = transport
+        self._parser = parser
         self._on_error = on_error
         self._strict = strict
         self._ready: FeedResult | list[Any] = []
         self._next = 0
         self._ended = False
-        self._parser = NdjsonStreamParser(max_line_bytes=max_line_bytes, defer_slow_lines=True)
 
     async def receive(self) -> ParsedEvent:
         """The next event; ``anyio.EndOfStream`` when the byte stream has ended."""
         while True:
             while self._next < len(self._ready):
-                item = self._ready[self._next]
-                if type(item) is SlowLine:  # if cancelled here, judged again next time
-                    item = await judge_off_loop(item)
+                # If cancelled while a slow line is judged, it is judged again next time.
+                event = await _settle(self._ready[self._next], self._on_error, self._strict)
                 self._next += 1
-                if item is None:  # a blank line
-                    continue
-                if type(item) is LineError:
-                    report_line_error(item, self._on_error, self._strict)
-                else:
-                    return item  # type: ignore[return-value]
+                if event is not None:
+                    return event
             self._next = 0
             if self._ended:
                 raise anyio.EndOfStream
@@ -226,16 +215,15 @@ class NdjsonObjectReceiveStream(ObjectReceiveStream[ParsedEvent]):
         await self._transport.aclose()
 
 
-class NdjsonObjectSendStream(ObjectSendStream[ParsedEvent]):
-    """An anyio object stream that writes each event sent as one NDJSON line."""
+class _EventSendStream(ObjectSendStream[ParsedEvent]):
+    """What :func:`create_ndjson_serialize_stream` returns."""
 
-    def __init__(self, transport: ByteSendStream, *, encoder: EventEncoder | None = None) -> None:
+    def __init__(self, transport: ByteSendStream) -> None:
         self._transport = transport
-        self._encode = (encoder or EventEncoder()).encode
 
     async def send(self, item: ParsedEvent) -> None:
         """Validate, encode and write one event followed by ``\\n``."""
-        await self._transport.send(self._encode(item) + b"\n")
+        await self._transport.send(encode_event(item) + b"\n")
 
     async def aclose(self) -> None:
         """Close the underlying byte stream."""
@@ -248,13 +236,21 @@ def create_ndjson_parse_stream(
     on_error: ErrorHandler | None = None,
     strict: bool = False,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> NdjsonObjectReceiveStream:
-    """Wrap a byte stream as an object stream of events (``createNdjsonParseStream``)."""
-    return NdjsonObjectReceiveStream(
-        transport, on_error=on_error, strict=strict, max_line_bytes=max_line_bytes
-    )
+) -> ObjectReceiveStream[ParsedEvent]:
+    """Wrap a byte stream as an anyio object stream of events (``createNdjsonParseStream``).
+
+    ``receive()`` returns the next event and raises ``anyio.EndOfStream``
+    after the last one; ``aclose()`` closes the byte stream. Bad lines are
+    handled as in :func:`parse_ndjson_stream`.
+    """
+    parser = NdjsonStreamParser(max_line_bytes=max_line_bytes, defer_slow_lines=True)
+    return _EventReceiveStream(transport, parser, on_error, strict)
 
 
-def create_ndjson_serialize_stream(transport: ByteSendStream) -> NdjsonObjectSendStream:
-    """Wrap a byte stream as an object stream that takes events (the serialize TransformStream)."""
-    return NdjsonObjectSendStream(transport)
+def create_ndjson_serialize_stream(transport: ByteSendStream) -> ObjectSendStream[ParsedEvent]:
+    """Wrap a byte stream as an anyio object stream that writes each event sent as one line.
+
+    The serialize ``TransformStream``: ``send()`` validates and encodes an
+    event and writes it followed by ``\\n``; ``aclose()`` closes the byte stream.
+    """
+    return _EventSendStream(transport)

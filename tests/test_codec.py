@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from enclave_stream import (
     CatalogChangedEvent,
@@ -820,3 +822,63 @@ def test_runtime_message_key_order() -> None:
         "type",
         "payload",
     ]
+
+
+# Constructed payloads are not validated by msgspec; the encoder skips the full
+# check for payload types whose __post_init__ checks every field and proves the
+# others valid with cheap checks. Either way it must accept a constructed event
+# exactly when the decoder accepts its wire form.
+_field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2),
+    st.text(max_size=3),
+    st.sampled_from(["c_1", "info", "2024-01-01T00:00:00Z"]),
+    st.lists(st.one_of(st.text(max_size=2), st.integers(0, 1)), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(0, 1), max_size=2),
+)
+_FAST_PATH_EVENTS = [
+    StdoutEvent,
+    HeartbeatEvent,
+    LogEvent,
+    ToolCallEvent,
+    ToolResultAppliedEvent,
+    PartialResultEvent,
+    EncryptedEnvelope,
+]
+
+
+@pytest.mark.parametrize("event_type", _FAST_PATH_EVENTS, ids=lambda cls: cls.__name__)
+def test_encoder_accepts_a_constructed_event_exactly_when_the_decoder_does(
+    event_type: Any,
+) -> None:
+    payload_type = next(f.type for f in msgspec.structs.fields(event_type) if f.name == "payload")
+    fields = msgspec.structs.fields(payload_type)
+    optional = st.one_of(st.just(msgspec.UNSET), _field_values)
+    values = st.fixed_dictionaries(
+        {f.name: _field_values if f.required else optional for f in fields}
+    )
+
+    @given(values)
+    def check(kwargs: dict[str, Any]) -> None:
+        try:
+            payload = payload_type(**kwargs)
+        except EventValidationError:
+            return  # refused on construction: never reaches the encoder
+        event = event_type(session_id="s_1", seq=1, payload=payload)
+        wire_payload = {
+            f.encode_name: getattr(payload, f.name)
+            for f in fields
+            if getattr(payload, f.name) is not msgspec.UNSET
+        }
+        wire = {"protocolVersion": 2, "sessionId": "s_1", "seq": 1, "type": event.type.value}
+        expected = parse_line(json.dumps({**wire, "payload": wire_payload}, ensure_ascii=False))
+        try:
+            line = serialize_event(event)
+        except EventValidationError:
+            assert not expected.success
+        else:
+            assert expected.success
+            assert parse_line(line) == expected
+
+    check()

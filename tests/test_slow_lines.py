@@ -69,12 +69,10 @@ assert len(BIG_VALID) > INLINE_SLOW_LINE_BYTES >= len(SMALL_BAD)
 
 
 def test_the_sans_io_parser_hands_refused_lines_over_in_order() -> None:
-    items: list[Any] = []
-    parser = NdjsonStreamParser(items.append, items.append, on_slow_line=items.append)
+    parser = NdjsonStreamParser(defer_slow_lines=True)
     document = b"\n".join([stdout(1), BIG_VALID, b"   ", SMALL_BAD, stdout(3), b"{oops"])
-    parser.feed(document[:100])
-    parser.feed(document[100:])
-    parser.flush()
+    items: list[Any] = [*parser.feed(document[:100]), *parser.feed(document[100:])]
+    items += parser.flush()
     kinds = [type(item).__name__ for item in items]
     assert kinds == ["StdoutEvent", "SlowLine", "SlowLine", "StdoutEvent", "SlowLine"]
     assert [item.number for item in items if isinstance(item, SlowLine)] == [2, 4, 6]

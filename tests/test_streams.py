@@ -9,12 +9,17 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import ByteReceiveStream, ByteSendStream, SocketAttribute
+from anyio.abc import (
+    ByteReceiveStream,
+    ByteSendStream,
+    ObjectReceiveStream,
+    ObjectSendStream,
+    SocketAttribute,
+)
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from enclave_stream import (
-    EventEncoder,
     EventValidationError,
     LineError,
     NdjsonParseError,
@@ -25,8 +30,6 @@ from enclave_stream import (
 )
 from enclave_stream.events import StdoutPayload, ToolCallPayload
 from enclave_stream.streams import (
-    NdjsonObjectReceiveStream,
-    NdjsonObjectSendStream,
     create_ndjson_parse_stream,
     create_ndjson_serialize_stream,
     parse_ndjson_stream,
@@ -443,7 +446,7 @@ async def test_serialize_from_an_async_generator_and_mappings() -> None:
         finally:
             closed = True
 
-    chunks = [chunk async for chunk in serialize_ndjson_stream(events(), encoder=EventEncoder())]
+    chunks = [chunk async for chunk in serialize_ndjson_stream(events())]
     assert chunks == [LINES[0] + b"\n", serialize_event(stdout(9, "m")).encode() + b"\n"]
     assert closed
 
@@ -485,7 +488,7 @@ async def test_serialize_then_parse() -> None:
 async def test_object_streams_round_trip_through_memory() -> None:
     async with memory_byte_pipe() as (byte_send, byte_receive):
         sender = create_ndjson_serialize_stream(byte_send)
-        assert isinstance(sender, NdjsonObjectSendStream)
+        assert isinstance(sender, ObjectSendStream)
         for event in EVENTS:
             await sender.send(event)
         await byte_send.send(b"{not json}\n")  # a bad line written by someone else
@@ -495,7 +498,7 @@ async def test_object_streams_round_trip_through_memory() -> None:
 
         errors: list[LineError] = []
         receiver = create_ndjson_parse_stream(byte_receive, on_error=errors.append)
-        assert isinstance(receiver, NdjsonObjectReceiveStream)
+        assert isinstance(receiver, ObjectReceiveStream)
         received = [await receiver.receive() for _ in range(len(EVENTS) + 1)]
         assert received == [*EVENTS, EVENTS[0]]
         with pytest.raises(anyio.EndOfStream):
@@ -579,8 +582,8 @@ def test_adapters_are_exported_from_the_package() -> None:
 
     assert enclave_stream.parse_ndjson_stream is parse_ndjson_stream
     assert enclave_stream.serialize_ndjson_stream is serialize_ndjson_stream
-    assert enclave_stream.NdjsonObjectReceiveStream is NdjsonObjectReceiveStream
-    assert enclave_stream.NdjsonObjectSendStream is NdjsonObjectSendStream
+    assert enclave_stream.create_ndjson_parse_stream is create_ndjson_parse_stream
+    assert enclave_stream.create_ndjson_serialize_stream is create_ndjson_serialize_stream
     for name in ("parse_ndjson_stream", "serialize_ndjson_stream", "NdjsonParseError"):
         assert name in enclave_stream.__all__
 
