@@ -259,9 +259,7 @@ KEY = bytes(range(32))
 
 def check_inner_plaintext(plaintext: bytes) -> None:
     """An authentic envelope around ``plaintext``: an event or a typed refusal."""
-    session = EncryptedSession.from_key_bytes(
-        SID, "k_1", SessionRole.CLIENT, send_key=bytes(32), receive_key=KEY
-    )
+    session = EncryptedSession(SID, "k_1", SessionRole.CLIENT, send_key=bytes(32), receive_key=KEY)
     nonce = bytes(11) + b"\x01"
     envelope = EncryptedEnvelope(
         session_id=SID,

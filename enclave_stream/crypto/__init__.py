@@ -90,7 +90,7 @@ from .signing import (
     sign_transcript,
     verify_transcript_signature,
 )
-from .streams import decrypt_events, encrypt_events, encrypt_ndjson_stream
+from .streams import decrypt_events, encrypt_events
 
 __all__ = [
     "CURVE",
@@ -146,7 +146,6 @@ __all__ = [
     "encrypt",
     "encrypt_events",
     "encrypt_json",
-    "encrypt_ndjson_stream",
     "export_public_key",
     "export_public_key_bytes",
     "from_base64",
