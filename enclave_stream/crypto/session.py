@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Final, NoReturn, SupportsIndex
 
@@ -237,8 +236,9 @@ class EncryptedSession:
         self._key_id = key_id
         self._role = SessionRole(role)
         self._checks = checks = _DEFAULT_CHECKS if checks is None else checks
-        info = SessionKeyInfo(key_id=key_id, created_at=time.time_ns() // 1_000_000)
-        self._context = SessionEncryptionContext(send, info, nonce_prefix=nonce_prefix)
+        self._context = SessionEncryptionContext(
+            send, SessionKeyInfo(key_id), nonce_prefix=nonce_prefix
+        )
         self._receive_key = receive
         self._replay_window = ReplayWindow()
         self._last_seq = -1

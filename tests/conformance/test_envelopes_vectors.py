@@ -84,8 +84,10 @@ def _envelope(line: str) -> EncryptedEnvelope:
 @pytest.mark.parametrize("case", cases(FILE, "context"), ids=case_id)
 def test_context_envelopes_byte_exact(case: dict[str, Any]) -> None:
     """Our context under the reference's prefix writes the reference's envelope lines."""
-    ctx = SessionEncryptionContext.from_key_bytes(
-        _key(case), case["key_id"], nonce_prefix=bytes.fromhex(case["nonce_prefix_hex"])
+    ctx = SessionEncryptionContext(
+        _key(case),
+        SessionKeyInfo(case["key_id"]),
+        nonce_prefix=bytes.fromhex(case["nonce_prefix_hex"]),
     )
     assert ctx.nonce_counter == case["start_counter"]
     for step in case["steps"]:
@@ -104,8 +106,10 @@ def test_context_envelopes_byte_exact(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", cases(FILE, "context"), ids=case_id)
 def test_context_typed_events_byte_exact(case: dict[str, Any]) -> None:
     """A typed event gives the same bytes as its wire mapping."""
-    ctx = SessionEncryptionContext.from_key_bytes(
-        _key(case), case["key_id"], nonce_prefix=bytes.fromhex(case["nonce_prefix_hex"])
+    ctx = SessionEncryptionContext(
+        _key(case),
+        SessionKeyInfo(case["key_id"]),
+        nonce_prefix=bytes.fromhex(case["nonce_prefix_hex"]),
     )
     for step in case["steps"]:
         event = cast(StreamEvent, validate_event(step["inner_event"]))
@@ -116,7 +120,7 @@ def test_context_typed_events_byte_exact(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", cases(FILE, "context"), ids=case_id)
 def test_context_decrypts_reference_envelopes(case: dict[str, Any]) -> None:
     """Every envelope the reference made decrypts to its inner event (another context, same key)."""
-    ctx = SessionEncryptionContext.from_key_bytes(_key(case), case["key_id"])
+    ctx = SessionEncryptionContext(_key(case), SessionKeyInfo(case["key_id"]))
     for step in case["steps"]:
         envelope = _envelope(step["envelope_line"])
         assert ctx.decrypt_json(envelope.payload) == _expected_json(step)

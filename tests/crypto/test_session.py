@@ -32,6 +32,7 @@ from enclave_stream.crypto import (
     ReceiveChecks,
     ReplayWindow,
     SessionEncryptionContext,
+    SessionKeyInfo,
     SessionRole,
     decrypt_json,
     derive_session_keys,
@@ -363,7 +364,7 @@ def test_concurrent_first_opens_accept_an_envelope_once() -> None:
 
 def test_reference_style_context_envelopes_open() -> None:
     """A peer using the reference's SessionEncryptionContext interoperates."""
-    peer = SessionEncryptionContext.from_key_bytes(C2S, "k_1")
+    peer = SessionEncryptionContext(C2S, SessionKeyInfo("k_1"))
     server = _server()
     for seq in range(3):
         envelope = peer.create_envelope(SESSION, seq, _event(seq))
