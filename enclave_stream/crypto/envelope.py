@@ -3,15 +3,9 @@
 Every envelope of the library is built and opened here, whoever asks (the
 stand-alone functions below, a :class:`~enclave_stream.crypto.SessionEncryptionContext`,
 an :class:`~enclave_stream.crypto.EncryptedSession`, the stream adapters):
-
-* the plaintext is JSON as ``JSON.stringify`` writes it: :func:`event_plaintext`
-  for a protocol event (validated, in the protocol's key order), or
-  :func:`json_plaintext` for any JSON value;
-* :func:`seal_payload` encrypts it and writes the payload
-  ``{kid, nonceB64, ciphertextB64}`` (:func:`check_envelope_fields` first
-  refuses a bad ``sessionId``/``seq`` for the envelope around it);
-* :func:`open_payload` reads the base64 as ``atob`` does and checks the tag;
-  :func:`read_json` / :func:`read_event` judge the plaintext.
+a plaintext (:func:`event_plaintext`, :func:`json_plaintext`) is sealed by
+:func:`seal_payload`; :func:`open_payload` opens a payload and
+:func:`read_json` / :func:`read_event` judge its plaintext.
 
 The stand-alone functions keep no state, so they cannot detect replays or
 reordering, and without an explicit nonce they draw 12 random bytes per call;

@@ -1,22 +1,11 @@
 """The handshake that sets up an :class:`EncryptedSession` on each side.
 
-Client::
-
-    handshake = ClientHandshake(server_public_key=pinned)   # pin: optional
-    request = CreateSessionRequest(code=..., encryption=EncryptionRequest(
-        mode="required", client_hello=handshake.client_hello))
-    ...                                                     # server answers
-    session = handshake.complete(server_hello, session_id)
-
-Server::
-
-    server_hello, session = accept_client_hello(client_hello, session_id,
-                                                signing_key=static_key)
-
-Both sides then derive the same two keys (HKDF-SHA256 over the P-256 ECDH
-secret, salted with the session id). With a ``signing_key`` the server signs
-the handshake transcript (:mod:`.signing`); a client that pins the server's
-public key refuses a ServerHello without a valid signature.
+The client sends :attr:`ClientHandshake.client_hello` and completes with the
+server's answer; the server answers with :func:`accept_client_hello` (usage:
+README, "Encryption"). Both sides derive the same two keys (HKDF-SHA256 over
+the P-256 ECDH secret, salted with the session id). With a ``signing_key``
+the server signs the handshake transcript (:mod:`.signing`); a client that
+pins the server's public key refuses a ServerHello without a valid signature.
 
 A hello from the peer (a :class:`~enclave_stream.ClientHello` /
 :class:`~enclave_stream.ServerHello` Struct, a mapping, or JSON text) is

@@ -25,19 +25,6 @@ numbers envelopes differently). In order, an envelope is refused when:
 
 A refused envelope changes nothing, except that an authentic one (steps 6-9)
 has its nonce remembered, and a forgery (step 5) ends the session.
-
-The replay window: a sender's nonces are ``prefix(8 random bytes) ||
-uint32_be(counter)`` with the counter going up by one per envelope, so the
-receiver keeps, per prefix, the highest counter seen and a bitmap of the
-``width`` counters below it (the sliding window of IPsec/DTLS anti-replay,
-RFC 4303 section 3.4.3): constant memory per prefix, constant time per check,
-exact inside the window. A counter older than the window is refused as a
-replay (fail closed): an honest sender's counters only go up, and the session
-refuses reordered ``seq`` anyway. The number of prefixes is bounded too (a
-peer normally has one; a ``fork()`` or a peer drawing random 12-byte nonces
-makes more). When the table is full the least recently used prefix is
-forgotten; a replay of one of its envelopes is then still refused by the
-``seq`` rule, only with ``seq_regression`` instead of ``replay``.
 """
 
 from __future__ import annotations
@@ -66,7 +53,15 @@ _R: Final = EnvelopeErrorReason
 
 
 class ReplayWindow:
-    """Remembers accepted 12-byte nonces in bounded memory (see the module docstring).
+    """Remembers accepted 12-byte nonces in bounded memory.
+
+    A sender's nonces are ``prefix || uint32_be(counter)``, counting up. Per
+    prefix the window keeps the highest counter and a bitmap of the ``width``
+    counters below it (the IPsec/DTLS sliding window, RFC 4303 section
+    3.4.3): exact inside the window, and a counter older than it is refused
+    (fail closed). At most ``max_prefixes`` prefixes are kept, the least
+    recently used forgotten first. Why it is bounded this way:
+    ``docs/security.md``, "Replay memory".
 
     Args:
         width: counters remembered below the highest one, per nonce prefix.
