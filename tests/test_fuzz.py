@@ -40,7 +40,8 @@ from enclave_stream import (
     serialize_event,
 )
 from enclave_stream._json import js_dumps, js_loads
-from enclave_stream.crypto import EncryptionError, SessionRole, encrypt
+from enclave_stream.crypto import SessionRole, encrypt
+from enclave_stream.errors import EncryptionError
 from enclave_stream.events import EncryptedEnvelopePayload, StdoutPayload
 from enclave_stream.streams import parse_ndjson_stream
 from tests.cli.helpers import cli_inprocess

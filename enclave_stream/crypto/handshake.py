@@ -180,7 +180,7 @@ def _peer_key(public_key_b64: str) -> tuple[bytes, ec.EllipticCurvePublicKey]:
 def create_client_hello(key_pair: EcdhKeyPair) -> ClientHello:
     """The ClientHello announcing ``key_pair``'s public key.
 
-    >>> from enclave_stream.crypto import key_pair_from_private_scalar
+    >>> from enclave_stream.crypto.ecdh import key_pair_from_private_scalar
     >>> from enclave_stream import encode_message
     >>> hello = create_client_hello(key_pair_from_private_scalar(1))
     >>> encode_message(hello)[:60]

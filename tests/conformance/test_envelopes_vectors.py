@@ -20,19 +20,17 @@ import pytest
 from enclave_stream import EncryptedEnvelope, StreamEvent, validate_event
 from enclave_stream.codec import decode_event, encode_event
 from enclave_stream.crypto import (
-    MAX_MESSAGES_PER_KEY,
     AesGcmError,
     AesGcmKey,
-    EncryptionErrorCode,
-    EnvelopeError,
-    EnvelopeErrorReason,
     SessionEncryptionContext,
     SessionKeyInfo,
     create_encrypted_envelope,
     decrypt_json,
     encrypt_json,
 )
+from enclave_stream.crypto.aesgcm import MAX_MESSAGES_PER_KEY
 from enclave_stream.crypto.envelope import event_plaintext, json_plaintext
+from enclave_stream.errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason
 from tests.vectors import case_id, cases
 
 FILE = "envelopes.json"

@@ -18,19 +18,20 @@ from enclave_stream.crypto import (
     ClientHandshake,
     EcdhKeyPair,
     EncryptedSession,
-    EncryptionErrorCode,
-    EnvelopeError,
-    EnvelopeErrorReason,
-    HandshakeError,
     SessionRole,
     accept_client_hello,
     create_server_hello,
     encrypt,
-    export_public_key_bytes,
     generate_key_pair,
     generate_signing_key,
-    handshake_transcript,
-    sign_transcript,
+)
+from enclave_stream.crypto.ecdh import export_public_key_bytes
+from enclave_stream.crypto.signing import handshake_transcript, sign_transcript
+from enclave_stream.errors import (
+    EncryptionErrorCode,
+    EnvelopeError,
+    EnvelopeErrorReason,
+    HandshakeError,
 )
 from enclave_stream.events import EncryptedEnvelopePayload, ServerHello, StdoutPayload
 

@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 
 from enclave_stream.crypto import (
-    MAX_MESSAGES_PER_KEY,
     AesGcmError,
     AesGcmKey,
-    EncryptionErrorCode,
     SessionEncryptionContext,
     SessionKeyInfo,
     decrypt,
     from_base64,
 )
+from enclave_stream.crypto.aesgcm import MAX_MESSAGES_PER_KEY
+from enclave_stream.errors import EncryptionErrorCode
 from tests.vectors import case_id, cases
 
 KEY = bytes(range(32))

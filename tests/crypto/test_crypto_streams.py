@@ -11,14 +11,8 @@ import anyio.lowlevel
 import pytest
 
 from enclave_stream import FinalEvent, HeartbeatEvent, ParsedEvent, StdoutEvent, StreamEvent
-from enclave_stream.crypto import (
-    EncryptedSession,
-    EnvelopeError,
-    EnvelopeErrorReason,
-    SessionRole,
-    decrypt_events,
-    encrypt_events,
-)
+from enclave_stream.crypto import EncryptedSession, SessionRole, decrypt_events, encrypt_events
+from enclave_stream.errors import EnvelopeError, EnvelopeErrorReason
 from enclave_stream.events import FinalPayload, HeartbeatPayload, StdoutPayload
 from enclave_stream.streams import parse_ndjson_stream, serialize_ndjson_stream
 

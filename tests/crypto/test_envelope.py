@@ -21,9 +21,6 @@ from enclave_stream import (
 from enclave_stream.crypto import (
     AesGcmError,
     AesGcmKey,
-    EncryptionErrorCode,
-    EnvelopeError,
-    EnvelopeErrorReason,
     HkdfError,
     SessionEncryptionContext,
     SessionKeyInfo,
@@ -32,9 +29,10 @@ from enclave_stream.crypto import (
     decrypt,
     decrypt_json,
     encrypt_json,
-    key_pair_from_private_scalar,
 )
+from enclave_stream.crypto.ecdh import key_pair_from_private_scalar
 from enclave_stream.crypto.envelope import event_plaintext
+from enclave_stream.errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason
 from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, ServerHello, StdoutPayload
 
 KEY = bytes(range(32))

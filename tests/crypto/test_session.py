@@ -24,18 +24,20 @@ from enclave_stream import (
 from enclave_stream.codec import decode_event, encode_event
 from enclave_stream.crypto import (
     EncryptedSession,
-    EncryptionErrorCode,
-    EnvelopeError,
-    EnvelopeErrorReason,
-    HandshakeError,
     HkdfError,
     ReceiveChecks,
-    ReplayWindow,
     SessionEncryptionContext,
     SessionKeyInfo,
     SessionRole,
     decrypt_json,
     derive_session_keys,
+)
+from enclave_stream.crypto.session import ReplayWindow
+from enclave_stream.errors import (
+    EncryptionErrorCode,
+    EnvelopeError,
+    EnvelopeErrorReason,
+    HandshakeError,
 )
 from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, StdoutPayload
 
