@@ -141,11 +141,6 @@ class SessionEncryptionContext:
         return self._key_info.key_id
 
     @property
-    def key(self) -> AesGcmKey:
-        """The session key."""
-        return self._key
-
-    @property
     def nonce_counter(self) -> int:
         """The counter the next :meth:`encrypt` will use."""
         return self._counter

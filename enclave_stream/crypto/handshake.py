@@ -45,8 +45,6 @@ from msgspec import UNSET, UnsetType
 
 from ..codec import decode_message, encode_message
 from ..errors import (
-    Base64DecodeError,
-    EcdhError,
     EncryptionErrorCode,
     EventValidationError,
     HandshakeError,
@@ -66,9 +64,9 @@ from .ecdh import (
     derive_shared_secret,
     export_public_key_bytes,
     generate_key_pair,
-    import_public_key_bytes,
+    import_public_key,
 )
-from .encoding import from_base64, to_base64
+from .encoding import to_base64
 from .session import EncryptedSession, ReceiveChecks, SessionRole
 from .signing import (
     ServerPublicKey,
@@ -167,14 +165,10 @@ def parse_server_hello(server_hello: HelloInput) -> ServerHello:
 
 
 def _peer_key(public_key_b64: str) -> tuple[bytes, ec.EllipticCurvePublicKey]:
-    # The raw point (for the signed transcript) and the imported key.
-    try:
-        point = from_base64(public_key_b64)
-    except Base64DecodeError as exc:
-        raise EcdhError(
-            f"Failed to import public key: {exc}", EncryptionErrorCode.INVALID_PUBLIC_KEY
-        ) from None
-    return point, import_public_key_bytes(point)
+    # The raw point (for the signed transcript) and the imported key. Only
+    # uncompressed points are imported, so exporting gives the bytes received.
+    peer = import_public_key(public_key_b64)
+    return export_public_key_bytes(peer), peer
 
 
 def create_client_hello(key_pair: EcdhKeyPair) -> ClientHello:
