@@ -148,8 +148,8 @@ class ReceiveChecks:
 
     Attributes:
         splicing: refuse an envelope of another session, or whose inner
-            event's ``sessionId``/``seq`` differ from the envelope's (the
-            reference's own vectors wrap inner seq 1 in envelope seq 100).
+            event's ``sessionId``/``seq`` differ from the envelope's
+            (compatibility row E4 names vectors that need it off).
         seq_order: refuse an envelope whose ``seq`` is not above the last one.
     """
 
