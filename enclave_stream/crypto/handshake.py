@@ -214,13 +214,14 @@ def create_server_hello(
 
 
 def process_client_hello(
-    client_hello: HelloInput, *, key_id: str | None = None
+    client_hello: HelloInput, *, key_id: str | None = None, key_pair: EcdhKeyPair | None = None
 ) -> ProcessedClientHello:
     """Server side: check a ClientHello, make a key pair and the ServerHello.
 
     Args:
         client_hello: the client's hello (Struct, mapping or JSON text).
         key_id: the session key id; by default a fresh ``k_<uuid4>``.
+        key_pair: a fixed ephemeral key pair, for tests only.
 
     Raises:
         HandshakeError: the hello breaks the schema or asks for another suite.
@@ -228,7 +229,7 @@ def process_client_hello(
     """
     hello = parse_client_hello(client_hello)
     _, peer = _peer_key(hello.client_ephemeral_pub_key_b64)
-    pair = generate_key_pair()
+    pair = generate_key_pair() if key_pair is None else key_pair
     kid = generate_key_id() if key_id is None else key_id
     server_hello = create_server_hello(pair, kid)
     return ProcessedClientHello(
@@ -390,21 +391,19 @@ def accept_client_hello(
         EcdhError: (``ENCRYPTION_INVALID_PUBLIC_KEY``) a bad client key.
     """
     _check_session_id(session_id)
-    hello = parse_client_hello(client_hello)
-    client_point, peer = _peer_key(hello.client_ephemeral_pub_key_b64)
-    pair = generate_key_pair() if key_pair is None else key_pair
-    kid = generate_key_id() if key_id is None else key_id
-    signature: str | UnsetType = UNSET
+    processed = process_client_hello(client_hello, key_id=key_id, key_pair=key_pair)
+    pair, peer, kid = processed.server_key_pair, processed.peer_public_key, processed.key_id
+    server_hello = processed.server_hello
     if signing_key is not None:
         transcript = handshake_transcript(
             protocol_version=PROTOCOL_VERSION,
             session_id=session_id,
-            client_public_key=client_point,
+            client_public_key=export_public_key_bytes(peer),
             server_public_key=export_public_key_bytes(pair.public_key),
             key_id=kid,
         )
         signature = sign_transcript(signing_key, transcript)
-    server_hello = create_server_hello(pair, kid, signature_b64=signature)
+        server_hello = msgspec.structs.replace(server_hello, signature_b64=signature)
     secret = derive_shared_secret(pair.private_key, peer)
     session = EncryptedSession.from_shared_secret(
         secret, session_id, kid, SessionRole.SERVER, checks=checks
