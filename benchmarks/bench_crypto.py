@@ -94,15 +94,11 @@ def make_events(n: int) -> list[StdoutEvent]:
 
 
 def client_session() -> EncryptedSession:
-    return EncryptedSession.from_key_bytes(
-        SESSION, KEY_ID, SessionRole.CLIENT, send_key=C2S, receive_key=S2C
-    )
+    return EncryptedSession(SESSION, KEY_ID, SessionRole.CLIENT, send_key=C2S, receive_key=S2C)
 
 
 def server_session() -> EncryptedSession:
-    return EncryptedSession.from_key_bytes(
-        SESSION, KEY_ID, SessionRole.SERVER, send_key=S2C, receive_key=C2S
-    )
+    return EncryptedSession(SESSION, KEY_ID, SessionRole.SERVER, send_key=S2C, receive_key=C2S)
 
 
 def bench_records(events: list[StdoutEvent], repeat: int) -> dict[str, float]:

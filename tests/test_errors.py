@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from enclave_stream.crypto import (
-    AesGcmError,
+from enclave_stream.crypto import AesGcmError, EcdhError, HkdfError
+from enclave_stream.errors import (
     Base64DecodeError,
-    EcdhError,
+    EnclaveStreamError,
     EncryptionError,
     EncryptionErrorCode,
-    HkdfError,
 )
-from enclave_stream.errors import EnclaveStreamError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

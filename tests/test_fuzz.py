@@ -40,7 +40,8 @@ from enclave_stream import (
     serialize_event,
 )
 from enclave_stream._json import js_dumps, js_loads
-from enclave_stream.crypto import EncryptionError, SessionRole, encrypt
+from enclave_stream.crypto import SessionRole, encrypt
+from enclave_stream.errors import EncryptionError
 from enclave_stream.events import EncryptedEnvelopePayload, StdoutPayload
 from enclave_stream.streams import parse_ndjson_stream
 from tests.cli.helpers import cli_inprocess
@@ -259,9 +260,7 @@ KEY = bytes(range(32))
 
 def check_inner_plaintext(plaintext: bytes) -> None:
     """An authentic envelope around ``plaintext``: an event or a typed refusal."""
-    session = EncryptedSession.from_key_bytes(
-        SID, "k_1", SessionRole.CLIENT, send_key=bytes(32), receive_key=KEY
-    )
+    session = EncryptedSession(SID, "k_1", SessionRole.CLIENT, send_key=bytes(32), receive_key=KEY)
     nonce = bytes(11) + b"\x01"
     envelope = EncryptedEnvelope(
         session_id=SID,

@@ -269,12 +269,8 @@ C2S, S2C = bytes(range(32)), bytes(range(1, 33))
 
 
 def _sessions() -> tuple[EncryptedSession, EncryptedSession]:
-    server = EncryptedSession.from_key_bytes(
-        SID, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S
-    )
-    client = EncryptedSession.from_key_bytes(
-        SID, "k_1", SessionRole.CLIENT, send_key=C2S, receive_key=S2C
-    )
+    server = EncryptedSession(SID, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S)
+    client = EncryptedSession(SID, "k_1", SessionRole.CLIENT, send_key=C2S, receive_key=S2C)
     return server, client
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, NoReturn, SupportsIndex
 
 from ..errors import AesGcmError, EncryptionErrorCode
@@ -53,7 +53,7 @@ class SessionKeyInfo:
     Attributes:
         key_id: the key id announced in the ServerHello (``k_<uuid4>``).
         created_at: creation time, milliseconds since the Unix epoch
-            (JavaScript's ``Date.now()``).
+            (JavaScript's ``Date.now()``); by default, now.
         nonce_counter: the counter of the next nonce to use.
         max_nonces: the number of messages the key may encrypt; at
             ``nonce_counter >= max_nonces`` the key must be rotated.
@@ -61,7 +61,7 @@ class SessionKeyInfo:
     """
 
     key_id: str
-    created_at: int
+    created_at: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
     nonce_counter: int = 0
     max_nonces: int = MAX_MESSAGES_PER_KEY
     algorithm: EncryptionAlgorithm = EncryptionAlgorithm.AES_GCM_256
@@ -135,30 +135,10 @@ class SessionEncryptionContext:
             self._prefix = bytes(nonce_prefix)
         _LIVE_CONTEXTS.add(self)
 
-    @classmethod
-    def from_key_bytes(
-        cls, key_bytes: bytes, key_id: str, *, nonce_prefix: bytes | None = None
-    ) -> SessionEncryptionContext:
-        """A fresh context (counter 0, limit ``MAX_MESSAGES_PER_KEY``) for raw key bytes.
-
-        ``nonce_prefix`` fixes the nonce prefix, for tests and test vectors only.
-
-        Raises:
-            HkdfError: the key is not 16, 24 or 32 bytes.
-            AesGcmError: (``ENCRYPTION_NONCE_REUSE``) ``nonce_prefix`` is not 8 bytes.
-        """
-        info = SessionKeyInfo(key_id=key_id, created_at=time.time_ns() // 1_000_000)
-        return cls(AesGcmKey(key_bytes), info, nonce_prefix=nonce_prefix)
-
     @property
     def key_id(self) -> str:
         """The id of the key (the envelope's ``kid``)."""
         return self._key_info.key_id
-
-    @property
-    def key(self) -> AesGcmKey:
-        """The session key."""
-        return self._key
 
     @property
     def nonce_counter(self) -> int:
@@ -234,7 +214,7 @@ class SessionEncryptionContext:
         checked but not compared with the inner event's (an
         :class:`~enclave_stream.crypto.EncryptedSession` compares them).
 
-        >>> ctx = SessionEncryptionContext.from_key_bytes(bytes(32), "k_1")
+        >>> ctx = SessionEncryptionContext(bytes(32), SessionKeyInfo("k_1"))
         >>> from enclave_stream import StdoutEvent
         >>> from enclave_stream.events import StdoutPayload
         >>> env = ctx.create_envelope("s_1", 7, StdoutEvent("s_1", 7, StdoutPayload("hi")))

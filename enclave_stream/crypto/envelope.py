@@ -3,15 +3,10 @@
 Every envelope of the library is built and opened here, whoever asks (the
 stand-alone functions below, a :class:`~enclave_stream.crypto.SessionEncryptionContext`,
 an :class:`~enclave_stream.crypto.EncryptedSession`, the stream adapters):
-
-* the plaintext is JSON as ``JSON.stringify`` writes it: :func:`event_plaintext`
-  for a protocol event (validated, in the protocol's key order), or
-  :func:`json_plaintext` for any JSON value;
-* :func:`seal_payload` encrypts it and writes the payload
-  ``{kid, nonceB64, ciphertextB64}`` (:func:`check_envelope_fields` first
-  refuses a bad ``sessionId``/``seq`` for the envelope around it);
-* :func:`open_payload` reads the base64 as ``atob`` does and checks the tag;
-  :func:`read_json` / :func:`read_event` judge the plaintext.
+a plaintext (:func:`event_plaintext`, :func:`json_plaintext`) is sealed by
+:func:`seal_payload`; :func:`open_payload` opens a payload, and
+:func:`read_event` judges its plaintext as an event (:func:`decrypt_json`
+reads any JSON value).
 
 The stand-alone functions keep no state, so they cannot detect replays or
 reordering, and without an explicit nonce they draw 12 random bytes per call;
@@ -24,7 +19,6 @@ __all__ = [
     "InnerEvent",
     "check_envelope_fields",
     "coerce_event",
-    "coerce_payload",
     "create_encrypted_envelope",
     "decrypt_json",
     "encrypt_json",
@@ -32,7 +26,6 @@ __all__ = [
     "json_plaintext",
     "open_payload",
     "read_event",
-    "read_json",
     "seal_payload",
 ]
 
@@ -119,15 +112,9 @@ def json_plaintext(data: object) -> bytes:
         raise EnvelopeError(f"Not a JSON value: {exc}", _R.INVALID_EVENT) from None
 
 
-def read_json(plaintext: bytes) -> Any:
-    """A decrypted plaintext as ``JSON.parse(new TextDecoder().decode(...))`` reads it.
-
-    Invalid UTF-8 becomes U+FFFD and a leading byte order mark is dropped, as
-    ``TextDecoder`` does.
-
-    Raises:
-        EnvelopeError: (``invalid_plaintext``) the text is not JSON.
-    """
+def _read_json(plaintext: bytes) -> Any:
+    # As JSON.parse(new TextDecoder().decode(...)) reads it: invalid UTF-8
+    # becomes U+FFFD and a leading byte order mark is dropped.
     if plaintext.startswith(_BOM):
         plaintext = plaintext[len(_BOM) :]
     try:
@@ -160,7 +147,7 @@ def read_event(plaintext: bytes) -> StreamEvent:
 
 def _read_as(plaintext: bytes, type_: Any) -> Any:
     if type_ is None:
-        return read_json(plaintext)
+        return _read_json(plaintext)
     if type_ is StreamEvent:
         return read_event(plaintext)
     try:
@@ -212,12 +199,8 @@ def check_envelope_fields(session_id: object, seq: object) -> None:
         )
 
 
-def coerce_payload(payload: object) -> EncryptedEnvelopePayload:
-    """An envelope payload, validated when given as a mapping (its wire form).
-
-    Raises:
-        EnvelopeError: (``invalid_encoding``) not a payload.
-    """
+def _coerce_payload(payload: object) -> EncryptedEnvelopePayload:
+    # A mapping is the payload's wire form: validate it.
     if type(payload) is EncryptedEnvelopePayload:
         return payload
     if isinstance(payload, Mapping):
@@ -338,7 +321,7 @@ def decrypt_json(
             not of ``type``).
         HkdfError: raw key bytes of a length AES does not have.
     """
-    _, plaintext = open_payload(key, coerce_payload(payload))
+    _, plaintext = open_payload(key, _coerce_payload(payload))
     return _read_as(plaintext, type)
 
 

@@ -1,22 +1,11 @@
 """The handshake that sets up an :class:`EncryptedSession` on each side.
 
-Client::
-
-    handshake = ClientHandshake(server_public_key=pinned)   # pin: optional
-    request = CreateSessionRequest(code=..., encryption=EncryptionRequest(
-        mode="required", client_hello=handshake.client_hello))
-    ...                                                     # server answers
-    session = handshake.complete(server_hello, session_id)
-
-Server::
-
-    server_hello, session = accept_client_hello(client_hello, session_id,
-                                                signing_key=static_key)
-
-Both sides then derive the same two keys (HKDF-SHA256 over the P-256 ECDH
-secret, salted with the session id). With a ``signing_key`` the server signs
-the handshake transcript (:mod:`.signing`); a client that pins the server's
-public key refuses a ServerHello without a valid signature.
+The client sends :attr:`ClientHandshake.client_hello` and completes with the
+server's answer; the server answers with :func:`accept_client_hello` (usage:
+README, "Encryption"). Both sides derive the same two keys (HKDF-SHA256 over
+the P-256 ECDH secret, salted with the session id). With a ``signing_key``
+the server signs the handshake transcript (:mod:`.signing`); a client that
+pins the server's public key refuses a ServerHello without a valid signature.
 
 A hello from the peer (a :class:`~enclave_stream.ClientHello` /
 :class:`~enclave_stream.ServerHello` Struct, a mapping, or JSON text) is
@@ -56,8 +45,6 @@ from msgspec import UNSET, UnsetType
 
 from ..codec import decode_message, encode_message
 from ..errors import (
-    Base64DecodeError,
-    EcdhError,
     EncryptionErrorCode,
     EventValidationError,
     HandshakeError,
@@ -77,9 +64,9 @@ from .ecdh import (
     derive_shared_secret,
     export_public_key_bytes,
     generate_key_pair,
-    import_public_key_bytes,
+    import_public_key,
 )
-from .encoding import from_base64, to_base64
+from .encoding import to_base64
 from .session import EncryptedSession, ReceiveChecks, SessionRole
 from .signing import (
     ServerPublicKey,
@@ -178,20 +165,16 @@ def parse_server_hello(server_hello: HelloInput) -> ServerHello:
 
 
 def _peer_key(public_key_b64: str) -> tuple[bytes, ec.EllipticCurvePublicKey]:
-    # The raw point (for the signed transcript) and the imported key.
-    try:
-        point = from_base64(public_key_b64)
-    except Base64DecodeError as exc:
-        raise EcdhError(
-            f"Failed to import public key: {exc}", EncryptionErrorCode.INVALID_PUBLIC_KEY
-        ) from None
-    return point, import_public_key_bytes(point)
+    # The raw point (for the signed transcript) and the imported key. Only
+    # uncompressed points are imported, so exporting gives the bytes received.
+    peer = import_public_key(public_key_b64)
+    return export_public_key_bytes(peer), peer
 
 
 def create_client_hello(key_pair: EcdhKeyPair) -> ClientHello:
     """The ClientHello announcing ``key_pair``'s public key.
 
-    >>> from enclave_stream.crypto import key_pair_from_private_scalar
+    >>> from enclave_stream.crypto.ecdh import key_pair_from_private_scalar
     >>> from enclave_stream import encode_message
     >>> hello = create_client_hello(key_pair_from_private_scalar(1))
     >>> encode_message(hello)[:60]
@@ -231,13 +214,14 @@ def create_server_hello(
 
 
 def process_client_hello(
-    client_hello: HelloInput, *, key_id: str | None = None
+    client_hello: HelloInput, *, key_id: str | None = None, key_pair: EcdhKeyPair | None = None
 ) -> ProcessedClientHello:
     """Server side: check a ClientHello, make a key pair and the ServerHello.
 
     Args:
         client_hello: the client's hello (Struct, mapping or JSON text).
         key_id: the session key id; by default a fresh ``k_<uuid4>``.
+        key_pair: a fixed ephemeral key pair, for tests only.
 
     Raises:
         HandshakeError: the hello breaks the schema or asks for another suite.
@@ -245,7 +229,7 @@ def process_client_hello(
     """
     hello = parse_client_hello(client_hello)
     _, peer = _peer_key(hello.client_ephemeral_pub_key_b64)
-    pair = generate_key_pair()
+    pair = generate_key_pair() if key_pair is None else key_pair
     kid = generate_key_id() if key_id is None else key_id
     server_hello = create_server_hello(pair, kid)
     return ProcessedClientHello(
@@ -407,21 +391,19 @@ def accept_client_hello(
         EcdhError: (``ENCRYPTION_INVALID_PUBLIC_KEY``) a bad client key.
     """
     _check_session_id(session_id)
-    hello = parse_client_hello(client_hello)
-    client_point, peer = _peer_key(hello.client_ephemeral_pub_key_b64)
-    pair = generate_key_pair() if key_pair is None else key_pair
-    kid = generate_key_id() if key_id is None else key_id
-    signature: str | UnsetType = UNSET
+    processed = process_client_hello(client_hello, key_id=key_id, key_pair=key_pair)
+    pair, peer, kid = processed.server_key_pair, processed.peer_public_key, processed.key_id
+    server_hello = processed.server_hello
     if signing_key is not None:
         transcript = handshake_transcript(
             protocol_version=PROTOCOL_VERSION,
             session_id=session_id,
-            client_public_key=client_point,
+            client_public_key=export_public_key_bytes(peer),
             server_public_key=export_public_key_bytes(pair.public_key),
             key_id=kid,
         )
         signature = sign_transcript(signing_key, transcript)
-    server_hello = create_server_hello(pair, kid, signature_b64=signature)
+        server_hello = msgspec.structs.replace(server_hello, signature_b64=signature)
     secret = derive_shared_secret(pair.private_key, peer)
     session = EncryptedSession.from_shared_secret(
         secret, session_id, kid, SessionRole.SERVER, checks=checks

@@ -5,9 +5,9 @@ direction's key (client->server for a client) and opens with the peer's. So an
 envelope reflected back to its sender does not authenticate, and the two
 sides' counter nonces never meet under one key.
 
-Opening checks the envelope (compatibility row E4; each can be switched off in
-:class:`ReceiveChecks`, e.g. to talk to a peer that numbers envelopes
-differently). In order, an envelope is refused when:
+Opening checks the envelope (compatibility row E4; the numbering checks 2, 8
+and 9 can be switched off in :class:`ReceiveChecks` to talk to a peer that
+numbers envelopes differently). In order, an envelope is refused when:
 
 1. an earlier envelope failed authentication (``session_failed``): as TLS does
    with a bad record, the session then takes no more input;
@@ -25,26 +25,11 @@ differently). In order, an envelope is refused when:
 
 A refused envelope changes nothing, except that an authentic one (steps 6-9)
 has its nonce remembered, and a forgery (step 5) ends the session.
-
-The replay window: a sender's nonces are ``prefix(8 random bytes) ||
-uint32_be(counter)`` with the counter going up by one per envelope, so the
-receiver keeps, per prefix, the highest counter seen and a bitmap of the
-``width`` counters below it (the sliding window of IPsec/DTLS anti-replay,
-RFC 4303 section 3.4.3): constant memory per prefix, constant time per check,
-exact inside the window. A counter older than the window is refused as a
-replay (fail closed): an honest sender's counters only go up, and the session
-refuses reordered ``seq`` anyway. The number of prefixes is bounded too (a
-peer normally has one; a ``fork()`` or a peer drawing random 12-byte nonces
-makes more). When the table is full the least recently used prefix is
-forgotten; a replay of one of its envelopes is then still refused by the
-``seq`` rule, only with ``seq_regression`` instead of ``replay``.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_MAX_PREFIXES",
-    "DEFAULT_WINDOW",
     "EncryptedSession",
     "ReceiveChecks",
     "ReplayWindow",
@@ -52,7 +37,6 @@ __all__ = [
 ]
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Final, NoReturn, SupportsIndex
 
@@ -65,17 +49,23 @@ from .context import SessionEncryptionContext, SessionKeyInfo
 from .envelope import InnerEvent, coerce_event, open_payload, read_event
 from .hkdf import derive_session_keys
 
-DEFAULT_WINDOW: Final = 256
-"""Counters remembered below the highest one, per nonce prefix."""
-
-DEFAULT_MAX_PREFIXES: Final = 16
-"""Nonce prefixes remembered at once."""
-
 _R: Final = EnvelopeErrorReason
 
 
 class ReplayWindow:
-    """Remembers accepted 12-byte nonces in bounded memory (see the module docstring).
+    """Remembers accepted 12-byte nonces in bounded memory.
+
+    A sender's nonces are ``prefix || uint32_be(counter)``, counting up. Per
+    prefix the window keeps the highest counter and a bitmap of the ``width``
+    counters below it (the IPsec/DTLS sliding window, RFC 4303 section
+    3.4.3): exact inside the window, and a counter older than it is refused
+    (fail closed). At most ``max_prefixes`` prefixes are kept, the least
+    recently used forgotten first. Why it is bounded this way:
+    ``docs/security.md``, "Replay memory".
+
+    Args:
+        width: counters remembered below the highest one, per nonce prefix.
+        max_prefixes: nonce prefixes remembered at once.
 
     >>> window = ReplayWindow()
     >>> nonce = bytes(8) + (5).to_bytes(4, "big")
@@ -85,9 +75,7 @@ class ReplayWindow:
 
     __slots__ = ("_mask", "_max_prefixes", "_prefixes", "_width")
 
-    def __init__(
-        self, width: int = DEFAULT_WINDOW, max_prefixes: int = DEFAULT_MAX_PREFIXES
-    ) -> None:
+    def __init__(self, width: int = 256, max_prefixes: int = 16) -> None:
         if width < 1 or max_prefixes < 1:
             raise ValueError("width and max_prefixes must be at least 1")
         self._width = width
@@ -153,26 +141,20 @@ class SessionRole(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ReceiveChecks:
-    """The receiver's checks; all on by default (see the module docstring).
+    """The receiver's numbering checks, for peers that number envelopes differently.
+
+    Both are on by default; the security checks (key id, authentication and
+    fail-closed, replay) cannot be switched off.
 
     Attributes:
-        key_id: refuse an envelope whose ``kid`` is not the session's.
-        replay: refuse a nonce accepted before (bounded window, :class:`ReplayWindow`).
         splicing: refuse an envelope of another session, or whose inner
-            event's ``sessionId``/``seq`` differ from the envelope's.
+            event's ``sessionId``/``seq`` differ from the envelope's
+            (compatibility row E4 names vectors that need it off).
         seq_order: refuse an envelope whose ``seq`` is not above the last one.
-        fail_closed: after one authentication failure refuse everything.
-        replay_window: counters remembered per nonce prefix.
-        max_nonce_prefixes: nonce prefixes remembered at once.
     """
 
-    key_id: bool = True
-    replay: bool = True
     splicing: bool = True
     seq_order: bool = True
-    fail_closed: bool = True
-    replay_window: int = DEFAULT_WINDOW
-    max_nonce_prefixes: int = DEFAULT_MAX_PREFIXES
 
 
 _DEFAULT_CHECKS: Final = ReceiveChecks()
@@ -183,13 +165,27 @@ class EncryptedSession:
 
     Made by :class:`~enclave_stream.crypto.ClientHandshake` (client) or
     :func:`~enclave_stream.crypto.accept_client_hello` (server); tests and
-    vectors can use :meth:`from_key_bytes`. Sessions cannot be copied or
+    vectors can pass raw key bytes. Sessions cannot be copied or
     pickled (two copies would reuse nonces) and never show keys in ``repr``.
     ``seal`` and ``open`` are thread-safe.
 
-    >>> client = EncryptedSession.from_key_bytes(
+    Args:
+        session_id: the session id (``s_...``), every envelope's ``sessionId``.
+        key_id: the key id from the ServerHello, every envelope's ``kid``.
+        role: which end this object is.
+        send_key: the key this side seals with (an :class:`AesGcmKey` or raw bytes).
+        receive_key: the key the peer seals with; must differ from ``send_key``.
+        nonce_prefix: a fixed 8-byte nonce prefix for sealing, for tests and
+            vectors only (two sessions with one key and one prefix reuse nonces).
+        checks: the receiver's checks (all on by default).
+
+    Raises:
+        HandshakeError: a bad session id or key id, or equal keys.
+        HkdfError: a key that is not 16, 24 or 32 bytes.
+
+    >>> client = EncryptedSession(
     ...     "s_1", "k_1", SessionRole.CLIENT, send_key=bytes(32), receive_key=bytes(range(32)))
-    >>> server = EncryptedSession.from_key_bytes(
+    >>> server = EncryptedSession(
     ...     "s_1", "k_1", SessionRole.SERVER, send_key=bytes(range(32)), receive_key=bytes(32))
     >>> from enclave_stream import StdoutEvent
     >>> from enclave_stream.events import StdoutPayload
@@ -235,46 +231,14 @@ class EncryptedSession:
         self._key_id = key_id
         self._role = SessionRole(role)
         self._checks = checks = _DEFAULT_CHECKS if checks is None else checks
-        info = SessionKeyInfo(key_id=key_id, created_at=time.time_ns() // 1_000_000)
-        self._context = SessionEncryptionContext(send, info, nonce_prefix=nonce_prefix)
-        self._receive_key = receive
-        self._replay_window = (
-            ReplayWindow(checks.replay_window, checks.max_nonce_prefixes) if checks.replay else None
+        self._context = SessionEncryptionContext(
+            send, SessionKeyInfo(key_id), nonce_prefix=nonce_prefix
         )
+        self._receive_key = receive
+        self._replay_window = ReplayWindow()
         self._last_seq = -1
         self._failed = False
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_key_bytes(
-        cls,
-        session_id: str,
-        key_id: str,
-        role: SessionRole,
-        *,
-        send_key: bytes,
-        receive_key: bytes,
-        nonce_prefix: bytes | None = None,
-        checks: ReceiveChecks | None = None,
-    ) -> EncryptedSession:
-        """A session over raw key bytes, for tests and test vectors.
-
-        ``nonce_prefix`` fixes the 8-byte nonce prefix of the sending side
-        (tests only: two sessions with one key and one prefix reuse nonces).
-
-        Raises:
-            HandshakeError: a bad session id or key id, or equal keys.
-            HkdfError: a key that is not 16, 24 or 32 bytes.
-        """
-        return cls(
-            session_id,
-            key_id,
-            role,
-            send_key=send_key,
-            receive_key=receive_key,
-            nonce_prefix=nonce_prefix,
-            checks=checks,
-        )
 
     @classmethod
     def from_shared_secret(
@@ -392,7 +356,7 @@ class EncryptedSession:
                 f"The envelope belongs to session {session_id!r}, not {self._session_id!r}",
                 _R.SESSION_MISMATCH,
             )
-        if checks.key_id and payload.kid != self._key_id:
+        if payload.kid != self._key_id:
             raise EnvelopeError(
                 f"Unknown key id {payload.kid!r}: this session's key is {self._key_id!r}",
                 _R.UNKNOWN_KEY_ID,
@@ -400,14 +364,13 @@ class EncryptedSession:
         try:
             nonce, plaintext = open_payload(self._receive_key, payload)
         except EnvelopeError as exc:
-            if exc.reason is _R.AUTHENTICATION_FAILED and checks.fail_closed:
+            if exc.reason is _R.AUTHENTICATION_FAILED:
                 self._failed = True
             raise
         # Only authentic envelopes reach the state below, so a forger can
         # neither fill the replay window nor move the seq high-water mark.
         with self._lock:
-            window = self._replay_window
-            if window is not None and not window.accept(nonce):
+            if not self._replay_window.accept(nonce):
                 raise EnvelopeError(
                     f"Replayed envelope: nonce {nonce.hex()} was already accepted under this key",
                     _R.REPLAY,

@@ -3,24 +3,9 @@
 A server holding a static signing key puts ``signatureB64`` in its
 ServerHello; a client that pins the matching public key checks it, which
 stops a machine in the middle from answering with its own ephemeral key.
-Peers that do not know the field ignore it, so signing stays wire compatible
-(compatibility row E5).
-
-The transcript (see ``docs/security.md``) is a domain-separation label and
-eight fields, each written as a 4-byte big-endian length and the bytes::
-
-    len || "enclavejs-stream/v2 server-hello signature"
-    len || protocol version, ASCII decimal ("2")
-    len || session id, UTF-8
-    len || client ephemeral public key, 65-byte uncompressed point
-    len || server ephemeral public key, 65-byte uncompressed point
-    len || key id, UTF-8
-    len || curve ("P-256")
-    len || selected algorithm ("AES-GCM-256")
-    len || kdf ("HKDF-SHA-256")
-
-The signature is ECDSA with SHA-256, written as ``r || s`` (32 bytes each,
-big-endian: the IEEE P1363 form WebCrypto uses), then base64.
+Peers that do not know the field ignore it (compatibility row E5). The
+transcript and the signature's form (``r || s``, base64) are specified in
+``docs/security.md``, "The signed transcript".
 """
 
 from __future__ import annotations
@@ -80,7 +65,7 @@ def handshake_transcript(
     algorithm: str = "AES-GCM-256",
     kdf: str = "HKDF-SHA-256",
 ) -> bytes:
-    """The bytes a server signs: label and fields, each length-prefixed (module docstring).
+    """The bytes a server signs: label and fields, each as a 4-byte big-endian length and the bytes.
 
     Public keys are the raw 65-byte points, never their base64 text, so two
     spellings of one key cannot give two transcripts.

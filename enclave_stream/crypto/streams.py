@@ -2,7 +2,7 @@
 
 Each takes a sync or an async iterable (for instance
 :func:`~enclave_stream.streams.parse_ndjson_stream`) and returns an async
-generator that runs on asyncio and trio alike; all three share one loop over
+generator that runs on asyncio and trio alike; both share one loop over
 the source. An async source is closed when the
 generator finishes, fails, or is closed early; wrap the generator in
 ``contextlib.aclosing`` to close it deterministically after a ``break``::
@@ -14,7 +14,7 @@ generator finishes, fails, or is closed early; wrap the generator in
 
 from __future__ import annotations
 
-__all__ = ["decrypt_events", "encrypt_events", "encrypt_ndjson_stream", "open_off_loop"]
+__all__ = ["decrypt_events", "encrypt_events", "open_off_loop"]
 
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import aclosing
@@ -132,8 +132,11 @@ def encrypt_events(
 ) -> AsyncGenerator[EncryptedEnvelope, None]:
     """Yield one sealed envelope per event (see :meth:`EncryptedSession.seal`).
 
-    Feed the result to :func:`~enclave_stream.streams.serialize_ndjson_stream`
-    to get NDJSON lines.
+    :func:`~enclave_stream.streams.serialize_ndjson_stream` turns the result
+    into NDJSON lines, e.g. a response body::
+
+        body = serialize_ndjson_stream(encrypt_events(events, session))
+        return StreamingResponse(body, media_type="application/x-ndjson")
 
     Raises:
         EnvelopeError, EventValidationError, AesGcmError: as ``seal``.
@@ -144,25 +147,3 @@ def encrypt_events(
         return seal(event)
 
     return _mapped(events, sealed)
-
-
-def encrypt_ndjson_stream(
-    events: EventSource[InnerEvent], session: EncryptedSession
-) -> AsyncGenerator[bytes, None]:
-    """Yield one NDJSON line (``\\n``-terminated) per event, sealed: a response body.
-
-    The same bytes as ``serialize_ndjson_stream(encrypt_events(events,
-    session))``, each line written by :meth:`EncryptedSession.seal_line`::
-
-        return StreamingResponse(encrypt_ndjson_stream(events, session),
-                                 media_type="application/x-ndjson")
-
-    Raises:
-        EnvelopeError, EventValidationError, AesGcmError: as ``seal``.
-    """
-    seal_line = session.seal_line
-
-    async def line(event: InnerEvent) -> bytes:
-        return seal_line(event) + b"\n"
-
-    return _mapped(events, line)

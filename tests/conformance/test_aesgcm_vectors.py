@@ -9,8 +9,6 @@ import pytest
 
 from enclave_stream.crypto import (
     AesGcmError,
-    Base64DecodeError,
-    EncryptionErrorCode,
     HkdfError,
     decrypt,
     encrypt,
@@ -19,6 +17,7 @@ from enclave_stream.crypto import (
     import_aes_gcm_key,
     to_base64,
 )
+from enclave_stream.errors import Base64DecodeError, EncryptionErrorCode
 from tests.vectors import case_id, cases, load_vectors
 
 FILE = "aesgcm.json"

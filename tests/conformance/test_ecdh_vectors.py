@@ -13,13 +13,13 @@ import pytest
 
 from enclave_stream.crypto import (
     EcdhError,
-    EncryptionErrorCode,
     derive_shared_secret,
     export_public_key,
     from_base64,
     import_public_key,
-    key_pair_from_private_scalar,
 )
+from enclave_stream.crypto.ecdh import key_pair_from_private_scalar
+from enclave_stream.errors import EncryptionErrorCode
 from tests.vectors import case_id, cases
 
 FILE = "ecdh.json"

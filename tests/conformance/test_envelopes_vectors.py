@@ -20,19 +20,17 @@ import pytest
 from enclave_stream import EncryptedEnvelope, StreamEvent, validate_event
 from enclave_stream.codec import decode_event, encode_event
 from enclave_stream.crypto import (
-    MAX_MESSAGES_PER_KEY,
     AesGcmError,
     AesGcmKey,
-    EncryptionErrorCode,
-    EnvelopeError,
-    EnvelopeErrorReason,
     SessionEncryptionContext,
     SessionKeyInfo,
     create_encrypted_envelope,
     decrypt_json,
     encrypt_json,
 )
+from enclave_stream.crypto.aesgcm import MAX_MESSAGES_PER_KEY
 from enclave_stream.crypto.envelope import event_plaintext, json_plaintext
+from enclave_stream.errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason
 from tests.vectors import case_id, cases
 
 FILE = "envelopes.json"
@@ -84,8 +82,10 @@ def _envelope(line: str) -> EncryptedEnvelope:
 @pytest.mark.parametrize("case", cases(FILE, "context"), ids=case_id)
 def test_context_envelopes_byte_exact(case: dict[str, Any]) -> None:
     """Our context under the reference's prefix writes the reference's envelope lines."""
-    ctx = SessionEncryptionContext.from_key_bytes(
-        _key(case), case["key_id"], nonce_prefix=bytes.fromhex(case["nonce_prefix_hex"])
+    ctx = SessionEncryptionContext(
+        _key(case),
+        SessionKeyInfo(case["key_id"]),
+        nonce_prefix=bytes.fromhex(case["nonce_prefix_hex"]),
     )
     assert ctx.nonce_counter == case["start_counter"]
     for step in case["steps"]:
@@ -104,8 +104,10 @@ def test_context_envelopes_byte_exact(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", cases(FILE, "context"), ids=case_id)
 def test_context_typed_events_byte_exact(case: dict[str, Any]) -> None:
     """A typed event gives the same bytes as its wire mapping."""
-    ctx = SessionEncryptionContext.from_key_bytes(
-        _key(case), case["key_id"], nonce_prefix=bytes.fromhex(case["nonce_prefix_hex"])
+    ctx = SessionEncryptionContext(
+        _key(case),
+        SessionKeyInfo(case["key_id"]),
+        nonce_prefix=bytes.fromhex(case["nonce_prefix_hex"]),
     )
     for step in case["steps"]:
         event = cast(StreamEvent, validate_event(step["inner_event"]))
@@ -116,7 +118,7 @@ def test_context_typed_events_byte_exact(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", cases(FILE, "context"), ids=case_id)
 def test_context_decrypts_reference_envelopes(case: dict[str, Any]) -> None:
     """Every envelope the reference made decrypts to its inner event (another context, same key)."""
-    ctx = SessionEncryptionContext.from_key_bytes(_key(case), case["key_id"])
+    ctx = SessionEncryptionContext(_key(case), SessionKeyInfo(case["key_id"]))
     for step in case["steps"]:
         envelope = _envelope(step["envelope_line"])
         assert ctx.decrypt_json(envelope.payload) == _expected_json(step)

@@ -14,18 +14,19 @@ import pytest
 
 from enclave_stream import encode_message
 from enclave_stream.crypto import (
-    PUBLIC_KEY_LENGTH,
     EcdhError,
-    EncryptionErrorCode,
-    HandshakeError,
     create_client_hello,
     create_server_hello,
     export_public_key,
-    export_public_key_bytes,
-    key_pair_from_private_scalar,
     process_client_hello,
     process_server_hello,
 )
+from enclave_stream.crypto.ecdh import (
+    PUBLIC_KEY_LENGTH,
+    export_public_key_bytes,
+    key_pair_from_private_scalar,
+)
+from enclave_stream.errors import EncryptionErrorCode, HandshakeError
 from enclave_stream.events import ClientHello, ServerHello
 from tests.vectors import case_id, cases
 

@@ -8,7 +8,6 @@ import pytest
 
 from enclave_stream.crypto import (
     AesGcmKey,
-    EncryptionErrorCode,
     HkdfError,
     decrypt,
     derive_key,
@@ -16,6 +15,7 @@ from enclave_stream.crypto import (
     derive_session_keys,
     encrypt,
 )
+from enclave_stream.errors import EncryptionErrorCode
 from tests.vectors import case_id, cases
 
 FILE = "hkdf.json"

@@ -17,16 +17,15 @@ import pytest
 from enclave_stream.crypto import (
     AesGcmError,
     EcdhError,
-    EncryptionErrorCode,
     HkdfError,
     decrypt,
     derive_key,
     derive_shared_secret,
     encrypt,
     import_aes_gcm_key,
-    import_public_key_bytes,
-    key_pair_from_private_scalar,
 )
+from enclave_stream.crypto.ecdh import import_public_key_bytes, key_pair_from_private_scalar
+from enclave_stream.errors import EncryptionErrorCode
 from tests.vectors import load_vectors
 
 

@@ -10,15 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enclave_stream.crypto import (
-    KEY_LENGTH,
-    MAX_MESSAGES_PER_KEY,
-    NONCE_COUNTER_LIMIT,
-    NONCE_LENGTH,
-    NONCE_PREFIX_LENGTH,
-    TAG_LENGTH,
     AesGcmError,
     AesGcmKey,
-    EncryptionErrorCode,
     HkdfError,
     decrypt,
     encrypt,
@@ -26,6 +19,15 @@ from enclave_stream.crypto import (
     generate_nonce,
     import_aes_gcm_key,
 )
+from enclave_stream.crypto.aesgcm import (
+    KEY_LENGTH,
+    MAX_MESSAGES_PER_KEY,
+    NONCE_COUNTER_LIMIT,
+    NONCE_LENGTH,
+    NONCE_PREFIX_LENGTH,
+    TAG_LENGTH,
+)
+from enclave_stream.errors import EncryptionErrorCode
 
 keys = st.sampled_from([16, 24, 32]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
 nonces = st.binary(min_size=12, max_size=12)

@@ -18,19 +18,20 @@ from enclave_stream.crypto import (
     ClientHandshake,
     EcdhKeyPair,
     EncryptedSession,
-    EncryptionErrorCode,
-    EnvelopeError,
-    EnvelopeErrorReason,
-    HandshakeError,
     SessionRole,
     accept_client_hello,
     create_server_hello,
     encrypt,
-    export_public_key_bytes,
     generate_key_pair,
     generate_signing_key,
-    handshake_transcript,
-    sign_transcript,
+)
+from enclave_stream.crypto.ecdh import export_public_key_bytes
+from enclave_stream.crypto.signing import handshake_transcript, sign_transcript
+from enclave_stream.errors import (
+    EncryptionErrorCode,
+    EnvelopeError,
+    EnvelopeErrorReason,
+    HandshakeError,
 )
 from enclave_stream.events import EncryptedEnvelopePayload, ServerHello, StdoutPayload
 
@@ -243,12 +244,8 @@ def test_envelope_from_another_session() -> None:
 def test_spliced_session_id_with_a_reused_key() -> None:
     """Even if two sessions shared keys, the inner event's session id betrays a moved envelope."""
     c2s, s2c = bytes(range(32)), bytes(range(1, 33))
-    client_a = EncryptedSession.from_key_bytes(
-        "s_a", "k_1", SessionRole.CLIENT, send_key=c2s, receive_key=s2c
-    )
-    server_b = EncryptedSession.from_key_bytes(
-        "s_b", "k_1", SessionRole.SERVER, send_key=s2c, receive_key=c2s
-    )
+    client_a = EncryptedSession("s_a", "k_1", SessionRole.CLIENT, send_key=c2s, receive_key=s2c)
+    server_b = EncryptedSession("s_b", "k_1", SessionRole.SERVER, send_key=s2c, receive_key=c2s)
     moved = msgspec.structs.replace(client_a.seal(_event(1, "s_a")), session_id="s_b")
     error = _refused(server_b, moved)
     assert error.reason is R.SESSION_MISMATCH
@@ -279,13 +276,11 @@ def test_sender_nonce_reuse_is_detected() -> None:
     prefix = bytes(8)
 
     def sender() -> EncryptedSession:
-        return EncryptedSession.from_key_bytes(
+        return EncryptedSession(
             SESSION, "k_1", SessionRole.CLIENT, send_key=c2s, receive_key=s2c, nonce_prefix=prefix
         )
 
-    server = EncryptedSession.from_key_bytes(
-        SESSION, "k_1", SessionRole.SERVER, send_key=s2c, receive_key=c2s
-    )
+    server = EncryptedSession(SESSION, "k_1", SessionRole.SERVER, send_key=s2c, receive_key=c2s)
     server.open(sender().seal(_event(1)))
     error = _refused(server, sender().seal(_event(2)))  # same counter 0, other message
     assert error.reason is R.REPLAY
@@ -297,9 +292,7 @@ def test_sender_nonce_reuse_is_detected() -> None:
 
 def _authentic(plaintext: bytes, nonce: bytes) -> tuple[EncryptedSession, EncryptedEnvelope]:
     c2s, s2c = bytes(range(32)), bytes(range(1, 33))
-    server = EncryptedSession.from_key_bytes(
-        SESSION, "k_1", SessionRole.SERVER, send_key=s2c, receive_key=c2s
-    )
+    server = EncryptedSession(SESSION, "k_1", SessionRole.SERVER, send_key=s2c, receive_key=c2s)
     payload = EncryptedEnvelopePayload(
         kid="k_1",
         nonce_b64=base64.b64encode(nonce).decode(),

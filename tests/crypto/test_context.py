@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 
 from enclave_stream.crypto import (
-    MAX_MESSAGES_PER_KEY,
     AesGcmError,
     AesGcmKey,
-    EncryptionErrorCode,
     SessionEncryptionContext,
     SessionKeyInfo,
     decrypt,
     from_base64,
 )
+from enclave_stream.crypto.aesgcm import MAX_MESSAGES_PER_KEY
+from enclave_stream.errors import EncryptionErrorCode
 from tests.vectors import case_id, cases
 
 KEY = bytes(range(32))
@@ -49,9 +49,9 @@ def _ciphertext_of(envelope_line: str) -> tuple[bytes, bytes]:
 
 @pytest.mark.parametrize("case", cases("envelopes.json", "context"), ids=case_id)
 def test_context_matches_reference(case: dict[str, Any]) -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(
+    ctx = SessionEncryptionContext(
         bytes.fromhex(case["key_hex"]),
-        case["key_id"],
+        SessionKeyInfo(case["key_id"]),
         nonce_prefix=bytes.fromhex(case["nonce_prefix_hex"]),
     )
     assert ctx.nonce_counter == case["start_counter"]
@@ -109,30 +109,29 @@ def test_rotation_vectors_include_a_wrap() -> None:
 
 def test_fresh_context() -> None:
     before = time.time_ns() // 1_000_000
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k_1")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k_1"))
     info = ctx.to_key_info()
     assert ctx.key_id == info.key_id == "k_1"
     assert ctx.nonce_counter == info.nonce_counter == 0
     assert info.max_nonces == MAX_MESSAGES_PER_KEY
     assert info.algorithm == "AES-GCM-256"
     assert before <= info.created_at <= time.time_ns() // 1_000_000
-    assert ctx.key.length == 32
     assert not ctx.needs_rotation()
 
 
 def test_nonces_are_prefix_plus_counter() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k_1")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k_1"))
     nonces = [ctx.encrypt(b"m")[1] for _ in range(3)]
     prefix = nonces[0][:8]
     assert nonces == [prefix + i.to_bytes(4, "big") for i in range(3)]
     assert ctx.nonce_counter == 3
     # The prefix is random per context.
-    other = SessionEncryptionContext.from_key_bytes(KEY, "k_1")
+    other = SessionEncryptionContext(KEY, SessionKeyInfo("k_1"))
     assert other.encrypt(b"m")[1][:8] != prefix
 
 
 def test_encrypt_decrypt_round_trip() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k_1")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k_1"))
     ciphertext, nonce = ctx.encrypt(b"hello")
     assert ctx.decrypt(ciphertext, nonce) == b"hello"
     assert decrypt(KEY, ciphertext, nonce) == b"hello"  # plain AES-GCM, no framing
@@ -200,20 +199,20 @@ def test_fixed_prefix_must_be_8_bytes(length: int) -> None:
 
 
 def test_copy_and_pickle_are_refused() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k_1")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k_1"))
     for duplicate in (copy.copy, copy.deepcopy, pickle.dumps):
         with pytest.raises(TypeError, match="reuse nonces"):
             duplicate(ctx)
 
 
 def test_repr_shows_no_key_material() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k_1")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k_1"))
     assert "k_1" in repr(ctx)
     assert KEY.hex() not in repr(ctx)
 
 
 def test_threads_never_share_a_nonce() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k_1")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k_1"))
     seen: list[bytes] = []
     lock = threading.Lock()
 
@@ -275,7 +274,7 @@ fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 @fork_only
 def test_forked_child_draws_a_new_prefix() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k_1")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k_1"))
     child = _in_child(ctx)
     # The parent goes on with the very counter the child used.
     parent_nonce = ctx.encrypt(b"from parent again")[1]

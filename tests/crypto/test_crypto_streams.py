@@ -11,15 +11,8 @@ import anyio.lowlevel
 import pytest
 
 from enclave_stream import FinalEvent, HeartbeatEvent, ParsedEvent, StdoutEvent, StreamEvent
-from enclave_stream.crypto import (
-    EncryptedSession,
-    EnvelopeError,
-    EnvelopeErrorReason,
-    SessionRole,
-    decrypt_events,
-    encrypt_events,
-    encrypt_ndjson_stream,
-)
+from enclave_stream.crypto import EncryptedSession, SessionRole, decrypt_events, encrypt_events
+from enclave_stream.errors import EnvelopeError, EnvelopeErrorReason
 from enclave_stream.events import FinalPayload, HeartbeatPayload, StdoutPayload
 from enclave_stream.streams import parse_ndjson_stream, serialize_ndjson_stream
 
@@ -31,12 +24,8 @@ R = EnvelopeErrorReason
 
 
 def _sessions() -> tuple[EncryptedSession, EncryptedSession]:
-    client = EncryptedSession.from_key_bytes(
-        SESSION, "k_1", SessionRole.CLIENT, send_key=C2S, receive_key=S2C
-    )
-    server = EncryptedSession.from_key_bytes(
-        SESSION, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S
-    )
+    client = EncryptedSession(SESSION, "k_1", SessionRole.CLIENT, send_key=C2S, receive_key=S2C)
+    server = EncryptedSession(SESSION, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S)
     return client, server
 
 
@@ -129,23 +118,24 @@ async def test_through_ndjson_bytes() -> None:
     assert chunks.closed
 
 
-async def test_encrypt_ndjson_stream_matches_the_two_step_path() -> None:
+async def test_an_encrypted_response_body_is_serialize_of_encrypt_events() -> None:
     prefix = bytes(8)
 
     def sender() -> EncryptedSession:
-        return EncryptedSession.from_key_bytes(
+        return EncryptedSession(
             SESSION, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S, nonce_prefix=prefix
         )
 
     events: list[StreamEvent] = [_stdout(1), _stdout(2), _final(3)]
-    direct = [line async for line in encrypt_ndjson_stream(Source(events), sender())]
-    two_step = [line async for line in serialize_ndjson_stream(encrypt_events(events, sender()))]
-    assert direct == two_step
+    body = [
+        line async for line in serialize_ndjson_stream(encrypt_events(Source(events), sender()))
+    ]
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in body)
     client, _ = _sessions()
-    body = b"".join(direct)
-    opened = await _collect(decrypt_events(parse_ndjson_stream(Source([body])), client))
+    opened = await _collect(decrypt_events(parse_ndjson_stream(Source([b"".join(body)])), client))
     assert opened == events
-    assert [line async for line in encrypt_ndjson_stream(events, sender())] == direct
+    from_list = [line async for line in serialize_ndjson_stream(encrypt_events(events, sender()))]
+    assert from_list == body
 
 
 async def test_plaintext_passes_through_only_when_allowed() -> None:

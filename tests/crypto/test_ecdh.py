@@ -11,23 +11,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enclave_stream.crypto import (
-    CURVE,
-    PUBLIC_KEY_LENGTH,
-    SHARED_SECRET_LENGTH,
-    Base64DecodeError,
     EcdhError,
-    EncryptionErrorCode,
     SerializedPublicKey,
     derive_shared_secret,
     export_public_key,
-    export_public_key_bytes,
     from_base64,
     generate_key_pair,
     import_public_key,
-    import_public_key_bytes,
-    key_pair_from_private_scalar,
     to_base64,
 )
+from enclave_stream.crypto.ecdh import (
+    CURVE,
+    PUBLIC_KEY_LENGTH,
+    SHARED_SECRET_LENGTH,
+    export_public_key_bytes,
+    import_public_key_bytes,
+    key_pair_from_private_scalar,
+)
+from enclave_stream.errors import Base64DecodeError, EncryptionErrorCode
 
 ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from enclave_stream.crypto import Base64DecodeError, from_base64, to_base64
+from enclave_stream.crypto import from_base64, to_base64
 from enclave_stream.crypto.encoding import utf8
-from enclave_stream.errors import EnclaveStreamError
+from enclave_stream.errors import Base64DecodeError, EnclaveStreamError
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 

@@ -21,19 +21,18 @@ from enclave_stream import (
 from enclave_stream.crypto import (
     AesGcmError,
     AesGcmKey,
-    EncryptionErrorCode,
-    EnvelopeError,
-    EnvelopeErrorReason,
     HkdfError,
     SessionEncryptionContext,
+    SessionKeyInfo,
     create_encrypted_envelope,
     create_server_hello,
     decrypt,
     decrypt_json,
     encrypt_json,
-    key_pair_from_private_scalar,
 )
+from enclave_stream.crypto.ecdh import key_pair_from_private_scalar
 from enclave_stream.crypto.envelope import event_plaintext
+from enclave_stream.errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason
 from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, ServerHello, StdoutPayload
 
 KEY = bytes(range(32))
@@ -99,7 +98,7 @@ def test_a_mapping_is_encrypted_as_written_and_validated_only_in_an_envelope() -
 def test_encrypt_json_takes_any_json_value(data: Any) -> None:
     payload = encrypt_json(KEY, "k", data, bytes(12))
     assert decrypt_json(KEY, payload) == data
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k"))
     assert ctx.decrypt_json(ctx.encrypt_json(data)) == data
 
 
@@ -144,7 +143,7 @@ def test_values_json_cannot_write_are_refused(data: Any) -> None:
     with pytest.raises(EnvelopeError) as info:
         encrypt_json(KEY, "k", data)
     assert info.value.reason is R.INVALID_EVENT
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k"))
     with pytest.raises(EnvelopeError):
         ctx.encrypt_json(data)
     assert ctx.nonce_counter == 0  # no nonce used
@@ -186,7 +185,7 @@ def test_typed_form_takes_a_message_type() -> None:
 
 
 def test_plaintext_that_is_not_json() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k"))
     for bad in (b"not json {", b"", b"[1,]", b"NaN"):
         ciphertext, nonce = ctx.encrypt(bad)
         payload = {"kid": "k", "nonceB64": _b64(nonce), "ciphertextB64": _b64(ciphertext)}
@@ -232,7 +231,7 @@ def test_only_plaintext_events_go_into_an_envelope(data: Any) -> None:
     with pytest.raises(EnvelopeError) as info:
         create_encrypted_envelope(KEY, "k", "s_1", 1, data)
     assert info.value.reason is R.INVALID_EVENT
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k"))
     with pytest.raises(EnvelopeError):
         ctx.create_envelope("s_1", 1, data)
     assert ctx.nonce_counter == 0
@@ -263,7 +262,7 @@ def test_create_encrypted_envelope_checks_its_fields(session_id: Any, seq: Any, 
     with pytest.raises(EventValidationError) as info:
         create_encrypted_envelope(KEY, "k", session_id, seq, EVENT)
     assert info.value.path == path
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k"))
     with pytest.raises(EventValidationError):
         ctx.create_envelope(session_id, seq, EVENT)
     assert ctx.nonce_counter == 0
@@ -319,7 +318,7 @@ def test_wrong_key() -> None:
 
 
 def test_context_json_methods() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k_ctx", nonce_prefix=bytes(8))
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k_ctx"), nonce_prefix=bytes(8))
     payload = ctx.encrypt_json(EVENT)
     assert payload.kid == "k_ctx"
     assert base64.b64decode(payload.nonce_b64) == bytes(12)
@@ -333,7 +332,7 @@ def test_context_json_methods() -> None:
 
 
 def test_context_uses_no_nonce_for_an_invalid_event() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k"))
     with pytest.raises(EventValidationError):
         ctx.encrypt_json(StdoutEvent(session_id="s_1", seq=-5, payload=StdoutPayload("x")))
     with pytest.raises(EventValidationError):
@@ -344,9 +343,9 @@ def test_context_uses_no_nonce_for_an_invalid_event() -> None:
 
 
 def test_context_decrypt_refusals() -> None:
-    ctx = SessionEncryptionContext.from_key_bytes(KEY, "k")
+    ctx = SessionEncryptionContext(KEY, SessionKeyInfo("k"))
     payload = ctx.encrypt_json(EVENT)
-    other = SessionEncryptionContext.from_key_bytes(bytes(32), "k")
+    other = SessionEncryptionContext(bytes(32), SessionKeyInfo("k"))
     with pytest.raises(EnvelopeError) as info:
         other.decrypt_json(payload)
     assert info.value.reason is R.AUTHENTICATION_FAILED

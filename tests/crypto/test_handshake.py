@@ -16,28 +16,27 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from enclave_stream import StdoutEvent, encode_message
 from enclave_stream.crypto import (
-    SIGNATURE_LENGTH,
-    TRANSCRIPT_LABEL,
     ClientHandshake,
     EcdhError,
-    EncryptionErrorCode,
-    HandshakeError,
     SessionRole,
     accept_client_hello,
     create_server_hello,
-    export_public_key_bytes,
     generate_key_pair,
     generate_signing_key,
-    handshake_transcript,
-    key_pair_from_private_scalar,
-    load_server_public_key,
-    parse_client_hello,
-    parse_server_hello,
     process_client_hello,
     process_server_hello,
+)
+from enclave_stream.crypto.ecdh import export_public_key_bytes, key_pair_from_private_scalar
+from enclave_stream.crypto.handshake import parse_client_hello, parse_server_hello
+from enclave_stream.crypto.signing import (
+    SIGNATURE_LENGTH,
+    TRANSCRIPT_LABEL,
+    handshake_transcript,
+    load_server_public_key,
     sign_transcript,
     verify_transcript_signature,
 )
+from enclave_stream.errors import EncryptionErrorCode, HandshakeError
 from enclave_stream.events import ClientHello, ServerHello, StdoutPayload
 from enclave_stream.protocol import EncryptionAlgorithm, KeyDerivation, SupportedCurve
 

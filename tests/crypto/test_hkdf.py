@@ -10,16 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enclave_stream.crypto import (
-    HKDF_INFO_CLIENT_TO_SERVER,
-    HKDF_INFO_SERVER_TO_CLIENT,
-    HKDF_MAX_OUTPUT_LENGTH,
-    EncryptionErrorCode,
     HkdfError,
     SessionCryptoKeys,
     derive_key,
     derive_session_crypto_keys,
     derive_session_keys,
 )
+from enclave_stream.crypto.hkdf import (
+    HKDF_INFO_CLIENT_TO_SERVER,
+    HKDF_INFO_SERVER_TO_CLIENT,
+    HKDF_MAX_OUTPUT_LENGTH,
+)
+from enclave_stream.errors import EncryptionErrorCode
 
 
 def rfc5869_oracle(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:

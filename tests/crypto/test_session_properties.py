@@ -167,12 +167,8 @@ def events(draw: st.DrawFn, event_type: type) -> StreamEvent:
 
 
 def _sessions() -> tuple[EncryptedSession, EncryptedSession]:
-    client = EncryptedSession.from_key_bytes(
-        SESSION, "k_1", SessionRole.CLIENT, send_key=C2S, receive_key=S2C
-    )
-    server = EncryptedSession.from_key_bytes(
-        SESSION, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S
-    )
+    client = EncryptedSession(SESSION, "k_1", SessionRole.CLIENT, send_key=C2S, receive_key=S2C)
+    server = EncryptedSession(SESSION, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S)
     return client, server
 
 

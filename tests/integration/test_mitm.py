@@ -19,12 +19,8 @@ import pytest
 from anyio.abc import SocketStream
 
 from enclave_stream import FinalEvent, StdoutEvent, serialize_event
-from enclave_stream.crypto import (
-    EncryptionErrorCode,
-    EnvelopeError,
-    EnvelopeErrorReason,
-    generate_signing_key,
-)
+from enclave_stream.crypto import generate_signing_key
+from enclave_stream.errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason
 from enclave_stream.events import FinalPayload, StdoutPayload, StreamEvent
 from enclave_stream.producer import BrokerConfig, EventStream, SessionRequest
 from enclave_stream.reconnect import ReconnectionConfig, StreamFailedError, open_event_stream

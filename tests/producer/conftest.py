@@ -37,10 +37,10 @@ async def wait_until(condition: Callable[[], bool], within: float = 2.0) -> None
 
 def session_pair(session_id: str = SESSION_ID) -> tuple[EncryptedSession, EncryptedSession]:
     """(server, client) sessions over fixed keys."""
-    server = EncryptedSession.from_key_bytes(
+    server = EncryptedSession(
         session_id, KEY_ID, SessionRole.SERVER, send_key=S2C_KEY, receive_key=C2S_KEY
     )
-    client = EncryptedSession.from_key_bytes(
+    client = EncryptedSession(
         session_id, KEY_ID, SessionRole.CLIENT, send_key=C2S_KEY, receive_key=S2C_KEY
     )
     return server, client

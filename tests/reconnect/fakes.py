@@ -10,7 +10,7 @@ from typing import Union
 import anyio
 
 from enclave_stream import EncryptedEnvelope, FinalEvent, StdoutEvent, parse_line, serialize_event
-from enclave_stream.crypto import SessionEncryptionContext, from_base64, to_base64
+from enclave_stream.crypto import SessionEncryptionContext, SessionKeyInfo, from_base64, to_base64
 from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, StdoutPayload, StreamEvent
 from enclave_stream.reconnect import ResumableEventStream
 
@@ -42,7 +42,7 @@ class FakeSession:
     """
 
     def __init__(self, key: bytes = bytes(range(32)), key_id: str = "k_test") -> None:
-        self._context = SessionEncryptionContext.from_key_bytes(key, key_id)
+        self._context = SessionEncryptionContext(key, SessionKeyInfo(key_id))
         self._opened: set[bytes] = set()
         self.open_count = 0
 
