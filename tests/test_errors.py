@@ -14,6 +14,9 @@ from enclave_stream.errors import (
     EnclaveStreamError,
     EncryptionError,
     EncryptionErrorCode,
+    FatalConnectError,
+    SequenceGapError,
+    StreamFailedError,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -115,3 +118,24 @@ def test_the_docstring_draws_every_exception_class_under_its_parent() -> None:
     for name, parent in drawn.items():
         bases = [base.__name__ for base in classes[name].__bases__]
         assert (parent in bases) if parent else bases == ["Exception"], name
+
+
+def test_stream_failed_error_says_why_and_how_far() -> None:
+    cause = FatalConnectError("HTTP 401 Unauthorized", status_code=401)
+    error = StreamFailedError("fatal error", events_delivered=7, last_seq=6, cause=cause)
+    assert str(error) == "fatal error (7 events delivered, last seq 6)"
+    assert (error.reason, error.events_delivered, error.last_seq) == ("fatal error", 7, 6)
+    assert error.cause is cause
+    assert error.__cause__ is cause
+    assert isinstance(error, EnclaveStreamError)
+    assert str(StreamFailedError("x")) == "x (0 events delivered, last seq none)"
+
+
+def test_sequence_gap_error_is_a_stream_failure() -> None:
+    error = SequenceGapError(3, 9, events_delivered=3, last_seq=2)
+    assert isinstance(error, StreamFailedError)
+    assert (error.missing_start, error.missing_end) == (3, 9)
+    assert str(error) == (
+        "events 3..9 are missing and the replay cannot provide them "
+        "(3 events delivered, last seq 2)"
+    )

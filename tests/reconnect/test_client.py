@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from enclave_stream import FailureKind, FinalEvent, LineError, StdoutEvent
 from enclave_stream.events import FinalPayload, StdoutPayload, StreamEvent
 from enclave_stream.reconnect import (
     ConnectionState,
+    ConnectorError,
     FatalConnectError,
     LineTooLongError,
     ReconnectionConfig,
@@ -25,6 +27,7 @@ from enclave_stream.reconnect import (
     SequenceGapError,
     SessionMismatchError,
     StreamFailedError,
+    is_retryable,
     open_event_stream,
 )
 from enclave_stream.reconnect.client import ResumableEventStream
@@ -42,6 +45,9 @@ from tests.reconnect.fakes import (
     make_session,
     replay,
 )
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 pytestmark = pytest.mark.anyio
 
@@ -589,3 +595,40 @@ async def test_open_event_stream_takes_the_parameters_of_the_stream_it_makes() -
     assert "heartbeat_timeout_ms" in ours.parameters
     async with open_event_stream(ScriptedConnector([]), heartbeat_timeout_ms=None) as stream:
         assert isinstance(stream, ResumableEventStream)
+
+
+# --- is_retryable: which connection failures are worth another try
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (OSError("network unreachable"), True),
+        (anyio.BrokenResourceError(), True),
+        (anyio.EndOfStream(), True),
+        (anyio.IncompleteRead(), True),
+        (RetryableConnectError("busy"), True),
+        (FatalConnectError("denied"), False),
+        (ConnectorError("unclassified"), False),
+        (ValueError("bug"), False),
+        (anyio.ClosedResourceError(), False),
+        (ExceptionGroup("all transport", [OSError(), anyio.EndOfStream()]), True),
+        (ExceptionGroup("one fatal", [OSError(), FatalConnectError("no")]), False),
+    ],
+)
+def test_classification(error: Exception, retryable: bool) -> None:
+    assert is_retryable(error) is retryable
+
+
+def test_retry_if_decides_only_for_other_errors() -> None:
+    def always(error: Exception) -> bool:
+        return True
+
+    def never(error: Exception) -> bool:
+        return False
+
+    assert is_retryable(ValueError(), always)
+    assert not is_retryable(FatalConnectError("no"), always)
+    assert is_retryable(ConnectionResetError(), never)
