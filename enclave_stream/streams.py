@@ -25,7 +25,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, Ob
 from .codec import encode_event
 from .errors import LineError, NdjsonParseError
 from .events import ParsedEvent
-from .ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, NdjsonStreamParser, SlowLine
+from .ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser, SlowLine
 
 logger = logging.getLogger("enclave_stream")
 
@@ -186,7 +186,7 @@ class _EventReceiveStream(ObjectReceiveStream[ParsedEvent]):
         self._parser = parser
         self._on_error = on_error
         self._strict = strict
-        self._ready: FeedResult | list[Any] = []
+        self._ready: list[Any] = []  # a FeedResult; slow lines replaced by their verdicts
         self._next = 0
         self._ended = False
 
@@ -194,9 +194,16 @@ class _EventReceiveStream(ObjectReceiveStream[ParsedEvent]):
         """The next event; ``anyio.EndOfStream`` when the byte stream has ended."""
         while True:
             while self._next < len(self._ready):
-                # If cancelled while a slow line is judged, it is judged again next time.
-                event = await _settle(self._ready[self._next], self._on_error, self._strict)
-                self._next += 1
+                index = self._next
+                item = self._ready[index]
+                if type(item) is SlowLine:
+                    # Judged in place before moving on: if cancelled meanwhile, the
+                    # line is judged again next time, and nothing is skipped.
+                    item = self._ready[index] = await judge_off_loop(item)
+                self._next = index + 1
+                # After moving on, so that a strict error (or a raising on_error)
+                # is reported once and the next receive() goes on with the next line.
+                event = await _settle(item, self._on_error, self._strict)
                 if event is not None:
                     return event
             self._next = 0

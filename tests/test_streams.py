@@ -509,6 +509,35 @@ async def test_object_streams_round_trip_through_memory() -> None:
         await receiver.aclose()
 
 
+@pytest.mark.parametrize("chunk_size", [5, len(MIXED)])
+async def test_object_receive_stream_goes_on_after_a_strict_error(chunk_size: int) -> None:
+    """Regression (fixed): after a strict error, every later receive() raised the same one."""
+    stream = RecordingByteStream(pieces(MIXED, chunk_size))
+    receiver = create_ndjson_parse_stream(stream, strict=True)
+    seen: list[object] = []
+    for _ in range(10):  # bounded: the bug repeated the first error forever
+        try:
+            seen.append(await receiver.receive())
+        except NdjsonParseError as error:
+            seen.append(error.error.line)
+        except anyio.EndOfStream:
+            break
+    assert seen == [EVENTS[0], 2, EVENTS[1], 5, EVENTS[2]]
+    await receiver.aclose()
+
+
+async def test_object_receive_stream_goes_on_after_on_error_raises() -> None:
+    def refuse(error: LineError) -> None:
+        raise ValueError(error.line)
+
+    receiver = create_ndjson_parse_stream(RecordingByteStream([MIXED]), on_error=refuse)
+    assert await receiver.receive() == EVENTS[0]
+    with pytest.raises(ValueError, match="2"):
+        await receiver.receive()
+    assert await receiver.receive() == EVENTS[1]
+    await receiver.aclose()
+
+
 async def test_object_receive_stream_is_async_iterable_and_strict() -> None:
     stream = RecordingByteStream(pieces(MIXED, 5))
     receiver = create_ndjson_parse_stream(stream, strict=True)
