@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = ["TaskOwner", "owned_task_group"]
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
@@ -17,6 +18,9 @@ from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 _Owner = TypeVar("_Owner", bound="TaskOwner")
 
@@ -29,18 +33,24 @@ async def owned_task_group() -> AsyncIterator[TaskGroup]:
     The body's own exception leaves unchanged, not wrapped in an
     ``ExceptionGroup``; a cancellation goes through the group (its cancel
     scope may be the one that was cancelled), and an error of a task leaves
-    as the group's ``ExceptionGroup``.
+    as the group's ``ExceptionGroup`` (with the body's error in it, if both failed).
     """
     error: BaseException | None = None
-    async with anyio.create_task_group() as task_group:
-        try:
-            yield task_group
-        except anyio.get_cancelled_exc_class():
+    try:
+        async with anyio.create_task_group() as task_group:
+            try:
+                yield task_group
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:
+                error = exc
+            finally:
+                task_group.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if error is None:
             raise
-        except BaseException as exc:
-            error = exc
-        finally:
-            task_group.cancel_scope.cancel()
+        # A task failed too: report both, as a plain task group would.
+        raise BaseExceptionGroup(group.message, [error, *group.exceptions]) from None
     if error is not None:
         # Raised outside the except clause, so nothing is chained to it.
         raise error

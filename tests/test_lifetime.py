@@ -7,6 +7,7 @@ public class, so a class that stopped keeping a promise shows up by name.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ from typing import Any
 
 import anyio
 import pytest
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 from enclave_stream.producer import EventStream, SessionBroker
 from enclave_stream.reconnect import HeartbeatMonitor, open_event_stream
@@ -157,3 +161,32 @@ async def test_no_task_outlives_the_block(owner: Owner, ending: str) -> None:
     assert {task.id for task in anyio.get_running_tasks()} == tasks_before
     if owner.name != "SessionBroker":  # it starts a task per session only
         assert during > tasks_before  # it did own a task
+
+
+async def test_a_failing_task_and_a_failing_block_are_both_reported() -> None:
+    """Regression (fixed): the block's error vanished when a task had failed too."""
+
+    def timed_out() -> None:
+        raise LookupError("the task")
+
+    async def block() -> None:
+        async with HeartbeatMonitor(1000, timed_out):
+            try:
+                await anyio.sleep(5)  # the monitor's task fails at 1 s and cancels this
+            finally:
+                raise ValueError("the block")
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        await block()
+    leaves = []
+    pending: list[BaseException] = [info.value]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    assert sorted(repr(error) for error in leaves) == [
+        "LookupError('the task')",
+        "ValueError('the block')",
+    ]
