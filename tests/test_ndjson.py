@@ -440,6 +440,20 @@ def test_line_too_long_between_good_lines() -> None:
         assert parser.line_number == 3
 
 
+def test_a_short_too_long_lines_content_stops_at_its_newline() -> None:
+    """Changed in the reshape: the content of a too-long line that arrived whole
+    used to run on into the lines after it."""
+    data = b"x" * 20 + b'\n{"a":1}\n'
+    for size in (1, 7, len(data)):
+        collector, _ = feed_all(
+            [data[i : i + size] for i in range(0, len(data), size)], max_line_bytes=10
+        )
+        too_long, invalid = collector.errors
+        assert (too_long.line, too_long.kind) == (1, FailureKind.LINE_TOO_LONG)
+        assert set(too_long.content.removesuffix("...")) == {"x"}
+        assert (invalid.line, invalid.content) == (2, '{"a":1}')
+
+
 def test_several_too_long_lines_in_one_chunk() -> None:
     long_a = b"a" * 200
     long_b = b"b" * 300
