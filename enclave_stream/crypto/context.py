@@ -100,6 +100,7 @@ class SessionEncryptionContext:
 
     __slots__ = (
         "__weakref__",
+        "_aead",
         "_counter",
         "_fixed_prefix",
         "_key",
@@ -117,6 +118,7 @@ class SessionEncryptionContext:
         nonce_prefix: bytes | None = None,
     ) -> None:
         self._key = key if isinstance(key, AesGcmKey) else AesGcmKey(key)
+        self._aead = self._key.aead  # encrypt's cipher, one attribute away
         self._key_info = key_info
         self._counter = key_info.nonce_counter
         self._max_nonces = key_info.max_nonces  # read on every encrypt
@@ -190,7 +192,7 @@ class SessionEncryptionContext:
         # construction and the key imported, so aesgcm.encrypt's argument
         # checks would find nothing; its error mapping is kept.
         try:
-            return self._key.aead.encrypt(nonce, plaintext, None), nonce
+            return self._aead.encrypt(nonce, plaintext, None), nonce
         except (OverflowError, ValueError) as exc:  # e.g. input beyond GCM's length limit
             raise AesGcmError(
                 f"Encryption failed: {exc}", EncryptionErrorCode.DECRYPTION_FAILED
