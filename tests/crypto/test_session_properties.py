@@ -209,11 +209,21 @@ def test_seal_open_round_trip(event_type: type, data: st.DataObject) -> None:
     _same(_sessions()[1].open(decoded), event)
 
 
+# Session and key ids, often made of what a line template could get wrong:
+# JSON escapes, lone surrogates and '%' (the template's own format character).
+labels = st.one_of(
+    st.lists(
+        st.sampled_from(["%", "%d", "%s", '"', "\\", "\n", "\u2028", "\ud800", "\u00e9", "a"])
+    ).map("".join),
+    text,
+).filter(bool)
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.data(),
-    session_id=text.map(lambda s: "s_" + s).filter(lambda s: len(s) >= 3),
-    key_id=text.filter(bool),
+    session_id=labels.map(lambda s: "s_" + s),
+    key_id=labels,
     nonce_prefix=st.binary(min_size=8, max_size=8),
 )
 def test_seal_line_is_the_plain_encoding_of_seal(
@@ -224,16 +234,17 @@ def test_seal_line_is_the_plain_encoding_of_seal(
     event = data.draw(events(event_type, session_id))
     fast, server = _sessions(session_id, key_id, nonce_prefix)
     plain = _sessions(session_id, key_id, nonce_prefix)[0]
-    for _ in range(2):  # the first line makes the template, the second uses it
-        line = fast.seal_line(event)
-        assert line == encode_event(plain.seal(event))
+    # The first line makes the session's template, the next one reuses it.
+    later = msgspec.structs.replace(event, seq=event.seq + 1) if event.seq < SAFE else None
+    for one in (event, later):
+        if one is None:
+            continue
+        line = fast.seal_line(one)
+        assert line == encode_event(plain.seal(one))
         envelope = decode_event(line)
         assert type(envelope) is EncryptedEnvelope
         assert encode_event(envelope) == line
-        _same(server.open(envelope), event)
-        event = msgspec.structs.replace(event, seq=min(event.seq + 1, SAFE))
-        if event.seq == SAFE:
-            break
+        _same(server.open(envelope), one)
 
 
 @settings(max_examples=200)
