@@ -6,7 +6,11 @@ an :class:`~enclave_stream.crypto.EncryptedSession`, the stream adapters):
 a plaintext (:func:`event_plaintext`, :func:`json_plaintext`) is sealed by
 :func:`seal_payload`; :func:`open_payload` opens a payload, and
 :func:`read_event` judges its plaintext as an event (:func:`decrypt_json`
-reads any JSON value).
+reads any JSON value). One exception, for speed:
+:meth:`~enclave_stream.crypto.EncryptedSession.seal_line` encrypts through
+its context's :meth:`~enclave_stream.crypto.SessionEncryptionContext.encrypt`
+and writes the line from a template instead of building a payload; a property
+test holds its bytes to the encoded envelope of ``seal``.
 
 The stand-alone functions keep no state, so they cannot detect replays or
 reordering, and without an explicit nonce they draw 12 random bytes per call;
