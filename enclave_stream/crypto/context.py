@@ -27,7 +27,6 @@ from .aesgcm import (
     NONCE_PREFIX_LENGTH,
     AesGcmKey,
     decrypt,
-    encrypt,
     generate_counter_nonce,
 )
 from .envelope import (
@@ -101,6 +100,7 @@ class SessionEncryptionContext:
 
     __slots__ = (
         "__weakref__",
+        "_aead",
         "_counter",
         "_fixed_prefix",
         "_key",
@@ -118,6 +118,7 @@ class SessionEncryptionContext:
         nonce_prefix: bytes | None = None,
     ) -> None:
         self._key = key if isinstance(key, AesGcmKey) else AesGcmKey(key)
+        self._aead = self._key.aead  # encrypt's cipher, one attribute away
         self._key_info = key_info
         self._counter = key_info.nonce_counter
         self._max_nonces = key_info.max_nonces  # read on every encrypt
@@ -187,7 +188,15 @@ class SessionEncryptionContext:
                 ``ENCRYPTION_DECRYPTION_FAILED`` if the cipher refuses the input.
         """
         nonce = self._next_nonce()
-        return encrypt(self._key, plaintext, nonce), nonce
+        # Every envelope line is sealed here. The nonce is 12 bytes by
+        # construction and the key imported, so aesgcm.encrypt's argument
+        # checks would find nothing; its error mapping is kept.
+        try:
+            return self._aead.encrypt(nonce, plaintext, None), nonce
+        except (OverflowError, ValueError) as exc:  # e.g. input beyond GCM's length limit
+            raise AesGcmError(
+                f"Encryption failed: {exc}", EncryptionErrorCode.DECRYPTION_FAILED
+            ) from exc
 
     def decrypt(self, ciphertext: bytes, nonce: bytes) -> bytes:
         """Decrypt a ciphertext (tag appended) made under this key; see :func:`.aesgcm.decrypt`."""

@@ -37,16 +37,22 @@ __all__ = [
 ]
 
 import threading
+from binascii import b2a_base64
 from dataclasses import dataclass
 from typing import Final, NoReturn, SupportsIndex
 
 from ..codec import encode_event
 from ..errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason, HandshakeError
-from ..events import EncryptedEnvelope, StreamEvent
+from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
 from ..protocol import StrEnum, is_session_id
 from .aesgcm import NONCE_PREFIX_LENGTH, AesGcmKey
 from .context import SessionEncryptionContext, SessionKeyInfo
-from .envelope import InnerEvent, coerce_event, open_payload, read_event
+from .envelope import (
+    InnerEvent,
+    coerce_event,
+    open_payload,
+    read_event,
+)
 from .hkdf import derive_session_keys
 
 _R: Final = EnvelopeErrorReason
@@ -200,6 +206,7 @@ class EncryptedSession:
         "_failed",
         "_key_id",
         "_last_seq",
+        "_line",
         "_lock",
         "_receive_key",
         "_replay_window",
@@ -239,6 +246,7 @@ class EncryptedSession:
         self._last_seq = -1
         self._failed = False
         self._lock = threading.Lock()
+        self._line: bytes | None = None  # seal_line's template, made on first use
 
     @classmethod
     def from_shared_secret(
@@ -311,21 +319,65 @@ class EncryptedSession:
             EventValidationError: the event breaks the schema.
             AesGcmError: ``ENCRYPTION_KEY_EXPIRED`` after 2**30 envelopes.
         """
+        inner = self._own_event(event)
+        return self._context.create_envelope(self._session_id, inner.seq, inner)
+
+    def seal_line(self, event: InnerEvent) -> bytes:
+        """:meth:`seal`, returned as the envelope's JSON line (no newline).
+
+        The bytes are those of encoding :meth:`seal`'s envelope with
+        :func:`~enclave_stream.codec.encode_event`, written without building
+        the envelope: the session id and key id were checked when the session
+        was made, the event's ``seq`` is checked when the event is encoded
+        (before a nonce is used), so only the nonce and ciphertext are new.
+
+        Raises:
+            EnvelopeError, EventValidationError, AesGcmError: as :meth:`seal`.
+        """
+        inner = self._own_event(event)
+        ciphertext, nonce = self._context.encrypt(encode_event(inner))  # as event_plaintext(inner)
+        line = self._line or self._line_template()
+        return line % (
+            inner.seq,
+            b2a_base64(nonce, newline=False),
+            b2a_base64(ciphertext, newline=False),
+        )
+
+    def _own_event(self, event: InnerEvent) -> StreamEvent:
         inner = coerce_event(event)
         if inner.session_id != self._session_id:
             raise EnvelopeError(
                 f"The event belongs to session {inner.session_id!r}, not {self._session_id!r}",
                 _R.SESSION_MISMATCH,
             )
-        return self._context.create_envelope(self._session_id, inner.seq, inner)
+        return inner
 
-    def seal_line(self, event: InnerEvent) -> bytes:
-        """:meth:`seal`, returned as the envelope's JSON line (no newline).
-
-        Raises:
-            EnvelopeError, EventValidationError, AesGcmError: as :meth:`seal`.
-        """
-        return encode_event(self.seal(event))
+    def _line_template(self) -> bytes:
+        # Every line of the session is the same bytes but for seq, nonce and
+        # ciphertext. The template is cut from the encoder's own line for a
+        # probe envelope, so its bytes come from one place. A JSON string
+        # never holds an unescaped '"', so the markers cannot occur inside
+        # the quoted session id or key id.
+        probe = encode_event(
+            EncryptedEnvelope(
+                session_id=self._session_id,
+                seq=0,
+                payload=EncryptedEnvelopePayload(
+                    kid=self._key_id, nonce_b64="N", ciphertext_b64="C"
+                ),
+            )
+        )
+        head, seq_marker, rest = probe.partition(b',"seq":0,')
+        middle, payload_marker, tail = rest.partition(b',"nonceB64":"N","ciphertextB64":"C"}')
+        if not (seq_marker and payload_marker):
+            raise AssertionError(f"Unexpected envelope layout: {probe!r}")
+        line = b'%s,"seq":%%d,%s,"nonceB64":"%%s","ciphertextB64":"%%s"}%s' % (
+            head.replace(b"%", b"%%"),
+            middle.replace(b"%", b"%%"),
+            tail.replace(b"%", b"%%"),
+        )
+        self._line = line
+        return line
 
     # --- receiving ----------------------------------------------------------------
 

@@ -299,6 +299,30 @@ def test_malformed_payloads(payload: Any) -> None:
     assert info.value.code is EncryptionErrorCode.DECRYPTION_FAILED
 
 
+@pytest.mark.parametrize(
+    ("nonce_b64", "ciphertext_b64", "says"),
+    [
+        pytest.param(
+            "AAAA-AAAAAAAAAAA", "AAAA", "nonceB64: invalid base64: character '-'", id="nonce-base64"
+        ),
+        pytest.param("AAAA", "AAAA", "Invalid nonce length: expected 12, got 3", id="nonce-length"),
+        pytest.param(
+            "AAAAAAAAAAAAAAAA",
+            "AAAA_",
+            "ciphertextB64: invalid base64: character '_'",
+            id="ciphertext",
+        ),
+        pytest.param("AAAA", "AAAA_", "Invalid nonce length", id="nonce-checked-first"),
+    ],
+)
+def test_an_undecodable_field_is_named(nonce_b64: str, ciphertext_b64: str, says: str) -> None:
+    payload = EncryptedEnvelopePayload(kid="k", nonce_b64=nonce_b64, ciphertext_b64=ciphertext_b64)
+    with pytest.raises(EnvelopeError) as info:
+        decrypt_json(KEY, payload)
+    assert info.value.reason is R.INVALID_ENCODING
+    assert str(info.value).startswith(says)
+
+
 def test_kid_is_ignored_by_the_stand_alone_function() -> None:
     payload = encrypt_json(KEY, "k_1", EVENT)
     other = EncryptedEnvelopePayload(

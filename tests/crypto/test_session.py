@@ -162,9 +162,10 @@ def test_seal_refuses_what_is_not_a_plaintext_event(thing: Any) -> None:
 def test_seal_validates_before_using_a_nonce() -> None:
     client = _client()
     bad = StdoutEvent(session_id=SESSION, seq=-1, payload=StdoutPayload(chunk="x"))
-    with pytest.raises(EventValidationError) as info:
-        client.seal(bad)
-    assert info.value.path == "$.seq"
+    for seal in (client.seal, client.seal_line):
+        with pytest.raises(EventValidationError) as info:
+            seal(bad)
+        assert info.value.path == "$.seq"
     not_text = StdoutEvent(session_id=SESSION, seq=1, payload=StdoutPayload(chunk=3))  # type: ignore[arg-type]
     with pytest.raises(EventValidationError):
         client.seal_line(not_text)

@@ -27,7 +27,7 @@ from enclave_stream import (
     ToolProgressEvent,
     ToolResultAppliedEvent,
 )
-from enclave_stream.codec import decode_event
+from enclave_stream.codec import decode_event, encode_event
 from enclave_stream.crypto import EncryptedSession, SessionRole, decrypt_json, encrypt_json
 from enclave_stream.events import (
     CatalogChangedPayload,
@@ -159,16 +159,25 @@ payloads: dict[type, st.SearchStrategy[Any]] = {
 
 
 @st.composite
-def events(draw: st.DrawFn, event_type: type) -> StreamEvent:
+def events(draw: st.DrawFn, event_type: type, session_id: str = SESSION) -> StreamEvent:
     payload = draw(payloads[event_type])
     seq = draw(st.integers(0, SAFE))
-    event: StreamEvent = event_type(session_id=SESSION, seq=seq, payload=payload)
+    event: StreamEvent = event_type(session_id=session_id, seq=seq, payload=payload)
     return event
 
 
-def _sessions() -> tuple[EncryptedSession, EncryptedSession]:
-    client = EncryptedSession(SESSION, "k_1", SessionRole.CLIENT, send_key=C2S, receive_key=S2C)
-    server = EncryptedSession(SESSION, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S)
+def _sessions(
+    session_id: str = SESSION, key_id: str = "k_1", nonce_prefix: bytes | None = None
+) -> tuple[EncryptedSession, EncryptedSession]:
+    client = EncryptedSession(
+        session_id,
+        key_id,
+        SessionRole.CLIENT,
+        send_key=C2S,
+        receive_key=S2C,
+        nonce_prefix=nonce_prefix,
+    )
+    server = EncryptedSession(session_id, key_id, SessionRole.SERVER, send_key=S2C, receive_key=C2S)
     return client, server
 
 
@@ -198,6 +207,44 @@ def test_seal_open_round_trip(event_type: type, data: st.DataObject) -> None:
     decoded = decode_event(line)
     assert type(decoded) is EncryptedEnvelope
     _same(_sessions()[1].open(decoded), event)
+
+
+# Session and key ids, often made of what a line template could get wrong:
+# JSON escapes, lone surrogates and '%' (the template's own format character).
+labels = st.one_of(
+    st.lists(
+        st.sampled_from(["%", "%d", "%s", '"', "\\", "\n", "\u2028", "\ud800", "\u00e9", "a"])
+    ).map("".join),
+    text,
+).filter(bool)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    session_id=labels.map(lambda s: "s_" + s),
+    key_id=labels,
+    nonce_prefix=st.binary(min_size=8, max_size=8),
+)
+def test_seal_line_is_the_plain_encoding_of_seal(
+    data: st.DataObject, session_id: str, key_id: str, nonce_prefix: bytes
+) -> None:
+    """seal_line's line template writes the bytes the validating encoder writes for seal."""
+    event_type = data.draw(st.sampled_from(list(payloads)))
+    event = data.draw(events(event_type, session_id))
+    fast, server = _sessions(session_id, key_id, nonce_prefix)
+    plain = _sessions(session_id, key_id, nonce_prefix)[0]
+    # The first line makes the session's template, the next one reuses it.
+    later = msgspec.structs.replace(event, seq=event.seq + 1) if event.seq < SAFE else None
+    for one in (event, later):
+        if one is None:
+            continue
+        line = fast.seal_line(one)
+        assert line == encode_event(plain.seal(one))
+        envelope = decode_event(line)
+        assert type(envelope) is EncryptedEnvelope
+        assert encode_event(envelope) == line
+        _same(server.open(envelope), one)
 
 
 @settings(max_examples=200)
