@@ -89,7 +89,8 @@ _BLANK: Final = DecodeFailure(FailureKind.EMPTY, "Empty line", None, "")
 # No float_hook: it would turn a free-form 1.0 into 1 as JavaScript does, but
 # costs a Python call per float, and a peer writing JSON.stringify's output
 # never writes 1.0 anyway (compatibility N4).
-_decoders: dict[Any, msgspec.json.Decoder[Any]] = {ParsedEvent: msgspec.json.Decoder(ParsedEvent)}
+_EVENT_DECODER: Final = msgspec.json.Decoder(ParsedEvent)
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {ParsedEvent: _EVENT_DECODER}
 
 # What msgspec raises for input the plain path must judge: DecodeError (and
 # its ValidationError), UnicodeError (a ValueError) for non-UTF-8 bytes or lone
@@ -197,7 +198,8 @@ def _accept(
     may_be_big: bool,
 ) -> None:
     """msgspec first; what it refuses, or decodes but our rules refuse, gets the plain verdict."""
-    decoder = _decoders.get(type_)
+    # typing's Union hashes its arguments on every lookup: test the usual type first.
+    decoder = _EVENT_DECODER if type_ is ParsedEvent else _decoders.get(type_)
     if decoder is None:
         decoder = _decoders.setdefault(type_, msgspec.json.Decoder(type_))
     decode = decoder.decode
