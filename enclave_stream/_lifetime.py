@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = ["TaskOwner", "owned_task_group"]
 
+import abc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -56,7 +57,7 @@ async def owned_task_group() -> AsyncIterator[TaskGroup]:
         raise error
 
 
-class TaskOwner:
+class TaskOwner(abc.ABC):
     """Enters the subclass's ``_lifetime()`` on ``async with`` and leaves it with the block.
 
     Entering an owner that is inside its block raises ``RuntimeError``, and so
@@ -74,9 +75,9 @@ class TaskOwner:
         super().__init_subclass__(**kwargs)
         cls._once = once
 
+    @abc.abstractmethod
     def _lifetime(self) -> AbstractAsyncContextManager[object]:
         """Runs around the block: start the tasks, ``yield``, then wind them down."""
-        raise NotImplementedError
 
     async def __aenter__(self: _Owner) -> _Owner:
         name = type(self).__name__
