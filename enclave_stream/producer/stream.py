@@ -277,13 +277,16 @@ class EventStream(TaskOwner, once=True):
         entry = self._log.append(event)
         if self._beating:
             self._last_activity = anyio.current_time()
+        # Counted here, where every event passes, so that append() counts too.
+        if isinstance(event, StdoutEvent):
+            self._stdout_bytes += len(event.payload.chunk.encode("utf-8", "surrogatepass"))
+        elif isinstance(event, ToolCallEvent):
+            self._tool_calls += 1
         return cast(E, entry.event)
 
     def stdout(self, chunk: str) -> StdoutEvent:
         """Append program output."""
-        event = self._append(StdoutEvent(self._session_id, self.next_seq, StdoutPayload(chunk)))
-        self._stdout_bytes += len(chunk.encode("utf-8", "surrogatepass"))
-        return event
+        return self._append(StdoutEvent(self._session_id, self.next_seq, StdoutPayload(chunk)))
 
     def log(
         self,
@@ -302,7 +305,6 @@ class EventStream(TaskOwner, once=True):
         call_id = generate_call_id() if call_id is None else call_id
         payload = ToolCallPayload(call_id=call_id, tool_name=tool_name, args=args)
         self._append(ToolCallEvent(self._session_id, self.next_seq, payload))
-        self._tool_calls += 1
         return call_id
 
     def tool_result_applied(self, call_id: str) -> ToolResultAppliedEvent:

@@ -15,10 +15,17 @@ from enclave_stream import (
     FinalEvent,
     HeartbeatEvent,
     StdoutEvent,
+    ToolCallEvent,
     parse_lines,
     serialize_event,
 )
-from enclave_stream.events import ErrorInfo, ErrorPayload, SessionStats, StdoutPayload
+from enclave_stream.events import (
+    ErrorInfo,
+    ErrorPayload,
+    SessionStats,
+    StdoutPayload,
+    ToolCallPayload,
+)
 from enclave_stream.producer import (
     EventLog,
     EventStream,
@@ -120,6 +127,19 @@ def test_every_builder_writes_the_reference_shape() -> None:
     # The stored bytes are exactly the serializer's.
     for entry in stream.store.read(0):
         assert entry.line == serialize_event(entry.event).encode() + b"\n"
+
+
+def test_stats_count_appended_events_too() -> None:
+    """Regression (fixed): only the stdout()/tool_call() builders were counted."""
+    built, appended = quiet(), quiet()
+    built.stdout("héllo")
+    built.tool_call("t", call_id="c_1")
+    appended.append(StdoutEvent(appended.session_id, 0, StdoutPayload("héllo")))
+    appended.append(
+        ToolCallEvent(appended.session_id, 0, ToolCallPayload(call_id="c_1", tool_name="t"))
+    )
+    assert appended.stats().stdout_bytes == built.stats().stdout_bytes == 6
+    assert appended.stats().tool_call_count == built.stats().tool_call_count == 1
 
 
 def test_final_counts_stats_and_ends_the_stream() -> None:
