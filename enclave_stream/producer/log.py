@@ -324,15 +324,15 @@ class EventLog:
         if from_seq >= self._next_seq:
             return []
         start = self._head + (from_seq - first)
-        entries = cast("list[LogEntry]", self._entries[start:])  # held slots are never None
-        if max_bytes is None:
-            return entries
-        total = 0
-        for index, entry in enumerate(entries):
-            total += len(entry.line)
-            if total > max_bytes and index:
-                return entries[:index]
-        return entries
+        held = cast("list[LogEntry]", self._entries)  # held slots are never None
+        if max_bytes is not None:
+            # Copy only what is returned: a replay reads a long log chunk by chunk.
+            total = 0
+            for index in range(start, len(held)):
+                total += len(held[index].line)
+                if total > max_bytes and index > start:
+                    return held[start:index]
+        return held[start:]
 
     async def wait_for(self, seq: int) -> None:
         """Wait until the entry ``seq`` is stored, or the log is finished.
