@@ -21,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "BYTES_PER_CONTAINER",
     "GC_PAUSE_BYTES",
+    "GC_PAUSE_LINES",
     "DecodeFailure",
     "EventEncoder",
     "decode_event",
@@ -185,7 +186,11 @@ def decode_lines(
     refused: list[int] = []
     if longest is None:
         longest = max(map(len, lines), default=0)
-    _accept(lines, type_, judge, verdicts, refused, longest > GC_PAUSE_BYTES)
+    # Every verdict stays alive until the batch returns, so in a big batch the
+    # collector's full passes would walk the payload containers kept so far
+    # again and again (super-linear), though none can be in a cycle yet.
+    with _gc_paused(len(lines) > GC_PAUSE_LINES):
+        _accept(lines, type_, judge, verdicts, refused, longest > GC_PAUSE_BYTES)
     return verdicts, refused
 
 
@@ -251,7 +256,7 @@ def _big_line(line: bytes | str, type_: Any, judge: bool) -> Any:
     if overload is not None:
         return overload
     verdicts: list[Any] = []
-    with _gc_paused(len(line)):
+    with _gc_paused(len(line) > GC_PAUSE_BYTES):
         _accept((line,), type_, judge, verdicts, [], False)
     return verdicts[0]
 
@@ -302,7 +307,7 @@ def _plain(raw: bytes | str, type_: Any) -> Any:
     overload = _container_overload(raw)
     if overload is not None:
         return overload
-    with _gc_paused(len(raw)):
+    with _gc_paused(len(raw) > GC_PAUSE_BYTES):
         text = _text(raw)
         trimmed = js_trim(text)
         if not trimmed:
@@ -325,16 +330,20 @@ def _plain(raw: bytes | str, type_: Any) -> Any:
 GC_PAUSE_BYTES: Final = 64 * 1024
 """Lines longer than this are decoded with the cyclic garbage collector paused."""
 
+GC_PAUSE_LINES: Final = 1024
+"""Batches of more lines than this are decoded with the cyclic garbage collector paused."""
+
 
 @contextmanager
-def _gc_paused(size: int) -> Iterator[None]:
-    """Pause the cyclic GC while a line of ``size`` bytes is decoded, if it is big.
+def _gc_paused(pause: bool) -> Iterator[None]:
+    """Pause the cyclic GC (if ``pause``) while a big line or a big batch is decoded.
 
-    Young-generation collections would walk a dense line's new containers,
-    none of which can be in a cycle yet (docs/security.md). The collector is
-    restored afterwards, and only if it was on.
+    Collections would walk the new containers of a dense line, or of the
+    events a batch keeps, none of which can be in a cycle yet
+    (docs/security.md). The collector is restored afterwards, and only if it
+    was on.
     """
-    if size <= GC_PAUSE_BYTES or not gc.isenabled():
+    if not pause or not gc.isenabled():
         yield
         return
     gc.disable()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -503,3 +504,35 @@ def test_serialize_then_parse_every_way() -> None:
     collector, _ = feed_all([text.encode()])
     assert collector.events == events
     assert [parse_line(line).data for line in text.split("\n")] == events  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_big_batch_is_decoded_with_the_collector_paused_then_restored(enabled: bool) -> None:
+    """Kept events' payload containers made full collections walk everything kept
+    so far: super-linear parse_lines. The collector is paused, and left as it was."""
+    # Tool calls: their args are dicts and lists, which the collector tracks.
+    data = b"".join(
+        b'{"protocolVersion":2,"sessionId":"s_1","seq":%d,"type":"tool_call",' % seq
+        + b'"payload":{"callId":"c_1","toolName":"t","args":{"a":[1,{"b":2}]}}}\n'
+        for seq in range(1, 5001)
+    )
+    collections: list[str] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(phase)
+
+    was = gc.isenabled()
+    gc.enable() if enabled else gc.disable()
+    gc.callbacks.append(record)
+    try:
+        gc.collect()
+        collections.clear()
+        result = parse_lines(data)
+        during = len(collections)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.callbacks.remove(record)
+        gc.enable() if was else gc.disable()
+    assert len(result.events) == 5000
+    assert during <= 1, during  # the one a re-enabled collector owes (28 without the pause)
