@@ -189,8 +189,12 @@ def decode_lines(
     # Every verdict stays alive until the batch returns, so in a big batch the
     # collector's full passes would walk the payload containers kept so far
     # again and again (super-linear), though none can be in a cycle yet.
-    with _gc_paused(len(lines) > GC_PAUSE_LINES):
-        _accept(lines, type_, judge, verdicts, refused, longest > GC_PAUSE_BYTES)
+    may_be_big = longest > GC_PAUSE_BYTES
+    if len(lines) <= GC_PAUSE_LINES:  # the usual case, one line included: no context manager
+        _accept(lines, type_, judge, verdicts, refused, may_be_big)
+    else:
+        with _gc_paused(True):
+            _accept(lines, type_, judge, verdicts, refused, may_be_big)
     return verdicts, refused
 
 
