@@ -14,6 +14,9 @@ Modes (each in a fresh service process):
   serves it from its replay log.
 * ``live-encrypted``: as ``live``, with the session encrypted (each event
   sealed once, the same envelope bytes for every client).
+* ``big-replay``: as ``replay`` with ``--big-clients`` (20) clients replaying a
+  session of ``--big-events`` (200,000) events: how the replay log's cost per
+  event holds up for a long session (``service_cpu_us_per_event``).
 
 Prints JSON per mode: events/s served (all clients' events over the wall
 time from the first client connecting to the last one finishing), MB/s,
@@ -21,7 +24,7 @@ the service's CPU time and the events/s that CPU time alone would allow
 (the clients share the machine), and the service's peak RSS (``VmHWM``)
 before the session and after it.
 
-Run: ``python benchmarks/bench_serve.py [--clients 200] [--events 1000] [--modes live replay]``
+Run: ``python benchmarks/bench_serve.py [--clients N] [--events N] [--modes live big-replay]``
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from enclave_stream import ClientHandshake, encode_message, parse_ndjson_stream
 from enclave_stream.producer import BrokerConfig, EventStream, SessionRequest
 from enclave_stream.starlette import create_broker_app
 
-MODES = ("live", "replay", "live-encrypted")
+MODES = ("live", "replay", "live-encrypted", "big-replay")
 
 
 # --- the service (child process) -------------------------------------------------
@@ -126,7 +129,7 @@ async def _read(response: httpx.Response, expected: int) -> int:
 
 async def _measure(url: str, mode: str, clients: int, events: int, chunk: int) -> dict[str, Any]:
     expected = events + 2  # session_init, the stdout events, final
-    live = mode != "replay"
+    live = not mode.endswith("replay")
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     timeout = httpx.Timeout(60, read=None)
     request: dict[str, Any] = {
@@ -177,6 +180,7 @@ async def _measure(url: str, mode: str, clients: int, events: int, chunk: int) -
         "events_per_s": round(served / elapsed),
         "approx_mb_per_s": round(served * line_bytes / elapsed / 1e6, 1),
         "service_cpu_s": round(server_cpu, 3),
+        "service_cpu_us_per_event": round(server_cpu / served * 1e6, 3),
         "events_per_service_cpu_s": round(served / server_cpu) if server_cpu else None,
         "client_cpu_s": round(client_cpu, 3),
         "service_peak_rss_mib_before": round(before["peak_rss_kib"] / 1024, 1),
@@ -221,6 +225,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--chunk", type=int, default=40, help="extra characters per stdout line")
+    parser.add_argument("--big-clients", type=int, default=20)
+    parser.add_argument("--big-events", type=int, default=200_000)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = parser.parse_args()
     results = {
@@ -229,7 +235,12 @@ def main() -> None:
             "cpus": multiprocessing.cpu_count(),
             "platform": platform.platform(),
         },
-        "runs": [_one_mode(mode, args.clients, args.events, args.chunk) for mode in args.modes],
+        "runs": [
+            _one_mode(mode, args.big_clients, args.big_events, args.chunk)
+            if mode == "big-replay"
+            else _one_mode(mode, args.clients, args.events, args.chunk)
+            for mode in args.modes
+        ],
     }
     print(json.dumps(results, indent=2))
 
