@@ -48,6 +48,7 @@ from .machine import (
     ConnectionState,
     ReconnectionConfig,
     ReconnectionStateMachine,
+    check_number,
 )
 from .resume import (
     DROP,
@@ -62,18 +63,6 @@ from .resume import (
 )
 
 logger = logging.getLogger("enclave_stream")
-
-
-def _duration_seconds(name: str, value_ms: float) -> float:
-    """A duration option given in ms, checked (finite, > 0), in seconds."""
-    if (
-        isinstance(value_ms, bool)
-        or not isinstance(value_ms, int | float)
-        or not math.isfinite(value_ms)
-        or value_ms <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value_ms!r}")
-    return value_ms / 1000
 
 
 # --- what the stream is built on
@@ -248,7 +237,7 @@ class HeartbeatMonitor(TaskOwner):
     """
 
     def __init__(self, timeout_ms: float, on_timeout: Callable[[], object]) -> None:
-        self._timeout_s = _duration_seconds("timeout_ms", timeout_ms)
+        self._timeout_s = check_number("timeout_ms", timeout_ms, positive=True) / 1000
         self._timeout_ms = timeout_ms
         self._on_timeout = on_timeout
         self._last: float | None = None
@@ -520,12 +509,13 @@ class ResumableEventStream(TaskOwner, once=True):
     ) -> None:
         # None means no limit.
         if heartbeat_timeout_ms is not None:
-            _duration_seconds("heartbeat_timeout_ms", heartbeat_timeout_ms)
+            check_number("heartbeat_timeout_ms", heartbeat_timeout_ms, positive=True)
         self._deadline_s = (
-            math.inf if deadline_ms is None else _duration_seconds("deadline_ms", deadline_ms)
+            math.inf
+            if deadline_ms is None
+            else check_number("deadline_ms", deadline_ms, positive=True) / 1000
         )
-        if max_line_bytes < 1:
-            raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
+        check_number("max_line_bytes", max_line_bytes, integer=True, minimum=1)
         if session is None and isinstance(connect, EncryptingConnector) and connect.encrypted:
             session = connect  # its handshake makes the stream encrypted
         self._connect = connect
@@ -685,22 +675,15 @@ class ResumableEventStream(TaskOwner, once=True):
                 try:
                     async for chunk in chunks:
                         items = await lines.feed(chunk)
-                        if items:
-                            outcome = await self._pass_on(items, heartbeat)
-                            if outcome is not None:
-                                ended.append(outcome)
-                                return
+                        if items and await self._pass_on(items, heartbeat, ended):
+                            return
                     items = await lines.feed(None)
                     # Text after the last newline is a last line sent without
                     # its newline, or what a cut connection left of a line:
                     # take a whole event, but do not report a fragment.
                     cut = any(type(item) is LineError for item in items)
-                    if items and not cut:
-                        outcome = await self._pass_on(items, heartbeat)
-                        if outcome is not None:
-                            ended.append(outcome)
-                            return
-                    ended.append(core.connection_ended(cut))
+                    if not (items and not cut and await self._pass_on(items, heartbeat, ended)):
+                        ended.append(core.connection_ended(cut))
                 finally:
                     await chunks.aclose()
                     await aclose_source(source, forcefully=True)
@@ -716,22 +699,20 @@ class ResumableEventStream(TaskOwner, once=True):
         return self._core.give_up(f"fatal error: {described}", error)
 
     async def _pass_on(
-        self, items: list[_Item], heartbeat: HeartbeatMonitor | _NoMonitor
-    ) -> Outcome | None:
-        """Send the new events of ``items`` to the consumer; an outcome ends the connection."""
+        self, items: list[_Item], heartbeat: HeartbeatMonitor | _NoMonitor, ended: list[Outcome]
+    ) -> bool:
+        """Send the new events of ``items`` to the consumer; True: an outcome in ``ended``."""
         core = self._core
         outcome: Outcome | None = None
         before = core.delivered
         try:
-            core.accept_in_order(items)
-        except Exception as exc:  # on_state failed; the run counts as delivered
-            outcome = GiveUp(f"{type(exc).__name__}: {exc}", exc)
-        run = core.delivered - before
-        # The usual chunk is one such run: then there is no rest to look at.
-        batch: list[StreamEvent] = items if run == len(items) else items[:run]  # type: ignore[assignment]
-        rest = items[run:] if run < len(items) and outcome is None else ()
-        try:
-            for item in rest:
+            try:
+                core.accept_in_order(items)
+            finally:  # even if on_state failed: the run counts as delivered
+                run = core.delivered - before
+                # The usual chunk is one such run: then it is the batch.
+                batch: list[StreamEvent] = items if run == len(items) else items[:run]  # type: ignore[assignment]
+            for item in items[run:]:
                 kind = type(item)
                 if kind is LineError:
                     core.line_error(item)  # type: ignore[arg-type]
@@ -770,11 +751,13 @@ class ResumableEventStream(TaskOwner, once=True):
                 try:
                     await self._send.send(batch)
                 except anyio.BrokenResourceError:
-                    return Finished.CONSUMER_GONE
+                    outcome = Finished.CONSUMER_GONE
                 heartbeat.on_heartbeat()
             except anyio.BrokenResourceError:
-                return Finished.CONSUMER_GONE
-        return outcome
+                outcome = Finished.CONSUMER_GONE
+        if outcome is not None:
+            ended.append(outcome)
+        return outcome is not None
 
     async def _open(self, envelope: EncryptedEnvelope) -> StreamEvent | GiveUp:
         session = self._session

@@ -53,6 +53,7 @@ from .machine import (
     ReconnectionEvent,
     ReconnectionStateMachine,
     StateChangeEvent,
+    check_number,
 )
 
 logger = logging.getLogger("enclave_stream")
@@ -149,8 +150,7 @@ class SequenceTracker:
     """
 
     def __init__(self, max_gaps: int = 100, *, strict: bool = False) -> None:
-        if isinstance(max_gaps, bool) or not isinstance(max_gaps, int) or max_gaps < 0:
-            raise ValueError(f"max_gaps must be an int >= 0, got {max_gaps!r}")
+        check_number("max_gaps", max_gaps, integer=True)
         self._max_gaps = max_gaps
         self._strict = strict
         self._last_seq = 0
@@ -447,11 +447,7 @@ class ResumeCore:
         """
         self.tracker.receive(event.seq)
         self.session_id = event.session_id
-        self.delivered += 1
-        self._too_long = None
-        if self._fresh:
-            self._fresh = False
-            self.machine.on_connected()
+        self._delivered(1)
         return type(event if opened is None else opened) is FinalEvent
 
     def accept_in_order(self, items: Sequence[object]) -> int:
@@ -479,11 +475,7 @@ class ResumeCore:
         count = expect - following
         if count:
             self.tracker.receive_next(count)
-            self.delivered += count
-            self._too_long = None
-            if self._fresh:
-                self._fresh = False
-                self.machine.on_connected()
+            self._delivered(count)
         return count
 
     def connection_ended(self, cut: bool) -> Outcome:
@@ -526,6 +518,13 @@ class ResumeCore:
             self.machine.on_fatal_error(outcome.reason)
         elif self.machine.state not in (ConnectionState.CLOSED, ConnectionState.FAILED):
             self.machine.close()
+
+    def _delivered(self, count: int) -> None:
+        self.delivered += count
+        self._too_long = None
+        if self._fresh:
+            self._fresh = False
+            self.machine.on_connected()  # on_state may raise: the events count all the same
 
     def _on_machine_event(self, event: ReconnectionEvent) -> None:
         if isinstance(event, StateChangeEvent) and self._on_state is not None:
@@ -579,8 +578,7 @@ class EventBuffer(Generic[T]):
     """
 
     def __init__(self, max_size: int = 1000) -> None:
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
-            raise ValueError(f"max_size must be an int >= 0, got {max_size!r}")
+        check_number("max_size", max_size, integer=True)
         self._max_size = max_size
         self._items: list[T] = []
 
