@@ -1,10 +1,8 @@
 """The sans-IO reconnection state machine: states, settings, backoff, events, the table.
 
-The machine owns no clock, no task and no timer: where a timer would be armed
-it records a :class:`PendingRetry`, and whoever owns time
-(:func:`~enclave_stream.reconnect.drive_reconnection`, the resumable client,
-or a test) calls :meth:`ReconnectionStateMachine.fire_retry` once that delay
-has passed.
+Where a timer would be armed the machine records a :class:`PendingRetry`;
+whoever owns time (:func:`~enclave_stream.reconnect.drive_reconnection`, the
+resumable client, a test) calls :meth:`ReconnectionStateMachine.fire_retry`.
 """
 
 from __future__ import annotations
@@ -351,10 +349,8 @@ class ReconnectionStateMachine:
         on_event: called synchronously with every event.
         random: source of jitter in ``[0, 1)``; inject a fixed one for tests.
 
-    Calls made from inside ``on_event`` are safe: their events are queued and
-    delivered after the ones already being delivered, so observers always see
-    events in the order the changes happened (the state an observer reads may
-    then already be newer than the event it handles). An exception from
+    Calls made from inside ``on_event`` are safe: their events are delivered
+    after the current ones (docs/compatibility.md, R3). An exception from
     ``on_event`` propagates to the caller; the state has changed by then and
     the events not yet delivered are dropped.
 

@@ -117,25 +117,17 @@ class SequenceTracker:
     The first number received is taken as the start; ``last + 1`` advances;
     a jump records a gap ``(last + 1, seq - 1)`` (at most ``max_gaps`` are
     kept; later ones are still reported and counted in :attr:`gaps_dropped`)
-    and advances; a number ``<= last`` does not advance.
+    and advances; a number ``<= last`` does not advance and is a
+    :attr:`ReceiveResult.duplicate`.
 
-    The default mode keeps the traces of the TypeScript package
-    (docs/compatibility.md, R4), which the conformance vectors record:
+    The default mode keeps the recorded traces, quirks included: a first
+    seq 0 means "nothing yet", and a number filling a gap is a duplicate.
+    ``strict=True`` drops both: 0 is a start, and a number inside a recorded
+    gap is :attr:`ReceiveResult.late` and fills it (docs/compatibility.md, R4).
 
-    * ``last_seq == 0`` means "nothing received yet": after a first event
-      with seq 0 the next number is again a fresh start, so a jump from 0 to
-      5 records no gap.
-    * A number ``<= last_seq`` is flagged :attr:`ReceiveResult.duplicate`,
-      also one that fills a recorded gap (the gap stays).
-
-    With ``strict=True`` neither quirk holds: the first number is the start
-    whatever it is (0 included), and a number inside a recorded gap is
-    :attr:`ReceiveResult.late`: it is removed from its gap (splitting it).
-    Only other numbers ``<= last_seq`` are duplicates.
-
-    :meth:`check` says what :meth:`receive` would, without changing anything,
-    so a caller can decide before it accepts a number. Sequence numbers are
-    non-negative ints (as on the wire); anything else is a ``ValueError``.
+    :meth:`check` says what :meth:`receive` would, without changing anything.
+    Sequence numbers are ints >= 0 (as on the wire); anything else is a
+    ``ValueError``.
 
     >>> t = SequenceTracker()
     >>> [t.receive(s).duplicate for s in (1, 2, 2, 5, 3)]
@@ -318,7 +310,7 @@ _PLAIN_EVENTS: Final = frozenset(STREAM_EVENT_CLASSES) - {FinalEvent}
 class ResumeCore:
     """The decisions of a resumable client, without I/O: a driver feeds it and obeys.
 
-    The driver's loop, for each connection::
+    The driver's loop (``ResumableEventStream`` is one), for each connection::
 
         core.connection_opened()
         connect(core.next_seq)                   # resume after what was delivered
@@ -336,7 +328,7 @@ class ResumeCore:
     :class:`GiveUp` when retries are exhausted), and after sleeping it,
     ``core.retry()``; ``core.finish(outcome)`` records the end.
 
-    The rules, in the order they are checked:
+    The rules, in the order they are checked (docs/compatibility.md, R6-R9):
 
     * with ``refuse_plaintext`` (an encrypted stream), anything but an
       ``enc`` envelope ends the stream (an injected event);
@@ -349,7 +341,7 @@ class ResumeCore:
       :class:`LineTooLongError` when an over-long line came just before),
       or, with ``allow_gaps``, record the gap and go on;
     * the first new event of a connection reports it connected, which
-      resets the retry count: progress, not a handshake, proves a connection.
+      resets the retry count (R7).
 
     Args:
         config: retries and backoff.
