@@ -1,13 +1,10 @@
 """Reconnection for EnclaveJS streams: a sans-IO core and small anyio drivers.
 
-The sans-IO part (no clock, no tasks; time and randomness are injected) is in
-:mod:`~enclave_stream.reconnect.machine` (the state machine and its backoff)
-and :mod:`~enclave_stream.reconnect.resume` (sequence numbers, the resume
-decisions, the event buffer); the anyio part (:func:`open_event_stream`,
-:class:`HeartbeatMonitor`, :func:`drive_reconnection`) in
-:mod:`~enclave_stream.reconnect.client`. The httpx connectors live in
-:mod:`~enclave_stream.reconnect.http`, imported only when one of its names is
-asked for: they need the ``httpx`` extra.
+Sans-IO: :mod:`.machine` (the state machine, backoff) and :mod:`.resume`
+(sequence numbers, the resume decisions, the event buffer). anyio:
+:mod:`.client` (:func:`open_event_stream`, :class:`HeartbeatMonitor`,
+:func:`drive_reconnection`). httpx: :mod:`.http`, imported on first use of
+one of its names (the ``httpx`` extra).
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from .machine import (
     ConnectionState,
     ReconnectionConfig,
     ReconnectionStateMachine,
+    check_number,
 )
 from .resume import (
     DROP,
@@ -62,18 +63,6 @@ from .resume import (
 )
 
 logger = logging.getLogger("enclave_stream")
-
-
-def _duration_seconds(name: str, value_ms: float) -> float:
-    """A duration option given in ms, checked (finite, > 0), in seconds."""
-    if (
-        isinstance(value_ms, bool)
-        or not isinstance(value_ms, int | float)
-        or not math.isfinite(value_ms)
-        or value_ms <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value_ms!r}")
-    return value_ms / 1000
 
 
 # --- what the stream is built on
@@ -166,11 +155,9 @@ async def drive_reconnection(
 ) -> NoReturn:
     """Fire the machine's pending retries when their delays run out; runs until cancelled.
 
-    It sleeps only while a retry is pending, wakes up when the retry is
-    cancelled or replaced, and calls
-    :meth:`~ReconnectionStateMachine.fire_retry` once the delay of the
-    retry it slept for has passed and that retry is still pending. React to
-    the ``retry_started`` event (or the ``connecting`` state) to reconnect.
+    A retry cancelled or replaced while it sleeps is not fired (the new one
+    is slept for). React to the ``retry_started`` event (or the
+    ``connecting`` state) to reconnect.
 
     Start it in a task group and cancel the group's scope to stop it; with
     ``await tg.start(...)`` it is listening before ``start`` returns::
@@ -206,11 +193,7 @@ async def drive_reconnection(
 
 
 class _Run:
-    """What one run of the monitor task shares with the monitor's methods.
-
-    Kept per run so that a task still winding down after ``stop()`` can never
-    touch the state of the run that a new ``start()`` began.
-    """
+    """One run of the monitor task: a task winding down after ``stop()`` keeps its own."""
 
     __slots__ = ("scope", "wait_scope")
 
@@ -222,17 +205,11 @@ class _Run:
 class HeartbeatMonitor(TaskOwner):
     """Calls ``on_timeout`` when ``timeout_ms`` pass without :meth:`on_heartbeat`.
 
-    A heartbeat only records the time: the task wakes at the old deadline,
-    sees the new one, and sleeps again, so a heartbeat costs no timer
-    rescheduling.
-
-    It fires once per silence: after ``on_timeout`` it stays quiet until the
-    next :meth:`on_heartbeat` or :meth:`reset`, which re-arms it with a full
-    ``timeout_ms`` from that moment. :meth:`pause` stops the clock until the
-    next heartbeat. ``on_timeout`` is a plain function or a coroutine function
-    (an awaitable result is awaited); it runs in the monitor's task, and if it
-    raises, the exception propagates through the task group (out of the
-    ``async with``).
+    It fires once per silence and re-arms on the next :meth:`on_heartbeat` or
+    :meth:`reset`; :meth:`pause` stops the clock until the next heartbeat
+    (docs/compatibility.md, R5). ``on_timeout`` is a plain or a coroutine
+    function; it runs in the monitor's task, and what it raises propagates
+    through the task group (out of the ``async with``).
 
     Use it as a context manager that owns its task::
 
@@ -248,7 +225,7 @@ class HeartbeatMonitor(TaskOwner):
     """
 
     def __init__(self, timeout_ms: float, on_timeout: Callable[[], object]) -> None:
-        self._timeout_s = _duration_seconds("timeout_ms", timeout_ms)
+        self._timeout_s = check_number("timeout_ms", timeout_ms, positive=True) / 1000
         self._timeout_ms = timeout_ms
         self._on_timeout = on_timeout
         self._last: float | None = None
@@ -277,8 +254,9 @@ class HeartbeatMonitor(TaskOwner):
         self._last = anyio.current_time()
         self._idle = False
         run = self._run
-        # The waiting task needs waking only when the deadline came closer:
-        # after a timeout or a pause it waits without one.
+        # Usually this only records the time: the task wakes at the old
+        # deadline and sleeps on. It needs waking only when the deadline came
+        # closer: after a timeout or a pause it waits without one.
         wait_scope = None if run is None else run.wait_scope
         deadline = self._deadline()
         if wait_scope is not None and wait_scope.deadline > deadline:
@@ -415,10 +393,8 @@ _BUFFERED_BATCHES = 1
 class ResumableEventStream(TaskOwner, once=True):
     """The events of one session, each exactly once and in order, across reconnects.
 
-    Follows a session's event stream to its ``final`` event, reconnecting as
-    needed. :func:`open_event_stream` is another name for this class.
-
-    Use it as an async context manager, and iterate::
+    :func:`open_event_stream` is another name for this class. Use it as an
+    async context manager, and iterate::
 
         async with httpx.AsyncClient() as client:
             connect = httpx_connector(client, f"{broker}/sessions/{sid}/stream")
@@ -426,64 +402,30 @@ class ResumableEventStream(TaskOwner, once=True):
                 async for event in events:
                     ...
 
-    Each connection is made with ``connect(from_seq)``: ``from_seq`` is None
-    until an event has been delivered, then ``last_seq + 1``. Lines are parsed
-    as NDJSON; ``enc`` envelopes are opened with ``session``; events already
-    delivered (a replay that starts too early, a resent line) are dropped, so
-    the loop sees each sequence number at most once, in increasing order. The
-    stream ends after the ``final`` event, which is delivered. The decisions
-    are :class:`~enclave_stream.reconnect.ResumeCore`'s.
+    Each connection is ``connect(from_seq)``, resuming after the last event
+    delivered; the stream ends after the ``final`` event, which is delivered.
+    What happens to each event (drop a repeat, reconnect for a hole, pin the
+    session, refuse plaintext on an encrypted stream) is
+    :class:`~enclave_stream.reconnect.ResumeCore`'s rule set; how it differs
+    from the reference is docs/compatibility.md, R5-R11.
 
-    Reconnection: a connection is retried, after the backoff of ``config``,
-    when it fails with a transport error (``OSError``, anyio's
-    ``BrokenResourceError``/``EndOfStream``/``IncompleteRead``, a
-    :class:`~enclave_stream.reconnect.RetryableConnectError`), when it ends
-    before ``final``, and when no new event of the session arrives for
-    ``heartbeat_timeout_ms`` (connecting included; a heartbeat event counts,
-    while bytes, bad lines and events already delivered do not; time spent
-    waiting for a slow consumer does not count). ``retry_if(error)`` decides
-    for other errors, which are fatal without it; a
-    :class:`~enclave_stream.reconnect.FatalConnectError` always is.
-    **The retry count resets once a connection delivers a new event**
-    (not when it merely connects), so a long stream's later drops start again
-    at the initial delay, while a server that keeps accepting connections and
-    dropping them before anything new arrives exhausts ``config.max_retries``.
-
-    Gaps: if a connection skips sequence numbers, the stream reconnects to ask
-    for a replay from the first missing one; if that replay skips them too,
-    the iteration raises :class:`~enclave_stream.reconnect.SequenceGapError`,
-    or with ``allow_gaps=True`` goes on (see ``events.gaps``).
-
-    Encryption and session: with ``session`` (or a connector whose own
-    handshake encrypts the stream, like an encrypting ``broker_connector``,
-    which then opens the envelopes itself), every line must be an envelope
-    of that session; a plaintext event ends the stream with an
-    :class:`~enclave_stream.crypto.EnvelopeError` (reason
-    ``plaintext_refused``, with the event's type, seq and line) as the
-    failure's cause. The first event fixes the session id: an event of another
-    session raises :class:`~enclave_stream.reconnect.SessionMismatchError`.
-
-    Failure: giving up (a fatal error, retries exhausted, an envelope that
-    cannot be opened, one that arrives with no ``session``, a plaintext event
-    on an encrypted stream, another session's event, the overall deadline)
-    raises :class:`~enclave_stream.reconnect.StreamFailedError` from the
-    loop, after the events received before it; it says why and how many
-    events were delivered. An event missing because its line exceeded
-    ``max_line_bytes`` raises
-    :class:`~enclave_stream.reconnect.LineTooLongError`, which says so. An
-    exception raised by ``on_state``, ``on_error`` or ``retry_if`` ends the
-    stream and is raised from the loop as it is.
+    A connection is retried, after the backoff of ``config``, when it fails
+    with an error :func:`is_retryable` accepts, when it ends before ``final``,
+    and when no new event of the session arrives for ``heartbeat_timeout_ms``
+    (connecting included; time spent waiting for a slow consumer does not
+    count). The retry count resets once a connection delivers a new event.
 
     Args:
         connect: opens one connection; see :data:`Connector`.
         config: retries and backoff.
         heartbeat_timeout_ms: the longest silence allowed on a connection;
             None waits forever.
-        session: opens ``enc`` envelopes (an ``EncryptedSession``).
+        session: opens ``enc`` envelopes (an ``EncryptedSession``); a
+            connector whose own handshake encrypts (an encrypting
+            ``broker_connector``) is used when none is given.
         require_encryption: with ``session``, refuse plaintext events (the
-            default). ``False`` lets plaintext events through an encrypted
-            stream: for debugging a mixed stream only, never in production,
-            since anyone on the path could then inject events.
+            default). ``False`` is for debugging a mixed stream only: anyone
+            on the path could then inject events.
         deadline_ms: the longest the whole stream may take, reconnects
             included; None (the default) has no limit.
         on_state: called with each new :class:`ConnectionState`, from the
@@ -496,11 +438,19 @@ class ResumableEventStream(TaskOwner, once=True):
         max_line_bytes: longest line accepted; longer ones are reported and
             skipped without being buffered.
 
+    Raises (from the loop, after the events received before):
+        StreamFailedError: the stream gave up (retries exhausted, a fatal
+            error, an envelope that cannot be opened or comes without a
+            ``session``, a plaintext event on an encrypted stream, the
+            deadline); it says why and how many events were delivered. Its
+            subclasses say more: :class:`SequenceGapError`,
+            :class:`SessionMismatchError`, :class:`LineTooLongError`.
+        Exception: whatever ``on_state``, ``on_error`` or ``retry_if`` raised.
+
     The ``async with`` block owns the task that reads the connections;
     leaving it (also by ``break``, an exception or cancellation) closes the
     connection, and no task outlives it. The stream reads ahead by a few
-    received chunks at most while the loop's body is busy elsewhere; a slow
-    consumer slows the reads down (backpressure).
+    received chunks at most: a slow consumer slows the reads down.
     """
 
     def __init__(
@@ -520,12 +470,13 @@ class ResumableEventStream(TaskOwner, once=True):
     ) -> None:
         # None means no limit.
         if heartbeat_timeout_ms is not None:
-            _duration_seconds("heartbeat_timeout_ms", heartbeat_timeout_ms)
+            check_number("heartbeat_timeout_ms", heartbeat_timeout_ms, positive=True)
         self._deadline_s = (
-            math.inf if deadline_ms is None else _duration_seconds("deadline_ms", deadline_ms)
+            math.inf
+            if deadline_ms is None
+            else check_number("deadline_ms", deadline_ms, positive=True) / 1000
         )
-        if max_line_bytes < 1:
-            raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
+        check_number("max_line_bytes", max_line_bytes, integer=True, minimum=1)
         if session is None and isinstance(connect, EncryptingConnector) and connect.encrypted:
             session = connect  # its handshake makes the stream encrypted
         self._connect = connect
@@ -685,22 +636,15 @@ class ResumableEventStream(TaskOwner, once=True):
                 try:
                     async for chunk in chunks:
                         items = await lines.feed(chunk)
-                        if items:
-                            outcome = await self._pass_on(items, heartbeat)
-                            if outcome is not None:
-                                ended.append(outcome)
-                                return
+                        if items and await self._pass_on(items, heartbeat, ended):
+                            return
                     items = await lines.feed(None)
                     # Text after the last newline is a last line sent without
                     # its newline, or what a cut connection left of a line:
                     # take a whole event, but do not report a fragment.
                     cut = any(type(item) is LineError for item in items)
-                    if items and not cut:
-                        outcome = await self._pass_on(items, heartbeat)
-                        if outcome is not None:
-                            ended.append(outcome)
-                            return
-                    ended.append(core.connection_ended(cut))
+                    if not (items and not cut and await self._pass_on(items, heartbeat, ended)):
+                        ended.append(core.connection_ended(cut))
                 finally:
                     await chunks.aclose()
                     await aclose_source(source, forcefully=True)
@@ -716,22 +660,20 @@ class ResumableEventStream(TaskOwner, once=True):
         return self._core.give_up(f"fatal error: {described}", error)
 
     async def _pass_on(
-        self, items: list[_Item], heartbeat: HeartbeatMonitor | _NoMonitor
-    ) -> Outcome | None:
-        """Send the new events of ``items`` to the consumer; an outcome ends the connection."""
+        self, items: list[_Item], heartbeat: HeartbeatMonitor | _NoMonitor, ended: list[Outcome]
+    ) -> bool:
+        """Send the new events of ``items`` to the consumer; True: an outcome in ``ended``."""
         core = self._core
         outcome: Outcome | None = None
         before = core.delivered
         try:
-            core.accept_in_order(items)
-        except Exception as exc:  # on_state failed; the run counts as delivered
-            outcome = GiveUp(f"{type(exc).__name__}: {exc}", exc)
-        run = core.delivered - before
-        # The usual chunk is one such run: then there is no rest to look at.
-        batch: list[StreamEvent] = items if run == len(items) else items[:run]  # type: ignore[assignment]
-        rest = items[run:] if run < len(items) and outcome is None else ()
-        try:
-            for item in rest:
+            try:
+                core.accept_in_order(items)
+            finally:  # even if on_state failed: the run counts as delivered
+                run = core.delivered - before
+                # The usual chunk is one such run: then it is the batch.
+                batch: list[StreamEvent] = items if run == len(items) else items[:run]  # type: ignore[assignment]
+            for item in items[run:]:
                 kind = type(item)
                 if kind is LineError:
                     core.line_error(item)  # type: ignore[arg-type]
@@ -770,11 +712,13 @@ class ResumableEventStream(TaskOwner, once=True):
                 try:
                     await self._send.send(batch)
                 except anyio.BrokenResourceError:
-                    return Finished.CONSUMER_GONE
+                    outcome = Finished.CONSUMER_GONE
                 heartbeat.on_heartbeat()
             except anyio.BrokenResourceError:
-                return Finished.CONSUMER_GONE
-        return outcome
+                outcome = Finished.CONSUMER_GONE
+        if outcome is not None:
+            ended.append(outcome)
+        return outcome is not None
 
     async def _open(self, envelope: EncryptedEnvelope) -> StreamEvent | GiveUp:
         session = self._session

@@ -1,15 +1,8 @@
 """Connectors over ``httpx.AsyncClient``: any NDJSON URL, and the broker's two routes.
 
-* :func:`httpx_connector` streams one URL, resuming with ``?fromSeq=N``.
-* :func:`broker_connector` starts a session with ``POST /sessions`` (with a
-  ClientHello when encrypting: the response names the session in
-  ``X-Session-ID`` and carries the ServerHello in ``X-Enclave-Server-Hello``,
-  from which the handshake completes), then resumes it with
-  ``GET /sessions/{id}/stream?fromSeq=N``.
-
-Needs the ``httpx`` extra: ``pip install 'enclave-stream[httpx]'``. The rest of
-the library works without httpx: ``enclave_stream.reconnect`` imports this
-module only when one of its names is asked for.
+Needs the ``httpx`` extra (``pip install 'enclave-stream[httpx]'``);
+``enclave_stream.reconnect`` imports this module only when one of its names
+is asked for (docs/compatibility.md, R10).
 """
 
 from __future__ import annotations
@@ -70,17 +63,13 @@ def httpx_connector(
     other ``request_kwargs`` (``headers``, ``timeout``, ``json``, ...) go to
     ``client.stream``.
 
-    A 2xx response is streamed (``response.aiter_bytes()``, so content
-    encodings are undone). A 429 or 5xx response and httpx transport errors
-    (``httpx.TransportError``, ``httpx.DecodingError``) raise
+    A 2xx response is streamed (content encodings undone). A 429 or 5xx
+    response and httpx transport errors raise
     :class:`~enclave_stream.reconnect.RetryableConnectError`; any other status
     raises :class:`~enclave_stream.reconnect.FatalConnectError`, with the
-    status and the start of the body in the message.
-
-    Silence is the stream's heartbeat timeout to judge, so unless
-    ``request_kwargs`` has a ``timeout``, these requests use the client's
-    timeouts without the read timeout (httpx's default of 5 s would otherwise
-    cut every quiet stream, and each such cut would count as a failed retry)::
+    status and the start of the body in the message. Unless
+    ``request_kwargs`` has a ``timeout``, the client's read timeout is not
+    used: silence is the stream's heartbeat timeout to judge (R10)::
 
         async with httpx.AsyncClient() as client:
             connect = httpx_connector(
@@ -115,7 +104,8 @@ async def _streamed(
 ) -> AsyncIterator[httpx.Response]:
     """A 2xx response, streamed; other statuses and transport errors raise connector errors."""
     if "timeout" not in kwargs:
-        # Silence is the stream's heartbeat timeout to judge, not httpx's read timeout.
+        # httpx's default read timeout of 5 s would cut every quiet stream,
+        # and each cut would count as a failed retry.
         timeout = client.timeout
         kwargs["timeout"] = httpx.Timeout(
             connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
@@ -175,11 +165,10 @@ class BrokerConnector:
     ``{"protocolVersion": 2, "code": code, "encryption": ...}``; every later
     one (once the response named the session) sends ``GET
     {base_url}/sessions/{id}/stream?fromSeq=N`` through
-    :func:`~enclave_stream.reconnect.http.httpx_connector`. Status
-    codes are classified as it does: 429, 5xx and transport errors are
-    retried, other statuses are fatal. A ``POST`` that fails before the
-    response names the session is retried as a ``POST`` (the broker may then
-    hold an orphan session, which it retires like any other).
+    :func:`~enclave_stream.reconnect.http.httpx_connector`, which classifies
+    the failures. A ``POST`` that fails before the response names the
+    session is retried as a ``POST`` (the broker may then hold an orphan
+    session, which it retires like any other).
 
     For example, pinning the server's key::
 
@@ -280,8 +269,13 @@ class BrokerConnector:
     def __call__(self, from_seq: int | None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Open one connection: ``POST`` until the session is named, then ``GET ?fromSeq=N``."""
         if self.session_id is None:
-            return self._start(from_seq)
-        return self._follow(from_seq)
+            return self._counted(self._start(from_seq))
+        self.connections.append(ConnectionRecord("GET", from_seq))
+        if self._resume is None:
+            session = quote(self.session_id, safe="")
+            url = f"{self._base}/sessions/{session}/stream"
+            self._resume = httpx_connector(self._client, url, headers=self._headers)
+        return self._counted(self._resume(from_seq))  # type: ignore[arg-type]
 
     @asynccontextmanager
     async def _start(self, from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -294,7 +288,14 @@ class BrokerConnector:
             headers={**self._headers, "Content-Type": "application/json"},
         ) as response:
             self._accept(response.headers)
-            body = _CountingBody(response.aiter_bytes(), self)
+            yield response.aiter_bytes()
+
+    @asynccontextmanager
+    async def _counted(
+        self, connection: AbstractAsyncContextManager[AsyncIterator[bytes]]
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        async with connection as source:
+            body = _CountingBody(source, self)
             try:
                 yield body
             finally:
@@ -321,20 +322,6 @@ class BrokerConnector:
             except ValueError as exc:
                 raise FatalConnectError(f"the handshake failed: {exc}") from exc
         self.session_id = session_id
-
-    @asynccontextmanager
-    async def _follow(self, from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
-        self.connections.append(ConnectionRecord("GET", from_seq))
-        if self._resume is None:
-            session = quote(str(self.session_id), safe="")
-            url = f"{self._base}/sessions/{session}/stream"
-            self._resume = httpx_connector(self._client, url, headers=self._headers)
-        async with self._resume(from_seq) as source:
-            body = _CountingBody(source, self)  # type: ignore[arg-type]
-            try:
-                yield body
-            finally:
-                await body.aclose()
 
     def __repr__(self) -> str:
         return (

@@ -1,10 +1,8 @@
 """The sans-IO reconnection state machine: states, settings, backoff, events, the table.
 
-The machine owns no clock, no task and no timer: where a timer would be armed
-it records a :class:`PendingRetry`, and whoever owns time
-(:func:`~enclave_stream.reconnect.drive_reconnection`, the resumable client,
-or a test) calls :meth:`ReconnectionStateMachine.fire_retry` once that delay
-has passed.
+Where a timer would be armed the machine records a :class:`PendingRetry`;
+whoever owns time (:func:`~enclave_stream.reconnect.drive_reconnection`, the
+resumable client, a test) calls :meth:`ReconnectionStateMachine.fire_retry`.
 """
 
 from __future__ import annotations
@@ -59,17 +57,34 @@ class ConnectionState(StrEnum):
     """Closed on purpose by the caller."""
 
 
-def _check_number(
-    name: str, value: object, *, minimum: float, maximum: float | None = None
-) -> None:
+def check_number(
+    name: str,
+    value: object,
+    *,
+    minimum: float = 0,
+    maximum: float | None = None,
+    positive: bool = False,
+    integer: bool = False,
+    error: type[ValueError] = ValueError,
+) -> float:
+    """``value`` if it is a finite number within the bounds, else raise ``error`` naming it.
+
+    ``minimum`` (and ``maximum``) are inclusive; ``positive`` asks for > 0
+    instead, ``integer`` for an int. The reconnection options are all checked
+    here, so that a bad setting fails where it is written.
+    """
     # bool is an int subclass; `jitter_factor=True` is a mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ReconnectionConfigError(f"{name} must be a number, got {value!r}")
+    kind = "an int" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        raise error(f"{name} must be {kind}, got {value!r}")
     if not math.isfinite(value):
-        raise ReconnectionConfigError(f"{name} must be finite, got {value!r}")
+        raise error(f"{name} must be finite, got {value!r}")
+    if positive and value <= 0:
+        raise error(f"{name} must be a finite number > 0, got {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ReconnectionConfigError(f"{name} must be {bound}, got {value!r}")
+        raise error(f"{name} must be {bound}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +119,15 @@ class ReconnectionConfig:
     jitter_factor: float = 0.3
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
-            raise ReconnectionConfigError(f"max_retries must be an int, got {self.max_retries!r}")
-        if self.max_retries < 0:
-            raise ReconnectionConfigError(f"max_retries must be >= 0, got {self.max_retries!r}")
-        _check_number("initial_delay_ms", self.initial_delay_ms, minimum=0)
-        _check_number("max_delay_ms", self.max_delay_ms, minimum=0)
-        _check_number("backoff_multiplier", self.backoff_multiplier, minimum=1)
+        check_number("max_retries", self.max_retries, integer=True, error=ReconnectionConfigError)
+        check_number("initial_delay_ms", self.initial_delay_ms, error=ReconnectionConfigError)
+        check_number("max_delay_ms", self.max_delay_ms, error=ReconnectionConfigError)
+        check_number(
+            "backoff_multiplier", self.backoff_multiplier, minimum=1, error=ReconnectionConfigError
+        )
         if not isinstance(self.jitter, bool):
             raise ReconnectionConfigError(f"jitter must be a bool, got {self.jitter!r}")
-        _check_number("jitter_factor", self.jitter_factor, minimum=0, maximum=1)
+        check_number("jitter_factor", self.jitter_factor, maximum=1, error=ReconnectionConfigError)
 
 
 DEFAULT_RECONNECTION_CONFIG: Final = ReconnectionConfig()
@@ -335,10 +349,8 @@ class ReconnectionStateMachine:
         on_event: called synchronously with every event.
         random: source of jitter in ``[0, 1)``; inject a fixed one for tests.
 
-    Calls made from inside ``on_event`` are safe: their events are queued and
-    delivered after the ones already being delivered, so observers always see
-    events in the order the changes happened (the state an observer reads may
-    then already be newer than the event it handles). An exception from
+    Calls made from inside ``on_event`` are safe: their events are delivered
+    after the current ones (docs/compatibility.md, R3). An exception from
     ``on_event`` propagates to the caller; the state has changed by then and
     the events not yet delivered are dropped.
 

@@ -53,6 +53,7 @@ from .machine import (
     ReconnectionEvent,
     ReconnectionStateMachine,
     StateChangeEvent,
+    check_number,
 )
 
 logger = logging.getLogger("enclave_stream")
@@ -116,25 +117,17 @@ class SequenceTracker:
     The first number received is taken as the start; ``last + 1`` advances;
     a jump records a gap ``(last + 1, seq - 1)`` (at most ``max_gaps`` are
     kept; later ones are still reported and counted in :attr:`gaps_dropped`)
-    and advances; a number ``<= last`` does not advance.
+    and advances; a number ``<= last`` does not advance and is a
+    :attr:`ReceiveResult.duplicate`.
 
-    The default mode keeps the traces of the TypeScript package
-    (docs/compatibility.md, R4), which the conformance vectors record:
+    The default mode keeps the recorded traces, quirks included: a first
+    seq 0 means "nothing yet", and a number filling a gap is a duplicate.
+    ``strict=True`` drops both: 0 is a start, and a number inside a recorded
+    gap is :attr:`ReceiveResult.late` and fills it (docs/compatibility.md, R4).
 
-    * ``last_seq == 0`` means "nothing received yet": after a first event
-      with seq 0 the next number is again a fresh start, so a jump from 0 to
-      5 records no gap.
-    * A number ``<= last_seq`` is flagged :attr:`ReceiveResult.duplicate`,
-      also one that fills a recorded gap (the gap stays).
-
-    With ``strict=True`` neither quirk holds: the first number is the start
-    whatever it is (0 included), and a number inside a recorded gap is
-    :attr:`ReceiveResult.late`: it is removed from its gap (splitting it).
-    Only other numbers ``<= last_seq`` are duplicates.
-
-    :meth:`check` says what :meth:`receive` would, without changing anything,
-    so a caller can decide before it accepts a number. Sequence numbers are
-    non-negative ints (as on the wire); anything else is a ``ValueError``.
+    :meth:`check` says what :meth:`receive` would, without changing anything.
+    Sequence numbers are ints >= 0 (as on the wire); anything else is a
+    ``ValueError``.
 
     >>> t = SequenceTracker()
     >>> [t.receive(s).duplicate for s in (1, 2, 2, 5, 3)]
@@ -149,8 +142,7 @@ class SequenceTracker:
     """
 
     def __init__(self, max_gaps: int = 100, *, strict: bool = False) -> None:
-        if isinstance(max_gaps, bool) or not isinstance(max_gaps, int) or max_gaps < 0:
-            raise ValueError(f"max_gaps must be an int >= 0, got {max_gaps!r}")
+        check_number("max_gaps", max_gaps, integer=True)
         self._max_gaps = max_gaps
         self._strict = strict
         self._last_seq = 0
@@ -318,7 +310,7 @@ _PLAIN_EVENTS: Final = frozenset(STREAM_EVENT_CLASSES) - {FinalEvent}
 class ResumeCore:
     """The decisions of a resumable client, without I/O: a driver feeds it and obeys.
 
-    The driver's loop, for each connection::
+    The driver's loop (``ResumableEventStream`` is one), for each connection::
 
         core.connection_opened()
         connect(core.next_seq)                   # resume after what was delivered
@@ -336,7 +328,7 @@ class ResumeCore:
     :class:`GiveUp` when retries are exhausted), and after sleeping it,
     ``core.retry()``; ``core.finish(outcome)`` records the end.
 
-    The rules, in the order they are checked:
+    The rules, in the order they are checked (docs/compatibility.md, R6-R9):
 
     * with ``refuse_plaintext`` (an encrypted stream), anything but an
       ``enc`` envelope ends the stream (an injected event);
@@ -349,7 +341,7 @@ class ResumeCore:
       :class:`LineTooLongError` when an over-long line came just before),
       or, with ``allow_gaps``, record the gap and go on;
     * the first new event of a connection reports it connected, which
-      resets the retry count: progress, not a handshake, proves a connection.
+      resets the retry count (R7).
 
     Args:
         config: retries and backoff.
@@ -447,11 +439,7 @@ class ResumeCore:
         """
         self.tracker.receive(event.seq)
         self.session_id = event.session_id
-        self.delivered += 1
-        self._too_long = None
-        if self._fresh:
-            self._fresh = False
-            self.machine.on_connected()
+        self._delivered(1)
         return type(event if opened is None else opened) is FinalEvent
 
     def accept_in_order(self, items: Sequence[object]) -> int:
@@ -479,11 +467,7 @@ class ResumeCore:
         count = expect - following
         if count:
             self.tracker.receive_next(count)
-            self.delivered += count
-            self._too_long = None
-            if self._fresh:
-                self._fresh = False
-                self.machine.on_connected()
+            self._delivered(count)
         return count
 
     def connection_ended(self, cut: bool) -> Outcome:
@@ -526,6 +510,13 @@ class ResumeCore:
             self.machine.on_fatal_error(outcome.reason)
         elif self.machine.state not in (ConnectionState.CLOSED, ConnectionState.FAILED):
             self.machine.close()
+
+    def _delivered(self, count: int) -> None:
+        self.delivered += count
+        self._too_long = None
+        if self._fresh:
+            self._fresh = False
+            self.machine.on_connected()  # on_state may raise: the events count all the same
 
     def _on_machine_event(self, event: ReconnectionEvent) -> None:
         if isinstance(event, StateChangeEvent) and self._on_state is not None:
@@ -579,8 +570,7 @@ class EventBuffer(Generic[T]):
     """
 
     def __init__(self, max_size: int = 1000) -> None:
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
-            raise ValueError(f"max_size must be an int >= 0, got {max_size!r}")
+        check_number("max_size", max_size, integer=True)
         self._max_size = max_size
         self._items: list[T] = []
 
