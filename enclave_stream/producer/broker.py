@@ -1,32 +1,28 @@
 """A session broker without a web framework: the streams of a service, by session id.
 
-:class:`SessionBroker` keeps the :class:`~.stream.EventStream` of each live
-session, runs the producer of each session it starts, and answers the
-broker's routes as plain calls (``POST /sessions`` ->
-:meth:`~SessionBroker.create_session`, ``GET /sessions/{id}/stream?fromSeq=N``
--> :meth:`~SessionBroker.open_stream`, ``DELETE /sessions/{id}`` ->
-:meth:`~SessionBroker.cancel`); failures are :class:`~.errors.BrokerError`
-objects carrying the HTTP status and body. :mod:`enclave_stream.starlette`
-puts them on Starlette; docs/compatibility.md (P1-P8) says how they differ
-from the reference broker.
+The broker's routes are plain calls whose failures are
+:class:`~enclave_stream.errors.BrokerError` objects carrying the HTTP status
+and body; :mod:`enclave_stream.starlette` puts them on Starlette.
+docs/compatibility.md (P1-P8) says what they do.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BrokerConfig",
-    "CreatedSession",
     "SessionBroker",
     "SessionRequest",
     "SessionRequestConfig",
     "SessionRequestEncryption",
     "SessionRunner",
-    "stream_headers",
+    "StreamResponse",
+    "parse_from_seq",
+    "stream_response",
 ]
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -50,7 +46,7 @@ from ..protocol import (
     EncryptionMode,
     generate_session_id,
 )
-from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody
+from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody, check_number
 from .stream import CANCELLED, EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
@@ -155,30 +151,45 @@ class BrokerConfig:
     max_request_bytes: int = 1024 * 1024
 
 
-def stream_headers(session_id: str) -> dict[str, str]:
-    """The headers of a session's NDJSON stream response, but ``Content-Type``.
-
-    >>> stream_headers("s_1")
-    {'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no', 'X-Session-ID': 's_1'}
-    """
-    return {
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
-        SESSION_ID_HEADER: session_id,
-    }
-
-
 @dataclass(frozen=True, slots=True)
-class CreatedSession:
-    """What :meth:`SessionBroker.create_session` made: the stream, its body, the headers.
+class StreamResponse:
+    """A session's NDJSON stream response: the stream, its body, every header but the media type.
 
-    ``headers`` are :func:`stream_headers` plus, for an encrypted session,
-    :data:`SERVER_HELLO_HEADER`.
+    The headers are ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``
+    and ``X-Session-ID``; for a session
+    just created encrypted, also :data:`SERVER_HELLO_HEADER`.
     """
 
     stream: EventStream
     body: NdjsonBody
     headers: dict[str, str]
+
+
+def stream_response(
+    stream: EventStream, from_seq: int | None = None, headers: Mapping[str, str] | None = None
+) -> StreamResponse:
+    """``stream`` from ``from_seq`` (None: from the start), with the headers of a stream response.
+
+    >>> stream_response(EventStream("s_1", heartbeat_interval_ms=None)).headers
+    {'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no', 'X-Session-ID': 's_1'}
+
+    Raises:
+        BrokerError: 410 ``REPLAY_UNAVAILABLE`` when events from ``from_seq``
+            were dropped (``details`` hold ``requestedSeq`` and ``firstAvailableSeq``).
+        ValueError: ``from_seq`` is not an integer >= 0.
+    """
+    try:
+        body = stream.ndjson_body(from_seq)
+    except ReplayUnavailableError as exc:
+        details = {"requestedSeq": exc.requested_seq, "firstAvailableSeq": exc.first_available_seq}
+        raise BrokerError(410, exc.code, str(exc), details=details) from None
+    merged = {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
+        SESSION_ID_HEADER: stream.session_id,
+        **(headers or {}),
+    }
+    return StreamResponse(stream, body, merged)
 
 
 @dataclass(slots=True)
@@ -227,8 +238,7 @@ class SessionBroker(TaskOwner):
     ) -> None:
         self._runner = runner
         self._config = BrokerConfig() if config is None else config
-        if self._config.max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1, got {self._config.max_sessions}")
+        check_number("max_sessions", self._config.max_sessions, 1)
         self._signing_key = signing_key
         self._now = now
         self._slots: dict[str, _Slot] = {}  # insertion order: oldest first
@@ -358,7 +368,7 @@ class SessionBroker(TaskOwner):
 
     # --- the two routes ---------------------------------------------------------
 
-    def create_session(self, body: bytes) -> CreatedSession:
+    def create_session(self, body: bytes) -> StreamResponse:
         """``POST /sessions``: start a session from the JSON ``body``; stream it from seq 1.
 
         Raises:
@@ -436,11 +446,11 @@ class SessionBroker(TaskOwner):
                 "INVALID_REQUEST",
                 f"Invalid session lifetime {ttl} ms: its expiry date is out of range",
             ) from None
-        body_iterator = stream.ndjson_body()
+        response = stream_response(stream, headers=headers)
         self.add(stream, lambda s: runner(s, request))
-        return CreatedSession(stream, body_iterator, {**stream_headers(session_id), **headers})
+        return response
 
-    def open_stream(self, session_id: str, from_seq: str | None = None) -> NdjsonBody:
+    def open_stream(self, session_id: str, from_seq: str | None = None) -> StreamResponse:
         """``GET /sessions/{id}/stream?fromSeq=N``: the session from ``seq`` N, live to ``final``.
 
         ``from_seq`` is the query parameter's text (None when absent: the
@@ -453,8 +463,7 @@ class SessionBroker(TaskOwner):
                 body's ``details`` hold ``requestedSeq`` and
                 ``firstAvailableSeq``).
         """
-        stream = self.get(session_id)
-        return stream_body(stream, parse_from_seq(from_seq))
+        return stream_response(self.get(session_id), parse_from_seq(from_seq))
 
 
 def parse_from_seq(text: str | None) -> int | None:
@@ -474,19 +483,3 @@ def parse_from_seq(text: str | None) -> int | None:
             400, "INVALID_REQUEST", f"fromSeq must be a non-negative integer, got {text[:40]!r}"
         )
     return int(text)
-
-
-def stream_body(stream: EventStream, from_seq: int | None) -> NdjsonBody:
-    """``stream.ndjson_body(from_seq)``, with a dropped range as a 410 :class:`BrokerError`."""
-    try:
-        return stream.ndjson_body(from_seq)
-    except ReplayUnavailableError as exc:
-        raise BrokerError(
-            410,
-            exc.code,
-            str(exc),
-            details={
-                "requestedSeq": exc.requested_seq,
-                "firstAvailableSeq": exc.first_available_seq,
-            },
-        ) from None

@@ -25,8 +25,9 @@ __all__ = [
     "NdjsonBody",
 ]
 
+import math
 from collections.abc import Callable
-from typing import Final, NamedTuple, Protocol, cast
+from typing import Final, NamedTuple, Protocol, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -51,6 +52,8 @@ EventEncodeFunction = Callable[[StreamEvent], bytes]
 # Evicted slots are cut off the list once at least this many have piled up
 # (and no fewer than the entries held): amortized O(1) per eviction.
 _COMPACT_AFTER: Final = 4096
+
+N = TypeVar("N", bound=float)
 
 
 class LogEntry(NamedTuple):
@@ -125,9 +128,16 @@ class EventStore(Protocol):
         ...
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def check_number(name: str, value: N, minimum: int, *, integer: bool = True) -> N:
+    """``value`` if it is a finite number (an integer, unless ``integer`` is false) >= ``minimum``.
+
+    Raises:
+        ValueError: naming the option ``name``; booleans are refused too.
+    """
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not minimum <= value < math.inf:
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind} >= {minimum}, got {value!r}")
     return value
 
 
@@ -185,8 +195,8 @@ class EventLog:
         max_bytes: int = DEFAULT_MAX_BYTES,
         encode: EventEncodeFunction | None = None,
     ) -> None:
-        self._max_events = _check_int("max_events", max_events, 1)
-        self._max_bytes = _check_int("max_bytes", max_bytes, 1)
+        self._max_events = check_number("max_events", max_events, 1)
+        self._max_bytes = check_number("max_bytes", max_bytes, 1)
         self._encode: EventEncodeFunction = encode_event if encode is None else encode
         # _entries[_head:] are the held entries; slots before _head were
         # evicted (set to None) and are cut off now and then.
@@ -301,7 +311,7 @@ class EventLog:
             ReplayUnavailableError: some of them were dropped.
             ValueError: ``from_seq`` is not an integer >= 0.
         """
-        _check_int("from_seq", from_seq, 0)
+        check_number("from_seq", from_seq, 0)
         # Numbering is contiguous from 1: below first_seq, every number from
         # 1 on was appended and then dropped.
         if from_seq < self._first_seq and self._first_seq > 1:
@@ -391,8 +401,8 @@ class NdjsonBody:
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        self._chunk_bytes = _check_int("chunk_bytes", chunk_bytes, 1)
-        start = 0 if from_seq is None else _check_int("from_seq", from_seq, 0)
+        self._chunk_bytes = check_number("chunk_bytes", chunk_bytes, 1)
+        start = 0 if from_seq is None else check_number("from_seq", from_seq, 0)
         store.check(start)
         self._store = store
         self._next = start
