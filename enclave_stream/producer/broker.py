@@ -202,6 +202,10 @@ class _Slot:
 _request_decoder: Final = msgspec.json.Decoder(SessionRequest)
 
 
+def _invalid_request(message: str) -> BrokerError:
+    return BrokerError(400, "INVALID_REQUEST", message)
+
+
 class SessionBroker(TaskOwner):
     """The sessions of one service (see the module docstring).
 
@@ -379,34 +383,25 @@ class SessionBroker(TaskOwner):
         runner = self._runner
         if runner is None:
             raise BrokerError(404, "NOT_FOUND", "This broker does not start sessions")
-        if len(body) > self._config.max_request_bytes:
-            raise BrokerError(
-                413,
-                "REQUEST_TOO_LARGE",
-                f"The request body exceeds {self._config.max_request_bytes} bytes",
-            )
+        limit = self._config.max_request_bytes
+        if len(body) > limit:
+            raise BrokerError(413, "REQUEST_TOO_LARGE", f"The request body exceeds {limit} bytes")
         # Everything about the request is checked before the session is
         # registered or its runner started: a refused request leaves nothing.
         try:
             request = _request_decoder.decode(body)
         except msgspec.DecodeError as exc:
-            raise BrokerError(400, "INVALID_REQUEST", f"Invalid request body: {exc}") from None
+            raise _invalid_request(f"Invalid request body: {exc}") from None
         except RecursionError:  # msgspec's own depth limit
-            raise BrokerError(
-                400, "INVALID_REQUEST", "Invalid request body: nested too deeply"
-            ) from None
+            raise _invalid_request("Invalid request body: nested too deeply") from None
         session_id = generate_session_id() if request.session_id is UNSET else request.session_id
         # A client-chosen id travels in a response header and in URL paths:
         # control characters, non-ASCII or "/" would break one or the other.
         if _CLIENT_SESSION_ID.fullmatch(session_id) is None:
-            raise BrokerError(
-                400,
-                "INVALID_REQUEST",
+            raise _invalid_request(
                 f"Invalid sessionId {session_id!r}: expected 's_' and 1 to 200 of "
-                "A-Z a-z 0-9 . _ ~ : -",
+                "A-Z a-z 0-9 . _ ~ : -"
             )
-        if session_id in self._slots:
-            raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
         headers: dict[str, str] = {}
         encrypted = None
         encryption = request.encryption
@@ -441,10 +436,8 @@ class SessionBroker(TaskOwner):
                 now=self._now,
             )
         except OverflowError:  # now + ttl is past the year 9999
-            raise BrokerError(
-                400,
-                "INVALID_REQUEST",
-                f"Invalid session lifetime {ttl} ms: its expiry date is out of range",
+            raise _invalid_request(
+                f"Invalid session lifetime {ttl} ms: its expiry date is out of range"
             ) from None
         response = stream_response(stream, headers=headers)
         self.add(stream, lambda s: runner(s, request))
@@ -479,7 +472,5 @@ def parse_from_seq(text: str | None) -> int | None:
     if text is None:
         return None
     if not _DIGITS.fullmatch(text) or int(text) > MAX_SAFE_INTEGER:
-        raise BrokerError(
-            400, "INVALID_REQUEST", f"fromSeq must be a non-negative integer, got {text[:40]!r}"
-        )
+        raise _invalid_request(f"fromSeq must be a non-negative integer, got {text[:40]!r}")
     return int(text)

@@ -1,15 +1,9 @@
 """The replay log: every event of a session, numbered, bounded, and followed live.
 
-A session's events are appended once and read by any number of clients, each
-from its own ``seq`` (``?fromSeq=N``, see docs/protocol.md): the stored
-events with ``seq >= N``, then live ones, up to ``final``. Numbering starts
-at 1 (``session_init``), so ``fromSeq=0`` or none asks for everything.
-:class:`EventLog` is the in-memory store; :class:`EventStore` is the protocol
-another store implements; :class:`NdjsonBody` reads any store as chunks of
-bytes, a response body.
-
-Only waiting is asynchronous (one anyio event per log, set by every
-append); a log belongs to one event loop: append from that loop's thread.
+Each reader starts from its own ``seq`` (``?fromSeq=N``, docs/protocol.md and
+docs/compatibility.md P1, P8). Only waiting is asynchronous (one anyio event
+per log, set by every append); a log belongs to one event loop: append from
+that loop's thread.
 """
 
 from __future__ import annotations
@@ -80,8 +74,8 @@ class LogEntry(NamedTuple):
 class EventStore(Protocol):
     """What an :class:`~enclave_stream.producer.EventStream` needs from its log.
 
-    :class:`EventLog` is the in-memory implementation. Another store must keep
-    the same rules: ``append`` numbers events 1, 2, 3, ... and refuses any
+    :class:`EventLog` is the in-memory implementation; another store keeps
+    its rules: ``append`` numbers events 1, 2, 3, ... and refuses any
     event after ``final`` (or after ``close``); ``read`` and ``check`` raise
     :class:`ReplayUnavailableError` for a ``seq`` that was appended but is no
     longer held; ``wait_for`` returns once the event with that ``seq`` can be
@@ -376,14 +370,10 @@ class NdjsonBody:
     ``async for chunk in body`` joins the lines that are ready into one chunk
     (at most ``chunk_bytes``, but always one whole line) and waits for more
     when there are none: a response body for anything that sends an async
-    iterator of bytes (Starlette's ``StreamingResponse``, aiohttp's
-    ``StreamResponse.write`` as in ``examples/serve_aiohttp.py``, a raw ASGI
-    ``send`` loop). Made by :meth:`EventStream.ndjson_body
-    <enclave_stream.producer.EventStream.ndjson_body>`. Availability is
-    checked when the body is made, so a response can still answer with an
-    error status. The body holds no task and no registration in the store: a
-    client that goes away (the server stops iterating, or cancels the
-    iteration) leaves nothing behind, and the session goes on for the others.
+    iterator of bytes. Availability is checked when the body is made, so a
+    response can still answer with an error status. The body holds no task
+    and no registration in the store: a client that goes away leaves nothing
+    behind, and the session goes on for the others.
 
     Raises:
         ReplayUnavailableError: when made, or from the loop if the reader falls
