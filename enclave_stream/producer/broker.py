@@ -72,12 +72,9 @@ class SessionRequestEncryption(msgspec.Struct, frozen=True, kw_only=True, rename
 
 
 class SessionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """The body of ``POST /sessions``.
+    """The body of ``POST /sessions``, in either shape of docs/compatibility.md (P8).
 
-    Both shapes are read: ``{code, sessionId?, config?}`` (what
-    ``@enclave-vm/client`` sends) and the protocol's ``CreateSessionRequest``
-    ``{protocolVersion, code, limits?, encryption?}``; where both give a
-    setting, ``limits`` wins. Unknown keys are ignored.
+    Where both shapes give a setting, ``limits`` wins. Unknown keys are ignored.
 
     >>> request = msgspec.json.decode(
     ...     b'{"code": "return 1", "limits": {"heartbeatIntervalMs": 5000}}', type=SessionRequest)
@@ -114,10 +111,9 @@ def _first(limits: object, config: object, limit_name: str, config_name: str) ->
 SessionRunner = Callable[[EventStream, SessionRequest], Awaitable[None]]
 """Produces one session: appends its events to the stream, ``final`` last.
 
-Runs in the broker's task group, inside ``async with stream``: heartbeats
-are sent while it is idle, and if it returns or fails without ``final``,
-the stream appends a failed one. An exception it raises is logged.
-``run_session`` in ``examples/serve_starlette.py`` is one.
+Runs in the broker's task group, inside ``async with stream`` (heartbeats
+while idle; a failed ``final`` if it ends without one). An exception it
+raises is logged. ``run_session`` in ``examples/serve_starlette.py`` is one.
 """
 
 

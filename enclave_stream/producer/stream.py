@@ -403,10 +403,8 @@ class EventStream(TaskOwner, once=True):
         """The session as NDJSON bytes from ``from_seq`` (None: from the start), up to ``final``.
 
         Encrypted streams send the envelopes sealed at append time. Give it
-        to any streaming response::
-
-            return StreamingResponse(stream.ndjson_body(from_seq),
-                                     media_type="application/x-ndjson")
+        to any streaming response (:func:`enclave_stream.starlette.ndjson_response`
+        does, for Starlette).
 
         Raises:
             ReplayUnavailableError: events from ``from_seq`` were dropped.
