@@ -47,7 +47,7 @@ EventEncodeFunction = Callable[[StreamEvent], bytes]
 # (and no fewer than the entries held): amortized O(1) per eviction.
 _COMPACT_AFTER: Final = 4096
 
-N = TypeVar("N", bound=float)
+_Number = TypeVar("_Number", bound=float)
 
 
 class LogEntry(NamedTuple):
@@ -74,8 +74,8 @@ class LogEntry(NamedTuple):
 class EventStore(Protocol):
     """What an :class:`~enclave_stream.producer.EventStream` needs from its log.
 
-    :class:`EventLog` is the in-memory implementation; another store keeps
-    its rules: ``append`` numbers events 1, 2, 3, ... and refuses any
+    :class:`EventLog` is the in-memory implementation. Another store must keep
+    the same rules: ``append`` numbers events 1, 2, 3, ... and refuses any
     event after ``final`` (or after ``close``); ``read`` and ``check`` raise
     :class:`ReplayUnavailableError` for a ``seq`` that was appended but is no
     longer held; ``wait_for`` returns once the event with that ``seq`` can be
@@ -122,7 +122,7 @@ class EventStore(Protocol):
         ...
 
 
-def check_number(name: str, value: N, minimum: int, *, integer: bool = True) -> N:
+def check_number(name: str, value: _Number, minimum: int, *, integer: bool = True) -> _Number:
     """``value`` if it is a finite number (an integer, unless ``integer`` is false) >= ``minimum``.
 
     Raises:

@@ -325,7 +325,10 @@ class EventStream(TaskOwner, once=True):
     ) -> PartialResultEvent:
         """Append a piece of the result at ``path`` (``has_next``: more pieces follow)."""
         payload = PartialResultPayload(
-            path=list(path), data=data, error=_unset(error), has_next=has_next
+            path=list(path),
+            data=data,
+            error=_unset(error),
+            has_next=has_next,
         )
         return self._emit(PartialResultEvent, payload)
 
@@ -333,7 +336,11 @@ class EventStream(TaskOwner, once=True):
         self, message: str, *, code: str | None = None, recoverable: bool | None = None
     ) -> ErrorEvent:
         """Append an ``error`` event (the session goes on; ``final`` ends it)."""
-        payload = ErrorEventPayload(message, code=_unset(code), recoverable=_unset(recoverable))
+        payload = ErrorEventPayload(
+            message=message,
+            code=_unset(code),
+            recoverable=_unset(recoverable),
+        )
         return self._emit(ErrorEvent, payload)
 
     def deadline_exceeded(self, elapsed_ms: float, budget_ms: float) -> DeadlineExceededEvent:
