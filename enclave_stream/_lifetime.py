@@ -1,9 +1,8 @@
 """Objects that own tasks for as long as their ``async with`` block runs.
 
-:class:`TaskOwner` is the base of the library's task-owning objects; a
-subclass writes its whole lifetime as one ``@asynccontextmanager`` method,
-so no subclass enters a task group by hand. :func:`owned_task_group` is the
-task group such a lifetime runs its tasks in.
+A :class:`TaskOwner` subclass writes its whole lifetime as one
+``@asynccontextmanager`` method running :func:`owned_task_group`, so none
+enters a task group by hand.
 """
 
 from __future__ import annotations

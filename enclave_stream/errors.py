@@ -62,11 +62,14 @@ __all__ = [
     "StreamFinishedError",
 ]
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import msgspec
 
 from .protocol import StrEnum
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -238,16 +241,11 @@ class EnvelopeErrorReason(StrEnum):
 
 
 class EnvelopeError(AesGcmError):
-    """An envelope was refused, or an event could not be sealed.
-
-    A subclass of :class:`AesGcmError` (every envelope failure is an
-    AES-GCM failure on the wire), so ``except AesGcmError`` still catches it.
+    """An envelope was refused, or an event could not be sealed (on the wire, an AES-GCM failure).
 
     Attributes:
-        code: the protocol error code (``ENCRYPTION_DECRYPTION_FAILED`` for
-            most reasons, ``ENCRYPTION_NONCE_REUSE`` for a replay).
+        code: ``ENCRYPTION_DECRYPTION_FAILED``, or ``ENCRYPTION_NONCE_REUSE`` for a replay.
         reason: the :class:`EnvelopeErrorReason` naming the failed check.
-        message: what went wrong, in words.
     """
 
     def __init__(
@@ -263,11 +261,9 @@ class EnvelopeError(AesGcmError):
 class HandshakeError(EcdhError):
     """A hello message was refused, or the server's signature did not verify.
 
-    A subclass of :class:`EcdhError` (every hello failure is a key-agreement
-    failure on the wire). The code says which: ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (another
-    curve, cipher or KDF), ``ENCRYPTION_SIGNATURE_VERIFICATION_FAILED``, or
-    ``ENCRYPTION_HANDSHAKE_FAILED`` (any other malformed hello). A bad public
-    key is an :class:`EcdhError` with ``ENCRYPTION_INVALID_PUBLIC_KEY``.
+    The code says which: ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (another curve,
+    cipher or KDF), ``ENCRYPTION_SIGNATURE_VERIFICATION_FAILED``, or
+    ``ENCRYPTION_HANDSHAKE_FAILED`` (any other malformed hello); docs/compatibility.md, C4.
     """
 
 
@@ -300,6 +296,12 @@ class RetryableConnectError(ConnectorError):
 
 class FatalConnectError(ConnectorError):
     """The connection failed for a reason a retry cannot fix (authentication, 4xx): give up."""
+
+
+class _Progress(TypedDict, total=False):
+    # How far the stream got: the keywords of every StreamFailedError.
+    events_delivered: int
+    last_seq: int | None
 
 
 class StreamFailedError(EnclaveStreamError):
@@ -335,28 +337,19 @@ class StreamFailedError(EnclaveStreamError):
 class SequenceGapError(StreamFailedError):
     """Events ``missing_start`` to ``missing_end`` (inclusive) are lost: not even a replay has them.
 
-    Raised only when a replay asked for exactly the missing events still
-    skips them; pass ``allow_gaps=True`` to go on without them.
+    See docs/compatibility.md, R8; ``allow_gaps=True`` goes on without them.
 
     Attributes:
         missing_start: the first missing sequence number.
         missing_end: the last missing sequence number.
     """
 
-    def __init__(
-        self,
-        missing_start: int,
-        missing_end: int,
-        *,
-        events_delivered: int = 0,
-        last_seq: int | None = None,
-    ) -> None:
+    def __init__(self, missing_start: int, missing_end: int, **progress: Unpack[_Progress]) -> None:
         self.missing_start = missing_start
         self.missing_end = missing_end
         super().__init__(
             f"events {missing_start}..{missing_end} are missing and the replay cannot provide them",
-            events_delivered=events_delivered,
-            last_seq=last_seq,
+            **progress,
         )
 
 
@@ -373,21 +366,13 @@ class SessionMismatchError(StreamFailedError):
     """
 
     def __init__(
-        self,
-        expected: str,
-        received: str,
-        seq: int,
-        *,
-        events_delivered: int = 0,
-        last_seq: int | None = None,
+        self, expected: str, received: str, seq: int, **progress: Unpack[_Progress]
     ) -> None:
         self.expected = expected
         self.received = received
         self.seq = seq
         super().__init__(
-            f"event seq {seq} belongs to session {received!r}, not {expected!r}",
-            events_delivered=events_delivered,
-            last_seq=last_seq,
+            f"event seq {seq} belongs to session {received!r}, not {expected!r}", **progress
         )
 
 
@@ -400,32 +385,22 @@ class LineTooLongError(StreamFailedError):
             ``open_event_stream`` to receive such events.
     """
 
-    def __init__(
-        self,
-        line: int,
-        max_line_bytes: int,
-        *,
-        events_delivered: int = 0,
-        last_seq: int | None = None,
-    ) -> None:
+    def __init__(self, line: int, max_line_bytes: int, **progress: Unpack[_Progress]) -> None:
         self.line = line
         self.max_line_bytes = max_line_bytes
+        last_seq = progress.get("last_seq")
         super().__init__(
             f"line {line} was longer than max_line_bytes={max_line_bytes}, and the event "
             f"after {'seq ' + str(last_seq) if last_seq is not None else 'the start'} was "
             f"not received; raise max_line_bytes to accept it",
-            events_delivered=events_delivered,
-            last_seq=last_seq,
+            **progress,
         )
 
 
 class ReplayUnavailableError(EnclaveStreamError):
-    """A client asked for events the log no longer holds.
+    """A replay (or a reader that fell behind) asked for events the log no longer holds.
 
-    Raised when a replay (or a reader that fell behind) asks for ``seq``
-    numbers that were evicted to keep the log within its bounds. Skipping
-    them silently would hand the client a stream with a hole in it, so the
-    client is told instead; over HTTP it is a ``410 Gone``.
+    Over HTTP it is a ``410 Gone`` (docs/compatibility.md, P1).
 
     >>> error = ReplayUnavailableError(3, first_available_seq=120)
     >>> print(error)
@@ -451,9 +426,6 @@ class ReplayUnavailableError(EnclaveStreamError):
 class StreamFinishedError(EnclaveStreamError):
     """An event was appended after the stream's ``final`` event (or after the log closed).
 
-    ``final`` is the last event of a session: a client stops reading there,
-    so anything after it would never be seen.
-
     >>> print(StreamFinishedError("s_1"))
     session s_1 is finished: no event can follow its final event
     """
@@ -465,10 +437,7 @@ class StreamFinishedError(EnclaveStreamError):
 
 
 class BrokerError(EnclaveStreamError):
-    """A broker request that cannot be served, with the HTTP status to answer it with.
-
-    The HTTP layer sends ``{"code": ..., "message": ...}`` (plus ``details``
-    when there are any) with :attr:`status`, as a broker does on the wire.
+    """A broker request that cannot be served, with the HTTP status and :meth:`body` to answer it.
 
     >>> error = BrokerError(404, "NOT_FOUND", "Session s_1 not found")
     >>> error.status, error.body()

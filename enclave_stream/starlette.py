@@ -31,8 +31,8 @@ from .producer.broker import (
     BrokerConfig,
     SessionBroker,
     SessionRunner,
-    stream_body,
-    stream_headers,
+    StreamResponse,
+    stream_response,
 )
 from .producer.log import NdjsonBody
 from .producer.stream import EventStream
@@ -53,12 +53,10 @@ def ndjson_response(
 ) -> Response:
     """Stream ``stream`` from ``from_seq`` (None: from the start) up to its ``final`` event.
 
-    A ``StreamingResponse`` with ``Content-Type: application/x-ndjson``,
-    ``Cache-Control: no-cache``, ``X-Accel-Buffering: no`` and
-    ``X-Session-ID`` (plus ``headers``). If the log no longer holds the
-    events from ``from_seq``, a ``410 Gone`` JSON error instead (code
-    ``REPLAY_UNAVAILABLE``; ``details`` has ``requestedSeq`` and
-    ``firstAvailableSeq``), which a resuming client treats as fatal::
+    A ``StreamingResponse`` with ``Content-Type: application/x-ndjson`` and
+    the headers of :func:`~enclave_stream.producer.broker.stream_response`
+    (plus ``headers``); a ``410 Gone`` JSON error instead if the log no
+    longer holds the events from ``from_seq`` (docs/compatibility.md, P1)::
 
         async def resume(request):
             stream = streams[request.path_params["session_id"]]
@@ -69,16 +67,14 @@ def ndjson_response(
     the 410.
     """
     try:
-        body = stream_body(stream, from_seq)
+        return _streaming(stream_response(stream, from_seq, headers))
     except BrokerError as error:
         return _error_response(error)
-    return _streaming(body, {**stream_headers(stream.session_id), **(headers or {})})
 
 
-def _streaming(body: NdjsonBody, headers: Mapping[str, str]) -> StreamingResponse:
-    return StreamingResponse(
-        _ending_when_overtaken(body), media_type=NDJSON_MEDIA_TYPE, headers=dict(headers)
-    )
+def _streaming(response: StreamResponse) -> StreamingResponse:
+    body = _ending_when_overtaken(response.body)
+    return StreamingResponse(body, media_type=NDJSON_MEDIA_TYPE, headers=response.headers)
 
 
 async def _ending_when_overtaken(body: NdjsonBody) -> AsyncIterator[bytes]:
@@ -96,7 +92,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         data += chunk
         if len(data) > limit:
-            raise BrokerError(413, "REQUEST_TOO_LARGE", f"The request body exceeds {limit} bytes")
+            break  # create_session refuses it (413); the rest need not be read
     return bytes(data)
 
 
@@ -109,20 +105,13 @@ def create_broker_app(
 ) -> Starlette:
     """A Starlette app serving the broker's routes over a :class:`SessionBroker`.
 
-    * ``POST /sessions`` - body: ``{"code": ..., "sessionId"?, "config"?}``
-      (as ``@enclave-vm/client`` sends it) or a ``CreateSessionRequest``.
-      Starts the session with ``runner`` and streams it from seq 1
-      (``X-Session-ID`` names it). With ``encryption.clientHello`` the
-      session is encrypted and the ServerHello is in the
-      ``X-Enclave-Server-Hello`` header.
-    * ``GET /sessions/{id}/stream?fromSeq=N`` - the session from seq N,
-      live up to ``final``; 404 for an unknown session, 410 for a dropped
-      range.
-    * ``DELETE /sessions/{id}`` - cancels it (``{"success": true, "sessionId": id}``).
-
-    Errors, unknown routes and methods included, are JSON ``{"code",
-    "message"}`` bodies. The broker runs for the app's lifespan (the ASGI
-    server must run lifespan events; uvicorn does); it is
+    ``POST /sessions`` starts a session with ``runner`` and streams it from
+    seq 1; ``GET /sessions/{id}/stream?fromSeq=N`` streams it from seq N;
+    ``DELETE /sessions/{id}`` cancels it (``{"success": true, "sessionId":
+    id}``). docs/compatibility.md (P1-P8) says what each accepts and
+    answers. Errors, unknown routes and methods included, are JSON
+    ``{"code", "message"}`` bodies. The broker runs for the app's lifespan
+    (the ASGI server must run lifespan events; uvicorn does); it is
     ``app.state.broker``.
 
     >>> app = create_broker_app()
@@ -139,28 +128,18 @@ def create_broker_app(
     """
     served = SessionBroker(runner, config=config, signing_key=signing_key)
 
+    # A BrokerError raised by a route is answered by `http_error`.
     async def create(request: Request) -> Response:
-        try:
-            body = await _read_body(request, served.config.max_request_bytes)
-            created = served.create_session(body)
-        except BrokerError as error:
-            return _error_response(error)
-        return _streaming(created.body, created.headers)
+        body = await _read_body(request, served.config.max_request_bytes)
+        return _streaming(served.create_session(body))
 
     async def resume(request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        try:
-            body = served.open_stream(session_id, request.query_params.get(RESUME_PARAM))
-        except BrokerError as error:
-            return _error_response(error)
-        return _streaming(body, stream_headers(session_id))
+        return _streaming(served.open_stream(session_id, request.query_params.get(RESUME_PARAM)))
 
     async def cancel(request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        try:
-            served.cancel(session_id)
-        except BrokerError as error:
-            return _error_response(error)
+        served.cancel(session_id)
         return JSONResponse({"success": True, "sessionId": session_id})
 
     @asynccontextmanager
@@ -169,6 +148,8 @@ def create_broker_app(
             yield
 
     async def http_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, BrokerError):
+            return _error_response(exc)
         # No route or method: answered in the same JSON shape as every error.
         assert isinstance(exc, HTTPException)
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
@@ -182,7 +163,7 @@ def create_broker_app(
             Route("/sessions/{session_id}", cancel, methods=["DELETE"]),
         ],
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, BrokerError: http_error},
     )
     app.state.broker = served
     return app

@@ -1,15 +1,8 @@
 """The producer side: a session's events, numbered, kept for replay, and served.
 
-* :class:`EventStream` (``stream.py``) - one server-side session: a builder
-  for every event, heartbeats while idle, encryption, and
-  :meth:`EventStream.ndjson_body`, a response body for any number of
-  clients, each from its own ``seq``.
-* :class:`EventLog` (``log.py``) - the bounded in-memory replay log behind
-  it; :class:`EventStore`, the protocol another log implements;
-  :class:`NdjsonBody`, the reader of a log as bytes.
-* :class:`SessionBroker` (``broker.py``) - the streams of a service by
-  session id and the broker's routes without a web framework;
-  :mod:`enclave_stream.starlette` puts them on Starlette.
+``log.py`` holds the replay log (:class:`EventLog`, :class:`EventStore`,
+:class:`NdjsonBody`), ``stream.py`` one session (:class:`EventStream`),
+``broker.py`` the sessions of a service (:class:`SessionBroker`).
 """
 
 from __future__ import annotations

@@ -1,32 +1,28 @@
 """A session broker without a web framework: the streams of a service, by session id.
 
-:class:`SessionBroker` keeps the :class:`~.stream.EventStream` of each live
-session, runs the producer of each session it starts, and answers the
-broker's routes as plain calls (``POST /sessions`` ->
-:meth:`~SessionBroker.create_session`, ``GET /sessions/{id}/stream?fromSeq=N``
--> :meth:`~SessionBroker.open_stream`, ``DELETE /sessions/{id}`` ->
-:meth:`~SessionBroker.cancel`); failures are :class:`~.errors.BrokerError`
-objects carrying the HTTP status and body. :mod:`enclave_stream.starlette`
-puts them on Starlette; docs/compatibility.md (P1-P8) says how they differ
-from the reference broker.
+The broker's routes are plain calls whose failures are
+:class:`~enclave_stream.errors.BrokerError` objects carrying the HTTP status
+and body; :mod:`enclave_stream.starlette` puts them on Starlette.
+docs/compatibility.md (P1-P8) says what they do.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BrokerConfig",
-    "CreatedSession",
     "SessionBroker",
     "SessionRequest",
     "SessionRequestConfig",
     "SessionRequestEncryption",
     "SessionRunner",
-    "stream_headers",
+    "StreamResponse",
+    "parse_from_seq",
+    "stream_response",
 ]
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -50,7 +46,7 @@ from ..protocol import (
     EncryptionMode,
     generate_session_id,
 )
-from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody
+from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody, check_number
 from .stream import CANCELLED, EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
@@ -76,12 +72,9 @@ class SessionRequestEncryption(msgspec.Struct, frozen=True, kw_only=True, rename
 
 
 class SessionRequest(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """The body of ``POST /sessions``.
+    """The body of ``POST /sessions``, in either shape of docs/compatibility.md (P8).
 
-    Both shapes are read: ``{code, sessionId?, config?}`` (what
-    ``@enclave-vm/client`` sends) and the protocol's ``CreateSessionRequest``
-    ``{protocolVersion, code, limits?, encryption?}``; where both give a
-    setting, ``limits`` wins. Unknown keys are ignored.
+    Where both shapes give a setting, ``limits`` wins. Unknown keys are ignored.
 
     >>> request = msgspec.json.decode(
     ...     b'{"code": "return 1", "limits": {"heartbeatIntervalMs": 5000}}', type=SessionRequest)
@@ -118,10 +111,9 @@ def _first(limits: object, config: object, limit_name: str, config_name: str) ->
 SessionRunner = Callable[[EventStream, SessionRequest], Awaitable[None]]
 """Produces one session: appends its events to the stream, ``final`` last.
 
-Runs in the broker's task group, inside ``async with stream``: heartbeats
-are sent while it is idle, and if it returns or fails without ``final``,
-the stream appends a failed one. An exception it raises is logged.
-``run_session`` in ``examples/serve_starlette.py`` is one.
+Runs in the broker's task group, inside ``async with stream`` (heartbeats
+while idle; a failed ``final`` if it ends without one). An exception it
+raises is logged. ``run_session`` in ``examples/serve_starlette.py`` is one.
 """
 
 
@@ -155,30 +147,45 @@ class BrokerConfig:
     max_request_bytes: int = 1024 * 1024
 
 
-def stream_headers(session_id: str) -> dict[str, str]:
-    """The headers of a session's NDJSON stream response, but ``Content-Type``.
-
-    >>> stream_headers("s_1")
-    {'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no', 'X-Session-ID': 's_1'}
-    """
-    return {
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
-        SESSION_ID_HEADER: session_id,
-    }
-
-
 @dataclass(frozen=True, slots=True)
-class CreatedSession:
-    """What :meth:`SessionBroker.create_session` made: the stream, its body, the headers.
+class StreamResponse:
+    """A session's NDJSON stream response: the stream, its body, every header but the media type.
 
-    ``headers`` are :func:`stream_headers` plus, for an encrypted session,
-    :data:`SERVER_HELLO_HEADER`.
+    The headers are ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``
+    and ``X-Session-ID``; for a session
+    just created encrypted, also :data:`SERVER_HELLO_HEADER`.
     """
 
     stream: EventStream
     body: NdjsonBody
     headers: dict[str, str]
+
+
+def stream_response(
+    stream: EventStream, from_seq: int | None = None, headers: Mapping[str, str] | None = None
+) -> StreamResponse:
+    """``stream`` from ``from_seq`` (None: from the start), with the headers of a stream response.
+
+    >>> stream_response(EventStream("s_1", heartbeat_interval_ms=None)).headers
+    {'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no', 'X-Session-ID': 's_1'}
+
+    Raises:
+        BrokerError: 410 ``REPLAY_UNAVAILABLE`` when events from ``from_seq``
+            were dropped (``details`` hold ``requestedSeq`` and ``firstAvailableSeq``).
+        ValueError: ``from_seq`` is not an integer >= 0.
+    """
+    try:
+        body = stream.ndjson_body(from_seq)
+    except ReplayUnavailableError as exc:
+        details = {"requestedSeq": exc.requested_seq, "firstAvailableSeq": exc.first_available_seq}
+        raise BrokerError(410, exc.code, str(exc), details=details) from None
+    merged = {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
+        SESSION_ID_HEADER: stream.session_id,
+        **(headers or {}),
+    }
+    return StreamResponse(stream, body, merged)
 
 
 @dataclass(slots=True)
@@ -189,6 +196,10 @@ class _Slot:
 
 
 _request_decoder: Final = msgspec.json.Decoder(SessionRequest)
+
+
+def _invalid_request(message: str) -> BrokerError:
+    return BrokerError(400, "INVALID_REQUEST", message)
 
 
 class SessionBroker(TaskOwner):
@@ -227,8 +238,7 @@ class SessionBroker(TaskOwner):
     ) -> None:
         self._runner = runner
         self._config = BrokerConfig() if config is None else config
-        if self._config.max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1, got {self._config.max_sessions}")
+        check_number("max_sessions", self._config.max_sessions, 1)
         self._signing_key = signing_key
         self._now = now
         self._slots: dict[str, _Slot] = {}  # insertion order: oldest first
@@ -358,7 +368,7 @@ class SessionBroker(TaskOwner):
 
     # --- the two routes ---------------------------------------------------------
 
-    def create_session(self, body: bytes) -> CreatedSession:
+    def create_session(self, body: bytes) -> StreamResponse:
         """``POST /sessions``: start a session from the JSON ``body``; stream it from seq 1.
 
         Raises:
@@ -369,34 +379,25 @@ class SessionBroker(TaskOwner):
         runner = self._runner
         if runner is None:
             raise BrokerError(404, "NOT_FOUND", "This broker does not start sessions")
-        if len(body) > self._config.max_request_bytes:
-            raise BrokerError(
-                413,
-                "REQUEST_TOO_LARGE",
-                f"The request body exceeds {self._config.max_request_bytes} bytes",
-            )
+        limit = self._config.max_request_bytes
+        if len(body) > limit:
+            raise BrokerError(413, "REQUEST_TOO_LARGE", f"The request body exceeds {limit} bytes")
         # Everything about the request is checked before the session is
         # registered or its runner started: a refused request leaves nothing.
         try:
             request = _request_decoder.decode(body)
         except msgspec.DecodeError as exc:
-            raise BrokerError(400, "INVALID_REQUEST", f"Invalid request body: {exc}") from None
+            raise _invalid_request(f"Invalid request body: {exc}") from None
         except RecursionError:  # msgspec's own depth limit
-            raise BrokerError(
-                400, "INVALID_REQUEST", "Invalid request body: nested too deeply"
-            ) from None
+            raise _invalid_request("Invalid request body: nested too deeply") from None
         session_id = generate_session_id() if request.session_id is UNSET else request.session_id
         # A client-chosen id travels in a response header and in URL paths:
         # control characters, non-ASCII or "/" would break one or the other.
         if _CLIENT_SESSION_ID.fullmatch(session_id) is None:
-            raise BrokerError(
-                400,
-                "INVALID_REQUEST",
+            raise _invalid_request(
                 f"Invalid sessionId {session_id!r}: expected 's_' and 1 to 200 of "
-                "A-Z a-z 0-9 . _ ~ : -",
+                "A-Z a-z 0-9 . _ ~ : -"
             )
-        if session_id in self._slots:
-            raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
         headers: dict[str, str] = {}
         encrypted = None
         encryption = request.encryption
@@ -431,16 +432,14 @@ class SessionBroker(TaskOwner):
                 now=self._now,
             )
         except OverflowError:  # now + ttl is past the year 9999
-            raise BrokerError(
-                400,
-                "INVALID_REQUEST",
-                f"Invalid session lifetime {ttl} ms: its expiry date is out of range",
+            raise _invalid_request(
+                f"Invalid session lifetime {ttl} ms: its expiry date is out of range"
             ) from None
-        body_iterator = stream.ndjson_body()
+        response = stream_response(stream, headers=headers)
         self.add(stream, lambda s: runner(s, request))
-        return CreatedSession(stream, body_iterator, {**stream_headers(session_id), **headers})
+        return response
 
-    def open_stream(self, session_id: str, from_seq: str | None = None) -> NdjsonBody:
+    def open_stream(self, session_id: str, from_seq: str | None = None) -> StreamResponse:
         """``GET /sessions/{id}/stream?fromSeq=N``: the session from ``seq`` N, live to ``final``.
 
         ``from_seq`` is the query parameter's text (None when absent: the
@@ -453,8 +452,7 @@ class SessionBroker(TaskOwner):
                 body's ``details`` hold ``requestedSeq`` and
                 ``firstAvailableSeq``).
         """
-        stream = self.get(session_id)
-        return stream_body(stream, parse_from_seq(from_seq))
+        return stream_response(self.get(session_id), parse_from_seq(from_seq))
 
 
 def parse_from_seq(text: str | None) -> int | None:
@@ -470,23 +468,5 @@ def parse_from_seq(text: str | None) -> int | None:
     if text is None:
         return None
     if not _DIGITS.fullmatch(text) or int(text) > MAX_SAFE_INTEGER:
-        raise BrokerError(
-            400, "INVALID_REQUEST", f"fromSeq must be a non-negative integer, got {text[:40]!r}"
-        )
+        raise _invalid_request(f"fromSeq must be a non-negative integer, got {text[:40]!r}")
     return int(text)
-
-
-def stream_body(stream: EventStream, from_seq: int | None) -> NdjsonBody:
-    """``stream.ndjson_body(from_seq)``, with a dropped range as a 410 :class:`BrokerError`."""
-    try:
-        return stream.ndjson_body(from_seq)
-    except ReplayUnavailableError as exc:
-        raise BrokerError(
-            410,
-            exc.code,
-            str(exc),
-            details={
-                "requestedSeq": exc.requested_seq,
-                "firstAvailableSeq": exc.first_available_seq,
-            },
-        ) from None

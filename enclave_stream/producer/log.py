@@ -1,15 +1,9 @@
 """The replay log: every event of a session, numbered, bounded, and followed live.
 
-A session's events are appended once and read by any number of clients, each
-from its own ``seq`` (``?fromSeq=N``, see docs/protocol.md): the stored
-events with ``seq >= N``, then live ones, up to ``final``. Numbering starts
-at 1 (``session_init``), so ``fromSeq=0`` or none asks for everything.
-:class:`EventLog` is the in-memory store; :class:`EventStore` is the protocol
-another store implements; :class:`NdjsonBody` reads any store as chunks of
-bytes, a response body.
-
-Only waiting is asynchronous (one anyio event per log, set by every
-append); a log belongs to one event loop: append from that loop's thread.
+Each reader starts from its own ``seq`` (``?fromSeq=N``, docs/protocol.md and
+docs/compatibility.md P1, P8). Only waiting is asynchronous (one anyio event
+per log, set by every append); a log belongs to one event loop: append from
+that loop's thread.
 """
 
 from __future__ import annotations
@@ -25,8 +19,9 @@ __all__ = [
     "NdjsonBody",
 ]
 
+import math
 from collections.abc import Callable
-from typing import Final, NamedTuple, Protocol, cast
+from typing import Final, NamedTuple, Protocol, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -51,6 +46,8 @@ EventEncodeFunction = Callable[[StreamEvent], bytes]
 # Evicted slots are cut off the list once at least this many have piled up
 # (and no fewer than the entries held): amortized O(1) per eviction.
 _COMPACT_AFTER: Final = 4096
+
+_Number = TypeVar("_Number", bound=float)
 
 
 class LogEntry(NamedTuple):
@@ -125,9 +122,16 @@ class EventStore(Protocol):
         ...
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def check_number(name: str, value: _Number, minimum: int, *, integer: bool = True) -> _Number:
+    """``value`` if it is a finite number (an integer, unless ``integer`` is false) >= ``minimum``.
+
+    Raises:
+        ValueError: naming the option ``name``; booleans are refused too.
+    """
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not minimum <= value < math.inf:
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind} >= {minimum}, got {value!r}")
     return value
 
 
@@ -185,8 +189,8 @@ class EventLog:
         max_bytes: int = DEFAULT_MAX_BYTES,
         encode: EventEncodeFunction | None = None,
     ) -> None:
-        self._max_events = _check_int("max_events", max_events, 1)
-        self._max_bytes = _check_int("max_bytes", max_bytes, 1)
+        self._max_events = check_number("max_events", max_events, 1)
+        self._max_bytes = check_number("max_bytes", max_bytes, 1)
         self._encode: EventEncodeFunction = encode_event if encode is None else encode
         # _entries[_head:] are the held entries; slots before _head were
         # evicted (set to None) and are cut off now and then.
@@ -301,7 +305,7 @@ class EventLog:
             ReplayUnavailableError: some of them were dropped.
             ValueError: ``from_seq`` is not an integer >= 0.
         """
-        _check_int("from_seq", from_seq, 0)
+        check_number("from_seq", from_seq, 0)
         # Numbering is contiguous from 1: below first_seq, every number from
         # 1 on was appended and then dropped.
         if from_seq < self._first_seq and self._first_seq > 1:
@@ -366,14 +370,10 @@ class NdjsonBody:
     ``async for chunk in body`` joins the lines that are ready into one chunk
     (at most ``chunk_bytes``, but always one whole line) and waits for more
     when there are none: a response body for anything that sends an async
-    iterator of bytes (Starlette's ``StreamingResponse``, aiohttp's
-    ``StreamResponse.write`` as in ``examples/serve_aiohttp.py``, a raw ASGI
-    ``send`` loop). Made by :meth:`EventStream.ndjson_body
-    <enclave_stream.producer.EventStream.ndjson_body>`. Availability is
-    checked when the body is made, so a response can still answer with an
-    error status. The body holds no task and no registration in the store: a
-    client that goes away (the server stops iterating, or cancels the
-    iteration) leaves nothing behind, and the session goes on for the others.
+    iterator of bytes. Availability is checked when the body is made, so a
+    response can still answer with an error status. The body holds no task
+    and no registration in the store: a client that goes away leaves nothing
+    behind, and the session goes on for the others.
 
     Raises:
         ReplayUnavailableError: when made, or from the loop if the reader falls
@@ -391,8 +391,8 @@ class NdjsonBody:
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        self._chunk_bytes = _check_int("chunk_bytes", chunk_bytes, 1)
-        start = 0 if from_seq is None else _check_int("from_seq", from_seq, 0)
+        self._chunk_bytes = check_number("chunk_bytes", chunk_bytes, 1)
+        start = 0 if from_seq is None else check_number("from_seq", from_seq, 0)
         store.check(start)
         self._store = store
         self._next = start

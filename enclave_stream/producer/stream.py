@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = ["CANCELLED", "EventStream", "Now", "iso_timestamp"]
 
-import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -64,6 +63,7 @@ from .log import (
     EventLog,
     EventStore,
     NdjsonBody,
+    check_number,
 )
 
 E = TypeVar("E", bound=StreamEvent)
@@ -95,22 +95,6 @@ _DEFAULT_TTL_MS: Final = cast(int, DEFAULT_SESSION_LIMITS.session_ttl_ms)
 
 CANCELLED: Final = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
 """The ``final`` error of a cancelled session."""
-
-
-def _interval_seconds(interval_ms: float | None) -> float | None:
-    if interval_ms is None:
-        return None
-    if (
-        isinstance(interval_ms, bool)
-        or not isinstance(interval_ms, int | float)
-        or not math.isfinite(interval_ms)
-        or interval_ms < 0
-    ):
-        raise ValueError(
-            f"heartbeat_interval_ms must be a finite number > 0 (0 or None: no heartbeats), "
-            f"got {interval_ms!r}"
-        )
-    return interval_ms / 1000 if interval_ms else None
 
 
 class EventStream(TaskOwner, once=True):
@@ -147,11 +131,8 @@ class EventStream(TaskOwner, once=True):
 
     A stream belongs to one event loop: append from that loop's thread (from
     a worker thread, through ``anyio.from_thread.run_sync``). Leaving the
-    ``async with`` block stops the heartbeats. If ``final`` was
-    not appended by then, the stream appends one itself, so that clients do
-    not wait forever: ``ok`` false with the error code ``SESSION_CANCELLED``
-    (cancelled), ``EXECUTION_ERROR`` (an exception; only its type name is
-    sent) or ``SESSION_CLOSED`` (the block ended without a result).
+    ``async with`` block stops the heartbeats, and appends a failed ``final``
+    if none was appended (docs/compatibility.md, P6).
 
     Args:
         session_id: the session's id (``s_...``); generated if None, or
@@ -204,7 +185,9 @@ class EventStream(TaskOwner, once=True):
             raise ValueError(f"expected a session id ('s_' and more), got {session_id!r}")
         self._session_id = session_id
         self._session = session
-        self._interval_s = _interval_seconds(heartbeat_interval_ms)
+        interval = 0 if heartbeat_interval_ms is None else heartbeat_interval_ms
+        check_number("heartbeat_interval_ms", interval, 0, integer=False)
+        self._interval_s = interval / 1000 if interval else None  # 0 or None: no heartbeats
         self._now: Now = _utc_now if now is None else now
         self._started_at = self._now()
         encode: EventEncodeFunction | None = None if session is None else session.seal_line
@@ -226,7 +209,7 @@ class EventStream(TaskOwner, once=True):
             ),
             replay_url=_unset(replay_url),
         )
-        self._append(SessionInitEvent(session_id, self.next_seq, init))
+        self._emit(SessionInitEvent, init)
 
     # --- properties -----------------------------------------------------------
 
@@ -273,6 +256,10 @@ class EventStream(TaskOwner, once=True):
             )
         return self._append(event)
 
+    def _emit(self, event: Callable[[str, int, Any], E], payload: Any) -> E:
+        # Every builder's one path: this session, the next seq.
+        return self._append(event(self._session_id, self.next_seq, payload))
+
     def _append(self, event: E) -> E:
         entry = self._log.append(event)
         if self._beating:
@@ -286,7 +273,7 @@ class EventStream(TaskOwner, once=True):
 
     def stdout(self, chunk: str) -> StdoutEvent:
         """Append program output."""
-        return self._append(StdoutEvent(self._session_id, self.next_seq, StdoutPayload(chunk)))
+        return self._emit(StdoutEvent, StdoutPayload(chunk))
 
     def log(
         self,
@@ -295,22 +282,19 @@ class EventStream(TaskOwner, once=True):
         data: dict[str, Any] | None = None,
     ) -> LogEvent:
         """Append a log record (``level``: ``debug``, ``info``, ``warn`` or ``error``)."""
-        payload = LogPayload(
-            level=cast(LogLevel, level), message=message, data=UNSET if data is None else data
-        )
-        return self._append(LogEvent(self._session_id, self.next_seq, payload))
+        payload = LogPayload(level=cast(LogLevel, level), message=message, data=_unset(data))
+        return self._emit(LogEvent, payload)
 
     def tool_call(self, tool_name: str, args: Any = UNSET, *, call_id: str | None = None) -> str:
         """Append a ``tool_call``; returns its call id (generated unless given)."""
         call_id = generate_call_id() if call_id is None else call_id
         payload = ToolCallPayload(call_id=call_id, tool_name=tool_name, args=args)
-        self._append(ToolCallEvent(self._session_id, self.next_seq, payload))
+        self._emit(ToolCallEvent, payload)
         return call_id
 
     def tool_result_applied(self, call_id: str) -> ToolResultAppliedEvent:
         """Append ``tool_result_applied``: the result of ``call_id`` reached the program."""
-        payload = ToolResultAppliedPayload(call_id)
-        return self._append(ToolResultAppliedEvent(self._session_id, self.next_seq, payload))
+        return self._emit(ToolResultAppliedEvent, ToolResultAppliedPayload(call_id))
 
     def tool_progress(
         self,
@@ -326,10 +310,10 @@ class EventStream(TaskOwner, once=True):
             call_id=call_id,
             phase=cast(ToolProgressPhase, phase),
             elapsed_ms=elapsed_ms,
-            bytes_received=UNSET if bytes_received is None else bytes_received,
-            total_bytes=UNSET if total_bytes is None else total_bytes,
+            bytes_received=_unset(bytes_received),
+            total_bytes=_unset(total_bytes),
         )
-        return self._append(ToolProgressEvent(self._session_id, self.next_seq, payload))
+        return self._emit(ToolProgressEvent, payload)
 
     def partial_result(
         self,
@@ -343,10 +327,10 @@ class EventStream(TaskOwner, once=True):
         payload = PartialResultPayload(
             path=list(path),
             data=data,
-            error=UNSET if error is None else error,
+            error=_unset(error),
             has_next=has_next,
         )
-        return self._append(PartialResultEvent(self._session_id, self.next_seq, payload))
+        return self._emit(PartialResultEvent, payload)
 
     def error(
         self, message: str, *, code: str | None = None, recoverable: bool | None = None
@@ -354,15 +338,15 @@ class EventStream(TaskOwner, once=True):
         """Append an ``error`` event (the session goes on; ``final`` ends it)."""
         payload = ErrorEventPayload(
             message=message,
-            code=UNSET if code is None else code,
-            recoverable=UNSET if recoverable is None else recoverable,
+            code=_unset(code),
+            recoverable=_unset(recoverable),
         )
-        return self._append(ErrorEvent(self._session_id, self.next_seq, payload))
+        return self._emit(ErrorEvent, payload)
 
     def deadline_exceeded(self, elapsed_ms: float, budget_ms: float) -> DeadlineExceededEvent:
         """Append ``deadline_exceeded``: the session ran out of its time budget."""
         payload = DeadlineExceededPayload(elapsed_ms=elapsed_ms, budget_ms=budget_ms)
-        return self._append(DeadlineExceededEvent(self._session_id, self.next_seq, payload))
+        return self._emit(DeadlineExceededEvent, payload)
 
     def catalog_changed(
         self, version: str, added_actions: Sequence[str] = (), removed_actions: Sequence[str] = ()
@@ -373,12 +357,11 @@ class EventStream(TaskOwner, once=True):
             added_actions=list(added_actions),
             removed_actions=list(removed_actions),
         )
-        return self._append(CatalogChangedEvent(self._session_id, self.next_seq, payload))
+        return self._emit(CatalogChangedEvent, payload)
 
     def heartbeat(self) -> HeartbeatEvent:
         """Append a ``heartbeat`` stamped with the wall clock (sent on its own while idle)."""
-        payload = HeartbeatPayload(ts=iso_timestamp(self._now()))
-        return self._append(HeartbeatEvent(self._session_id, self.next_seq, payload))
+        return self._emit(HeartbeatEvent, HeartbeatPayload(ts=iso_timestamp(self._now())))
 
     def final(
         self,
@@ -407,7 +390,7 @@ class EventStream(TaskOwner, once=True):
             errors=UNSET if errors is None else list(errors),
             stats=_unset(stats),
         )
-        return self._append(FinalEvent(self._session_id, self.next_seq, payload))
+        return self._emit(FinalEvent, payload)
 
     def stats(self) -> SessionStats:
         """The session's statistics so far, as :meth:`final` sends them."""
@@ -427,10 +410,8 @@ class EventStream(TaskOwner, once=True):
         """The session as NDJSON bytes from ``from_seq`` (None: from the start), up to ``final``.
 
         Encrypted streams send the envelopes sealed at append time. Give it
-        to any streaming response::
-
-            return StreamingResponse(stream.ndjson_body(from_seq),
-                                     media_type="application/x-ndjson")
+        to any streaming response (:func:`enclave_stream.starlette.ndjson_response`
+        does, for Starlette).
 
         Raises:
             ReplayUnavailableError: events from ``from_seq`` were dropped.

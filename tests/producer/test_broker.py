@@ -64,9 +64,9 @@ async def test_post_then_get_like_the_reference_client() -> None:
         assert first[1]["payload"] == {"chunk": "print(1)"}
         request = runner.requests[0]
         assert (request.heartbeat_interval_ms, request.ttl_ms) == (2000, 5000)
-        resumed = await lines_of(broker.open_stream("s_from-client", "2"))
+        resumed = await lines_of(broker.open_stream("s_from-client", "2").body)
         assert resumed == first[1:]
-        assert await lines_of(broker.open_stream("s_from-client", None)) == first
+        assert await lines_of(broker.open_stream("s_from-client", None).body) == first
 
 
 async def test_protocol_request_shape_and_generated_id() -> None:
@@ -189,7 +189,7 @@ async def test_open_stream_errors() -> None:
         with pytest.raises(BrokerError) as caught:
             broker.open_stream("s_1")  # the whole session: its start is gone too
         assert caught.value.status == 410
-        assert broker.open_stream("s_1", "4").next_seq == 4
+        assert broker.open_stream("s_1", "4").body.next_seq == 4
         stream.final(True)
 
 
@@ -230,7 +230,7 @@ async def test_cancel_a_running_session_and_one_produced_elsewhere() -> None:
         lines = await lines_of(created.body)
         assert lines[-1]["payload"]["error"]["code"] == "SESSION_CANCELLED"
         broker.cancel(sid)  # finished: nothing more
-        assert len(await lines_of(broker.open_stream(sid))) == 3
+        assert len(await lines_of(broker.open_stream(sid).body)) == 3
 
         outside = broker.add(EventStream("s_outside", heartbeat_interval_ms=None))
         broker.cancel("s_outside")
