@@ -20,7 +20,7 @@ PACKAGE = Path(enclave_stream.__file__).resolve().parent
 # Lowest first: a module may import from its own layer or the ones before it.
 LAYERS = [
     ("enclave_stream.protocol",),
-    ("enclave_stream.errors",),
+    ("enclave_stream.errors", "enclave_stream._options"),
     ("enclave_stream.events",),
     ("enclave_stream._json", "enclave_stream.codec"),
     ("enclave_stream.ndjson",),

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from msgspec import UNSET, UnsetType
 
 from .._lifetime import TaskOwner, owned_task_group
+from .._options import check_number
 from ..codec import encode_message
 from ..crypto.handshake import accept_client_hello
 from ..errors import BrokerError, EncryptionError, ReplayUnavailableError
@@ -46,7 +47,7 @@ from ..protocol import (
     EncryptionMode,
     generate_session_id,
 )
-from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody, check_number
+from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody
 from .stream import CANCELLED, EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
@@ -238,7 +239,7 @@ class SessionBroker(TaskOwner):
     ) -> None:
         self._runner = runner
         self._config = BrokerConfig() if config is None else config
-        check_number("max_sessions", self._config.max_sessions, 1)
+        check_number("max_sessions", self._config.max_sessions, minimum=1, integer=True)
         self._signing_key = signing_key
         self._now = now
         self._slots: dict[str, _Slot] = {}  # insertion order: oldest first

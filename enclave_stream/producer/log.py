@@ -19,14 +19,14 @@ __all__ = [
     "NdjsonBody",
 ]
 
-import math
 from collections.abc import Callable
-from typing import Final, NamedTuple, Protocol, TypeVar, cast
+from typing import Final, NamedTuple, Protocol, cast
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
+from .._options import check_number
 from ..codec import encode_event
 from ..errors import ReplayUnavailableError, StreamFinishedError
 from ..events import FinalEvent, StreamEvent
@@ -46,8 +46,6 @@ EventEncodeFunction = Callable[[StreamEvent], bytes]
 # Evicted slots are cut off the list once at least this many have piled up
 # (and no fewer than the entries held): amortized O(1) per eviction.
 _COMPACT_AFTER: Final = 4096
-
-_Number = TypeVar("_Number", bound=float)
 
 
 class LogEntry(NamedTuple):
@@ -122,19 +120,6 @@ class EventStore(Protocol):
         ...
 
 
-def check_number(name: str, value: _Number, minimum: int, *, integer: bool = True) -> _Number:
-    """``value`` if it is a finite number (an integer, unless ``integer`` is false) >= ``minimum``.
-
-    Raises:
-        ValueError: naming the option ``name``; booleans are refused too.
-    """
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not minimum <= value < math.inf:
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name} must be {kind} >= {minimum}, got {value!r}")
-    return value
-
-
 class EventLog:
     """An in-memory replay log, bounded in events and bytes.
 
@@ -189,8 +174,8 @@ class EventLog:
         max_bytes: int = DEFAULT_MAX_BYTES,
         encode: EventEncodeFunction | None = None,
     ) -> None:
-        self._max_events = check_number("max_events", max_events, 1)
-        self._max_bytes = check_number("max_bytes", max_bytes, 1)
+        self._max_events = check_number("max_events", max_events, minimum=1, integer=True)
+        self._max_bytes = check_number("max_bytes", max_bytes, minimum=1, integer=True)
         self._encode: EventEncodeFunction = encode_event if encode is None else encode
         # _entries[_head:] are the held entries; slots before _head were
         # evicted (set to None) and are cut off now and then.
@@ -305,7 +290,7 @@ class EventLog:
             ReplayUnavailableError: some of them were dropped.
             ValueError: ``from_seq`` is not an integer >= 0.
         """
-        check_number("from_seq", from_seq, 0)
+        check_number("from_seq", from_seq, integer=True)
         # Numbering is contiguous from 1: below first_seq, every number from
         # 1 on was appended and then dropped.
         if from_seq < self._first_seq and self._first_seq > 1:
@@ -391,8 +376,8 @@ class NdjsonBody:
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        self._chunk_bytes = check_number("chunk_bytes", chunk_bytes, 1)
-        start = 0 if from_seq is None else check_number("from_seq", from_seq, 0)
+        self._chunk_bytes = check_number("chunk_bytes", chunk_bytes, minimum=1, integer=True)
+        start = 0 if from_seq is None else check_number("from_seq", from_seq, integer=True)
         store.check(start)
         self._store = store
         self._next = start

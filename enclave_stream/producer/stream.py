@@ -13,6 +13,7 @@ import anyio
 from msgspec import UNSET
 
 from .._lifetime import TaskOwner, owned_task_group
+from .._options import check_number
 from ..codec import encode_event
 from ..crypto.session import EncryptedSession, SessionRole
 from ..events import (
@@ -63,7 +64,6 @@ from .log import (
     EventLog,
     EventStore,
     NdjsonBody,
-    check_number,
 )
 
 E = TypeVar("E", bound=StreamEvent)
@@ -186,7 +186,7 @@ class EventStream(TaskOwner, once=True):
         self._session_id = session_id
         self._session = session
         interval = 0 if heartbeat_interval_ms is None else heartbeat_interval_ms
-        check_number("heartbeat_interval_ms", interval, 0, integer=False)
+        check_number("heartbeat_interval_ms", interval)
         self._interval_s = interval / 1000 if interval else None  # 0 or None: no heartbeats
         self._now: Now = _utc_now if now is None else now
         self._started_at = self._now()

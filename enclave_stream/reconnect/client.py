@@ -31,6 +31,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._lifetime import TaskOwner, owned_task_group
+from .._options import check_number
 from ..crypto.streams import open_off_loop
 from ..errors import FatalConnectError, LineError, RetryableConnectError
 from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
@@ -48,7 +49,6 @@ from .machine import (
     ConnectionState,
     ReconnectionConfig,
     ReconnectionStateMachine,
-    check_number,
 )
 from .resume import (
     DROP,

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import ClassVar, Final, Literal, TypeAlias
 
+from .._options import check_number
 from ..errors import ReconnectionConfigError
 from ..protocol import StrEnum
 
@@ -55,36 +56,6 @@ class ConnectionState(StrEnum):
     """Gave up: retries exhausted or a fatal error."""
     CLOSED = "closed"
     """Closed on purpose by the caller."""
-
-
-def check_number(
-    name: str,
-    value: object,
-    *,
-    minimum: float = 0,
-    maximum: float | None = None,
-    positive: bool = False,
-    integer: bool = False,
-    error: type[ValueError] = ValueError,
-) -> float:
-    """``value`` if it is a finite number within the bounds, else raise ``error`` naming it.
-
-    ``minimum`` (and ``maximum``) are inclusive; ``positive`` asks for > 0
-    instead, ``integer`` for an int. The reconnection options are all checked
-    here, so that a bad setting fails where it is written.
-    """
-    # bool is an int subclass; `jitter_factor=True` is a mistake, not 1.0.
-    kind = "an int" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        raise error(f"{name} must be {kind}, got {value!r}")
-    if not math.isfinite(value):
-        raise error(f"{name} must be finite, got {value!r}")
-    if positive and value <= 0:
-        raise error(f"{name} must be a finite number > 0, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise error(f"{name} must be {bound}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeAlias, TypeVar
 
+from .._options import check_number
 from ..errors import (
     EnvelopeError,
     EnvelopeErrorReason,
@@ -53,7 +54,6 @@ from .machine import (
     ReconnectionEvent,
     ReconnectionStateMachine,
     StateChangeEvent,
-    check_number,
 )
 
 logger = logging.getLogger("enclave_stream")
