@@ -23,7 +23,6 @@ __all__ = [
     "export_public_key_bytes",
     "generate_key_pair",
     "import_public_key",
-    "import_public_key_bytes",
     "key_pair_from_private_scalar",
 ]
 
@@ -143,16 +142,23 @@ def export_public_key(public_key: ec.EllipticCurvePublicKey) -> SerializedPublic
     return SerializedPublicKey(public_key_b64=to_base64(export_public_key_bytes(public_key)))
 
 
-def import_public_key_bytes(point: bytes, curve: str = CURVE) -> ec.EllipticCurvePublicKey:
-    """Import a peer's raw 65-byte uncompressed P-256 point, checking that it is on the curve.
+def import_public_key(public_key_b64: str, curve: str = CURVE) -> ec.EllipticCurvePublicKey:
+    """Import a peer's public key: base64 of the 65-byte uncompressed point, on the curve.
+
+    The base64 text is read as ``atob`` reads it (whitespace ignored, padding
+    optional).
 
     Raises:
         EcdhError: ``ENCRYPTION_INVALID_PUBLIC_KEY`` for anything but a valid
             uncompressed point (compressed, hybrid, infinity, off the curve,
-            wrong length, empty); ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` for
-            another curve.
+            wrong length, empty, not base64); ``ENCRYPTION_UNSUPPORTED_ALGORITHM``
+            for another curve.
     """
     _check_curve(curve)
+    try:
+        point = from_base64(public_key_b64)
+    except Base64DecodeError as exc:
+        raise EcdhError(f"Failed to import public key: {exc}", _INVALID_PUBLIC_KEY) from exc
     if len(point) != PUBLIC_KEY_LENGTH or point[0] != _UNCOMPRESSED_TAG:
         raise EcdhError(
             f"Failed to import public key: {_describe_bad_point(point)}", _INVALID_PUBLIC_KEY
@@ -163,24 +169,6 @@ def import_public_key_bytes(point: bytes, curve: str = CURVE) -> ec.EllipticCurv
         raise EcdhError(
             "Failed to import public key: the point is not on the P-256 curve", _INVALID_PUBLIC_KEY
         ) from exc
-
-
-def import_public_key(public_key_b64: str, curve: str = CURVE) -> ec.EllipticCurvePublicKey:
-    """Import a peer's public key from the protocol's base64 form.
-
-    The base64 text is read as ``atob`` reads it (whitespace ignored, padding
-    optional); see :func:`import_public_key_bytes` for the point checks.
-
-    Raises:
-        EcdhError: as :func:`import_public_key_bytes`, and
-            ``ENCRYPTION_INVALID_PUBLIC_KEY`` for text that is not base64.
-    """
-    _check_curve(curve)
-    try:
-        point = from_base64(public_key_b64)
-    except Base64DecodeError as exc:
-        raise EcdhError(f"Failed to import public key: {exc}", _INVALID_PUBLIC_KEY) from exc
-    return import_public_key_bytes(point, curve)
 
 
 def derive_shared_secret(

@@ -57,7 +57,6 @@ from ..protocol import (
     KeyDerivation,
     SupportedCurve,
     generate_key_id,
-    is_session_id,
 )
 from .ecdh import (
     EcdhKeyPair,
@@ -67,7 +66,13 @@ from .ecdh import (
     import_public_key,
 )
 from .encoding import to_base64
-from .session import EncryptedSession, ReceiveChecks, SessionRole
+from .session import (
+    EncryptedSession,
+    ReceiveChecks,
+    SessionRole,
+    check_key_id,
+    check_session_id,
+)
 from .signing import (
     ServerPublicKey,
     handshake_transcript,
@@ -197,11 +202,7 @@ def create_server_hello(
         HandshakeError: (``ENCRYPTION_HANDSHAKE_FAILED``) ``key_id`` is not a
             non-empty string.
     """
-    if not (isinstance(key_id, str) and key_id):
-        raise HandshakeError(
-            f"The key id must be a non-empty string, got {key_id!r}",
-            EncryptionErrorCode.HANDSHAKE_FAILED,
-        )
+    check_key_id(key_id)
     return ServerHello(
         protocol_version=PROTOCOL_VERSION,
         server_ephemeral_pub_key_b64=to_base64(export_public_key_bytes(key_pair.public_key)),
@@ -252,14 +253,6 @@ def process_server_hello(server_hello: HelloInput) -> ProcessedServerHello:
     hello = parse_server_hello(server_hello)
     _, peer = _peer_key(hello.server_ephemeral_pub_key_b64)
     return ProcessedServerHello(peer_public_key=peer, key_id=hello.key_id)
-
-
-def _check_session_id(session_id: object) -> None:
-    if not is_session_id(session_id):
-        raise HandshakeError(
-            f"Invalid session id {session_id!r}: expected 's_' and at least one more character",
-            EncryptionErrorCode.HANDSHAKE_FAILED,
-        )
 
 
 class ClientHandshake:
@@ -331,7 +324,7 @@ class ClientHandshake:
                 "This handshake already completed; start a new one for a new session",
                 EncryptionErrorCode.HANDSHAKE_FAILED,
             )
-        _check_session_id(session_id)
+        check_session_id(session_id)
         hello = parse_server_hello(server_hello)
         server_point, peer = _peer_key(hello.server_ephemeral_pub_key_b64)
         if self._server_key is not None:
@@ -390,7 +383,7 @@ def accept_client_hello(
             (``ENCRYPTION_UNSUPPORTED_ALGORITHM``), a signing key that is not P-256.
         EcdhError: (``ENCRYPTION_INVALID_PUBLIC_KEY``) a bad client key.
     """
-    _check_session_id(session_id)
+    check_session_id(session_id)
     processed = process_client_hello(client_hello, key_id=key_id, key_pair=key_pair)
     pair, peer, kid = processed.server_key_pair, processed.peer_public_key, processed.key_id
     server_hello = processed.server_hello

@@ -34,6 +34,8 @@ __all__ = [
     "ReceiveChecks",
     "ReplayWindow",
     "SessionRole",
+    "check_key_id",
+    "check_session_id",
 ]
 
 import threading
@@ -225,7 +227,8 @@ class EncryptedSession:
         nonce_prefix: bytes | None = None,
         checks: ReceiveChecks | None = None,
     ) -> None:
-        _check_labels(session_id, key_id)
+        check_session_id(session_id)
+        check_key_id(key_id)
         send = send_key if isinstance(send_key, AesGcmKey) else AesGcmKey(send_key)
         receive = receive_key if isinstance(receive_key, AesGcmKey) else AesGcmKey(receive_key)
         if send is receive or (not isinstance(send_key, AesGcmKey) and send_key == receive_key):
@@ -266,7 +269,7 @@ class EncryptedSession:
         Raises:
             HandshakeError: a bad session id or key id.
         """
-        _check_labels(session_id, key_id)  # before the session id is used as the salt
+        check_session_id(session_id)  # before the session id is used as the salt
         keys = derive_session_keys(shared_secret, session_id)
         c2s, s2c = keys.client_to_server_key, keys.server_to_client_key
         send, receive = (c2s, s2c) if role == SessionRole.CLIENT else (s2c, c2s)
@@ -467,12 +470,25 @@ class EncryptedSession:
         raise TypeError("EncryptedSession cannot be copied or pickled: it holds session keys")
 
 
-def _check_labels(session_id: object, key_id: object) -> None:
+def check_session_id(session_id: object) -> None:
+    """Refuse a session id that is not ``s_`` and at least one more character.
+
+    Raises:
+        HandshakeError: (``ENCRYPTION_HANDSHAKE_FAILED``).
+    """
     if not is_session_id(session_id):
         raise HandshakeError(
             f"Invalid session id {session_id!r}: expected 's_' and at least one more character",
             EncryptionErrorCode.HANDSHAKE_FAILED,
         )
+
+
+def check_key_id(key_id: object) -> None:
+    """Refuse a key id that is not a non-empty string.
+
+    Raises:
+        HandshakeError: (``ENCRYPTION_HANDSHAKE_FAILED``).
+    """
     if not (isinstance(key_id, str) and key_id):
         raise HandshakeError(
             f"The key id must be a non-empty string, got {key_id!r}",
