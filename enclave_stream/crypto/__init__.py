@@ -1,20 +1,13 @@
-"""End-to-end encryption of the EnclaveJS protocol.
+"""End-to-end encryption of the EnclaveJS protocol (docs/security.md).
 
-The primitives: base64 and UTF-8 as the browser writes them
-(:mod:`.encoding`), P-256 ECDH (:mod:`.ecdh`) for a shared secret,
-HKDF-SHA256 (:mod:`.hkdf`) for one AES-256 key per direction, AES-GCM
-(:mod:`.aesgcm`) and a key's counter-nonce context (:mod:`.context`).
-
-On top of them: the one envelope path (:mod:`.envelope`), the hellos and the
-handshake (:mod:`.handshake`) that yields an :class:`EncryptedSession`
-(:mod:`.session`, with its replay window and splicing and ordering checks),
-optional server signatures (:mod:`.signing`), and anyio adapters
-(:mod:`.streams`). Everything but the adapters is synchronous and does no I/O.
-
-This package exports the TypeScript package's crypto names and what the
-handshake and sessions need; constants and the signing steps stay in their
-modules, and the exception classes other than the TypeScript package's three
-live in :mod:`enclave_stream.errors`.
+Primitives: :mod:`.encoding` (base64, UTF-8), :mod:`.ecdh`, :mod:`.hkdf`,
+:mod:`.aesgcm`, :mod:`.context`; on them the one envelope path
+(:mod:`.envelope`), the handshake (:mod:`.handshake`) that yields an
+:class:`EncryptedSession` (:mod:`.session`), server signatures
+(:mod:`.signing`) and anyio adapters (:mod:`.streams`). All but the adapters
+are synchronous. Exported here: the TypeScript package's crypto names and
+what handshakes and sessions need; constants and lower-level steps stay in
+their modules.
 """
 
 from __future__ import annotations

@@ -191,12 +191,8 @@ def generate_counter_nonce(prefix: bytes, counter: int) -> bytes:
         # range check costs nothing on the success path.
         return prefix + counter.to_bytes(4, "big")
     except OverflowError:
-        raise _counter_out_of_range(counter) from None
-
-
-def _counter_out_of_range(counter: int) -> AesGcmError:
-    return AesGcmError(
-        f"Nonce counter {counter} is outside [0, 2**32): a 32-bit counter nonce would "
-        "wrap and repeat an earlier nonce; rotate the key instead",
-        _NONCE_REUSE,
-    )
+        raise AesGcmError(
+            f"Nonce counter {counter} is outside [0, 2**32): a 32-bit counter nonce would "
+            "wrap and repeat an earlier nonce; rotate the key instead",
+            _NONCE_REUSE,
+        ) from None

@@ -1,13 +1,8 @@
 """P-256 ECDH, the key agreement of the handshake.
 
-Public keys travel as base64 of the 65-byte uncompressed SEC1 point
-``0x04 || X || Y``; the shared secret is the 32-byte X coordinate of ``d*Q``.
-
-Only uncompressed points are imported: compressed (``0x02``/``0x03``),
-hybrid (``0x06``/``0x07``) and every other encoding is refused with
-``ENCRYPTION_INVALID_PUBLIC_KEY``, which leaves one encoding per key and no
-point decompression on the attack surface (compatibility row C3). An unknown
-curve name is ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (row C4).
+Public keys travel as base64 of the 65-byte uncompressed point
+``0x04 || X || Y`` (no other encoding is imported: docs/compatibility.md C3);
+the shared secret is the 32-byte X coordinate of ``d*Q``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,14 @@
 """The handshake that sets up an :class:`EncryptedSession` on each side.
 
 The client sends :attr:`ClientHandshake.client_hello` and completes with the
-server's answer; the server answers with :func:`accept_client_hello` (usage:
-README, "Encryption"). Both sides derive the same two keys (HKDF-SHA256 over
-the P-256 ECDH secret, salted with the session id). With a ``signing_key``
-the server signs the handshake transcript (:mod:`.signing`); a client that
-pins the server's public key refuses a ServerHello without a valid signature.
-
-A hello from the peer (a :class:`~enclave_stream.ClientHello` /
-:class:`~enclave_stream.ServerHello` Struct, a mapping, or JSON text) is
-validated like any received protocol message, whoever made it: a Struct is
-written to JSON and read back. Then its public key is imported: exactly 65
-bytes, ``0x04 || X || Y``, on the P-256 curve. Another curve, cipher or KDF
-is refused with ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (compatibility row C4).
-
-The stand-alone hello functions (``create_*_hello``, ``parse_*_hello``,
-``process_*_hello``) are the building blocks of the two halves and keep the
-protocol's names.
+server's answer; the server answers with :func:`accept_client_hello`. With a
+``signing_key`` the server signs the transcript (:mod:`.signing`), and a
+client that pins its public key requires that signature. A peer's hello
+(Struct, mapping or JSON text) is validated like any received message, a
+Struct too, before its public key is imported (:func:`.ecdh.import_public_key`);
+another suite is ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (docs/compatibility.md C4).
+The ``create_*``, ``parse_*`` and ``process_*`` hello functions are the
+building blocks of the two halves.
 """
 
 from __future__ import annotations
@@ -150,7 +142,7 @@ def _parse(raw: object, type_: type[_H]) -> _H:
 
 
 def parse_client_hello(client_hello: HelloInput) -> ClientHello:
-    """Validate a ClientHello as a received protocol message (a Struct too: module docstring).
+    """Validate a ClientHello as a received protocol message (a Struct too).
 
     Raises:
         HandshakeError: ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` for another curve

@@ -61,15 +61,11 @@ _R: Final = EnvelopeErrorReason
 
 
 class ReplayWindow:
-    """Remembers accepted 12-byte nonces in bounded memory.
+    """Remembers accepted 12-byte nonces in bounded memory (docs/security.md, "Replay memory").
 
-    A sender's nonces are ``prefix || uint32_be(counter)``, counting up. Per
-    prefix the window keeps the highest counter and a bitmap of the ``width``
-    counters below it (the IPsec/DTLS sliding window, RFC 4303 section
-    3.4.3): exact inside the window, and a counter older than it is refused
-    (fail closed). At most ``max_prefixes`` prefixes are kept, the least
-    recently used forgotten first. Why it is bounded this way:
-    ``docs/security.md``, "Replay memory".
+    Per nonce prefix: the highest counter and a bitmap of the ``width``
+    counters below it (RFC 4303's sliding window); an older counter is
+    refused. At most ``max_prefixes`` prefixes, least recently used out first.
 
     Args:
         width: counters remembered below the highest one, per nonce prefix.
@@ -151,8 +147,7 @@ class SessionRole(StrEnum):
 class ReceiveChecks:
     """The receiver's numbering checks, for peers that number envelopes differently.
 
-    Both are on by default; the security checks (key id, authentication and
-    fail-closed, replay) cannot be switched off.
+    Both are on by default; the security checks cannot be switched off.
 
     Attributes:
         splicing: refuse an envelope of another session, or whose inner
@@ -171,11 +166,10 @@ _DEFAULT_CHECKS: Final = ReceiveChecks()
 class EncryptedSession:
     """Both directions of one session's encryption, with the receiver's checks.
 
-    Made by :class:`~enclave_stream.crypto.ClientHandshake` (client) or
-    :func:`~enclave_stream.crypto.accept_client_hello` (server); tests and
-    vectors can pass raw key bytes. Sessions cannot be copied or
-    pickled (two copies would reuse nonces) and never show keys in ``repr``.
-    ``seal`` and ``open`` are thread-safe.
+    Made by :class:`~enclave_stream.crypto.ClientHandshake` or
+    :func:`~enclave_stream.crypto.accept_client_hello`. Sessions cannot be
+    copied or pickled and never show keys in ``repr``; ``seal`` and ``open``
+    are thread-safe.
 
     Args:
         session_id: the session id (``s_...``), every envelope's ``sessionId``.
