@@ -1,7 +1,7 @@
 """End-to-end encryption of the EnclaveJS protocol (docs/security.md).
 
-Primitives: :mod:`.encoding` (base64, UTF-8), :mod:`.ecdh`, :mod:`.hkdf`,
-:mod:`.aesgcm`, :mod:`.context`; on them the one envelope path
+Primitives: :mod:`.encoding` (base64, UTF-8), :mod:`.ecdh`, :mod:`.aesgcm`
+(with HKDF), :mod:`.context`; on them the one envelope path
 (:mod:`.envelope`), the handshake (:mod:`.handshake`) that yields an
 :class:`EncryptedSession` (:mod:`.session`), server signatures
 (:mod:`.signing`) and anyio adapters (:mod:`.streams`). All but the adapters
@@ -13,7 +13,19 @@ their modules.
 from __future__ import annotations
 
 from ..errors import AesGcmError, EcdhError, HkdfError
-from .aesgcm import AesGcmKey, decrypt, encrypt, generate_counter_nonce, generate_nonce
+from .aesgcm import (
+    AesGcmKey,
+    SessionCryptoKeys,
+    SessionKeys,
+    decrypt,
+    derive_key,
+    derive_session_crypto_keys,
+    derive_session_keys,
+    encrypt,
+    generate_counter_nonce,
+    generate_nonce,
+    import_aes_gcm_key,
+)
 from .context import SessionEncryptionContext, SessionKeyInfo
 from .ecdh import (
     EcdhKeyPair,
@@ -34,14 +46,6 @@ from .handshake import (
     create_server_hello,
     process_client_hello,
     process_server_hello,
-)
-from .hkdf import (
-    SessionCryptoKeys,
-    SessionKeys,
-    derive_key,
-    derive_session_crypto_keys,
-    derive_session_keys,
-    import_aes_gcm_key,
 )
 from .session import EncryptedSession, ReceiveChecks, SessionRole
 from .signing import ServerPublicKey, generate_signing_key

@@ -47,7 +47,7 @@ from ..codec import encode_event
 from ..errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason, HandshakeError
 from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
 from ..protocol import StrEnum, is_session_id
-from .aesgcm import NONCE_PREFIX_LENGTH, AesGcmKey
+from .aesgcm import NONCE_PREFIX_LENGTH, AesGcmKey, derive_session_keys
 from .context import SessionEncryptionContext, SessionKeyInfo
 from .envelope import (
     InnerEvent,
@@ -55,7 +55,6 @@ from .envelope import (
     open_payload,
     read_event,
 )
-from .hkdf import derive_session_keys
 
 _R: Final = EnvelopeErrorReason
 
