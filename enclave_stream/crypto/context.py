@@ -37,7 +37,7 @@ _NONCE_REUSE: Final = EncryptionErrorCode.NONCE_REUSE
 
 @dataclass(frozen=True, slots=True)
 class SessionKeyInfo:
-    """Bookkeeping of one session key: its id, age and nonce budget, never the key (C6).
+    """Bookkeeping of one session key: id, age and nonce budget; never the key (compat. C6).
 
     Attributes:
         key_id: the key id announced in the ServerHello (``k_<uuid4>``).

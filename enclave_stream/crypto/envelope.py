@@ -222,8 +222,8 @@ def open_payload(key: AesGcmKey | bytes, payload: EncryptedEnvelopePayload) -> t
         HkdfError: raw key bytes of a length AES does not have.
     """
     # Every opened envelope comes through here: the two fields are decoded
-    # inline rather than through a helper (a Python call each), and the
-    # cipher is called directly for this module's reasons instead of aesgcm's.
+    # inline rather than through a helper (a Python call each). The cipher is
+    # called directly so that each failure maps to its envelope reason.
     field = "nonceB64"
     try:
         nonce = from_base64(payload.nonce_b64)
