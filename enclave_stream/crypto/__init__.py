@@ -1,26 +1,31 @@
-"""End-to-end encryption of the EnclaveJS protocol.
+"""End-to-end encryption of the EnclaveJS protocol (docs/security.md).
 
-The primitives: base64 and UTF-8 as the browser writes them
-(:mod:`.encoding`), P-256 ECDH (:mod:`.ecdh`) for a shared secret,
-HKDF-SHA256 (:mod:`.hkdf`) for one AES-256 key per direction, AES-GCM
-(:mod:`.aesgcm`) and a key's counter-nonce context (:mod:`.context`).
-
-On top of them: the one envelope path (:mod:`.envelope`), the hellos and the
-handshake (:mod:`.handshake`) that yields an :class:`EncryptedSession`
-(:mod:`.session`, with its replay window and splicing and ordering checks),
-optional server signatures (:mod:`.signing`), and anyio adapters
-(:mod:`.streams`). Everything but the adapters is synchronous and does no I/O.
-
-This package exports the TypeScript package's crypto names and what the
-handshake and sessions need; constants and the signing steps stay in their
-modules, and the exception classes other than the TypeScript package's three
-live in :mod:`enclave_stream.errors`.
+Primitives: :mod:`.encoding` (base64, UTF-8), :mod:`.ecdh`, :mod:`.aesgcm`
+(with HKDF), :mod:`.context`; on them the one envelope path
+(:mod:`.envelope`), the handshake (:mod:`.handshake`) that yields an
+:class:`EncryptedSession` (:mod:`.session`), server signatures
+(:mod:`.signing`) and anyio adapters (:mod:`.streams`). All but the adapters
+are synchronous. Exported here: the TypeScript package's crypto names and
+what handshakes and sessions need; constants and lower-level steps stay in
+their modules.
 """
 
 from __future__ import annotations
 
 from ..errors import AesGcmError, EcdhError, HkdfError
-from .aesgcm import AesGcmKey, decrypt, encrypt, generate_counter_nonce, generate_nonce
+from .aesgcm import (
+    AesGcmKey,
+    SessionCryptoKeys,
+    SessionKeys,
+    decrypt,
+    derive_key,
+    derive_session_crypto_keys,
+    derive_session_keys,
+    encrypt,
+    generate_counter_nonce,
+    generate_nonce,
+    import_aes_gcm_key,
+)
 from .context import SessionEncryptionContext, SessionKeyInfo
 from .ecdh import (
     EcdhKeyPair,
@@ -41,14 +46,6 @@ from .handshake import (
     create_server_hello,
     process_client_hello,
     process_server_hello,
-)
-from .hkdf import (
-    SessionCryptoKeys,
-    SessionKeys,
-    derive_key,
-    derive_session_crypto_keys,
-    derive_session_keys,
-    import_aes_gcm_key,
 )
 from .session import EncryptedSession, ReceiveChecks, SessionRole
 from .signing import ServerPublicKey, generate_signing_key

@@ -1,10 +1,4 @@
-"""A session key's encryption context: one key, its counter nonces, its envelopes.
-
-A :class:`SessionEncryptionContext` owns one direction's key of a session and
-the nonces made under it, ``prefix(8 random bytes) || uint32_be(counter)``,
-and turns JSON values and events into envelope payloads and back through the
-one envelope path of :mod:`.envelope`.
-"""
+"""A session key's encryption context: one key, its counter nonces, its envelopes."""
 
 from __future__ import annotations
 
@@ -43,11 +37,7 @@ _NONCE_REUSE: Final = EncryptionErrorCode.NONCE_REUSE
 
 @dataclass(frozen=True, slots=True)
 class SessionKeyInfo:
-    """Bookkeeping of one session key: its id, age and nonce budget.
-
-    The key itself is not in it (it is passed to
-    :class:`SessionEncryptionContext` separately), so this record can be
-    logged or stored without leaking it (compatibility row C6).
+    """Bookkeeping of one session key: id, age and nonce budget; never the key (compat. C6).
 
     Attributes:
         key_id: the key id announced in the ServerHello (``k_<uuid4>``).
@@ -80,16 +70,9 @@ class SessionEncryptionContext:
     """One session key and its nonce sequence: ``prefix(8 random bytes) || uint32_be(counter)``.
 
     Every :meth:`encrypt` uses the next counter value, so no nonce repeats
-    under the key as long as the key lives only in this context. Besides
-    (compatibility rows C1, C2, C5):
-
-    * the counter never wraps: when it reaches ``2**32`` encryption raises
-      ``ENCRYPTION_NONCE_REUSE`` even if ``max_nonces`` is set higher;
-    * in a ``fork()`` child every inherited context draws a new random prefix
-      (a context built with a fixed ``nonce_prefix`` refuses to encrypt in the
-      child instead), so parent and child never share a nonce;
-    * contexts cannot be copied or pickled, which would duplicate the counter;
-    * encryption is thread-safe (the counter is taken under a lock).
+    under the key: the counter never wraps, a ``fork()`` child re-draws the
+    prefix, contexts cannot be copied or pickled, and the counter is taken
+    under a lock (docs/compatibility.md C1, C2, C5).
 
     Args:
         key: the session key, as an :class:`AesGcmKey` or raw bytes.
@@ -127,12 +110,8 @@ class SessionEncryptionContext:
         self._fixed_prefix = nonce_prefix is not None
         if nonce_prefix is None:
             self._prefix = os.urandom(NONCE_PREFIX_LENGTH)
-        elif len(nonce_prefix) != NONCE_PREFIX_LENGTH:
-            raise AesGcmError(
-                f"Nonce prefix must be {NONCE_PREFIX_LENGTH} bytes, got {len(nonce_prefix)}",
-                _NONCE_REUSE,
-            )
         else:
+            generate_counter_nonce(nonce_prefix, 0)  # refuses a prefix that is not 8 bytes
             self._prefix = bytes(nonce_prefix)
         _LIVE_CONTEXTS.add(self)
 
@@ -147,11 +126,10 @@ class SessionEncryptionContext:
         return self._counter
 
     def needs_rotation(self) -> bool:
-        """True when this context can encrypt no more messages and the key must be rotated.
+        """True when this context can encrypt no more and the key must be rotated.
 
-        That is at ``nonce_counter >= max_nonces``, and also when the 32-bit
-        counter is exhausted or when a fixed-prefix context was inherited
-        across ``fork()`` (compatibility row C2).
+        That is at ``max_nonces``, at the end of the 32-bit counter, or after
+        a ``fork()`` of a fixed-prefix context (docs/compatibility.md C2).
         """
         counter = self._counter
         return counter >= self._max_nonces or counter >= NONCE_COUNTER_LIMIT or self._prefix is None
@@ -217,11 +195,7 @@ class SessionEncryptionContext:
     def create_envelope(
         self, session_id: str, seq: int, inner_event: InnerEvent
     ) -> EncryptedEnvelope:
-        """An ``enc`` envelope (protocol version 2) carrying ``inner_event``.
-
-        The event is validated; the envelope's ``sessionId``/``seq`` are
-        checked but not compared with the inner event's (an
-        :class:`~enclave_stream.crypto.EncryptedSession` compares them).
+        """An ``enc`` envelope carrying ``inner_event`` (see ``create_encrypted_envelope``).
 
         >>> ctx = SessionEncryptionContext(bytes(32), SessionKeyInfo("k_1"))
         >>> from enclave_stream import StdoutEvent

@@ -1,13 +1,8 @@
 """P-256 ECDH, the key agreement of the handshake.
 
-Public keys travel as base64 of the 65-byte uncompressed SEC1 point
-``0x04 || X || Y``; the shared secret is the 32-byte X coordinate of ``d*Q``.
-
-Only uncompressed points are imported: compressed (``0x02``/``0x03``),
-hybrid (``0x06``/``0x07``) and every other encoding is refused with
-``ENCRYPTION_INVALID_PUBLIC_KEY``, which leaves one encoding per key and no
-point decompression on the attack surface (compatibility row C3). An unknown
-curve name is ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (row C4).
+Public keys travel as base64 of the 65-byte uncompressed point
+``0x04 || X || Y`` (no other encoding is imported: docs/compatibility.md C3);
+the shared secret is the 32-byte X coordinate of ``d*Q``.
 """
 
 from __future__ import annotations
@@ -23,7 +18,6 @@ __all__ = [
     "export_public_key_bytes",
     "generate_key_pair",
     "import_public_key",
-    "import_public_key_bytes",
     "key_pair_from_private_scalar",
 ]
 
@@ -143,16 +137,23 @@ def export_public_key(public_key: ec.EllipticCurvePublicKey) -> SerializedPublic
     return SerializedPublicKey(public_key_b64=to_base64(export_public_key_bytes(public_key)))
 
 
-def import_public_key_bytes(point: bytes, curve: str = CURVE) -> ec.EllipticCurvePublicKey:
-    """Import a peer's raw 65-byte uncompressed P-256 point, checking that it is on the curve.
+def import_public_key(public_key_b64: str, curve: str = CURVE) -> ec.EllipticCurvePublicKey:
+    """Import a peer's public key: base64 of the 65-byte uncompressed point, on the curve.
+
+    The base64 text is read as ``atob`` reads it (whitespace ignored, padding
+    optional).
 
     Raises:
         EcdhError: ``ENCRYPTION_INVALID_PUBLIC_KEY`` for anything but a valid
             uncompressed point (compressed, hybrid, infinity, off the curve,
-            wrong length, empty); ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` for
-            another curve.
+            wrong length, empty, not base64); ``ENCRYPTION_UNSUPPORTED_ALGORITHM``
+            for another curve.
     """
     _check_curve(curve)
+    try:
+        point = from_base64(public_key_b64)
+    except Base64DecodeError as exc:
+        raise EcdhError(f"Failed to import public key: {exc}", _INVALID_PUBLIC_KEY) from exc
     if len(point) != PUBLIC_KEY_LENGTH or point[0] != _UNCOMPRESSED_TAG:
         raise EcdhError(
             f"Failed to import public key: {_describe_bad_point(point)}", _INVALID_PUBLIC_KEY
@@ -163,24 +164,6 @@ def import_public_key_bytes(point: bytes, curve: str = CURVE) -> ec.EllipticCurv
         raise EcdhError(
             "Failed to import public key: the point is not on the P-256 curve", _INVALID_PUBLIC_KEY
         ) from exc
-
-
-def import_public_key(public_key_b64: str, curve: str = CURVE) -> ec.EllipticCurvePublicKey:
-    """Import a peer's public key from the protocol's base64 form.
-
-    The base64 text is read as ``atob`` reads it (whitespace ignored, padding
-    optional); see :func:`import_public_key_bytes` for the point checks.
-
-    Raises:
-        EcdhError: as :func:`import_public_key_bytes`, and
-            ``ENCRYPTION_INVALID_PUBLIC_KEY`` for text that is not base64.
-    """
-    _check_curve(curve)
-    try:
-        point = from_base64(public_key_b64)
-    except Base64DecodeError as exc:
-        raise EcdhError(f"Failed to import public key: {exc}", _INVALID_PUBLIC_KEY) from exc
-    return import_public_key_bytes(point, curve)
 
 
 def derive_shared_secret(

@@ -1,20 +1,7 @@
 """Text and bytes as the browser converts them: base64 (``btoa``/``atob``) and UTF-8.
 
-Base64 is written padded and standard, and read with the rules of WHATWG
-"forgiving-base64 decode" (what ``atob`` does). Python's lenient
-``base64.b64decode`` would accept strings a peer refuses (and refuse unpadded
-ones it accepts), so decoding here gives exactly these verdicts:
-
-* ASCII whitespace (TAB, LF, FF, CR, SPACE) is removed wherever it appears;
-* ``=`` is allowed only as one or two trailing pad characters that make the
-  length a multiple of 4; padding may also be left out;
-* a length of 1 mod 4 (after the above) is an error;
-* any other character, including the URL-safe ``-`` and ``_``, is an error;
-* leftover bits in the last character are ignored (``"QR=="`` decodes to ``b"A"``).
-
-Text that is hashed or signed (HKDF salts and labels, the signed transcript)
-is encoded with :func:`utf8`, which writes lone surrogates as ``TextEncoder``
-does, so the bytes never depend on the language that made them.
+Hashed or signed text (HKDF salts and labels, the signed transcript) is
+encoded with :func:`utf8`, so the bytes never depend on the language that made them.
 """
 
 from __future__ import annotations
@@ -48,9 +35,19 @@ def to_base64(data: bytes) -> str:
 def from_base64(text: str) -> bytes:
     """Decode base64 text with exactly the verdicts of the browser's ``atob``.
 
+    These are the rules of WHATWG "forgiving-base64 decode" (Python's lenient
+    ``base64.b64decode`` accepts strings a peer refuses, and refuses unpadded
+    ones it accepts):
+
+    * ASCII whitespace (TAB, LF, FF, CR, SPACE) is removed wherever it appears;
+    * ``=`` is allowed only as one or two trailing pad characters that make the
+      length a multiple of 4; padding may also be left out;
+    * a length of 1 mod 4 (after the above) is an error;
+    * any other character, including the URL-safe ``-`` and ``_``, is an error;
+    * leftover bits in the last character are ignored (``"QR=="`` decodes to ``b"A"``).
+
     Raises:
-        Base64DecodeError: the text is not forgiving-base64 (see the module
-            docstring for the rules); the message says which rule failed.
+        Base64DecodeError: the text breaks a rule; the message says which.
 
     >>> from_base64("QUJD RA")
     b'ABCD'

@@ -1,20 +1,11 @@
 """Envelopes: a JSON value in, an ``enc`` envelope payload out, and back.
 
-Every envelope of the library is built and opened here, whoever asks (the
-stand-alone functions below, a :class:`~enclave_stream.crypto.SessionEncryptionContext`,
-an :class:`~enclave_stream.crypto.EncryptedSession`, the stream adapters):
-a plaintext (:func:`event_plaintext`, :func:`json_plaintext`) is sealed by
-:func:`seal_payload`; :func:`open_payload` opens a payload, and
-:func:`read_event` judges its plaintext as an event (:func:`decrypt_json`
-reads any JSON value). One exception, for speed:
-:meth:`~enclave_stream.crypto.EncryptedSession.seal_line` encrypts through
-its context's :meth:`~enclave_stream.crypto.SessionEncryptionContext.encrypt`
-and writes the line from a template instead of building a payload; a property
-test holds its bytes to the encoded envelope of ``seal``.
-
-The stand-alone functions keep no state, so they cannot detect replays or
-reordering, and without an explicit nonce they draw 12 random bytes per call;
-a session should use an :class:`~enclave_stream.crypto.EncryptedSession`.
+The one envelope path: every envelope of the library is sealed by
+:func:`seal_payload` and opened by :func:`open_payload`, whoever asks (the
+stand-alone functions below, a context, a session, the stream adapters).
+Beside it, only ``EncryptedSession.seal_line`` writes lines from a template,
+held to ``seal``'s bytes by a property test. The stand-alone functions keep no
+state, so they make no replay or order checks (a session makes them).
 """
 
 from __future__ import annotations
@@ -231,7 +222,8 @@ def open_payload(key: AesGcmKey | bytes, payload: EncryptedEnvelopePayload) -> t
         HkdfError: raw key bytes of a length AES does not have.
     """
     # Every opened envelope comes through here: the two fields are decoded
-    # inline rather than through a helper (a Python call each).
+    # inline rather than through a helper (a Python call each). The cipher is
+    # called directly so that each failure maps to its envelope reason.
     field = "nonceB64"
     try:
         nonce = from_base64(payload.nonce_b64)
@@ -311,12 +303,10 @@ def decrypt_json(
 ) -> Any:
     """Decrypt an envelope payload and return the JSON value inside.
 
-    With ``type=None`` (the default) the plaintext is parsed as
-    ``JSON.parse`` parses it and returned as plain Python values. Given a
-    type, it is validated into that type, as ``msgspec.json.decode(...,
-    type=...)`` would: ``type=StreamEvent`` judges it as a received line
-    (a valid plaintext event; an envelope is refused), a message Struct
-    (e.g. :class:`~enclave_stream.ClientHello`) is validated against its schema.
+    With ``type=None`` the plaintext is read as ``JSON.parse`` reads it and
+    returned as plain values; given a type it is validated into that type, as
+    ``msgspec.json.decode(..., type=...)`` would (``type=StreamEvent`` judges
+    it as a received line and refuses an envelope). docs/compatibility.md, E2.
 
     Raises:
         EnvelopeError: with ``ENCRYPTION_DECRYPTION_FAILED`` and reason
@@ -339,13 +329,10 @@ def create_encrypted_envelope(
 ) -> EncryptedEnvelope:
     """An ``enc`` envelope (protocol version 2) carrying ``inner_event``.
 
-    The inner event is validated (a mapping is written in the protocol's key
-    order); the envelope's ``sessionId``/``seq`` are checked but not compared
-    with the inner event's (an :class:`~enclave_stream.crypto.EncryptedSession`
-    compares them).
+    The inner event and the envelope's ``sessionId``/``seq`` are validated,
+    not compared (a session compares them; docs/compatibility.md E2, E3).
 
     >>> from enclave_stream import StdoutEvent
-
     >>> from enclave_stream.events import StdoutPayload
     >>> event = StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload("hi"))
     >>> env = create_encrypted_envelope(bytes(32), "k_1", "s_1", 1, event, bytes(12))

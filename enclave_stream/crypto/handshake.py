@@ -1,22 +1,14 @@
 """The handshake that sets up an :class:`EncryptedSession` on each side.
 
 The client sends :attr:`ClientHandshake.client_hello` and completes with the
-server's answer; the server answers with :func:`accept_client_hello` (usage:
-README, "Encryption"). Both sides derive the same two keys (HKDF-SHA256 over
-the P-256 ECDH secret, salted with the session id). With a ``signing_key``
-the server signs the handshake transcript (:mod:`.signing`); a client that
-pins the server's public key refuses a ServerHello without a valid signature.
-
-A hello from the peer (a :class:`~enclave_stream.ClientHello` /
-:class:`~enclave_stream.ServerHello` Struct, a mapping, or JSON text) is
-validated like any received protocol message, whoever made it: a Struct is
-written to JSON and read back. Then its public key is imported: exactly 65
-bytes, ``0x04 || X || Y``, on the P-256 curve. Another curve, cipher or KDF
-is refused with ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (compatibility row C4).
-
-The stand-alone hello functions (``create_*_hello``, ``parse_*_hello``,
-``process_*_hello``) are the building blocks of the two halves and keep the
-protocol's names.
+server's answer; the server answers with :func:`accept_client_hello`. With a
+``signing_key`` the server signs the transcript (:mod:`.signing`), and a
+client that pins its public key requires that signature. A peer's hello
+(Struct, mapping or JSON text) is validated like any received message, a
+Struct too, before its public key is imported (:func:`.ecdh.import_public_key`);
+another suite is ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` (docs/compatibility.md C4).
+The ``create_*``, ``parse_*`` and ``process_*`` hello functions are the
+building blocks of the two halves.
 """
 
 from __future__ import annotations
@@ -57,7 +49,6 @@ from ..protocol import (
     KeyDerivation,
     SupportedCurve,
     generate_key_id,
-    is_session_id,
 )
 from .ecdh import (
     EcdhKeyPair,
@@ -67,7 +58,13 @@ from .ecdh import (
     import_public_key,
 )
 from .encoding import to_base64
-from .session import EncryptedSession, ReceiveChecks, SessionRole
+from .session import (
+    EncryptedSession,
+    ReceiveChecks,
+    SessionRole,
+    check_key_id,
+    check_session_id,
+)
 from .signing import (
     ServerPublicKey,
     handshake_transcript,
@@ -145,7 +142,7 @@ def _parse(raw: object, type_: type[_H]) -> _H:
 
 
 def parse_client_hello(client_hello: HelloInput) -> ClientHello:
-    """Validate a ClientHello as a received protocol message (a Struct too: module docstring).
+    """Validate a ClientHello as a received protocol message (a Struct too).
 
     Raises:
         HandshakeError: ``ENCRYPTION_UNSUPPORTED_ALGORITHM`` for another curve
@@ -197,11 +194,7 @@ def create_server_hello(
         HandshakeError: (``ENCRYPTION_HANDSHAKE_FAILED``) ``key_id`` is not a
             non-empty string.
     """
-    if not (isinstance(key_id, str) and key_id):
-        raise HandshakeError(
-            f"The key id must be a non-empty string, got {key_id!r}",
-            EncryptionErrorCode.HANDSHAKE_FAILED,
-        )
+    check_key_id(key_id)
     return ServerHello(
         protocol_version=PROTOCOL_VERSION,
         server_ephemeral_pub_key_b64=to_base64(export_public_key_bytes(key_pair.public_key)),
@@ -252,14 +245,6 @@ def process_server_hello(server_hello: HelloInput) -> ProcessedServerHello:
     hello = parse_server_hello(server_hello)
     _, peer = _peer_key(hello.server_ephemeral_pub_key_b64)
     return ProcessedServerHello(peer_public_key=peer, key_id=hello.key_id)
-
-
-def _check_session_id(session_id: object) -> None:
-    if not is_session_id(session_id):
-        raise HandshakeError(
-            f"Invalid session id {session_id!r}: expected 's_' and at least one more character",
-            EncryptionErrorCode.HANDSHAKE_FAILED,
-        )
 
 
 class ClientHandshake:
@@ -331,7 +316,7 @@ class ClientHandshake:
                 "This handshake already completed; start a new one for a new session",
                 EncryptionErrorCode.HANDSHAKE_FAILED,
             )
-        _check_session_id(session_id)
+        check_session_id(session_id)
         hello = parse_server_hello(server_hello)
         server_point, peer = _peer_key(hello.server_ephemeral_pub_key_b64)
         if self._server_key is not None:
@@ -390,7 +375,7 @@ def accept_client_hello(
             (``ENCRYPTION_UNSUPPORTED_ALGORITHM``), a signing key that is not P-256.
         EcdhError: (``ENCRYPTION_INVALID_PUBLIC_KEY``) a bad client key.
     """
-    _check_session_id(session_id)
+    check_session_id(session_id)
     processed = process_client_hello(client_hello, key_id=key_id, key_pair=key_pair)
     pair, peer, kid = processed.server_key_pair, processed.peer_public_key, processed.key_id
     server_hello = processed.server_hello

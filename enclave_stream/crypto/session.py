@@ -34,6 +34,8 @@ __all__ = [
     "ReceiveChecks",
     "ReplayWindow",
     "SessionRole",
+    "check_key_id",
+    "check_session_id",
 ]
 
 import threading
@@ -45,7 +47,7 @@ from ..codec import encode_event
 from ..errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason, HandshakeError
 from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
 from ..protocol import StrEnum, is_session_id
-from .aesgcm import NONCE_PREFIX_LENGTH, AesGcmKey
+from .aesgcm import NONCE_PREFIX_LENGTH, AesGcmKey, derive_session_keys
 from .context import SessionEncryptionContext, SessionKeyInfo
 from .envelope import (
     InnerEvent,
@@ -53,21 +55,16 @@ from .envelope import (
     open_payload,
     read_event,
 )
-from .hkdf import derive_session_keys
 
 _R: Final = EnvelopeErrorReason
 
 
 class ReplayWindow:
-    """Remembers accepted 12-byte nonces in bounded memory.
+    """Remembers accepted 12-byte nonces in bounded memory (docs/security.md, "Replay memory").
 
-    A sender's nonces are ``prefix || uint32_be(counter)``, counting up. Per
-    prefix the window keeps the highest counter and a bitmap of the ``width``
-    counters below it (the IPsec/DTLS sliding window, RFC 4303 section
-    3.4.3): exact inside the window, and a counter older than it is refused
-    (fail closed). At most ``max_prefixes`` prefixes are kept, the least
-    recently used forgotten first. Why it is bounded this way:
-    ``docs/security.md``, "Replay memory".
+    Per nonce prefix: the highest counter and a bitmap of the ``width``
+    counters below it (RFC 4303's sliding window); an older counter is
+    refused. At most ``max_prefixes`` prefixes, least recently used out first.
 
     Args:
         width: counters remembered below the highest one, per nonce prefix.
@@ -149,8 +146,7 @@ class SessionRole(StrEnum):
 class ReceiveChecks:
     """The receiver's numbering checks, for peers that number envelopes differently.
 
-    Both are on by default; the security checks (key id, authentication and
-    fail-closed, replay) cannot be switched off.
+    Both are on by default; the security checks cannot be switched off.
 
     Attributes:
         splicing: refuse an envelope of another session, or whose inner
@@ -169,11 +165,10 @@ _DEFAULT_CHECKS: Final = ReceiveChecks()
 class EncryptedSession:
     """Both directions of one session's encryption, with the receiver's checks.
 
-    Made by :class:`~enclave_stream.crypto.ClientHandshake` (client) or
-    :func:`~enclave_stream.crypto.accept_client_hello` (server); tests and
-    vectors can pass raw key bytes. Sessions cannot be copied or
-    pickled (two copies would reuse nonces) and never show keys in ``repr``.
-    ``seal`` and ``open`` are thread-safe.
+    Made by :class:`~enclave_stream.crypto.ClientHandshake` or
+    :func:`~enclave_stream.crypto.accept_client_hello`. Sessions cannot be
+    copied or pickled and never show keys in ``repr``; ``seal`` and ``open``
+    are thread-safe.
 
     Args:
         session_id: the session id (``s_...``), every envelope's ``sessionId``.
@@ -225,7 +220,8 @@ class EncryptedSession:
         nonce_prefix: bytes | None = None,
         checks: ReceiveChecks | None = None,
     ) -> None:
-        _check_labels(session_id, key_id)
+        check_session_id(session_id)
+        check_key_id(key_id)
         send = send_key if isinstance(send_key, AesGcmKey) else AesGcmKey(send_key)
         receive = receive_key if isinstance(receive_key, AesGcmKey) else AesGcmKey(receive_key)
         if send is receive or (not isinstance(send_key, AesGcmKey) and send_key == receive_key):
@@ -266,7 +262,7 @@ class EncryptedSession:
         Raises:
             HandshakeError: a bad session id or key id.
         """
-        _check_labels(session_id, key_id)  # before the session id is used as the salt
+        check_session_id(session_id)  # before the session id is used as the salt
         keys = derive_session_keys(shared_secret, session_id)
         c2s, s2c = keys.client_to_server_key, keys.server_to_client_key
         send, receive = (c2s, s2c) if role == SessionRole.CLIENT else (s2c, c2s)
@@ -467,12 +463,25 @@ class EncryptedSession:
         raise TypeError("EncryptedSession cannot be copied or pickled: it holds session keys")
 
 
-def _check_labels(session_id: object, key_id: object) -> None:
+def check_session_id(session_id: object) -> None:
+    """Refuse a session id that is not ``s_`` and at least one more character.
+
+    Raises:
+        HandshakeError: (``ENCRYPTION_HANDSHAKE_FAILED``).
+    """
     if not is_session_id(session_id):
         raise HandshakeError(
             f"Invalid session id {session_id!r}: expected 's_' and at least one more character",
             EncryptionErrorCode.HANDSHAKE_FAILED,
         )
+
+
+def check_key_id(key_id: object) -> None:
+    """Refuse a key id that is not a non-empty string.
+
+    Raises:
+        HandshakeError: (``ENCRYPTION_HANDSHAKE_FAILED``).
+    """
     if not (isinstance(key_id, str) and key_id):
         raise HandshakeError(
             f"The key id must be a non-empty string, got {key_id!r}",

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..errors import Base64DecodeError, EcdhError, EncryptionErrorCode, HandshakeError
-from .ecdh import import_public_key, import_public_key_bytes
+from .ecdh import import_public_key
 from .encoding import from_base64, to_base64, utf8
 
 TRANSCRIPT_LABEL: Final = b"enclavejs-stream/v2 server-hello signature"
@@ -176,5 +176,5 @@ def load_server_public_key(key: ServerPublicKey) -> ec.EllipticCurvePublicKey:
                     f"Failed to import the pinned server key: {exc}",
                     EncryptionErrorCode.INVALID_PUBLIC_KEY,
                 ) from None
-        return import_public_key_bytes(data)
+        return import_public_key(to_base64(data))
     return _p256_public(key)

@@ -1,11 +1,8 @@
 """anyio adapters: open or seal a whole stream of events with an :class:`EncryptedSession`.
 
-Each takes a sync or an async iterable (for instance
-:func:`~enclave_stream.streams.parse_ndjson_stream`) and returns an async
-generator that runs on asyncio and trio alike; both share one loop over
-the source. An async source is closed when the
-generator finishes, fails, or is closed early; wrap the generator in
-``contextlib.aclosing`` to close it deterministically after a ``break``::
+Each takes a sync or an async iterable and returns an async generator (asyncio
+and trio alike) that closes an async source when it finishes, fails or is
+closed; use ``contextlib.aclosing`` to close it deterministically::
 
     async with aclosing(decrypt_events(parse_ndjson_stream(body), session)) as events:
         async for event in events:
@@ -67,7 +64,6 @@ async def open_off_loop(
 async def _mapped(
     events: EventSource[T], step: Callable[[T], Awaitable[U]]
 ) -> AsyncGenerator[U, None]:
-    """``await step(event)`` for each event, in order; an async source is closed at the end."""
     if isinstance(events, AsyncIterable):
         iterator = aiter(events)
         finished = False

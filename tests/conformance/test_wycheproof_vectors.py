@@ -23,8 +23,10 @@ from enclave_stream.crypto import (
     derive_shared_secret,
     encrypt,
     import_aes_gcm_key,
+    import_public_key,
+    to_base64,
 )
-from enclave_stream.crypto.ecdh import import_public_key_bytes, key_pair_from_private_scalar
+from enclave_stream.crypto.ecdh import key_pair_from_private_scalar
 from enclave_stream.errors import EncryptionErrorCode
 from tests.vectors import load_vectors
 
@@ -56,13 +58,13 @@ def test_ecdh(group: dict[str, Any], test: dict[str, Any]) -> None:
     private_key = key_pair_from_private_scalar(int(test["private"], 16)).private_key
     point = bytes.fromhex(test["public"])
     if test["result"] == "valid":
-        peer = import_public_key_bytes(point)
+        peer = import_public_key(to_base64(point))
         assert derive_shared_secret(private_key, peer).hex() == test["shared"]
     else:
         # "invalid", and "acceptable" (compressed): refused at import.
         assert test["result"] == "invalid" or "CompressedPoint" in test["flags"]
         with pytest.raises(EcdhError) as info:
-            import_public_key_bytes(point)
+            import_public_key(to_base64(point))
         assert info.value.code is EncryptionErrorCode.INVALID_PUBLIC_KEY
 
 
