@@ -30,6 +30,7 @@ __all__ = [
     "JS_WHITESPACE",
     "MAX_DEPTH",
     "JsonSyntaxError",
+    "js_blank",
     "js_dumps",
     "js_loads",
     "js_quote",
@@ -65,6 +66,15 @@ class JsonSyntaxError(ValueError):
 def js_trim(text: str) -> str:
     """``text.trim()`` as JavaScript does it."""
     return text.strip(JS_WHITESPACE)
+
+
+def js_blank(line: bytes | bytearray | str) -> bool:
+    """True if ``line`` (text, or UTF-8 bytes) is empty once trimmed as JavaScript trims."""
+    if isinstance(line, str):
+        return not js_trim(line)
+    stripped = line.strip()  # JavaScript's ASCII white space, without decoding
+    # What is left is blank only if it is non-ASCII white space (U+00A0, U+3000 ...).
+    return not stripped or (stripped[0] > 0x7F and not js_trim(stripped.decode("utf-8", "replace")))
 
 
 def utf16_truncate(text: str, limit: int = 100) -> str:

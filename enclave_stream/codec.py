@@ -41,7 +41,7 @@ from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
-from ._json import JsonSyntaxError, js_dumps, js_loads, js_trim
+from ._json import JsonSyntaxError, js_blank, js_dumps, js_loads, js_trim
 from .errors import EventValidationError, FailureKind, ProtocolError
 from .events import (
     DEFAULT_PROTOCOL_VERSION,
@@ -181,6 +181,7 @@ def decode_lines(
             and the caller judges it later with ``decode_event(line,
             fast=False)``, for example in a worker thread, since JavaScript's
             rules cost up to a thousand times more per byte in pure Python.
+            A blank line (JavaScript's white space only) is never left unjudged.
     """
     verdicts: list[Any] = []
     refused: list[int] = []
@@ -232,8 +233,7 @@ def _accept(
                     refused.append(len(verdicts))
             else:
                 refused.append(len(verdicts))
-                blank = not (line.strip() if isinstance(line, bytes) else js_trim(line))
-                value = _BLANK if blank else None
+                value = _BLANK if js_blank(line) else None
             append(value)
             continue
         if events and value.protocol_version is not missing:

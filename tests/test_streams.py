@@ -509,6 +509,14 @@ async def test_object_streams_round_trip_through_memory() -> None:
         await receiver.aclose()
 
 
+async def test_object_receive_stream_hands_out_a_last_line_without_newline_once() -> None:
+    receiver = create_ndjson_parse_stream(RecordingByteStream([LINES[0] + b"\n" + LINES[1]]))
+    assert [await receiver.receive(), await receiver.receive()] == EVENTS[:2]
+    for _ in range(2):  # and it stays ended
+        with pytest.raises(anyio.EndOfStream):
+            await receiver.receive()
+
+
 @pytest.mark.parametrize("chunk_size", [5, len(MIXED)])
 async def test_object_receive_stream_goes_on_after_a_strict_error(chunk_size: int) -> None:
     """Regression (fixed): after a strict error, every later receive() raised the same one."""
