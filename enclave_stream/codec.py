@@ -20,7 +20,6 @@ __all__ = [
     "decode_event",
     "decode_lines",
     "decode_message",
-    "enc_hook",
     "encode_event",
     "encode_message",
     "validate_event",
@@ -581,14 +580,13 @@ class _EventKind:
         self.templates: dict[int, dict[str, bytes]] = {1: {}, 2: {}}
 
 
-def enc_hook(value: Any) -> Any:
-    """msgspec's ``enc_hook`` for protocol Structs (the protocolVersion-default marker)."""
+def _enc_hook(value: Any) -> Any:
     if isinstance(value, int):  # the DEFAULT_PROTOCOL_VERSION marker is an int subclass
         return int(value)
     raise TypeError(f"Objects of type {type(value).__name__} are not JSON values")
 
 
-_json_encoder: Final = msgspec.json.Encoder(enc_hook=enc_hook)
+_json_encoder: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
 class EventEncoder:

@@ -56,14 +56,11 @@ def _line_error(failure: DecodeFailure, line: int, offset: int | None = None) ->
 
 
 class SlowLine(msgspec.Struct, frozen=True, gc=False):
-    """A line the fast decoder refused, handed over to be judged later.
+    """A line the fast decoder refused, handed over (``defer_slow_lines=True``) to be judged later.
 
-    The parser hands these over instead of judging them with
-    ``defer_slow_lines=True``. Judging follows JavaScript's JSON rules in pure
-    Python, which may cost far more per byte than a valid line: an async
-    caller judges big ones off the event loop
-    (:func:`~enclave_stream.streams.judge_off_loop`). Attributes are the
-    line's bytes, number and stream offset.
+    Judging may cost far more per byte than a valid line: the async layers
+    judge big ones off the event loop (:func:`~enclave_stream.streams.settle`).
+    Attributes are the line's bytes, number and stream offset.
     """
 
     line: bytes
