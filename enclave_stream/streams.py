@@ -33,9 +33,11 @@ ByteSource = Union[AsyncIterable[bytes], AsyncIterable[bytearray], ByteReceiveSt
 """Where a stream's bytes come from."""
 
 ErrorHandler = Callable[[LineError], object]
+"""Gets each bad line's report (``on_error``)."""
 
 
 def report_line_error(error: LineError, on_error: ErrorHandler | None, strict: bool) -> None:
+    """Raise :class:`NdjsonParseError` if ``strict``, else hand ``error`` to ``on_error`` or log."""
     if strict:
         raise NdjsonParseError(error)
     if on_error is not None:
@@ -51,11 +53,14 @@ def report_line_error(error: LineError, on_error: ErrorHandler | None, strict: b
 
 
 async def aclose_source(source: object, *, forcefully: bool = False) -> None:
-    # By default a plain close, also after an error or an early exit: the
-    # source's own cleanup (an HTTP response releasing its connection) must get
-    # to run; if we are being cancelled, its awaits are cancelled as they should
-    # be. ``forcefully`` is for a connection being abandoned (a stalled peer):
-    # its cleanup must not wait on the peer.
+    """Close ``source`` if it has ``aclose``.
+
+    By default a plain close, also after an error or an early exit: the
+    source's own cleanup (an HTTP response releasing its connection) must get
+    to run; if we are being cancelled, its awaits are cancelled as they should
+    be. ``forcefully`` is for a connection being abandoned (a stalled peer):
+    its cleanup must not wait on the peer.
+    """
     aclose = getattr(source, "aclose", None)
     if aclose is None:
         return
@@ -68,6 +73,7 @@ async def aclose_source(source: object, *, forcefully: bool = False) -> None:
 
 
 async def iter_chunks(source: ByteSource) -> AsyncGenerator[bytes | bytearray, None]:
+    """The chunks of any :data:`ByteSource`, as one async generator."""
     if isinstance(source, ByteReceiveStream):
         while True:
             try:
