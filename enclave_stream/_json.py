@@ -1,17 +1,10 @@
-"""JavaScript's view of JSON text, for the paths where msgspec's differs.
+"""JavaScript's view of JSON text (``String.prototype.trim``, ``JSON.parse``,
+``JSON.stringify``), for the lines and values msgspec refuses.
 
-The fast path decodes lines with msgspec directly. When msgspec refuses a line,
-this module decides what JavaScript (``String.prototype.trim`` +
-``JSON.parse``) would have made of it:
-
-* numbers are IEEE doubles: ``1.0`` and ``1e2`` are integers, ``1e400`` is
-  Infinity, integers beyond 2**53 lose precision;
-* escaped lone surrogates (``"\\ud800"``) are valid strings;
-* nesting depth is not limited by Python's recursion limit;
-* duplicate keys: the last one wins.
-
-It also writes JSON the way ``JSON.stringify`` does, for values msgspec cannot
-encode (lone surrogates, nesting deeper than the recursion limit).
+Numbers are doubles (``1.0`` is an integer, ``1e400`` Infinity, integers past
+2**53 are rounded), escaped lone surrogates are valid strings, the last of
+duplicate keys wins, and nesting is limited by :data:`MAX_DEPTH`, not by the
+recursion limit (docs/compatibility.md, N4, N5, N10, N11).
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def _post_decode_problem(message: object) -> tuple[str, str] | None:
     if missing is not None:
         return "Object missing required field `protocolVersion`", missing
     session_id = getattr(message, "session_id", None)
-    if session_id is not None and not session_id.startswith(SESSION_ID_PREFIX):
+    if session_id is not None and not is_session_id(session_id):
         return f"Expected {_SESSION_ID_WORDS}, got {session_id!r}", "$.sessionId"
     return None
 
@@ -280,10 +280,7 @@ def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
     is not JSON.
     """
     if isinstance(raw, Mapping):
-        try:
-            raw = js_dumps(raw)
-        except TypeError as exc:
-            raise EventValidationError(str(exc)) from None
+        raw = _js_encode(raw, "$")
     result = _decode_one(raw, type_)
     if isinstance(result, DecodeFailure):
         if result.kind is FailureKind.VALIDATION:

@@ -175,7 +175,7 @@ class FeedResult(list[Item]):
     A list of events, :class:`LineError` reports and, when the parser defers
     them, :class:`SlowLine` items to judge. ``bad_lines`` counts the items that
     are not events (0: every item is an event); :meth:`line_numbers` says
-    which line each item came from. Built by the parser only.
+    which line each item came from. ``FeedResult(n)`` is an empty one after line ``n``.
     """
 
     __slots__ = ("_before", "_quiet", "bad_lines")
