@@ -1,17 +1,10 @@
-"""JavaScript's view of JSON text, for the paths where msgspec's differs.
+"""JavaScript's view of JSON text (``String.prototype.trim``, ``JSON.parse``,
+``JSON.stringify``), for the lines and values msgspec refuses.
 
-The fast path decodes lines with msgspec directly. When msgspec refuses a line,
-this module decides what JavaScript (``String.prototype.trim`` +
-``JSON.parse``) would have made of it:
-
-* numbers are IEEE doubles: ``1.0`` and ``1e2`` are integers, ``1e400`` is
-  Infinity, integers beyond 2**53 lose precision;
-* escaped lone surrogates (``"\\ud800"``) are valid strings;
-* nesting depth is not limited by Python's recursion limit;
-* duplicate keys: the last one wins.
-
-It also writes JSON the way ``JSON.stringify`` does, for values msgspec cannot
-encode (lone surrogates, nesting deeper than the recursion limit).
+Numbers are doubles (``1.0`` is an integer, ``1e400`` Infinity, integers past
+2**53 are rounded), escaped lone surrogates are valid strings, the last of
+duplicate keys wins, and nesting is limited by :data:`MAX_DEPTH`, not by the
+recursion limit (docs/compatibility.md, N4, N5, N10, N11).
 """
 
 from __future__ import annotations
@@ -30,6 +23,7 @@ __all__ = [
     "JS_WHITESPACE",
     "MAX_DEPTH",
     "JsonSyntaxError",
+    "js_blank",
     "js_dumps",
     "js_loads",
     "js_quote",
@@ -65,6 +59,15 @@ class JsonSyntaxError(ValueError):
 def js_trim(text: str) -> str:
     """``text.trim()`` as JavaScript does it."""
     return text.strip(JS_WHITESPACE)
+
+
+def js_blank(line: bytes | bytearray | str) -> bool:
+    """True if ``line`` (text, or UTF-8 bytes) is empty once trimmed as JavaScript trims."""
+    if isinstance(line, str):
+        return not js_trim(line)
+    stripped = line.strip()  # JavaScript's ASCII white space, without decoding
+    # What is left is blank only if it is non-ASCII white space (U+00A0, U+3000 ...).
+    return not stripped or (stripped[0] > 0x7F and not js_trim(stripped.decode("utf-8", "replace")))
 
 
 def utf16_truncate(text: str, limit: int = 100) -> str:

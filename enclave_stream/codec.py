@@ -1,19 +1,12 @@
 """Protocol messages to and from JSON, with JavaScript's verdicts.
 
-Decoding has one entry point, :func:`decode_lines` (:func:`decode_event` and
-:func:`decode_message` decode one line through it). Each line first takes the
-fast path: one call of a reused msgspec ``Decoder`` whose types carry the
-schema's constraints. Where msgspec and JavaScript disagree about the JSON
-(``1.0`` as an integer, escaped lone surrogates, ``1e400``, duplicate keys
-whose first value is invalid, very deep nesting, bytes that are not UTF-8),
-msgspec refuses the line and the plain path re-reads it the way ``JSON.parse``
-does (:mod:`._json`) and validates the result with ``msgspec.convert``. So the
-verdict is always the plain path's (a property test checks the two agree), and
-valid lines pay for nothing but msgspec.
-
-Encoding (:class:`EventEncoder`) validates every message before it leaves:
-an invalid one raises :class:`~enclave_stream.EventValidationError` naming
-the field, so it never reaches the wire.
+One decode entry point, :func:`decode_lines`: msgspec first (a reused
+``Decoder`` whose types carry the schema's constraints); a line it refuses is
+re-read as ``JSON.parse`` reads it (:mod:`._json`) and validated with
+``msgspec.convert``, so every verdict is the plain path's (a property test
+checks that the two agree). :class:`EventEncoder` validates every message
+before it leaves. Where JavaScript and msgspec differ: docs/compatibility.md
+(N4, N5, N10-N12).
 """
 
 from __future__ import annotations
@@ -27,7 +20,6 @@ __all__ = [
     "decode_event",
     "decode_lines",
     "decode_message",
-    "enc_hook",
     "encode_event",
     "encode_message",
     "validate_event",
@@ -41,7 +33,7 @@ from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
-from ._json import JsonSyntaxError, js_dumps, js_loads, js_trim
+from ._json import JsonSyntaxError, js_blank, js_dumps, js_loads, js_trim
 from .errors import EventValidationError, FailureKind, ProtocolError
 from .events import (
     DEFAULT_PROTOCOL_VERSION,
@@ -57,7 +49,7 @@ from .events import (
     ToolResultAppliedPayload,
     ToolResultSubmitMessage,
 )
-from .protocol import MAX_SAFE_INTEGER, SESSION_ID_PREFIX
+from .protocol import MAX_SAFE_INTEGER, SESSION_ID_PREFIX, is_session_id
 
 T = TypeVar("T")
 
@@ -126,7 +118,7 @@ def _post_decode_problem(message: object) -> tuple[str, str] | None:
     if missing is not None:
         return "Object missing required field `protocolVersion`", missing
     session_id = getattr(message, "session_id", None)
-    if session_id is not None and not session_id.startswith(SESSION_ID_PREFIX):
+    if session_id is not None and not is_session_id(session_id):
         return f"Expected {_SESSION_ID_WORDS}, got {session_id!r}", "$.sessionId"
     return None
 
@@ -176,11 +168,10 @@ def decode_lines(
             checked against :data:`BYTES_PER_CONTAINER` before decoding and
             decoded with the cyclic GC paused; a batch whose bound is below
             that is not measured line by line.
-        judge: with ``False``, a line the fast path cannot settle is left
-            unjudged: its verdict is ``None`` (blank lines still get theirs),
-            and the caller judges it later with ``decode_event(line,
-            fast=False)``, for example in a worker thread, since JavaScript's
-            rules cost up to a thousand times more per byte in pure Python.
+        judge: with ``False``, a line the fast path cannot settle (blank
+            lines aside) gets the verdict ``None``, for the caller to judge
+            later with ``decode_event(line, fast=False)``, for example in a
+            worker thread (docs/security.md).
     """
     verdicts: list[Any] = []
     refused: list[int] = []
@@ -232,8 +223,7 @@ def _accept(
                     refused.append(len(verdicts))
             else:
                 refused.append(len(verdicts))
-                blank = not (line.strip() if isinstance(line, bytes) else js_trim(line))
-                value = _BLANK if blank else None
+                value = _BLANK if js_blank(line) else None
             append(value)
             continue
         if events and value.protocol_version is not missing:
@@ -268,9 +258,8 @@ def _big_line(line: bytes | str, type_: Any, judge: bool) -> Any:
 def decode_event(raw: bytes | str, *, fast: bool = True) -> ParsedEvent | DecodeFailure:
     """Decode one line (untrimmed) into an event, or say why it is not one.
 
-    ``fast=False`` skips msgspec's attempt and reads the line the plain way
-    only (JavaScript's JSON rules, then validation): the same verdict, at a
-    higher cost; it is for a line the fast path already refused.
+    ``fast=False`` reads it the plain way only: the same verdict, for a line
+    the fast path already refused.
     """
     result: ParsedEvent | DecodeFailure = _decode_one(raw, ParsedEvent, fast)
     return result
@@ -291,10 +280,7 @@ def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
     is not JSON.
     """
     if isinstance(raw, Mapping):
-        try:
-            raw = js_dumps(raw)
-        except TypeError as exc:
-            raise EventValidationError(str(exc)) from None
+        raw = _js_encode(raw, "$")
     result = _decode_one(raw, type_)
     if isinstance(result, DecodeFailure):
         if result.kind is FailureKind.VALIDATION:
@@ -340,13 +326,8 @@ GC_PAUSE_LINES: Final = 1024
 
 @contextmanager
 def _gc_paused(pause: bool) -> Iterator[None]:
-    """Pause the cyclic GC (if ``pause``) while a big line or a big batch is decoded.
-
-    Collections would walk the new containers of a dense line, or of the
-    events a batch keeps, none of which can be in a cycle yet
-    (docs/security.md). The collector is restored afterwards, and only if it
-    was on.
-    """
+    # Collections would walk the new containers of a dense line, or of the
+    # events a batch keeps, none of which can be in a cycle yet (docs/security.md).
     if not pause or not gc.isenabled():
         yield
         return
@@ -360,9 +341,7 @@ def _gc_paused(pause: bool) -> Iterator[None]:
 BYTES_PER_CONTAINER: Final = 16
 """In a line over :data:`GC_PAUSE_BYTES`, at most one array or object per this many bytes.
 
-A C decoder holds the GIL while it builds and frees each container, in any
-thread; denser big lines are refused (why and the figures: compatibility N12,
-docs/security.md)."""
+A C decoder holds the GIL while it builds each container (compatibility N12)."""
 
 
 def _container_overload(raw: bytes | str) -> DecodeFailure | None:
@@ -598,18 +577,19 @@ class _EventKind:
         self.templates: dict[int, dict[str, bytes]] = {1: {}, 2: {}}
 
 
-def enc_hook(value: Any) -> Any:
-    """msgspec's ``enc_hook`` for protocol Structs (the protocolVersion-default marker)."""
+def _enc_hook(value: Any) -> Any:
     if isinstance(value, int):  # the DEFAULT_PROTOCOL_VERSION marker is an int subclass
         return int(value)
     raise TypeError(f"Objects of type {type(value).__name__} are not JSON values")
 
 
+_json_encoder: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
 class EventEncoder:
     """Encodes events as compact JSON lines, validating each one first.
 
-    Reuse one instance (it keeps a msgspec ``Encoder`` and per-session
-    templates). An invalid event raises
+    Reuse one instance (it keeps per-session templates). An invalid event raises
     :class:`~enclave_stream.EventValidationError` naming the field, so it never
     reaches the wire.
 
@@ -621,7 +601,6 @@ class EventEncoder:
     """
 
     def __init__(self) -> None:
-        self._encoder = msgspec.json.Encoder(enc_hook=enc_hook)
         self._kinds = {cls: _EventKind(cls) for cls in PARSED_EVENT_CLASSES}
 
     def encode(self, event: ParsedEvent | Mapping[str, Any]) -> bytes:
@@ -636,7 +615,7 @@ class EventEncoder:
     def encode_all(self, events: Iterable[ParsedEvent | Mapping[str, Any]]) -> list[bytes]:
         """Each event as a JSON line (no newlines), in order."""
         kinds = self._kinds
-        encode = self._encoder.encode
+        encode = _json_encoder.encode
         default_version = DEFAULT_PROTOCOL_VERSION
         max_seq = MAX_SAFE_INTEGER
         stdout = StdoutPayload
@@ -679,35 +658,22 @@ class EventEncoder:
         return out
 
     def _payload(self, kind: _EventKind, payload: Any) -> bytes:
-        try:
-            body = self._encoder.encode(payload)
-        except (UnicodeEncodeError, RecursionError):
-            body = _js_encode(payload)
-        except (TypeError, OverflowError) as exc:
-            raise EventValidationError(str(exc), "$.payload") from None
-        if type(payload) is kind.payload_type and (
+        body = _to_json(payload, "$.payload")
+        if type(payload) is not kind.payload_type or not (
             kind.trusted or (kind.quick_check is not None and kind.quick_check(payload))
         ):
-            return body
-        _validate_payload(kind, body)
+            _decode_checked(body, kind.payload_type, "$.payload")
         return body
 
     def _template(self, kind: _EventKind, version: int, session_id: object) -> bytes:
         templates = kind.templates.get(version)
         if templates is None:
             raise _bad_version(version)
-        if not (
-            type(session_id) is str
-            and session_id.startswith(SESSION_ID_PREFIX)
-            and len(session_id) >= 3
-        ):
+        if not is_session_id(session_id):
             raise EventValidationError(
                 f"Expected {_SESSION_ID_WORDS}, got {session_id!r}", "$.sessionId"
             )
-        try:
-            quoted = self._encoder.encode(session_id)
-        except UnicodeEncodeError:
-            quoted = _js_encode(session_id)
+        quoted = _to_json(session_id, "$.sessionId")
         template = b'{"protocolVersion":%d,"sessionId":%s,"seq":%%d,"type":"%s","payload":%%s}' % (
             version,
             quoted.replace(b"%", b"%%"),
@@ -731,17 +697,30 @@ def _coerce(item: object) -> ParsedEvent:
     raise EventValidationError(f"Expected a protocol event or a mapping, got {type(item).__name__}")
 
 
-def _js_encode(value: Any, path: str = "$.payload") -> bytes:
+def _js_encode(value: Any, path: str) -> bytes:
     try:
         return js_dumps(value).encode("utf-8")
     except TypeError as exc:
         raise EventValidationError(str(exc), path) from None
 
 
-def _validate_payload(kind: _EventKind, body: bytes) -> None:
-    result = _decode_one(body, kind.payload_type)
+def _to_json(value: Any, path: str) -> bytes:
+    """msgspec's JSON, or ``JSON.stringify``'s where msgspec cannot write the value
+    (lone surrogates, nesting past the recursion limit); a bad value is reported at ``path``."""
+    try:
+        return _json_encoder.encode(value)
+    except (UnicodeEncodeError, RecursionError):
+        return _js_encode(value, path)
+    except (TypeError, OverflowError) as exc:
+        raise EventValidationError(str(exc), path) from None
+
+
+def _decode_checked(raw: bytes, type_: Any, at: str = "$") -> Any:
+    """``raw`` decoded as ``type_``, or EventValidationError naming the field under ``at``."""
+    result = _decode_one(raw, type_)
     if isinstance(result, DecodeFailure):
-        raise EventValidationError(result.reason, "$.payload" + (result.path or "$")[1:])
+        raise EventValidationError(result.reason, at + (result.path or "$")[1:])
+    return result
 
 
 def validate_event(event: ParsedEvent | Mapping[str, Any]) -> ParsedEvent:
@@ -752,10 +731,7 @@ def validate_event(event: ParsedEvent | Mapping[str, Any]) -> ParsedEvent:
     :class:`~enclave_stream.EventValidationError` naming the offending field.
     """
     if isinstance(event, Mapping):
-        result = decode_event(_js_encode(event, "$"))
-        if isinstance(result, DecodeFailure):
-            raise EventValidationError(result.reason, result.path or "$")
-        return result
+        return cast(ParsedEvent, _decode_checked(_js_encode(event, "$"), ParsedEvent))
     _default_encoder.encode(event)
     return event
 
@@ -772,7 +748,6 @@ _RUNTIME_TAGS: Final[dict[type, str]] = {
     ToolResultSubmitMessage: "tool_result_submit",
     CancelMessage: "cancel",
 }
-_message_encoder: Final = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 def encode_message(message: msgspec.Struct) -> bytes:
@@ -791,11 +766,6 @@ def encode_message(message: msgspec.Struct) -> bytes:
         }
         data = _js_encode(head, "$")
     else:
-        try:
-            data = _message_encoder.encode(message)
-        except (UnicodeEncodeError, RecursionError):
-            data = _js_encode(message, "$")
-        except (TypeError, OverflowError) as exc:
-            raise EventValidationError(str(exc)) from None
+        data = _to_json(message, "$")
     decode_message(data, type(message))
     return data

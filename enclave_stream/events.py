@@ -1,27 +1,19 @@
 """The typed protocol model: msgspec Structs for every message of the protocol.
 
-Python attributes are snake_case; on the wire they are camelCase
-(``event.session_id`` <-> ``"sessionId"``). Events are tagged on ``type`` and
-``event.type`` gives the wire string, so both ``match event:`` and
-``if event.type == "stdout"`` work::
+Attributes are snake_case, wire names camelCase (``event.session_id`` <->
+``"sessionId"``); events are tagged on ``type``, and ``event.type`` is the
+wire string as an :class:`~enclave_stream.EventType`::
 
     >>> ev = StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload(chunk="hi"))
     >>> ev.type, ev.protocol_version
     (<EventType.STDOUT: 'stdout'>, 2)
 
-Field constraints are declared with :class:`msgspec.Meta` so that decoding
-enforces the protocol's schema (the zod schema of ``@enclave-vm/types``,
-docs/compatibility.md). msgspec does not validate on
-construction; payloads whose checks run in Python anyway (call ids, datetimes,
-log records, tool calls) raise :class:`~enclave_stream.EventValidationError`
-when built with a bad value, and for everything else the serializer validates
-before anything reaches the wire (:func:`enclave_stream.validate_event` does it
-on demand).
-
-Optional fields default to :data:`msgspec.UNSET` (absent on the wire). A field
-that the protocol lets carry any JSON value (``tool_call.args``,
-``final.result``, ``partial_result.data``) uses ``UNSET`` for "absent" and
-``None`` for JSON ``null``.
+The types carry the schema's constraints (docs/protocol.md, section 2), which
+decoding enforces. msgspec does not validate on construction: payloads with
+``__post_init__`` checks raise :class:`~enclave_stream.EventValidationError`
+when built with a bad value; the encoder validates the rest before anything
+reaches the wire. Optional fields default to ``UNSET`` (absent on the wire);
+in free-form fields (``args``, ``result``, ``data``) ``None`` is JSON ``null``.
 """
 
 from __future__ import annotations
@@ -88,7 +80,6 @@ from msgspec import UNSET, Meta, UnsetType
 
 from .errors import EventValidationError
 from .protocol import (
-    CALL_ID_PREFIX,
     MAX_SAFE_INTEGER,
     EncryptionAlgorithm,
     EncryptionMode,
@@ -99,6 +90,7 @@ from .protocol import (
     RuntimeChannelMessageType,
     SupportedCurve,
     ToolProgressPhase,
+    is_call_id,
 )
 
 # --- constrained scalar types (the schema's rules) ----------------------------
@@ -166,25 +158,21 @@ def _normalize_numbers(struct: msgspec.Struct, *fields: str) -> None:
 
 
 def _check_call_id(value: object) -> None:
-    """Raise :class:`EventValidationError` unless ``value`` is a call id (``c_`` + 1 or more)."""
-    if not (isinstance(value, str) and len(value) > 2 and value.startswith(CALL_ID_PREFIX)):
+    if not is_call_id(value):
         raise _field_error("callId", "a call id (a string starting with 'c_')", value)
 
 
 def _check_datetime(value: object, field: str) -> None:
-    """Raise :class:`EventValidationError` unless ``value`` is an ISO-8601 UTC datetime."""
     if not (isinstance(value, str) and _DATETIME.fullmatch(value)):
         raise _field_error(field, "an ISO-8601 UTC datetime string ending in 'Z'", value)
 
 
 class _DefaultProtocolVersion(int):
-    """The default of ``protocol_version`` (equal to 2).
+    """The default of ``protocol_version``: a 2 that is not ``int`` itself.
 
-    msgspec also fills defaults in when it decodes, but the protocol requires
-    ``protocolVersion`` on the wire. This object is the only 2 that is not
-    ``int`` itself, so after decoding, ``event.protocol_version is
-    DEFAULT_PROTOCOL_VERSION`` means "absent on the wire" and the decoder
-    refuses the message.
+    msgspec fills defaults in when it decodes, but the protocol requires
+    ``protocolVersion`` on the wire: ``is DEFAULT_PROTOCOL_VERSION`` after
+    decoding means "absent", and the decoder refuses the message.
     """
 
     __slots__ = ()

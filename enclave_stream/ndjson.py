@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Final, Literal, Union, cast
 
 import msgspec
 
-from ._json import js_trim, utf16_truncate
+from ._json import js_blank, js_trim, utf16_truncate
 from .codec import DecodeFailure, EventEncoder, decode_event, decode_lines, encode_event
 from .errors import FailureKind, LineError
 from .events import ParsedEvent
@@ -56,26 +56,21 @@ def _line_error(failure: DecodeFailure, line: int, offset: int | None = None) ->
 
 
 class SlowLine(msgspec.Struct, frozen=True, gc=False):
-    """A line the fast decoder refused, handed over to be judged later.
+    """A line the fast decoder refused, handed over (``defer_slow_lines=True``) to be judged later.
 
-    The parser hands these over instead of judging them with
-    ``defer_slow_lines=True``. Judging follows JavaScript's JSON rules in pure
-    Python, which may cost far more per byte than a valid line: an async
-    caller judges big ones off the event loop
-    (:func:`~enclave_stream.streams.judge_off_loop`). Attributes are the
-    line's bytes, number and stream offset.
+    Judging may cost far more per byte than a valid line: the async layers
+    judge big ones off the event loop (:func:`~enclave_stream.streams.settle`).
+    Attributes are the line's bytes, number and stream offset.
     """
 
     line: bytes
     number: int
     offset: int
 
-    def judge(self) -> ParsedEvent | LineError | None:
-        """The event, or the :class:`LineError` reporting it; None for a blank line."""
+    def judge(self) -> ParsedEvent | LineError:
+        """The event, or the :class:`LineError` reporting the line."""
         result = decode_event(self.line, fast=False)
         if type(result) is DecodeFailure:
-            if result.kind is FailureKind.EMPTY:
-                return None
             return _line_error(result, self.number, self.offset)
         return result  # type: ignore[return-value]
 
@@ -180,7 +175,7 @@ class FeedResult(list[Item]):
     A list of events, :class:`LineError` reports and, when the parser defers
     them, :class:`SlowLine` items to judge. ``bad_lines`` counts the items that
     are not events (0: every item is an event); :meth:`line_numbers` says
-    which line each item came from. Built by the parser only.
+    which line each item came from. ``FeedResult(n)`` is an empty one after line ``n``.
     """
 
     __slots__ = ("_before", "_quiet", "bad_lines")
@@ -310,9 +305,7 @@ class NdjsonStreamParser:
 
     def has_pending_data(self) -> bool:
         """True if an unfinished line holds more than white space."""
-        if self._skipping:
-            return True
-        return bool(self._pending) and bool(js_trim(self._pending.decode("utf-8", "replace")))
+        return self._skipping or not js_blank(self._pending)
 
     def feed(self, chunk: bytes | bytearray | memoryview | str) -> FeedResult:
         """Add a chunk; return what the lines it completes held (and an over-long line's report)."""
@@ -380,23 +373,11 @@ class NdjsonStreamParser:
             self._skipping = False
             found._quiet.add(before + 1)
             return self._deliver(found, before + 1)
-        if not self._pending:
-            return found
         line = bytes(self._pending)
         self._pending.clear()
-        (verdict,), _ = decode_lines((line,), longest=len(line), judge=self._judge)
-        if verdict is None:
-            if not js_trim(line.decode("utf-8", "replace")):
-                return found  # a blank last line is no line at all: not counted
-            found.append(SlowLine(line, before + 1, self._line_start))
-            found.bad_lines = 1
-        elif type(verdict) is DecodeFailure:
-            if verdict.kind is FailureKind.EMPTY:
-                return found
-            found.append(_line_error(verdict, before + 1, self._line_start))
-            found.bad_lines = 1
-        else:
-            found.append(verdict)
+        if js_blank(line):
+            return found  # a blank last line is no line at all: not counted
+        self._decode(found, [line], 0, 1, len(line), _Offsets([line], self._line_start, 0))
         return self._deliver(found, before + 1)
 
     def reset(self) -> None:

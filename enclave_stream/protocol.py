@@ -43,7 +43,7 @@ __all__ = [
 
 import enum
 import uuid
-from typing import Final
+from typing import Final, TypeGuard
 
 PROTOCOL_VERSION: Final = 2
 """The protocol version this library writes."""
@@ -173,7 +173,7 @@ class KeyDerivation(StrEnum):
     HKDF_SHA256 = "HKDF-SHA-256"
 
 
-def _has_prefix(value: object, prefix: str) -> bool:
+def _has_prefix(value: object, prefix: str) -> TypeGuard[str]:
     # The schema's rule (prefix plus at least one more character), which is
     # what a receiver enforces: a bare prefix is not an id.
     return isinstance(value, str) and len(value) > len(prefix) and value.startswith(prefix)
@@ -199,7 +199,7 @@ def generate_key_id() -> str:
     return f"{KEY_ID_PREFIX}{uuid.uuid4()}"
 
 
-def is_session_id(value: object) -> bool:
+def is_session_id(value: object) -> TypeGuard[str]:
     """True if ``value`` is a string the protocol accepts as a session id.
 
     >>> is_session_id("s_1"), is_session_id("s_"), is_session_id("x_1")
@@ -208,16 +208,16 @@ def is_session_id(value: object) -> bool:
     return _has_prefix(value, SESSION_ID_PREFIX)
 
 
-def is_call_id(value: object) -> bool:
+def is_call_id(value: object) -> TypeGuard[str]:
     """True if ``value`` is a string the protocol accepts as a tool call id (``c_…``)."""
     return _has_prefix(value, CALL_ID_PREFIX)
 
 
-def is_ref_id(value: object) -> bool:
+def is_ref_id(value: object) -> TypeGuard[str]:
     """True if ``value`` is a string the protocol accepts as a reference id (``ref_…``)."""
     return _has_prefix(value, REF_ID_PREFIX)
 
 
-def is_key_id(value: object) -> bool:
+def is_key_id(value: object) -> TypeGuard[str]:
     """True if ``value`` looks like a generated key id (``k_…``)."""
     return _has_prefix(value, KEY_ID_PREFIX)

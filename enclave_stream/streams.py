@@ -10,9 +10,9 @@ from __future__ import annotations
 __all__ = [
     "create_ndjson_parse_stream",
     "create_ndjson_serialize_stream",
-    "judge_off_loop",
     "parse_ndjson_stream",
     "serialize_ndjson_stream",
+    "settle",
 ]
 
 import logging
@@ -25,7 +25,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, Ob
 from .codec import encode_event
 from .errors import LineError, NdjsonParseError
 from .events import ParsedEvent
-from .ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser, SlowLine
+from .ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, NdjsonStreamParser, SlowLine
 
 logger = logging.getLogger("enclave_stream")
 
@@ -33,9 +33,11 @@ ByteSource = Union[AsyncIterable[bytes], AsyncIterable[bytearray], ByteReceiveSt
 """Where a stream's bytes come from."""
 
 ErrorHandler = Callable[[LineError], object]
+"""Gets each bad line's report (``on_error``)."""
 
 
 def report_line_error(error: LineError, on_error: ErrorHandler | None, strict: bool) -> None:
+    """Raise :class:`NdjsonParseError` if ``strict``, else hand ``error`` to ``on_error`` or log."""
     if strict:
         raise NdjsonParseError(error)
     if on_error is not None:
@@ -51,11 +53,14 @@ def report_line_error(error: LineError, on_error: ErrorHandler | None, strict: b
 
 
 async def aclose_source(source: object, *, forcefully: bool = False) -> None:
-    # By default a plain close, also after an error or an early exit: the
-    # source's own cleanup (an HTTP response releasing its connection) must get
-    # to run; if we are being cancelled, its awaits are cancelled as they should
-    # be. ``forcefully`` is for a connection being abandoned (a stalled peer):
-    # its cleanup must not wait on the peer.
+    """Close ``source`` if it has ``aclose``.
+
+    By default a plain close, also after an error or an early exit: the
+    source's own cleanup (an HTTP response releasing its connection) must get
+    to run; if we are being cancelled, its awaits are cancelled as they should
+    be. ``forcefully`` is for a connection being abandoned (a stalled peer):
+    its cleanup must not wait on the peer.
+    """
     aclose = getattr(source, "aclose", None)
     if aclose is None:
         return
@@ -68,6 +73,7 @@ async def aclose_source(source: object, *, forcefully: bool = False) -> None:
 
 
 async def iter_chunks(source: ByteSource) -> AsyncGenerator[bytes | bytearray, None]:
+    """The chunks of any :data:`ByteSource`, as one async generator."""
     if isinstance(source, ByteReceiveStream):
         while True:
             try:
@@ -86,20 +92,26 @@ Judging one costs up to a thousand times the CPU per byte of a valid line
 (docs/security.md); small lines are not worth the thread hop."""
 
 
-async def judge_off_loop(slow_line: SlowLine) -> ParsedEvent | LineError | None:
-    """``slow_line.judge()``, in a worker thread unless the line is small."""
-    if len(slow_line.line) <= INLINE_SLOW_LINE_BYTES:
-        return slow_line.judge()
-    return await anyio.to_thread.run_sync(slow_line.judge)
+async def settle(found: FeedResult) -> FeedResult:
+    """Judge the :class:`SlowLine` items of ``found``: then it holds events and LineErrors only.
 
-
-async def _settle(item: Any, on_error: ErrorHandler | None, strict: bool) -> ParsedEvent | None:
-    """The event a :class:`FeedResult` item holds; a bad or blank line gives None."""
-    verdict = await judge_off_loop(item) if type(item) is SlowLine else item
-    if type(verdict) is LineError:
-        report_line_error(verdict, on_error, strict)
-        return None
-    return verdict  # type: ignore[return-value]
+    Each slow line is judged in a worker thread unless it is small
+    (:data:`INLINE_SLOW_LINE_BYTES`), and replaced by its verdict in place, so
+    a call cancelled meanwhile can be made again and goes on where it stopped.
+    Returns ``found``.
+    """
+    if not found.bad_lines:  # events only
+        return found
+    for index, item in enumerate(found):
+        if type(item) is SlowLine:
+            if len(item.line) <= INLINE_SLOW_LINE_BYTES:
+                verdict = item.judge()
+            else:
+                verdict = await anyio.to_thread.run_sync(item.judge)
+            found[index] = verdict
+            if type(verdict) is not LineError:
+                found.bad_lines -= 1
+    return found
 
 
 async def parse_ndjson_stream(
@@ -142,10 +154,11 @@ async def parse_ndjson_stream(
                 for event in found:
                     yield event  # type: ignore[misc]
                 continue
-            for item in found:
-                settled = await _settle(item, on_error, strict)
-                if settled is not None:
-                    yield settled
+            for item in await settle(found):
+                if type(item) is LineError:
+                    report_line_error(item, on_error, strict)
+                else:
+                    yield item  # type: ignore[misc]
     finally:
         await chunks.aclose()
         await aclose_source(source)
@@ -186,29 +199,27 @@ class _EventReceiveStream(ObjectReceiveStream[ParsedEvent]):
         self._parser = parser
         self._on_error = on_error
         self._strict = strict
-        self._ready: list[Any] = []  # a FeedResult; slow lines replaced by their verdicts
-        self._next = 0
+        self._ready = FeedResult(0)
+        self._next = 0  # the next item of _ready to hand out
         self._ended = False
 
     async def receive(self) -> ParsedEvent:
         """The next event; ``anyio.EndOfStream`` when the byte stream has ended."""
         while True:
+            if self._next == 0:
+                await settle(self._ready)  # cancelled, the next call goes on with it
             while self._next < len(self._ready):
-                index = self._next
-                item = self._ready[index]
-                if type(item) is SlowLine:
-                    # Judged in place before moving on: if cancelled meanwhile, the
-                    # line is judged again next time, and nothing is skipped.
-                    item = self._ready[index] = await judge_off_loop(item)
-                self._next = index + 1
-                # After moving on, so that a strict error (or a raising on_error)
+                item = self._ready[self._next]
+                # Moved on first, so that a strict error (or a raising on_error)
                 # is reported once and the next receive() goes on with the next line.
-                event = await _settle(item, self._on_error, self._strict)
-                if event is not None:
-                    return event
-            self._next = 0
+                self._next += 1
+                if type(item) is LineError:
+                    report_line_error(item, self._on_error, self._strict)
+                else:
+                    return item  # type: ignore[return-value]
             if self._ended:
                 raise anyio.EndOfStream
+            self._next = 0
             try:
                 chunk = await self._transport.receive()
             except anyio.EndOfStream:

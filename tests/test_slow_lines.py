@@ -85,8 +85,16 @@ def test_the_sans_io_parser_hands_refused_lines_over_in_order() -> None:
     assert parser.line_number == reference.line_number == 6
 
 
-def test_a_blank_slow_line_judges_to_nothing() -> None:
-    assert SlowLine(b"\xc2\xa0 ", 1, 0).judge() is None  # NBSP: blank to JavaScript
+def test_a_line_blank_to_javascript_is_never_deferred() -> None:
+    blank = b"\xc2\xa0 \xe3\x80\x80"  # NBSP, space, U+3000: blank to JavaScript
+    parser = NdjsonStreamParser(defer_slow_lines=True)
+    assert parser.feed(blank + b"\n" + blank) == []
+    assert not parser.has_pending_data()
+    assert parser.flush() == []
+    assert parser.line_number == 1  # a blank last line is no line at all
+    judged = SlowLine(blank, 1, 0).judge()  # built by hand: reported as parse_line does
+    assert isinstance(judged, LineError)
+    assert (judged.kind, judged.error) == ("empty", "Empty line")
 
 
 @asynccontextmanager

@@ -23,6 +23,7 @@ from enclave_stream import (
     EventValidationError,
     LineError,
     NdjsonParseError,
+    NdjsonStreamParser,
     ParsedEvent,
     StdoutEvent,
     ToolCallEvent,
@@ -34,6 +35,7 @@ from enclave_stream.streams import (
     create_ndjson_serialize_stream,
     parse_ndjson_stream,
     serialize_ndjson_stream,
+    settle,
 )
 from tests.clock import on_virtual_clock
 
@@ -509,6 +511,14 @@ async def test_object_streams_round_trip_through_memory() -> None:
         await receiver.aclose()
 
 
+async def test_object_receive_stream_hands_out_a_last_line_without_newline_once() -> None:
+    receiver = create_ndjson_parse_stream(RecordingByteStream([LINES[0] + b"\n" + LINES[1]]))
+    assert [await receiver.receive(), await receiver.receive()] == EVENTS[:2]
+    for _ in range(2):  # and it stays ended
+        with pytest.raises(anyio.EndOfStream):
+            await receiver.receive()
+
+
 @pytest.mark.parametrize("chunk_size", [5, len(MIXED)])
 async def test_object_receive_stream_goes_on_after_a_strict_error(chunk_size: int) -> None:
     """Regression (fixed): after a strict error, every later receive() raised the same one."""
@@ -648,3 +658,21 @@ async def test_object_receive_stream_judges_lines_the_fast_path_refused(size: in
         serialize_event(e) for e in [EVENTS[0], stdout(2, "x" * 5000), EVENTS[2]]
     ]
     assert [(e.line, e.kind, e.path) for e in errors] == [(4, "validation", "$.sessionId")]
+
+
+async def test_settle_judges_deferred_lines_in_place() -> None:
+    """What the async layers do with a FeedResult: events and LineErrors, in stream order."""
+    small = LINES[0].replace(b'"seq":1', b'"seq":1.0')
+    big = serialize_event(stdout(2, "x" * 5000)).encode().replace(b'"seq":2', b'"seq":2.0')
+    found = NdjsonStreamParser(defer_slow_lines=True).feed(
+        b"\n".join([small, b"{oops", big, LINES[2]]) + b"\n"
+    )
+    assert [type(item).__name__ for item in found] == ["SlowLine"] * 3 + ["StdoutEvent"]
+    assert found.bad_lines == 3
+    assert await settle(found) is found
+    assert [serialize_event(e) for e in found if not isinstance(e, LineError)] == [
+        serialize_event(e) for e in [EVENTS[0], stdout(2, "x" * 5000), EVENTS[2]]
+    ]
+    assert [(e.line, e.kind) for e in found if isinstance(e, LineError)] == [(2, "json")]
+    assert found.bad_lines == 1  # the items that are not events
+    assert found.line_numbers() == [1, 2, 3, 4]

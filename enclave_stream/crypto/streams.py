@@ -49,7 +49,7 @@ INLINE_ENVELOPE_BYTES: Final = 16 * 1024
 
 Opening judges the inner event like any received line: one that the fast
 decoder refuses costs up to a thousand times the CPU per byte of a valid one,
-so a big one is kept off the event loop (see ``judge_off_loop``)."""
+so a big one is kept off the event loop (see ``enclave_stream.streams.settle``)."""
 
 
 async def open_off_loop(

@@ -35,14 +35,14 @@ from .._options import check_number
 from ..crypto.streams import open_off_loop
 from ..errors import FatalConnectError, LineError, RetryableConnectError
 from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
-from ..ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser, SlowLine
+from ..ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser
 from ..streams import (
     ByteSource,
     ErrorHandler,
     aclose_source,
     iter_chunks,
-    judge_off_loop,
     report_line_error,
+    settle,
 )
 from .machine import (
     DEFAULT_RECONNECTION_CONFIG,
@@ -364,24 +364,14 @@ class _Lines:
 
     async def feed(self, chunk: bytes | bytearray | None) -> list[_Item]:
         """The items completed by ``chunk``; None: the end of the bytes (flush)."""
-        found = self._parser.flush() if chunk is None else self._parser.feed(chunk)
-        if not found.bad_lines and not self._mark_plaintext:
-            return found  # type: ignore[return-value]  # events only
-        items: list[_Item] = []
-        for item, number in zip(found, found.line_numbers(), strict=True):
-            verdict: ParsedEvent | LineError | None
-            if isinstance(item, SlowLine):
-                verdict = await judge_off_loop(item)
-                if verdict is None:
-                    continue
-            else:
-                verdict = item
-            if self._mark_plaintext and not isinstance(verdict, LineError | EncryptedEnvelope):
-                # On an encrypted stream a plaintext event is refused, by its line.
-                items.append(_Plaintext(verdict, number))
-            else:
-                items.append(verdict)
-        return items
+        found = await settle(self._parser.flush() if chunk is None else self._parser.feed(chunk))
+        if not self._mark_plaintext:
+            return found  # type: ignore[return-value]  # events and LineErrors
+        # On an encrypted stream a plaintext event is refused, by its line.
+        return [
+            item if isinstance(item, LineError | EncryptedEnvelope) else _Plaintext(item, number)  # type: ignore[arg-type]
+            for item, number in zip(found, found.line_numbers(), strict=True)
+        ]
 
 
 # How many batches (one per chunk received) may wait for a consumer busy
