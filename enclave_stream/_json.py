@@ -25,6 +25,7 @@ __all__ = [
     "JsonSyntaxError",
     "js_blank",
     "js_dumps",
+    "js_dumps_bytes",
     "js_loads",
     "js_quote",
     "js_trim",
@@ -345,3 +346,42 @@ def js_dumps(value: Any) -> str:
             else:
                 raise TypeError(f"Object of type {type(item).__name__} is not JSON serializable")
     return "".join(out)
+
+
+def js_dumps_bytes(value: Any) -> bytes:
+    """``js_dumps(value)`` as UTF-8: the same bytes, usually without writing them in Python.
+
+    Raises:
+        TypeError: as :func:`js_dumps`, for a value JSON has no form for.
+    """
+    # msgspec writes a JSON-native value (dicts, lists, str, int, bool, None,
+    # plain floats) exactly as JSON.stringify does. It also writes values JSON
+    # has no form for (datetimes, tuples, sets, bytes, Structs, int keys ...),
+    # but those never read back equal to what was written, so reading the
+    # bytes back and comparing tells the two kinds apart (in C). Floats are the
+    # exception: only a fraction in plain notation is spelled alike (msgspec
+    # writes 1.0 and 1e21 where JavaScript writes 1 and 1e+21), so any other
+    # float literal sends the value to js_dumps.
+    try:
+        data = _native_encode(value)
+        if _native_read(data) == value:
+            return data
+    except _NOT_NATIVE:
+        pass
+    return js_dumps(value).encode("utf-8")
+
+
+def _plain_fraction(literal: str) -> float:
+    if "e" in literal or "E" in literal or literal.endswith(".0"):
+        raise ValueError(literal)
+    return float(literal)
+
+
+_native_encode = msgspec.json.Encoder().encode
+_native_read = msgspec.json.Decoder(float_hook=_plain_fraction).decode
+_NOT_NATIVE = (
+    TypeError,
+    ValueError,  # msgspec's DecodeError and ValidationError too
+    OverflowError,
+    RecursionError,
+)

@@ -33,7 +33,7 @@ from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
-from ._json import JsonSyntaxError, js_blank, js_dumps, js_loads, js_trim
+from ._json import JsonSyntaxError, js_blank, js_dumps_bytes, js_loads, js_trim
 from .errors import EventValidationError, FailureKind, ProtocolError
 from .events import (
     DEFAULT_PROTOCOL_VERSION,
@@ -699,7 +699,7 @@ def _coerce(item: object) -> ParsedEvent:
 
 def _js_encode(value: Any, path: str) -> bytes:
     try:
-        return js_dumps(value).encode("utf-8")
+        return js_dumps_bytes(value)
     except TypeError as exc:
         raise EventValidationError(str(exc), path) from None
 

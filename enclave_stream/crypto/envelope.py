@@ -29,7 +29,7 @@ from typing import Any, Final, TypeAlias, TypeVar, cast, overload
 
 from cryptography.exceptions import InvalidTag
 
-from .._json import js_dumps, js_loads
+from .._json import js_dumps_bytes, js_loads
 from ..codec import DecodeFailure, decode_event, decode_message, encode_event, validate_event
 from ..errors import (
     Base64DecodeError,
@@ -101,8 +101,7 @@ def json_plaintext(data: object) -> bytes:
     if type(data) in _STREAM_EVENT_TYPES:
         return encode_event(cast(StreamEvent, data))
     try:
-        # js_dumps escapes lone surrogates, so the text always encodes.
-        return js_dumps(data).encode("utf-8")
+        return js_dumps_bytes(data)
     except (TypeError, ValueError) as exc:
         raise EnvelopeError(f"Not a JSON value: {exc}", _R.INVALID_EVENT) from None
 
