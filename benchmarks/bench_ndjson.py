@@ -5,20 +5,26 @@ character chunks, 10% log with a small data object, 10% tool_call with nested
 args, 5% heartbeat, 5% partial_result) and prints JSON with events/s and MB/s
 for each path, and each path's ratio to its floor:
 
-* parse floor: a reused ``msgspec.json.Decoder`` of a plain tagged union of the
-  five event shapes (no constraints), decoding each pre-split line. It comes in
-  two forms: ``parse_floor`` drops each decoded object (what a streaming
-  consumer does, so it is the floor of the two streaming paths) and
-  ``parse_floor_kept`` keeps them in a list (what ``parse_lines`` must do, as
-  it returns them; keeping 200,000 objects alive costs about as much as
-  decoding them, because every object lands in fresh memory);
-* serialize floor: a reused ``msgspec.json.Encoder`` encoding the same plain
-  structs, one line each, joined with newlines.
+* parse floors, each a reused ``msgspec.json.Decoder`` of a plain tagged union
+  of the five event shapes (no constraints): ``parse_floor`` decodes each
+  pre-split line and drops it (what a streaming consumer does);
+  ``chunk_floor_64k`` carries partial lines across 64 KiB chunks, splits and
+  decodes, dropping each object (the floor of the chunked parsers);
+  ``parse_floor_kept`` splits the document and keeps every decoded object
+  with the collector paused while it decodes (the job ``parse_lines`` does);
+* serialize floors: a reused ``msgspec.json.Encoder`` encoding the same plain
+  structs, joined with newlines (``serialize_floor``) or one at a time
+  (``serialize_one_floor``).
 
-Targets (issue 2): parse_lines >= 0.6, both streaming paths >= 0.5,
-serialize_events >= 0.8 of their floors.
+Every figure is taken with the cyclic GC on (``harness.py``); ``gc_off`` shows
+``parse_lines`` and its floor with it off. ``parse_lines_scaling`` gives
+``parse_lines`` at 10k, 100k and 1M lines.
 
-Run: ``python benchmarks/bench_ndjson.py [--lines N] [--repeat R]``
+Targets (issue 11): parse_lines >= 0.9, the chunked parsers >= 0.8,
+serialize_event (one at a time) >= 0.65, serialize_events >= 0.8 of their
+floors; parse_lines at 1M lines within 10% of its rate at 10k.
+
+Run: ``python benchmarks/bench_ndjson.py [--lines N] [--repeat R] [--sizes 10000,100000]``
 """
 
 from __future__ import annotations
@@ -232,12 +238,15 @@ def main() -> None:
             decode(line)
 
     def parse_floor_kept() -> None:
-        # The best a direct msgspec program does when it keeps what it decodes:
-        # the collector paused while the batch is decoded, restored after.
+        # The best a direct msgspec program does with the document parse_lines
+        # gets: split it, decode every line and keep the results, the collector
+        # paused while the batch is decoded and restored after.
         decode = floor_decoder.decode
+        lines = corpus.split(b"\n")
+        lines.pop()
         gc.disable()
         try:
-            kept = [decode(line) for line in pre_split]
+            kept = list(map(decode, lines))
         finally:
             gc.enable()
         assert len(kept) == n

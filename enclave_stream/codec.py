@@ -29,6 +29,8 @@ import gc
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Any, Final, TypeVar, cast
 
 import msgspec
@@ -49,7 +51,7 @@ from .events import (
     ToolResultAppliedPayload,
     ToolResultSubmitMessage,
 )
-from .protocol import MAX_SAFE_INTEGER, SESSION_ID_PREFIX, is_session_id
+from .protocol import MAX_SAFE_INTEGER, is_session_id
 
 T = TypeVar("T")
 
@@ -164,10 +166,10 @@ def decode_lines(
 
     Args:
         longest: the length of the longest line, or any bound above it
-            (measured if not given). A line over :data:`GC_PAUSE_BYTES` is
-            checked against :data:`BYTES_PER_CONTAINER` before decoding and
-            decoded with the cyclic GC paused; a batch whose bound is below
-            that is not measured line by line.
+            (measured if not given, or if over :data:`GC_PAUSE_BYTES`). A
+            line over :data:`GC_PAUSE_BYTES` is checked against
+            :data:`BYTES_PER_CONTAINER` before decoding and decoded with the
+            cyclic GC paused.
         judge: with ``False``, a line the fast path cannot settle (blank
             lines aside) gets the verdict ``None``, for the caller to judge
             later with ``decode_event(line, fast=False)``, for example in a
@@ -175,73 +177,123 @@ def decode_lines(
     """
     verdicts: list[Any] = []
     refused: list[int] = []
-    if longest is None:
-        longest = max(map(len, lines), default=0)
+    known_small = longest is not None and longest <= GC_PAUSE_BYTES
     # Every verdict stays alive until the batch returns, so in a big batch the
     # collector's full passes would walk the payload containers kept so far
     # again and again (super-linear), though none can be in a cycle yet.
-    may_be_big = longest > GC_PAUSE_BYTES
     if len(lines) <= GC_PAUSE_LINES:  # the usual case, one line included: no context manager
-        _accept(lines, type_, judge, verdicts, refused, may_be_big)
-    else:
-        with _gc_paused(True):
-            _accept(lines, type_, judge, verdicts, refused, may_be_big)
+        _accept(lines, 0, type_, judge, known_small, verdicts, refused)
+        return verdicts, refused
+    with _gc_paused(True):
+        # Block by block, so that each line is measured, decoded and checked
+        # while it is still in the CPU's cache.
+        for start in range(0, len(lines), GC_PAUSE_LINES):
+            block = lines[start : start + GC_PAUSE_LINES]
+            _accept(block, start, type_, judge, known_small, verdicts, refused)
     return verdicts, refused
 
 
 def _accept(
     lines: Sequence[bytes | str],
+    base: int,
     type_: Any,
     judge: bool,
+    known_small: bool,
     verdicts: list[Any],
     refused: list[int],
-    may_be_big: bool,
 ) -> None:
-    """msgspec first; what it refuses, or decodes but our rules refuse, gets the plain verdict."""
+    """msgspec first; what it refuses, or decodes but our rules refuse, gets the plain verdict.
+
+    Appends the verdicts on ``lines`` (numbered from ``base``) and where the refusals are.
+    """
+    decode = _decoder_for(type_).decode
+    first = len(refused)
+    if not known_small and max(map(len, lines), default=0) > GC_PAUSE_BYTES:
+        for index, line in enumerate(lines, base):
+            if len(line) > GC_PAUSE_BYTES:
+                value = _big_line(line, type_, judge)
+            else:
+                value = _verdict(line, decode, type_, judge)
+            if type(value) is DecodeFailure or value is None:
+                refused.append(index)
+            verdicts.append(value)
+        return
+    # msgspec decodes line after line without a Python frame per line until
+    # one fails; that line gets its verdict here, then decoding goes on.
+    rest = iter(lines)
+    while True:
+        try:
+            verdicts.extend(map(decode, rest))
+            break
+        except _FAST_PATH_ERRORS:
+            index = len(verdicts)
+            value = _refused_verdict(lines[index - base], type_, judge)
+            if type(value) is DecodeFailure or value is None:
+                refused.append(index)
+            verdicts.append(value)
+    if (
+        type_ is ParsedEvent
+        and len(refused) == first
+        and _events_are_complete(verdicts[base:] if base else verdicts)
+    ):
+        return
+    # The rules msgspec's types leave to us (_post_decode_problem), message by message.
+    failed = set(refused[first:])
+    for index in range(base, len(verdicts)):
+        if index not in failed:
+            problem = _post_decode_problem(verdicts[index])
+            if problem is not None:
+                refused.append(index)
+                verdicts[index] = DecodeFailure(
+                    FailureKind.VALIDATION, *problem, js_trim(_text(lines[index - base]))
+                )
+    refused[first:] = sorted(refused[first:])
+
+
+def _events_are_complete(events: list[Any]) -> bool:
+    """Every event had ``protocolVersion`` and an ``s_`` session id on the wire.
+
+    Checked with C loops over the batch: a stream rarely has more than one session.
+    """
+    if any(map(is_, map(_version_of, events), repeat(DEFAULT_PROTOCOL_VERSION))):
+        return False
+    return all(map(is_session_id, set(map(_session_of, events))))
+
+
+_version_of: Final = attrgetter("protocol_version")
+_session_of: Final = attrgetter("session_id")
+
+
+def _decoder_for(type_: Any) -> msgspec.json.Decoder[Any]:
     # typing's Union hashes its arguments on every lookup: test the usual type first.
-    decoder = _EVENT_DECODER if type_ is ParsedEvent else _decoders.get(type_)
+    if type_ is ParsedEvent:
+        return _EVENT_DECODER
+    decoder = _decoders.get(type_)
     if decoder is None:
         decoder = _decoders.setdefault(type_, msgspec.json.Decoder(type_))
-    decode = decoder.decode
-    events = type_ is ParsedEvent
-    missing = DEFAULT_PROTOCOL_VERSION
-    known_session = ""
-    append = verdicts.append
-    for line in lines:
-        if may_be_big and len(line) > GC_PAUSE_BYTES:
-            value = _big_line(line, type_, judge)
-            if type(value) is DecodeFailure or value is None:
-                refused.append(len(verdicts))
-            append(value)
-            continue
-        try:
-            value = decode(line)
-        except _FAST_PATH_ERRORS:
-            if judge:
-                value = _plain(line, type_)
-                if type(value) is DecodeFailure:
-                    refused.append(len(verdicts))
-            else:
-                refused.append(len(verdicts))
-                value = _BLANK if js_blank(line) else None
-            append(value)
-            continue
-        if events and value.protocol_version is not missing:
-            # msgspec leaves the "s_" prefix to us; a stream rarely changes
-            # session, so compare with the last one first.
-            session_id = value.session_id
-            if session_id == known_session or session_id.startswith(SESSION_ID_PREFIX):
-                known_session = session_id
-                append(value)
-                continue
-        # What msgspec accepts, JavaScript reads the same way (duplicate keys:
-        # the last wins in both), so only these rules can refuse it now; that
-        # spares re-reading a big line in pure Python to say its session id is bad.
-        problem = _post_decode_problem(value)
-        if problem is not None:
-            refused.append(len(verdicts))
-            value = DecodeFailure(FailureKind.VALIDATION, *problem, js_trim(_text(line)))
-        append(value)
+    return decoder
+
+
+def _verdict(line: bytes | str, decode: Callable[[Any], Any], type_: Any, judge: bool) -> Any:
+    """One line's verdict: msgspec's message if our rules accept it, else the plain verdict."""
+    try:
+        value = decode(line)
+    except _FAST_PATH_ERRORS:
+        return _refused_verdict(line, type_, judge)
+    # What msgspec accepts, JavaScript reads the same way (duplicate keys: the
+    # last wins in both), so only these rules can refuse it now; that spares
+    # re-reading a big line in pure Python to say its session id is bad.
+    problem = _post_decode_problem(value)
+    if problem is None:
+        return value
+    return DecodeFailure(FailureKind.VALIDATION, *problem, js_trim(_text(line)))
+
+
+def _refused_verdict(line: bytes | str, type_: Any, judge: bool) -> Any:
+    """The plain verdict on a line msgspec refused, or ``None`` (deferred) when not judging."""
+    if judge:
+        return _plain(line, type_)
+    return _BLANK if js_blank(line) else None
 
 
 def _big_line(line: bytes | str, type_: Any, judge: bool) -> Any:
@@ -249,10 +301,8 @@ def _big_line(line: bytes | str, type_: Any, judge: bool) -> Any:
     overload = _container_overload(line)
     if overload is not None:
         return overload
-    verdicts: list[Any] = []
-    with _gc_paused(len(line) > GC_PAUSE_BYTES):
-        _accept((line,), type_, judge, verdicts, [], False)
-    return verdicts[0]
+    with _gc_paused(True):
+        return _verdict(line, _decoder_for(type_).decode, type_, judge)
 
 
 def decode_event(raw: bytes | str, *, fast: bool = True) -> ParsedEvent | DecodeFailure:
@@ -268,7 +318,9 @@ def decode_event(raw: bytes | str, *, fast: bool = True) -> ParsedEvent | Decode
 def _decode_one(raw: bytes | str, type_: Any, fast: bool = True) -> Any:
     if not fast:
         return _plain(raw, type_)
-    return decode_lines((raw,), longest=len(raw), type_=type_)[0][0]
+    if len(raw) > GC_PAUSE_BYTES:
+        return _big_line(raw, type_, True)
+    return _verdict(raw, _decoder_for(type_).decode, type_, True)
 
 
 def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:

@@ -134,7 +134,7 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
     )
     if not lines[-1]:
         lines.pop()  # the usual final newline ends the last line; it starts none
-    verdicts, refused = decode_lines(lines, longest=len(data))
+    verdicts, refused = decode_lines(lines)
     if not refused:
         return ParseLinesResult(verdicts, [])
     events: list[ParsedEvent] = []

@@ -25,7 +25,7 @@ from enclave_stream import (
     serialize_events,
 )
 from enclave_stream._json import JS_WHITESPACE, js_loads, utf16_truncate
-from enclave_stream.codec import DecodeFailure, decode_event, decode_lines
+from enclave_stream.codec import GC_PAUSE_LINES, DecodeFailure, decode_event, decode_lines
 from enclave_stream.events import PARSED_EVENT_CLASSES, StdoutPayload, ToolCallPayload
 from enclave_stream.ndjson import SlowLine
 from enclave_stream.streams import parse_ndjson_stream
@@ -407,3 +407,38 @@ def test_big_lines_take_the_same_path_in_a_batch_and_alone() -> None:
     assert verdicts == [plain(line) for line in lines]
     assert refused == [0, 2, 3, 4]
     assert verdicts[2].reason.startswith("Too many arrays and objects")
+
+
+FILLER_EVENTS = [
+    StdoutEvent(session_id="s_1", seq=seq, payload=StdoutPayload(f"line {seq}"))
+    for seq in range(2 * GC_PAUSE_LINES + 300)
+]
+FILLER = [serialize_event(event).encode() for event in FILLER_EVENTS]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(FILLER) - 1), hostile_lines),
+        max_size=6,
+    )
+)
+@example([(0, b"{}"), (GC_PAUSE_LINES - 1, b""), (GC_PAUSE_LINES, b'{"x":1}')])
+@example([(GC_PAUSE_LINES + 5, FILLER[3].replace(b'"s_1"', b'"x_1"'))])
+@example([(2 * GC_PAUSE_LINES, FILLER[3].replace(b'"protocolVersion":2,', b""))])
+def test_a_batch_of_many_blocks_gives_every_line_its_verdict(
+    inserted: list[tuple[int, bytes]],
+) -> None:
+    """Batches over GC_PAUSE_LINES are decoded block by block: a refusal in any
+    block (msgspec's, or one of the rules checked after it) lands on its own line."""
+    lines: list[bytes] = list(FILLER)
+    expected: list[Any] = list(FILLER_EVENTS)
+    for position, line in inserted:
+        lines[position] = line
+        expected[position] = plain(line)
+    verdicts, refused = decode_lines(lines)
+    assert verdicts == expected
+    assert refused == [i for i, v in enumerate(expected) if isinstance(v, DecodeFailure)]
+    deferred, left = decode_lines(lines, judge=False)
+    assert set(refused) <= set(left)
+    assert all(deferred[i] == expected[i] for i in range(len(lines)) if i not in left)
