@@ -653,10 +653,40 @@ class EventEncoder:
     """
 
     def __init__(self) -> None:
-        self._kinds = {cls: _EventKind(cls) for cls in PARSED_EVENT_CLASSES}
+        self._kinds: dict[type[Any], _EventKind] = {
+            cls: _EventKind(cls) for cls in PARSED_EVENT_CLASSES
+        }
 
     def encode(self, event: ParsedEvent | Mapping[str, Any]) -> bytes:
         """One event as a JSON line, without a newline."""
+        # The usual event (a known class, a session already templated, a valid
+        # seq, a payload that needs no check) inline: a one-event batch costs
+        # more than the checks. Anything else takes encode_all, which says why.
+        kind = self._kinds.get(type(event))
+        if kind is not None:
+            event = cast(ParsedEvent, event)
+            version = event.protocol_version
+            seq = event.seq
+            payload = event.payload
+            if (
+                (version is DEFAULT_PROTOCOL_VERSION or type(version) is int)
+                and type(seq) is int
+                and 0 <= seq <= MAX_SAFE_INTEGER
+                and type(payload) is kind.payload_type
+                and (
+                    kind.trusted or (type(payload) is StdoutPayload and type(payload.chunk) is str)
+                )
+            ):
+                templates = kind.templates.get(version)  # the default marker is 2
+                session_id = event.session_id
+                template = (
+                    templates.get(session_id) if type(session_id) is str and templates else None
+                )
+                if template is not None:
+                    try:
+                        return template % (seq, _json_encoder.encode(payload))
+                    except _ENCODE_ERRORS:
+                        pass  # encode_all says why, or falls back
         return self.encode_all((event,))[0]
 
     def encode_lines(self, events: Iterable[ParsedEvent | Mapping[str, Any]]) -> bytes:

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from enclave_stream import (
@@ -70,6 +70,7 @@ from enclave_stream.events import (
 )
 from enclave_stream.protocol import EncryptionAlgorithm, KeyDerivation, SupportedCurve
 from tests.strategies import SAMPLE_EVENTS as SAMPLES
+from tests.strategies import any_event
 
 SID = "s_1"
 
@@ -882,3 +883,73 @@ def test_encoder_accepts_a_constructed_event_exactly_when_the_decoder_does(
             assert parse_line(line) == expected
 
     check()
+
+
+# --- EventEncoder.encode's one-event path is encode_all's verdict --------------------
+
+_ODD_FIELDS: dict[str, list[Any]] = {
+    "seq": [True, -1, 2**53, 2**53 - 1, 0, 1.0, "3", None],
+    "protocol_version": [True, False, 1, 2, 3, "2", None, 2.0],
+    "session_id": ["s_other", "x_1", "s_", "", ["s_1"], 5, None, "s_\ud800"],
+}
+
+
+_ODD_PAYLOADS: list[Any] = [
+    StdoutPayload(chunk=5),
+    StdoutPayload("\udfff"),
+    StdoutPayload("x"),
+    None,
+]
+
+
+def _verdict_of(encode: Any, event: Any) -> Any:
+    try:
+        return encode(event)
+    except EventValidationError as exc:
+        return (type(exc), str(exc), exc.path)
+
+
+@given(
+    any_event,
+    st.lists(
+        st.one_of(
+            *(
+                st.tuples(st.just(name), st.sampled_from(values))
+                for name, values in _ODD_FIELDS.items()
+            ),
+            st.tuples(
+                st.just("payload"),
+                st.sampled_from(
+                    [
+                        StdoutPayload(chunk=5),
+                        StdoutPayload(chunk="\udfff"),
+                        StdoutPayload("x"),
+                        None,
+                    ]  # type: ignore[arg-type]
+                ),
+            ),
+        ),
+        max_size=3,
+    ),
+)
+@example(SAMPLES[EventType.STDOUT], [("seq", 2**53)])
+@example(SAMPLES[EventType.STDOUT], [("seq", True)])
+@example(SAMPLES[EventType.LOG], [("protocol_version", True)])
+@example(SAMPLES[EventType.STDOUT], [("session_id", ["s_1"])])
+@example(SAMPLES[EventType.STDOUT], [("payload", _ODD_PAYLOADS[0])])
+@example(SAMPLES[EventType.STDOUT], [("payload", _ODD_PAYLOADS[1])])
+@settings(max_examples=300)
+def test_encode_of_one_event_is_encode_all_of_it(
+    event: Any, changes: list[tuple[str, Any]]
+) -> None:
+    """encode() writes the usual event inline; every event, valid or not, gets
+    exactly encode_all's bytes or error, before and after its session is templated."""
+    encoder = EventEncoder()
+    for version in (1, 2):  # the session's templates exist, as in a running stream
+        _verdict_of(encoder.encode, msgspec.structs.replace(event, protocol_version=version))
+    for name, value in changes:
+        event = msgspec.structs.replace(event, **{name: value})
+    first = _verdict_of(encoder.encode, event)
+    assert first == _verdict_of(lambda e: encoder.encode_all([e])[0], event)
+    assert _verdict_of(encoder.encode, event) == first  # now from the template cache
+    assert _verdict_of(EventEncoder().encode, event) == first
