@@ -41,6 +41,7 @@ import msgspec
 from harness import machine, race, ratios
 
 from enclave_stream import (
+    EventEncoder,
     NdjsonStreamParser,
     parse_lines,
     serialize_event,
@@ -313,6 +314,11 @@ def main() -> None:
     def run_serialize() -> None:
         serialize_events(our_events)
 
+    our_encoder = EventEncoder()
+
+    def run_encode_lines() -> None:
+        our_encoder.encode_lines(our_events)
+
     def run_serialize_one() -> None:
         for e in our_events:
             serialize_event(e)
@@ -327,6 +333,7 @@ def main() -> None:
         "parse_ndjson_stream_64k": run_async_stream,
         "serialize_floor": serialize_floor,
         "serialize_events": run_serialize,
+        "encode_lines_bytes": run_encode_lines,
         "serialize_one_floor": serialize_one_floor,
         "serialize_event": run_serialize_one,
     }
@@ -355,6 +362,7 @@ def main() -> None:
             "stream_parser_64k_pull": ("chunk_floor_64k", 0.8),
             "parse_ndjson_stream_64k": ("chunk_floor_64k", 0.5),
             "serialize_events": ("serialize_floor", 0.8),
+            "encode_lines_bytes": ("serialize_floor", 0.8),
             "serialize_event": ("serialize_one_floor", 0.65),
         },
     )

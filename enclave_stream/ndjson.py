@@ -161,7 +161,14 @@ def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
 
 
 def serialize_events(events: Iterable[ParsedEvent | Mapping[str, Any]]) -> str:
-    """Events joined with ``\\n`` (no trailing newline)."""
+    """Events joined with ``\\n`` (no trailing newline), as one ``str``.
+
+    For a response body or a file, write bytes instead:
+    :meth:`EventEncoder.encode_lines <enclave_stream.EventEncoder.encode_lines>`
+    gives the same lines as UTF-8 (each ending in ``\\n``) without building a
+    ``str`` of the whole document, which costs 4 bytes per character once
+    one character is outside the BMP.
+    """
     return b"\n".join(_serializer.encode_all(events)).decode("utf-8")
 
 
