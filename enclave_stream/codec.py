@@ -27,6 +27,7 @@ __all__ = [
 
 import gc
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import repeat
@@ -34,6 +35,7 @@ from operator import attrgetter, is_
 from typing import Any, Final, TypeVar, cast
 
 import msgspec
+from msgspec.structs import force_setattr
 
 from ._json import JsonSyntaxError, js_blank, js_dumps_bytes, js_loads, js_trim
 from .errors import EventValidationError, FailureKind, ProtocolError
@@ -253,11 +255,21 @@ def _accept(
 def _events_are_complete(events: list[Any]) -> bool:
     """Every event had ``protocolVersion`` and an ``s_`` session id on the wire.
 
-    Checked with C loops over the batch: a stream rarely has more than one session.
+    Checked with C loops over the batch: a stream rarely has more than one
+    session. Then the events of one session share one id string, instead of
+    each keeping its own copy (about 90 bytes per kept event).
     """
     if any(map(is_, map(_version_of, events), repeat(DEFAULT_PROTOCOL_VERSION))):
         return False
-    return all(map(is_session_id, set(map(_session_of, events))))
+    session_ids = set(map(_session_of, events))
+    if not all(map(is_session_id, session_ids)):
+        return False
+    if len(session_ids) == 1 and len(events) > 1:
+        # Fresh from the decoder, so nobody holds these events yet: the same
+        # as making them with the shared string.
+        shared = repeat(session_ids.pop())
+        deque(map(force_setattr, events, repeat("session_id"), shared), maxlen=0)
+    return True
 
 
 _version_of: Final = attrgetter("protocol_version")

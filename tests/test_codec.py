@@ -953,3 +953,25 @@ def test_encode_of_one_event_is_encode_all_of_it(
     assert first == _verdict_of(lambda e: encoder.encode_all([e])[0], event)
     assert _verdict_of(encoder.encode, event) == first  # now from the template cache
     assert _verdict_of(EventEncoder().encode, event) == first
+
+
+def test_events_of_one_session_share_their_session_id_string() -> None:
+    """A kept event does not carry its own copy of the session id (memory per kept event)."""
+    lines = [
+        serialize_event(
+            StdoutEvent(session_id="s_" + "a" * 40, seq=seq, payload=StdoutPayload("x"))
+        )
+        for seq in range(3000)
+    ]
+    events = parse_lines("\n".join(lines)).events
+    assert [event.seq for event in events] == list(range(3000))
+    assert {event.session_id for event in events} == {"s_" + "a" * 40}
+    assert len({id(event.session_id) for event in events}) <= 3  # one per block of 1,024
+    # Two sessions interleaved: each event keeps its own session's id.
+    mixed = [
+        line.replace('"s_aa', '"s_bb') if seq % 3 == 0 else line for seq, line in enumerate(lines)
+    ]
+    events = parse_lines("\n".join(mixed)).events
+    assert [event.session_id[:4] for event in events] == [
+        "s_bb" if seq % 3 == 0 else "s_aa" for seq in range(3000)
+    ]
