@@ -53,7 +53,7 @@ from .events import (
     ToolResultAppliedPayload,
     ToolResultSubmitMessage,
 )
-from .protocol import MAX_SAFE_INTEGER, is_session_id
+from .protocol import MAX_SAFE_INTEGER, SESSION_ID_PREFIX, is_session_id
 
 T = TypeVar("T")
 
@@ -88,6 +88,7 @@ _BLANK: Final = DecodeFailure(FailureKind.EMPTY, "Empty line", None, "")
 # never writes 1.0 anyway (compatibility N4).
 _EVENT_DECODER: Final = msgspec.json.Decoder(ParsedEvent)
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {ParsedEvent: _EVENT_DECODER}
+_decode_event: Final = _EVENT_DECODER.decode
 
 # What msgspec raises for input the plain path must judge: DecodeError (and
 # its ValidationError), UnicodeError (a ValueError) for non-UTF-8 bytes or lone
@@ -294,7 +295,14 @@ def _verdict(line: bytes | str, decode: Callable[[Any], Any], type_: Any, judge:
         return _refused_verdict(line, type_, judge)
     # What msgspec accepts, JavaScript reads the same way (duplicate keys: the
     # last wins in both), so only these rules can refuse it now; that spares
-    # re-reading a big line in pure Python to say its session id is bad.
+    # re-reading a big line in pure Python to say its session id is bad. The
+    # usual event passes them at a glance (msgspec checked the id's length).
+    if (
+        type_ is ParsedEvent
+        and value.protocol_version is not DEFAULT_PROTOCOL_VERSION
+        and value.session_id.startswith(SESSION_ID_PREFIX)
+    ):
+        return value
     problem = _post_decode_problem(value)
     if problem is None:
         return value
@@ -323,8 +331,16 @@ def decode_event(raw: bytes | str, *, fast: bool = True) -> ParsedEvent | Decode
     ``fast=False`` reads it the plain way only: the same verdict, for a line
     the fast path already refused.
     """
-    result: ParsedEvent | DecodeFailure = _decode_one(raw, ParsedEvent, fast)
-    return result
+    # The line of every opened envelope and of its plaintext comes through
+    # here: straight to the one verdict function, without _decode_one's lookups.
+    verdict: ParsedEvent | DecodeFailure
+    if not fast:
+        verdict = _plain(raw, ParsedEvent)
+    elif len(raw) > GC_PAUSE_BYTES:
+        verdict = _big_line(raw, ParsedEvent, True)
+    else:
+        verdict = _verdict(raw, _decode_event, ParsedEvent, True)
+    return verdict
 
 
 def _decode_one(raw: bytes | str, type_: Any, fast: bool = True) -> Any:
