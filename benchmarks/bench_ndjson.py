@@ -18,7 +18,8 @@ for each path, and each path's ratio to its floor:
 
 Every figure is taken with the cyclic GC on (``harness.py``); ``gc_off`` shows
 ``parse_lines`` and its floor with it off. ``parse_lines_scaling`` gives
-``parse_lines`` at 10k, 100k and 1M lines.
+``parse_lines`` at 10k, 100k and 1M lines; ``kept_memory`` what each event it
+returns holds (tracemalloc).
 
 Targets (issue 11): parse_lines >= 0.9, the chunked parsers >= 0.8,
 serialize_event (one at a time) >= 0.65, serialize_events >= 0.8 of their
@@ -33,6 +34,7 @@ import argparse
 import gc
 import json
 import random
+import tracemalloc
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -210,6 +212,23 @@ def scaling(corpus_lines: list[bytes], sizes: list[int], repeat: int) -> dict[st
     }
 
 
+def kept_memory(corpus: bytes, n: int) -> dict[str, Any]:
+    """Memory that each event ``parse_lines`` returns holds while it is kept (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        events = parse_lines(corpus).events
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(events) == n
+    return {
+        "bytes_per_kept_event": round(held / n),
+        "json_bytes_per_event": round(len(corpus) / n),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=200_000)
@@ -367,6 +386,7 @@ def main() -> None:
         },
     )
     results["parse_lines_scaling"] = scaled
+    results["kept_memory"] = kept_memory(corpus, n)
     print(json.dumps(results, indent=2))
 
 
