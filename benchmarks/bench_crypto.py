@@ -94,24 +94,30 @@ def bench_records(events: list[StdoutEvent], repeat: int) -> dict[str, float]:
     aead = AESGCM(C2S)
     b64encode, b64decode = base64.b64encode, base64.b64decode
 
-    def seal_floor() -> None:
+    seqs = [event.seq for event in events]
+
+    def floor_seal(values: list[Any], as_line: bool) -> list[Any]:
+        """The envelopes of ``values`` written directly; lines or Structs."""
         encode = plain_encoder.encode
         encrypt = aead.encrypt
         prefix = os.urandom(8)
         out = []
-        for counter, event in enumerate(events):
+        for counter, (value, seq) in enumerate(zip(values, seqs, strict=True)):
             nonce = prefix + counter.to_bytes(4, "big")
-            ciphertext = encrypt(nonce, encode(event), None)
+            ciphertext = encrypt(nonce, encode(value), None)
             payload = EncryptedEnvelopePayload(
                 kid=KEY_ID,
                 nonce_b64=b64encode(nonce).decode(),
                 ciphertext_b64=b64encode(ciphertext).decode(),
             )
             envelope = EncryptedEnvelope(
-                session_id=SESSION, seq=event.seq, payload=payload, protocol_version=2
+                session_id=SESSION, seq=seq, payload=payload, protocol_version=2
             )
-            out.append(encode(envelope))
-        assert len(out) == len(events)
+            out.append(encode(envelope) if as_line else envelope)
+        return out
+
+    def seal_floor() -> None:
+        assert len(floor_seal(events, as_line=True)) == len(events)
 
     def seal_ours() -> None:
         session = client_session()
@@ -122,26 +128,9 @@ def bench_records(events: list[StdoutEvent], repeat: int) -> dict[str, float]:
     wire_events = [msgspec.to_builtins(e) for e in events]
 
     def seal_dict_floor() -> None:
-        # The same envelope from the wire-form dict: msgspec writes the dict as
-        # it is (no validation), then the typed floor's steps.
-        encode = plain_encoder.encode
-        encrypt = aead.encrypt
-        prefix = os.urandom(8)
-        out = []
-        for counter, event in enumerate(wire_events):
-            nonce = prefix + counter.to_bytes(4, "big")
-            ciphertext = encrypt(nonce, encode(event), None)
-            payload = EncryptedEnvelopePayload(
-                kid=KEY_ID,
-                nonce_b64=b64encode(nonce).decode(),
-                ciphertext_b64=b64encode(ciphertext).decode(),
-            )
-            out.append(
-                EncryptedEnvelope(
-                    session_id=SESSION, seq=event["seq"], payload=payload, protocol_version=2
-                )
-            )
-        assert len(out) == len(events)
+        # The same envelope from the wire-form dict, which msgspec writes
+        # unchecked; Structs, as seal() returns.
+        assert len(floor_seal(wire_events, as_line=False)) == len(events)
 
     def seal_dict_ours() -> None:
         seal = client_session().seal
