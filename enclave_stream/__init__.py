@@ -13,9 +13,9 @@ The everyday API is here; the rest has one home each:
 * :mod:`enclave_stream.producer` - event logs, event streams and the session
   broker; ASGI routes in :mod:`enclave_stream.starlette` (the ``starlette`` extra).
 
-``httpx_connector``, ``broker_connector`` and ``BrokerConnector`` are also
-reachable here, imported on first use, and are not in ``__all__`` because
-they need httpx.
+``aconnect_ndjson`` (one checked NDJSON response), ``httpx_connector``,
+``broker_connector`` and ``BrokerConnector`` are also reachable here,
+imported on first use, and are not in ``__all__`` because they need httpx.
 """
 
 from __future__ import annotations
@@ -105,6 +105,8 @@ from .streams import (
 if TYPE_CHECKING:
     # For type checkers; at run time __getattr__ imports them on first use.
     from .reconnect.http import BrokerConnector as BrokerConnector
+    from .reconnect.http import NdjsonSource as NdjsonSource
+    from .reconnect.http import aconnect_ndjson as aconnect_ndjson
     from .reconnect.http import broker_connector as broker_connector
     from .reconnect.http import httpx_connector as httpx_connector
 
@@ -197,9 +199,18 @@ __all__ = [
 ]
 
 
+_NEEDS_HTTPX = (
+    "BrokerConnector",
+    "NdjsonSource",
+    "aconnect_ndjson",
+    "broker_connector",
+    "httpx_connector",
+)
+
+
 def __getattr__(name: str) -> object:
     # httpx is an optional extra: import what needs it only when asked for.
-    if name in ("BrokerConnector", "broker_connector", "httpx_connector"):
+    if name in _NEEDS_HTTPX:
         from .reconnect import http
 
         return getattr(http, name)

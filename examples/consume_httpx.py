@@ -1,4 +1,4 @@
-"""Consume an event stream with httpx: ``async for event in parse_ndjson_stream(...)``.
+"""Consume an event stream with httpx: ``async for event in source.aiter_events()``.
 
 Starts a tiny Starlette service on 127.0.0.1 (a free port) that streams a
 short session as NDJSON, an event every few milliseconds, then reads it with
@@ -27,10 +27,10 @@ from enclave_stream import (
     StdoutEvent,
     StreamEvent,
     generate_session_id,
-    parse_ndjson_stream,
     serialize_ndjson_stream,
 )
 from enclave_stream.events import FinalPayload, StdoutPayload
+from enclave_stream.reconnect.http import aconnect_ndjson
 
 
 async def weather_session() -> AsyncIterator[StreamEvent]:
@@ -71,10 +71,10 @@ async def main() -> None:
     async with (
         serving(app) as url,
         httpx.AsyncClient(trust_env=False) as client,
-        client.stream("GET", f"{url}/stream") as response,
+        aconnect_ndjson(client, "GET", f"{url}/stream") as source,
     ):
         # The part this example is about: typed events, as the bytes arrive.
-        async for event in parse_ndjson_stream(response.aiter_bytes()):
+        async for event in source.aiter_events():
             match event:
                 case StdoutEvent(payload=StdoutPayload(chunk=chunk)):
                     print(f"  #{event.seq} stdout  {chunk!r}")

@@ -40,10 +40,10 @@ from enclave_stream import (
     accept_client_hello,
     encode_message,
     generate_session_id,
-    parse_ndjson_stream,
 )
 from enclave_stream.crypto import generate_signing_key
 from enclave_stream.events import EncryptionRequest
+from enclave_stream.reconnect.http import aconnect_ndjson
 
 SERVER_KEY = generate_signing_key()  # the server's static key; clients pin its public half
 
@@ -99,13 +99,16 @@ async def main() -> None:
     async with (
         serving(app) as url,
         httpx.AsyncClient(trust_env=False) as client,
-        client.stream("POST", f"{url}/sessions", content=encode_message(request)) as response,
+        aconnect_ndjson(
+            client, "POST", f"{url}/sessions", content=encode_message(request)
+        ) as source,
     ):
+        response = source.response
         session = handshake.complete(
             response.headers[SERVER_HELLO_HEADER], response.headers["X-Session-ID"]
         )
         print(f"handshake complete: key {session.key_id}, server signature verified")
-        async for envelope in parse_ndjson_stream(response.aiter_bytes()):
+        async for envelope in source.aiter_events():
             assert isinstance(envelope, EncryptedEnvelope)  # nothing travels in the clear
             event = session.open(envelope)
             sealed = envelope.payload.ciphertext_b64[:20]

@@ -95,13 +95,24 @@ from .resume import (
 
 if TYPE_CHECKING:
     from .http import BrokerConnector as BrokerConnector
+    from .http import NdjsonSource as NdjsonSource
+    from .http import aconnect_ndjson as aconnect_ndjson
     from .http import broker_connector as broker_connector
     from .http import httpx_connector as httpx_connector
 
 
+_NEEDS_HTTPX = (
+    "BrokerConnector",
+    "NdjsonSource",
+    "aconnect_ndjson",
+    "broker_connector",
+    "httpx_connector",
+)
+
+
 def __getattr__(name: str) -> object:
     # httpx is an optional extra: import what needs it only when asked for.
-    if name in ("BrokerConnector", "broker_connector", "httpx_connector"):
+    if name in _NEEDS_HTTPX:
         from . import http
 
         return getattr(http, name)

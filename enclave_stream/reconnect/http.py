@@ -10,6 +10,8 @@ from __future__ import annotations
 __all__ = [
     "BrokerConnector",
     "ConnectionRecord",
+    "NdjsonSource",
+    "aconnect_ndjson",
     "broker_connector",
     "httpx_connector",
 ]
@@ -30,7 +32,8 @@ from ..crypto.handshake import ClientHandshake
 from ..crypto.session import EncryptedSession
 from ..crypto.signing import ServerPublicKey
 from ..errors import EncryptionError, FatalConnectError, RetryableConnectError
-from ..events import EncryptedEnvelope, StreamEvent
+from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
+from ..ndjson import DEFAULT_MAX_LINE_BYTES
 from ..protocol import (
     NDJSON_MEDIA_TYPE,
     PROTOCOL_VERSION,
@@ -39,11 +42,26 @@ from ..protocol import (
     SESSION_ID_HEADER,
     is_session_id,
 )
-from ..streams import aclose_source
+from ..streams import ErrorHandler, aclose_source, parse_ndjson_stream
 from .client import Connector
 
 # How much of an error response's body goes into the error message.
 _ERROR_BODY_LIMIT: Final = 200
+
+# Content types a server may label an NDJSON body with. A missing one is
+# accepted too; anything else (text/html above all) is not a stream of events.
+_NDJSON_MEDIA_TYPES: Final = frozenset(
+    {
+        NDJSON_MEDIA_TYPE,
+        "application/ndjson",
+        "application/jsonl",
+        "application/jsonlines",
+        "application/x-jsonlines",
+        "application/json",
+        "application/octet-stream",
+        "text/plain",
+    }
+)
 
 
 def httpx_connector(
@@ -92,10 +110,69 @@ def httpx_connector(
     @asynccontextmanager
     async def connect(from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
         request_url = target if from_seq is None else target.copy_set_param(RESUME_PARAM, from_seq)
-        async with _streamed(client, method, request_url, headers=headers, **request_kwargs) as r:
-            yield r.aiter_bytes()
+        async with aconnect_ndjson(
+            client, method, request_url, headers=headers, **request_kwargs
+        ) as source:
+            yield source.response.aiter_bytes()
 
     return connect
+
+
+class NdjsonSource:
+    """A checked NDJSON response of :func:`aconnect_ndjson`; :meth:`aiter_events` reads it."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        """The streamed ``httpx.Response`` (status 2xx, an NDJSON content type)."""
+
+    def aiter_events(
+        self,
+        *,
+        on_error: ErrorHandler | None = None,
+        strict: bool = False,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> AsyncGenerator[ParsedEvent, None]:
+        """The response's events as they arrive: :func:`~enclave_stream.parse_ndjson_stream`."""
+        return parse_ndjson_stream(
+            self.response.aiter_bytes(),
+            on_error=on_error,
+            strict=strict,
+            max_line_bytes=max_line_bytes,
+        )
+
+    def __repr__(self) -> str:
+        return f"<NdjsonSource {self.response.request.method} {self.response.url}>"
+
+
+@asynccontextmanager
+async def aconnect_ndjson(
+    client: httpx.AsyncClient, method: str, url: str | httpx.URL, **request_kwargs: Any
+) -> AsyncIterator[NdjsonSource]:
+    """Send one request for an NDJSON stream and check the response before it is read.
+
+    Sends ``Accept: application/x-ndjson`` (unless ``headers`` sets another
+    ``Accept``) and, unless ``request_kwargs`` has a ``timeout``, no read
+    timeout: silence between events is normal (heartbeats come every 15 s by
+    default, httpx's read timeout is 5 s). Other ``request_kwargs`` go to
+    ``client.stream``::
+
+        async with httpx.AsyncClient() as client:
+            async with aconnect_ndjson(client, "GET", url) as source:
+                async for event in source.aiter_events():
+                    ...
+
+    Raises:
+        FatalConnectError: a 4xx status other than 429, or a 2xx response
+            whose content type is not NDJSON (an HTML login page, say); the
+            message has the status and the start of the body
+            (``.status_code`` too).
+        RetryableConnectError: a 429 or 5xx status, or an httpx transport
+            error while connecting or reading.
+    """
+    headers = httpx.Headers(request_kwargs.pop("headers", None))
+    headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
+    async with _streamed(client, method, url, headers=headers, **request_kwargs) as response:
+        yield NdjsonSource(response)
 
 
 @asynccontextmanager
@@ -114,15 +191,22 @@ async def _streamed(
         async with client.stream(method, url, **kwargs) as response:
             if not response.is_success:
                 raise await _status_error(response)
+            media_type = response.headers.get("content-type", "").partition(";")[0].strip()
+            if media_type and media_type.lower() not in _NDJSON_MEDIA_TYPES:
+                raise await _status_error(response, f"not NDJSON but {media_type}")
             yield response
     except (httpx.TransportError, httpx.DecodingError) as exc:
         raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
 
 
-async def _status_error(response: httpx.Response) -> FatalConnectError | RetryableConnectError:
-    """The error for a non-2xx response: retryable for 429 and 5xx, else fatal."""
+async def _status_error(
+    response: httpx.Response, problem: str = ""
+) -> FatalConnectError | RetryableConnectError:
+    """The error for a response that is not a stream: retryable for 429 and 5xx, else fatal."""
     status = response.status_code
     reason = f"HTTP {status} {response.reason_phrase}".rstrip()
+    if problem:
+        reason = f"{reason}, {problem}"
     body = await _body_start(response)
     if body:
         reason = f"{reason}: {body}"

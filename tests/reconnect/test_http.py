@@ -1,11 +1,15 @@
-"""httpx_connector over httpx.MockTransport: request shape and status classification."""
+"""httpx_connector over httpx.MockTransport (request shape, status classification);
+aconnect_ndjson over real loopback HTTP."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -17,7 +21,8 @@ from enclave_stream.reconnect import (
     StreamFailedError,
     open_event_stream,
 )
-from enclave_stream.reconnect.http import httpx_connector
+from enclave_stream.reconnect.http import aconnect_ndjson, httpx_connector
+from tests.integration.asgi_server import serve_in_thread
 from tests.reconnect.fakes import Body, consume, line, make_session
 
 pytestmark = [
@@ -218,3 +223,84 @@ def test_the_core_works_without_httpx() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "pip install 'enclave-stream[httpx]'" in result.stdout
+
+
+# --- aconnect_ndjson: one checked response, over real loopback HTTP ------------------
+
+
+def _loopback_app() -> Any:
+    """A Starlette app: /events (NDJSON with a pause), /html, /missing (404), /busy (503)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    async def events(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield LINES[0]
+            await anyio.sleep(0.5)  # longer than the client's read timeout below
+            for item in LINES[1:]:
+                yield item
+
+        return StreamingResponse(
+            body(),
+            media_type="application/x-ndjson",
+            headers={"x-accept-seen": request.headers.get("accept", "")},
+        )
+
+    async def html(request: Request) -> Response:
+        return HTMLResponse("<html><body>Please sign in</body></html>")
+
+    async def missing(request: Request) -> Response:
+        return JSONResponse({"code": "NOT_FOUND", "message": "no such session"}, 404)
+
+    async def busy(request: Request) -> Response:
+        return Response("try later", 503)
+
+    return Starlette(
+        routes=[
+            Route("/events", events),
+            Route("/html", html),
+            Route("/missing", missing),
+            Route("/busy", busy),
+        ]
+    )
+
+
+async def test_aconnect_ndjson_reads_typed_events_across_a_pause() -> None:
+    # httpx's own read timeout (here 0.2 s) would cut the 0.5 s pause.
+    async with serve_in_thread(_loopback_app()) as port, httpx.AsyncClient(timeout=0.2) as client:
+        url = f"http://127.0.0.1:{port}/events"
+        async with aconnect_ndjson(client, "GET", url) as source:
+            assert source.response.headers["x-accept-seen"] == "application/x-ndjson"
+            events = [event async for event in source.aiter_events(strict=True)]
+    assert [(event.type, event.seq) for event in events] == [
+        (event.type, event.seq) for event in make_session(6)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "status", "words"),
+    [
+        ("/html", FatalConnectError, 200, "not NDJSON but text/html: <html><body>Please sign in"),
+        ("/missing", FatalConnectError, 404, 'HTTP 404 Not Found: {"code":"NOT_FOUND"'),
+        ("/busy", RetryableConnectError, 503, "HTTP 503 Service Unavailable: try later"),
+    ],
+)
+async def test_aconnect_ndjson_refuses_what_is_not_a_stream(
+    path: str, kind: type[Exception], status: int, words: str
+) -> None:
+    async with serve_in_thread(_loopback_app()) as port, httpx.AsyncClient() as client:
+        with pytest.raises(kind, match=re.escape(words)) as info:
+            async with aconnect_ndjson(client, "GET", f"http://127.0.0.1:{port}{path}"):
+                raise AssertionError("the body must not be handed out")
+    assert info.value.status_code == status  # type: ignore[attr-defined]
+
+
+async def test_the_resumable_stream_gives_up_on_an_html_page() -> None:
+    async with serve_in_thread(_loopback_app()) as port, httpx.AsyncClient() as client:
+        stream = open_event_stream(
+            httpx_connector(client, f"http://127.0.0.1:{port}/html"), config=FAST
+        )
+        with pytest.raises(StreamFailedError, match="not NDJSON but text/html"):
+            await consume(stream, [])
