@@ -35,9 +35,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package and the demo, with the pinned mypy and dependencies."""
+    """mypy --strict on the package, the examples and the README's code blocks (pinned)."""
     session.install("-e", ".[dev]", *PINNED)
-    session.run("mypy", "--strict", "enclave_stream", "examples/demo")
+    session.run("mypy", "--strict", "enclave_stream", "examples")
+    session.run("python", "tools/typecheck_readme.py")
 
 
 @nox.session
@@ -54,7 +55,8 @@ def latest(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *session.posargs)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "--strict", "enclave_stream", "examples/demo")
+    session.run("mypy", "--strict", "enclave_stream", "examples")
+    session.run("python", "tools/typecheck_readme.py")
 
 
 @nox.session

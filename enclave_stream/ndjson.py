@@ -13,6 +13,8 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "FeedResult",
+    "Item",
+    "Judged",
     "NdjsonStreamParser",
     "ParseFailure",
     "ParseLinesResult",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Final, Literal, Union, cast
+from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, Union, cast, overload
 
 import msgspec
 
@@ -175,8 +177,13 @@ def serialize_events(events: Iterable[ParsedEvent | Mapping[str, Any]]) -> str:
 Item = Union[ParsedEvent, LineError, SlowLine]
 """One thing a line held: its event, the report on it, or the line itself, to judge."""
 
+Judged = Union[ParsedEvent, LineError]
+"""What a line held once judged: its event or the report on it."""
 
-class FeedResult(list[Item]):
+I = TypeVar("I", bound=Item)  # noqa: E741 - the item type, as in list[I]
+
+
+class FeedResult(list[I]):
     """What one :meth:`NdjsonStreamParser.feed` or ``flush()`` found, in stream order.
 
     A list of events, :class:`LineError` reports and, when the parser defers
@@ -238,7 +245,7 @@ class _Offsets:
         return self._next
 
 
-class NdjsonStreamParser:
+class NdjsonStreamParser(Generic[I]):
     """Incremental NDJSON parser: feed it chunks, get back what their lines held.
 
     :meth:`feed` and :meth:`flush` return a :class:`FeedResult`: the events
@@ -270,6 +277,28 @@ class NdjsonStreamParser:
     >>> event.payload.chunk, p.line_number
     ('hi', 1)
     """
+
+    # A parser that judges every line hands out events and LineErrors only;
+    # one that defers slow lines hands out SlowLines too.
+    @overload
+    def __init__(
+        self: NdjsonStreamParser[Judged],
+        on_event: Callable[[ParsedEvent], object] | None = None,
+        on_error: Callable[[LineError], object] | None = None,
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        defer_slow_lines: Literal[False] = False,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: NdjsonStreamParser[Item],
+        on_event: Callable[[ParsedEvent], object] | None = None,
+        on_error: Callable[[LineError], object] | None = None,
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        defer_slow_lines: bool,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -314,11 +343,11 @@ class NdjsonStreamParser:
         """True if an unfinished line holds more than white space."""
         return self._skipping or not js_blank(self._pending)
 
-    def feed(self, chunk: bytes | bytearray | memoryview | str) -> FeedResult:
+    def feed(self, chunk: bytes | bytearray | memoryview | str) -> FeedResult[I]:
         """Add a chunk; return what the lines it completes held (and an over-long line's report)."""
         data = chunk.encode("utf-8", "surrogatepass") if isinstance(chunk, str) else bytes(chunk)
         before = self._line_number
-        found = FeedResult(before)
+        found: FeedResult[Any] = FeedResult(before)
         if not data:
             return found
         base = self._consumed
@@ -372,10 +401,10 @@ class NdjsonStreamParser:
             self._report_too_long(found, tail_too_long, end + 1, self._line_start)
         return self._deliver(found, before + len(lines))
 
-    def flush(self) -> FeedResult:
+    def flush(self) -> FeedResult[I]:
         """End of input: returns what the last line held if it had no newline."""
         before = self._line_number
-        found = FeedResult(before)
+        found: FeedResult[Any] = FeedResult(before)
         if self._skipping:  # an over-long last line, already reported
             self._skipping = False
             found._quiet.add(before + 1)
@@ -397,7 +426,7 @@ class NdjsonStreamParser:
 
     def _decode(
         self,
-        found: FeedResult,
+        found: FeedResult[Any],
         lines: list[bytes],
         start: int,
         stop: int,
@@ -441,7 +470,7 @@ class NdjsonStreamParser:
         self._pending += data
         return None
 
-    def _report_too_long(self, found: FeedResult, head: bytes, line: int, offset: int) -> None:
+    def _report_too_long(self, found: FeedResult[Any], head: bytes, line: int, offset: int) -> None:
         trimmed = js_trim(head.decode("utf-8", "replace"))
         content = utf16_truncate(trimmed, 100)
         if not content.endswith("..."):
@@ -457,7 +486,7 @@ class NdjsonStreamParser:
         )
         found.bad_lines += 1
 
-    def _deliver(self, found: FeedResult, end: int) -> FeedResult:
+    def _deliver(self, found: FeedResult[Any], end: int) -> FeedResult[Any]:
         """Call the callbacks for ``found``'s items; ``end`` lines are then complete."""
         if self._callbacks and found:
             on_event, on_error = self._on_event, self._on_error
@@ -466,7 +495,7 @@ class NdjsonStreamParser:
                 if on_event is not None:
                     for number, event in zip(numbers, found, strict=True):
                         self._line_number = number
-                        on_event(event)  # type: ignore[arg-type]
+                        on_event(event)
             else:
                 for number, item in zip(numbers, found, strict=True):
                     # An over-long line is reported before its newline comes:
@@ -475,8 +504,8 @@ class NdjsonStreamParser:
                     kind = type(item)
                     if kind is LineError:
                         if on_error is not None:
-                            on_error(item)  # type: ignore[arg-type]
+                            on_error(item)
                     elif kind is not SlowLine and on_event is not None:
-                        on_event(item)  # type: ignore[arg-type]
+                        on_event(item)
         self._line_number = end
         return found

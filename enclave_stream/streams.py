@@ -17,7 +17,7 @@ __all__ = [
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, ObjectSendStream
@@ -25,7 +25,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, Ob
 from .codec import encode_event
 from .errors import LineError, NdjsonParseError
 from .events import ParsedEvent
-from .ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, NdjsonStreamParser, SlowLine
+from .ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, Item, Judged, NdjsonStreamParser, SlowLine
 
 logger = logging.getLogger("enclave_stream")
 
@@ -92,7 +92,7 @@ Judging one costs up to a thousand times the CPU per byte of a valid line
 (docs/security.md); small lines are not worth the thread hop."""
 
 
-async def settle(found: FeedResult) -> FeedResult:
+async def settle(found: FeedResult[Item]) -> FeedResult[Judged]:
     """Judge the :class:`SlowLine` items of ``found``: then it holds events and LineErrors only.
 
     Each slow line is judged in a worker thread unless it is small
@@ -101,7 +101,7 @@ async def settle(found: FeedResult) -> FeedResult:
     Returns ``found``.
     """
     if not found.bad_lines:  # events only
-        return found
+        return cast("FeedResult[Judged]", found)
     for index, item in enumerate(found):
         if type(item) is SlowLine:
             if len(item.line) <= INLINE_SLOW_LINE_BYTES:
@@ -111,7 +111,7 @@ async def settle(found: FeedResult) -> FeedResult:
             found[index] = verdict
             if type(verdict) is not LineError:
                 found.bad_lines -= 1
-    return found
+    return cast("FeedResult[Judged]", found)
 
 
 async def parse_ndjson_stream(
@@ -152,13 +152,13 @@ async def parse_ndjson_stream(
                 ended = True
             if not found.bad_lines:  # the usual chunk: no type checks
                 for event in found:
-                    yield event  # type: ignore[misc]
+                    yield event  # type: ignore[misc]  # no bad lines: events only
                 continue
             for item in await settle(found):
-                if type(item) is LineError:
+                if isinstance(item, LineError):
                     report_line_error(item, on_error, strict)
                 else:
-                    yield item  # type: ignore[misc]
+                    yield item
     finally:
         await chunks.aclose()
         await aclose_source(source)
@@ -191,7 +191,7 @@ class _EventReceiveStream(ObjectReceiveStream[ParsedEvent]):
     def __init__(
         self,
         transport: ByteReceiveStream,
-        parser: NdjsonStreamParser,
+        parser: NdjsonStreamParser[Item],
         on_error: ErrorHandler | None,
         strict: bool,
     ) -> None:
@@ -199,7 +199,7 @@ class _EventReceiveStream(ObjectReceiveStream[ParsedEvent]):
         self._parser = parser
         self._on_error = on_error
         self._strict = strict
-        self._ready = FeedResult(0)
+        self._ready: FeedResult[Item] = FeedResult(0)
         self._next = 0  # the next item of _ready to hand out
         self._ended = False
 

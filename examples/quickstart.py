@@ -80,7 +80,7 @@ def simulated_session() -> list[ParsedEvent]:
         FinalEvent,
     ]
     return [
-        cls(session_id=sid, seq=seq, payload=payload)  # type: ignore[operator]
+        cls(session_id=sid, seq=seq, payload=payload)
         for seq, (cls, payload) in enumerate(zip(classes, payloads, strict=True), start=1)
     ]
 

@@ -29,7 +29,7 @@ from typing import BinaryIO, Final, NamedTuple, Union
 
 from ..errors import LineError
 from ..events import ParsedEvent
-from ..ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, NdjsonStreamParser
+from ..ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, Judged, NdjsonStreamParser
 
 CHUNK_SIZE: Final = 64 * 1024
 """Bytes read at a time."""
@@ -158,10 +158,10 @@ class LineReader:
         return issues + _numbered(self._parser.flush())
 
 
-def _numbered(found: FeedResult) -> list[Item]:
+def _numbered(found: FeedResult[Judged]) -> list[Item]:
     """The parser's events tagged with their line numbers; its reports as they are."""
     return [
-        item if type(item) is LineError else LineEvent(number, item)  # type: ignore[arg-type]
+        item if isinstance(item, LineError) else LineEvent(number, item)
         for number, item in zip(found.line_numbers(), found, strict=True)
     ]
 

@@ -369,7 +369,7 @@ class _Lines:
             return found  # type: ignore[return-value]  # events and LineErrors
         # On an encrypted stream a plaintext event is refused, by its line.
         return [
-            item if isinstance(item, LineError | EncryptedEnvelope) else _Plaintext(item, number)  # type: ignore[arg-type]
+            item if isinstance(item, LineError | EncryptedEnvelope) else _Plaintext(item, number)
             for item, number in zip(found, found.line_numbers(), strict=True)
         ]
 
