@@ -330,12 +330,12 @@ class TestAsyncWith:
         """Every test here runs on a virtual clock: time is exact and instant."""
         return virtual_backend
 
-    async def test_heartbeats_only_while_idle(self) -> None:
+    async def test_heartbeats_on_a_fixed_interval_whatever_else_is_sent(self) -> None:
         async with EventStream(
             SESSION_ID, heartbeat_interval_ms=1000, now=virtual_wall_clock()
         ) as stream:
-            await anyio.sleep(2.5)  # idle: heartbeats at 1.0 and 2.0
-            stream.stdout("work")  # at 2.5: the next one is due at 3.5
+            await anyio.sleep(2.5)  # heartbeats at 1.0 and 2.0
+            stream.stdout("work")  # at 2.5: the next one is still due at 3.0
             await anyio.sleep(1.2)
             stream.final(True)
             await anyio.sleep(5)  # none after final
@@ -354,16 +354,18 @@ class TestAsyncWith:
         assert stamps == [
             "2025-01-02T03:04:06.678Z",
             "2025-01-02T03:04:07.678Z",
-            "2025-01-02T03:04:09.178Z",
+            "2025-01-02T03:04:08.678Z",
         ]
 
-    async def test_busy_streams_send_no_heartbeats(self) -> None:
+    async def test_a_busy_stream_still_sends_a_heartbeat_every_interval(self) -> None:
+        # An event every 0.1 s for 40 s: the upstream client's 30 s heartbeat
+        # window (it counts heartbeat events only) must never run out.
         async with EventStream(SESSION_ID, heartbeat_interval_ms=1000) as stream:
-            for _ in range(20):
-                await anyio.sleep(0.9)
+            for _ in range(400):
+                await anyio.sleep(0.1)
                 stream.stdout(".")
             stream.final(True)
-        assert "heartbeat" not in kinds(stream)
+        assert kinds(stream).count("heartbeat") == 40
 
     async def test_no_heartbeats_when_disabled(self) -> None:
         for interval in (None, 0):
