@@ -115,7 +115,7 @@ def create_broker_app(
     - ``POST /sessions/{id}/cancel`` or ``DELETE /sessions/{id}``: cancel it
       (``{"success": true, "sessionId": id}``).
 
-    docs/compatibility.md (P1-P9) says what each accepts and answers.
+    docs/compatibility.md (P1-P10) says what each accepts and answers.
     Errors, unknown routes and methods included, are JSON ``{"code",
     "message"}`` bodies. ``session_init.cancelUrl`` carries the prefix the
     app is mounted under (ASGI ``root_path``).

@@ -3,7 +3,7 @@
 The broker's routes are plain calls whose failures are
 :class:`~enclave_stream.errors.BrokerError` objects carrying the HTTP status
 and body; :mod:`enclave_stream.starlette` puts them on Starlette.
-docs/compatibility.md (P1-P9) says what they do.
+docs/compatibility.md (P1-P10) says what they do.
 
 Shutting down is two steps, because an ASGI server closes its connections
 before it ends the app's lifespan: :meth:`SessionBroker.shutdown` ends every
@@ -571,8 +571,8 @@ class SessionBroker(TaskOwner):
         "eventCount", "lastSeq", "stats": {"duration", "toolCallCount",
         "stdoutBytes"}}``: ``state`` is ``running``, ``completed``,
         ``cancelled`` or ``failed``; times are milliseconds since the Unix
-        epoch (``updatedAt``: the last event; ``expiresAt`` absent when the
-        stream was given one that is not ISO 8601); ``eventCount`` counts
+        epoch (``updatedAt``: the last event; ``expiresAt`` absent for a date
+        Python cannot hold); ``eventCount`` counts
         the events appended (dropped ones too), so it equals ``lastSeq``,
         the ``seq`` of the newest; ``duration`` is in milliseconds, up to
         ``final`` once there is one (docs/compatibility.md, P9).

@@ -265,7 +265,7 @@ class EventStream(TaskOwner, once=True):
 
     @property
     def expires_at(self) -> datetime | None:
-        """``session_init.expiresAt`` as a datetime (None if given as text that is not ISO 8601)."""
+        """``session_init.expiresAt`` as a datetime (None for a date Python cannot hold: year 0)."""
         return self._expires_at
 
     @property
