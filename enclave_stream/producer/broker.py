@@ -132,8 +132,10 @@ SessionRunner = Callable[[EventStream, SessionRequest], Awaitable[None]]
 """Produces one session: appends its events to the stream, ``final`` last.
 
 Runs in the broker's task group, inside ``async with stream`` (heartbeats
-while idle; a failed ``final`` if it ends without one). An exception it
-raises is logged. ``run_session`` in ``examples/serve_starlette.py`` is one.
+on schedule; a failed ``final`` if it ends without one). An exception it
+raises is logged; when the broker cancels it (``cancel``, ``shutdown``),
+the ``final`` says which. ``run_session`` in ``examples/serve_starlette.py``
+is one.
 """
 
 
@@ -268,6 +270,7 @@ class SessionBroker(TaskOwner):
         self._runner = runner
         self._config = BrokerConfig() if config is None else config
         check_number("max_sessions", self._config.max_sessions, minimum=1, integer=True)
+        check_number("shutdown_timeout_seconds", self._config.shutdown_timeout_seconds)
         self._signing_key = signing_key
         self._now = now
         self._slots: dict[str, _Slot] = {}  # insertion order: oldest first
@@ -572,10 +575,10 @@ class SessionBroker(TaskOwner):
         "stdoutBytes"}}``: ``state`` is ``running``, ``completed``,
         ``cancelled`` or ``failed``; times are milliseconds since the Unix
         epoch (``updatedAt``: the last event; ``expiresAt`` absent for a date
-        Python cannot hold); ``eventCount`` counts
-        the events appended (dropped ones too), so it equals ``lastSeq``,
-        the ``seq`` of the newest; ``duration`` is in milliseconds, up to
-        ``final`` once there is one (docs/compatibility.md, P9).
+        Python cannot hold); ``eventCount`` counts the events appended
+        (dropped ones too), so it equals ``lastSeq``, the ``seq`` of the
+        newest; ``duration`` is in milliseconds, up to ``final`` once there
+        is one (docs/compatibility.md, P9).
 
         Raises:
             BrokerError: 404 ``NOT_FOUND``.

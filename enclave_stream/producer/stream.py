@@ -111,9 +111,8 @@ class EventStream(TaskOwner, once=True):
     default); any number of clients read it through :meth:`ndjson_body`, each
     from its own ``seq``. Used as ``async with``, it also appends a
     ``heartbeat`` every ``heartbeat_interval_ms``, from a task it owns,
-    however busy the stream is: clients that judge liveness by heartbeats
-    alone (``@enclave-vm/client`` does, with a fixed 30 s window) must see
-    one on schedule (docs/compatibility.md, P3).
+    however busy the stream is: some clients count only heartbeats as signs
+    of life (docs/compatibility.md, P3).
 
     Each builder appends one event with the next ``seq`` and returns it
     (:meth:`tool_call` returns the new call id). Events are validated when

@@ -260,6 +260,8 @@ async def test_needs_to_be_running() -> None:
         broker.add(EventStream())
     with pytest.raises(ValueError, match="max_sessions"):
         SessionBroker(config=BrokerConfig(max_sessions=0))
+    with pytest.raises(ValueError, match="shutdown_timeout_seconds"):
+        SessionBroker(config=BrokerConfig(shutdown_timeout_seconds=-1))
 
 
 class TestOnAVirtualClock:
