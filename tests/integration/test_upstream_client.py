@@ -91,7 +91,8 @@ async def test_a_client_that_resumes_with_from_gets_every_event_exactly_once() -
 
 async def test_a_busy_stream_keeps_a_heartbeat_only_client_connected() -> None:
     # Scaled down from 15 s heartbeats and the client's 30 s window: a
-    # heartbeat every 0.1 s, a window of 0.4 s, and an event every 10 ms.
+    # heartbeat every 0.1 s, a window of 1 s (room for a loaded machine),
+    # an event every 10 ms for 1.5 s.
     async def busy(stream: EventStream, request: SessionRequest) -> None:
         for index in range(150):
             stream.stdout(f"{index}\n")
@@ -100,13 +101,13 @@ async def test_a_busy_stream_keeps_a_heartbeat_only_client_connected() -> None:
 
     config = BrokerConfig(heartbeat_interval_ms=100)
     async with mounted_broker(busy, config) as (url, broker, _), httpx.AsyncClient() as http:
-        client = UpstreamClient(http, url, heartbeat_timeout_ms=400)
+        client = UpstreamClient(http, url, heartbeat_timeout_ms=1000)
         events = await client.execute("x", "s_upstream-busy")
         expected = wire(broker, "s_upstream-busy")
     assert client.heartbeat_timeouts == 0
     assert client.connections == ["POST /sessions"]
     assert events == expected
-    assert sum(event["type"] == "heartbeat" for event in events) >= 10
+    assert sum(event["type"] == "heartbeat" for event in events) >= 5
 
 
 async def test_cancel_through_the_cancel_url_under_a_mount_prefix() -> None:
