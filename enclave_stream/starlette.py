@@ -28,10 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import BrokerError, ReplayUnavailableError
 from .producer.broker import (
+    UPSTREAM_RESUME_PARAM,
     BrokerConfig,
     SessionBroker,
     SessionRunner,
     StreamResponse,
+    shutdown_on_signals,
     stream_response,
 )
 from .producer.log import NdjsonBody
@@ -101,22 +103,35 @@ def create_broker_app(
     *,
     config: BrokerConfig | None = None,
     signing_key: ec.EllipticCurvePrivateKey | None = None,
+    handle_signals: bool = True,
     debug: bool = False,
 ) -> Starlette:
     """A Starlette app serving the broker's routes over a :class:`SessionBroker`.
 
-    ``POST /sessions`` starts a session with ``runner`` and streams it from
-    seq 1; ``GET /sessions/{id}/stream?fromSeq=N`` streams it from seq N;
-    ``DELETE /sessions/{id}`` cancels it (``{"success": true, "sessionId":
-    id}``). docs/compatibility.md (P1-P8) says what each accepts and
-    answers. Errors, unknown routes and methods included, are JSON
-    ``{"code", "message"}`` bodies. The broker runs for the app's lifespan
-    (the ASGI server must run lifespan events; uvicorn does); it is
-    ``app.state.broker``.
+    - ``POST /sessions``: start a session with ``runner``, stream it from seq 1;
+    - ``GET /sessions``: list the sessions;
+    - ``GET /sessions/{id}``: a session's state and figures;
+    - ``GET /sessions/{id}/stream?fromSeq=N`` (or ``?from=N``): stream it from seq N;
+    - ``POST /sessions/{id}/cancel`` or ``DELETE /sessions/{id}``: cancel it
+      (``{"success": true, "sessionId": id}``).
+
+    docs/compatibility.md (P1-P10) says what each accepts and answers.
+    Errors, unknown routes and methods included, are JSON ``{"code",
+    "message"}`` bodies. ``session_init.cancelUrl`` carries the prefix the
+    app is mounted under (ASGI ``root_path``).
+
+    The broker runs for the app's lifespan (the ASGI server must run
+    lifespan events; uvicorn does); it is ``app.state.broker``. With
+    ``handle_signals``, SIGINT and SIGTERM end the running sessions
+    (``final`` with ``SERVER_SHUTDOWN``) before the server's own handler
+    runs, so that their responses end and the server can stop
+    (:func:`~enclave_stream.producer.broker.shutdown_on_signals`).
 
     >>> app = create_broker_app()
-    >>> [route.path for route in app.routes]
-    ['/sessions', '/sessions/{session_id}/stream', '/sessions/{session_id}']
+    >>> [(route.path, sorted(route.methods - {"HEAD"})) for route in app.routes]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('/sessions', ['GET', 'POST']), ('/sessions/{session_id}/stream', ['GET']),
+     ('/sessions/{session_id}/cancel', ['POST']), ('/sessions/{session_id}', ['DELETE', 'GET'])]
 
     Args:
         runner: produces each session of ``POST /sessions`` (without one,
@@ -124,20 +139,38 @@ def create_broker_app(
             ``app.state.broker.add``).
         config: limits and defaults of the broker.
         signing_key: signs the ServerHello of encrypted sessions.
+        handle_signals: end the sessions on SIGINT and SIGTERM (only when
+            the lifespan runs in the main thread).
         debug: Starlette's debug mode.
     """
     served = SessionBroker(runner, config=config, signing_key=signing_key)
 
     # A BrokerError raised by a route is answered by `http_error`.
-    async def create(request: Request) -> Response:
+    async def sessions(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(served.list_sessions())
         body = await _read_body(request, served.config.max_request_bytes)
-        return _streaming(served.create_session(body))
+        base_path = request.scope.get("root_path", "")
+        return _streaming(served.create_session(body, base_path=base_path))
 
     async def resume(request: Request) -> Response:
+        query = request.query_params
+        return _streaming(
+            served.open_stream(
+                request.path_params["session_id"],
+                query.get(RESUME_PARAM),
+                query.get(UPSTREAM_RESUME_PARAM),
+            )
+        )
+
+    async def session(request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        return _streaming(served.open_stream(session_id, request.query_params.get(RESUME_PARAM)))
+        if request.method == "GET":
+            return JSONResponse(served.session_info(session_id))
+        return await cancel(request)
 
     async def cancel(request: Request) -> Response:
+        # The body (`{"reason"}` from @enclave-vm/client) is not read.
         session_id = request.path_params["session_id"]
         served.cancel(session_id)
         return JSONResponse({"success": True, "sessionId": session_id})
@@ -145,7 +178,11 @@ def create_broker_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with served:
-            yield
+            if handle_signals:
+                async with shutdown_on_signals(served):
+                    yield
+            else:
+                yield
 
     async def http_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, BrokerError):
@@ -158,9 +195,10 @@ def create_broker_app(
     app = Starlette(
         debug=debug,
         routes=[
-            Route("/sessions", create, methods=["POST"]),
+            Route("/sessions", sessions, methods=["GET", "POST"]),
             Route("/sessions/{session_id}/stream", resume, methods=["GET"]),
-            Route("/sessions/{session_id}", cancel, methods=["DELETE"]),
+            Route("/sessions/{session_id}/cancel", cancel, methods=["POST"]),
+            Route("/sessions/{session_id}", session, methods=["GET", "DELETE"]),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, BrokerError: http_error},

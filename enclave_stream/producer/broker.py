@@ -3,12 +3,21 @@
 The broker's routes are plain calls whose failures are
 :class:`~enclave_stream.errors.BrokerError` objects carrying the HTTP status
 and body; :mod:`enclave_stream.starlette` puts them on Starlette.
-docs/compatibility.md (P1-P8) says what they do.
+docs/compatibility.md (P1-P10) says what they do.
+
+Shutting down is two steps, because an ASGI server closes its connections
+before it ends the app's lifespan: :meth:`SessionBroker.shutdown` ends every
+running session (a failed ``final``, ``SERVER_SHUTDOWN``) so that every
+response body ends and the server can close its connections; leaving the
+broker's ``async with`` block then stops what is left.
+:func:`shutdown_on_signals` calls it on SIGINT and SIGTERM, before the
+server's own handler.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "UPSTREAM_RESUME_PARAM",
     "BrokerConfig",
     "SessionBroker",
     "SessionRequest",
@@ -17,14 +26,21 @@ __all__ = [
     "SessionRunner",
     "StreamResponse",
     "parse_from_seq",
+    "shutdown_on_signals",
     "stream_response",
 ]
 
+import asyncio
+import contextlib
 import logging
 import re
+import signal
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
 from typing import Any, Final
 
 import anyio
@@ -37,8 +53,8 @@ from .._lifetime import TaskOwner, owned_task_group
 from .._options import check_number
 from ..codec import encode_message
 from ..crypto.handshake import accept_client_hello
-from ..errors import BrokerError, EncryptionError, ReplayUnavailableError
-from ..events import PositiveInt, ProtocolVersion, SessionLimits
+from ..errors import BrokerError, EncryptionError, ReplayUnavailableError, StreamFinishedError
+from ..events import ErrorInfo, PositiveInt, ProtocolVersion, SessionLimits
 from ..protocol import (
     DEFAULT_HEARTBEAT_INTERVAL_MS,
     MAX_SAFE_INTEGER,
@@ -48,10 +64,13 @@ from ..protocol import (
     generate_session_id,
 )
 from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, NdjsonBody
-from .stream import CANCELLED, EventStream, Now
+from .stream import CANCELLED, SHUTDOWN, EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
 
+
+UPSTREAM_RESUME_PARAM: Final = "from"
+"""The resume parameter ``@enclave-vm/client`` sends (``?from=N``); same as ``fromSeq``."""
 
 _DIGITS: Final = re.compile(r"[0-9]{1,16}")
 _CLIENT_SESSION_ID: Final = re.compile(r"s_[A-Za-z0-9._~:-]{1,200}")
@@ -113,8 +132,10 @@ SessionRunner = Callable[[EventStream, SessionRequest], Awaitable[None]]
 """Produces one session: appends its events to the stream, ``final`` last.
 
 Runs in the broker's task group, inside ``async with stream`` (heartbeats
-while idle; a failed ``final`` if it ends without one). An exception it
-raises is logged. ``run_session`` in ``examples/serve_starlette.py`` is one.
+on schedule; a failed ``final`` if it ends without one). An exception it
+raises is logged; when the broker cancels it (``cancel``, ``shutdown``),
+the ``final`` says which. ``run_session`` in ``examples/serve_starlette.py``
+is one.
 """
 
 
@@ -134,6 +155,10 @@ class BrokerConfig:
         max_events: replay log bound of the sessions it starts, in events.
         max_bytes: replay log bound of the sessions it starts, in bytes.
         max_request_bytes: largest ``POST /sessions`` body accepted.
+        shutdown_timeout_seconds: on :meth:`SessionBroker.shutdown`, how
+            long the producers it cancelled have to end before their
+            streams get the shutdown ``final`` anyway; the response bodies
+            of clients that keep reading end with it.
 
     >>> BrokerConfig(max_sessions=10, retention_seconds=30).heartbeat_interval_ms
     15000
@@ -146,6 +171,7 @@ class BrokerConfig:
     max_events: int = DEFAULT_MAX_EVENTS
     max_bytes: int = DEFAULT_MAX_BYTES
     max_request_bytes: int = 1024 * 1024
+    shutdown_timeout_seconds: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +220,9 @@ class _Slot:
     stream: EventStream
     keeper: anyio.CancelScope  # the session's task; cancelled when the slot is dropped
     producer: anyio.CancelScope | None  # the producer's part of it; None: produced elsewhere
+    # Why the broker stopped the producer: the error of the final it gets.
+    # None when the cancellation came from elsewhere (the broker's block ending).
+    stop_reason: ErrorInfo | None = None
 
 
 _request_decoder: Final = msgspec.json.Decoder(SessionRequest)
@@ -211,7 +240,8 @@ class SessionBroker(TaskOwner):
     group it owns runs every session's producer and retires finished
     sessions after ``retention_seconds``. Leaving the block cancels the
     sessions still running (each ends with a failed ``final``,
-    ``SESSION_CANCELLED``).
+    ``SESSION_CANCELLED``); :meth:`shutdown` before it ends them with
+    ``SERVER_SHUTDOWN`` while their clients are still connected.
 
     Sessions produced elsewhere can be served too: :meth:`add` a stream and
     append to it from the same event loop::
@@ -240,15 +270,22 @@ class SessionBroker(TaskOwner):
         self._runner = runner
         self._config = BrokerConfig() if config is None else config
         check_number("max_sessions", self._config.max_sessions, minimum=1, integer=True)
+        check_number("shutdown_timeout_seconds", self._config.shutdown_timeout_seconds)
         self._signing_key = signing_key
         self._now = now
         self._slots: dict[str, _Slot] = {}  # insertion order: oldest first
         self._task_group: TaskGroup | None = None  # set while inside `async with`
+        self._shutting_down = False
 
     @property
     def config(self) -> BrokerConfig:
         """The broker's limits and defaults."""
         return self._config
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once :meth:`shutdown` was called (until the block is entered again)."""
+        return self._shutting_down
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -264,6 +301,7 @@ class SessionBroker(TaskOwner):
             # Leaving it cancels the sessions' tasks and waits for them...
             async with owned_task_group() as task_group:
                 self._task_group = task_group
+                self._shutting_down = False
                 try:
                     yield
                 finally:
@@ -303,12 +341,14 @@ class SessionBroker(TaskOwner):
         dropped ``retention_seconds`` after its ``final``.
 
         Raises:
-            BrokerError: 409 ``SESSION_EXISTS``; 503 ``TOO_MANY_SESSIONS``.
+            BrokerError: 409 ``SESSION_EXISTS``; 503 ``TOO_MANY_SESSIONS``, or
+                ``SHUTTING_DOWN`` after :meth:`shutdown`.
             RuntimeError: the broker is not running.
         """
         task_group = self._task_group
         if task_group is None:
             raise RuntimeError("use the SessionBroker inside its `async with` block")
+        self._refuse_if_shutting_down()
         session_id = stream.session_id
         if session_id in self._slots:
             raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
@@ -317,6 +357,10 @@ class SessionBroker(TaskOwner):
         self._slots[session_id] = slot
         task_group.start_soon(self._keep, slot, run)
         return stream
+
+    def _refuse_if_shutting_down(self) -> None:
+        if self._shutting_down:
+            raise BrokerError(503, "SHUTTING_DOWN", "The server is shutting down")
 
     def _make_room(self) -> None:
         if len(self._slots) < self._config.max_sessions:
@@ -340,13 +384,57 @@ class SessionBroker(TaskOwner):
         Raises:
             BrokerError: 404 ``NOT_FOUND``.
         """
-        slot = self._slot(session_id)
+        self._stop(self._slot(session_id), CANCELLED)
+
+    def _stop(self, slot: _Slot, reason: ErrorInfo) -> None:
         if slot.stream.finished:
             return
         if slot.producer is not None:
+            slot.stop_reason = reason
             slot.producer.cancel()
         else:
-            slot.stream.final(False, error=CANCELLED)
+            slot.stream.final(False, error=reason)
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown: end every running session, refuse new ones.
+
+        Each producer the broker runs is cancelled and its stream ends with
+        a failed ``final`` (``SERVER_SHUTDOWN``) once it has unwound; a
+        stream produced elsewhere gets that ``final`` at once. A producer
+        still running ``shutdown_timeout_seconds`` later (one that shields
+        itself from cancellation) has the ``final`` appended for it. The
+        response bodies end after their ``final``, so the server can close
+        their connections; new sessions are refused (503
+        ``SHUTTING_DOWN``). Sessions stay readable until the block ends.
+        Calling it again, or outside the broker's block, does nothing. Call
+        it from the broker's event loop (:func:`shutdown_on_signals` does,
+        on a signal).
+        """
+        task_group = self._task_group
+        if task_group is None or self._shutting_down:
+            return
+        self._shutting_down = True
+        running = [slot for slot in self._slots.values() if not slot.stream.finished]
+        logger.info("shutting down: ending %d running session(s)", len(running))
+        for slot in running:
+            self._stop(slot, SHUTDOWN)
+        task_group.start_soon(self._end_after_timeout, running)
+
+    async def _end_after_timeout(self, slots: list[_Slot]) -> None:
+        await anyio.sleep(self._config.shutdown_timeout_seconds)
+        for slot in slots:
+            stream = slot.stream
+            if stream.finished:
+                continue
+            logger.warning(
+                "the producer of session %s ignored the shutdown; ending its stream",
+                stream.session_id,
+            )
+            try:
+                stream.final(False, error=SHUTDOWN)
+            except Exception:  # a store that cannot take it: its readers must end anyway
+                logger.exception("appending the final of session %s failed", stream.session_id)
+                stream.store.close()
 
     async def _keep(
         self, slot: _Slot, run: Callable[[EventStream], Awaitable[None]] | None
@@ -357,29 +445,44 @@ class SessionBroker(TaskOwner):
                 with slot.producer:
                     try:
                         async with stream:
-                            await run(stream)
+                            try:
+                                await run(stream)
+                            except anyio.get_cancelled_exc_class():
+                                # Stopped by the broker: the final says why.
+                                if slot.stop_reason is not None and not stream.finished:
+                                    stream.final(False, error=slot.stop_reason)
+                                raise
+                    except StreamFinishedError:
+                        if slot.stop_reason is None:  # the final was not the broker's
+                            logger.exception("the producer of session %s failed", stream.session_id)
                     except Exception:
                         logger.exception("the producer of session %s failed", stream.session_id)
                 if not stream.finished:  # cancelled before the stream was entered
-                    stream.final(False, error=CANCELLED)
+                    stream.final(False, error=slot.stop_reason or CANCELLED)
             await stream.store.wait_finished()
             await anyio.sleep(self._config.retention_seconds)
         if self._slots.get(stream.session_id) is slot:
             del self._slots[stream.session_id]
 
-    # --- the two routes ---------------------------------------------------------
+    # --- the routes -------------------------------------------------------------
 
-    def create_session(self, body: bytes) -> StreamResponse:
+    def create_session(self, body: bytes, *, base_path: str = "") -> StreamResponse:
         """``POST /sessions``: start a session from the JSON ``body``; stream it from seq 1.
+
+        ``base_path`` is the prefix the routes are served under (ASGI
+        ``root_path``): ``session_init.cancelUrl`` is
+        ``{base_path}/sessions/{id}/cancel``.
 
         Raises:
             BrokerError: 400 ``INVALID_REQUEST`` (or an encryption error code)
                 for a bad body or handshake, 404 when the broker has no
-                runner, 409 ``SESSION_EXISTS``, 413, 503 ``TOO_MANY_SESSIONS``.
+                runner, 409 ``SESSION_EXISTS``, 413, 503 ``TOO_MANY_SESSIONS``
+                or ``SHUTTING_DOWN``.
         """
         runner = self._runner
         if runner is None:
             raise BrokerError(404, "NOT_FOUND", "This broker does not start sessions")
+        self._refuse_if_shutting_down()
         limit = self._config.max_request_bytes
         if len(body) > limit:
             raise BrokerError(413, "REQUEST_TOO_LARGE", f"The request body exceeds {limit} bytes")
@@ -430,6 +533,7 @@ class SessionBroker(TaskOwner):
                 ttl_ms=config.ttl_ms if ttl is None else ttl,
                 max_events=config.max_events,
                 max_bytes=config.max_bytes,
+                cancel_url=f"{base_path.rstrip('/')}/sessions/{session_id}/cancel",
                 now=self._now,
             )
         except OverflowError:  # now + ttl is past the year 9999
@@ -440,24 +544,147 @@ class SessionBroker(TaskOwner):
         self.add(stream, lambda s: runner(s, request))
         return response
 
-    def open_stream(self, session_id: str, from_seq: str | None = None) -> StreamResponse:
+    def open_stream(
+        self, session_id: str, from_seq: str | None = None, from_: str | None = None
+    ) -> StreamResponse:
         """``GET /sessions/{id}/stream?fromSeq=N``: the session from ``seq`` N, live to ``final``.
 
-        ``from_seq`` is the query parameter's text (None when absent: the
-        whole session).
+        ``from_seq`` is the ``fromSeq`` query parameter's text and ``from_``
+        that of ``from`` (:data:`UPSTREAM_RESUME_PARAM`, what
+        ``@enclave-vm/client`` sends), None when absent. They mean the same;
+        when both are given, ``fromSeq`` wins (both must be valid). Neither:
+        the whole session.
 
         Raises:
             BrokerError: 404 ``NOT_FOUND``; 400 ``INVALID_REQUEST`` for a
-                ``fromSeq`` that is not a non-negative integer; 410
-                ``REPLAY_UNAVAILABLE`` when events from N were dropped (the
-                body's ``details`` hold ``requestedSeq`` and
+                ``fromSeq`` or ``from`` that is not a non-negative integer;
+                410 ``REPLAY_UNAVAILABLE`` when events from N were dropped
+                (the body's ``details`` hold ``requestedSeq`` and
                 ``firstAvailableSeq``).
         """
-        return stream_response(self.get(session_id), parse_from_seq(from_seq))
+        stream = self.get(session_id)
+        upstream = parse_from_seq(from_, UPSTREAM_RESUME_PARAM)
+        ours = parse_from_seq(from_seq)
+        return stream_response(stream, upstream if ours is None else ours)
+
+    def session_info(self, session_id: str) -> dict[str, Any]:
+        """``GET /sessions/{id}``: the session's state and figures, as a JSON object.
+
+        ``{"sessionId", "state", "createdAt", "updatedAt", "expiresAt",
+        "eventCount", "lastSeq", "stats": {"duration", "toolCallCount",
+        "stdoutBytes"}}``: ``state`` is ``running``, ``completed``,
+        ``cancelled`` or ``failed``; times are milliseconds since the Unix
+        epoch (``updatedAt``: the last event; ``expiresAt`` absent for a date
+        Python cannot hold); ``eventCount`` counts the events appended
+        (dropped ones too), so it equals ``lastSeq``, the ``seq`` of the
+        newest; ``duration`` is in milliseconds, up to ``final`` once there
+        is one (docs/compatibility.md, P9).
+
+        Raises:
+            BrokerError: 404 ``NOT_FOUND``.
+        """
+        return _info(self.get(session_id))
+
+    def list_sessions(self) -> dict[str, Any]:
+        """``GET /sessions``: ``{"sessions": [...], "total": n}``, each as :meth:`session_info`.
+
+        Oldest first; finished sessions are listed until they are dropped.
+        """
+        sessions = [_info(slot.stream) for slot in self._slots.values()]
+        return {"sessions": sessions, "total": len(sessions)}
 
 
-def parse_from_seq(text: str | None) -> int | None:
-    """The ``fromSeq`` query parameter as an int (None when absent).
+@asynccontextmanager
+async def shutdown_on_signals(
+    broker: SessionBroker, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> AsyncIterator[bool]:
+    """While the block runs, ``signals`` shut ``broker`` down, then reach their previous handler.
+
+    An ASGI server (uvicorn, hypercorn) waits for open responses to end
+    before it ends the app's lifespan, and a session's response ends only
+    with its ``final``: without this, a server asked to stop waits for
+    every running session. With it, the signal ends the sessions at once
+    (:meth:`SessionBroker.shutdown`) and the server's own handler (which it
+    installed before the lifespan started) still runs, so the server shuts
+    down as it would have. :func:`enclave_stream.starlette.create_broker_app`
+    uses it in its lifespan.
+
+    The signal handler only wakes a task of the block, which calls
+    ``shutdown()`` on the event loop (asyncio or trio). It yields True when
+    it installed a handler: only in the main thread (the one where Python
+    runs signal handlers) and only for a signal that already has a Python
+    handler (a server's, or Python's ``KeyboardInterrupt`` for SIGINT); a
+    signal left to the system's default action or ignored is not touched.
+    On exit, each handler that is still ours is put back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    requested = anyio.Event()
+    call_soon = _signal_safe_call_soon()
+    chained: dict[int, Callable[[int, FrameType | None], Any]] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop has ended
+            call_soon(requested.set)
+        chained[signum](signum, frame)
+
+    async def shut_down_when_requested() -> None:
+        await requested.wait()
+        broker.shutdown()
+
+    for signum in signals:
+        previous = signal.getsignal(signum)
+        if callable(previous):
+            chained[signum] = previous
+            signal.signal(signum, handler)
+    try:
+        async with owned_task_group() as task_group:
+            task_group.start_soon(shut_down_when_requested)
+            yield bool(chained)
+    finally:
+        for signum, previous in chained.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, previous)
+
+
+def _signal_safe_call_soon() -> Callable[[Callable[[], None]], object]:
+    """The current event loop's way to schedule a call from a signal handler or another thread."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:  # no asyncio loop: anyio's other backend, trio
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def _info(stream: EventStream) -> dict[str, Any]:
+    last_seq = stream.next_seq - 1
+    stats = stream.stats()
+    info: dict[str, Any] = {
+        "sessionId": stream.session_id,
+        "state": stream.state.value,
+        "createdAt": _epoch_ms(stream.created_at),
+        "updatedAt": _epoch_ms(stream.updated_at),
+    }
+    if stream.expires_at is not None:
+        info["expiresAt"] = _epoch_ms(stream.expires_at)
+    info["eventCount"] = last_seq
+    info["lastSeq"] = last_seq
+    info["stats"] = {
+        "duration": stats.duration_ms,
+        "toolCallCount": stats.tool_call_count,
+        "stdoutBytes": stats.stdout_bytes,
+    }
+    return info
+
+
+def parse_from_seq(text: str | None, name: str = "fromSeq") -> int | None:
+    """The ``fromSeq`` (or ``name``) query parameter as an int (None when absent).
 
     >>> parse_from_seq("12"), parse_from_seq(None)
     (12, None)
@@ -469,5 +696,5 @@ def parse_from_seq(text: str | None) -> int | None:
     if text is None:
         return None
     if not _DIGITS.fullmatch(text) or int(text) > MAX_SAFE_INTEGER:
-        raise _invalid_request(f"fromSeq must be a non-negative integer, got {text[:40]!r}")
+        raise _invalid_request(f"{name} must be a non-negative integer, got {text[:40]!r}")
     return int(text)

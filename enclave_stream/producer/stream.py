@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["CANCELLED", "EventStream", "Now", "iso_timestamp"]
+__all__ = ["CANCELLED", "SHUTDOWN", "EventStream", "Now", "iso_timestamp"]
 
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -51,6 +52,7 @@ from ..events import (
 from ..protocol import (
     DEFAULT_HEARTBEAT_INTERVAL_MS,
     LogLevel,
+    SessionState,
     ToolProgressPhase,
     generate_call_id,
     generate_session_id,
@@ -96,6 +98,11 @@ _DEFAULT_TTL_MS: Final = cast(int, DEFAULT_SESSION_LIMITS.session_ttl_ms)
 CANCELLED: Final = ErrorInfo(message="The session was cancelled", code="SESSION_CANCELLED")
 """The ``final`` error of a cancelled session."""
 
+SHUTDOWN: Final = ErrorInfo(message="The server is shutting down", code="SERVER_SHUTDOWN")
+"""The ``final`` error of a session ended by the server's shutdown."""
+
+_CANCELLED_CODES: Final = frozenset({CANCELLED.code, SHUTDOWN.code})
+
 
 class EventStream(TaskOwner, once=True):
     """One session's events, as the server produces them.
@@ -103,8 +110,9 @@ class EventStream(TaskOwner, once=True):
     An :class:`EventStream` wraps a replay log (:class:`~.log.EventLog` by
     default); any number of clients read it through :meth:`ndjson_body`, each
     from its own ``seq``. Used as ``async with``, it also appends a
-    ``heartbeat`` whenever no event was appended for
-    ``heartbeat_interval_ms``, from a task it owns.
+    ``heartbeat`` every ``heartbeat_interval_ms``, from a task it owns,
+    however busy the stream is: some clients count only heartbeats as signs
+    of life (docs/compatibility.md, P3).
 
     Each builder appends one event with the next ``seq`` and returns it
     (:meth:`tool_call` returns the new call id). Events are validated when
@@ -140,8 +148,9 @@ class EventStream(TaskOwner, once=True):
         session: encrypts the stream: every event is sealed once, when
             appended, and every client gets the same envelope bytes. Must be
             the server's side of the handshake.
-        heartbeat_interval_ms: idle time after which a ``heartbeat`` is
-            appended (only inside ``async with``); None or 0: never.
+        heartbeat_interval_ms: the time between two ``heartbeat`` events,
+            the first one interval after the block is entered (only inside
+            ``async with``); None or 0: never.
         max_events: the most events the default log holds.
         max_bytes: the most bytes of lines the default log holds.
         store_factory: makes the log instead of the default :class:`EventLog`;
@@ -197,10 +206,15 @@ class EventStream(TaskOwner, once=True):
             self._log = EventLog(max_events=max_events, max_bytes=max_bytes, encode=encode)
         self._tool_calls = 0
         self._stdout_bytes = 0
-        self._beating = False  # inside `async with`, where heartbeats may be sent
-        self._last_activity = 0.0  # anyio clock; only read while the heartbeat task runs
+        self._final: FinalEvent | None = None
+        # Monotonic time of the last append: cheaper per event than the wall
+        # clock, which `updated_at` derives from it when asked.
+        self._touched = time.monotonic()
         if expires_at is None:
             expires_at = self._started_at + timedelta(milliseconds=ttl_ms)
+        self._expires_at = (
+            expires_at if isinstance(expires_at, datetime) else _parse_iso(expires_at)
+        )
         init = SessionInitPayload(
             cancel_url=f"/sessions/{session_id}/cancel" if cancel_url is None else cancel_url,
             expires_at=expires_at if isinstance(expires_at, str) else iso_timestamp(expires_at),
@@ -238,6 +252,38 @@ class EventStream(TaskOwner, once=True):
         """The ``seq`` the next event gets."""
         return self._log.next_seq
 
+    @property
+    def created_at(self) -> datetime:
+        """When the stream was made (its ``now`` clock)."""
+        return self._started_at
+
+    @property
+    def updated_at(self) -> datetime:
+        """When the last event was appended (its ``now`` clock, to the millisecond or so)."""
+        return self._now() - timedelta(seconds=time.monotonic() - self._touched)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """``session_init.expiresAt`` as a datetime (None for a date Python cannot hold: year 0)."""
+        return self._expires_at
+
+    @property
+    def state(self) -> SessionState:
+        """``running`` until ``final``; then ``completed`` (ok), ``cancelled`` or ``failed``.
+
+        A ``final`` whose error code is ``SESSION_CANCELLED`` or
+        ``SERVER_SHUTDOWN`` counts as cancelled; a store closed without a
+        ``final`` too.
+        """
+        final = self._final
+        if final is None:
+            return SessionState.CANCELLED if self._log.finished else SessionState.RUNNING
+        if final.payload.ok:
+            return SessionState.COMPLETED
+        error = final.payload.error
+        code = None if error is UNSET else error.code
+        return SessionState.CANCELLED if code in _CANCELLED_CODES else SessionState.FAILED
+
     # --- appending ------------------------------------------------------------
 
     def append(self, event: E) -> E:
@@ -262,13 +308,14 @@ class EventStream(TaskOwner, once=True):
 
     def _append(self, event: E) -> E:
         entry = self._log.append(event)
-        if self._beating:
-            self._last_activity = anyio.current_time()
+        self._touched = time.monotonic()
         # Counted here, where every event passes, so that append() counts too.
         if isinstance(event, StdoutEvent):
             self._stdout_bytes += len(event.payload.chunk.encode("utf-8", "surrogatepass"))
         elif isinstance(event, ToolCallEvent):
             self._tool_calls += 1
+        elif isinstance(event, FinalEvent):
+            self._final = cast(FinalEvent, entry.event)
         return cast(E, entry.event)
 
     def stdout(self, chunk: str) -> StdoutEvent:
@@ -360,7 +407,7 @@ class EventStream(TaskOwner, once=True):
         return self._emit(CatalogChangedEvent, payload)
 
     def heartbeat(self) -> HeartbeatEvent:
-        """Append a ``heartbeat`` stamped with the wall clock (sent on its own while idle)."""
+        """Append a ``heartbeat`` stamped with the wall clock (on a schedule in ``async with``)."""
         return self._emit(HeartbeatEvent, HeartbeatPayload(ts=iso_timestamp(self._now())))
 
     def final(
@@ -393,7 +440,10 @@ class EventStream(TaskOwner, once=True):
         return self._emit(FinalEvent, payload)
 
     def stats(self) -> SessionStats:
-        """The session's statistics so far, as :meth:`final` sends them."""
+        """The session's statistics so far, as :meth:`final` sends them (after it: what it sent)."""
+        final = self._final
+        if final is not None and final.payload.stats is not UNSET:
+            return final.payload.stats
         elapsed = self._now() - self._started_at
         duration_ms = max(0, round(elapsed.total_seconds() * 1000))
         return SessionStats(
@@ -424,8 +474,6 @@ class EventStream(TaskOwner, once=True):
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[None]:
         async with owned_task_group() as task_group:
-            self._last_activity = anyio.current_time()
-            self._beating = True
             if self._interval_s is not None:
                 task_group.start_soon(self._heartbeats, self._interval_s)
             try:
@@ -435,8 +483,6 @@ class EventStream(TaskOwner, once=True):
                 raise
             else:
                 self._end_unfinished(None)
-            finally:
-                self._beating = False
 
     def _end_unfinished(self, exc: BaseException | None) -> None:
         """Append a failed ``final`` saying why the block ended, unless ``final`` was appended."""
@@ -456,13 +502,18 @@ class EventStream(TaskOwner, once=True):
         self.final(False, error=info)
 
     async def _heartbeats(self, interval_s: float) -> None:
+        # On a fixed schedule, not after idle time: other events do not count
+        # as liveness for every client. A late wake-up (a blocked loop) sends
+        # one heartbeat and starts the schedule again from now, not a burst.
         log = self._log
-        while not log.finished:
-            due = self._last_activity + interval_s
-            if anyio.current_time() >= due:
-                self.heartbeat()
-            else:
-                await anyio.sleep_until(due)
+        due = anyio.current_time() + interval_s
+        while True:
+            await anyio.sleep_until(due)
+            if log.finished:
+                return
+            self.heartbeat()
+            now = anyio.current_time()
+            due = due + interval_s if due + interval_s > now else now + interval_s
 
     def __repr__(self) -> str:
         return (
@@ -473,3 +524,12 @@ class EventStream(TaskOwner, once=True):
 
 def _unset(value: Any) -> Any:
     return UNSET if value is None else value
+
+
+def _parse_iso(text: str) -> datetime | None:
+    try:
+        # Python before 3.11 does not read the "Z" that toISOString writes.
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 from typing import Any
 
 import anyio
@@ -19,8 +21,8 @@ from enclave_stream.producer import (
     SessionBroker,
     SessionRequest,
 )
-from enclave_stream.producer.broker import parse_from_seq
-from tests.producer.conftest import SESSION_ID, wait_until
+from enclave_stream.producer.broker import parse_from_seq, shutdown_on_signals
+from tests.producer.conftest import SESSION_ID, START, FakeWallClock, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -258,6 +260,8 @@ async def test_needs_to_be_running() -> None:
         broker.add(EventStream())
     with pytest.raises(ValueError, match="max_sessions"):
         SessionBroker(config=BrokerConfig(max_sessions=0))
+    with pytest.raises(ValueError, match="shutdown_timeout_seconds"):
+        SessionBroker(config=BrokerConfig(shutdown_timeout_seconds=-1))
 
 
 class TestOnAVirtualClock:
@@ -292,3 +296,181 @@ class TestOnAVirtualClock:
             await anyio.sleep(1)
             broker.cancel("s_2")
             broker.cancel("s_3")
+
+
+# --- resuming with the upstream client's `from` ------------------------------------
+
+
+async def test_from_is_read_like_from_seq_and_from_seq_wins() -> None:
+    async with SessionBroker() as broker:
+        stream = broker.add(EventStream("s_1", heartbeat_interval_ms=None))
+        for _ in range(4):
+            stream.stdout("x")
+        assert broker.open_stream("s_1", None, "3").body.next_seq == 3
+        assert broker.open_stream("s_1", "2", "4").body.next_seq == 2
+        assert broker.open_stream("s_1").body.next_seq == 0
+        for from_seq, from_ in (("x", None), (None, "-1"), ("2", "1.5"), ("abc", "2")):
+            with pytest.raises(BrokerError) as caught:
+                broker.open_stream("s_1", from_seq, from_)
+            assert (caught.value.status, caught.value.code) == (400, "INVALID_REQUEST")
+        with pytest.raises(
+            BrokerError, match="INVALID_REQUEST: from must be a non-negative integer"
+        ):
+            broker.open_stream("s_1", None, "-1")
+        stream.final(True)
+
+
+# --- cancelUrl, session info and the list -----------------------------------------
+
+
+async def test_cancel_url_carries_the_base_path() -> None:
+    runner = Runner()
+    runner.release.set()
+    async with SessionBroker(runner) as broker:
+        plain = broker.create_session(b'{"code": "x", "sessionId": "s_a"}')
+        mounted = broker.create_session(b'{"code": "x", "sessionId": "s_b"}', base_path="/api/")
+        init_a = (await lines_of(plain.body))[0]["payload"]
+        init_b = (await lines_of(mounted.body))[0]["payload"]
+    assert init_a["cancelUrl"] == "/sessions/s_a/cancel"
+    assert init_b["cancelUrl"] == "/api/sessions/s_b/cancel"
+
+
+async def test_session_info_and_list() -> None:
+    clock = FakeWallClock()
+    runner = Runner()
+    async with SessionBroker(runner, now=clock) as broker:
+        assert broker.list_sessions() == {"sessions": [], "total": 0}
+        created = broker.create_session(b'{"code": "x", "sessionId": "s_1"}')
+        await wait_until(lambda: created.stream.next_seq == 3)
+        created_ms = round(START.timestamp() * 1000)
+        info = broker.session_info("s_1")
+        assert abs(info.pop("updatedAt") - created_ms) < 1000
+        assert info == {
+            "sessionId": "s_1",
+            "state": "running",
+            "createdAt": created_ms,
+            "expiresAt": created_ms + 60_000,
+            "eventCount": 2,
+            "lastSeq": 2,
+            "stats": {"duration": 0, "toolCallCount": 0, "stdoutBytes": 1},
+        }
+        clock.advance(1500)
+        runner.release.set()
+        await lines_of(created.body)
+        done = broker.session_info("s_1")
+        assert (done["state"], done["lastSeq"], done["stats"]["duration"]) == ("completed", 3, 1500)
+        clock.advance(1000)  # a finished session's duration stays what its final said
+        assert broker.session_info("s_1")["stats"]["duration"] == 1500
+
+        other = broker.add(EventStream("s_2", heartbeat_interval_ms=None, now=clock))
+        broker.cancel("s_2")
+        listed = broker.list_sessions()
+        assert listed["total"] == 2
+        assert [(s["sessionId"], s["state"]) for s in listed["sessions"]] == [
+            ("s_1", "completed"),
+            ("s_2", "cancelled"),
+        ]
+        assert other.state.value == "cancelled"
+        with pytest.raises(BrokerError) as caught:
+            broker.session_info("s_nope")
+        assert caught.value.status == 404
+
+
+# --- shutdown ----------------------------------------------------------------------
+
+
+async def test_shutdown_ends_every_running_session_and_refuses_new_ones() -> None:
+    runner = Runner()
+    broker = SessionBroker(runner)
+    broker.shutdown()  # not running: nothing to do
+    async with broker:
+        created = broker.create_session(b'{"code": "x"}')
+        outside = broker.add(EventStream("s_outside", heartbeat_interval_ms=None))
+        finished = broker.add(EventStream("s_done", heartbeat_interval_ms=None))
+        finished.final(True)
+        await wait_until(lambda: created.stream.next_seq == 3)
+        broker.shutdown()
+        assert broker.shutting_down
+        broker.shutdown()  # again: nothing more
+        lines = await lines_of(created.body)
+        assert lines[-1]["payload"]["error"] == {
+            "message": "The server is shutting down",
+            "code": "SERVER_SHUTDOWN",
+        }
+        assert outside.state.value == "cancelled"
+        assert finished.state.value == "completed"
+        for refused in (
+            lambda: broker.create_session(b'{"code": "x"}'),
+            lambda: broker.add(EventStream()),
+        ):
+            with pytest.raises(BrokerError) as caught:
+                refused()
+            assert (caught.value.status, caught.value.code) == (503, "SHUTTING_DOWN")
+        # Still readable until the block ends.
+        assert len(await lines_of(broker.open_stream(created.stream.session_id).body)) == 3
+    async with broker:  # a broker entered again starts afresh
+        assert not broker.shutting_down
+
+
+class TestShutdownOnAVirtualClock:
+    @pytest.fixture
+    def anyio_backend(self, virtual_backend: Any) -> Any:
+        return virtual_backend
+
+    async def test_a_producer_that_ignores_the_shutdown_gets_its_final_after_the_timeout(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def stubborn(stream: EventStream, request: SessionRequest) -> None:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(100)
+            stream.stdout("too late")  # the stream has its final: this raises
+
+        config = BrokerConfig(shutdown_timeout_seconds=2, heartbeat_interval_ms=None)
+        with caplog.at_level(logging.WARNING, logger="enclave_stream"):
+            async with SessionBroker(stubborn, config=config) as broker:
+                created = broker.create_session(b'{"code": "x"}')
+                await anyio.sleep(1)
+                started = anyio.current_time()
+                broker.shutdown()
+                lines = await lines_of(created.body)
+                assert anyio.current_time() - started == pytest.approx(2)
+                assert lines[-1]["payload"]["error"]["code"] == "SERVER_SHUTDOWN"
+                await anyio.sleep(200)  # the producer's late append is not an error
+        assert "ignored the shutdown" in caplog.text
+        assert "failed" not in caplog.text
+
+
+# --- shutdown on signals -----------------------------------------------------------
+
+
+async def test_a_signal_shuts_the_broker_down_then_reaches_the_previous_handler() -> None:
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    try:
+        runner = Runner()
+        async with SessionBroker(runner) as broker:
+            created = broker.create_session(b'{"code": "x"}')
+            async with shutdown_on_signals(broker, (signal.SIGUSR1, signal.SIGUSR2)) as installed:
+                assert installed
+                assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # not touched
+                os.kill(os.getpid(), signal.SIGUSR1)
+                await wait_until(lambda: created.stream.finished)
+                assert broker.shutting_down
+                assert seen == [signal.SIGUSR1]
+            assert signal.getsignal(signal.SIGUSR1) is not None
+            os.kill(os.getpid(), signal.SIGUSR1)  # the previous handler is back
+            await wait_until(lambda: len(seen) == 2)
+        lines = await lines_of(created.body)
+        assert lines[-1]["payload"]["error"]["code"] == "SERVER_SHUTDOWN"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+async def test_shutdown_on_signals_does_nothing_outside_the_main_thread() -> None:
+    async def in_a_thread() -> bool:
+        async with SessionBroker() as broker, shutdown_on_signals(broker) as installed:
+            return installed
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert await anyio.to_thread.run_sync(anyio.run, in_a_thread) is False
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 
 import pytest
 from starlette.responses import JSONResponse, StreamingResponse
 
 from enclave_stream.producer import EventStream
-from enclave_stream.starlette import ndjson_response
+from enclave_stream.starlette import create_broker_app, ndjson_response
 
 pytestmark = pytest.mark.anyio
 
@@ -60,3 +61,13 @@ async def test_an_overtaken_reader_has_its_response_ended(caplog: pytest.LogCapt
     ):
         await chunks.__anext__()
     assert "fell behind" in caplog.text
+
+
+@pytest.mark.parametrize("handle_signals", [True, False])
+async def test_the_lifespan_hooks_sigint_only_when_asked(handle_signals: bool) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    assert callable(before)  # Python's KeyboardInterrupt handler, or pytest's
+    app = create_broker_app(handle_signals=handle_signals)
+    async with app.router.lifespan_context(app):
+        assert (signal.getsignal(signal.SIGINT) is not before) is handle_signals
+    assert signal.getsignal(signal.SIGINT) is before

@@ -32,6 +32,8 @@ from enclave_stream.producer import (
     ReplayUnavailableError,
     StreamFinishedError,
 )
+from enclave_stream.producer.stream import CANCELLED, SHUTDOWN
+from enclave_stream.reconnect import HeartbeatMonitor
 from tests.producer.conftest import SESSION_ID, START, FakeWallClock, session_pair
 
 
@@ -127,6 +129,48 @@ def test_every_builder_writes_the_reference_shape() -> None:
     # The stored bytes are exactly the serializer's.
     for entry in stream.store.read(0):
         assert entry.line == serialize_event(entry.event).encode() + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("end", "state"),
+    [
+        (lambda s: s.final(True), "completed"),
+        (lambda s: s.final(False, error="boom"), "failed"),
+        (lambda s: s.final(False, error=ErrorInfo("x", code="EXECUTION_ERROR")), "failed"),
+        (lambda s: s.final(False, error=CANCELLED), "cancelled"),
+        (lambda s: s.final(False, error=SHUTDOWN), "cancelled"),
+        (lambda s: s.store.close(), "cancelled"),
+        (lambda s: None, "running"),
+    ],
+)
+def test_state(end: Any, state: str) -> None:
+    stream = quiet()
+    end(stream)
+    assert stream.state.value == state
+
+
+def test_times() -> None:
+    clock = FakeWallClock()
+    stream = quiet(now=clock, ttl_ms=5000)
+    assert stream.created_at == START
+    assert stream.expires_at == START + timedelta(seconds=5)
+    assert abs(stream.updated_at - START) < timedelta(seconds=1)
+    clock.advance(2000)
+    stream.stdout("x")
+    assert abs(stream.updated_at - (START + timedelta(seconds=2))) < timedelta(seconds=1)
+    given = quiet(expires_at="2030-01-02T03:04:05.006Z")
+    assert given.expires_at is not None
+    assert given.expires_at.isoformat() == "2030-01-02T03:04:05.006000+00:00"
+    assert quiet(expires_at="0000-01-01T00:00Z").expires_at is None  # no year 0 in Python
+
+
+def test_stats_after_final_are_what_it_sent() -> None:
+    clock = FakeWallClock()
+    stream = quiet(now=clock)
+    clock.advance(100)
+    sent = stream.final(True).payload.stats
+    clock.advance(5000)
+    assert stream.stats() == sent
 
 
 def test_stats_count_appended_events_too() -> None:
@@ -330,12 +374,12 @@ class TestAsyncWith:
         """Every test here runs on a virtual clock: time is exact and instant."""
         return virtual_backend
 
-    async def test_heartbeats_only_while_idle(self) -> None:
+    async def test_heartbeats_on_a_fixed_interval_whatever_else_is_sent(self) -> None:
         async with EventStream(
             SESSION_ID, heartbeat_interval_ms=1000, now=virtual_wall_clock()
         ) as stream:
-            await anyio.sleep(2.5)  # idle: heartbeats at 1.0 and 2.0
-            stream.stdout("work")  # at 2.5: the next one is due at 3.5
+            await anyio.sleep(2.5)  # heartbeats at 1.0 and 2.0
+            stream.stdout("work")  # at 2.5: the next one is still due at 3.0
             await anyio.sleep(1.2)
             stream.final(True)
             await anyio.sleep(5)  # none after final
@@ -354,16 +398,42 @@ class TestAsyncWith:
         assert stamps == [
             "2025-01-02T03:04:06.678Z",
             "2025-01-02T03:04:07.678Z",
-            "2025-01-02T03:04:09.178Z",
+            "2025-01-02T03:04:08.678Z",
         ]
 
-    async def test_busy_streams_send_no_heartbeats(self) -> None:
+    async def test_a_busy_stream_still_sends_a_heartbeat_every_interval(self) -> None:
+        # An event every 0.1 s for 40 s: the upstream client's 30 s heartbeat
+        # window (it counts heartbeat events only) must never run out.
         async with EventStream(SESSION_ID, heartbeat_interval_ms=1000) as stream:
-            for _ in range(20):
-                await anyio.sleep(0.9)
+            for _ in range(400):
+                await anyio.sleep(0.1)
                 stream.stdout(".")
             stream.final(True)
-        assert "heartbeat" not in kinds(stream)
+        assert kinds(stream).count("heartbeat") == 40
+
+    async def test_a_client_watching_heartbeats_alone_never_times_out(self) -> None:
+        # @enclave-vm/client's monitor: a fixed 30 s window, fed by heartbeat
+        # events only. A 40 s session busy every 0.5 s, at the default interval.
+        timeouts: list[float] = []
+        async with (
+            EventStream(SESSION_ID) as stream,
+            HeartbeatMonitor(30_000, lambda: timeouts.append(anyio.current_time())) as monitor,
+            anyio.create_task_group() as tg,
+        ):
+
+            async def read() -> None:
+                async for chunk in stream.ndjson_body():
+                    for event in parse_lines(chunk.decode()).events:
+                        if isinstance(event, HeartbeatEvent):
+                            monitor.on_heartbeat()
+
+            tg.start_soon(read)
+            for _ in range(80):
+                await anyio.sleep(0.5)
+                stream.stdout(".")
+            stream.final(True)
+        assert timeouts == []
+        assert kinds(stream).count("heartbeat") == 2  # at 15 s and 30 s
 
     async def test_no_heartbeats_when_disabled(self) -> None:
         for interval in (None, 0):
