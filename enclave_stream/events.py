@@ -475,7 +475,7 @@ class FinalEvent(_Event, tag="final", frozen=True):
 
 
 class HeartbeatEvent(_Event, tag="heartbeat", frozen=True):
-    """Sent while idle so that the client can tell a live stream from a dead one."""
+    """Sent every heartbeat interval so that the client can tell a live stream from a dead one."""
 
     type: ClassVar[Literal[EventType.HEARTBEAT]] = EventType.HEARTBEAT
     payload: HeartbeatPayload

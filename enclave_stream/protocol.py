@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "NDJSON_MEDIA_TYPE",
     "RESUME_PARAM",
+    "UPSTREAM_RESUME_PARAM",
     "SERVER_HELLO_HEADER",
     "SESSION_ID_HEADER",
     "CALL_ID_PREFIX",
@@ -65,6 +66,10 @@ NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
 
 RESUME_PARAM: Final = "fromSeq"
 """The resume query parameter: ``?fromSeq=N`` serves the events with ``seq >= N``."""
+
+UPSTREAM_RESUME_PARAM: Final = "from"
+"""The resume parameter ``@enclave-vm/client`` sends (``?from=N``); a broker reads it as
+``fromSeq`` (which wins when both are given)."""
 
 SESSION_ID_HEADER: Final = "X-Session-ID"
 """The response header of ``POST /sessions`` naming the new session."""

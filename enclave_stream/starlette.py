@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import BrokerError, ReplayUnavailableError
 from .producer.broker import (
-    UPSTREAM_RESUME_PARAM,
     BrokerConfig,
     SessionBroker,
     SessionRunner,
@@ -38,7 +37,7 @@ from .producer.broker import (
 )
 from .producer.log import NdjsonBody
 from .producer.stream import EventStream
-from .protocol import NDJSON_MEDIA_TYPE, RESUME_PARAM
+from .protocol import NDJSON_MEDIA_TYPE, RESUME_PARAM, UPSTREAM_RESUME_PARAM
 
 logger = logging.getLogger("enclave_stream")
 

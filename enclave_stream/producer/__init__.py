@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from ..errors import BrokerError, ReplayUnavailableError, StreamFinishedError
 from ..protocol import SERVER_HELLO_HEADER
-from .broker import BrokerConfig, SessionBroker, SessionRequest, SessionRunner
+from .broker import (
+    BrokerConfig,
+    SessionBroker,
+    SessionRequest,
+    SessionRunner,
+    shutdown_on_signals,
+)
 from .log import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_MAX_BYTES,
@@ -40,4 +46,5 @@ __all__ = [
     "SessionRequest",
     "SessionRunner",
     "StreamFinishedError",
+    "shutdown_on_signals",
 ]

@@ -17,7 +17,6 @@ server's own handler.
 from __future__ import annotations
 
 __all__ = [
-    "UPSTREAM_RESUME_PARAM",
     "BrokerConfig",
     "SessionBroker",
     "SessionRequest",
@@ -60,6 +59,7 @@ from ..protocol import (
     MAX_SAFE_INTEGER,
     SERVER_HELLO_HEADER,
     SESSION_ID_HEADER,
+    UPSTREAM_RESUME_PARAM,
     EncryptionMode,
     generate_session_id,
 )
@@ -68,9 +68,6 @@ from .stream import CANCELLED, SHUTDOWN, EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
 
-
-UPSTREAM_RESUME_PARAM: Final = "from"
-"""The resume parameter ``@enclave-vm/client`` sends (``?from=N``); same as ``fromSeq``."""
 
 _DIGITS: Final = re.compile(r"[0-9]{1,16}")
 _CLIENT_SESSION_ID: Final = re.compile(r"s_[A-Za-z0-9._~:-]{1,200}")
