@@ -25,17 +25,23 @@ __all__ = [
     "parse_lines",
     "serialize_event",
     "serialize_events",
+    "ErrorHandler",
+    "iter_ndjson_stream",
+    "report_line_error",
 ]
 
-from collections.abc import Callable, Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, Union, cast, overload
 
 import msgspec
 
 from ._json import js_blank, js_trim, utf16_truncate
 from .codec import DecodeFailure, EventEncoder, decode_event, decode_lines, encode_event
-from .errors import FailureKind, LineError
+from .errors import FailureKind, LineError, NdjsonParseError
 from .events import ParsedEvent
+
+logger = logging.getLogger("enclave_stream")
 
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 """Longest line (in bytes, without its newline) the stream parsers accept: 16 MiB."""
@@ -243,6 +249,26 @@ class _Offsets:
             self._next += len(self._lines[self._index]) + 1
             self._index += 1
         return self._next
+
+
+ErrorHandler = Callable[[LineError], object]
+"""Gets each bad line's report (``on_error``)."""
+
+
+def report_line_error(error: LineError, on_error: ErrorHandler | None, strict: bool) -> None:
+    """Raise :class:`NdjsonParseError` if ``strict``, else hand ``error`` to ``on_error`` or log."""
+    if strict:
+        raise NdjsonParseError(error)
+    if on_error is not None:
+        on_error(error)
+    else:
+        logger.warning(
+            "skipping bad NDJSON line %d (%s%s): %s",
+            error.line,
+            error.kind,
+            f" at {error.path}" if error.path else "",
+            error.error,
+        )
 
 
 class NdjsonStreamParser(Generic[I]):
@@ -509,3 +535,48 @@ class NdjsonStreamParser(Generic[I]):
                         on_event(item)
         self._line_number = end
         return found
+
+
+def iter_ndjson_stream(
+    chunks: Iterable[bytes | bytearray | str],
+    *,
+    on_error: ErrorHandler | None = None,
+    strict: bool = False,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[ParsedEvent]:
+    """Yield the events of NDJSON chunks as they complete lines: the synchronous
+    :func:`~enclave_stream.parse_ndjson_stream`, for scripts and sync services.
+
+    ``chunks`` is any iterable of bytes (``httpx.Client``'s
+    ``response.iter_bytes()``, a file read in blocks), split anywhere. Bad
+    lines go to ``on_error``, are logged, or raise with ``strict=True``,
+    exactly as in the async parser; every line is judged here, in the
+    caller's thread. ``chunks`` is closed (if it has ``close()``) when the
+    iterator ends, fails or is closed early.
+
+    >>> line = b'{"protocolVersion":2,"sessionId":"s_1","seq":1,"type":"stdout",'
+    >>> line += b'"payload":{"chunk":"hi"}}\\n'
+    >>> [event.payload.chunk for event in iter_ndjson_stream([line[:9], line[9:]])]
+    ['hi']
+    """
+    parser = NdjsonStreamParser(max_line_bytes=max_line_bytes)
+    try:
+        for chunk in chunks:
+            found = parser.feed(chunk)
+            if not found.bad_lines:  # the usual chunk: events only
+                yield from found  # type: ignore[misc]
+                continue
+            for item in found:
+                if isinstance(item, LineError):
+                    report_line_error(item, on_error, strict)
+                else:
+                    yield item
+        for item in parser.flush():
+            if isinstance(item, LineError):
+                report_line_error(item, on_error, strict)
+            else:
+                yield item
+    finally:
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()

@@ -16,40 +16,30 @@ __all__ = [
 ]
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from typing import Any, Union, cast
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, ObjectReceiveStream, ObjectSendStream
 
 from .codec import encode_event
-from .errors import LineError, NdjsonParseError
+from .errors import LineError
 from .events import ParsedEvent
-from .ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, Item, Judged, NdjsonStreamParser, SlowLine
+from .ndjson import (
+    DEFAULT_MAX_LINE_BYTES,
+    ErrorHandler,
+    FeedResult,
+    Item,
+    Judged,
+    NdjsonStreamParser,
+    SlowLine,
+    report_line_error,
+)
 
 logger = logging.getLogger("enclave_stream")
 
 ByteSource = Union[AsyncIterable[bytes], AsyncIterable[bytearray], ByteReceiveStream]
 """Where a stream's bytes come from."""
-
-ErrorHandler = Callable[[LineError], object]
-"""Gets each bad line's report (``on_error``)."""
-
-
-def report_line_error(error: LineError, on_error: ErrorHandler | None, strict: bool) -> None:
-    """Raise :class:`NdjsonParseError` if ``strict``, else hand ``error`` to ``on_error`` or log."""
-    if strict:
-        raise NdjsonParseError(error)
-    if on_error is not None:
-        on_error(error)
-    else:
-        logger.warning(
-            "skipping bad NDJSON line %d (%s%s): %s",
-            error.line,
-            error.kind,
-            f" at {error.path}" if error.path else "",
-            error.error,
-        )
 
 
 async def aclose_source(source: object, *, forcefully: bool = False) -> None:

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import gc
+import logging
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from enclave_stream import (
     DEFAULT_MAX_LINE_BYTES,
     FailureKind,
     LineError,
     LogEvent,
+    NdjsonParseError,
     NdjsonStreamParser,
     ParsedEvent,
     ParseFailure,
     ParseSuccess,
     StdoutEvent,
+    iter_ndjson_stream,
     parse_line,
     parse_lines,
     serialize_event,
     serialize_events,
 )
 from enclave_stream.events import LogPayload, StdoutPayload
+from tests.integration.asgi_server import start_in_thread
 
 SID = "s_1"
 
@@ -536,3 +543,93 @@ def test_a_big_batch_is_decoded_with_the_collector_paused_then_restored(enabled:
         gc.enable() if was else gc.disable()
     assert len(result.events) == 5000
     assert during <= 1, during  # the one a re-enabled collector owes (28 without the pause)
+
+
+# --- iter_ndjson_stream: the synchronous parser loop ----------------------------------
+
+
+def _session_bytes(count: int) -> tuple[bytes, list[Any]]:
+    events = [
+        StdoutEvent(session_id="s_sync", seq=seq, payload=StdoutPayload(f"line {seq} λ"))
+        for seq in range(1, count + 1)
+    ]
+    return "".join(serialize_event(e) + "\n" for e in events).encode(), events
+
+
+@given(st.lists(st.integers(1, 60), max_size=30))
+def test_iter_ndjson_stream_gives_the_events_of_any_split(cuts: list[int]) -> None:
+    data, events = _session_bytes(12)
+    chunks, rest = [], data
+    for cut in cuts:
+        chunks.append(rest[:cut])
+        rest = rest[cut:]
+    chunks.append(rest)
+    assert list(iter_ndjson_stream(chunks)) == events == parse_lines(data).events
+
+
+def test_iter_ndjson_stream_reports_bad_lines_as_the_async_parser_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data, events = _session_bytes(3)
+    lines = data.splitlines(keepends=True)
+    chunks = [lines[0], b"not json\n", lines[1], b'{"a":1}\n', lines[2][:-1]]  # no final newline
+    errors: list[LineError] = []
+    assert list(iter_ndjson_stream(chunks, on_error=errors.append)) == events
+    assert [(e.line, e.kind) for e in errors] == [(2, "json"), (4, "validation")]
+    with caplog.at_level(logging.WARNING, logger="enclave_stream"):
+        assert list(iter_ndjson_stream(chunks)) == events
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "skipping bad NDJSON line 2",
+        "skipping bad NDJSON line 4",
+    ]
+    strict = iter_ndjson_stream(chunks, strict=True)
+    assert next(strict) == events[0]
+    with pytest.raises(NdjsonParseError) as info:
+        next(strict)
+    assert info.value.error.line == 2
+
+
+def test_iter_ndjson_stream_closes_its_source() -> None:
+    data, events = _session_bytes(4)
+    closed: list[str] = []
+
+    def source(name: str) -> Iterator[bytes]:
+        try:
+            yield from data.splitlines(keepends=True)
+        finally:
+            closed.append(name)
+
+    assert list(iter_ndjson_stream(source("whole"))) == events
+    stream = iter_ndjson_stream(source("early"))
+    assert next(stream) == events[0]
+    stream.close()
+    assert closed == ["whole", "early"]
+    with pytest.raises(NdjsonParseError):
+        list(iter_ndjson_stream(source("failed"), strict=True, max_line_bytes=10))
+    assert closed[-1] == "failed"
+
+
+def test_iter_ndjson_stream_over_httpx_client_on_loopback() -> None:
+    """The sync story end to end: httpx.Client, a real server, events as they come."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    data, events = _session_bytes(50)
+
+    async def stream(request: Any) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            for index in range(0, len(data), 37):  # lines cut anywhere
+                yield data[index : index + 37]
+
+        return StreamingResponse(body(), media_type="application/x-ndjson")
+
+    app = Starlette(routes=[Route("/stream", stream)])
+    with (
+        start_in_thread(app) as port,
+        httpx.Client() as client,
+        client.stream("GET", f"http://127.0.0.1:{port}/stream") as response,
+    ):
+        received = list(iter_ndjson_stream(response.iter_bytes()))
+    assert received == events

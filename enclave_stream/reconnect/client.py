@@ -35,15 +35,8 @@ from .._options import check_number
 from ..crypto.streams import open_off_loop
 from ..errors import FatalConnectError, LineError, RetryableConnectError
 from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
-from ..ndjson import DEFAULT_MAX_LINE_BYTES, NdjsonStreamParser
-from ..streams import (
-    ByteSource,
-    ErrorHandler,
-    aclose_source,
-    iter_chunks,
-    report_line_error,
-    settle,
-)
+from ..ndjson import DEFAULT_MAX_LINE_BYTES, ErrorHandler, NdjsonStreamParser, report_line_error
+from ..streams import ByteSource, aclose_source, iter_chunks, settle
 from .machine import (
     DEFAULT_RECONNECTION_CONFIG,
     ConnectionState,

@@ -33,7 +33,7 @@ from ..crypto.session import EncryptedSession
 from ..crypto.signing import ServerPublicKey
 from ..errors import EncryptionError, FatalConnectError, RetryableConnectError
 from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
-from ..ndjson import DEFAULT_MAX_LINE_BYTES
+from ..ndjson import DEFAULT_MAX_LINE_BYTES, ErrorHandler
 from ..protocol import (
     NDJSON_MEDIA_TYPE,
     PROTOCOL_VERSION,
@@ -42,7 +42,7 @@ from ..protocol import (
     SESSION_ID_HEADER,
     is_session_id,
 )
-from ..streams import ErrorHandler, aclose_source, parse_ndjson_stream
+from ..streams import aclose_source, parse_ndjson_stream
 from .client import Connector
 
 # How much of an error response's body goes into the error message.
