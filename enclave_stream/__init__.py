@@ -14,7 +14,7 @@ The everyday API is here; the rest has one home each:
   broker; ASGI routes in :mod:`enclave_stream.starlette` (the ``starlette`` extra).
 
 ``aconnect_ndjson`` (one checked NDJSON response), ``httpx_connector``,
-``broker_connector`` and ``BrokerConnector`` are also reachable here,
+``httpx_sync_connector``, ``broker_connector`` and ``BrokerConnector`` are also reachable here,
 imported on first use, and are not in ``__all__`` because they need httpx.
 """
 
@@ -95,7 +95,13 @@ from .protocol import (
     generate_session_id,
     is_session_id,
 )
-from .reconnect import ConnectionState, ReconnectionConfig, ResumableEventStream, open_event_stream
+from .reconnect import (
+    ConnectionState,
+    ReconnectionConfig,
+    ResumableEventStream,
+    follow_event_stream,
+    open_event_stream,
+)
 from .streams import (
     create_ndjson_parse_stream,
     create_ndjson_serialize_stream,
@@ -110,6 +116,7 @@ if TYPE_CHECKING:
     from .reconnect.http import aconnect_ndjson as aconnect_ndjson
     from .reconnect.http import broker_connector as broker_connector
     from .reconnect.http import httpx_connector as httpx_connector
+    from .reconnect.http import httpx_sync_connector as httpx_sync_connector
 
 __version__ = "0.1.0"
 
@@ -193,6 +200,7 @@ __all__ = [
     "ReconnectionConfig",
     "ResumableEventStream",
     "open_event_stream",
+    "follow_event_stream",
     # producing
     "BrokerConfig",
     "EventLog",
@@ -207,6 +215,7 @@ _NEEDS_HTTPX = (
     "aconnect_ndjson",
     "broker_connector",
     "httpx_connector",
+    "httpx_sync_connector",
 )
 
 

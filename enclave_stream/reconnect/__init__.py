@@ -47,6 +47,8 @@ __all__ = [
     "is_retryable",
     "js_round",
     "open_event_stream",
+    "SyncConnector",
+    "follow_event_stream",
 ]
 
 from ..errors import (
@@ -92,6 +94,7 @@ from .resume import (
     SequenceGap,
     SequenceTracker,
 )
+from .sync import SyncConnector, follow_event_stream
 
 if TYPE_CHECKING:
     from .http import BrokerConnector as BrokerConnector
@@ -99,6 +102,7 @@ if TYPE_CHECKING:
     from .http import aconnect_ndjson as aconnect_ndjson
     from .http import broker_connector as broker_connector
     from .http import httpx_connector as httpx_connector
+    from .http import httpx_sync_connector as httpx_sync_connector
 
 
 _NEEDS_HTTPX = (
@@ -107,6 +111,7 @@ _NEEDS_HTTPX = (
     "aconnect_ndjson",
     "broker_connector",
     "httpx_connector",
+    "httpx_sync_connector",
 )
 
 

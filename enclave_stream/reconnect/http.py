@@ -14,10 +14,11 @@ __all__ = [
     "aconnect_ndjson",
     "broker_connector",
     "httpx_connector",
+    "httpx_sync_connector",
 ]
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
 from typing import Any, Final, NamedTuple, cast
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("this connector needs httpx: pip install 'enclave-stream[httpx]'") from exc
 import msgspec
 
+from .._options import check_number
 from ..codec import encode_message
 from ..crypto.handshake import ClientHandshake
 from ..crypto.session import EncryptedSession
@@ -44,6 +46,7 @@ from ..protocol import (
 )
 from ..streams import aclose_source, parse_ndjson_stream
 from .client import Connector
+from .sync import SyncConnector
 
 # How much of an error response's body goes into the error message.
 _ERROR_BODY_LIMIT: Final = 200
@@ -118,6 +121,44 @@ def httpx_connector(
     return connect
 
 
+def httpx_sync_connector(
+    client: httpx.Client,
+    url: str | httpx.URL,
+    *,
+    method: str = "GET",
+    read_timeout_s: float = 30.0,
+    **request_kwargs: Any,
+) -> SyncConnector:
+    """:func:`httpx_connector` for ``httpx.Client``, to use with
+    :func:`~enclave_stream.reconnect.sync.follow_event_stream`.
+
+    The same request, resume parameter and errors; silence is bounded by
+    ``read_timeout_s`` (no bytes for that long: reconnect), as a synchronous
+    reader cannot watch for heartbeats while it waits. Keep it above the
+    server's heartbeat interval (15 s by default).
+    """
+    check_number("read_timeout_s", read_timeout_s, positive=True)
+    target = httpx.URL(url)
+    params = request_kwargs.pop("params", None)
+    if params is not None:
+        target = target.copy_merge_params(params)
+    headers = httpx.Headers(request_kwargs.pop("headers", None))
+    headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
+    if "timeout" not in request_kwargs:
+        timeout = client.timeout
+        request_kwargs["timeout"] = httpx.Timeout(
+            connect=timeout.connect, read=read_timeout_s, write=timeout.write, pool=timeout.pool
+        )
+
+    @contextmanager
+    def connect(from_seq: int | None) -> Iterator[Iterable[bytes]]:
+        request_url = target if from_seq is None else target.copy_set_param(RESUME_PARAM, from_seq)
+        with _streamed_sync(client, method, request_url, headers=headers, **request_kwargs) as r:
+            yield r.iter_bytes()
+
+    return connect
+
+
 class NdjsonSource:
     """A checked NDJSON response of :func:`aconnect_ndjson`; :meth:`aiter_events` reads it."""
 
@@ -179,7 +220,35 @@ async def aconnect_ndjson(
 async def _streamed(
     client: httpx.AsyncClient, method: str, url: str | httpx.URL, **kwargs: Any
 ) -> AsyncIterator[httpx.Response]:
-    """A 2xx response, streamed; other statuses and transport errors raise connector errors."""
+    """A 2xx NDJSON response, streamed; anything else (or a transport error) raises."""
+    try:
+        async with client.stream(method, url, **_stream_kwargs(client, kwargs)) as response:
+            problem = _not_a_stream(response)
+            if problem is not None:
+                raise _refusal(response, problem, await _body_start(response))
+            yield response
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextmanager
+def _streamed_sync(
+    client: httpx.Client, method: str, url: str | httpx.URL, **kwargs: Any
+) -> Iterator[httpx.Response]:
+    """:func:`_streamed` over a synchronous ``httpx.Client``."""
+    try:
+        with client.stream(method, url, **_stream_kwargs(client, kwargs)) as response:
+            problem = _not_a_stream(response)
+            if problem is not None:
+                raise _refusal(response, problem, _text_start(_first_bytes(response.iter_bytes())))
+            yield response
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _stream_kwargs(
+    client: httpx.AsyncClient | httpx.Client, kwargs: dict[str, Any]
+) -> dict[str, Any]:
     if "timeout" not in kwargs:
         # httpx's default read timeout of 5 s would cut every quiet stream,
         # and each cut would count as a failed retry.
@@ -187,27 +256,27 @@ async def _streamed(
         kwargs["timeout"] = httpx.Timeout(
             connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
         )
-    try:
-        async with client.stream(method, url, **kwargs) as response:
-            if not response.is_success:
-                raise await _status_error(response)
-            media_type = response.headers.get("content-type", "").partition(";")[0].strip()
-            if media_type and media_type.lower() not in _NDJSON_MEDIA_TYPES:
-                raise await _status_error(response, f"not NDJSON but {media_type}")
-            yield response
-    except (httpx.TransportError, httpx.DecodingError) as exc:
-        raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
+    return kwargs
 
 
-async def _status_error(
-    response: httpx.Response, problem: str = ""
+def _not_a_stream(response: httpx.Response) -> str | None:
+    """Why ``response`` is not an event stream ("" for its status alone), or None if it is one."""
+    if not response.is_success:
+        return ""
+    media_type = response.headers.get("content-type", "").partition(";")[0].strip()
+    if media_type and media_type.lower() not in _NDJSON_MEDIA_TYPES:
+        return f"not NDJSON but {media_type}"
+    return None
+
+
+def _refusal(
+    response: httpx.Response, problem: str, body: str
 ) -> FatalConnectError | RetryableConnectError:
     """The error for a response that is not a stream: retryable for 429 and 5xx, else fatal."""
     status = response.status_code
     reason = f"HTTP {status} {response.reason_phrase}".rstrip()
     if problem:
         reason = f"{reason}, {problem}"
-    body = await _body_start(response)
     if body:
         reason = f"{reason}: {body}"
     if status == 429 or status >= 500:
@@ -229,6 +298,22 @@ async def _body_start(response: httpx.Response) -> str:
                     break
     except (httpx.TransportError, httpx.DecodingError):
         pass
+    return _text_start(data)
+
+
+def _first_bytes(chunks: Iterator[bytes]) -> bytes:
+    data = b""
+    try:
+        for chunk in chunks:
+            data += chunk
+            if len(data) >= _ERROR_BODY_LIMIT:
+                break
+    except (httpx.TransportError, httpx.DecodingError):
+        pass
+    return data
+
+
+def _text_start(data: bytes) -> str:
     text = data[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
     return " ".join(text.split())
 
