@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from enclave_stream import DEFAULT_MAX_LINE_BYTES, StdoutEvent
 from enclave_stream.events import StdoutPayload
 from tests.cli.helpers import (
+    KEY_HEX,
     OTHER_SID,
     SID,
     cli,
@@ -245,3 +253,57 @@ def test_an_encrypted_session_is_not_called_truncated(tmp_path: Path) -> None:
         "encrypted (decrypt it to check its final event)"
     ) in result.out.splitlines()
     assert result.out.endswith("OK: no problems found\n")
+
+    # Decrypted, a cut-short encrypted capture is seen for what it is.
+    cut = write(tmp_path / "cut.ndjson", ndjson(encrypted(session()[:-1])))
+    decrypted = cli_inprocess("decrypt", cut, "--key", KEY_HEX)
+    checked = cli_inprocess("validate", "-", stdin=decrypted.stdout)
+    assert checked.status == 1
+    assert f"end of input: {SID}: no final event after seq 5" in checked.out
+
+
+def _on_a_terminal(*args: str, stdin_parts: list[bytes], pause: float) -> tuple[int, bytes]:
+    """Run the command with stdout and stderr on a pseudo-terminal, stdin fed slowly."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enclave_stream", *args],
+        stdin=subprocess.PIPE,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    assert proc.stdin is not None
+    for part in stdin_parts:
+        proc.stdin.write(part)
+        proc.stdin.flush()
+        time.sleep(pause)
+    proc.stdin.close()
+    shown = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not data:
+            break
+        shown += data
+    os.close(leader)
+    return proc.wait(timeout=30), shown
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.skipif(importlib.util.find_spec("rich") is None, reason="the bar needs rich")
+def test_quiet_shows_no_progress_bar_on_a_terminal() -> None:
+    # Input arriving slowly on a terminal shows the bar after 0.5 s, unless -q.
+    events = session()
+    parts = [ndjson(events[:3]), ndjson(events[3:5]), ndjson(events[5:])]
+
+    status, shown = _on_a_terminal("validate", "-", stdin_parts=parts, pause=0.7)
+    quiet_status, quiet = _on_a_terminal("validate", "-q", "-", stdin_parts=parts, pause=0.7)
+
+    assert status == quiet_status == 0
+    assert b"validating" in shown
+    assert b"validating" not in quiet
+    assert b"OK: no problems found" in quiet
