@@ -3,9 +3,12 @@
 Usage (also ``python -m enclave_stream``)::
 
     enclave-stream validate FILE|-
-    enclave-stream cat FILE|- [--type T ...] [--session S ...] [--json]
+    enclave-stream cat FILE|- [--type T ...] [--session S ...] [--json | --raw]
     enclave-stream decrypt FILE|- (--key HEX | --key-file PATH) [--allow-plaintext]
     enclave-stream demo [ARGS ...]
+
+Input may be gzip-compressed (it is read decompressed); a JSON array of
+events or server-sent events text is named as such and refused.
 
 Exit status: 0 all good, 1 something is wrong in the data, 2 usage error
 (or an input that cannot be read, or the demo or its extra is missing), 130
@@ -30,6 +33,7 @@ from ..protocol import EventType
 from .cat import CatOptions, run_cat
 from .decrypt import parse_key, run_decrypt
 from .demo_hook import run_demo
+from .source import InputError
 from .stdio import StdIO
 from .validate import run_validate
 
@@ -38,7 +42,9 @@ PROG: Final = "enclave-stream"
 _EXIT_STATUS = """\
 exit status:
   0  all good
-  1  something is wrong in the data (a bad line, a seq gap or repeat, a failed decryption)
+  1  something is wrong in the data: a bad line, a seq gap or repeat, a failed
+     decryption; for validate also a session without its final event and an input
+     without events; input that is not NDJSON (a JSON array, SSE text) or truncated gzip
   2  usage error, input that cannot be read, a missing extra (or demo)
   141  the output was closed early (as by `| head`); 130  interrupted (Ctrl-C)
 """
@@ -48,6 +54,7 @@ examples:
   {PROG} validate session.ndjson
   curl -sN "$BROKER/sessions/$SID/stream" | {PROG} cat -
   {PROG} cat session.ndjson --type log --type final
+  {PROG} cat session.ndjson.gz --raw > output.txt   # the program's stdout
   {PROG} decrypt session.ndjson --key-file key.hex | {PROG} cat -
 
 {_EXIT_STATUS}
@@ -118,10 +125,14 @@ def _cmd_validate(args: argparse.Namespace, stdio: StdIO) -> int:
 
 
 def _cmd_cat(args: argparse.Namespace, stdio: StdIO) -> int:
+    if args.raw and args.types:
+        stdio.stderr.write(f"{PROG} cat: --raw shows stdout events only; --type does not apply\n")
+        return 2
     options = CatOptions(
         types=frozenset(args.types or ()),
         sessions=frozenset(args.sessions or ()),
         as_json=args.json,
+        raw=args.raw,
     )
     return run_cat(stdio, args.file, options, color=args.color, max_line_bytes=args.max_line_bytes)
 
@@ -185,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
         help="show a stream readably (or as normalized NDJSON)",
         description="Show each event on one line (#seq type details), coloured on a "
-        "terminal; bad lines are reported on stderr.",
+        "terminal; bad lines are reported on stderr. --raw writes the program's stdout "
+        "instead, exactly as it was.",
         epilog=_EXIT_STATUS,
     )
     cat.add_argument("file", metavar="FILE", help=file_help)
@@ -204,11 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SESSION_ID",
         help="show only events of this session (repeatable)",
     )
-    cat.add_argument(
+    output = cat.add_mutually_exclusive_group()
+    output.add_argument(
         "--json",
         action="store_true",
         help="print the events as normalized NDJSON (compact, the protocol's key order, "
         "unknown keys dropped)",
+    )
+    output.add_argument(
+        "--raw",
+        action="store_true",
+        help="rebuild the program's stdout: the chunks of the stdout events, concatenated, "
+        "byte for byte (control characters included), of one session (--session to choose); "
+        "decrypt an encrypted stream first",
     )
     cat.set_defaults(handler=_cmd_cat)
 
@@ -263,6 +283,10 @@ def run(argv: Sequence[str] | None, stdio: StdIO) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         stdio.stderr.write(f"{PROG}: {where}{exc.strerror or exc}\n")
         return 2
+    except InputError as exc:  # read, but not NDJSON (or cut short): a data problem
+        stdio.stdout.flush()  # what was shown comes before the message on a terminal
+        stdio.stderr.write(f"{PROG}: {exc}\n")
+        return 1
     stdio.flush()
     return status
 

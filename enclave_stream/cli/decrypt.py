@@ -106,14 +106,20 @@ def run_decrypt(
     color: ColorMode,
     max_line_bytes: int,
 ) -> int:
-    """Decrypt ``path`` (``-``: stdin). Returns 1 if any line failed, else 0."""
+    """Decrypt ``path`` (``-``: stdin). Returns 1 if any line failed, else 0.
+
+    Raises:
+        InputError: the input is not NDJSON, or its gzip data is cut short.
+    """
     decryptor = Decryptor(
         stdio, import_aes_gcm_key(key), require_encrypted=require_encrypted, color=color
     )
     reader = LineReader(max_line_bytes=max_line_bytes)
     with open_input(path, stdio.stdin) as source:
-        for items in reader.read(source.stream):
+        source.check_ndjson()
+        for items in reader.read(source.chunks()):
             for item in items:
                 decryptor.handle(item)
             stdio.stdout.flush()  # a live stream (stdin) is decrypted as it arrives
+        source.check_intact()
     return 1 if decryptor.failures else 0

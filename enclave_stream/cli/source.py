@@ -3,6 +3,12 @@
 Memory stays bounded whatever the input: chunks are read one at a time and
 the library's :class:`~enclave_stream.NdjsonStreamParser` drops an over-long
 line as soon as it passes its limit.
+
+The start of the input is looked at first. gzip data is read decompressed
+(so ``capture.ndjson.gz`` works as it is); a JSON array of events or
+server-sent events (``data:`` lines) are recognised and named, so that a
+command can say what the file is instead of reporting each of its lines as
+bad NDJSON (:attr:`Input.not_ndjson`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ __all__ = [
     "CHUNK_SIZE",
     "EncodingIssue",
     "Input",
+    "InputError",
+    "InputFormat",
     "Item",
     "LineEvent",
     "LineReader",
@@ -20,12 +28,15 @@ __all__ = [
 
 import codecs
 import heapq
+import itertools
 import os
+import re
 import stat
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Final, NamedTuple, Union
+from typing import BinaryIO, Final, Literal, NamedTuple, TypeVar, Union
 
 from ..errors import LineError
 from ..events import ParsedEvent
@@ -34,30 +45,23 @@ from ..ndjson import DEFAULT_MAX_LINE_BYTES, FeedResult, Judged, NdjsonStreamPar
 CHUNK_SIZE: Final = 64 * 1024
 """Bytes read at a time."""
 
+InputFormat = Literal["ndjson", "json_array", "sse"]
+"""What the input holds: NDJSON, a JSON array of events, or server-sent events text."""
 
-@dataclass(frozen=True)
-class Input:
-    """An opened input: its display name, its bytes, and its size when known."""
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_GZIP_WBITS: Final = 16 + zlib.MAX_WBITS  # zlib reads the gzip header and trailer
+_WHITESPACE: Final = b" \t\r\n"
+_SSE_FIELD: Final = re.compile(rb"(?:data|event|id|retry)?:")  # a field, or ":" (a comment)
+_SNIFF_LIMIT: Final = CHUNK_SIZE  # a start that is only whitespace: decide after this much
 
-    name: str
-    stream: BinaryIO
-    size: int | None
+_NOT_NDJSON: Final[dict[InputFormat, str]] = {
+    "json_array": "this is a JSON array of events, not NDJSON (one event per line); "
+    "convert it with `jq -c '.[]'`",
+    "sse": "this is server-sent events text (`data:` lines), not NDJSON; "
+    "take the events out with `sed -n 's/^data: *//p'`",
+}
 
-
-@contextmanager
-def open_input(path: str, stdin: BinaryIO) -> Iterator[Input]:
-    """Open ``path`` for reading bytes; ``-`` is ``stdin`` (left open afterwards).
-
-    Raises:
-        OSError: the file cannot be opened.
-    """
-    if path == "-":
-        yield Input("<stdin>", stdin, None)
-        return
-    with open(path, "rb") as stream:
-        info = os.fstat(stream.fileno())
-        size = info.st_size if stat.S_ISREG(info.st_mode) else None
-        yield Input(path, stream, size)
+_T = TypeVar("_T")
 
 
 def read_chunks(stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
@@ -69,6 +73,156 @@ def read_chunks(stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[byte
     read = getattr(stream, "read1", stream.read)
     while chunk := read(chunk_size):
         yield chunk
+
+
+class InputError(ValueError):
+    """An input that was read but does not hold NDJSON, or could not be read to its end.
+
+    Attributes:
+        name: the input's name (as :attr:`Input.name`).
+        reason: what is wrong.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class Input:
+    """An opened input: its name, its bytes chunk by chunk (decompressed), and what it holds.
+
+    Attributes:
+        name: what to call it in messages (``<stdin>`` for ``-``).
+        size: the file's size as stored, when known (not for a pipe).
+        gzip: True when the input is gzip-compressed; :meth:`chunks` decompresses it.
+        format: what the start of the (decompressed) input looks like.
+        bytes_read: bytes read from the file so far (compressed ones for gzip).
+        damage: why the gzip data could not be read to its end (truncated or
+            corrupt), once :meth:`chunks` found it; None otherwise.
+
+    >>> import gzip, io
+    >>> source = Input("x", io.BytesIO(gzip.compress(b'[{"seq":1}]')), None)
+    >>> source.gzip, source.format, b"".join(source.chunks())
+    (True, 'json_array', b'[{"seq":1}]')
+    """
+
+    def __init__(self, name: str, stream: BinaryIO, size: int | None) -> None:
+        self.name = name
+        self.size = size
+        self.bytes_read = 0
+        self.damage: str | None = None
+        self.gzip, raw = _sniff(self._count(read_chunks(stream)), _is_gzip)
+        self.format: InputFormat
+        self.format, self._chunks = _sniff(self._gunzip(raw) if self.gzip else raw, _format_of)
+
+    @property
+    def not_ndjson(self) -> str | None:
+        """What the input is instead of NDJSON (with how to convert it); None for NDJSON."""
+        return None if self.format == "ndjson" else _NOT_NDJSON[self.format]
+
+    def check_ndjson(self) -> None:
+        """Raise :class:`InputError` when the input holds something else than NDJSON."""
+        if self.not_ndjson is not None:
+            raise InputError(self.name, self.not_ndjson)
+
+    def check_intact(self) -> None:
+        """Raise :class:`InputError` when :meth:`chunks` could not read the input to its end."""
+        if self.damage is not None:
+            raise InputError(self.name, self.damage)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The input's bytes, decompressed, chunk by chunk (once)."""
+        return self._chunks
+
+    def _count(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.bytes_read += len(chunk)
+            yield chunk
+
+    def _gunzip(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Decompress gzip members one after another (as ``gzip -d`` does), in bounded steps."""
+        inflater = zlib.decompressobj(_GZIP_WBITS)
+        for data in chunks:
+            while data:
+                if inflater.eof:  # the next member of a concatenated file
+                    inflater = zlib.decompressobj(_GZIP_WBITS)
+                try:
+                    # At most CHUNK_SIZE out at a time: a small bomb stays small in memory.
+                    out = inflater.decompress(data, CHUNK_SIZE)
+                except zlib.error as exc:
+                    self.damage = f"the gzip data is corrupt ({exc})"
+                    return
+                if out:
+                    yield out
+                data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+        if rest := inflater.flush():
+            yield rest
+        if not inflater.eof:
+            self.damage = "the gzip data ends early (the file is truncated)"
+
+
+def _sniff(
+    chunks: Iterator[bytes], decide: Callable[[bytes, bool], _T | None]
+) -> tuple[_T, Iterator[bytes]]:
+    """Read until ``decide(start, at_end)`` can tell; returns its verdict and all the chunks."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        verdict = decide(head, len(head) >= _SNIFF_LIMIT)
+        if verdict is not None:
+            return verdict, itertools.chain([head], chunks)
+    verdict = decide(head, True)
+    assert verdict is not None  # decide() always answers at the end
+    return verdict, iter([head] if head else [])
+
+
+def _is_gzip(head: bytes, at_end: bool) -> bool | None:
+    if len(head) < len(_GZIP_MAGIC) and not at_end:
+        return None
+    return head.startswith(_GZIP_MAGIC)
+
+
+def _format_of(head: bytes, at_end: bool) -> InputFormat | None:
+    """What the input holds, from its start; None while more is needed to tell.
+
+    >>> _format_of(b'\\n[\\n  {"seq": 1},', False), _format_of(b"data: {", False)
+    ('json_array', 'sse')
+    >>> _format_of(b'{"protocolVersion":2', False), _format_of(b"[1]", False)
+    ('ndjson', 'ndjson')
+    >>> _format_of(b"[ ", False) is None, _format_of(b"", True)
+    (True, 'ndjson')
+    """
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(_WHITESPACE)
+    if text.startswith(b"["):
+        # An NDJSON line is an object: `[` then `{` (or `[]`) is an array of events.
+        after = text[1:].lstrip(_WHITESPACE)
+        if after[:1] in (b"{", b"]"):
+            return "json_array"
+        return "ndjson" if after or at_end else None
+    if _SSE_FIELD.match(text):
+        return "sse"
+    if text[:1] == b"{" or len(text) > len("retry:") or b"\n" in text or at_end:
+        return "ndjson"
+    return None
+
+
+@contextmanager
+def open_input(path: str, stdin: BinaryIO) -> Iterator[Input]:
+    """Open ``path`` for reading bytes; ``-`` is ``stdin`` (left open afterwards).
+
+    The start of the input is read at once, to tell what it holds.
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
+    if path == "-":
+        yield Input("<stdin>", stdin, None)
+        return
+    with open(path, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        size = info.st_size if stat.S_ISREG(info.st_mode) else None
+        yield Input(path, stream, size)
 
 
 class LineEvent(NamedTuple):
@@ -137,9 +291,9 @@ class LineReader:
         """Lines seen so far (as the parser counts them)."""
         return self._parser.line_number
 
-    def read(self, stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[list[Item]]:
-        """Read ``stream`` to its end: what each chunk held, then what the end of input held."""
-        for chunk in read_chunks(stream, chunk_size):
+    def read(self, chunks: Iterable[bytes]) -> Iterator[list[Item]]:
+        """Read ``chunks`` to their end: what each chunk held, then what the end of input held."""
+        for chunk in chunks:
             yield self.feed(chunk)
         yield self.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_TRACKED_GAPS",
+    "MissingFinal",
     "SeqIssue",
     "SeqStatus",
     "SessionStats",
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, Union
 
 from ..errors import LineError
+from ..events import EncryptedEnvelope, FinalEvent
 from ..protocol import EventType
 from ..reconnect import SequenceTracker
 from .format import clean, format_encoding_issue, format_line_error
@@ -58,6 +60,15 @@ class SessionStats:
         self.out_of_order = 0
         self.missing_count = 0
         """Numbers skipped and never seen later."""
+        self.final = False
+        """A ``final`` event was seen."""
+        self.encrypted = False
+        """An ``enc`` envelope was seen (its ``final`` may be inside one)."""
+
+    @property
+    def unfinished(self) -> bool:
+        """No ``final`` is seen, and none can hide in an envelope: the capture stops early."""
+        return not self.final and not self.encrypted
 
     @property
     def last(self) -> int | None:
@@ -125,7 +136,24 @@ class SeqIssue:
         return f"seq {self.seq} out of order (after {self.previous}; it was missing)"
 
 
-Issue = Union[LineError, EncodingIssue, SeqIssue]
+@dataclass(frozen=True)
+class MissingFinal:
+    """A session that stops without its ``final`` event: a truncated capture.
+
+    Every session ends with ``final``, so a stream cut short (a lost
+    connection, a capture stopped early, a partial copy) is one without it.
+    """
+
+    session_id: str
+    last: int
+    """The session's highest ``seq``."""
+
+    def describe(self) -> str:
+        """What is wrong, in words."""
+        return f"no final event after seq {self.last}: the stream stops early (truncated?)"
+
+
+Issue = Union[LineError, EncodingIssue, SeqIssue, MissingFinal]
 """Anything ``validate`` reports."""
 
 
@@ -140,6 +168,10 @@ class Summary:
     """Bad lines by kind (``json``, ``validation``, ``line_too_long``)."""
     encoding_issues: int = 0
     sessions: dict[str, SessionStats] = field(default_factory=dict)
+    gzip_bytes: int | None = None
+    """The compressed size, when the input was gzip (``bytes`` counts it decompressed)."""
+    damage: str | None = None
+    """Why the (gzip) input could not be read to its end."""
 
     @property
     def events(self) -> int:
@@ -148,9 +180,12 @@ class Summary:
 
     @property
     def problems(self) -> int:
-        """Everything reported: bad lines, non-UTF-8 lines, gaps, duplicates, late events."""
-        seq = sum(s.gaps + s.duplicates + s.out_of_order for s in self.sessions.values())
-        return sum(self.bad_lines.values()) + self.encoding_issues + seq
+        """Everything reported: bad lines, non-UTF-8 lines, gaps, duplicates, late
+        events, sessions without ``final``, no events at all, unreadable gzip data."""
+        sessions = self.sessions.values()
+        seq = sum(s.gaps + s.duplicates + s.out_of_order + s.unfinished for s in sessions)
+        whole = (self.events == 0) + (self.damage is not None)
+        return sum(self.bad_lines.values()) + self.encoding_issues + seq + whole
 
 
 class Validator:
@@ -166,8 +201,10 @@ class Validator:
     [None, None]
     >>> v.check(event(5)).describe()
     'seq 5 follows 2: 3..4 missing'
-    >>> v.summary.problems
-    1
+    >>> [issue.describe() for issue in v.finish()]  # at the end of input
+    ['no final event after seq 5: the stream stops early (truncated?)']
+    >>> v.summary.problems  # the gap, and the missing final
+    2
     """
 
     def __init__(self) -> None:
@@ -192,9 +229,21 @@ class Validator:
             session = sessions[event.session_id] = SessionStats()
         previous = session.last
         status = session.receive(event.seq)
+        if isinstance(event, FinalEvent):
+            session.final = True
+        elif isinstance(event, EncryptedEnvelope):
+            session.encrypted = True
         if status == "ok" or previous is None:
             return None
         return SeqIssue(item.line, event.session_id, event.seq, previous, status)
+
+    def finish(self) -> list[MissingFinal]:
+        """End of input: the sessions that stop without their ``final``."""
+        return [
+            MissingFinal(session_id, stats.last)
+            for session_id, stats in self.summary.sessions.items()
+            if stats.unfinished and stats.last is not None
+        ]
 
 
 def _range(start: int, end: int) -> str:
@@ -216,8 +265,9 @@ def format_issue(issue: Issue) -> list[Segment]:
         return format_line_error(issue)
     if isinstance(issue, EncodingIssue):
         return format_encoding_issue(issue)
+    where = "end of input: " if isinstance(issue, MissingFinal) else f"line {issue.line}: "
     return [
-        (f"line {issue.line}: ", "bold"),
+        (where, "bold"),
         (f"{clean(issue.session_id)}: ", "yellow"),
         (issue.describe(), "red"),
     ]
@@ -231,7 +281,7 @@ def _session_line(session_id: str, s: SessionStats) -> list[Segment]:
     if s.missing_count:
         gaps += f" ({s.missing_count} missing: {missing})"
     bad = s.gaps or s.duplicates or s.out_of_order
-    return [
+    line = [
         (f"  {clean(session_id)}: ", "bold"),
         (f"{s.events} events, seq {s.first}..{s.last}; ", ""),
         (
@@ -239,20 +289,37 @@ def _session_line(session_id: str, s: SessionStats) -> list[Segment]:
             "red" if bad else "green",
         ),
     ]
+    if s.unfinished:
+        line.append(("; no final event (truncated)", "red"))
+    elif not s.final:
+        line.append(("; encrypted (decrypt it to check its final event)", ""))
+    return line
+
+
+def _no_events(summary: Summary) -> str:
+    if summary.bytes == 0:
+        return "the input is empty"
+    if not summary.bad_lines and not summary.encoding_issues:
+        return "the input holds only blank lines"
+    return "no line holds a valid event"
 
 
 def format_summary(summary: Summary, name: str) -> list[list[Segment]]:
     """The summary lines printed after the reports.
 
-    >>> for line in format_summary(Summary(lines=2, bytes=10), "x.ndjson"):
+    >>> for line in format_summary(Summary(lines=2, bytes=2, gzip_bytes=22), "x.ndjson.gz"):
     ...     print("".join(text for text, _ in line))
-    x.ndjson: 2 lines, 10 bytes
+    x.ndjson.gz: 2 lines, 2 bytes (gzip, 22 bytes compressed)
     events: 0
     bad lines: 0
-    OK: no problems found
+    no events: the input holds only blank lines
+    FAILED: 1 problem found
     """
+    size = f"{summary.lines} lines, {_size(summary.bytes)}"
+    if summary.gzip_bytes is not None:
+        size += f" (gzip, {_size(summary.gzip_bytes)} compressed)"
     out: list[list[Segment]] = [
-        [(f"{clean(name)}: ", "bold"), (f"{summary.lines} lines, {_size(summary.bytes)}", "")],
+        [(f"{clean(name)}: ", "bold"), (size, "")],
         [("events: ", "bold"), (str(summary.events), "")],
     ]
     width = max((len(kind) for kind in summary.event_types), default=0)
@@ -270,6 +337,10 @@ def format_summary(summary: Summary, name: str) -> list[list[Segment]]:
     if summary.sessions:
         out.append([("sessions: ", "bold"), (str(len(summary.sessions)), "")])
         out.extend(_session_line(sid, s) for sid, s in summary.sessions.items())
+    if not summary.events:
+        out.append([("no events: ", "bold"), (_no_events(summary), "red")])
+    if summary.damage is not None:
+        out.append([("gzip: ", "bold"), (summary.damage, "red")])
     problems = summary.problems
     if problems:
         out.append([(f"FAILED: {problems} problem{'s' * (problems != 1)} found", "bold red")])
@@ -281,29 +352,40 @@ def format_summary(summary: Summary, name: str) -> list[list[Segment]]:
 def run_validate(
     stdio: StdIO, path: str, *, color: ColorMode, quiet: bool, max_line_bytes: int
 ) -> int:
-    """Validate ``path`` (``-``: stdin); reports and summary on stdout. Returns the exit status."""
+    """Validate ``path`` (``-``: stdin); reports and summary on stdout. Returns the exit status.
+
+    ``quiet`` prints the summary only: no report lines, no progress bar.
+    An input that is not NDJSON (a JSON array, server-sent events) is named
+    as such, and not read line by line.
+    """
     out = make_printer(stdio.stdout, color)
     validator = Validator()
     reader = LineReader(max_line_bytes=max_line_bytes, check_utf8=True)
     with open_input(path, stdio.stdin) as source:
-        err = make_printer(stdio.stderr, color)
-        progress = make_progress((out, err), source.size, "validating")
+        if source.not_ndjson is not None:
+            out.print((f"{clean(source.name)}: ", "bold"), (source.not_ndjson, "red"))
+            out.print(("FAILED: the input is not NDJSON", "bold red"))
+            return 1
+        printers = () if quiet else (out, make_printer(stdio.stderr, color))
+        progress = make_progress(printers, source.size, "validating")
         try:
-            for items in reader.read(source.stream):
-                progress.update(reader.bytes_read)
-                _report(out, validator, items, quiet)
+            for items in reader.read(source.chunks()):
+                progress.update(source.bytes_read)
+                _report(out, map(validator.check, items), quiet)
         finally:
             progress.close()
+    _report(out, validator.finish(), quiet)
     summary = validator.summary
     summary.lines = reader.lines
     summary.bytes = reader.bytes_read
+    summary.gzip_bytes = source.bytes_read if source.gzip else None
+    summary.damage = source.damage
     for line in format_summary(summary, source.name):
         out.print(*line)
     return 1 if summary.problems else 0
 
 
-def _report(out: Printer, validator: Validator, items: Iterable[Item], quiet: bool) -> None:
-    for item in items:
-        issue = validator.check(item)
+def _report(out: Printer, issues: Iterable[Issue | None], quiet: bool) -> None:
+    for issue in issues:  # checked even when quiet: the summary counts them
         if issue is not None and not quiet:
             out.print(*format_issue(issue))

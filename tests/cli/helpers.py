@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enclave_stream import (
+    EncryptedEnvelope,
     EventEncoder,
     FinalEvent,
     LogEvent,
@@ -22,6 +23,7 @@ from enclave_stream import (
 )
 from enclave_stream.cli import run
 from enclave_stream.cli.stdio import StdIO
+from enclave_stream.crypto import create_encrypted_envelope
 from enclave_stream.events import (
     EncryptionConfig,
     FinalPayload,
@@ -76,6 +78,15 @@ def session(sid: str = SID, first_seq: int = 1) -> list[ParsedEvent]:
             ),
         ),
     ]
+
+
+def encrypted(events: Iterable[ParsedEvent], key: bytes = KEY) -> list[ParsedEvent]:
+    """The session as the broker sends it: every event sealed."""
+    sealed: list[ParsedEvent] = []
+    for event in events:
+        assert not isinstance(event, EncryptedEnvelope)
+        sealed.append(create_encrypted_envelope(key, "k_1", event.session_id, event.seq, event))
+    return sealed
 
 
 def ndjson(events: Iterable[ParsedEvent]) -> bytes:

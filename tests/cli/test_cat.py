@@ -9,8 +9,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave_stream import ParsedEvent, parse_lines, serialize_events
-from tests.cli.helpers import OTHER_SID, SID, cli, cli_inprocess, ndjson, session, write
+from enclave_stream import (
+    LogEvent,
+    LogLevel,
+    ParsedEvent,
+    StdoutEvent,
+    parse_lines,
+    serialize_events,
+)
+from enclave_stream.events import LogPayload, StdoutPayload
+from tests.cli.helpers import (
+    KEY_HEX,
+    OTHER_SID,
+    SID,
+    cli,
+    cli_inprocess,
+    encrypted,
+    ndjson,
+    session,
+    write,
+)
 from tests.strategies import any_event
 
 HAVE_RICH = importlib.util.find_spec("rich") is not None
@@ -149,3 +167,116 @@ def test_unknown_type_is_a_usage_error(tmp_path: Path) -> None:
 
     assert result.status == 2
     assert "invalid choice: 'nope'" in result.stderr
+
+
+# What a program may write: several lines, no final newline, CRLF, escape
+# codes (written as they are: --raw is the program's bytes, not a view), and
+# characters of every UTF-8 length.
+OUTPUT = ["hello\n", "wor", "ld\r\n", "\x1b[31mred\x1b[0m\t", "café ✓ 😀", "", "no newline"]
+
+
+def _program(chunks: list[str], sid: str = SID) -> list[ParsedEvent]:
+    """A session writing ``chunks`` to stdout, with log events in between."""
+    events: list[ParsedEvent] = []
+    for chunk in chunks:
+        payload = LogPayload(level=LogLevel.INFO, message="tick")
+        events.append(LogEvent(session_id=sid, seq=len(events) + 1, payload=payload))
+        events.append(
+            StdoutEvent(session_id=sid, seq=len(events) + 1, payload=StdoutPayload(chunk))
+        )
+    return events + session(sid, first_seq=len(events) + 1)[-1:]
+
+
+def test_raw_rebuilds_the_programs_stdout_byte_for_byte(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.ndjson", ndjson(_program(OUTPUT)))
+
+    result = cli("cat", path, "--raw")  # a real process: its stdout bytes, no text layer
+
+    assert result.status == 0
+    assert result.stderr == ""
+    assert result.stdout == "".join(OUTPUT).encode("utf-8")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(), max_size=8))
+def test_raw_output_is_the_chunks_concatenated(chunks: list[str]) -> None:
+    result = cli_inprocess("cat", "-", "--raw", stdin=ndjson(_program(chunks)))
+
+    assert result.status == 0
+    assert result.stdout == "".join(chunks).encode("utf-8")
+
+
+def test_raw_writes_a_lone_surrogate_as_node_does(tmp_path: Path) -> None:
+    # JSON may hold half of a surrogate pair; Node.js writes U+FFFD for it.
+    line = ndjson(_program(["a"]))
+    data = line.replace(b'"chunk":"a"', b'"chunk":"a\\ud83d|\\ude00b"')
+
+    result = cli_inprocess("cat", write(tmp_path / "s.ndjson", data), "--raw")
+
+    assert result.status == 0
+    assert result.stdout == "a\ufffd|\ufffdb".encode()
+
+
+def test_raw_output_of_an_encrypted_capture_comes_after_decrypt(tmp_path: Path) -> None:
+    path = write(tmp_path / "enc.ndjson", ndjson(encrypted(_program(OUTPUT))))
+
+    decrypted = cli_inprocess("decrypt", path, "--key", KEY_HEX)
+    result = cli_inprocess("cat", "-", "--raw", stdin=decrypted.stdout)
+    sealed = cli_inprocess("cat", path, "--raw")
+
+    assert decrypted.status == result.status == 0
+    assert result.stdout == "".join(OUTPUT).encode("utf-8")
+    # Undecrypted, there is no output to show: said once, not once per line.
+    assert sealed.status == 1
+    assert sealed.stdout == b""
+    [report] = sealed.stderr.splitlines()
+    assert report.startswith(f"line 1: {SID} seq 1: encrypted: decrypt the stream first")
+
+
+def test_raw_shows_one_session(tmp_path: Path) -> None:
+    first, other = _program(["a\n", "b\n"]), _program(["X\n", "Y\n"], OTHER_SID)
+    mixed = [event for pair in zip(first, other, strict=True) for event in pair]
+    path = write(tmp_path / "two.ndjson", ndjson(mixed))
+
+    chosen = cli_inprocess("cat", path, "--raw", "--session", OTHER_SID)
+    unchosen = cli_inprocess("cat", path, "--raw")
+
+    assert chosen.status == 0
+    assert chosen.stdout == b"X\nY\n"
+    assert chosen.stderr == ""
+    # Two programs' output interleaved is neither's: the first session's is kept.
+    assert unchosen.status == 1
+    assert unchosen.stdout == b"a\nb\n"
+    [report] = unchosen.stderr.splitlines()
+    assert report == (
+        f"line 4: {OTHER_SID} seq 2: output of another session than {SID}, left out "
+        "(choose one with --session)"
+    )
+
+
+def test_raw_reports_a_bad_line_and_keeps_the_rest(tmp_path: Path) -> None:
+    events = _program(["one\n", "two\n"])
+    data = ndjson(events[:2]) + b"{oops\n" + ndjson(events[2:])
+
+    result = cli_inprocess("cat", write(tmp_path / "s.ndjson", data), "--raw")
+
+    assert result.status == 1
+    assert result.stdout == b"one\ntwo\n"
+    assert result.stderr.startswith("line 3 (byte")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--raw", "--json"], "not allowed with argument"),
+        (["--raw", "--type", "log"], "--raw shows stdout events only; --type does not apply"),
+    ],
+)
+def test_raw_does_not_combine_with_json_or_type(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    result = cli("cat", write(tmp_path / "s.ndjson", ndjson(session())), *options)
+
+    assert result.status == 2
+    assert result.stdout == b""
+    assert message in result.stderr

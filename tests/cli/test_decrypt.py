@@ -9,17 +9,17 @@ import pytest
 
 from enclave_stream import EncryptedEnvelope, ParsedEvent, parse_lines
 from enclave_stream.cli.decrypt import parse_key
-from enclave_stream.crypto import create_encrypted_envelope
-from tests.cli.helpers import KEY, KEY_HEX, SID, cli, cli_inprocess, ndjson, session, write
-
-
-def _encrypted(events: list[ParsedEvent], key: bytes = KEY) -> list[ParsedEvent]:
-    """The session as the broker sends it: every event sealed."""
-    sealed: list[ParsedEvent] = []
-    for event in events:
-        assert not isinstance(event, EncryptedEnvelope)
-        sealed.append(create_encrypted_envelope(key, "k_1", event.session_id, event.seq, event))
-    return sealed
+from tests.cli.helpers import (
+    KEY,
+    KEY_HEX,
+    SID,
+    cli,
+    cli_inprocess,
+    encrypted,
+    ndjson,
+    session,
+    write,
+)
 
 
 def _tamper(envelope: ParsedEvent) -> EncryptedEnvelope:
@@ -36,7 +36,7 @@ def _tamper(envelope: ParsedEvent) -> EncryptedEnvelope:
 
 def test_decrypts_every_envelope(tmp_path: Path) -> None:
     events = session()
-    path = write(tmp_path / "enc.ndjson", ndjson(_encrypted(events)))
+    path = write(tmp_path / "enc.ndjson", ndjson(encrypted(events)))
 
     result = cli("decrypt", path, "--key", KEY_HEX)
 
@@ -51,7 +51,7 @@ def test_a_key_file_and_stdin(tmp_path: Path) -> None:
     key_file.write_text(f"0x{KEY_HEX}\n")
 
     result = cli_inprocess(
-        "decrypt", "-", "--key-file", str(key_file), stdin=ndjson(_encrypted(events))
+        "decrypt", "-", "--key-file", str(key_file), stdin=ndjson(encrypted(events))
     )
 
     assert result.status == 0, result.stderr
@@ -60,7 +60,7 @@ def test_a_key_file_and_stdin(tmp_path: Path) -> None:
 
 def test_a_wrong_key_fails_every_envelope_with_its_line(tmp_path: Path) -> None:
     events = session()
-    path = write(tmp_path / "enc.ndjson", ndjson(_encrypted(events)))
+    path = write(tmp_path / "enc.ndjson", ndjson(encrypted(events)))
 
     result = cli("decrypt", path, "--key", "11" * 32)
 
@@ -77,7 +77,7 @@ def test_a_wrong_key_fails_every_envelope_with_its_line(tmp_path: Path) -> None:
 
 def test_one_tampered_line_is_reported_and_the_rest_printed(tmp_path: Path) -> None:
     events = session()
-    sealed = _encrypted(events)
+    sealed = encrypted(events)
     sealed[3] = _tamper(sealed[3])
     path = write(tmp_path / "enc.ndjson", ndjson(sealed))
 
@@ -92,7 +92,7 @@ def test_one_tampered_line_is_reported_and_the_rest_printed(tmp_path: Path) -> N
 
 def test_an_envelope_moved_to_another_seq_is_refused(tmp_path: Path) -> None:
     events = session()
-    sealed = _encrypted(events)
+    sealed = encrypted(events)
     moved = sealed[2]
     assert isinstance(moved, EncryptedEnvelope)
     sealed[2] = EncryptedEnvelope(session_id=SID, seq=9, payload=moved.payload)
@@ -109,7 +109,7 @@ def test_an_envelope_moved_to_another_seq_is_refused(tmp_path: Path) -> None:
 
 
 def test_bad_lines_and_bad_base64_are_reported(tmp_path: Path) -> None:
-    sealed = _encrypted(session())
+    sealed = encrypted(session())
     broken = ndjson(sealed[1:2]).replace(b'"nonceB64":"', b'"nonceB64":"!!')
     path = write(tmp_path / "e.ndjson", ndjson(sealed[:1]) + broken + b"{\n")
 
@@ -124,7 +124,7 @@ def test_bad_lines_and_bad_base64_are_reported(tmp_path: Path) -> None:
 
 def test_plaintext_is_refused_by_default(tmp_path: Path) -> None:
     events = session()
-    path = write(tmp_path / "e.ndjson", ndjson([events[0], *_encrypted(events)[1:]]))
+    path = write(tmp_path / "e.ndjson", ndjson([events[0], *encrypted(events)[1:]]))
 
     result = cli_inprocess("decrypt", path, "--key", KEY_HEX)
 

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from enclave_stream import EventType, FinalEvent, LineError, ParsedEvent, StdoutEvent, parse_lines
 from enclave_stream.cli.format import clean, format_event, format_line_error, plain
 from enclave_stream.cli.source import LineEvent
-from enclave_stream.cli.validate import SeqIssue, SessionStats, Summary, Validator, format_summary
+from enclave_stream.cli.validate import (
+    MissingFinal,
+    SeqIssue,
+    SessionStats,
+    Summary,
+    Validator,
+    format_summary,
+)
 from enclave_stream.events import ErrorInfo, ErrorPayload, FinalPayload, StdoutPayload
 from tests.strategies import SAMPLE_EVENTS, any_event
 
@@ -112,8 +119,10 @@ def test_validator_reports_each_sequence_problem_once() -> None:
         "seq 4 repeated (already at 4)",
         "seq 2 out of order (after 4; it was missing)",
     ]
-    assert validator.summary.problems == 3
     assert validator.summary.sessions["s_1"].missing == [(3, 3)]
+    # Neither session has its final event: the end of input reports both.
+    assert validator.finish() == [MissingFinal("s_1", 4), MissingFinal("s_2", 1)]
+    assert validator.summary.problems == 5
 
 
 def test_the_summary_lists_types_bad_lines_and_sessions() -> None:
@@ -124,6 +133,7 @@ def test_the_summary_lists_types_bad_lines_and_sessions() -> None:
     seq = summary.sessions["s_1"] = SessionStats()
     for n in (1, 2, 5, 9, 9, 3):
         seq.receive(n)
+    seq.final = True
 
     lines = ["".join(t for t, _ in line) for line in format_summary(summary, "x\x1b.ndjson")]
 
