@@ -508,6 +508,12 @@ class ResumableEventStream(TaskOwner, once=True):
         """The gaps accepted with ``allow_gaps=True`` (the first 100), oldest first."""
         return self._core.gaps
 
+    def __repr__(self) -> str:
+        return (
+            f"<ResumableEventStream state={self.state.value} "
+            f"delivered={self.events_delivered} last_seq={self.last_seq}>"
+        )
+
     def __aiter__(self) -> ResumableEventStream:
         return self
 
@@ -534,8 +540,11 @@ class ResumableEventStream(TaskOwner, once=True):
         return next(cursor)  # batches are never empty
 
     async def aclose(self) -> None:
-        """Stop reading and close the connection now; iteration then ends."""
+        """Stop reading and close the connection now; iteration then ends (state ``closed``)."""
         self._reader_scope.cancel()
+        # The reader is suspended at an await, where the cancellation lands:
+        # it changes no state after this, so the stream is closed from here on.
+        self._core.finish(FINISHED)
         self._taken = self.events_delivered
         self._batch = []
         self._cursor = iter(self._batch)

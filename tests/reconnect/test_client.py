@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -440,9 +441,18 @@ async def test_aclose_ends_the_iteration() -> None:
         async for event in events:
             received.append(event)
             if event.seq == 1:
+                # The reader may have read ahead of what the loop has received.
+                assert re.fullmatch(
+                    r"<ResumableEventStream state=connected delivered=2 last_seq=[12]>",
+                    repr(events),
+                )
                 await events.aclose()
+                assert events.state is ConnectionState.CLOSED  # at once, inside the block
         with pytest.raises(StopAsyncIteration):
             await events.__anext__()
+        assert re.fullmatch(
+            r"<ResumableEventStream state=closed delivered=2 last_seq=[12]>", repr(events)
+        )
     assert seqs(received) == [0, 1]
     assert events.events_delivered == 2
     assert connector.open_connections == 0
