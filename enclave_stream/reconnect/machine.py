@@ -68,7 +68,9 @@ class ReconnectionConfig:
 
     Attributes:
         max_retries: retries allowed after a disconnect before giving up
-            (an int >= 0; 0 means fail on the first disconnect).
+            (an int >= 0; 0 means fail on the first disconnect; None retries
+            for ever, as websockets' ``connect()`` does: bound the stream
+            with its ``deadline_ms`` then).
         initial_delay_ms: delay before the first retry (finite, >= 0).
         max_delay_ms: cap on any delay before jitter (finite, >= 0).
         backoff_multiplier: growth factor per retry (finite, >= 1).
@@ -82,7 +84,7 @@ class ReconnectionConfig:
     5
     """
 
-    max_retries: int = 5
+    max_retries: int | None = 5
     initial_delay_ms: float = 1000
     max_delay_ms: float = 30000
     backoff_multiplier: float = 2
@@ -90,7 +92,10 @@ class ReconnectionConfig:
     jitter_factor: float = 0.3
 
     def __post_init__(self) -> None:
-        check_number("max_retries", self.max_retries, integer=True, error=ReconnectionConfigError)
+        if self.max_retries is not None:
+            check_number(
+                "max_retries", self.max_retries, integer=True, error=ReconnectionConfigError
+            )
         check_number("initial_delay_ms", self.initial_delay_ms, error=ReconnectionConfigError)
         check_number("max_delay_ms", self.max_delay_ms, error=ReconnectionConfigError)
         check_number(
@@ -378,8 +383,12 @@ class ReconnectionStateMachine:
         """True unless closed, failed, or out of retries (``canReconnect()``)."""
         return (
             self._state not in (ConnectionState.FAILED, ConnectionState.CLOSED)
-            and self._retry_count < self._config.max_retries
+            and not self._out_of_retries()
         )
+
+    def _out_of_retries(self) -> bool:
+        limit = self._config.max_retries
+        return limit is not None and self._retry_count >= limit
 
     def connect(self) -> None:
         """Start connecting; a no-op while connecting or connected.
@@ -471,7 +480,7 @@ class ReconnectionStateMachine:
         if rule.resets_retries:
             self._retry_count = 0
         target = rule.target
-        if rule.when_exhausted is not None and self._retry_count >= self._config.max_retries:
+        if rule.when_exhausted is not None and self._out_of_retries():
             target = rule.when_exhausted
         previous, self._state = self._state, target
         if previous is target:

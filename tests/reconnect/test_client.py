@@ -642,3 +642,14 @@ def test_retry_if_decides_only_for_other_errors() -> None:
     assert is_retryable(ValueError(), always)
     assert not is_retryable(FatalConnectError("no"), always)
     assert is_retryable(ConnectionResetError(), never)
+
+
+@on_virtual_clock()
+async def test_max_retries_none_outlasts_any_count_of_failures() -> None:
+    lines = lines_of(4)
+    connector = ScriptedConnector([Refuse(OSError("down"))] * 50 + [[*lines]])
+    config = ReconnectionConfig(max_retries=None, initial_delay_ms=10, jitter=False)
+    async with open_event_stream(connector, config=config) as events:
+        received = [event async for event in events]
+    assert seqs(received) == [0, 1, 2, 3]
+    assert len(connector.calls) == 51

@@ -384,3 +384,26 @@ def test_events_are_frozen_and_matchable() -> None:
             assert delay == 1000
         case _:
             pytest.fail("no match")
+
+
+def test_max_retries_none_retries_for_ever_with_capped_delays() -> None:
+    config = ReconnectionConfig(
+        max_retries=None, initial_delay_ms=100, max_delay_ms=1000, jitter=False
+    )
+    machine = ReconnectionStateMachine(config)
+    machine.connect()
+    machine.on_connected()
+    delays = []
+    for _ in range(1000):
+        machine.on_disconnected("cut")
+        assert machine.state is ConnectionState.RECONNECTING
+        assert machine.can_reconnect()
+        pending = machine.pending_retry
+        assert pending is not None
+        delays.append(pending.delay_seconds)
+        machine.fire_retry()
+    assert machine.retry_count == 1000
+    assert delays[:5] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    assert set(delays[4:]) == {1.0}
+    with pytest.raises(ReconnectionConfigError):
+        ReconnectionConfig(max_retries=-1)
