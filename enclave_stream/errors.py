@@ -288,10 +288,19 @@ class ConnectorError(EnclaveStreamError):
 class RetryableConnectError(ConnectorError):
     """The connection failed for a passing reason (server busy, network): retry it.
 
+    Attributes:
+        retry_after: seconds the server asked to wait (``Retry-After``), or None.
+
     >>> raise RetryableConnectError("HTTP 503 Service Unavailable", status_code=503)
     Traceback (most recent call last):
     enclave_stream.errors.RetryableConnectError: HTTP 503 Service Unavailable
     """
+
+    def __init__(
+        self, reason: str, *, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(reason, status_code=status_code)
+        self.retry_after = retry_after
 
 
 class FatalConnectError(ConnectorError):

@@ -15,8 +15,13 @@ __all__ = [
     "broker_connector",
     "httpx_connector",
     "httpx_sync_connector",
+    "retry_after",
 ]
 
+import datetime
+import email.utils
+import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
 from typing import Any, Final, NamedTuple, cast
@@ -280,8 +285,45 @@ def _refusal(
     if body:
         reason = f"{reason}: {body}"
     if status == 429 or status >= 500:
-        return RetryableConnectError(reason, status_code=status)
+        return RetryableConnectError(
+            reason, status_code=status, retry_after=retry_after(response.headers)
+        )
     return FatalConnectError(reason, status_code=status)
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds a 429/503 response asks to wait: ``retry-after-ms``, else ``Retry-After``.
+
+    ``Retry-After`` is delay-seconds or an HTTP date (RFC 9110 section
+    10.2.3); ``now`` is the POSIX time a date is measured from (the clock's
+    when None). None when neither header is there or readable; never negative.
+
+    >>> retry_after({"retry-after": "3"}), retry_after({"retry-after-ms": "250"})
+    (3.0, 0.25)
+    >>> retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470.0)
+    10.0
+    """
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            value = float(milliseconds) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(value, 0.0)
+    text = headers.get("retry-after")
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:  # an HTTP date is GMT even when it does not say so
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return max(moment.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 async def _body_start(response: httpx.Response) -> str:

@@ -491,7 +491,11 @@ class ResumeCore:
 
     def disconnected(self, reconnect: Reconnect) -> float | GiveUp:
         """The connection ended: seconds to wait before :meth:`retry`, or a GiveUp."""
-        self.machine.on_disconnected(reconnect.reason)
+        # A server that said how long to wait (Retry-After on a 429 or 503) is
+        # not asked again sooner, within the backoff's cap.
+        retry_after = getattr(reconnect.cause, "retry_after", None)
+        wait_ms = retry_after * 1000 if isinstance(retry_after, int | float) else 0
+        self.machine.on_disconnected(reconnect.reason, wait_ms=wait_ms)
         pending = self.machine.pending_retry
         if pending is None:
             retries = self.machine.config.max_retries

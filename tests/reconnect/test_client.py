@@ -653,3 +653,18 @@ async def test_max_retries_none_outlasts_any_count_of_failures() -> None:
         received = [event async for event in events]
     assert seqs(received) == [0, 1, 2, 3]
     assert len(connector.calls) == 51
+
+
+@on_virtual_clock()
+async def test_a_retry_waits_as_long_as_the_server_asked_within_the_cap() -> None:
+    lines = lines_of(3)
+    busy = RetryableConnectError("HTTP 503 Service Unavailable", status_code=503, retry_after=3)
+    much_too_busy = RetryableConnectError("HTTP 429 Too Many Requests", retry_after=3600)
+    connector = ScriptedConnector([Refuse(busy), Refuse(much_too_busy), [*lines]])
+    config = ReconnectionConfig(initial_delay_ms=200, max_delay_ms=10_000, jitter=False)
+    async with open_event_stream(connector, config=config) as events:
+        received = [event async for event in events]
+    assert seqs(received) == [0, 1, 2]
+    first, second, third = connector.times
+    assert second - first == pytest.approx(3.0)  # not the 0.2 s backoff
+    assert third - second == pytest.approx(10.0)  # an hour asked: max_delay_ms caps it

@@ -304,3 +304,32 @@ async def test_the_resumable_stream_gives_up_on_an_html_page() -> None:
         )
         with pytest.raises(StreamFailedError, match="not NDJSON but text/html"):
             await consume(stream, [])
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "3"}, 3.0),
+        ({"retry-after-ms": "1500", "Retry-After": "9"}, 1.5),
+        ({"Retry-After": "Fri, 01 Jan 2100 00:00:00 GMT"}, "far"),
+        ({"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}, 0.0),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+)
+async def test_retry_after_is_read_from_a_busy_response(
+    headers: dict[str, str], expected: float | str | None
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers=headers, content=b"busy")
+
+    async with client_for(handler) as client:
+        with pytest.raises(RetryableConnectError) as info:
+            async with httpx_connector(client, URL)(None):
+                pass
+    wait = info.value.retry_after
+    if expected == "far":
+        assert wait is not None
+        assert wait > 365 * 24 * 3600
+    else:
+        assert wait == expected
