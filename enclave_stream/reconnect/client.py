@@ -41,6 +41,7 @@ from .machine import (
     DEFAULT_RECONNECTION_CONFIG,
     ConnectionState,
     ReconnectionConfig,
+    ReconnectionEvent,
     ReconnectionStateMachine,
 )
 from .resume import (
@@ -414,6 +415,12 @@ class ResumableEventStream(TaskOwner, once=True):
         on_state: called with each new :class:`ConnectionState`, from the
             reader task: ``connecting``, ``connected`` (first new event),
             ``reconnecting``, ``failed``, ``closed``.
+        on_event: called with each event of the reconnection state machine,
+            before ``on_state``: ``DisconnectedEvent`` (with the reason),
+            ``RetryScheduledEvent`` (attempt, delay), ``FailedEvent`` (reason)
+            ... The same decisions are logged at INFO on the
+            ``enclave_stream`` logger ("retrying in 0.4 s (attempt 2/5):
+            reason", "resumed at seq 12", "gave up: reason").
         retry_if: classifies errors that are neither transport nor connector errors.
         allow_gaps: go on past events that even a replay does not have.
         on_error: gets each bad line as a :class:`~enclave_stream.LineError`;
@@ -446,6 +453,7 @@ class ResumableEventStream(TaskOwner, once=True):
         require_encryption: bool = True,
         deadline_ms: float | None = None,
         on_state: Callable[[ConnectionState], object] | None = None,
+        on_event: Callable[[ReconnectionEvent], object] | None = None,
         retry_if: Callable[[Exception], bool] | None = None,
         allow_gaps: bool = False,
         on_error: ErrorHandler | None = None,
@@ -475,6 +483,7 @@ class ResumableEventStream(TaskOwner, once=True):
             refuse_plaintext=session is not None and require_encryption,
             max_line_bytes=max_line_bytes,
             on_state=on_state,
+            on_event=on_event,
         )
         self._send, self._receive = anyio.create_memory_object_stream[list[StreamEvent]](
             _BUFFERED_BATCHES
@@ -590,7 +599,6 @@ class ResumableEventStream(TaskOwner, once=True):
             outcome = await self._connection()
             if not isinstance(outcome, Reconnect):
                 return outcome
-            logger.info("event stream disconnected: %s", outcome.reason)
             delay = core.disconnected(outcome)
             if isinstance(delay, GiveUp):
                 return delay

@@ -50,9 +50,11 @@ from ..events import (
 from .machine import (
     DEFAULT_RECONNECTION_CONFIG,
     ConnectionState,
+    DisconnectedEvent,
     ReconnectionConfig,
     ReconnectionEvent,
     ReconnectionStateMachine,
+    RetryScheduledEvent,
     StateChangeEvent,
 )
 
@@ -350,6 +352,10 @@ class ResumeCore:
         max_line_bytes: the parser's limit, for :class:`LineTooLongError`.
         on_state: called with each new :class:`ConnectionState`; its
             exceptions propagate out of the call that changed the state.
+        on_event: called with each event of the state machine before
+            ``on_state`` (:class:`DisconnectedEvent` with the reason,
+            :class:`RetryScheduledEvent` with the attempt and the delay,
+            :class:`FailedEvent` ...), the same way.
         random: jitter source for the backoff (``[0, 1)``).
     """
 
@@ -361,9 +367,13 @@ class ResumeCore:
         refuse_plaintext: bool = False,
         max_line_bytes: int = 0,
         on_state: Callable[[ConnectionState], object] | None = None,
+        on_event: Callable[[ReconnectionEvent], object] | None = None,
         random: Callable[[], float] = _random.random,
     ) -> None:
         self._on_state = on_state
+        self._on_event = on_event
+        self._last_reason: str | None = None  # of the last disconnect, for the log
+        self._resume_from: int | None = None  # set by retry(): the next delivery resumes
         self.machine = ReconnectionStateMachine(config, self._on_machine_event, random=random)
         self.tracker = SequenceTracker(strict=True)
         self.allow_gaps = allow_gaps
@@ -506,11 +516,13 @@ class ResumeCore:
 
     def retry(self) -> None:
         """The backoff delay has passed: the next connection is about to be made."""
+        self._resume_from = self.next_seq
         self.machine.fire_retry()
 
     def finish(self, outcome: Finished | GiveUp) -> None:
         """The stream is over (closed, or failed with ``outcome``)."""
         if isinstance(outcome, GiveUp):
+            logger.info("event stream: gave up: %s", outcome.reason)
             self.machine.on_fatal_error(outcome.reason)
         elif self.machine.state not in (ConnectionState.CLOSED, ConnectionState.FAILED):
             self.machine.close()
@@ -520,9 +532,25 @@ class ResumeCore:
         self._too_long = None
         if self._fresh:
             self._fresh = False
+            if self._resume_from is not None:
+                logger.info("event stream: resumed at seq %d", self._resume_from)
+                self._resume_from = None
             self.machine.on_connected()  # on_state may raise: the events count all the same
 
     def _on_machine_event(self, event: ReconnectionEvent) -> None:
+        if isinstance(event, DisconnectedEvent):
+            self._last_reason = event.reason
+        elif isinstance(event, RetryScheduledEvent):
+            limit = self.machine.config.max_retries
+            logger.info(
+                "event stream: retrying in %g s (attempt %d/%s): %s",
+                event.delay_ms / 1000,
+                event.attempt,
+                "unlimited" if limit is None else limit,
+                self._last_reason,
+            )
+        if self._on_event is not None:
+            self._on_event(event)
         if isinstance(event, StateChangeEvent) and self._on_state is not None:
             self._on_state(event.state)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 __all__ = ["SyncConnector", "follow_event_stream"]
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -27,10 +26,13 @@ from ..ndjson import (
     report_line_error,
 )
 from .client import EnvelopeOpener, is_retryable
-from .machine import DEFAULT_RECONNECTION_CONFIG, ConnectionState, ReconnectionConfig
+from .machine import (
+    DEFAULT_RECONNECTION_CONFIG,
+    ConnectionState,
+    ReconnectionConfig,
+    ReconnectionEvent,
+)
 from .resume import DROP, FINISHED, NEW, Finished, GiveUp, Outcome, Reconnect, ResumeCore
-
-logger = logging.getLogger("enclave_stream")
 
 SyncConnector: TypeAlias = Callable[[int | None], AbstractContextManager[Iterable[bytes]]]
 """``connect(from_seq)``: a context manager whose value is the response's bytes.
@@ -48,6 +50,7 @@ def follow_event_stream(
     session: EnvelopeOpener | None = None,
     require_encryption: bool = True,
     on_state: Callable[[ConnectionState], object] | None = None,
+    on_event: Callable[[ReconnectionEvent], object] | None = None,
     retry_if: Callable[[Exception], bool] | None = None,
     allow_gaps: bool = False,
     on_error: ErrorHandler | None = None,
@@ -73,6 +76,7 @@ def follow_event_stream(
         refuse_plaintext=session is not None and require_encryption,
         max_line_bytes=max_line_bytes,
         on_state=on_state,
+        on_event=on_event,
     )
     outcome: Finished | GiveUp = FINISHED
     try:
@@ -84,7 +88,6 @@ def follow_event_stream(
             if not isinstance(result, Reconnect):
                 outcome = result
                 break
-            logger.info("event stream disconnected: %s", result.reason)
             delay = core.disconnected(result)
             if isinstance(delay, GiveUp):
                 outcome = delay

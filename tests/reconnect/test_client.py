@@ -20,10 +20,13 @@ from enclave_stream.events import FinalPayload, StdoutPayload, StreamEvent
 from enclave_stream.reconnect import (
     ConnectionState,
     ConnectorError,
+    DisconnectedEvent,
     FatalConnectError,
     LineTooLongError,
     ReconnectionConfig,
+    ReconnectionEvent,
     RetryableConnectError,
+    RetryScheduledEvent,
     SequenceGap,
     SequenceGapError,
     SessionMismatchError,
@@ -668,3 +671,38 @@ async def test_a_retry_waits_as_long_as_the_server_asked_within_the_cap() -> Non
     first, second, third = connector.times
     assert second - first == pytest.approx(3.0)  # not the 0.2 s backoff
     assert third - second == pytest.approx(10.0)  # an hour asked: max_delay_ms caps it
+
+
+@on_virtual_clock()
+async def test_retries_are_logged_and_reported_with_their_reasons(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lines = lines_of(4)
+    connector = ScriptedConnector(
+        [[*lines[:2], CUT], Refuse(OSError("refused")), [*lines[2:]], Refuse(OSError("down"))]
+    )
+    seen: list[ReconnectionEvent] = []
+    config = ReconnectionConfig(max_retries=3, initial_delay_ms=100, jitter=False)
+    with caplog.at_level(logging.INFO, logger="enclave_stream"):
+        async with open_event_stream(connector, config=config, on_event=seen.append) as events:
+            received = [event async for event in events]
+    assert seqs(received) == [0, 1, 2, 3]
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0].startswith("event stream: retrying in 0.1 s (attempt 1/3): ")
+    assert messages[1] == "event stream: retrying in 0.2 s (attempt 2/3): OSError: refused"
+    assert messages[2] == "event stream: resumed at seq 2"
+    scheduled = [(e.attempt, e.delay_ms) for e in seen if isinstance(e, RetryScheduledEvent)]
+    assert scheduled == [(1, 100), (2, 200)]
+    reasons = [e.reason for e in seen if isinstance(e, DisconnectedEvent)]
+    assert reasons[1] == "OSError: refused"
+
+
+async def test_giving_up_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    connector = ScriptedConnector([Refuse(FatalConnectError("HTTP 401", status_code=401))])
+    with caplog.at_level(logging.INFO, logger="enclave_stream"):
+        async with open_event_stream(connector, config=FAST) as events:
+            with pytest.raises(StreamFailedError):
+                await events.__anext__()
+    assert [record.getMessage() for record in caplog.records] == [
+        "event stream: gave up: fatal error: FatalConnectError: HTTP 401"
+    ]
