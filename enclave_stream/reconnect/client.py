@@ -427,6 +427,9 @@ class ResumableEventStream(TaskOwner, once=True):
             without it they are logged on the ``enclave_stream`` logger.
         max_line_bytes: longest line accepted; longer ones are reported and
             skipped without being buffered.
+        from_seq: start from a saved position: the first connection asks
+            for ``from_seq`` (a process that restarts passes the
+            ``last_seq + 1`` it saved); None: from the start.
 
     Raises (from the loop, after the events received before):
         StreamFailedError: the stream gave up (retries exhausted, a fatal
@@ -458,6 +461,7 @@ class ResumableEventStream(TaskOwner, once=True):
         allow_gaps: bool = False,
         on_error: ErrorHandler | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        from_seq: int | None = None,
     ) -> None:
         # None means no limit.
         if heartbeat_timeout_ms is not None:
@@ -484,6 +488,7 @@ class ResumableEventStream(TaskOwner, once=True):
             max_line_bytes=max_line_bytes,
             on_state=on_state,
             on_event=on_event,
+            from_seq=from_seq,
         )
         self._send, self._receive = anyio.create_memory_object_stream[list[StreamEvent]](
             _BUFFERED_BATCHES

@@ -357,6 +357,9 @@ class ResumeCore:
             :class:`RetryScheduledEvent` with the attempt and the delay,
             :class:`FailedEvent` ...), the same way.
         random: jitter source for the backoff (``[0, 1)``).
+        from_seq: the first seq wanted, for a process that saved where it
+            got to (``last_seq + 1``); events below it are dropped as
+            already delivered. None (or 0): from the start.
     """
 
     def __init__(
@@ -369,6 +372,7 @@ class ResumeCore:
         on_state: Callable[[ConnectionState], object] | None = None,
         on_event: Callable[[ReconnectionEvent], object] | None = None,
         random: Callable[[], float] = _random.random,
+        from_seq: int | None = None,
     ) -> None:
         self._on_state = on_state
         self._on_event = on_event
@@ -376,6 +380,10 @@ class ResumeCore:
         self._resume_from: int | None = None  # set by retry(): the next delivery resumes
         self.machine = ReconnectionStateMachine(config, self._on_machine_event, random=random)
         self.tracker = SequenceTracker(strict=True)
+        if from_seq is not None:
+            check_number("from_seq", from_seq, integer=True)
+            if from_seq > 0:  # as if seq from_seq - 1 was delivered before: ask for from_seq
+                self.tracker.receive(from_seq - 1)
         self.allow_gaps = allow_gaps
         self.refuse_plaintext = refuse_plaintext
         self.max_line_bytes = max_line_bytes

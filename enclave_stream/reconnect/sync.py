@@ -55,6 +55,7 @@ def follow_event_stream(
     allow_gaps: bool = False,
     on_error: ErrorHandler | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    from_seq: int | None = None,
     sleep: Callable[[float], object] = time.sleep,
 ) -> Iterator[StreamEvent]:
     """Yield every event of a stream once, in order, to ``final``, reconnecting as needed.
@@ -77,6 +78,7 @@ def follow_event_stream(
         max_line_bytes=max_line_bytes,
         on_state=on_state,
         on_event=on_event,
+        from_seq=from_seq,
     )
     outcome: Finished | GiveUp = FINISHED
     try:

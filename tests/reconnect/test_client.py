@@ -706,3 +706,15 @@ async def test_giving_up_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert [record.getMessage() for record in caplog.records] == [
         "event stream: gave up: fatal error: FatalConnectError: HTTP 401"
     ]
+
+
+async def test_a_stream_can_start_from_a_saved_position() -> None:
+    lines = lines_of(8)
+    # A server that ignores the position and sends from 4 on: the old ones are dropped.
+    connector = ScriptedConnector([[*lines[4:6], CUT], [*lines[6:]]])
+    async with open_event_stream(connector, config=FAST, from_seq=5) as events:
+        received = [event async for event in events]
+    assert seqs(received) == [5, 6, 7]
+    assert connector.calls == [5, 6]
+    with pytest.raises(ValueError, match="from_seq"):
+        open_event_stream(connector, from_seq=-1)

@@ -151,3 +151,9 @@ def test_over_httpx_client_against_a_server_that_drops_connections() -> None:
     assert events == EVENTS
     assert len(served) == 3
     assert served[0] == 1 < served[1] < served[2]  # each resume from the first missing seq
+
+
+def test_a_sync_stream_can_start_from_a_saved_position() -> None:
+    connect = Script(_from(3))
+    assert list(follow_event_stream(connect, from_seq=4)) == EVENTS[3:]
+    assert connect.asked == [4]
