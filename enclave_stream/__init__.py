@@ -110,6 +110,8 @@ from .streams import (
 )
 
 if TYPE_CHECKING:
+    from .reconnect.aiohttp import aiohttp_connector as aiohttp_connector
+
     # For type checkers; at run time __getattr__ imports them on first use.
     from .reconnect.http import BrokerConnector as BrokerConnector
     from .reconnect.http import NdjsonSource as NdjsonSource
@@ -225,4 +227,8 @@ def __getattr__(name: str) -> object:
         from .reconnect import http
 
         return getattr(http, name)
+    if name == "aiohttp_connector":  # aiohttp, also optional
+        from .reconnect import aiohttp
+
+        return aiohttp.aiohttp_connector
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -97,6 +97,7 @@ from .resume import (
 from .sync import SyncConnector, follow_event_stream
 
 if TYPE_CHECKING:
+    from .aiohttp import aiohttp_connector as aiohttp_connector
     from .http import BrokerConnector as BrokerConnector
     from .http import NdjsonSource as NdjsonSource
     from .http import aconnect_ndjson as aconnect_ndjson
@@ -121,4 +122,8 @@ def __getattr__(name: str) -> object:
         from . import http
 
         return getattr(http, name)
+    if name == "aiohttp_connector":  # aiohttp, also optional
+        from . import aiohttp
+
+        return aiohttp.aiohttp_connector
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

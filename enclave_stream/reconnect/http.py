@@ -15,16 +15,11 @@ __all__ = [
     "broker_connector",
     "httpx_connector",
     "httpx_sync_connector",
-    "retry_after",
 ]
 
-import datetime
-import email.utils
-import math
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
 try:
@@ -51,25 +46,8 @@ from ..protocol import (
 )
 from ..streams import aclose_source, parse_ndjson_stream
 from .client import Connector
+from .responses import ERROR_BODY_LIMIT, refusal, stream_problem
 from .sync import SyncConnector
-
-# How much of an error response's body goes into the error message.
-_ERROR_BODY_LIMIT: Final = 200
-
-# Content types a server may label an NDJSON body with. A missing one is
-# accepted too; anything else (text/html above all) is not a stream of events.
-_NDJSON_MEDIA_TYPES: Final = frozenset(
-    {
-        NDJSON_MEDIA_TYPE,
-        "application/ndjson",
-        "application/jsonl",
-        "application/jsonlines",
-        "application/x-jsonlines",
-        "application/json",
-        "application/octet-stream",
-        "text/plain",
-    }
-)
 
 
 def httpx_connector(
@@ -228,9 +206,9 @@ async def _streamed(
     """A 2xx NDJSON response, streamed; anything else (or a transport error) raises."""
     try:
         async with client.stream(method, url, **_stream_kwargs(client, kwargs)) as response:
-            problem = _not_a_stream(response)
+            problem = stream_problem(response.status_code, response.headers.get("content-type"))
             if problem is not None:
-                raise _refusal(response, problem, await _body_start(response))
+                raise _refused(response, problem, await _body_start(response))
             yield response
     except (httpx.TransportError, httpx.DecodingError) as exc:
         raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
@@ -243,9 +221,9 @@ def _streamed_sync(
     """:func:`_streamed` over a synchronous ``httpx.Client``."""
     try:
         with client.stream(method, url, **_stream_kwargs(client, kwargs)) as response:
-            problem = _not_a_stream(response)
+            problem = stream_problem(response.status_code, response.headers.get("content-type"))
             if problem is not None:
-                raise _refusal(response, problem, _text_start(_first_bytes(response.iter_bytes())))
+                raise _refused(response, problem, _first_bytes(response.iter_bytes()))
             yield response
     except (httpx.TransportError, httpx.DecodingError) as exc:
         raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
@@ -264,69 +242,13 @@ def _stream_kwargs(
     return kwargs
 
 
-def _not_a_stream(response: httpx.Response) -> str | None:
-    """Why ``response`` is not an event stream ("" for its status alone), or None if it is one."""
-    if not response.is_success:
-        return ""
-    media_type = response.headers.get("content-type", "").partition(";")[0].strip()
-    if media_type and media_type.lower() not in _NDJSON_MEDIA_TYPES:
-        return f"not NDJSON but {media_type}"
-    return None
-
-
-def _refusal(
-    response: httpx.Response, problem: str, body: str
+def _refused(
+    response: httpx.Response, problem: str, body: bytes
 ) -> FatalConnectError | RetryableConnectError:
-    """The error for a response that is not a stream: retryable for 429 and 5xx, else fatal."""
-    status = response.status_code
-    reason = f"HTTP {status} {response.reason_phrase}".rstrip()
-    if problem:
-        reason = f"{reason}, {problem}"
-    if body:
-        reason = f"{reason}: {body}"
-    if status == 429 or status >= 500:
-        return RetryableConnectError(
-            reason, status_code=status, retry_after=retry_after(response.headers)
-        )
-    return FatalConnectError(reason, status_code=status)
+    return refusal(response.status_code, response.reason_phrase, response.headers, problem, body)
 
 
-def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds a 429/503 response asks to wait: ``retry-after-ms``, else ``Retry-After``.
-
-    ``Retry-After`` is delay-seconds or an HTTP date (RFC 9110 section
-    10.2.3); ``now`` is the POSIX time a date is measured from (the clock's
-    when None). None when neither header is there or readable; never negative.
-
-    >>> retry_after({"retry-after": "3"}), retry_after({"retry-after-ms": "250"})
-    (3.0, 0.25)
-    >>> retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470.0)
-    10.0
-    """
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds is not None:
-        try:
-            value = float(milliseconds) / 1000
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value):
-            return max(value, 0.0)
-    text = headers.get("retry-after")
-    if text is None:
-        return None
-    text = text.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:  # an HTTP date is GMT even when it does not say so
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return max(moment.timestamp() - (time.time() if now is None else now), 0.0)
-
-
-async def _body_start(response: httpx.Response) -> str:
+async def _body_start(response: httpx.Response) -> bytes:
     """The start of an error body, for the message; empty if it cannot be read."""
     data = b""
     try:
@@ -336,11 +258,11 @@ async def _body_start(response: httpx.Response) -> str:
         async with aclosing(body) as chunks:
             async for chunk in chunks:
                 data += chunk
-                if len(data) >= _ERROR_BODY_LIMIT:
+                if len(data) >= ERROR_BODY_LIMIT:
                     break
     except (httpx.TransportError, httpx.DecodingError):
         pass
-    return _text_start(data)
+    return data
 
 
 def _first_bytes(chunks: Iterator[bytes]) -> bytes:
@@ -348,16 +270,11 @@ def _first_bytes(chunks: Iterator[bytes]) -> bytes:
     try:
         for chunk in chunks:
             data += chunk
-            if len(data) >= _ERROR_BODY_LIMIT:
+            if len(data) >= ERROR_BODY_LIMIT:
                 break
     except (httpx.TransportError, httpx.DecodingError):
         pass
     return data
-
-
-def _text_start(data: bytes) -> str:
-    text = data[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
-    return " ".join(text.split())
 
 
 class ConnectionRecord(NamedTuple):
