@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import BrokerError, ReplayUnavailableError
+from .producer.access import Authorize
 from .producer.broker import (
     BrokerConfig,
     SessionBroker,
@@ -43,7 +44,9 @@ logger = logging.getLogger("enclave_stream")
 
 
 def _error_response(error: BrokerError, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return JSONResponse(
+        error.body(), status_code=error.status, headers={**error.headers, **(headers or {})}
+    )
 
 
 def ndjson_response(
@@ -101,6 +104,7 @@ def create_broker_app(
     runner: SessionRunner | None = None,
     *,
     config: BrokerConfig | None = None,
+    authorize: Authorize | None = None,
     signing_key: ec.EllipticCurvePrivateKey | None = None,
     handle_signals: bool = True,
     debug: bool = False,
@@ -137,41 +141,46 @@ def create_broker_app(
             that route answers 404 and sessions come from
             ``app.state.broker.add``).
         config: limits and defaults of the broker.
+        authorize: the authorization hook, asked before every route acts
+            with the Starlette ``Request``
+            (:mod:`enclave_stream.producer.access`; ``SessionTokens()``
+            gives each session a token).
         signing_key: signs the ServerHello of encrypted sessions.
         handle_signals: end the sessions on SIGINT and SIGTERM (only when
             the lifespan runs in the main thread).
         debug: Starlette's debug mode.
     """
-    served = SessionBroker(runner, config=config, signing_key=signing_key)
+    served = SessionBroker(runner, config=config, authorize=authorize, signing_key=signing_key)
 
     # A BrokerError raised by a route is answered by `http_error`.
     async def sessions(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse(served.list_sessions())
+            return JSONResponse(await served.list_sessions(request=request))
         body = await _read_body(request, served.config.max_request_bytes)
         base_path = request.scope.get("root_path", "")
-        return _streaming(served.create_session(body, base_path=base_path))
+        created = await served.create_session(body, request=request, base_path=base_path)
+        return _streaming(created)
 
     async def resume(request: Request) -> Response:
         query = request.query_params
-        return _streaming(
-            served.open_stream(
-                request.path_params["session_id"],
-                query.get(RESUME_PARAM),
-                query.get(UPSTREAM_RESUME_PARAM),
-            )
+        opened = await served.open_stream(
+            request.path_params["session_id"],
+            query.get(RESUME_PARAM),
+            query.get(UPSTREAM_RESUME_PARAM),
+            request=request,
         )
+        return _streaming(opened)
 
     async def session(request: Request) -> Response:
         session_id = request.path_params["session_id"]
         if request.method == "GET":
-            return JSONResponse(served.session_info(session_id))
+            return JSONResponse(await served.session_info(session_id, request=request))
         return await cancel(request)
 
     async def cancel(request: Request) -> Response:
         # The body (`{"reason"}` from @enclave-vm/client) is not read.
         session_id = request.path_params["session_id"]
-        served.cancel(session_id)
+        await served.cancel(session_id, request=request)
         return JSONResponse({"success": True, "sessionId": session_id})
 
     @asynccontextmanager
