@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["create_broker_app", "ndjson_response"]
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 try:
@@ -19,11 +19,13 @@ try:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
+    from starlette.types import Message, Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "enclave_stream.starlette needs Starlette: pip install 'enclave-stream[starlette]'"
     ) from exc
 
+import anyio
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import BrokerError, ReplayUnavailableError
@@ -54,6 +56,7 @@ def ndjson_response(
     from_seq: int | None = None,
     *,
     headers: Mapping[str, str] | None = None,
+    send_timeout_seconds: float | None = None,
 ) -> Response:
     """Stream ``stream`` from ``from_seq`` (None: from the start) up to its ``final`` event.
 
@@ -68,20 +71,59 @@ def ndjson_response(
 
     A reader that falls so far behind that the log drops lines it has not
     sent yet has its response ended early; its client then resumes and gets
-    the 410.
+    the 410. With ``send_timeout_seconds``, a reader that takes no bytes for
+    that long (its connection's buffers full) is dropped too: the response
+    ends there, and its client can resume where it stopped.
     """
     try:
-        return _streaming(stream_response(stream, from_seq, headers))
+        return _streaming(stream_response(stream, from_seq, headers), send_timeout_seconds)
     except BrokerError as error:
         return _error_response(error)
 
 
-def _streaming(response: StreamResponse) -> StreamingResponse:
-    body = _ending_when_overtaken(response.body)
-    return StreamingResponse(body, media_type=NDJSON_MEDIA_TYPE, headers=response.headers)
+class _ReaderFrozen(Exception):
+    pass
 
 
-async def _ending_when_overtaken(body: NdjsonBody) -> AsyncIterator[bytes]:
+class _NdjsonStreamingResponse(StreamingResponse):
+    """A stream response whose every send must be taken within ``send_timeout`` (None: no limit)."""
+
+    def __init__(self, response: StreamResponse, send_timeout: float | None) -> None:
+        self._body = _ending_when_overtaken(response.body)
+        super().__init__(self._body, media_type=NDJSON_MEDIA_TYPE, headers=response.headers)
+        self._session_id = response.stream.session_id
+        self._send_timeout = send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        timeout = self._send_timeout
+        if timeout is None:
+            await super().__call__(scope, receive, send)
+            return
+
+        async def timed_send(message: Message) -> None:
+            with anyio.move_on_after(timeout) as waited:
+                await send(message)
+            if waited.cancelled_caught:
+                raise _ReaderFrozen
+
+        try:
+            await super().__call__(scope, receive, timed_send)
+        except _ReaderFrozen:
+            await self._body.aclose()
+            # Returning with the body unfinished makes the server close the
+            # connection; the client resumes from the last seq it has.
+            logger.warning(
+                "dropping a reader of session %s: it took no bytes for %g s",
+                self._session_id,
+                timeout,
+            )
+
+
+def _streaming(response: StreamResponse, send_timeout: float | None = None) -> StreamingResponse:
+    return _NdjsonStreamingResponse(response, send_timeout)
+
+
+async def _ending_when_overtaken(body: NdjsonBody) -> AsyncGenerator[bytes, None]:
     # Raising here would abort the connection mid-chunk; ending the body is
     # cleaner, and the client's resume gets the 410 that explains it.
     try:
@@ -159,7 +201,7 @@ def create_broker_app(
         body = await _read_body(request, served.config.max_request_bytes)
         base_path = request.scope.get("root_path", "")
         created = await served.create_session(body, request=request, base_path=base_path)
-        return _streaming(created)
+        return _streaming(created, served.config.send_timeout_seconds)
 
     async def resume(request: Request) -> Response:
         query = request.query_params
@@ -169,7 +211,7 @@ def create_broker_app(
             query.get(UPSTREAM_RESUME_PARAM),
             request=request,
         )
-        return _streaming(opened)
+        return _streaming(opened, served.config.send_timeout_seconds)
 
     async def session(request: Request) -> Response:
         session_id = request.path_params["session_id"]

@@ -190,6 +190,10 @@ class BrokerConfig:
         max_events: replay log bound of the sessions it starts, in events.
         max_bytes: replay log bound of the sessions it starts, in bytes.
         max_request_bytes: largest ``POST /sessions`` body accepted.
+        send_timeout_seconds: a reader whose connection takes no bytes for
+            this long (a frozen client, its buffers full) is dropped by
+            :func:`~enclave_stream.starlette.create_broker_app`; it can
+            resume. None: never.
         shutdown_timeout_seconds: on :meth:`SessionBroker.shutdown`, how
             long the producers it cancelled have to end before their
             streams get the shutdown ``final`` anyway; the response bodies
@@ -211,6 +215,7 @@ class BrokerConfig:
     max_events: int = DEFAULT_MAX_EVENTS
     max_bytes: int = DEFAULT_MAX_BYTES
     max_request_bytes: int = 1024 * 1024
+    send_timeout_seconds: float | None = 60.0
     shutdown_timeout_seconds: float = 3.0
 
 
@@ -341,6 +346,8 @@ class SessionBroker(TaskOwner):
         check_number("min_heartbeat_interval_ms", config.min_heartbeat_interval_ms)
         check_number("max_ttl_ms", config.max_ttl_ms, minimum=1, integer=True)
         check_number("shutdown_timeout_seconds", config.shutdown_timeout_seconds)
+        if config.send_timeout_seconds is not None:
+            check_number("send_timeout_seconds", config.send_timeout_seconds, positive=True)
         self._authorize = authorize
         self._signing_key = signing_key
         self._now = now

@@ -12,11 +12,14 @@ client-chosen id.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from starlette.requests import Request
@@ -236,3 +239,42 @@ async def test_a_session_past_its_retention_is_gone_not_missing() -> None:
             gone = await http.request(method, path)
             assert (gone.status_code, gone.json()["code"]) == (410, "SESSION_GONE")
         assert (await http.get("/sessions/s_never/stream")).status_code == 404
+
+
+async def test_a_frozen_reader_is_dropped_and_can_resume(caplog: pytest.LogCaptureFixture) -> None:
+    chunk = "y" * 60_000
+
+    async def big(stream: EventStream, request: SessionRequest) -> None:
+        for _ in range(300):  # 18 MB: more than the connection's buffers hold
+            stream.stdout(chunk)
+            await anyio.lowlevel.checkpoint()
+        await anyio.sleep_forever()
+
+    config = BrokerConfig(heartbeat_interval_ms=None, max_bytes=64 << 20, send_timeout_seconds=0.3)
+    async with (
+        broker_app(big, config) as (url, broker),
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        async with http.stream("POST", "/sessions", json={"code": "x"}) as created:
+            sid = created.headers["X-Session-ID"]
+        port = int(url.rsplit(":", 1)[1])
+        received = 0
+        with caplog.at_level(logging.WARNING, logger="enclave_stream"):
+            # A client that stops reading: its buffers fill, the server's send stalls.
+            async with await anyio.connect_tcp("127.0.0.1", port) as frozen:
+                request = f"GET /sessions/{sid}/stream HTTP/1.1\r\nHost: x\r\n\r\n"
+                await frozen.send(request.encode())
+                with anyio.fail_after(20):
+                    while "took no bytes" not in caplog.text:  # noqa: ASYNC110
+                        await anyio.sleep(0.05)
+                    # Thawed, it finds its response cut short: the server closed it.
+                    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                        while True:
+                            received += len(await frozen.receive())
+        assert 0 < received < 300 * len(chunk)
+        # The session goes on, and the dropped client can resume where it stopped.
+        assert not broker.get(sid).finished
+        async with http.stream("GET", f"/sessions/{sid}/stream?fromSeq=300") as again:
+            first = await again.aiter_bytes().__anext__()
+            assert b'"seq":300' in first
+        await broker.cancel(sid)
