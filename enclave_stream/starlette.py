@@ -73,7 +73,10 @@ def ndjson_response(
     sent yet has its response ended early; its client then resumes and gets
     the 410. With ``send_timeout_seconds``, a reader that takes no bytes for
     that long (its connection's buffers full) is dropped too: the response
-    ends there, and its client can resume where it stopped.
+    ends there, and its client can resume where it stopped. Background
+    tasks set on the response (FastAPI's ``BackgroundTasks``) run beside
+    its body, not after it: a producer started there would otherwise never
+    start, and the body never end.
     """
     try:
         return _streaming(stream_response(stream, from_seq, headers), send_timeout_seconds)
@@ -95,6 +98,19 @@ class _NdjsonStreamingResponse(StreamingResponse):
         self._send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        background, self.background = self.background, None
+        if background is None:
+            await self._stream(scope, receive, send)
+            return
+        # Background tasks (FastAPI's BackgroundTasks) run after the body, and
+        # this body ends only when the stream does: a producer started there
+        # would never start. It runs beside the body instead, and the request
+        # waits for it, as for any background task.
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(background)
+            await self._stream(scope, receive, send)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         timeout = self._send_timeout
         if timeout is None:
             await super().__call__(scope, receive, send)
@@ -142,6 +158,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(data)
 
 
+_NOT_RUNNING = (
+    "The session broker is not running: its app's lifespan did not run. An app "
+    "mounted in another one (FastAPI, a Starlette Mount) gets no lifespan events: "
+    "run it from the parent's lifespan, e.g. "
+    "FastAPI(lifespan=broker_app.router.lifespan_context), or "
+    "`async with broker_app.router.lifespan_context(broker_app): yield` in yours."
+)
+
+
 def create_broker_app(
     runner: SessionRunner | None = None,
     *,
@@ -166,7 +191,12 @@ def create_broker_app(
     app is mounted under (ASGI ``root_path``).
 
     The broker runs for the app's lifespan (the ASGI server must run
-    lifespan events; uvicorn does); it is ``app.state.broker``. With
+    lifespan events; uvicorn does); it is ``app.state.broker``. Mounted in
+    another app (FastAPI's ``app.mount``, a Starlette ``Mount``), it gets no
+    lifespan events of its own: run its lifespan from the parent's
+    (``FastAPI(lifespan=broker_app.router.lifespan_context)``, or enter
+    ``broker_app.router.lifespan_context(broker_app)`` in yours); until
+    then every route answers 500 ``BROKER_NOT_RUNNING`` saying so. With
     ``handle_signals``, SIGINT and SIGTERM end the running sessions
     (``final`` with ``SERVER_SHUTDOWN``) before the server's own handler
     runs, so that their responses end and the server can stop
@@ -194,8 +224,14 @@ def create_broker_app(
     """
     served = SessionBroker(runner, config=config, authorize=authorize, signing_key=signing_key)
 
+    def check_running() -> None:
+        if not served.running:
+            logger.error(_NOT_RUNNING)
+            raise BrokerError(500, "BROKER_NOT_RUNNING", _NOT_RUNNING)
+
     # A BrokerError raised by a route is answered by `http_error`.
     async def sessions(request: Request) -> Response:
+        check_running()
         if request.method == "GET":
             return JSONResponse(await served.list_sessions(request=request))
         body = await _read_body(request, served.config.max_request_bytes)
@@ -204,6 +240,7 @@ def create_broker_app(
         return _streaming(created, served.config.send_timeout_seconds)
 
     async def resume(request: Request) -> Response:
+        check_running()
         query = request.query_params
         opened = await served.open_stream(
             request.path_params["session_id"],
@@ -214,6 +251,7 @@ def create_broker_app(
         return _streaming(opened, served.config.send_timeout_seconds)
 
     async def session(request: Request) -> Response:
+        check_running()
         session_id = request.path_params["session_id"]
         if request.method == "GET":
             return JSONResponse(await served.session_info(session_id, request=request))
@@ -221,6 +259,7 @@ def create_broker_app(
 
     async def cancel(request: Request) -> Response:
         # The body (`{"reason"}` from @enclave-vm/client) is not read.
+        check_running()
         session_id = request.path_params["session_id"]
         await served.cancel(session_id, request=request)
         return JSONResponse({"success": True, "sessionId": session_id})

@@ -55,6 +55,7 @@ from .._lifetime import TaskOwner, owned_task_group
 from .._options import check_number
 from ..codec import encode_message
 from ..crypto.handshake import accept_client_hello
+from ..crypto.session import EncryptedSession
 from ..errors import BrokerError, EncryptionError, ReplayUnavailableError, StreamFinishedError
 from ..events import ErrorInfo, PositiveInt, ProtocolVersion, SessionLimits
 from ..protocol import (
@@ -364,6 +365,11 @@ class SessionBroker(TaskOwner):
         return self._config
 
     @property
+    def running(self) -> bool:
+        """True inside the broker's ``async with`` block (sessions can be added)."""
+        return self._task_group is not None
+
+    @property
     def shutting_down(self) -> bool:
         """True once :meth:`shutdown` was called (until the block is entered again)."""
         return self._shutting_down
@@ -485,6 +491,36 @@ class SessionBroker(TaskOwner):
         self._gone.pop(session_id, None)
         task_group.start_soon(self._keep, slot, run)
         return stream
+
+    def new_stream(
+        self,
+        run: Callable[[EventStream], Awaitable[None]] | None = None,
+        *,
+        session: EncryptedSession | None = None,
+        grant: Grant | None = None,
+        cancel_url: str | None = None,
+    ) -> EventStream:
+        """A new session made with the broker's settings, held as :meth:`add` holds it.
+
+        The stream gets ``BrokerConfig``'s heartbeat interval, lifetime
+        (``ttl_ms``) and replay log bounds, and the broker's clock; for
+        your own routes, instead of building an :class:`EventStream`
+        yourself. ``session`` encrypts it (its id is the session's).
+
+        Raises:
+            BrokerError, RuntimeError: as :meth:`add`.
+        """
+        config = self._config
+        stream = EventStream(
+            session=session,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            ttl_ms=config.ttl_ms,
+            max_events=config.max_events,
+            max_bytes=config.max_bytes,
+            cancel_url=cancel_url,
+            now=self._now,
+        )
+        return self.add(stream, run, grant=grant)
 
     def _refuse_if_shutting_down(self) -> None:
         if self._shutting_down:

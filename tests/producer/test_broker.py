@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -29,7 +30,7 @@ from enclave_stream.producer import (
     SessionTokens,
 )
 from enclave_stream.producer.broker import parse_from_seq, shutdown_on_signals
-from tests.producer.conftest import SESSION_ID, START, FakeWallClock, wait_until
+from tests.producer.conftest import SESSION_ID, START, FakeWallClock, session_pair, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -717,3 +718,26 @@ async def test_shutdown_on_signals_does_nothing_outside_the_main_thread() -> Non
     before = signal.getsignal(signal.SIGTERM)
     assert await anyio.to_thread.run_sync(anyio.run, in_a_thread) is False
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+async def test_new_stream_takes_the_brokers_settings() -> None:
+    clock = FakeWallClock()
+    config = BrokerConfig(heartbeat_interval_ms=None, ttl_ms=5000, max_events=3)
+    async with SessionBroker(config=config, now=clock) as broker:
+        produced = anyio.Event()
+
+        async def run(stream: EventStream) -> None:
+            for _ in range(5):
+                stream.stdout("x")
+            stream.final(True)
+            produced.set()
+
+        stream = broker.new_stream(run)
+        assert stream.session_id in broker
+        assert stream.expires_at == START + timedelta(milliseconds=5000)
+        await produced.wait()
+        assert len(stream.store.read(5)) == 3  # bounded at 3 events: seq 5, 6, 7
+        server, _ = session_pair()
+        encrypted = broker.new_stream(session=server)
+        assert (encrypted.session_id, encrypted.encrypted) == (SESSION_ID, True)
+        encrypted.final(True)

@@ -8,8 +8,12 @@ import signal
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Mount
 
 from enclave_stream.producer import EventStream
 from enclave_stream.starlette import create_broker_app, ndjson_response
@@ -126,3 +130,51 @@ class TestFrozenReaders:
         scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET"}
         await response(scope, receive, slow_send)
         assert b'"type":"final"' in b"".join(sent)
+
+
+async def test_a_mounted_app_without_its_lifespan_says_what_to_do(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parent = Starlette(routes=[Mount("/enclave", create_broker_app())])
+    transport = httpx.ASGITransport(app=parent)  # runs no lifespan, as a mount gets none
+    with caplog.at_level(logging.ERROR, logger="enclave_stream"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            for method, path in (
+                ("POST", "/enclave/sessions"),
+                ("GET", "/enclave/sessions"),
+                ("GET", "/enclave/sessions/s_1/stream"),
+                ("GET", "/enclave/sessions/s_1"),
+                ("POST", "/enclave/sessions/s_1/cancel"),
+            ):
+                response = await http.request(method, path, json={"code": "x"})
+                assert response.status_code == 500
+                assert response.json()["code"] == "BROKER_NOT_RUNNING"
+                assert "lifespan_context" in response.json()["message"]
+    assert "not running" in caplog.text
+
+
+async def test_background_tasks_of_a_stream_response_run_beside_its_body() -> None:
+    stream = EventStream("s_1", heartbeat_interval_ms=None)
+
+    async def produce() -> None:
+        stream.stdout("x")
+        stream.final(True)
+
+    response = ndjson_response(stream)
+    response.background = BackgroundTask(produce)  # what FastAPI's BackgroundTasks do
+    sent: list[bytes] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message.get("body", b""))
+
+    async def receive() -> Any:
+        await anyio.sleep_forever()
+
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET"}
+    with anyio.fail_after(5):  # after the body, as Starlette runs them, it never ends
+        await response(scope, receive, send)
+    assert [json.loads(line)["type"] for line in b"".join(sent).splitlines()] == [
+        "session_init",
+        "stdout",
+        "final",
+    ]
