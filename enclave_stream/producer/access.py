@@ -21,6 +21,7 @@ returned on ``POST`` and required by every other route of that session.
 from __future__ import annotations
 
 __all__ = [
+    "SESSION_TOKEN_HEADER",
     "Access",
     "Action",
     "Authorize",

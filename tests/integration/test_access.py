@@ -13,6 +13,7 @@ client-chosen id.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -278,3 +279,29 @@ async def test_a_frozen_reader_is_dropped_and_can_resume(caplog: pytest.LogCaptu
             first = await again.aiter_bytes().__anext__()
             assert b'"seq":300' in first
         await broker.cancel(sid)
+
+
+async def test_lifetime_and_memory_budget_over_http() -> None:
+    config = BrokerConfig(
+        heartbeat_interval_ms=None, max_bytes=10_000, max_total_bytes=25_000, ttl_ms=60_000
+    )
+    async with (
+        broker_app(endless, config) as (url, _),
+        httpx.AsyncClient(base_url=url) as http,
+        http.stream("POST", "/sessions", json={"code": "x"}) as running,
+    ):
+        assert running.status_code == 200
+        with anyio.fail_after(10):
+            short = await http.post(
+                "/sessions", json={"code": "x", "limits": {"sessionTtlMs": 300}}
+            )
+        events = [json.loads(line) for line in short.text.splitlines()]
+        assert [event["type"] for event in events] == ["session_init", "deadline_exceeded", "final"]
+        assert events[-1]["payload"]["error"]["code"] == "SESSION_EXPIRED"
+        # Two running sessions (10 kB reserved each) and a finished one (what it holds):
+        # no room for 10 kB more.
+        async with http.stream("POST", "/sessions", json={"code": "x"}) as second:
+            assert second.status_code == 200
+            full = await http.post("/sessions", json={"code": "x"})
+            assert (full.status_code, full.json()["code"]) == (503, "MEMORY_BUDGET_EXCEEDED")
+            assert 1 <= int(full.headers["Retry-After"]) <= 300

@@ -278,6 +278,15 @@ async def test_needs_to_be_running() -> None:
         SessionBroker(config=BrokerConfig(max_sessions=0))
     with pytest.raises(ValueError, match="shutdown_timeout_seconds"):
         SessionBroker(config=BrokerConfig(shutdown_timeout_seconds=-1))
+    for bad, name in (
+        (BrokerConfig(max_bytes=2000, max_total_bytes=1000), "max_total_bytes"),
+        (BrokerConfig(max_sessions_per_identity=0), "max_sessions_per_identity"),
+        (BrokerConfig(send_timeout_seconds=0), "send_timeout_seconds"),
+        (BrokerConfig(max_ttl_ms=0), "max_ttl_ms"),
+        (BrokerConfig(min_heartbeat_interval_ms=-1), "min_heartbeat_interval_ms"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            SessionBroker(config=bad)
 
 
 class TestOnAVirtualClock:
