@@ -462,7 +462,8 @@ class SessionBroker(TaskOwner):
     ) -> EventStream:
         """Hold ``stream`` (and run ``run(stream)`` inside ``async with stream``, if given).
 
-        Without ``run`` the caller produces the stream. Either way, it is
+        :meth:`new_stream` makes one with the broker's settings. Without
+        ``run`` the caller produces the stream. Either way, it is
         stopped at its ``expiresAt`` if still running (``SESSION_EXPIRED``)
         and dropped ``retention_seconds`` after its ``final``. ``grant`` is
         what the authorization hook sees for it (:attr:`.Access.grant`), and
@@ -540,7 +541,8 @@ class SessionBroker(TaskOwner):
                 raise BrokerError(
                     429,
                     "TOO_MANY_SESSIONS_FOR_IDENTITY",
-                    f"{identity} already runs {len(running)} sessions (the limit is {limit})",
+                    # Not the identity itself: it may be a credential.
+                    f"This identity already runs {len(running)} sessions (the limit is {limit})",
                     headers=_retry_after(min(s.expires for s in running) - now),
                 )
         if len(self._slots) >= config.max_sessions:
