@@ -92,7 +92,13 @@ async def _run_session(stream: EventStream, request: SessionRequest) -> None:
 
 
 def _service(events: int, port_to: Connection) -> None:
-    config = BrokerConfig(heartbeat_interval_ms=None, max_events=events + 10, max_bytes=1 << 30)
+    # Every session is held whole; the memory budget is not what is measured.
+    config = BrokerConfig(
+        heartbeat_interval_ms=None,
+        max_events=events + 10,
+        max_bytes=1 << 30,
+        max_total_bytes=1 << 40,
+    )
     app = create_broker_app(_run_session, config=config)
 
     async def usage(request: Request) -> JSONResponse:

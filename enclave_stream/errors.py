@@ -62,6 +62,7 @@ __all__ = [
     "StreamFinishedError",
 ]
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import msgspec
@@ -457,15 +458,23 @@ class BrokerError(EnclaveStreamError):
         code: a machine-readable error code (``NOT_FOUND``, ``INVALID_REQUEST``, ...).
         message: what went wrong, in words.
         details: extra JSON-able fields, or None.
+        headers: extra response headers (``Retry-After``, ``WWW-Authenticate``).
     """
 
     def __init__(
-        self, status: int, code: str, message: str, *, details: dict[str, Any] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers: dict[str, str] = dict(headers or {})
         super().__init__(f"{status} {code}: {message}")
 
     def body(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["create_broker_app", "ndjson_response"]
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 try:
@@ -19,14 +19,17 @@ try:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
+    from starlette.types import Message, Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "enclave_stream.starlette needs Starlette: pip install 'enclave-stream[starlette]'"
     ) from exc
 
+import anyio
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import BrokerError, ReplayUnavailableError
+from .producer.access import Authorize
 from .producer.broker import (
     BrokerConfig,
     SessionBroker,
@@ -43,7 +46,9 @@ logger = logging.getLogger("enclave_stream")
 
 
 def _error_response(error: BrokerError, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return JSONResponse(
+        error.body(), status_code=error.status, headers={**error.headers, **(headers or {})}
+    )
 
 
 def ndjson_response(
@@ -51,6 +56,7 @@ def ndjson_response(
     from_seq: int | None = None,
     *,
     headers: Mapping[str, str] | None = None,
+    send_timeout_seconds: float | None = None,
 ) -> Response:
     """Stream ``stream`` from ``from_seq`` (None: from the start) up to its ``final`` event.
 
@@ -65,20 +71,75 @@ def ndjson_response(
 
     A reader that falls so far behind that the log drops lines it has not
     sent yet has its response ended early; its client then resumes and gets
-    the 410.
+    the 410. With ``send_timeout_seconds``, a reader that takes no bytes for
+    that long (its connection's buffers full) is dropped too: the response
+    ends there, and its client can resume where it stopped. Background
+    tasks set on the response (FastAPI's ``BackgroundTasks``) run beside
+    its body, not after it: a producer started there would otherwise never
+    start, and the body never end.
     """
     try:
-        return _streaming(stream_response(stream, from_seq, headers))
+        return _streaming(stream_response(stream, from_seq, headers), send_timeout_seconds)
     except BrokerError as error:
         return _error_response(error)
 
 
-def _streaming(response: StreamResponse) -> StreamingResponse:
-    body = _ending_when_overtaken(response.body)
-    return StreamingResponse(body, media_type=NDJSON_MEDIA_TYPE, headers=response.headers)
+class _ReaderFrozen(Exception):
+    pass
 
 
-async def _ending_when_overtaken(body: NdjsonBody) -> AsyncIterator[bytes]:
+class _NdjsonStreamingResponse(StreamingResponse):
+    """A stream response whose every send must be taken within ``send_timeout`` (None: no limit)."""
+
+    def __init__(self, response: StreamResponse, send_timeout: float | None) -> None:
+        self._body = _ending_when_overtaken(response.body)
+        super().__init__(self._body, media_type=NDJSON_MEDIA_TYPE, headers=response.headers)
+        self._session_id = response.stream.session_id
+        self._send_timeout = send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        background, self.background = self.background, None
+        if background is None:
+            await self._stream(scope, receive, send)
+            return
+        # Background tasks (FastAPI's BackgroundTasks) run after the body, and
+        # this body ends only when the stream does: a producer started there
+        # would never start. It runs beside the body instead, and the request
+        # waits for it, as for any background task.
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(background)
+            await self._stream(scope, receive, send)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        timeout = self._send_timeout
+        if timeout is None:
+            await super().__call__(scope, receive, send)
+            return
+
+        async def timed_send(message: Message) -> None:
+            with anyio.move_on_after(timeout) as waited:
+                await send(message)
+            if waited.cancelled_caught:
+                raise _ReaderFrozen
+
+        try:
+            await super().__call__(scope, receive, timed_send)
+        except _ReaderFrozen:
+            await self._body.aclose()
+            # Returning with the body unfinished makes the server close the
+            # connection; the client resumes from the last seq it has.
+            logger.warning(
+                "dropping a reader of session %s: it took no bytes for %g s",
+                self._session_id,
+                timeout,
+            )
+
+
+def _streaming(response: StreamResponse, send_timeout: float | None = None) -> StreamingResponse:
+    return _NdjsonStreamingResponse(response, send_timeout)
+
+
+async def _ending_when_overtaken(body: NdjsonBody) -> AsyncGenerator[bytes, None]:
     # Raising here would abort the connection mid-chunk; ending the body is
     # cleaner, and the client's resume gets the 410 that explains it.
     try:
@@ -97,10 +158,20 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(data)
 
 
+_NOT_RUNNING = (
+    "The session broker is not running: its app's lifespan did not run. An app "
+    "mounted in another one (FastAPI, a Starlette Mount) gets no lifespan events: "
+    "run it from the parent's lifespan, e.g. "
+    "FastAPI(lifespan=broker_app.router.lifespan_context), or "
+    "`async with broker_app.router.lifespan_context(broker_app): yield` in yours."
+)
+
+
 def create_broker_app(
     runner: SessionRunner | None = None,
     *,
     config: BrokerConfig | None = None,
+    authorize: Authorize | None = None,
     signing_key: ec.EllipticCurvePrivateKey | None = None,
     handle_signals: bool = True,
     debug: bool = False,
@@ -120,7 +191,12 @@ def create_broker_app(
     app is mounted under (ASGI ``root_path``).
 
     The broker runs for the app's lifespan (the ASGI server must run
-    lifespan events; uvicorn does); it is ``app.state.broker``. With
+    lifespan events; uvicorn does); it is ``app.state.broker``. Mounted in
+    another app (FastAPI's ``app.mount``, a Starlette ``Mount``), it gets no
+    lifespan events of its own: run its lifespan from the parent's
+    (``FastAPI(lifespan=broker_app.router.lifespan_context)``, or enter
+    ``broker_app.router.lifespan_context(broker_app)`` in yours); until
+    then every route answers 500 ``BROKER_NOT_RUNNING`` saying so. With
     ``handle_signals``, SIGINT and SIGTERM end the running sessions
     (``final`` with ``SERVER_SHUTDOWN``) before the server's own handler
     runs, so that their responses end and the server can stop
@@ -137,41 +213,55 @@ def create_broker_app(
             that route answers 404 and sessions come from
             ``app.state.broker.add``).
         config: limits and defaults of the broker.
+        authorize: the authorization hook, asked before every route acts
+            with the Starlette ``Request``
+            (:mod:`enclave_stream.producer.access`; ``SessionTokens()``
+            gives each session a token).
         signing_key: signs the ServerHello of encrypted sessions.
         handle_signals: end the sessions on SIGINT and SIGTERM (only when
             the lifespan runs in the main thread).
         debug: Starlette's debug mode.
     """
-    served = SessionBroker(runner, config=config, signing_key=signing_key)
+    served = SessionBroker(runner, config=config, authorize=authorize, signing_key=signing_key)
+
+    def check_running() -> None:
+        if not served.running:
+            logger.error(_NOT_RUNNING)
+            raise BrokerError(500, "BROKER_NOT_RUNNING", _NOT_RUNNING)
 
     # A BrokerError raised by a route is answered by `http_error`.
     async def sessions(request: Request) -> Response:
+        check_running()
         if request.method == "GET":
-            return JSONResponse(served.list_sessions())
+            return JSONResponse(await served.list_sessions(request=request))
         body = await _read_body(request, served.config.max_request_bytes)
         base_path = request.scope.get("root_path", "")
-        return _streaming(served.create_session(body, base_path=base_path))
+        created = await served.create_session(body, request=request, base_path=base_path)
+        return _streaming(created, served.config.send_timeout_seconds)
 
     async def resume(request: Request) -> Response:
+        check_running()
         query = request.query_params
-        return _streaming(
-            served.open_stream(
-                request.path_params["session_id"],
-                query.get(RESUME_PARAM),
-                query.get(UPSTREAM_RESUME_PARAM),
-            )
+        opened = await served.open_stream(
+            request.path_params["session_id"],
+            query.get(RESUME_PARAM),
+            query.get(UPSTREAM_RESUME_PARAM),
+            request=request,
         )
+        return _streaming(opened, served.config.send_timeout_seconds)
 
     async def session(request: Request) -> Response:
+        check_running()
         session_id = request.path_params["session_id"]
         if request.method == "GET":
-            return JSONResponse(served.session_info(session_id))
+            return JSONResponse(await served.session_info(session_id, request=request))
         return await cancel(request)
 
     async def cancel(request: Request) -> Response:
         # The body (`{"reason"}` from @enclave-vm/client) is not read.
+        check_running()
         session_id = request.path_params["session_id"]
-        served.cancel(session_id)
+        await served.cancel(session_id, request=request)
         return JSONResponse({"success": True, "sessionId": session_id})
 
     @asynccontextmanager

@@ -33,6 +33,14 @@ EXPECTED: dict[str, list[str]] = {
         "#6 tool_call",
         "9 events, sent encrypted, received decrypted and identical",
     ],
+    "serve_fastapi.py": [
+        "mounted routes: 5 events, session_init ... final",
+        "own route: read 2 events, resumed from seq 3, 7 in all, once each",
+        "cancelled: final ok=False SESSION_CANCELLED",
+        "encrypted route: 4 events opened, last final",
+        "background tasks: 5 events, ending with final",
+        "CORS: only the allowed origin",
+    ],
     "serve_aiohttp.py": [
         "#3 stdout  compiled parser",
         "aiohttp served 6 events, the client parsed all 6 intact",

@@ -34,6 +34,7 @@ GIVEN = {
     "client_hello": "ClientHello",
     "event": "StreamEvent",
     "session": "EncryptedSession",
+    "run": "SessionRunner",
 }
 PREAMBLE = """\
 from __future__ import annotations
@@ -42,6 +43,7 @@ from collections.abc import Callable
 
 from enclave_stream import EncryptedSession, LineError, ParsedEvent, StreamEvent
 from enclave_stream.events import ClientHello
+from enclave_stream.producer import SessionRunner
 """
 
 

@@ -2,17 +2,20 @@
 
 ``log.py`` holds the replay log (:class:`EventLog`, :class:`EventStore`,
 :class:`NdjsonBody`), ``stream.py`` one session (:class:`EventStream`),
-``broker.py`` the sessions of a service (:class:`SessionBroker`).
+``broker.py`` the sessions of a service (:class:`SessionBroker`), ``access.py``
+who may use them (the authorization hook, :class:`SessionTokens`).
 """
 
 from __future__ import annotations
 
 from ..errors import BrokerError, ReplayUnavailableError, StreamFinishedError
 from ..protocol import SERVER_HELLO_HEADER
+from .access import Access, Action, Authorize, Decision, Grant, HttpRequest, SessionTokens
 from .broker import (
     BrokerConfig,
     SessionBroker,
     SessionRequest,
+    SessionRequestBody,
     SessionRunner,
     shutdown_on_signals,
 )
@@ -33,18 +36,26 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_EVENTS",
     "SERVER_HELLO_HEADER",
+    "Access",
+    "Action",
+    "Authorize",
     "BrokerConfig",
     "BrokerError",
+    "Decision",
     "EventEncodeFunction",
     "EventLog",
     "EventStore",
     "EventStream",
+    "Grant",
+    "HttpRequest",
     "LogEntry",
     "NdjsonBody",
     "ReplayUnavailableError",
     "SessionBroker",
     "SessionRequest",
+    "SessionRequestBody",
     "SessionRunner",
+    "SessionTokens",
     "StreamFinishedError",
     "shutdown_on_signals",
 ]

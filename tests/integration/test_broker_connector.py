@@ -149,7 +149,7 @@ async def test_extra_request_fields_and_headers_are_sent() -> None:
         seen.extend([request.session_id, request.heartbeat_interval_ms])
         stream.final(True)
 
-    inner = create_broker_app(runner)
+    inner = create_broker_app(runner, config=BrokerConfig(client_session_ids=True))
     authorizations: list[bytes | None] = []
 
     async def recording(scope: Any, receive: Any, send: Any) -> None:

@@ -45,7 +45,7 @@ class Runs:
 @pytest.fixture(scope="module")
 def broker_surface() -> Iterator[tuple[httpx.Client, SessionBroker, Runs]]:
     runs = Runs()
-    config = BrokerConfig(heartbeat_interval_ms=None, max_sessions=10_000)
+    config = BrokerConfig(heartbeat_interval_ms=None, max_sessions=10_000, client_session_ids=True)
     app = create_broker_app(runs, config=config)
     with (
         start_in_thread(app) as port,

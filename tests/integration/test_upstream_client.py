@@ -8,6 +8,7 @@ with ``POST /sessions/{id}/cancel`` and reads ``GET /sessions/{id}``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -42,6 +43,8 @@ async def mounted_broker(
     runner: Any, config: BrokerConfig, prefix: str = ""
 ) -> AsyncIterator[tuple[str, SessionBroker, LiveServer]]:
     """The broker app on uvicorn, under ``prefix`` (a Starlette Mount) when given; its base URL."""
+    # The upstream client chooses its session ids.
+    config = dataclasses.replace(config, client_session_ids=True)
     app = create_broker_app(runner, config=config)
     served: Any = app
     if prefix:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import signal
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -15,16 +17,28 @@ import pytest
 from enclave_stream import ClientHandshake, EncryptedEnvelope, parse_lines
 from enclave_stream.producer import (
     SERVER_HELLO_HEADER,
+    Access,
+    Action,
     BrokerConfig,
     BrokerError,
+    Decision,
     EventStream,
+    Grant,
     SessionBroker,
     SessionRequest,
+    SessionRequestBody,
+    SessionTokens,
 )
 from enclave_stream.producer.broker import parse_from_seq, shutdown_on_signals
-from tests.producer.conftest import SESSION_ID, START, FakeWallClock, wait_until
+from tests.producer.conftest import SESSION_ID, START, FakeWallClock, session_pair, wait_until
 
 pytestmark = pytest.mark.anyio
+
+CLIENT_IDS = BrokerConfig(client_session_ids=True, heartbeat_interval_ms=None)
+
+
+async def _awaited(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
 
 
 class Runner:
@@ -48,8 +62,8 @@ async def lines_of(body: Any) -> list[dict[str, Any]]:
 
 async def test_post_then_get_like_the_reference_client() -> None:
     runner = Runner()
-    async with SessionBroker(runner, config=BrokerConfig(heartbeat_interval_ms=None)) as broker:
-        created = broker.create_session(
+    async with SessionBroker(runner, config=CLIENT_IDS) as broker:
+        created = await broker.create_session(
             b'{"sessionId": "s_from-client", "code": "print(1)", '
             b'"config": {"maxExecutionMs": 5000, "heartbeatIntervalMs": 2000}}'
         )
@@ -66,30 +80,30 @@ async def test_post_then_get_like_the_reference_client() -> None:
         assert first[1]["payload"] == {"chunk": "print(1)"}
         request = runner.requests[0]
         assert (request.heartbeat_interval_ms, request.ttl_ms) == (2000, 5000)
-        resumed = await lines_of(broker.open_stream("s_from-client", "2").body)
+        resumed = await lines_of((await broker.open_stream("s_from-client", "2")).body)
         assert resumed == first[1:]
-        assert await lines_of(broker.open_stream("s_from-client", None).body) == first
+        assert await lines_of((await broker.open_stream("s_from-client", None)).body) == first
 
 
 async def test_protocol_request_shape_and_generated_id() -> None:
     runner = Runner()
     runner.release.set()
     async with SessionBroker(runner) as broker:
-        created = broker.create_session(
+        created = await broker.create_session(
             b'{"protocolVersion": 2, "code": "x", "limits": {"sessionTtlMs": 1000, '
-            b'"heartbeatIntervalMs": 500}, "unknown": 1}'
+            b'"heartbeatIntervalMs": 1500}, "unknown": 1}'
         )
         assert created.stream.session_id.startswith("s_")
         await lines_of(created.body)
     request = runner.requests[0]
-    assert (request.heartbeat_interval_ms, request.ttl_ms) == (500, 1000)
+    assert (request.heartbeat_interval_ms, request.ttl_ms) == (1500, 1000)
 
 
 def test_limits_win_over_config_when_a_request_gives_both() -> None:
     request = msgspec.json.decode(
         b'{"code": "x", "config": {"heartbeatIntervalMs": 9, "maxExecutionMs": 8}, '
         b'"limits": {"heartbeatIntervalMs": 500}}',
-        type=SessionRequest,
+        type=SessionRequestBody,
     )
     assert (request.heartbeat_interval_ms, request.ttl_ms) == (500, 8)
 
@@ -112,9 +126,11 @@ def test_limits_win_over_config_when_a_request_gives_both() -> None:
     ],
 )
 async def test_bad_requests(body: bytes, status: int, code: str) -> None:
-    async with SessionBroker(Runner(), config=BrokerConfig(max_request_bytes=1000)) as broker:
+    async with SessionBroker(
+        Runner(), config=BrokerConfig(max_request_bytes=1000, client_session_ids=True)
+    ) as broker:
         with pytest.raises(BrokerError) as caught:
-            broker.create_session(body)
+            await broker.create_session(body)
         assert (caught.value.status, caught.value.code) == (status, code)
         assert len(broker) == 0
 
@@ -122,19 +138,19 @@ async def test_bad_requests(body: bytes, status: int, code: str) -> None:
 async def test_without_a_runner_post_is_not_found() -> None:
     async with SessionBroker() as broker:
         with pytest.raises(BrokerError) as caught:
-            broker.create_session(b'{"code": "x"}')
+            await broker.create_session(b'{"code": "x"}')
     assert caught.value.status == 404
 
 
 async def test_a_taken_session_id_is_a_conflict() -> None:
-    async with SessionBroker(Runner()) as broker:
-        broker.create_session(b'{"code": "x", "sessionId": "s_1"}')
+    async with SessionBroker(Runner(), config=CLIENT_IDS) as broker:
+        await broker.create_session(b'{"code": "x", "sessionId": "s_1"}')
         with pytest.raises(BrokerError) as caught:
-            broker.create_session(b'{"code": "x", "sessionId": "s_1"}')
+            await broker.create_session(b'{"code": "x", "sessionId": "s_1"}')
         assert (caught.value.status, caught.value.code) == (409, "SESSION_EXISTS")
         with pytest.raises(BrokerError):
             broker.add(EventStream("s_1"))
-        broker.cancel("s_1")
+        await broker.cancel("s_1")
 
 
 async def test_encrypted_session() -> None:
@@ -149,8 +165,8 @@ async def test_encrypted_session() -> None:
             "clientHello": msgspec.to_builtins(handshake.client_hello),
         },
     }
-    async with SessionBroker(runner) as broker:
-        created = broker.create_session(json.dumps(request).encode())
+    async with SessionBroker(runner, config=CLIENT_IDS) as broker:
+        created = await broker.create_session(json.dumps(request).encode())
         assert created.stream.encrypted
         session = handshake.complete(created.headers[SERVER_HELLO_HEADER], SESSION_ID)
         data = b"".join([chunk async for chunk in created.body])
@@ -166,7 +182,7 @@ async def test_disabled_encryption_is_plaintext() -> None:
     runner = Runner()
     runner.release.set()
     async with SessionBroker(runner) as broker:
-        created = broker.create_session(b'{"code": "x", "encryption": {"mode": "disabled"}}')
+        created = await broker.create_session(b'{"code": "x", "encryption": {"mode": "disabled"}}')
         assert not created.stream.encrypted
         assert SERVER_HELLO_HEADER not in created.headers
         await lines_of(created.body)
@@ -178,10 +194,10 @@ async def test_open_stream_errors() -> None:
         for _ in range(5):
             stream.stdout("x")
         with pytest.raises(BrokerError) as caught:
-            broker.open_stream("s_2")
+            await broker.open_stream("s_2")
         assert (caught.value.status, caught.value.code) == (404, "NOT_FOUND")
         with pytest.raises(BrokerError) as caught:
-            broker.open_stream("s_1", "2")
+            await broker.open_stream("s_1", "2")
         assert caught.value.status == 410
         assert caught.value.body() == {
             "code": "REPLAY_UNAVAILABLE",
@@ -189,9 +205,9 @@ async def test_open_stream_errors() -> None:
             "details": {"requestedSeq": 2, "firstAvailableSeq": 4},
         }
         with pytest.raises(BrokerError) as caught:
-            broker.open_stream("s_1")  # the whole session: its start is gone too
+            await broker.open_stream("s_1")  # the whole session: its start is gone too
         assert caught.value.status == 410
-        assert broker.open_stream("s_1", "4").body.next_seq == 4
+        assert (await broker.open_stream("s_1", "4")).body.next_seq == 4
         stream.final(True)
 
 
@@ -213,7 +229,7 @@ async def test_a_failing_runner_ends_its_stream_and_is_logged(
 
     with caplog.at_level(logging.ERROR, logger="enclave_stream"):
         async with SessionBroker(runner) as broker:
-            created = broker.create_session(b'{"code": "x"}')
+            created = await broker.create_session(b'{"code": "x"}')
             lines = await lines_of(created.body)
             await wait_until(lambda: "boom" in caplog.text)
     assert lines[-1]["payload"]["error"] == {
@@ -225,26 +241,26 @@ async def test_a_failing_runner_ends_its_stream_and_is_logged(
 async def test_cancel_a_running_session_and_one_produced_elsewhere() -> None:
     runner = Runner()
     async with SessionBroker(runner) as broker:
-        created = broker.create_session(b'{"code": "x"}')
+        created = await broker.create_session(b'{"code": "x"}')
         sid = created.stream.session_id
         await wait_until(lambda: created.stream.next_seq == 3)
-        broker.cancel(sid)
+        await broker.cancel(sid)
         lines = await lines_of(created.body)
         assert lines[-1]["payload"]["error"]["code"] == "SESSION_CANCELLED"
-        broker.cancel(sid)  # finished: nothing more
-        assert len(await lines_of(broker.open_stream(sid).body)) == 3
+        await broker.cancel(sid)  # finished: nothing more
+        assert len(await lines_of((await broker.open_stream(sid)).body)) == 3
 
         outside = broker.add(EventStream("s_outside", heartbeat_interval_ms=None))
-        broker.cancel("s_outside")
+        await broker.cancel("s_outside")
         assert outside.finished
         with pytest.raises(BrokerError):
-            broker.cancel("s_unknown")
+            await broker.cancel("s_unknown")
 
 
 async def test_leaving_the_broker_ends_every_session() -> None:
     runner = Runner()
     async with SessionBroker(runner) as broker:
-        created = broker.create_session(b'{"code": "x"}')
+        created = await broker.create_session(b'{"code": "x"}')
         outside = broker.add(EventStream("s_outside"))
         await wait_until(lambda: created.stream.next_seq == 3)
     assert created.stream.finished
@@ -262,6 +278,15 @@ async def test_needs_to_be_running() -> None:
         SessionBroker(config=BrokerConfig(max_sessions=0))
     with pytest.raises(ValueError, match="shutdown_timeout_seconds"):
         SessionBroker(config=BrokerConfig(shutdown_timeout_seconds=-1))
+    for bad, name in (
+        (BrokerConfig(max_bytes=2000, max_total_bytes=1000), "max_total_bytes"),
+        (BrokerConfig(max_sessions_per_identity=0), "max_sessions_per_identity"),
+        (BrokerConfig(send_timeout_seconds=0), "send_timeout_seconds"),
+        (BrokerConfig(max_ttl_ms=0), "max_ttl_ms"),
+        (BrokerConfig(min_heartbeat_interval_ms=-1), "min_heartbeat_interval_ms"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            SessionBroker(config=bad)
 
 
 class TestOnAVirtualClock:
@@ -269,10 +294,10 @@ class TestOnAVirtualClock:
     def anyio_backend(self, virtual_backend: Any) -> Any:
         return virtual_backend
 
-    async def test_finished_sessions_are_kept_for_the_retention_time(self) -> None:
+    async def test_finished_sessions_are_kept_for_the_retention_time_then_gone(self) -> None:
         config = BrokerConfig(retention_seconds=60, heartbeat_interval_ms=None)
         async with SessionBroker(config=config) as broker:
-            stream = broker.add(EventStream("s_1"))
+            stream = broker.add(EventStream("s_1", ttl_ms=10_000_000))
             await anyio.sleep(1000)
             assert "s_1" in broker  # not finished: kept
             stream.final(True)
@@ -280,22 +305,249 @@ class TestOnAVirtualClock:
             assert "s_1" in broker
             await anyio.sleep(2)
             assert "s_1" not in broker
+            for call in (
+                lambda: broker.open_stream("s_1"),
+                lambda: broker.session_info("s_1"),
+                lambda: broker.cancel("s_1"),
+            ):
+                with pytest.raises(BrokerError) as caught:
+                    await call()
+                assert (caught.value.status, caught.value.code) == (410, "SESSION_GONE")
+            with pytest.raises(BrokerError) as caught:
+                await broker.open_stream("s_never")
+            assert caught.value.status == 404
 
-    async def test_when_full_the_oldest_finished_session_makes_room(self) -> None:
-        config = BrokerConfig(max_sessions=2, heartbeat_interval_ms=None)
+    async def test_when_full_a_finished_session_is_kept_and_new_ones_wait(self) -> None:
+        config = BrokerConfig(max_sessions=2, retention_seconds=30, heartbeat_interval_ms=None)
         async with SessionBroker(config=config) as broker:
-            first = broker.add(EventStream("s_1"))
-            broker.add(EventStream("s_2"))
+            first = broker.add(EventStream("s_1", ttl_ms=100_000))
+            broker.add(EventStream("s_2", ttl_ms=100_000))
             with pytest.raises(BrokerError) as caught:
                 broker.add(EventStream("s_3"))
             assert (caught.value.status, caught.value.code) == (503, "TOO_MANY_SESSIONS")
+            assert caught.value.headers == {"Retry-After": "130"}  # s_1's ttl, then retention
+            await anyio.sleep(10)
             first.final(True)
+            with pytest.raises(BrokerError) as caught:
+                broker.add(EventStream("s_3"))  # s_1 is within its retention: kept
+            assert caught.value.headers == {"Retry-After": "30"}
+            assert "s_1" in broker
+            await anyio.sleep(31)
             broker.add(EventStream("s_3"))
             assert [sid in broker for sid in ("s_1", "s_2", "s_3")] == [False, True, True]
-            assert len(broker) == 2
-            await anyio.sleep(1)
-            broker.cancel("s_2")
-            broker.cancel("s_3")
+            await broker.cancel("s_2")
+            await broker.cancel("s_3")
+
+    async def test_a_session_past_its_ttl_is_stopped_with_a_clear_final(self) -> None:
+        async def endless(stream: EventStream, request: SessionRequest) -> None:
+            while True:
+                stream.stdout("tick")
+                await anyio.sleep(1)
+
+        config = BrokerConfig(heartbeat_interval_ms=None, ttl_ms=5000)
+        async with SessionBroker(endless, config=config) as broker:
+            created = await broker.create_session(b'{"code": "x"}')
+            asked = await broker.create_session(b'{"code": "x", "limits": {"sessionTtlMs": 2500}}')
+            outside = broker.add(EventStream("s_outside", ttl_ms=3000))
+            started = anyio.current_time()
+            lines = await lines_of(created.body)
+            assert anyio.current_time() - started == pytest.approx(5)
+            assert [line["type"] for line in lines[-2:]] == ["deadline_exceeded", "final"]
+            assert lines[-2]["payload"]["budgetMs"] == 5000
+            assert lines[-1]["payload"]["error"] == {
+                "message": "The session reached the end of its lifetime (5000 ms)",
+                "code": "SESSION_EXPIRED",
+            }
+            assert created.stream.state.value == "failed"
+            short = await lines_of(asked.body)
+            assert short[-1]["payload"]["error"]["code"] == "SESSION_EXPIRED"
+            assert len([line for line in short if line["type"] == "stdout"]) == 3
+            assert outside.finished
+            assert (await broker.session_info("s_outside"))["state"] == "failed"
+
+    async def test_the_memory_budget_counts_running_sessions_at_their_bound(self) -> None:
+        config = BrokerConfig(
+            heartbeat_interval_ms=None, max_bytes=1000, max_total_bytes=3500, retention_seconds=5
+        )
+        async with SessionBroker(config=config) as broker:
+            streams = [broker.add(EventStream(f"s_{i}", ttl_ms=60_000)) for i in range(3)]
+            assert broker.held_bytes == 3000
+            with pytest.raises(BrokerError) as caught:
+                broker.add(EventStream("s_3"))
+            assert (caught.value.status, caught.value.code) == (503, "MEMORY_BUDGET_EXCEEDED")
+            assert caught.value.headers == {"Retry-After": "60"}
+            streams[0].final(True)  # finished: it counts what it holds
+            assert broker.held_bytes == 2000 + streams[0].store.size_bytes  # type: ignore[attr-defined]
+            broker.add(EventStream("s_3", ttl_ms=60_000))
+            for stream in streams[1:]:
+                stream.final(True)
+            await anyio.sleep(6)
+            assert len(broker) == 1
+
+
+# --- client ids, heartbeats, the authorization hook ---------------------------------
+
+
+async def test_session_ids_are_the_servers_unless_configured() -> None:
+    runner = Runner()
+    runner.release.set()
+    async with SessionBroker(runner) as broker:
+        with pytest.raises(BrokerError) as caught:
+            await broker.create_session(b'{"code": "x", "sessionId": "s_mine"}')
+        assert (caught.value.status, caught.value.code) == (400, "INVALID_REQUEST")
+        assert "generates session ids" in caught.value.message
+        assert len(broker) == 0
+        created = await broker.create_session(b'{"code": "x"}')
+        assert created.stream.session_id != "s_mine"
+        await lines_of(created.body)
+
+
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        (b'{"code": "x", "limits": {"heartbeatIntervalMs": 1}}', False),
+        (b'{"code": "x", "config": {"heartbeatIntervalMs": 999}}', False),
+        (b'{"code": "x", "limits": {"heartbeatIntervalMs": 1000}}', True),
+        (b'{"code": "x", "limits": {"sessionTtlMs": 3600001}}', False),
+        (b'{"code": "x", "config": {"maxExecutionMs": 3600000}}', True),
+    ],
+)
+async def test_floors_and_ceilings_of_what_a_request_may_ask(body: bytes, accepted: bool) -> None:
+    runner = Runner()
+    runner.release.set()
+    async with SessionBroker(runner) as broker:
+        if accepted:
+            await lines_of((await broker.create_session(body)).body)
+        else:
+            with pytest.raises(BrokerError) as caught:
+                await broker.create_session(body)
+            assert (caught.value.status, caught.value.code) == (400, "INVALID_REQUEST")
+    config = BrokerConfig(min_heartbeat_interval_ms=1, max_ttl_ms=10**8)
+    async with SessionBroker(runner, config=config) as broker:
+        await lines_of((await broker.create_session(body)).body)  # the limits are settings
+
+
+class Headers(dict[str, str]):
+    """A request's headers, as the hook sees them."""
+
+
+class FakeRequest:
+    def __init__(self, method: str = "GET", **headers: str) -> None:
+        self.method = method
+        self.headers = Headers(headers)
+
+
+async def test_the_hook_is_asked_for_every_route_with_the_request_and_session() -> None:
+    seen: list[Access] = []
+
+    async def authorize(access: Access) -> Decision:
+        seen.append(access)
+        if access.request is None or access.request.headers.get("user") != "ann":
+            return False
+        if access.action is Action.CREATE:
+            return Grant("ann", {"X-Owner": "ann"})
+        if access.action is Action.LIST:
+            return True
+        return access.grant is not None and access.grant.identity == "ann"
+
+    runner = Runner()
+    ann = FakeRequest("POST", user="ann")
+    async with SessionBroker(runner, authorize=authorize) as broker:
+        created = await broker.create_session(b'{"code": "x"}', request=ann)
+        sid = created.stream.session_id
+        assert created.headers["X-Owner"] == "ann"
+        await wait_until(lambda: created.stream.next_seq == 3)
+        assert runner.requests[0].http is ann  # the runner sees the HTTP request
+        assert seen[-1].action is Action.CREATE
+        assert (seen[-1].session_id, seen[-1].session, seen[-1].body) == (
+            sid,
+            None,
+            runner.requests[0],
+        )
+        await broker.open_stream(sid, request=ann)
+        await broker.session_info(sid, request=ann)
+        await broker.list_sessions(request=ann)
+        await broker.cancel(sid, request=ann)
+        assert [(a.action.value, a.session is created.stream) for a in seen[1:]] == [
+            ("read", True),
+            ("info", True),
+            ("list", False),
+            ("cancel", True),
+        ]
+        assert all(a.request is ann for a in seen)
+        bob = FakeRequest(user="bob")
+        for call in (
+            lambda: broker.create_session(b'{"code": "x"}', request=bob),
+            lambda: broker.open_stream(sid, request=bob),
+            lambda: broker.session_info(sid, request=bob),
+            lambda: broker.list_sessions(request=bob),
+            lambda: broker.cancel(sid),
+        ):
+            with pytest.raises(BrokerError) as caught:
+                await call()
+            assert (caught.value.status, caught.value.code) == (403, "FORBIDDEN")
+        assert len(broker) == 1  # the refused create left nothing
+        outside = broker.add(EventStream("s_outside", heartbeat_interval_ms=None))
+        with pytest.raises(BrokerError):  # no grant: not ann's
+            await broker.open_stream("s_outside", request=ann)
+        outside.final(True)
+
+
+async def test_a_hook_may_raise_its_own_refusal_and_limit_identities() -> None:
+    async def authorize(access: Access) -> Decision:
+        if access.request is None:
+            raise BrokerError(401, "UNAUTHORIZED", "who?", headers={"WWW-Authenticate": "Bearer"})
+        return Grant(access.request.headers["user"])
+
+    runner = Runner()
+    config = BrokerConfig(max_sessions_per_identity=2, heartbeat_interval_ms=None)
+    async with SessionBroker(runner, config=config, authorize=authorize) as broker:
+        with pytest.raises(BrokerError) as caught:
+            await broker.create_session(b'{"code": "x"}')
+        assert (caught.value.status, caught.value.headers) == (401, {"WWW-Authenticate": "Bearer"})
+        ann = [await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="ann"))]
+        ann.append(await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="ann")))
+        with pytest.raises(BrokerError) as caught:
+            await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="ann"))
+        assert (caught.value.status, caught.value.code) == (429, "TOO_MANY_SESSIONS_FOR_IDENTITY")
+        assert "ann" not in caught.value.message  # an identity may be a credential
+        assert caught.value.headers == {"Retry-After": "60"}
+        await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="bob"))
+        await broker.cancel(ann[0].stream.session_id, request=FakeRequest(user="ann"))
+        await lines_of(ann[0].body)  # finished: no longer counted
+        await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="ann"))
+        runner.release.set()
+
+
+async def test_session_tokens() -> None:
+    runner = Runner()
+    runner.release.set()
+    async with SessionBroker(runner, authorize=SessionTokens()) as broker:
+        created = await broker.create_session(b'{"code": "x"}', request=FakeRequest("POST"))
+        token = created.headers["X-Session-Token"]
+        other = await broker.create_session(b'{"code": "x"}', request=FakeRequest("POST"))
+        assert other.headers["X-Session-Token"] != token
+        sid = created.stream.session_id
+        await lines_of(created.body)
+        for request in (
+            FakeRequest(**{"X-Session-Token": token}),
+            FakeRequest(authorization=f"Bearer {token}"),
+        ):
+            await lines_of((await broker.open_stream(sid, request=request)).body)
+            await broker.session_info(sid, request=request)
+        refused: list[tuple[FakeRequest | None, int]] = [
+            (None, 401),
+            (FakeRequest(), 401),
+            (FakeRequest(**{"X-Session-Token": other.headers["X-Session-Token"]}), 403),
+            (FakeRequest(authorization="Basic " + token), 401),
+        ]
+        for maybe, status in refused:
+            with pytest.raises(BrokerError) as caught:
+                await broker.open_stream(sid, request=maybe)
+            assert caught.value.status == status
+        with pytest.raises(BrokerError) as caught:
+            await broker.list_sessions(request=FakeRequest(**{"X-Session-Token": token}))
+        assert caught.value.status == 403
 
 
 # --- resuming with the upstream client's `from` ------------------------------------
@@ -306,17 +558,17 @@ async def test_from_is_read_like_from_seq_and_from_seq_wins() -> None:
         stream = broker.add(EventStream("s_1", heartbeat_interval_ms=None))
         for _ in range(4):
             stream.stdout("x")
-        assert broker.open_stream("s_1", None, "3").body.next_seq == 3
-        assert broker.open_stream("s_1", "2", "4").body.next_seq == 2
-        assert broker.open_stream("s_1").body.next_seq == 0
+        assert (await broker.open_stream("s_1", None, "3")).body.next_seq == 3
+        assert (await broker.open_stream("s_1", "2", "4")).body.next_seq == 2
+        assert (await broker.open_stream("s_1")).body.next_seq == 0
         for from_seq, from_ in (("x", None), (None, "-1"), ("2", "1.5"), ("abc", "2")):
             with pytest.raises(BrokerError) as caught:
-                broker.open_stream("s_1", from_seq, from_)
+                await broker.open_stream("s_1", from_seq, from_)
             assert (caught.value.status, caught.value.code) == (400, "INVALID_REQUEST")
         with pytest.raises(
             BrokerError, match="INVALID_REQUEST: from must be a non-negative integer"
         ):
-            broker.open_stream("s_1", None, "-1")
+            await broker.open_stream("s_1", None, "-1")
         stream.final(True)
 
 
@@ -326,9 +578,11 @@ async def test_from_is_read_like_from_seq_and_from_seq_wins() -> None:
 async def test_cancel_url_carries_the_base_path() -> None:
     runner = Runner()
     runner.release.set()
-    async with SessionBroker(runner) as broker:
-        plain = broker.create_session(b'{"code": "x", "sessionId": "s_a"}')
-        mounted = broker.create_session(b'{"code": "x", "sessionId": "s_b"}', base_path="/api/")
+    async with SessionBroker(runner, config=CLIENT_IDS) as broker:
+        plain = await broker.create_session(b'{"code": "x", "sessionId": "s_a"}')
+        mounted = await broker.create_session(
+            b'{"code": "x", "sessionId": "s_b"}', base_path="/api/"
+        )
         init_a = (await lines_of(plain.body))[0]["payload"]
         init_b = (await lines_of(mounted.body))[0]["payload"]
     assert init_a["cancelUrl"] == "/sessions/s_a/cancel"
@@ -338,12 +592,12 @@ async def test_cancel_url_carries_the_base_path() -> None:
 async def test_session_info_and_list() -> None:
     clock = FakeWallClock()
     runner = Runner()
-    async with SessionBroker(runner, now=clock) as broker:
-        assert broker.list_sessions() == {"sessions": [], "total": 0}
-        created = broker.create_session(b'{"code": "x", "sessionId": "s_1"}')
+    async with SessionBroker(runner, config=CLIENT_IDS, now=clock) as broker:
+        assert await broker.list_sessions() == {"sessions": [], "total": 0}
+        created = await broker.create_session(b'{"code": "x", "sessionId": "s_1"}')
         await wait_until(lambda: created.stream.next_seq == 3)
         created_ms = round(START.timestamp() * 1000)
-        info = broker.session_info("s_1")
+        info = await broker.session_info("s_1")
         assert abs(info.pop("updatedAt") - created_ms) < 1000
         assert info == {
             "sessionId": "s_1",
@@ -357,14 +611,14 @@ async def test_session_info_and_list() -> None:
         clock.advance(1500)
         runner.release.set()
         await lines_of(created.body)
-        done = broker.session_info("s_1")
+        done = await broker.session_info("s_1")
         assert (done["state"], done["lastSeq"], done["stats"]["duration"]) == ("completed", 3, 1500)
         clock.advance(1000)  # a finished session's duration stays what its final said
-        assert broker.session_info("s_1")["stats"]["duration"] == 1500
+        assert (await broker.session_info("s_1"))["stats"]["duration"] == 1500
 
         other = broker.add(EventStream("s_2", heartbeat_interval_ms=None, now=clock))
-        broker.cancel("s_2")
-        listed = broker.list_sessions()
+        await broker.cancel("s_2")
+        listed = await broker.list_sessions()
         assert listed["total"] == 2
         assert [(s["sessionId"], s["state"]) for s in listed["sessions"]] == [
             ("s_1", "completed"),
@@ -372,7 +626,7 @@ async def test_session_info_and_list() -> None:
         ]
         assert other.state.value == "cancelled"
         with pytest.raises(BrokerError) as caught:
-            broker.session_info("s_nope")
+            await broker.session_info("s_nope")
         assert caught.value.status == 404
 
 
@@ -384,7 +638,7 @@ async def test_shutdown_ends_every_running_session_and_refuses_new_ones() -> Non
     broker = SessionBroker(runner)
     broker.shutdown()  # not running: nothing to do
     async with broker:
-        created = broker.create_session(b'{"code": "x"}')
+        created = await broker.create_session(b'{"code": "x"}')
         outside = broker.add(EventStream("s_outside", heartbeat_interval_ms=None))
         finished = broker.add(EventStream("s_done", heartbeat_interval_ms=None))
         finished.final(True)
@@ -404,10 +658,10 @@ async def test_shutdown_ends_every_running_session_and_refuses_new_ones() -> Non
             lambda: broker.add(EventStream()),
         ):
             with pytest.raises(BrokerError) as caught:
-                refused()
+                await _awaited(refused())
             assert (caught.value.status, caught.value.code) == (503, "SHUTTING_DOWN")
         # Still readable until the block ends.
-        assert len(await lines_of(broker.open_stream(created.stream.session_id).body)) == 3
+        assert len(await lines_of((await broker.open_stream(created.stream.session_id)).body)) == 3
     async with broker:  # a broker entered again starts afresh
         assert not broker.shutting_down
 
@@ -428,7 +682,7 @@ class TestShutdownOnAVirtualClock:
         config = BrokerConfig(shutdown_timeout_seconds=2, heartbeat_interval_ms=None)
         with caplog.at_level(logging.WARNING, logger="enclave_stream"):
             async with SessionBroker(stubborn, config=config) as broker:
-                created = broker.create_session(b'{"code": "x"}')
+                created = await broker.create_session(b'{"code": "x"}')
                 await anyio.sleep(1)
                 started = anyio.current_time()
                 broker.shutdown()
@@ -449,7 +703,7 @@ async def test_a_signal_shuts_the_broker_down_then_reaches_the_previous_handler(
     try:
         runner = Runner()
         async with SessionBroker(runner) as broker:
-            created = broker.create_session(b'{"code": "x"}')
+            created = await broker.create_session(b'{"code": "x"}')
             async with shutdown_on_signals(broker, (signal.SIGUSR1, signal.SIGUSR2)) as installed:
                 assert installed
                 assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # not touched
@@ -474,3 +728,26 @@ async def test_shutdown_on_signals_does_nothing_outside_the_main_thread() -> Non
     before = signal.getsignal(signal.SIGTERM)
     assert await anyio.to_thread.run_sync(anyio.run, in_a_thread) is False
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+async def test_new_stream_takes_the_brokers_settings() -> None:
+    clock = FakeWallClock()
+    config = BrokerConfig(heartbeat_interval_ms=None, ttl_ms=5000, max_events=3)
+    async with SessionBroker(config=config, now=clock) as broker:
+        produced = anyio.Event()
+
+        async def run(stream: EventStream) -> None:
+            for _ in range(5):
+                stream.stdout("x")
+            stream.final(True)
+            produced.set()
+
+        stream = broker.new_stream(run)
+        assert stream.session_id in broker
+        assert stream.expires_at == START + timedelta(milliseconds=5000)
+        await produced.wait()
+        assert len(stream.store.read(5)) == 3  # bounded at 3 events: seq 5, 6, 7
+        server, _ = session_pair()
+        encrypted = broker.new_stream(session=server)
+        assert (encrypted.session_id, encrypted.encrypted) == (SESSION_ID, True)
+        encrypted.final(True)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from typing import Any
 
+import anyio
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Mount
 
 from enclave_stream.producer import EventStream
 from enclave_stream.starlette import create_broker_app, ndjson_response
@@ -71,3 +77,104 @@ async def test_the_lifespan_hooks_sigint_only_when_asked(handle_signals: bool) -
     async with app.router.lifespan_context(app):
         assert (signal.getsignal(signal.SIGINT) is not before) is handle_signals
     assert signal.getsignal(signal.SIGINT) is before
+
+
+class TestFrozenReaders:
+    @pytest.fixture
+    def anyio_backend(self, virtual_backend: Any) -> Any:
+        return virtual_backend
+
+    async def test_a_reader_that_takes_no_bytes_is_dropped_after_the_send_timeout(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        stream = EventStream("s_1", heartbeat_interval_ms=None)
+        stream.stdout("x")
+        response = ndjson_response(stream, send_timeout_seconds=5)
+        sent: list[str] = []
+
+        async def frozen_send(message: Any) -> None:
+            sent.append(message["type"])
+            if message["type"] == "http.response.body" and len(sent) > 2:
+                await anyio.sleep_forever()  # the client's buffers are full
+            await anyio.sleep(4)  # slow, but within the timeout
+
+        async def receive() -> Any:
+            await anyio.sleep_forever()
+
+        scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET"}
+        started = anyio.current_time()
+        with caplog.at_level(logging.WARNING, logger="enclave_stream"):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(response, scope, receive, frozen_send)
+                await anyio.sleep(9)
+                stream.stdout("y")  # the third send never completes
+        assert anyio.current_time() - started == pytest.approx(9 + 5)
+        assert sent == ["http.response.start", "http.response.body", "http.response.body"]
+        assert "took no bytes for 5 s" in caplog.text
+        assert not stream.finished  # the session goes on; the client may resume
+
+    async def test_without_a_timeout_a_slow_reader_is_waited_for(self) -> None:
+        stream = EventStream("s_1", heartbeat_interval_ms=None)
+        stream.stdout("x")
+        stream.final(True)
+        response = ndjson_response(stream)
+        sent: list[bytes] = []
+
+        async def slow_send(message: Any) -> None:
+            await anyio.sleep(1000)
+            sent.append(message.get("body", b""))
+
+        async def receive() -> Any:
+            await anyio.sleep_forever()
+
+        scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET"}
+        await response(scope, receive, slow_send)
+        assert b'"type":"final"' in b"".join(sent)
+
+
+async def test_a_mounted_app_without_its_lifespan_says_what_to_do(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parent = Starlette(routes=[Mount("/enclave", create_broker_app())])
+    transport = httpx.ASGITransport(app=parent)  # runs no lifespan, as a mount gets none
+    with caplog.at_level(logging.ERROR, logger="enclave_stream"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            for method, path in (
+                ("POST", "/enclave/sessions"),
+                ("GET", "/enclave/sessions"),
+                ("GET", "/enclave/sessions/s_1/stream"),
+                ("GET", "/enclave/sessions/s_1"),
+                ("POST", "/enclave/sessions/s_1/cancel"),
+            ):
+                response = await http.request(method, path, json={"code": "x"})
+                assert response.status_code == 500
+                assert response.json()["code"] == "BROKER_NOT_RUNNING"
+                assert "lifespan_context" in response.json()["message"]
+    assert "not running" in caplog.text
+
+
+async def test_background_tasks_of_a_stream_response_run_beside_its_body() -> None:
+    stream = EventStream("s_1", heartbeat_interval_ms=None)
+
+    async def produce() -> None:
+        stream.stdout("x")
+        stream.final(True)
+
+    response = ndjson_response(stream)
+    response.background = BackgroundTask(produce)  # what FastAPI's BackgroundTasks do
+    sent: list[bytes] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message.get("body", b""))
+
+    async def receive() -> Any:
+        await anyio.sleep_forever()
+
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET"}
+    with anyio.fail_after(5):  # after the body, as Starlette runs them, it never ends
+        await response(scope, receive, send)
+    assert [json.loads(line)["type"] for line in b"".join(sent).splitlines()] == [
+        "session_init",
+        "stdout",
+        "final",
+    ]
