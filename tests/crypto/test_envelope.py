@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -376,3 +377,56 @@ def test_context_decrypt_refusals() -> None:
     with pytest.raises(EnvelopeError) as info:
         ctx.decrypt_json({"kid": "k", "nonceB64": "@@@@", "ciphertextB64": "AAAA"})
     assert info.value.reason is R.INVALID_ENCODING
+
+
+# --- what each refusal says ---------------------------------------------------------------
+
+
+def _sealed(plaintext: bytes) -> dict[str, str]:
+    ciphertext, nonce = SessionEncryptionContext(KEY, SessionKeyInfo("k")).encrypt(plaintext)
+    return {"kid": "k", "nonceB64": _b64(nonce), "ciphertextB64": _b64(ciphertext)}
+
+
+REFUSALS: dict[str, tuple[Callable[[], object], str]] = {
+    "not a JSON value": (
+        lambda: encrypt_json(KEY, "k", b"x"),
+        "Not a JSON value: Object of type bytes is not JSON serializable",
+    ),
+    "plaintext not JSON": (
+        lambda: decrypt_json(KEY, _sealed(b"[1,]")),
+        "Decrypted plaintext is not JSON: Expecting value (position 3)",
+    ),
+    "plaintext not of the type": (
+        lambda: decrypt_json(KEY, encrypt_json(KEY, "k", EVENT), type=ServerHello),
+        "Decrypted plaintext is not a valid ServerHello: "
+        "Object missing required field `serverEphemeralPubKeyB64`",
+    ),
+    "plaintext not of a type without a name": (
+        lambda: decrypt_json(KEY, encrypt_json(KEY, "k", {"a": 1}), type=int | None),
+        "Decrypted plaintext is not a valid int | None: Expected `int | null`, got `object`",
+    ),
+    "envelope session id": (
+        lambda: create_encrypted_envelope(KEY, "k", "x_1", 1, EVENT),
+        "Expected a session id (a string starting with 's_'), got 'x_1' - at `$.sessionId`",
+    ),
+    "envelope seq": (
+        lambda: create_encrypted_envelope(KEY, "k", "s_1", -1, EVENT),
+        "Expected `int` >= 0 and <= 9007199254740991, got -1 - at `$.seq`",
+    ),
+    "payload field": (
+        lambda: decrypt_json(KEY, {"kid": "k", "nonceB64": 5, "ciphertextB64": "A"}),
+        "Invalid envelope payload: Expected `str`, got `int` - at `$.nonceB64`",
+    ),
+    "not a payload": (
+        lambda: decrypt_json(KEY, [1]),  # type: ignore[arg-type]
+        "Expected an EncryptedEnvelopePayload or a mapping, got list",
+    ),
+}
+
+
+@pytest.mark.parametrize(("refused", "message"), REFUSALS.values(), ids=REFUSALS)
+def test_refusals_say_what_is_wrong(refused: Callable[[], object], message: str) -> None:
+    """The message names the value and the rule, so a refusal can be acted on."""
+    with pytest.raises((EnvelopeError, EventValidationError)) as info:
+        refused()
+    assert str(info.value) == message
