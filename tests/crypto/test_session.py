@@ -214,6 +214,14 @@ def test_invalid_envelope_seq_type_is_refused() -> None:
     assert _refused(server, broken).reason is R.INVALID_ENCODING
 
 
+def test_a_negative_envelope_seq_never_opens() -> None:
+    """No seq is below the first: -1 (only a hand-built envelope has one) is refused."""
+    envelope = msgspec.structs.replace(_client().seal(_event(1)), seq=-1)
+    server = _server(ReceiveChecks(splicing=False))
+    assert _refused(server, envelope).reason is R.SEQ_REGRESSION
+    assert server.last_seq is None
+
+
 def test_non_string_payload_fields_are_refused() -> None:
     envelope = _client().seal(_event(1))
     payload = msgspec.structs.replace(envelope.payload, nonce_b64=123)
@@ -358,17 +366,33 @@ def test_fail_closed_refuses_everything_after_a_forgery() -> None:
 
 
 @pytest.mark.parametrize(
-    ("session_id", "key_id"),
+    ("session_id", "key_id", "message"),
     [
-        pytest.param("x_1", "k_1", id="bad-session-id"),
-        pytest.param("s_", "k_1", id="bare-prefix"),
-        pytest.param(SESSION, "", id="empty-key-id"),
+        pytest.param(
+            "x_1",
+            "k_1",
+            "Invalid session id 'x_1': expected 's_' and at least one more character",
+            id="bad-session-id",
+        ),
+        pytest.param(
+            "s_",
+            "k_1",
+            "Invalid session id 's_': expected 's_' and at least one more character",
+            id="bare-prefix",
+        ),
+        pytest.param(
+            SESSION, "", "The key id must be a non-empty string, got ''", id="empty-key-id"
+        ),
+        pytest.param(
+            SESSION, 5, "The key id must be a non-empty string, got 5", id="key-id-not-text"
+        ),
     ],
 )
-def test_bad_identifiers_are_refused(session_id: str, key_id: str) -> None:
+def test_bad_identifiers_are_refused(session_id: str, key_id: str, message: str) -> None:
     with pytest.raises(HandshakeError) as info:
         _client(session_id=session_id, key_id=key_id)
     assert info.value.code is EncryptionErrorCode.HANDSHAKE_FAILED
+    assert info.value.message == message
 
 
 ONE_KEY = AesGcmKey(C2S)
@@ -393,6 +417,7 @@ def test_one_key_for_both_directions_is_refused(
             SESSION, "k_1", SessionRole.CLIENT, send_key=send_key, receive_key=receive_key
         )
     assert info.value.code is EncryptionErrorCode.KEY_DERIVATION_FAILED
+    assert info.value.message == "The send and receive keys must differ"
 
 
 def test_key_objects_of_two_keys_make_a_session() -> None:
@@ -544,6 +569,10 @@ def test_sessions_cannot_be_copied_or_pickled(clone: Any) -> None:
 def test_repr_shows_no_key_material() -> None:
     session = _client()
     text = repr(session)
+    assert text == (
+        "<EncryptedSession role=client session_id='s_session' key_id='k_1' sealed=0 "
+        "last_seq=None failed=False>"
+    )
     assert "s_session" in text
     assert "k_1" in text
     for key in (C2S, S2C):
@@ -835,10 +864,10 @@ def test_memory_is_bounded() -> None:
 
 
 def test_invalid_parameters() -> None:
-    with pytest.raises(ValueError):
-        ReplayWindow(width=0)
-    with pytest.raises(ValueError):
-        ReplayWindow(max_prefixes=0)
+    for bad in ({"width": 0}, {"max_prefixes": 0}):
+        with pytest.raises(ValueError) as info:
+            ReplayWindow(**bad)
+        assert str(info.value) == "width and max_prefixes must be at least 1"
     assert ReplayWindow(width=1, max_prefixes=1).accept(_nonce(0, 0))
 
 
