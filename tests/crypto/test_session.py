@@ -863,6 +863,19 @@ def test_memory_is_bounded() -> None:
     assert long - short < 4_096, (short, long)
 
 
+def test_default_window_is_256_counters_and_16_prefixes() -> None:
+    """The defaults docs/security.md states: 256 counters below the highest, 16 prefixes."""
+    window = ReplayWindow()
+    assert window.accept(_nonce(0, 1000))
+    assert window.accept(_nonce(0, 1000 - 255))  # the window's last counter
+    assert not window.accept(_nonce(0, 1000 - 256))  # one past it: too old
+    for prefix in range(1, 17):  # 16 more prefixes: the first one is forgotten
+        assert window.accept(_nonce(prefix, 0))
+    assert len(window) == 16
+    assert window.accept(_nonce(0, 1000))
+    assert not window.accept(_nonce(16, 0))  # still remembered
+
+
 def test_invalid_parameters() -> None:
     for bad in ({"width": 0}, {"max_prefixes": 0}):
         with pytest.raises(ValueError) as info:
