@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import gc
+import json
+import os
 import pickle
 import threading
 import tracemalloc
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +29,7 @@ from enclave_stream import (
 )
 from enclave_stream.codec import decode_event, encode_event
 from enclave_stream.crypto import (
+    AesGcmError,
     AesGcmKey,
     EncryptedSession,
     HkdfError,
@@ -553,6 +557,32 @@ def test_reference_style_context_envelopes_open() -> None:
 def test_final_event_round_trip() -> None:
     event = FinalEvent(session_id=SESSION, seq=3, payload=FinalPayload(ok=True, result={"a": [1]}))
     assert _server().open(_client().seal(event)) == event
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_copy_of_a_fixed_prefix_session_needs_rotation() -> None:
+    """A fork() child would reuse the parent's nonces: it must start a new session."""
+    session = _client(nonce_prefix=bytes(8))
+    assert session.needs_rotation() is False
+    read_fd, write_fd = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, 3.12+
+        pid = os.fork()
+    if pid == 0:  # the child
+        report: dict[str, object] = {"needs_rotation": session.needs_rotation()}
+        try:
+            session.seal(_event(1))
+        except AesGcmError as exc:
+            report["error"] = str(exc.code)
+        os.write(write_fd, json.dumps(report).encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert child == {"needs_rotation": True, "error": "ENCRYPTION_NONCE_REUSE"}
+    assert session.needs_rotation() is False
+    assert _server().open(session.seal(_event(1))) == _event(1)
 
 
 # --- safety -----------------------------------------------------------------------------
