@@ -9,7 +9,6 @@ from __future__ import annotations
 __all__ = ["from_base64", "to_base64", "utf8"]
 
 import binascii
-import re
 import sys
 from typing import Final
 
@@ -17,7 +16,7 @@ from ..errors import Base64DecodeError
 
 _ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _ASCII_WHITESPACE: Final = b"\t\n\f\r "
-_NOT_ALPHABET: Final = re.compile(r"[^A-Za-z0-9+/=]")
+_ALPHABET_AND_PAD: Final = _ALPHABET + b"="
 _PADDING: Final = (b"", b"===", b"==", b"=")  # indexed by length % 4
 
 
@@ -83,8 +82,8 @@ def from_base64(text: str) -> bytes:
             raw = stripped
             extra = raw.translate(None, _ALPHABET)
         if extra.strip(b"="):
-            bad = _NOT_ALPHABET.search(raw.decode("ascii"))
-            index = bad.start() if bad else 0  # a match exists: extra has a non-'='
+            # The first byte that is neither in the alphabet nor '=' (one exists).
+            index = len(raw) - len(raw.lstrip(_ALPHABET_AND_PAD))
             raise Base64DecodeError(_not_in_alphabet(chr(raw[index]), index, where))
     length = len(raw)
     remainder = length % 4
@@ -107,7 +106,7 @@ def from_base64(text: str) -> bytes:
             "which no byte string encodes to"
         )
     # binascii wants full quads; like atob it ignores the bits left over.
-    return binascii.a2b_base64(raw + _PADDING[remainder] if remainder else raw)
+    return binascii.a2b_base64(raw + _PADDING[remainder])
 
 
 def _not_in_alphabet(char: str, index: int, where: str) -> str:

@@ -43,11 +43,13 @@ from binascii import b2a_base64
 from dataclasses import dataclass
 from typing import Final, NoReturn, SupportsIndex
 
+from cryptography.exceptions import InvalidTag
+
 from ..codec import encode_event
 from ..errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason, HandshakeError
 from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
 from ..protocol import StrEnum, is_session_id
-from .aesgcm import NONCE_PREFIX_LENGTH, AesGcmKey, derive_session_keys
+from .aesgcm import NONCE_LENGTH, NONCE_PREFIX_LENGTH, AesGcmKey, derive_session_keys
 from .context import SessionEncryptionContext, SessionKeyInfo
 from .envelope import (
     InnerEvent,
@@ -57,6 +59,8 @@ from .envelope import (
 )
 
 _R: Final = EnvelopeErrorReason
+_PROBE_NONCE: Final = bytes(NONCE_LENGTH)
+_PROBE: Final = b"send and receive keys differ"
 
 
 class ReplayWindow:
@@ -224,7 +228,7 @@ class EncryptedSession:
         check_key_id(key_id)
         send = send_key if isinstance(send_key, AesGcmKey) else AesGcmKey(send_key)
         receive = receive_key if isinstance(receive_key, AesGcmKey) else AesGcmKey(receive_key)
-        if send is receive or (not isinstance(send_key, AesGcmKey) and send_key == receive_key):
+        if _same_key(send, receive):
             # One key both ways would make our own envelopes, sent back to
             # us, authenticate (a reflection attack).
             raise HandshakeError(
@@ -242,7 +246,7 @@ class EncryptedSession:
         self._last_seq = -1
         self._failed = False
         self._lock = threading.Lock()
-        self._line: bytes | None = None  # seal_line's template, made on first use
+        self._line = _line_template(session_id, key_id)
 
     @classmethod
     def from_shared_secret(
@@ -332,8 +336,7 @@ class EncryptedSession:
         """
         inner = self._own_event(event)
         ciphertext, nonce = self._context.encrypt(encode_event(inner))  # as event_plaintext(inner)
-        line = self._line or self._line_template()
-        return line % (
+        return self._line % (
             inner.seq,
             b2a_base64(nonce, newline=False),
             b2a_base64(ciphertext, newline=False),
@@ -347,33 +350,6 @@ class EncryptedSession:
                 _R.SESSION_MISMATCH,
             )
         return inner
-
-    def _line_template(self) -> bytes:
-        # Every line of the session is the same bytes but for seq, nonce and
-        # ciphertext. The template is cut from the encoder's own line for a
-        # probe envelope, so its bytes come from one place. A JSON string
-        # never holds an unescaped '"', so the markers cannot occur inside
-        # the quoted session id or key id.
-        probe = encode_event(
-            EncryptedEnvelope(
-                session_id=self._session_id,
-                seq=0,
-                payload=EncryptedEnvelopePayload(
-                    kid=self._key_id, nonce_b64="N", ciphertext_b64="C"
-                ),
-            )
-        )
-        head, seq_marker, rest = probe.partition(b',"seq":0,')
-        middle, payload_marker, tail = rest.partition(b',"nonceB64":"N","ciphertextB64":"C"}')
-        if not (seq_marker and payload_marker):
-            raise AssertionError(f"Unexpected envelope layout: {probe!r}")
-        line = b'%s,"seq":%%d,%s,"nonceB64":"%%s","ciphertextB64":"%%s"}%s' % (
-            head.replace(b"%", b"%%"),
-            middle.replace(b"%", b"%%"),
-            tail.replace(b"%", b"%%"),
-        )
-        self._line = line
-        return line
 
     # --- receiving ----------------------------------------------------------------
 
@@ -461,6 +437,42 @@ class EncryptedSession:
         # copy, deepcopy and pickle all come through here: a copy would reuse
         # the sending nonces and fork the replay state.
         raise TypeError("EncryptedSession cannot be copied or pickled: it holds session keys")
+
+
+def _line_template(session_id: str, key_id: str) -> bytes:
+    # Every line of a session is the same bytes but for seq, nonce and
+    # ciphertext. The template is cut from the encoder's own line for a probe
+    # envelope, so its bytes come from one place. A JSON string never holds
+    # an unescaped '"', so the markers cannot occur inside the quoted session
+    # id or key id, and unpacking checks that each occurs exactly once. Only
+    # those two ids (in head and middle) are free text that can hold a '%' to
+    # escape; tail closes the envelope.
+    probe = encode_event(
+        EncryptedEnvelope(
+            session_id=session_id,
+            seq=0,
+            payload=EncryptedEnvelopePayload(kid=key_id, nonce_b64="N", ciphertext_b64="C"),
+        )
+    )
+    head, rest = probe.split(b',"seq":0,')
+    middle, tail = rest.split(b',"nonceB64":"N","ciphertextB64":"C"}')
+    return b'%s,"seq":%%d,%s,"nonceB64":"%%s","ciphertextB64":"%%s"}%s' % (
+        head.replace(b"%", b"%%"),
+        middle.replace(b"%", b"%%"),
+        tail,
+    )
+
+
+def _same_key(first: AesGcmKey, second: AesGcmKey) -> bool:
+    # An AesGcmKey keeps no key bytes to compare (raw bytes or two objects of
+    # one key look different): ask the ciphers. Only the same key opens what
+    # the other sealed (a different key does so with probability 2**-128).
+    sealed = first.aead.encrypt(_PROBE_NONCE, _PROBE, None)
+    try:
+        second.aead.decrypt(_PROBE_NONCE, sealed, None)
+    except InvalidTag:
+        return False
+    return True
 
 
 def check_session_id(session_id: object) -> None:

@@ -18,8 +18,10 @@ from enclave_stream.crypto import (
     ClientHandshake,
     EcdhKeyPair,
     EncryptedSession,
+    ReceiveChecks,
     SessionRole,
     accept_client_hello,
+    create_encrypted_envelope,
     create_server_hello,
     encrypt,
     generate_key_pair,
@@ -250,6 +252,115 @@ def test_spliced_session_id_with_a_reused_key() -> None:
     error = _refused(server_b, moved)
     assert error.reason is R.SESSION_MISMATCH
     assert "inner event" in error.message
+
+
+C2S, S2C = bytes(range(32)), bytes(range(1, 33))
+
+
+def _fixed_server(checks: ReceiveChecks | None = None) -> EncryptedSession:
+    return EncryptedSession(
+        SESSION, "k_1", SessionRole.SERVER, send_key=S2C, receive_key=C2S, checks=checks
+    )
+
+
+def _genuine() -> EncryptedEnvelope:
+    """The envelope the attacker splices: the client's seq 1."""
+    return create_encrypted_envelope(C2S, "k_1", SESSION, 1, _event(1), bytes(12))
+
+
+def _authentic_splice(session_id: str, seq: int, inner: StdoutEvent) -> EncryptedEnvelope:
+    """An authentic envelope whose header and inner event disagree: what an
+    attacker gets by splicing when two sessions share a key, or by moving an
+    inner event's ciphertext under another header. It has the genuine
+    envelope's nonce, so once it authenticates the genuine one is a replay."""
+    return create_encrypted_envelope(C2S, "k_1", session_id, seq, inner, bytes(12))
+
+
+# field and position -> (the spliced envelope, the reason it is refused, whether
+# it is refused before decryption, what splicing=False makes of it)
+SPLICES: dict[str, tuple[Callable[[], EncryptedEnvelope], R, bool, StdoutEvent | R]] = {
+    "session id in the header": (
+        lambda: msgspec.structs.replace(_genuine(), session_id="s_other"),
+        R.SESSION_MISMATCH,
+        True,
+        _event(1),
+    ),
+    "session id in the inner event": (
+        lambda: _authentic_splice(SESSION, 1, _event(1, "s_other")),
+        R.SESSION_MISMATCH,
+        False,
+        _event(1, "s_other"),
+    ),
+    "seq in the header": (
+        lambda: msgspec.structs.replace(_genuine(), seq=2),
+        R.SEQ_MISMATCH,
+        False,
+        _event(1),
+    ),
+    "seq in the inner event": (
+        lambda: _authentic_splice(SESSION, 1, _event(2)),
+        R.SEQ_MISMATCH,
+        False,
+        _event(2),
+    ),
+    "seq lowered in the header": (
+        lambda: msgspec.structs.replace(_genuine(), seq=0),
+        R.SEQ_MISMATCH,
+        False,
+        _event(1),
+    ),
+    "kid in the payload": (
+        lambda: _with_payload(_genuine(), kid="k_2"),
+        R.UNKNOWN_KEY_ID,
+        True,
+        R.UNKNOWN_KEY_ID,  # a security check: never switched off
+    ),
+    "kid emptied in the payload": (
+        lambda: _with_payload(_genuine(), kid=""),
+        R.UNKNOWN_KEY_ID,
+        True,
+        R.UNKNOWN_KEY_ID,
+    ),
+}
+
+
+@pytest.mark.parametrize(("splice", "reason", "early", "lenient"), SPLICES.values(), ids=SPLICES)
+def test_splices_are_refused_and_change_nothing(
+    splice: Callable[[], EncryptedEnvelope], reason: R, early: bool, lenient: StdoutEvent | R
+) -> None:
+    """Each field of each position spliced: refused, and seq 1 then arrives once.
+
+    A splice refused before decryption (the header's session id, the key id)
+    leaves no trace; one that authenticated has its nonce remembered, so the
+    envelope it was cut from is then a replay, and the sender's resend arrives.
+    """
+    server = _fixed_server()
+    error = _refused(server, splice())
+    assert error.reason is reason
+    assert error.code is DECRYPTION_FAILED
+    assert not server.failed
+    assert server.last_seq is None
+    if early:
+        assert server.open(_genuine()) == _event(1)
+    else:
+        assert _refused(server, _genuine()).reason is R.REPLAY
+        resent = create_encrypted_envelope(C2S, "k_1", SESSION, 1, _event(1), bytes(11) + b"\x02")
+        assert server.open(resent) == _event(1)
+    assert server.last_seq == 1
+    assert _refused(server, _genuine()).reason is R.REPLAY
+
+
+@pytest.mark.parametrize(("splice", "reason", "early", "lenient"), SPLICES.values(), ids=SPLICES)
+def test_splices_with_the_splicing_check_off(
+    splice: Callable[[], EncryptedEnvelope], reason: R, early: bool, lenient: StdoutEvent | R
+) -> None:
+    """ReceiveChecks(splicing=False) lets the numbering differ, never the key id."""
+    server = _fixed_server(ReceiveChecks(splicing=False))
+    if isinstance(lenient, R):
+        assert _refused(server, splice()).reason is lenient
+        assert server.open(_genuine()) == _event(1)
+    else:
+        assert server.open(splice()) == lenient
 
 
 def test_wrong_direction_key() -> None:

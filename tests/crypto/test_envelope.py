@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -376,3 +377,111 @@ def test_context_decrypt_refusals() -> None:
     with pytest.raises(EnvelopeError) as info:
         ctx.decrypt_json({"kid": "k", "nonceB64": "@@@@", "ciphertextB64": "AAAA"})
     assert info.value.reason is R.INVALID_ENCODING
+
+
+# --- what each refusal says ---------------------------------------------------------------
+
+
+_ENVELOPE = EncryptedEnvelope(
+    session_id="s_1",
+    seq=1,
+    payload=EncryptedEnvelopePayload(kid="k", nonce_b64="AAAA", ciphertext_b64="AAAA"),
+)
+
+
+def _sealed(plaintext: bytes) -> dict[str, str]:
+    ciphertext, nonce = SessionEncryptionContext(KEY, SessionKeyInfo("k")).encrypt(plaintext)
+    return {"kid": "k", "nonceB64": _b64(nonce), "ciphertextB64": _b64(ciphertext)}
+
+
+REFUSALS: dict[str, tuple[Callable[[], object], str]] = {
+    "not a JSON value": (
+        lambda: encrypt_json(KEY, "k", b"x"),
+        "Not a JSON value: Object of type bytes is not JSON serializable",
+    ),
+    "plaintext not JSON": (
+        lambda: decrypt_json(KEY, _sealed(b"[1,]")),
+        "Decrypted plaintext is not JSON: Expecting value (position 3)",
+    ),
+    "plaintext not of the type": (
+        lambda: decrypt_json(KEY, encrypt_json(KEY, "k", EVENT), type=ServerHello),
+        "Decrypted plaintext is not a valid ServerHello: "
+        "Object missing required field `serverEphemeralPubKeyB64`",
+    ),
+    "plaintext not of a type without a name": (
+        lambda: decrypt_json(KEY, encrypt_json(KEY, "k", {"a": 1}), type=int | None),
+        "Decrypted plaintext is not a valid int | None: Expected `int | null`, got `object`",
+    ),
+    "envelope session id": (
+        lambda: create_encrypted_envelope(KEY, "k", "x_1", 1, EVENT),
+        "Expected a session id (a string starting with 's_'), got 'x_1' - at `$.sessionId`",
+    ),
+    "envelope seq": (
+        lambda: create_encrypted_envelope(KEY, "k", "s_1", -1, EVENT),
+        "Expected `int` >= 0 and <= 9007199254740991, got -1 - at `$.seq`",
+    ),
+    "payload field": (
+        lambda: decrypt_json(KEY, {"kid": "k", "nonceB64": 5, "ciphertextB64": "A"}),
+        "Invalid envelope payload: Expected `str`, got `int` - at `$.nonceB64`",
+    ),
+    "not a payload": (
+        lambda: decrypt_json(KEY, [1]),  # type: ignore[arg-type]
+        "Expected an EncryptedEnvelopePayload or a mapping, got list",
+    ),
+    "an envelope in an envelope": (
+        lambda: create_encrypted_envelope(KEY, "k", "s_1", 1, _ENVELOPE),
+        "An enc envelope cannot be encrypted again",
+    ),
+    "not an event": (
+        lambda: create_encrypted_envelope(KEY, "k", "s_1", 1, [1]),  # type: ignore[arg-type]
+        "Expected a protocol event or a mapping, got list",
+    ),
+    "plaintext not a valid event": (
+        lambda: decrypt_json(
+            KEY, encrypt_json(KEY, "k", {**WIRE, "payload": {"chunk": 5}}), type=StreamEvent
+        ),
+        "Decrypted plaintext is not a valid event: "
+        "Validation error: Expected `str`, got `int` - at $.payload.chunk",
+    ),
+    "plaintext an envelope": (
+        lambda: decrypt_json(KEY, encrypt_json(KEY, "k", _ENVELOPE), type=StreamEvent),
+        "Decrypted plaintext is an enc envelope: nested envelopes are refused",
+    ),
+    "wrong key": (
+        lambda: decrypt_json(bytes(32), encrypt_json(KEY, "k", EVENT)),
+        "Decryption failed: authentication tag mismatch (wrong key or nonce, or the "
+        "envelope was altered)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("refused", "message"), REFUSALS.values(), ids=REFUSALS)
+def test_refusals_say_what_is_wrong(refused: Callable[[], object], message: str) -> None:
+    """The message names the value and the rule, so a refusal can be acted on."""
+    with pytest.raises((EnvelopeError, EventValidationError)) as info:
+        refused()
+    assert str(info.value) == message
+
+
+class _RefusingCipher:
+    """A cipher that refuses the input's size, as AES-GCM does past its length limit."""
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        raise OverflowError("Data or associated data too long. Max 2**31 - 1 bytes")
+
+
+class _KeyOfARefusingCipher(AesGcmKey):
+    @property
+    def aead(self) -> Any:
+        return _RefusingCipher()
+
+
+def test_input_the_cipher_cannot_take_is_an_encoding_error() -> None:
+    """Past GCM's length limit the cipher refuses; that is a refused envelope, not a crash."""
+    with pytest.raises(EnvelopeError) as info:
+        decrypt_json(_KeyOfARefusingCipher(KEY), encrypt_json(KEY, "k", EVENT))
+    assert info.value.reason is R.INVALID_ENCODING
+    assert info.value.code is EncryptionErrorCode.DECRYPTION_FAILED
+    assert info.value.message == (
+        "Decryption failed: Data or associated data too long. Max 2**31 - 1 bytes"
+    )
