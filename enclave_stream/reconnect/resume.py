@@ -248,7 +248,7 @@ class SequenceTracker:
 
     def _fill(self, seq: int) -> None:
         index = self._gap_index(seq)
-        assert index is not None, "checked as late"
+        assert index is not None  # check() found seq inside a gap
         gap = self._gaps[index]
         pieces = [
             SequenceGap(start, end)
