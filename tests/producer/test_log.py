@@ -119,9 +119,9 @@ def test_close_finishes_without_a_final() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "3"])
 def test_limits_must_be_positive_integers(bad: object) -> None:
-    with pytest.raises(ValueError, match="max_events"):
+    with pytest.raises(ValueError, match=r"^max_events must be"):
         EventLog(max_events=bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_bytes"):
+    with pytest.raises(ValueError, match=r"^max_bytes must be"):
         EventLog(max_bytes=bad)  # type: ignore[arg-type]
 
 
@@ -182,8 +182,11 @@ def test_seq_zero_and_one_ask_for_everything_while_nothing_was_dropped() -> None
 @pytest.mark.parametrize("bad", [-1, True, 1.0, "1", None])
 def test_from_seq_must_be_a_non_negative_integer(bad: object) -> None:
     log = EventLog()
-    with pytest.raises(ValueError, match="from_seq"):
+    log.append(stdout())
+    with pytest.raises(ValueError, match=r"^from_seq must be"):
         log.check(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^from_seq must be"):
+        log.read(bad)  # type: ignore[arg-type]
 
 
 def test_read_max_bytes_cuts_between_lines_but_returns_at_least_one() -> None:
@@ -320,6 +323,22 @@ async def test_body_joins_what_is_ready_into_one_chunk() -> None:
 
 
 @pytest.mark.anyio
+async def test_body_yields_to_the_event_loop_though_lines_are_ready() -> None:
+    # A checkpoint: the other tasks run, and a cancelled reader stops here.
+    log = EventLog()
+    log.append(stdout())
+    body = NdjsonBody(log)
+    got: list[bytes] = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        got.append(await body.__anext__())
+    assert scope.cancelled_caught
+    assert got == []
+    assert body.next_seq == 0  # nothing was taken: the next call sends the line
+    assert await body.__anext__() == log.read(1)[0].line
+
+
+@pytest.mark.anyio
 async def test_body_chunks_are_bounded_but_hold_at_least_one_line() -> None:
     log = EventLog()
     lines = [log.append(stdout("z" * 50)).line for _ in range(6)]
@@ -365,9 +384,13 @@ async def test_body_of_a_finished_log_ends_and_can_start_past_the_end() -> None:
 @pytest.mark.anyio
 async def test_body_ends_after_a_closed_log_without_final() -> None:
     log = EventLog()
-    log.append(stdout())
+    line = log.append(stdout()).line
     log.close()
-    assert len([chunk async for chunk in NdjsonBody(log)]) == 1
+    body = NdjsonBody(log)
+    assert await body.__anext__() == line
+    for _ in range(2):  # and stays ended
+        with pytest.raises(StopAsyncIteration):
+            await body.__anext__()
 
 
 @pytest.mark.anyio
@@ -400,7 +423,9 @@ async def test_body_checks_its_arguments() -> None:
     log.append(stdout())
     with pytest.raises(ReplayUnavailableError):
         NdjsonBody(log)
-    with pytest.raises(ValueError, match="from_seq"):
-        NdjsonBody(log, -1)
-    with pytest.raises(ValueError, match="chunk_bytes"):
-        NdjsonBody(log, 2, chunk_bytes=0)
+    for bad_seq in (-1, 2.0, True):
+        with pytest.raises(ValueError, match=r"^from_seq must be"):
+            NdjsonBody(log, bad_seq)  # type: ignore[arg-type]
+    for bad_size in (0, -1, 64.0, True):
+        with pytest.raises(ValueError, match=r"^chunk_bytes must be"):
+            NdjsonBody(log, 2, chunk_bytes=bad_size)  # type: ignore[arg-type]
