@@ -237,7 +237,7 @@ class EventLog:
                 no ``seq`` is used up); or whatever ``encode`` raises.
         """
         if self._finished:
-            raise StreamFinishedError(getattr(event, "session_id", None))
+            raise StreamFinishedError(event.session_id)
         seq = self._next_seq
         if event.seq != seq:
             event = msgspec.structs.replace(event, seq=seq)
@@ -249,8 +249,7 @@ class EventLog:
         self._bytes += len(line)
         if type(event) is FinalEvent:
             self._finished = True
-        if len(entries) - self._head > self._max_events or self._bytes > self._max_bytes:
-            self._evict()
+        self._evict()
         self._wake()
         return entry
 
@@ -260,6 +259,7 @@ class EventLog:
         self._wake()
 
     def _evict(self) -> None:
+        # Drop the oldest entries while over a bound, but never the newest.
         entries = self._entries
         head = self._head
         last = len(entries) - 1

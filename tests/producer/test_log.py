@@ -47,7 +47,7 @@ def test_has_every_member_of_the_event_store_protocol_with_its_signature() -> No
 
 def test_numbers_from_one_and_replaces_the_events_seq() -> None:
     log = EventLog()
-    assert (log.next_seq, log.first_seq, len(log)) == (1, 1, 0)
+    assert (log.next_seq, log.first_seq, len(log), log.finished) == (1, 1, 0, False)
     entries = [log.append(stdout(text, seq=99)) for text in "abc"]
     assert [entry.seq for entry in entries] == [1, 2, 3]
     assert [entry.event.seq for entry in entries] == [1, 2, 3]

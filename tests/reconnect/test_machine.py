@@ -187,11 +187,14 @@ def test_observer_may_call_back_and_sees_events_in_causal_order() -> None:
     seen: list[ReconnectionEvent] = []
     machine: ReconnectionStateMachine
 
+    returned: list[int] = []
+
     def observer(event: ReconnectionEvent) -> None:
         seen.append(event)
         if isinstance(event, StateChangeEvent) and event.state is ConnectionState.RECONNECTING:
             # The reference would still arm its timer after this close().
             machine.close()
+            returned.append(len(seen))  # close() returned before its events came
 
     machine = ReconnectionStateMachine(NO_JITTER, on_event=observer)
     machine.on_disconnected("x")
@@ -201,6 +204,7 @@ def test_observer_may_call_back_and_sees_events_in_causal_order() -> None:
         {"type": "retry_scheduled", "attempt": 1, "delayMs": 1000},
         {"type": "state_change", "state": "closed", "previousState": "reconnecting"},
     ]
+    assert returned == [2]
     assert machine.state is ConnectionState.CLOSED
     assert machine.pending_retry is None
     assert not machine.fire_retry()

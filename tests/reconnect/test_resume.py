@@ -452,6 +452,22 @@ def test_core_failures_say_why_and_count_what_was_delivered(
         assert (verdict.error.line, verdict.error.max_line_bytes) == (3, 64)
 
 
+def test_core_without_max_line_bytes_reports_the_limit_as_0() -> None:
+    verdict = run("| long end")[-1]
+    assert isinstance(verdict, GiveUp)
+    assert isinstance(verdict.error, LineTooLongError)
+    assert verdict.error.max_line_bytes == 0
+
+
+def test_core_uses_the_random_it_is_given_for_jitter() -> None:
+    config = ReconnectionConfig(initial_delay_ms=1000, jitter_factor=0.5)
+    for draw, delay in ((0.0, 0.5), (0.5, 1.0)):
+        core = ResumeCore(config, random=lambda draw=draw: draw)
+        core.connect()
+        core.connection_opened()
+        assert core.disconnected(Reconnect("x")) == delay
+
+
 def test_core_retries_reset_on_the_first_new_event_of_a_connection() -> None:
     states: list[ConnectionState] = []
     core = ResumeCore(
@@ -480,6 +496,46 @@ def test_core_retries_reset_on_the_first_new_event_of_a_connection() -> None:
 
 
 # --- the fast path of ResumeCore equals the plain one
+
+
+def _items(script: str) -> list[ParsedEvent | LineError]:
+    kinds = {"o": "other", "f": "final", "e": "envelope"}
+    return [
+        TOO_LONG if step == "long" else _item(kinds.get(step[0], "plain"), int(step.lstrip("ofe")))
+        for step in script.split()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "items", "options", "taken"),
+    [
+        ("1", "2 3 4", {}, 3),
+        ("1", "2 3 5 6", {}, 2),  # a hole needs a decision
+        ("1", "2 2", {}, 1),  # so does a repeat
+        ("1", "1 2", {}, 0),
+        ("1", "2 o3 4", {}, 1),  # another session's event
+        ("1", "2 f3", {}, 1),  # final ends the stream
+        ("1", "2 e3", {}, 1),  # an envelope is opened first
+        ("1", "2 long 3", {}, 1),  # a bad line
+        ("", "1 2", {}, 0),  # nothing delivered: nothing pinned
+        ("e1", "2 3", {"refuse_plaintext": True}, 0),  # plaintext on an encrypted stream
+        ("e1", "e2 e3", {"refuse_plaintext": True}, 0),
+    ],
+)
+def test_accept_in_order_takes_the_run_that_needs_no_decision(
+    before: str, items: str, options: dict[str, object], taken: int
+) -> None:
+    core = ResumeCore(**options)  # type: ignore[arg-type]
+    core.connect()
+    core.connection_opened()
+    for event in _items(before):
+        assert core.check(event) is NEW  # type: ignore[arg-type]
+        core.accept(event)  # type: ignore[arg-type]
+    delivered = core.delivered
+    assert core.accept_in_order(_items(items)) == taken
+    assert core.delivered == delivered + taken
+    if options.get("refuse_plaintext"):
+        assert isinstance(core.check(stdout(2)), GiveUp)
 
 
 def _item(kind: str, seq: int) -> ParsedEvent | LineError:
@@ -518,6 +574,7 @@ def _plain_path(core: ResumeCore, items: list[ParsedEvent | LineError]) -> list[
     first=st.integers(0, 5),
     fresh=st.booleans(),
     allow_gaps=st.booleans(),
+    refuse_plaintext=st.booleans(),
     steps=st.lists(
         st.tuples(
             st.sampled_from(["plain", "plain", "plain", "other", "final", "envelope", "long"]),
@@ -527,7 +584,11 @@ def _plain_path(core: ResumeCore, items: list[ParsedEvent | LineError]) -> list[
     ),
 )
 def test_accept_in_order_is_check_and_accept_of_each(
-    first: int, fresh: bool, allow_gaps: bool, steps: list[tuple[str, int]]
+    first: int,
+    fresh: bool,
+    allow_gaps: bool,
+    refuse_plaintext: bool,
+    steps: list[tuple[str, int]],
 ) -> None:
     items: list[ParsedEvent | LineError] = []
     seq = first
@@ -536,7 +597,7 @@ def test_accept_in_order_is_check_and_accept_of_each(
         items.append(_item(kind, seq))
     cores = []
     for _ in range(2):
-        core = ResumeCore(allow_gaps=allow_gaps)
+        core = ResumeCore(allow_gaps=allow_gaps, refuse_plaintext=refuse_plaintext)
         core.connect()
         core.connection_opened()
         core.accept(stdout(first))
