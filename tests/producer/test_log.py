@@ -416,6 +416,19 @@ async def test_body_a_reader_that_falls_behind_is_told() -> None:
     assert (caught.value.requested_seq, caught.value.first_available_seq) == (2, 3)
 
 
+class UncheckingStore(EventLog):
+    """A store whose check() trusts its argument: NdjsonBody must check it first."""
+
+    def check(self, from_seq: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("bad_seq", [-1, 2.0, True])
+def test_body_checks_from_seq_whatever_the_store(bad_seq: object) -> None:
+    with pytest.raises(ValueError, match=r"^from_seq must be"):
+        NdjsonBody(UncheckingStore(), bad_seq)  # type: ignore[arg-type]
+
+
 @pytest.mark.anyio
 async def test_body_checks_its_arguments() -> None:
     log = EventLog(max_events=1)

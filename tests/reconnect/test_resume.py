@@ -74,6 +74,14 @@ def test_reset_forgets_what_was_received(strict: bool) -> None:
     assert (tracker.last_seq, tracker.next_seq) == (3, 4)
 
 
+def test_keeps_100_gaps_by_default() -> None:
+    tracker = SequenceTracker()
+    for seq in range(1, 204, 2):  # 1, 3, ..., 203: 101 gaps
+        tracker.receive(seq)
+    assert (tracker.max_gaps, len(tracker.gaps), tracker.gaps_dropped) == (100, 100, 1)
+    assert tracker.gaps[-1] == SequenceGap(200, 200)
+
+
 def test_max_gaps_zero_keeps_none_but_reports() -> None:
     tracker = SequenceTracker(max_gaps=0)
     tracker.receive(1)
