@@ -193,8 +193,15 @@ def test_parse_line_never_raises(raw: str | bytes) -> None:
     )
 )
 def test_parse_line_never_raises_on_strings_with_lone_surrogates(raw: str) -> None:
-    parse_line(raw)
-    parse_line('{"a":"' + raw + '"}')
+    wrapped = '{"a":"' + raw + '"}'
+    for line in (raw, wrapped):
+        result = parse_line(line)  # no event is a bare string or {"a": ...}: refused
+        assert not result.success
+        assert result.kind in ("empty", "json", "validation")
+        assert result.line is line
+    if not re.search(r'["\\\x00-\x1f]', raw):
+        # Valid JSON, lone surrogates included: it is the schema that refuses it.
+        assert parse_line(wrapped).kind == "validation"  # type: ignore[union-attr]
 
 
 mostly_json_bytes = st.lists(

@@ -237,7 +237,7 @@ class EventLog:
                 no ``seq`` is used up); or whatever ``encode`` raises.
         """
         if self._finished:
-            raise StreamFinishedError(getattr(event, "session_id", None))
+            raise StreamFinishedError(event.session_id)
         seq = self._next_seq
         if event.seq != seq:
             event = msgspec.structs.replace(event, seq=seq)
@@ -249,8 +249,7 @@ class EventLog:
         self._bytes += len(line)
         if type(event) is FinalEvent:
             self._finished = True
-        if len(entries) - self._head > self._max_events or self._bytes > self._max_bytes:
-            self._evict()
+        self._evict()
         self._wake()
         return entry
 
@@ -260,6 +259,7 @@ class EventLog:
         self._wake()
 
     def _evict(self) -> None:
+        # Drop the oldest entries while over a bound, but never the newest.
         entries = self._entries
         head = self._head
         last = len(entries) - 1
@@ -306,13 +306,10 @@ class EventLog:
             ReplayUnavailableError: events with ``seq >= from_seq`` were dropped.
             ValueError: ``from_seq`` is not an integer >= 0.
         """
+        self.check(from_seq)
         first = self._first_seq
-        if from_seq < first:
-            self.check(from_seq)
-            from_seq = first
-        if from_seq >= self._next_seq:
-            return []
-        start = self._head + (from_seq - first)
+        # Past the newest entry, start is past the end: nothing yet.
+        start = self._head + (max(from_seq, first) - first)
         held = cast("list[LogEntry]", self._entries)  # held slots are never None
         if max_bytes is not None:
             # Copy only what is returned: a replay reads a long log chunk by chunk.
@@ -367,7 +364,7 @@ class NdjsonBody:
             not a positive integer.
     """
 
-    __slots__ = ("_chunk_bytes", "_done", "_next", "_store")
+    __slots__ = ("_chunk_bytes", "_closed", "_next", "_store")
 
     def __init__(
         self,
@@ -381,7 +378,7 @@ class NdjsonBody:
         store.check(start)
         self._store = store
         self._next = start
-        self._done = False
+        self._closed = False
 
     @property
     def next_seq(self) -> int:
@@ -393,25 +390,22 @@ class NdjsonBody:
 
     async def __anext__(self) -> bytes:
         store = self._store
-        if not self._done:
-            # A reader with lines ready would otherwise never yield to the
-            # event loop (a server's send seldom blocks): let the others run.
-            await anyio.lowlevel.checkpoint()
-        while not self._done:
+        # A reader with lines ready would otherwise never yield to the event
+        # loop (a server's send seldom blocks): let the others run.
+        await anyio.lowlevel.checkpoint()
+        while not self._closed:
             entries = store.read(self._next, max_bytes=self._chunk_bytes)
             if entries:
                 last = entries[-1]
                 self._next = last.seq + 1
-                self._done = type(last.event) is FinalEvent
                 if len(entries) == 1:
                     return last.line
                 return b"".join([entry.line for entry in entries])
             if store.finished:
                 break
             await store.wait_for(self._next)
-        self._done = True
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
         """End the body early (there is nothing else to release)."""
-        self._done = True
+        self._closed = True

@@ -27,6 +27,7 @@ __all__ = [
 import enum
 import math
 import random as _random
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -153,6 +154,13 @@ def compute_backoff_ms(
     return js_round(delay)
 
 
+_WORD_START: Final = re.compile(r"_([a-z])")
+
+
+def _capital(match: re.Match[str]) -> str:
+    return match[1].upper()
+
+
 class _Event:
     """What the event classes share: their JSON shape."""
 
@@ -167,8 +175,7 @@ class _Event:
             if isinstance(value, ConnectionState):
                 value = value.value
             if value is not None:
-                head, *rest = field.name.split("_")
-                shape[head + "".join(word.title() for word in rest)] = value
+                shape[_WORD_START.sub(_capital, field.name)] = value
         return shape
 
 

@@ -209,11 +209,9 @@ class SequenceTracker:
                 self._gaps.append(SequenceGap(result.missing_start, result.missing_end))
             else:
                 self._gaps_dropped += 1
-            self._last_seq = seq
         elif result.late:
             self._fill(seq)
-        elif seq > self._last_seq or (self._last_seq == 0 and not self._strict):
-            self._last_seq = seq
+        self._last_seq = max(self._last_seq, seq)
         return result
 
     def receive_next(self, count: int) -> None:
@@ -250,7 +248,7 @@ class SequenceTracker:
 
     def _fill(self, seq: int) -> None:
         index = self._gap_index(seq)
-        assert index is not None, "checked as late"
+        assert index is not None  # check() found seq inside a gap
         gap = self._gaps[index]
         pieces = [
             SequenceGap(start, end)
@@ -349,7 +347,7 @@ class ResumeCore:
         config: retries and backoff.
         allow_gaps: go on past events that even a replay does not have.
         refuse_plaintext: the stream is encrypted: only envelopes may come.
-        max_line_bytes: the parser's limit, for :class:`LineTooLongError`.
+        max_line_bytes: the parser's limit, for :class:`LineTooLongError` (0: not given).
         on_state: called with each new :class:`ConnectionState`; its
             exceptions propagate out of the call that changed the state.
         on_event: called with each event of the state machine before
@@ -391,8 +389,11 @@ class ResumeCore:
         """The session every event must belong to, once the first was delivered."""
         self.delivered = 0
         """Events accepted so far."""
-        self._fresh = True  # nothing new yet on the current connection
-        self._too_long: LineError | None = None  # since the last new event
+        self._fresh: bool  # nothing new yet on the current connection
+        # An over-long line before the first new event of this connection
+        # (consulted only while nothing new has come).
+        self._too_long: LineError | None
+        self.connection_opened()
 
     @property
     def next_seq(self) -> int | None:
@@ -469,10 +470,11 @@ class ResumeCore:
         each would do, in one step: the usual chunk of a live stream is such
         a run, and the per-event calls would cost more than the parsing.
         """
-        following = self.tracker.next_seq
         pinned = self.session_id
-        if following is None or pinned is None or self.refuse_plaintext:
+        if pinned is None or self.refuse_plaintext:
             return 0
+        following = self.tracker.next_seq
+        assert following is not None  # accept() sets it with the session
         expect = following
         for item in items:
             if (
@@ -537,7 +539,6 @@ class ResumeCore:
 
     def _delivered(self, count: int) -> None:
         self.delivered += count
-        self._too_long = None
         if self._fresh:
             self._fresh = False
             if self._resume_from is not None:

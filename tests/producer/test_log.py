@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import tracemalloc
 
 import anyio
 import anyio.lowlevel
@@ -46,7 +47,7 @@ def test_has_every_member_of_the_event_store_protocol_with_its_signature() -> No
 
 def test_numbers_from_one_and_replaces_the_events_seq() -> None:
     log = EventLog()
-    assert (log.next_seq, log.first_seq, len(log)) == (1, 1, 0)
+    assert (log.next_seq, log.first_seq, len(log), log.finished) == (1, 1, 0, False)
     entries = [log.append(stdout(text, seq=99)) for text in "abc"]
     assert [entry.seq for entry in entries] == [1, 2, 3]
     assert [entry.event.seq for entry in entries] == [1, 2, 3]
@@ -87,6 +88,15 @@ def test_a_custom_encoder_makes_the_lines() -> None:
     assert seen == [1, 2]
 
 
+def test_repr_shows_what_is_held() -> None:
+    log = EventLog(max_events=2)
+    assert repr(log) == "<EventLog held=0 seq=1..0 bytes=0 finished=False>"
+    lines = [log.append(stdout()).line for _ in range(3)]
+    log.close()
+    size = len(lines[-1]) * 2
+    assert repr(log) == f"<EventLog held=2 seq=2..3 bytes={size} finished=True>"
+
+
 def test_final_finishes_the_log() -> None:
     log = EventLog()
     log.append(stdout())
@@ -109,9 +119,9 @@ def test_close_finishes_without_a_final() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "3"])
 def test_limits_must_be_positive_integers(bad: object) -> None:
-    with pytest.raises(ValueError, match="max_events"):
+    with pytest.raises(ValueError, match=r"^max_events must be"):
         EventLog(max_events=bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_bytes"):
+    with pytest.raises(ValueError, match=r"^max_bytes must be"):
         EventLog(max_bytes=bad)  # type: ignore[arg-type]
 
 
@@ -124,13 +134,15 @@ def test_bounded_by_count_oldest_dropped_first() -> None:
     assert log.size_bytes == sum(len(entry.line) for entry in log.read(3))
 
 
-def test_bounded_by_bytes() -> None:
+@pytest.mark.parametrize("slack", [0, 1, -1])
+def test_bounded_by_bytes(slack: int) -> None:
     line_bytes = len(EventLog().append(stdout("aaaa")).line)
-    log = EventLog(max_bytes=line_bytes * 2 + 1)
+    log = EventLog(max_bytes=line_bytes * 2 + slack)
     for _ in range(5):
         log.append(stdout("aaaa"))
-    assert (len(log), log.first_seq) == (2, 4)
-    assert log.size_bytes == line_bytes * 2
+    held = 1 if slack < 0 else 2  # exactly max_bytes still fits
+    assert (len(log), log.first_seq) == (held, 6 - held)
+    assert log.size_bytes == line_bytes * held
 
 
 def test_the_newest_event_is_kept_however_large() -> None:
@@ -170,8 +182,11 @@ def test_seq_zero_and_one_ask_for_everything_while_nothing_was_dropped() -> None
 @pytest.mark.parametrize("bad", [-1, True, 1.0, "1", None])
 def test_from_seq_must_be_a_non_negative_integer(bad: object) -> None:
     log = EventLog()
-    with pytest.raises(ValueError, match="from_seq"):
+    log.append(stdout())
+    with pytest.raises(ValueError, match=r"^from_seq must be"):
         log.check(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^from_seq must be"):
+        log.read(bad)  # type: ignore[arg-type]
 
 
 def test_read_max_bytes_cuts_between_lines_but_returns_at_least_one() -> None:
@@ -184,11 +199,18 @@ def test_read_max_bytes_cuts_between_lines_but_returns_at_least_one() -> None:
     assert len(log.read(1, max_bytes=10**9)) == 4
 
 
-def test_compaction_keeps_the_window_exact() -> None:
-    # Far more evictions than the compaction threshold.
+def test_a_long_lived_log_keeps_the_window_exact_in_bounded_memory() -> None:
     log = EventLog(max_events=7)
-    for index in range(20_000):
-        log.append(stdout(str(index)))
+    tracemalloc.start()
+    try:
+        for index in range(20_000):
+            log.append(stdout(str(index)))
+        held_bytes = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # Seven entries and some bookkeeping; a pointer kept per event ever
+    # appended would be 160 kB.
+    assert held_bytes < 100_000
     assert (len(log), log.first_seq, log.next_seq) == (7, 19_994, 20_001)
     assert chunks(log.read(19_994)) == [str(index) for index in range(19_993, 20_000)]
     assert log.size_bytes == sum(len(entry.line) for entry in log.read(19_994))
@@ -301,6 +323,22 @@ async def test_body_joins_what_is_ready_into_one_chunk() -> None:
 
 
 @pytest.mark.anyio
+async def test_body_yields_to_the_event_loop_though_lines_are_ready() -> None:
+    # A checkpoint: the other tasks run, and a cancelled reader stops here.
+    log = EventLog()
+    log.append(stdout())
+    body = NdjsonBody(log)
+    got: list[bytes] = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        got.append(await body.__anext__())
+    assert scope.cancelled_caught
+    assert got == []
+    assert body.next_seq == 0  # nothing was taken: the next call sends the line
+    assert await body.__anext__() == log.read(1)[0].line
+
+
+@pytest.mark.anyio
 async def test_body_chunks_are_bounded_but_hold_at_least_one_line() -> None:
     log = EventLog()
     lines = [log.append(stdout("z" * 50)).line for _ in range(6)]
@@ -346,9 +384,13 @@ async def test_body_of_a_finished_log_ends_and_can_start_past_the_end() -> None:
 @pytest.mark.anyio
 async def test_body_ends_after_a_closed_log_without_final() -> None:
     log = EventLog()
-    log.append(stdout())
+    line = log.append(stdout()).line
     log.close()
-    assert len([chunk async for chunk in NdjsonBody(log)]) == 1
+    body = NdjsonBody(log)
+    assert await body.__anext__() == line
+    for _ in range(2):  # and stays ended
+        with pytest.raises(StopAsyncIteration):
+            await body.__anext__()
 
 
 @pytest.mark.anyio
@@ -357,7 +399,8 @@ async def test_body_aclose_ends_it() -> None:
     log.append(stdout())
     body = NdjsonBody(log)
     await body.aclose()
-    assert [chunk async for chunk in body] == []
+    with pytest.raises(StopAsyncIteration):  # though a line is ready
+        await body.__anext__()
 
 
 @pytest.mark.anyio
@@ -373,6 +416,19 @@ async def test_body_a_reader_that_falls_behind_is_told() -> None:
     assert (caught.value.requested_seq, caught.value.first_available_seq) == (2, 3)
 
 
+class UncheckingStore(EventLog):
+    """A store whose check() trusts its argument: NdjsonBody must check it first."""
+
+    def check(self, from_seq: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("bad_seq", [-1, 2.0, True])
+def test_body_checks_from_seq_whatever_the_store(bad_seq: object) -> None:
+    with pytest.raises(ValueError, match=r"^from_seq must be"):
+        NdjsonBody(UncheckingStore(), bad_seq)  # type: ignore[arg-type]
+
+
 @pytest.mark.anyio
 async def test_body_checks_its_arguments() -> None:
     log = EventLog(max_events=1)
@@ -380,7 +436,9 @@ async def test_body_checks_its_arguments() -> None:
     log.append(stdout())
     with pytest.raises(ReplayUnavailableError):
         NdjsonBody(log)
-    with pytest.raises(ValueError, match="from_seq"):
-        NdjsonBody(log, -1)
-    with pytest.raises(ValueError, match="chunk_bytes"):
-        NdjsonBody(log, 2, chunk_bytes=0)
+    for bad_seq in (-1, 2.0, True):
+        with pytest.raises(ValueError, match=r"^from_seq must be"):
+            NdjsonBody(log, bad_seq)  # type: ignore[arg-type]
+    for bad_size in (0, -1, 64.0, True):
+        with pytest.raises(ValueError, match=r"^chunk_bytes must be"):
+            NdjsonBody(log, 2, chunk_bytes=bad_size)  # type: ignore[arg-type]

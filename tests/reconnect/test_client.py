@@ -21,6 +21,7 @@ from enclave_stream.reconnect import (
     ConnectionState,
     ConnectorError,
     DisconnectedEvent,
+    FailedEvent,
     FatalConnectError,
     LineTooLongError,
     ReconnectionConfig,
@@ -699,13 +700,16 @@ async def test_retries_are_logged_and_reported_with_their_reasons(
 
 async def test_giving_up_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     connector = ScriptedConnector([Refuse(FatalConnectError("HTTP 401", status_code=401))])
+    seen: list[ReconnectionEvent] = []
     with caplog.at_level(logging.INFO, logger="enclave_stream"):
-        async with open_event_stream(connector, config=FAST) as events:
+        async with open_event_stream(connector, config=FAST, on_event=seen.append) as events:
             with pytest.raises(StreamFailedError):
                 await events.__anext__()
+    reason = "fatal error: FatalConnectError: HTTP 401"
     assert [record.getMessage() for record in caplog.records] == [
-        "event stream: gave up: fatal error: FatalConnectError: HTTP 401"
+        f"event stream: gave up: {reason}"
     ]
+    assert [e.reason for e in seen if isinstance(e, FailedEvent)] == [reason]
 
 
 async def test_a_stream_can_start_from_a_saved_position() -> None:

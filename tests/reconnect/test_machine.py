@@ -87,6 +87,62 @@ def test_drop_while_reconnecting_replaces_the_pending_retry() -> None:
     assert machine.pending_retry is not first
 
 
+_S = ConnectionState
+
+
+def _run_calls(calls: str) -> ReconnectionStateMachine:
+    machine = ReconnectionStateMachine(ReconnectionConfig(max_retries=3, jitter=False))
+    act = {
+        "connect": machine.connect,
+        "connected": machine.on_connected,
+        "drop": machine.on_disconnected,
+        "retry": machine.fire_retry,
+        "reset": machine.reset,
+        "close": machine.close,
+        "fatal": lambda: machine.on_fatal_error("fatal"),
+    }
+    for call in calls.split():
+        act[call]()
+    return machine
+
+
+@pytest.mark.parametrize(
+    ("calls", "state", "retries", "next_delay"),
+    [
+        ("drop retry", _S.CONNECTING, 1, 2000),
+        ("drop retry drop retry", _S.CONNECTING, 2, 4000),
+        # connect() while connecting or connected is a no-op: the count stays.
+        ("drop retry connect", _S.CONNECTING, 1, 2000),
+        ("drop retry drop retry connect", _S.CONNECTING, 2, 4000),
+        ("drop retry connected connect", _S.CONNECTED, 0, 1000),
+        # Anywhere else connect() starts afresh: count 0, nothing pending.
+        ("drop retry drop connect", _S.CONNECTING, 0, 1000),
+        ("drop retry close connect", _S.CONNECTING, 0, 1000),
+        ("drop retry fatal connect", _S.CONNECTING, 0, 1000),
+        # reset() is the initial state again, whatever came before.
+        ("drop retry reset", _S.DISCONNECTED, 0, 1000),
+        ("drop retry drop reset", _S.DISCONNECTED, 0, 1000),
+        ("drop retry connected reset", _S.DISCONNECTED, 0, 1000),
+        ("drop retry drop retry drop retry drop reset", _S.DISCONNECTED, 0, 1000),
+        # Closed or failed: a drop is old news, and the count is left as it was.
+        ("drop retry close", _S.CLOSED, 1, None),
+        ("drop retry fatal", _S.FAILED, 1, None),
+        ("drop retry drop retry drop retry drop", _S.FAILED, 3, None),  # out of retries
+    ],
+)
+def test_retry_count_after_each_call(
+    calls: str, state: ConnectionState, retries: int, next_delay: int | None
+) -> None:
+    machine = _run_calls(calls)
+    assert (machine.state, machine.retry_count) == (state, retries)
+    assert machine.pending_retry is None
+    machine.on_disconnected()
+    pending = machine.pending_retry
+    assert (None if pending is None else pending.delay_ms) == next_delay
+    if pending is not None:
+        assert pending.attempt == retries + 1
+
+
 @pytest.mark.parametrize(
     "cancel",
     [
@@ -131,11 +187,14 @@ def test_observer_may_call_back_and_sees_events_in_causal_order() -> None:
     seen: list[ReconnectionEvent] = []
     machine: ReconnectionStateMachine
 
+    returned: list[int] = []
+
     def observer(event: ReconnectionEvent) -> None:
         seen.append(event)
         if isinstance(event, StateChangeEvent) and event.state is ConnectionState.RECONNECTING:
             # The reference would still arm its timer after this close().
             machine.close()
+            returned.append(len(seen))  # close() returned before its events came
 
     machine = ReconnectionStateMachine(NO_JITTER, on_event=observer)
     machine.on_disconnected("x")
@@ -145,6 +204,7 @@ def test_observer_may_call_back_and_sees_events_in_causal_order() -> None:
         {"type": "retry_scheduled", "attempt": 1, "delayMs": 1000},
         {"type": "state_change", "state": "closed", "previousState": "reconnecting"},
     ]
+    assert returned == [2]
     assert machine.state is ConnectionState.CLOSED
     assert machine.pending_retry is None
     assert not machine.fire_retry()

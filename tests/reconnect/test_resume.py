@@ -7,13 +7,15 @@ checked here with plain tables (inputs -> verdicts).
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from enclave_stream import EncryptedEnvelope, FinalEvent, LineError, StdoutEvent
-from enclave_stream.errors import FailureKind
+from enclave_stream.errors import FailureKind, LineTooLongError
 from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, ParsedEvent, StdoutPayload
 from enclave_stream.reconnect import (
     ConnectionState,
@@ -58,14 +60,26 @@ def test_first_zero_quirk_still_flags_the_repeat() -> None:
     assert tracker.receive(0).duplicate
 
 
-def test_reset_forgets_what_was_received() -> None:
-    tracker = SequenceTracker()
-    tracker.receive(5)
-    tracker.receive(9)
+@pytest.mark.parametrize("strict", [False, True])
+def test_reset_forgets_what_was_received(strict: bool) -> None:
+    tracker = SequenceTracker(max_gaps=1, strict=strict)
+    for seq in (5, 9, 12):
+        tracker.receive(seq)
+    assert tracker.gaps_dropped == 1
     tracker.reset()
-    assert (tracker.last_seq, tracker.gaps) == (0, [])
-    assert not tracker.receive(3).duplicate
-    assert tracker.last_seq == 3
+    assert (tracker.last_seq, tracker.next_seq, tracker.gaps) == (0, None, [])
+    assert tracker.gaps_dropped == 0
+    # The next number is a fresh start: neither a repeat nor after a hole.
+    assert tracker.receive(3) == ReceiveResult(gap=False)
+    assert (tracker.last_seq, tracker.next_seq) == (3, 4)
+
+
+def test_keeps_100_gaps_by_default() -> None:
+    tracker = SequenceTracker()
+    for seq in range(1, 204, 2):  # 1, 3, ..., 203: 101 gaps
+        tracker.receive(seq)
+    assert (tracker.max_gaps, len(tracker.gaps), tracker.gaps_dropped) == (100, 100, 1)
+    assert tracker.gaps[-1] == SequenceGap(200, 200)
 
 
 def test_max_gaps_zero_keeps_none_but_reports() -> None:
@@ -80,11 +94,31 @@ def test_max_gaps_zero_keeps_none_but_reports() -> None:
 def test_sequence_numbers_must_be_non_negative_ints(seq: object) -> None:
     with pytest.raises(ValueError, match="sequence numbers"):
         SequenceTracker().receive(seq)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sequence numbers"):
+        SequenceTracker().check(seq)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_receive_next_is_receive_of_each_following_number(strict: bool) -> None:
+    one_by_one, at_once = SequenceTracker(strict=strict), SequenceTracker(strict=strict)
+    for tracker in (one_by_one, at_once):
+        tracker.receive(4)
+    for seq in (5, 6, 7):
+        one_by_one.receive(seq)
+    at_once.receive_next(3)
+    assert (at_once.last_seq, at_once.next_seq, at_once.gaps) == (7, 8, [])
+    assert (at_once.last_seq, at_once.next_seq) == (one_by_one.last_seq, one_by_one.next_seq)
+    assert at_once.receive(6).duplicate
+
+
+def test_receive_next_needs_a_start() -> None:
+    with pytest.raises(ValueError, match=r"^receive_next needs a number received before$"):
+        SequenceTracker().receive_next(1)
 
 
 @pytest.mark.parametrize("max_gaps", [-1, 2.0, False])
 def test_max_gaps_is_validated(max_gaps: object) -> None:
-    with pytest.raises(ValueError, match="max_gaps"):
+    with pytest.raises(ValueError, match=r"^max_gaps must be"):
         SequenceTracker(max_gaps)  # type: ignore[arg-type]
 
 
@@ -205,7 +239,7 @@ def test_clear() -> None:
 
 @pytest.mark.parametrize("max_size", [-1, 1.5, None, True])
 def test_max_size_is_validated(max_size: object) -> None:
-    with pytest.raises(ValueError, match="max_size"):
+    with pytest.raises(ValueError, match=r"^max_size must be"):
         EventBuffer(max_size)  # type: ignore[arg-type]
 
 
@@ -274,21 +308,21 @@ def envelope(seq: int) -> EncryptedEnvelope:
     )
 
 
-TOO_LONG = LineError(line=1, error="too long", content="", kind=FailureKind.LINE_TOO_LONG)
+TOO_LONG = LineError(line=3, error="too long", content="", kind=FailureKind.LINE_TOO_LONG)
 
 
-def drive(script: str, **options: object) -> list[str]:
+def run(script: str, **options: object) -> list[object]:
     """Run ``script`` through a core as the client does; one verdict per step.
 
     Steps: ``|`` a new connection; ``N`` a stdout event with seq N; ``oN``
     one of another session; ``eN`` an envelope; ``fN`` a final event;
-    ``long`` an over-long line; ``end`` / ``cut`` the bytes end (cleanly, or
-    in a line). Verdicts: ``new``, ``drop``, ``final``, ``reconnect``, or the
-    name of the error given up with.
+    ``long`` an over-long line (line 3); ``end`` / ``cut`` the bytes end
+    (cleanly, or in a line). Verdicts: ``"new"``, ``"final"``, or what
+    ``check()`` / ``connection_ended()`` returned.
     """
     core = ResumeCore(ReconnectionConfig(jitter=False), **options)  # type: ignore[arg-type]
     core.connect()
-    verdicts: list[str] = []
+    verdicts: list[object] = []
     for step in script.split():
         if step == "|":
             core.connection_opened()
@@ -297,7 +331,7 @@ def drive(script: str, **options: object) -> list[str]:
             core.line_error(TOO_LONG)
             continue
         if step in ("end", "cut"):
-            verdicts.append(name(core.connection_ended(step == "cut")))
+            verdicts.append(core.connection_ended(step == "cut"))
             continue
         event: ParsedEvent
         if step[0] == "o":
@@ -312,11 +346,18 @@ def drive(script: str, **options: object) -> list[str]:
         if verdict is NEW:
             verdicts.append("final" if core.accept(event) else "new")
         else:
-            verdicts.append(name(verdict))
+            verdicts.append(verdict)
     return verdicts
 
 
+def drive(script: str, **options: object) -> list[str]:
+    """:func:`run`, each verdict by its :func:`name`."""
+    return [name(verdict) for verdict in run(script, **options)]
+
+
 def name(verdict: object) -> str:
+    if verdict in ("new", "final"):
+        return str(verdict)
     if verdict is DROP:
         return "drop"
     if isinstance(verdict, Reconnect):
@@ -371,18 +412,68 @@ def test_core_resumes_after_the_last_event_and_records_accepted_gaps() -> None:
     assert core.session_id == SID
 
 
-def test_core_failures_count_what_was_delivered() -> None:
-    core = ResumeCore()
-    core.connect()
-    core.connection_opened()
-    core.accept(stdout(1))
-    core.connection_opened()
-    verdict = core.check(stdout(3))
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("| 1 end", "the stream ended before the final event"),
+        ("| 1 cut", "the stream ended in the middle of a line before the final event"),
+        ("| 1 2 5", "events 3..4 were skipped; asking for a replay"),
+    ],
+)
+def test_core_says_why_it_reconnects(script: str, reason: str) -> None:
+    verdict = run(script)[-1]
+    assert verdict == Reconnect(reason)
+
+
+def test_core_warns_about_the_gaps_it_goes_past(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="enclave_stream"):
+        assert drive("| 1 2 5 | 5", allow_gaps=True) == ["new", "new", "reconnect", "new"]
+    assert caplog.messages == ["event stream: events 3..4 are missing; going on without them"]
+
+
+@pytest.mark.parametrize(
+    ("script", "options", "reason", "delivered", "last_seq"),
+    [
+        ("| 4 5 | 8", {}, "events 6..7 are missing", 2, 5),
+        ("| 4 5 | long 8", {}, "line 3 was longer than max_line_bytes", 2, 5),
+        ("| 4 5 6 | long end", {}, "line 3 was longer than max_line_bytes", 3, 6),
+        ("| long end", {}, "line 3 was longer than max_line_bytes", 0, None),
+        ("| 4 o5", {}, "an event of session 's_other' arrived", 1, 4),
+        (
+            "| e4 e5 6",
+            {"refuse_plaintext": True},
+            "a plaintext event on an encrypted stream: Plaintext stdout event (seq 6) "
+            "on line 7 refused",
+            2,
+            5,
+        ),
+    ],
+)
+def test_core_failures_say_why_and_count_what_was_delivered(
+    script: str, options: dict[str, object], reason: str, delivered: int, last_seq: int | None
+) -> None:
+    verdict = run(script, max_line_bytes=64, **options)[-1]
     assert isinstance(verdict, GiveUp)
-    assert (verdict.error.events_delivered, verdict.error.last_seq) == (1, 1)  # type: ignore[attr-defined]
-    plaintext = ResumeCore(refuse_plaintext=True).check(stdout(1), line=9)
-    assert isinstance(plaintext, GiveUp)
-    assert "on line 9 refused" in str(plaintext.error.__cause__)
+    assert verdict.reason.startswith(reason)
+    assert (verdict.error.events_delivered, verdict.error.last_seq) == (delivered, last_seq)  # type: ignore[attr-defined]
+    if isinstance(verdict.error, LineTooLongError):
+        assert (verdict.error.line, verdict.error.max_line_bytes) == (3, 64)
+
+
+def test_core_without_max_line_bytes_reports_the_limit_as_0() -> None:
+    verdict = run("| long end")[-1]
+    assert isinstance(verdict, GiveUp)
+    assert isinstance(verdict.error, LineTooLongError)
+    assert verdict.error.max_line_bytes == 0
+
+
+def test_core_uses_the_random_it_is_given_for_jitter() -> None:
+    config = ReconnectionConfig(initial_delay_ms=1000, jitter_factor=0.5)
+    for draw, delay in ((0.0, 0.5), (0.5, 1.0)):
+        core = ResumeCore(config, random=lambda draw=draw: draw)
+        core.connect()
+        core.connection_opened()
+        assert core.disconnected(Reconnect("x")) == delay
 
 
 def test_core_retries_reset_on_the_first_new_event_of_a_connection() -> None:
@@ -413,6 +504,46 @@ def test_core_retries_reset_on_the_first_new_event_of_a_connection() -> None:
 
 
 # --- the fast path of ResumeCore equals the plain one
+
+
+def _items(script: str) -> list[ParsedEvent | LineError]:
+    kinds = {"o": "other", "f": "final", "e": "envelope"}
+    return [
+        TOO_LONG if step == "long" else _item(kinds.get(step[0], "plain"), int(step.lstrip("ofe")))
+        for step in script.split()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "items", "options", "taken"),
+    [
+        ("1", "2 3 4", {}, 3),
+        ("1", "2 3 5 6", {}, 2),  # a hole needs a decision
+        ("1", "2 2", {}, 1),  # so does a repeat
+        ("1", "1 2", {}, 0),
+        ("1", "2 o3 4", {}, 1),  # another session's event
+        ("1", "2 f3", {}, 1),  # final ends the stream
+        ("1", "2 e3", {}, 1),  # an envelope is opened first
+        ("1", "2 long 3", {}, 1),  # a bad line
+        ("", "1 2", {}, 0),  # nothing delivered: nothing pinned
+        ("e1", "2 3", {"refuse_plaintext": True}, 0),  # plaintext on an encrypted stream
+        ("e1", "e2 e3", {"refuse_plaintext": True}, 0),
+    ],
+)
+def test_accept_in_order_takes_the_run_that_needs_no_decision(
+    before: str, items: str, options: dict[str, object], taken: int
+) -> None:
+    core = ResumeCore(**options)  # type: ignore[arg-type]
+    core.connect()
+    core.connection_opened()
+    for event in _items(before):
+        assert core.check(event) is NEW  # type: ignore[arg-type]
+        core.accept(event)  # type: ignore[arg-type]
+    delivered = core.delivered
+    assert core.accept_in_order(_items(items)) == taken
+    assert core.delivered == delivered + taken
+    if options.get("refuse_plaintext"):
+        assert isinstance(core.check(stdout(2)), GiveUp)
 
 
 def _item(kind: str, seq: int) -> ParsedEvent | LineError:
@@ -451,6 +582,7 @@ def _plain_path(core: ResumeCore, items: list[ParsedEvent | LineError]) -> list[
     first=st.integers(0, 5),
     fresh=st.booleans(),
     allow_gaps=st.booleans(),
+    refuse_plaintext=st.booleans(),
     steps=st.lists(
         st.tuples(
             st.sampled_from(["plain", "plain", "plain", "other", "final", "envelope", "long"]),
@@ -460,7 +592,11 @@ def _plain_path(core: ResumeCore, items: list[ParsedEvent | LineError]) -> list[
     ),
 )
 def test_accept_in_order_is_check_and_accept_of_each(
-    first: int, fresh: bool, allow_gaps: bool, steps: list[tuple[str, int]]
+    first: int,
+    fresh: bool,
+    allow_gaps: bool,
+    refuse_plaintext: bool,
+    steps: list[tuple[str, int]],
 ) -> None:
     items: list[ParsedEvent | LineError] = []
     seq = first
@@ -469,7 +605,7 @@ def test_accept_in_order_is_check_and_accept_of_each(
         items.append(_item(kind, seq))
     cores = []
     for _ in range(2):
-        core = ResumeCore(allow_gaps=allow_gaps)
+        core = ResumeCore(allow_gaps=allow_gaps, refuse_plaintext=refuse_plaintext)
         core.connect()
         core.connection_opened()
         core.accept(stdout(first))
