@@ -152,6 +152,10 @@ async def _ending_when_overtaken(body: NdjsonBody) -> AsyncGenerator[bytes, None
             yield chunk
     except ReplayUnavailableError as exc:
         logger.warning("ending a stream response: the reader fell behind the log (%s)", exc)
+    finally:
+        # Closed early (a client gone, a frozen reader): detach now, so that
+        # a producer in drain() stops waiting for it.
+        await body.aclose()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

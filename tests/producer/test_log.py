@@ -8,6 +8,7 @@ import tracemalloc
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from enclave_stream import (
     StdoutEvent,
     parse_line,
 )
+from enclave_stream.codec import encode_event
 from enclave_stream.errors import LogFullError
 from enclave_stream.producer import (
     EventLog,
@@ -243,6 +245,60 @@ def test_matches_a_model(sizes: list[int], max_events: int, max_bytes: int, from
             log.read(from_seq)
     else:
         assert log.read(from_seq) == [entry for entry in model if entry.seq >= from_seq]
+
+
+class Cursor:
+    """A reader that only says where it is."""
+
+    def __init__(self, next_seq: int) -> None:
+        self.next_seq = next_seq
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 60)), max_size=80),
+    max_events=st.integers(1, 12),
+    max_bytes=st.integers(100, 1500),
+)
+def test_with_a_holder_matches_a_model(
+    steps: list[tuple[bool, int]], max_events: int, max_bytes: int
+) -> None:
+    log = EventLog(max_events=max_events, max_bytes=max_bytes)
+    holder = Cursor(1)
+    log.attach(holder, hold=True)
+    model: list[LogEntry] = []
+
+    def over(extra_events: int, extra_bytes: int) -> bool:
+        held = sum(len(entry.line) for entry in model)
+        return len(model) + extra_events > max_events or held + extra_bytes > max_bytes
+
+    for is_read, size in steps:
+        if is_read:  # the holder sends `size` events
+            holder.next_seq = min(holder.next_seq + size, log.next_seq)
+            continue
+        event = stdout("y" * size)
+        line = len(encode_event(msgspec.structs.replace(event, seq=log.next_seq))) + 1
+        # The model: drop the oldest the holder has sent while the line does
+        # not fit; refuse it if it still does not and the holder is behind.
+        while model and model[0].seq < holder.next_seq and over(1, line):
+            model.pop(0)
+        held = sum(len(entry.line) for entry in model)
+        refused = held + line > max_bytes and holder.next_seq < log.next_seq  # bytes only
+        before = log.next_seq
+        if refused:
+            with pytest.raises(LogFullError):
+                log.append(event)
+            assert log.next_seq == before
+        else:
+            model.append(log.append(event))
+            while len(model) > 1 and model[0].seq < holder.next_seq and over(0, 0):
+                model.pop(0)
+        first = model[0].seq if model else log.next_seq
+        assert (len(log), log.first_seq) == (len(model), first)
+        assert log.size_bytes == sum(len(entry.line) for entry in model)
+        assert log.size_bytes <= max_bytes or len(model) == 1
+        # Nothing the holder has not sent is ever dropped.
+        assert log.read(holder.next_seq) == [e for e in model if e.seq >= holder.next_seq]
 
 
 # --- waiting ----------------------------------------------------------
