@@ -25,6 +25,7 @@ attributes, not only in the message. The tree::
     │   └── LineTooLongError          an event's line exceeded max_line_bytes
     ├── ReplayUnavailableError        events the log no longer holds (HTTP 410)
     ├── StreamFinishedError           an append after ``final``
+    ├── LogFullError                  an append past the memory budget of unsent events
     └── BrokerError                   a broker request refused, with its HTTP status
 
 Every class pickles with its attributes (one ``__reduce__`` on the base), so
@@ -51,6 +52,7 @@ __all__ = [
     "HkdfError",
     "LineError",
     "LineTooLongError",
+    "LogFullError",
     "NdjsonParseError",
     "ProtocolError",
     "ReconnectionConfigError",
@@ -430,6 +432,37 @@ class ReplayUnavailableError(EnclaveStreamError):
         super().__init__(
             f"events from seq {requested_seq} are no longer held "
             f"(the oldest held is {first_available_seq})"
+        )
+
+
+class LogFullError(EnclaveStreamError):
+    """An append refused: the log is at its byte bound with events a holding reader has not sent.
+
+    The creator's response of a session holds every event it has not sent
+    yet (docs/compatibility.md, P1): the log cannot drop them to make room,
+    so it refuses the event instead of losing one silently. Nothing is
+    stored and no ``seq`` is used up; a ``final`` is never refused.
+
+    >>> print(LogFullError("s_1", held_bytes=900, max_bytes=1000, first_unsent_seq=4))
+    session s_1: the log holds 900 of its 1000 bytes, unsent from seq 4 on; the event does not fit
+
+    Attributes:
+        session_id: the session of the refused event.
+        held_bytes: the bytes the log holds.
+        max_bytes: the log's byte bound (the session's memory budget).
+        first_unsent_seq: the oldest seq the holding reader has not sent.
+    """
+
+    def __init__(
+        self, session_id: str, *, held_bytes: int, max_bytes: int, first_unsent_seq: int
+    ) -> None:
+        self.session_id = session_id
+        self.held_bytes = held_bytes
+        self.max_bytes = max_bytes
+        self.first_unsent_seq = first_unsent_seq
+        super().__init__(
+            f"session {session_id}: the log holds {held_bytes} of its {max_bytes} bytes, "
+            f"unsent from seq {first_unsent_seq} on; the event does not fit"
         )
 
 

@@ -57,6 +57,7 @@ def ndjson_response(
     *,
     headers: Mapping[str, str] | None = None,
     send_timeout_seconds: float | None = None,
+    hold: bool = False,
 ) -> Response:
     """Stream ``stream`` from ``from_seq`` (None: from the start) up to its ``final`` event.
 
@@ -76,10 +77,14 @@ def ndjson_response(
     ends there, and its client can resume where it stopped. Background
     tasks set on the response (FastAPI's ``BackgroundTasks``) run beside
     its body, not after it: a producer started there would otherwise never
-    start, and the body never end.
+    start, and the body never end. ``hold=True`` for the response of the
+    request that started the session: the log drops none of the events it
+    has not sent (past ``max_bytes`` the producer's appends raise
+    :class:`~enclave_stream.errors.LogFullError` instead).
     """
     try:
-        return _streaming(stream_response(stream, from_seq, headers), send_timeout_seconds)
+        response = stream_response(stream, from_seq, headers, hold=hold)
+        return _streaming(response, send_timeout_seconds)
     except BrokerError as error:
         return _error_response(error)
 
@@ -147,6 +152,10 @@ async def _ending_when_overtaken(body: NdjsonBody) -> AsyncGenerator[bytes, None
             yield chunk
     except ReplayUnavailableError as exc:
         logger.warning("ending a stream response: the reader fell behind the log (%s)", exc)
+    finally:
+        # Closed early (a client gone, a frozen reader): detach now, so that
+        # a producer in drain() stops waiting for it.
+        await body.aclose()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

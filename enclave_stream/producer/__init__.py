@@ -8,7 +8,7 @@ who may use them (the authorization hook, :class:`SessionTokens`).
 
 from __future__ import annotations
 
-from ..errors import BrokerError, ReplayUnavailableError, StreamFinishedError
+from ..errors import BrokerError, LogFullError, ReplayUnavailableError, StreamFinishedError
 from ..protocol import SERVER_HELLO_HEADER
 from .access import Access, Action, Authorize, Decision, Grant, HttpRequest, SessionTokens
 from .broker import (
@@ -27,6 +27,7 @@ from .log import (
     EventLog,
     EventStore,
     LogEntry,
+    LogReader,
     NdjsonBody,
 )
 from .stream import EventStream
@@ -49,6 +50,8 @@ __all__ = [
     "Grant",
     "HttpRequest",
     "LogEntry",
+    "LogFullError",
+    "LogReader",
     "NdjsonBody",
     "ReplayUnavailableError",
     "SessionBroker",

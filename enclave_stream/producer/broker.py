@@ -235,9 +235,16 @@ class StreamResponse:
 
 
 def stream_response(
-    stream: EventStream, from_seq: int | None = None, headers: Mapping[str, str] | None = None
+    stream: EventStream,
+    from_seq: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    hold: bool = False,
 ) -> StreamResponse:
     """``stream`` from ``from_seq`` (None: from the start), with the headers of a stream response.
+
+    ``hold=True`` for the response of the request that created the session:
+    the log drops none of the events it has not sent (``EventStream.ndjson_body``).
 
     >>> stream_response(EventStream("s_1", heartbeat_interval_ms=None)).headers
     {'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no', 'X-Session-ID': 's_1'}
@@ -248,7 +255,7 @@ def stream_response(
         ValueError: ``from_seq`` is not an integer >= 0.
     """
     try:
-        body = stream.ndjson_body(from_seq)
+        body = stream.ndjson_body(from_seq, hold=hold)
     except ReplayUnavailableError as exc:
         details = {"requestedSeq": exc.requested_seq, "firstAvailableSeq": exc.first_available_seq}
         raise BrokerError(410, exc.code, str(exc), details=details) from None
@@ -792,7 +799,9 @@ class SessionBroker(TaskOwner):
             raise _invalid_request(
                 f"Invalid session lifetime {ttl} ms: its expiry date is out of range"
             ) from None
-        response = stream_response(stream, headers=headers)
+        # The creator gets every event from seq 1, however many the runner
+        # appends before the response's first read (docs/compatibility.md, P1).
+        response = stream_response(stream, headers=headers, hold=True)
         self.add(stream, lambda s: runner(s, session_request), grant=grant)
         return response
 

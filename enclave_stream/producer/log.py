@@ -16,9 +16,11 @@ __all__ = [
     "EventLog",
     "EventStore",
     "LogEntry",
+    "LogReader",
     "NdjsonBody",
 ]
 
+import weakref
 from collections.abc import Callable
 from typing import Final, NamedTuple, Protocol, cast
 
@@ -28,7 +30,7 @@ import msgspec
 
 from .._options import check_number
 from ..codec import encode_event
-from ..errors import ReplayUnavailableError, StreamFinishedError
+from ..errors import LogFullError, ReplayUnavailableError, StreamFinishedError
 from ..events import FinalEvent, StreamEvent
 
 DEFAULT_MAX_EVENTS: Final = 10_000
@@ -69,6 +71,15 @@ class LogEntry(NamedTuple):
     line: bytes
 
 
+class LogReader(Protocol):
+    """A reader attached to a log (:class:`NdjsonBody` is one): where it is."""
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` of the next event it will send (it has sent every one before)."""
+        ...
+
+
 class EventStore(Protocol):
     """What an :class:`~enclave_stream.producer.EventStream` needs from its log.
 
@@ -77,7 +88,10 @@ class EventStore(Protocol):
     event after ``final`` (or after ``close``); ``read`` and ``check`` raise
     :class:`ReplayUnavailableError` for a ``seq`` that was appended but is no
     longer held; ``wait_for`` returns once the event with that ``seq`` can be
-    read or nothing more will ever be appended.
+    read or nothing more will ever be appended. An event that a reader
+    attached with ``hold=True`` has not sent is never dropped: past the
+    store's bound, ``append`` raises
+    :class:`~enclave_stream.errors.LogFullError` instead (never for ``final``).
 
     A store is given to a stream through a factory that receives the
     encoding function (which seals, for an encrypted stream)::
@@ -119,6 +133,23 @@ class EventStore(Protocol):
         """Wait until the store is finished."""
         ...
 
+    def attach(self, reader: LogReader, *, hold: bool = False) -> None:
+        """Count ``reader`` in :attr:`lag` until detached; ``hold``: keep what it has not sent."""
+        ...
+
+    def detach(self, reader: LogReader) -> None:
+        """Forget ``reader`` (idempotent)."""
+        ...
+
+    @property
+    def lag(self) -> int:
+        """How many events the slowest attached reader has not sent (0 without readers)."""
+        ...
+
+    async def wait_lag(self, max_lag: int) -> None:
+        """Wait until :attr:`lag` is at most ``max_lag``."""
+        ...
+
 
 class EventLog:
     """An in-memory replay log, bounded in events and bytes.
@@ -129,6 +160,14 @@ class EventLog:
     large. A read from a dropped ``seq`` raises
     :class:`~enclave_stream.producer.ReplayUnavailableError`, so a client
     that asks for it fails loudly instead of silently skipping events.
+
+    A reader attached with ``hold=True`` (the creator's response of a
+    session) loses nothing: events it has not sent are not dropped, past
+    ``max_events`` too. ``max_bytes`` is then the budget: an append that
+    cannot fit without dropping one raises
+    :class:`~enclave_stream.errors.LogFullError` (a ``final`` is always
+    stored). Attached readers also give producers backpressure:
+    :attr:`lag` and :meth:`wait_lag`.
 
     >>> from enclave_stream import StdoutEvent
     >>> from enclave_stream.events import StdoutPayload
@@ -156,14 +195,17 @@ class EventLog:
     __slots__ = (
         "_bytes",
         "_changed",
+        "_drained",
         "_encode",
         "_entries",
         "_finished",
         "_first_seq",
         "_head",
+        "_holders",
         "_max_bytes",
         "_max_events",
         "_next_seq",
+        "_readers",
         "_waiting",
     )
 
@@ -187,6 +229,11 @@ class EventLog:
         self._finished = False
         self._changed: anyio.Event | None = None  # made by the first waiter
         self._waiting = 0
+        # Weak: a response dropped without ending (its client gone) leaves
+        # nothing behind in the log.
+        self._readers: weakref.WeakSet[LogReader] = weakref.WeakSet()
+        self._holders: weakref.WeakSet[LogReader] = weakref.WeakSet()
+        self._drained: anyio.Event | None = None  # made by the first wait_lag
 
     # --- state ----------------------------------------------------------------
 
@@ -242,12 +289,15 @@ class EventLog:
         if event.seq != seq:
             event = msgspec.structs.replace(event, seq=seq)
         line = self._encode(event) + b"\n"
+        final = type(event) is FinalEvent
+        if self._holders:
+            self._make_room(event.session_id, len(line), final)
         entry = LogEntry(seq, event, line)
         entries = self._entries
         entries.append(entry)
         self._next_seq = seq + 1
         self._bytes += len(line)
-        if type(event) is FinalEvent:
+        if final:
             self._finished = True
         self._evict()
         self._wake()
@@ -258,12 +308,37 @@ class EventLog:
         self._finished = True
         self._wake()
 
-    def _evict(self) -> None:
-        # Drop the oldest entries while over a bound, but never the newest.
+    def _make_room(self, session_id: str, size: int, final: bool) -> None:
+        """Make room for a line of ``size`` bytes, or refuse it if a holder's events fill it."""
+        keep_from = self._keep_from()
+        self._evict(keep_from, reserve=size)
+        if final or self._bytes + size <= self._max_bytes or keep_from >= self._next_seq:
+            return
+        raise LogFullError(
+            session_id,
+            held_bytes=self._bytes,
+            max_bytes=self._max_bytes,
+            first_unsent_seq=max(keep_from, 1),
+        )
+
+    def _keep_from(self) -> int:
+        """The oldest seq a holding reader has not sent (``next_seq``: none)."""
+        return min((reader.next_seq for reader in self._holders), default=self._next_seq)
+
+    def _evict(self, keep_from: int | None = None, *, reserve: int = 0) -> None:
+        # Drop the oldest entries while over a bound, counting a line of
+        # ``reserve`` bytes about to be appended; never the newest entry,
+        # nor one a holder has not sent.
+        if keep_from is None:
+            keep_from = self._keep_from() if self._holders else self._next_seq
         entries = self._entries
         head = self._head
-        last = len(entries) - 1
-        while head < last and (last - head + 1 > self._max_events or self._bytes > self._max_bytes):
+        coming = 1 if reserve else 0
+        last = min(len(entries) - 1 + coming, head + max(0, keep_from - self._first_seq))
+        while head < last and (
+            len(entries) - head + coming > self._max_events
+            or self._bytes + reserve > self._max_bytes
+        ):
             evicted = entries[head]
             assert evicted is not None
             self._bytes -= len(evicted.line)
@@ -293,8 +368,9 @@ class EventLog:
         check_number("from_seq", from_seq, integer=True)
         # Numbering is contiguous from 1: below first_seq, every number from
         # 1 on was appended and then dropped.
+        # Seq 0 asks for the whole session, which starts at 1: name that.
         if from_seq < self._first_seq and self._first_seq > 1:
-            raise ReplayUnavailableError(from_seq, first_available_seq=self._first_seq)
+            raise ReplayUnavailableError(max(from_seq, 1), first_available_seq=self._first_seq)
 
     def read(self, from_seq: int, *, max_bytes: int | None = None) -> list[LogEntry]:
         """The held entries with ``seq >= from_seq``, oldest first; never waits.
@@ -307,6 +383,11 @@ class EventLog:
             ValueError: ``from_seq`` is not an integer >= 0.
         """
         self.check(from_seq)
+        # A reader reads when it moves on: the producer's wait_lag rechecks.
+        drained = self._drained
+        if drained is not None:
+            self._drained = None
+            drained.set()
         first = self._first_seq
         # Past the newest entry, start is past the end: nothing yet.
         start = self._head + (max(from_seq, first) - first)
@@ -339,6 +420,52 @@ class EventLog:
         while not self._finished:
             await self._changed_event().wait()
 
+    # --- readers and backpressure ----------------------------------------------
+
+    def attach(self, reader: LogReader, *, hold: bool = False) -> None:
+        """Count ``reader`` in :attr:`lag` until detached; ``hold``: drop nothing it has not sent.
+
+        :class:`NdjsonBody` attaches itself when made and detaches when it
+        ends; the log holds readers weakly, so a dropped one stops counting.
+        """
+        self._readers.add(reader)
+        if hold:
+            self._holders.add(reader)
+
+    def detach(self, reader: LogReader) -> None:
+        """Forget ``reader``: what it held is dropped to the bounds now (idempotent).
+
+        A holder that goes away without detaching (garbage) holds nothing
+        either; what it held is dropped at the next append.
+        """
+        self._readers.discard(reader)
+        if reader in self._holders:
+            self._holders.discard(reader)
+            self._evict()
+        drained = self._drained
+        if drained is not None:
+            self._drained = None
+            drained.set()
+
+    @property
+    def lag(self) -> int:
+        """How many appended events the slowest attached reader has not sent (0 without readers)."""
+        slowest = min((reader.next_seq for reader in self._readers), default=self._next_seq)
+        # A reader asked for future events or for seq 0 (the whole log, from 1).
+        return max(0, self._next_seq - max(slowest, 1))
+
+    async def wait_lag(self, max_lag: int) -> None:
+        """Wait until :attr:`lag` is at most ``max_lag`` (readers read or detach).
+
+        Cancelling the wait is safe (wrap it in ``anyio.fail_after`` for a timeout).
+        """
+        check_number("max_lag", max_lag, integer=True)
+        while self.lag > max_lag:
+            drained = self._drained
+            if drained is None:
+                drained = self._drained = anyio.Event()
+            await drained.wait()
+
     def _changed_event(self) -> anyio.Event:
         changed = self._changed
         if changed is None:
@@ -353,9 +480,13 @@ class NdjsonBody:
     (at most ``chunk_bytes``, but always one whole line) and waits for more
     when there are none: a response body for anything that sends an async
     iterator of bytes. Availability is checked when the body is made, so a
-    response can still answer with an error status. The body holds no task
-    and no registration in the store: a client that goes away leaves nothing
-    behind, and the session goes on for the others.
+    response can still answer with an error status. The body holds no task;
+    it is attached to the store (weakly: a client that goes away leaves
+    nothing behind, and the session goes on for the others) until it ends,
+    so the store's :attr:`~EventLog.lag` counts it. With ``hold=True`` the
+    store drops none of the events it has not sent (the creator's response
+    of a session: it starts at seq 1 however much was appended before its
+    first read).
 
     Raises:
         ReplayUnavailableError: when made, or from the loop if the reader falls
@@ -364,7 +495,7 @@ class NdjsonBody:
             not a positive integer.
     """
 
-    __slots__ = ("_chunk_bytes", "_closed", "_next", "_store")
+    __slots__ = ("__weakref__", "_chunk_bytes", "_closed", "_next", "_store")
 
     def __init__(
         self,
@@ -372,6 +503,7 @@ class NdjsonBody:
         from_seq: int | None = None,
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        hold: bool = False,
     ) -> None:
         self._chunk_bytes = check_number("chunk_bytes", chunk_bytes, minimum=1, integer=True)
         start = 0 if from_seq is None else check_number("from_seq", from_seq, integer=True)
@@ -379,6 +511,7 @@ class NdjsonBody:
         self._store = store
         self._next = start
         self._closed = False
+        store.attach(self, hold=hold)
 
     @property
     def next_seq(self) -> int:
@@ -393,19 +526,25 @@ class NdjsonBody:
         # A reader with lines ready would otherwise never yield to the event
         # loop (a server's send seldom blocks): let the others run.
         await anyio.lowlevel.checkpoint()
-        while not self._closed:
-            entries = store.read(self._next, max_bytes=self._chunk_bytes)
-            if entries:
-                last = entries[-1]
-                self._next = last.seq + 1
-                if len(entries) == 1:
-                    return last.line
-                return b"".join([entry.line for entry in entries])
-            if store.finished:
-                break
-            await store.wait_for(self._next)
+        try:
+            while not self._closed:
+                entries = store.read(self._next, max_bytes=self._chunk_bytes)
+                if entries:
+                    last = entries[-1]
+                    self._next = last.seq + 1
+                    if len(entries) == 1:
+                        return last.line
+                    return b"".join([entry.line for entry in entries])
+                if store.finished:
+                    break
+                await store.wait_for(self._next)
+        except ReplayUnavailableError:
+            store.detach(self)
+            raise
+        store.detach(self)
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        """End the body early (there is nothing else to release)."""
+        """End the body early: the store may drop what it has not sent."""
         self._closed = True
+        self._store.detach(self)

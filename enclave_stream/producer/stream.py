@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["CANCELLED", "SHUTDOWN", "EventStream", "Now", "iso_timestamp"]
+__all__ = ["CANCELLED", "DEFAULT_MAX_LAG", "SHUTDOWN", "EventStream", "Now", "iso_timestamp"]
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from .._lifetime import TaskOwner, owned_task_group
 from .._options import check_number
 from ..codec import encode_event
 from ..crypto.session import EncryptedSession, SessionRole
+from ..errors import LogFullError
 from ..events import (
     DEFAULT_SESSION_LIMITS,
     CatalogChangedEvent,
@@ -103,6 +105,11 @@ SHUTDOWN: Final = ErrorInfo(message="The server is shutting down", code="SERVER_
 
 _CANCELLED_CODES: Final = frozenset({CANCELLED.code, SHUTDOWN.code})
 
+DEFAULT_MAX_LAG: Final = 1000
+"""How many events :meth:`EventStream.drain` lets the slowest reader be behind by default."""
+
+DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+
 
 class EventStream(TaskOwner, once=True):
     """One session's events, as the server produces them.
@@ -118,6 +125,10 @@ class EventStream(TaskOwner, once=True):
     (:meth:`tool_call` returns the new call id). Events are validated when
     appended: an invalid one raises
     :class:`~enclave_stream.EventValidationError` and uses up no ``seq``.
+    An append that would drop an event the creator's response (a body
+    made with ``hold=True``) has not sent raises
+    :class:`~enclave_stream.errors.LogFullError` instead, past ``max_bytes``;
+    a producer that appends fast awaits :meth:`drain` now and then.
     After :meth:`final` nothing more can be appended
     (:class:`~enclave_stream.producer.StreamFinishedError`).
 
@@ -455,19 +466,47 @@ class EventStream(TaskOwner, once=True):
     # --- reading --------------------------------------------------------------
 
     def ndjson_body(
-        self, from_seq: int | None = None, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+        self,
+        from_seq: int | None = None,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        hold: bool = False,
     ) -> NdjsonBody:
         """The session as NDJSON bytes from ``from_seq`` (None: from the start), up to ``final``.
 
         Encrypted streams send the envelopes sealed at append time. Give it
         to any streaming response (:func:`enclave_stream.starlette.ndjson_response`
-        does, for Starlette).
+        does, for Starlette). ``hold=True`` keeps every event it has not
+        sent in the log (the creator's response): appends past ``max_bytes``
+        raise :class:`~enclave_stream.errors.LogFullError` until it reads.
 
         Raises:
             ReplayUnavailableError: events from ``from_seq`` were dropped.
             ValueError: ``from_seq`` is not an integer >= 0.
         """
-        return NdjsonBody(self._log, from_seq, chunk_bytes=chunk_bytes)
+        return NdjsonBody(self._log, from_seq, chunk_bytes=chunk_bytes, hold=hold)
+
+    async def drain(
+        self,
+        max_lag: int = DEFAULT_MAX_LAG,
+        *,
+        # A default timeout: a frozen reader must not stall a producer for ever.
+        timeout: float | None = DEFAULT_DRAIN_TIMEOUT,  # noqa: ASYNC109
+    ) -> None:
+        """Wait while the slowest attached reader is more than ``max_lag`` events behind.
+
+        Returns at once without readers. Readers are the response bodies
+        being sent (:meth:`ndjson_body`); one that ends or whose client goes
+        away stops counting.
+
+        Raises:
+            TimeoutError: still too far behind after ``timeout`` seconds
+                (None: wait as long as it takes).
+            ValueError: ``max_lag`` is not an integer >= 0.
+        """
+        check_number("max_lag", max_lag, integer=True)
+        with anyio.fail_after(timeout):
+            await self._log.wait_lag(max_lag)
 
     # --- the heartbeat task -----------------------------------------------------
 
@@ -511,7 +550,10 @@ class EventStream(TaskOwner, once=True):
             await anyio.sleep_until(due)
             if log.finished:
                 return
-            self.heartbeat()
+            # A log full of what the creator has not read yet refuses it;
+            # the events the producer appends matter more than this one.
+            with contextlib.suppress(LogFullError):
+                self.heartbeat()
             now = anyio.current_time()
             due = due + interval_s if due + interval_s > now else now + interval_s
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from enclave_stream import EncryptedEnvelope, parse_lines
+from enclave_stream.errors import LogFullError
 from enclave_stream.events import StreamEvent
 from enclave_stream.producer import BrokerConfig, EventStream, SessionBroker, SessionRequest
 from enclave_stream.reconnect import (
@@ -227,6 +228,62 @@ async def test_resuming_from_a_dropped_seq_fails_loudly() -> None:
     assert isinstance(cause, FatalConnectError)
     assert cause.status_code == 410
     assert "REPLAY_UNAVAILABLE" in cause.reason
+
+
+async def test_a_burst_before_the_first_read_reaches_the_creator_from_seq_1() -> None:
+    # 20,000 events appended before the POST's response is read: twice the
+    # default max_events. The creator's response drops none of them.
+    async def runner(stream: EventStream, request: SessionRequest) -> None:
+        for index in range(20_000):
+            stream.stdout(f"{index}\n")
+        stream.final(True)
+
+    async with broker_app(runner) as (live, broker), httpx.AsyncClient() as http:
+        async with http.stream("POST", f"{live.url}/sessions", json={"code": "x"}) as response:
+            assert response.status_code == 200
+            session_id = response.headers["x-session-id"]
+            await wait_until(lambda: broker.get(session_id).finished)
+            seqs = [json.loads(line)["seq"] async for line in response.aiter_lines()]
+        assert seqs == list(range(1, 20_003))
+        # Sent, they are dropped to the bound: a late reader is told which
+        # seq it can still have, not a seq 0.
+        first = 20_003 - BrokerConfig().max_events
+        gone = await http.get(f"{live.url}/sessions/{session_id}/stream", params={"fromSeq": 0})
+        assert gone.status_code == 410
+        assert gone.json() == {
+            "code": "REPLAY_UNAVAILABLE",
+            "message": f"events from seq 1 are no longer held (the oldest held is {first})",
+            "details": {"requestedSeq": 1, "firstAvailableSeq": first},
+        }
+        tail = await http.get(f"{live.url}/sessions/{session_id}/stream", params={"from": first})
+        assert [json.loads(line)["seq"] for line in tail.text.splitlines()] == list(
+            range(first, 20_003)
+        )
+
+
+async def test_a_burst_past_the_memory_budget_fails_the_producer_not_the_reader() -> None:
+    refused: list[LogFullError] = []
+
+    async def runner(stream: EventStream, request: SessionRequest) -> None:
+        try:
+            for _ in range(10_000):  # about 1.3 MB into a 64 KiB budget
+                stream.stdout("x" * 40)
+        except LogFullError as exc:
+            refused.append(exc)
+            raise
+
+    config = BrokerConfig(heartbeat_interval_ms=None, max_bytes=64 * 1024)
+    async with broker_app(runner, config) as (live, _), httpx.AsyncClient() as http:
+        response = await http.post(f"{live.url}/sessions", json={"code": "x"})
+    events = [json.loads(line) for line in response.text.splitlines()]
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+    assert [error.first_unsent_seq for error in refused] == [1]
+    assert events[-1]["type"] == "final"
+    assert events[-1]["payload"]["error"] == {
+        "message": "The session failed: LogFullError",
+        "code": "EXECUTION_ERROR",
+    }
+    assert sum(len(line) + 1 for line in response.text.splitlines()[:-1]) <= 64 * 1024
 
 
 async def test_cancel_route() -> None:

@@ -184,3 +184,20 @@ async def test_the_read_routes() -> None:
         assert (missing.status_code, missing.json()["code"]) == (404, "NOT_FOUND")
         bad = await http.get(f"{url}/sessions/s_r/stream", params={"from": "x"})
         assert (bad.status_code, bad.json()["code"]) == (400, "INVALID_REQUEST")
+
+
+async def test_a_burst_before_the_first_read_reaches_the_upstream_client_once() -> None:
+    # Twice the default max_events, appended before the POST's response is
+    # read: the upstream client used to get an empty 200, then 410 on every
+    # resume. Now it gets every event from seq 1 on the POST alone.
+    async def runner(stream: EventStream, request: SessionRequest) -> None:
+        for index in range(20_000):
+            stream.stdout(f"{index}\n")
+        stream.final(True)
+
+    async with mounted_broker(runner, BrokerConfig()) as (url, _, _), httpx.AsyncClient() as http:
+        client = UpstreamClient(http, url)
+        events = await client.execute("x", "s_upstream-burst")
+    assert client.connections == ["POST /sessions"]
+    assert [event["seq"] for event in events] == list(range(1, 20_003))
+    assert events[-1]["payload"]["ok"] is True

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import json
 import tracemalloc
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +19,8 @@ from enclave_stream import (
     StdoutEvent,
     parse_line,
 )
+from enclave_stream.codec import encode_event
+from enclave_stream.errors import LogFullError
 from enclave_stream.producer import (
     EventLog,
     EventStore,
@@ -160,7 +164,7 @@ def test_reading_a_dropped_seq_is_a_typed_error() -> None:
     for asked in (0, 1, 2):
         with pytest.raises(ReplayUnavailableError) as caught:
             log.read(asked)
-        assert (caught.value.requested_seq, caught.value.first_available_seq) == (asked, 3)
+        assert (caught.value.requested_seq, caught.value.first_available_seq) == (max(asked, 1), 3)
         assert caught.value.code == "REPLAY_UNAVAILABLE"
         with pytest.raises(ReplayUnavailableError):
             log.check(asked)
@@ -241,6 +245,60 @@ def test_matches_a_model(sizes: list[int], max_events: int, max_bytes: int, from
             log.read(from_seq)
     else:
         assert log.read(from_seq) == [entry for entry in model if entry.seq >= from_seq]
+
+
+class Cursor:
+    """A reader that only says where it is."""
+
+    def __init__(self, next_seq: int) -> None:
+        self.next_seq = next_seq
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 60)), max_size=80),
+    max_events=st.integers(1, 12),
+    max_bytes=st.integers(100, 1500),
+)
+def test_with_a_holder_matches_a_model(
+    steps: list[tuple[bool, int]], max_events: int, max_bytes: int
+) -> None:
+    log = EventLog(max_events=max_events, max_bytes=max_bytes)
+    holder = Cursor(1)
+    log.attach(holder, hold=True)
+    model: list[LogEntry] = []
+
+    def over(extra_events: int, extra_bytes: int) -> bool:
+        held = sum(len(entry.line) for entry in model)
+        return len(model) + extra_events > max_events or held + extra_bytes > max_bytes
+
+    for is_read, size in steps:
+        if is_read:  # the holder sends `size` events
+            holder.next_seq = min(holder.next_seq + size, log.next_seq)
+            continue
+        event = stdout("y" * size)
+        line = len(encode_event(msgspec.structs.replace(event, seq=log.next_seq))) + 1
+        # The model: drop the oldest the holder has sent while the line does
+        # not fit; refuse it if it still does not and the holder is behind.
+        while model and model[0].seq < holder.next_seq and over(1, line):
+            model.pop(0)
+        held = sum(len(entry.line) for entry in model)
+        refused = held + line > max_bytes and holder.next_seq < log.next_seq  # bytes only
+        before = log.next_seq
+        if refused:
+            with pytest.raises(LogFullError):
+                log.append(event)
+            assert log.next_seq == before
+        else:
+            model.append(log.append(event))
+            while len(model) > 1 and model[0].seq < holder.next_seq and over(0, 0):
+                model.pop(0)
+        first = model[0].seq if model else log.next_seq
+        assert (len(log), log.first_seq) == (len(model), first)
+        assert log.size_bytes == sum(len(entry.line) for entry in model)
+        assert log.size_bytes <= max_bytes or len(model) == 1
+        # Nothing the holder has not sent is ever dropped.
+        assert log.read(holder.next_seq) == [e for e in model if e.seq >= holder.next_seq]
 
 
 # --- waiting ----------------------------------------------------------
@@ -442,3 +500,155 @@ async def test_body_checks_its_arguments() -> None:
     for bad_size in (0, -1, 64.0, True):
         with pytest.raises(ValueError, match=r"^chunk_bytes must be"):
             NdjsonBody(log, 2, chunk_bytes=bad_size)  # type: ignore[arg-type]
+
+
+# --- a holding reader: the creator's response loses nothing -------------------------
+
+
+@pytest.mark.anyio
+async def test_a_holding_body_gets_every_event_from_seq_1_past_max_events() -> None:
+    log = EventLog(max_events=10)
+    creator = NdjsonBody(log, hold=True)
+    for index in range(100):
+        log.append(stdout(str(index)))
+    assert (log.first_seq, len(log)) == (1, 100)
+    log.append(final())
+    lines = b"".join([chunk async for chunk in creator]).splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, 102))
+
+
+@pytest.mark.anyio
+async def test_events_a_holder_has_sent_are_dropped_again() -> None:
+    log = EventLog(max_events=3)
+    creator = NdjsonBody(log, hold=True, chunk_bytes=1)
+    for _ in range(5):
+        log.append(stdout())
+    assert (log.first_seq, len(log)) == (1, 5)
+    await creator.__anext__()
+    await creator.__anext__()  # seq 1 and 2 sent
+    log.append(stdout())
+    assert (log.first_seq, len(log)) == (3, 4)  # 3..6: the unsent ones stay
+    await creator.aclose()
+    log.append(stdout())
+    assert (log.first_seq, len(log)) == (5, 3)
+
+
+@pytest.mark.anyio
+async def test_past_max_bytes_a_holder_makes_append_raise_and_store_nothing() -> None:
+    line_bytes = len(EventLog().append(stdout("x" * 10)).line)
+    log = EventLog(max_bytes=3 * line_bytes)
+    creator = NdjsonBody(log, hold=True, chunk_bytes=1)
+    for _ in range(3):
+        log.append(stdout("x" * 10))
+    with pytest.raises(LogFullError) as caught:
+        log.append(stdout("x" * 10))
+    error = caught.value
+    assert (error.session_id, error.held_bytes, error.max_bytes, error.first_unsent_seq) == (
+        SESSION_ID,
+        3 * line_bytes,
+        3 * line_bytes,
+        1,
+    )
+    assert (log.next_seq, len(log), log.size_bytes) == (4, 3, 3 * line_bytes)
+    await creator.__anext__()  # seq 1 sent: room for one more
+    assert log.append(stdout("x" * 10)).seq == 4
+    assert log.first_seq == 2
+    with pytest.raises(LogFullError) as caught:
+        log.append(stdout("x" * 10))
+    assert caught.value.first_unsent_seq == 2
+    # A final is never refused: the session can always end.
+    assert log.append(final(ok=False)).seq == 5
+    assert log.finished
+
+
+@pytest.mark.anyio
+async def test_a_holder_that_has_sent_everything_lets_a_large_event_in() -> None:
+    log = EventLog(max_bytes=100)
+    creator = NdjsonBody(log, hold=True)
+    log.append(stdout())
+    await creator.__anext__()
+    big = log.append(stdout("x" * 500))
+    assert (log.first_seq, log.read(2)) == (2, [big])
+
+
+@pytest.mark.anyio
+async def test_a_holding_body_that_is_dropped_holds_nothing() -> None:
+    log = EventLog(max_events=2)
+    NdjsonBody(log, hold=True)  # never read, never closed: garbage at once
+    for _ in range(5):
+        log.append(stdout())
+    assert (log.first_seq, log.lag) == (4, 0)
+
+
+@pytest.mark.anyio
+async def test_a_dropped_seq_is_named_from_1_not_0() -> None:
+    log = EventLog(max_events=2)
+    for _ in range(5):
+        log.append(stdout())
+    with pytest.raises(ReplayUnavailableError) as caught:
+        NdjsonBody(log, 0)
+    assert str(caught.value) == "events from seq 1 are no longer held (the oldest held is 4)"
+
+
+# --- backpressure: lag and wait_lag ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_lag_is_what_the_slowest_attached_reader_has_not_sent() -> None:
+    log = EventLog()
+    assert log.lag == 0
+    for _ in range(3):
+        log.append(stdout())
+    assert log.lag == 0  # no reader
+    slow = NdjsonBody(log, chunk_bytes=1)
+    fast = NdjsonBody(log)
+    assert log.lag == 3
+    await fast.__anext__()
+    assert log.lag == 3
+    await slow.__anext__()
+    assert log.lag == 2
+    await slow.aclose()
+    assert log.lag == 0
+    log.append(stdout())
+    assert log.lag == 1
+    del fast
+    assert log.lag == 0
+    ahead = NdjsonBody(log, 10)  # waiting for events not appended yet
+    assert log.lag == 0
+    await ahead.aclose()
+
+
+@pytest.mark.anyio
+@on_virtual_clock()
+async def test_wait_lag_waits_for_the_readers_to_read_or_leave() -> None:
+    log = EventLog()
+    body = NdjsonBody(log, chunk_bytes=1)
+    for _ in range(5):
+        log.append(stdout())
+    await log.wait_lag(5)  # at once
+    with pytest.raises(TimeoutError):
+        with anyio.fail_after(1):
+            await log.wait_lag(2)
+    with pytest.raises(ValueError, match="max_lag"):
+        await log.wait_lag(-1)
+    done: list[float] = []
+
+    async def producer() -> None:
+        await log.wait_lag(2)
+        done.append(anyio.current_time())
+
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(producer)
+        start = anyio.current_time()
+        for _ in range(3):
+            await anyio.sleep(1)
+            assert not done
+            await body.__anext__()
+    assert done == [start + 3]
+    for _ in range(5):
+        log.append(stdout())
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(producer)
+        await anyio.sleep(1)
+        await body.aclose()  # a reader that leaves stops counting
+    assert len(done) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from functools import partial
 from typing import Any
 
 import anyio
@@ -15,7 +16,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Mount
 
-from enclave_stream.producer import EventStream
+from enclave_stream.producer import EventStream, ReplayUnavailableError
 from enclave_stream.starlette import create_broker_app, ndjson_response
 
 pytestmark = pytest.mark.anyio
@@ -67,6 +68,36 @@ async def test_an_overtaken_reader_has_its_response_ended(caplog: pytest.LogCapt
     ):
         await chunks.__anext__()
     assert "fell behind" in caplog.text
+
+
+async def test_a_holding_response_is_never_overtaken() -> None:
+    stream = EventStream("s_1", heartbeat_interval_ms=None, max_events=3)
+    response = ndjson_response(stream, hold=True)
+    for _ in range(5):
+        stream.stdout("x")
+    stream.final(True)
+    body = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
+    assert [json.loads(line)["seq"] for line in body.splitlines()] == list(range(1, 8))
+    with pytest.raises(ReplayUnavailableError):  # sent: dropped to the bound again
+        stream.store.check(4)
+
+
+async def test_a_response_closed_early_no_longer_holds_back_drain() -> None:
+    stream = EventStream("s_1", heartbeat_interval_ms=None)
+    response = ndjson_response(stream)
+    chunks = response.body_iterator  # type: ignore[attr-defined]
+    await chunks.__anext__()
+    for _ in range(5):
+        stream.stdout("x")
+    assert stream.store.lag == 5
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(partial(stream.drain, 0, timeout=2))
+        await anyio.wait_all_tasks_blocked()
+        await chunks.aclose()  # what the server does when its client leaves
+        with anyio.fail_after(1):
+            await anyio.wait_all_tasks_blocked()
+            assert stream.store.lag == 0
+    # The drain returned (else the group would still wait for it).
 
 
 @pytest.mark.parametrize("handle_signals", [True, False])

@@ -19,6 +19,7 @@ from enclave_stream import (
     parse_lines,
     serialize_event,
 )
+from enclave_stream.errors import LogFullError
 from enclave_stream.events import (
     ErrorInfo,
     ErrorPayload,
@@ -523,3 +524,97 @@ class TestAsyncWith:
         lines = b"".join(got).splitlines()
         assert len(lines) == 3
         assert b'"chunk":"live"' in lines[1]
+
+
+@pytest.mark.anyio
+class TestBackpressure:
+    @pytest.fixture
+    def anyio_backend(self, virtual_backend: Any) -> Any:
+        """On a virtual clock: the timeouts are exact and instant."""
+        return virtual_backend
+
+    async def test_drain_returns_at_once_without_readers_or_within_the_bound(self) -> None:
+        stream = EventStream(SESSION_ID, heartbeat_interval_ms=None)
+        for _ in range(5000):
+            stream.stdout("x")
+        start = anyio.current_time()
+        await stream.drain(max_lag=0, timeout=1)  # nobody reads: nobody to wait for
+        body = stream.ndjson_body(4000)
+        await stream.drain(max_lag=1002, timeout=1)  # 4000..5001 unsent
+        assert anyio.current_time() == start
+        with pytest.raises(ValueError, match="max_lag"):
+            await stream.drain(max_lag=-1)
+        await body.aclose()
+
+    async def test_drain_waits_while_the_slowest_reader_lags_then_times_out(self) -> None:
+        stream = EventStream(SESSION_ID, heartbeat_interval_ms=None)
+        fast = stream.ndjson_body()
+        slow = stream.ndjson_body(chunk_bytes=1)  # one event per read
+        for _ in range(9):
+            stream.stdout("x")
+        await fast.__anext__()  # everything: the slow one sets the pace
+        start = anyio.current_time()
+        with pytest.raises(TimeoutError):
+            await stream.drain(max_lag=5, timeout=2.5)
+        assert anyio.current_time() == start + 2.5
+
+        async def reader() -> None:
+            for _ in range(5):
+                await anyio.sleep(1)
+                await slow.__anext__()
+
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(reader)
+            await stream.drain(max_lag=5)  # 10 behind; 5 reads later, 5
+            assert anyio.current_time() == start + 2.5 + 5
+        # A reader that ends stops counting.
+        await slow.aclose()
+        await stream.drain(max_lag=0, timeout=0)
+
+    async def test_past_max_bytes_an_unread_creator_fails_the_producer_with_a_final(
+        self,
+    ) -> None:
+        stream = EventStream(SESSION_ID, heartbeat_interval_ms=1000, max_bytes=4096)
+        creator = stream.ndjson_body(hold=True)
+
+        async def burst() -> None:
+            async with stream:
+                await anyio.sleep(1.5)  # a heartbeat fits
+                for _ in range(100):
+                    stream.stdout("x" * 100)
+
+        with pytest.raises(LogFullError) as caught:
+            await burst()
+        assert caught.value.first_unsent_seq == 1
+        lines = b"".join([chunk async for chunk in creator]).splitlines()
+        events = [json.loads(line) for line in lines]
+        assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+        assert events[1]["type"] == "heartbeat"
+        assert events[-1]["type"] == "final"
+        assert events[-1]["payload"]["error"] == {
+            "message": "The session failed: LogFullError",
+            "code": "EXECUTION_ERROR",
+        }
+
+    async def test_a_full_log_skips_heartbeats_instead_of_failing(self) -> None:
+        stream = EventStream(SESSION_ID, heartbeat_interval_ms=1000, max_bytes=4096)
+        creator = stream.ndjson_body(hold=True, chunk_bytes=1)
+        async with stream:
+            fill_up(stream)
+            full = stream.next_seq
+            await anyio.sleep(3.5)  # three heartbeats refused, quietly
+            assert stream.next_seq == full
+            await creator.__anext__()  # room again
+            await anyio.sleep(1)
+            assert stream.next_seq == full + 1
+            stream.final(True)
+
+
+def fill_up(stream: EventStream) -> LogFullError:
+    """Append until the log refuses; the refusal."""
+    for _ in range(10_000):
+        try:
+            stream.stdout("x" * 100)
+        except LogFullError as exc:
+            return exc
+    raise AssertionError("the log never filled up")
