@@ -490,13 +490,18 @@ class SessionBroker(TaskOwner):
         session_id = stream.session_id
         if session_id in self._slots:
             raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
+        if session_id in self._gone:
+            # A reader of the old session resuming this id would get another
+            # session's events: an id is used once.
+            raise BrokerError(
+                409, "SESSION_EXISTS", f"Session {session_id} existed and ended: choose another id"
+            )
         grant = Grant() if grant is None else grant
         self._check_room(grant)
         expires = anyio.current_time() + _ttl_seconds(stream)
         producer = None if run is None else anyio.CancelScope(deadline=expires)
         slot = _Slot(stream, anyio.CancelScope(), producer, grant, expires)
         self._slots[session_id] = slot
-        self._gone.pop(session_id, None)
         task_group.start_soon(self._keep, slot, run)
         return stream
 

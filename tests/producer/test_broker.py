@@ -316,6 +316,13 @@ class TestOnAVirtualClock:
             with pytest.raises(BrokerError) as caught:
                 await broker.open_stream("s_never")
             assert caught.value.status == 404
+            # The id is not handed out again: its old readers would get another session.
+            with pytest.raises(BrokerError) as caught:
+                broker.add(EventStream("s_1"))
+            assert (caught.value.status, caught.value.code) == (409, "SESSION_EXISTS")
+            with pytest.raises(BrokerError) as caught:
+                await broker.open_stream("s_1")
+            assert caught.value.status == 410
 
     async def test_when_full_a_finished_session_is_kept_and_new_ones_wait(self) -> None:
         config = BrokerConfig(max_sessions=2, retention_seconds=30, heartbeat_interval_ms=None)
