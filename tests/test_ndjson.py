@@ -582,6 +582,12 @@ def test_iter_ndjson_stream_reports_bad_lines_as_the_async_parser_does(
         "skipping bad NDJSON line 2",
         "skipping bad NDJSON line 4",
     ]
+    # A bad last line without its newline is reported at the end, the same way.
+    tail: list[LineError] = []
+    assert list(iter_ndjson_stream([lines[0], b"{oops"], on_error=tail.append)) == events[:1]
+    assert [(e.line, e.kind) for e in tail] == [(2, "json")]
+    with pytest.raises(NdjsonParseError):
+        list(iter_ndjson_stream([lines[0], b"{oops"], strict=True))
     strict = iter_ndjson_stream(chunks, strict=True)
     assert next(strict) == events[0]
     with pytest.raises(NdjsonParseError) as info:
@@ -600,7 +606,8 @@ def test_iter_ndjson_stream_closes_its_source() -> None:
             closed.append(name)
 
     assert list(iter_ndjson_stream(source("whole"))) == events
-    stream = iter_ndjson_stream(source("early"))
+    early = source("early")  # held here, so only an explicit close() closes it
+    stream = iter_ndjson_stream(early)
     assert next(stream) == events[0]
     stream.close()
     assert closed == ["whole", "early"]
