@@ -560,9 +560,14 @@ def iter_ndjson_stream(
     ['hi']
     """
     parser = NdjsonStreamParser(max_line_bytes=max_line_bytes)
-    try:
+
+    def results() -> Iterator[FeedResult[Judged]]:
         for chunk in chunks:
-            found = parser.feed(chunk)
+            yield parser.feed(chunk)
+        yield parser.flush()
+
+    try:
+        for found in results():
             if not found.bad_lines:  # the usual chunk: events only
                 yield from found  # type: ignore[misc]
                 continue
@@ -571,11 +576,6 @@ def iter_ndjson_stream(
                     report_line_error(item, on_error, strict)
                 else:
                     yield item
-        for item in parser.flush():
-            if isinstance(item, LineError):
-                report_line_error(item, on_error, strict)
-            else:
-                yield item
     finally:
         close = getattr(chunks, "close", None)
         if callable(close):

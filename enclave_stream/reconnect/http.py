@@ -84,21 +84,12 @@ def httpx_connector(
                 async for event in events:
                     ...
     """
-    # The query is built here, not with ``params=``: httpx replaces a URL's
-    # own query with ``params`` rather than adding to it.
-    target = httpx.URL(url)
-    params = request_kwargs.pop("params", None)
-    if params is not None:
-        target = target.copy_merge_params(params)
-    headers = httpx.Headers(request_kwargs.pop("headers", None))
-    headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
+    target = _target(url, request_kwargs)
 
     @asynccontextmanager
     async def connect(from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
         request_url = target if from_seq is None else target.copy_set_param(RESUME_PARAM, from_seq)
-        async with aconnect_ndjson(
-            client, method, request_url, headers=headers, **request_kwargs
-        ) as source:
+        async with aconnect_ndjson(client, method, request_url, **request_kwargs) as source:
             yield source.response.aiter_bytes()
 
     return connect
@@ -121,12 +112,7 @@ def httpx_sync_connector(
     server's heartbeat interval (15 s by default).
     """
     check_number("read_timeout_s", read_timeout_s, positive=True)
-    target = httpx.URL(url)
-    params = request_kwargs.pop("params", None)
-    if params is not None:
-        target = target.copy_merge_params(params)
-    headers = httpx.Headers(request_kwargs.pop("headers", None))
-    headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
+    target = _target(url, request_kwargs)
     if "timeout" not in request_kwargs:
         timeout = client.timeout
         request_kwargs["timeout"] = httpx.Timeout(
@@ -136,7 +122,7 @@ def httpx_sync_connector(
     @contextmanager
     def connect(from_seq: int | None) -> Iterator[Iterable[bytes]]:
         request_url = target if from_seq is None else target.copy_set_param(RESUME_PARAM, from_seq)
-        with _streamed_sync(client, method, request_url, headers=headers, **request_kwargs) as r:
+        with _streamed_sync(client, method, request_url, **request_kwargs) as r:
             yield r.iter_bytes()
 
     return connect
@@ -193,9 +179,7 @@ async def aconnect_ndjson(
         RetryableConnectError: a 429 or 5xx status, or an httpx transport
             error while connecting or reading.
     """
-    headers = httpx.Headers(request_kwargs.pop("headers", None))
-    headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
-    async with _streamed(client, method, url, headers=headers, **request_kwargs) as response:
+    async with _streamed(client, method, url, **request_kwargs) as response:
         yield NdjsonSource(response)
 
 
@@ -229,9 +213,23 @@ def _streamed_sync(
         raise RetryableConnectError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _target(url: str | httpx.URL, request_kwargs: dict[str, Any]) -> httpx.URL:
+    """``url`` with the ``params`` of ``request_kwargs`` (taken out of them) added to its query."""
+    # Not left to ``params=``: httpx replaces a URL's own query with ``params``
+    # rather than adding to it.
+    target = httpx.URL(url)
+    params = request_kwargs.pop("params", None)
+    return target if params is None else target.copy_merge_params(params)
+
+
 def _stream_kwargs(
     client: httpx.AsyncClient | httpx.Client, kwargs: dict[str, Any]
 ) -> dict[str, Any]:
+    """The request options of a stream: ``Accept: application/x-ndjson`` unless the
+    caller's headers set another, and no read timeout unless the caller gives a timeout."""
+    headers = httpx.Headers(kwargs.get("headers"))
+    headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
+    kwargs["headers"] = headers
     if "timeout" not in kwargs:
         # httpx's default read timeout of 5 s would cut every quiet stream,
         # and each cut would count as a failed retry.
@@ -369,7 +367,6 @@ class BrokerConnector:
         self._body = body
         self._handshake = handshake
         self._headers = httpx.Headers(headers)
-        self._headers.setdefault("Accept", NDJSON_MEDIA_TYPE)
         self._resume: Connector | None = None
         self.session_id: str | None = None
         self.session: EncryptedSession | None = None

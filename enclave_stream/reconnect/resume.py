@@ -50,11 +50,9 @@ from ..events import (
 from .machine import (
     DEFAULT_RECONNECTION_CONFIG,
     ConnectionState,
-    DisconnectedEvent,
     ReconnectionConfig,
     ReconnectionEvent,
     ReconnectionStateMachine,
-    RetryScheduledEvent,
     StateChangeEvent,
 )
 
@@ -374,7 +372,6 @@ class ResumeCore:
     ) -> None:
         self._on_state = on_state
         self._on_event = on_event
-        self._last_reason: str | None = None  # of the last disconnect, for the log
         self._resume_from: int | None = None  # set by retry(): the next delivery resumes
         self.machine = ReconnectionStateMachine(config, self._on_machine_event, random=random)
         self.tracker = SequenceTracker(strict=True)
@@ -517,11 +514,18 @@ class ResumeCore:
         wait_ms = retry_after * 1000 if isinstance(retry_after, int | float) else 0
         self.machine.on_disconnected(reconnect.reason, wait_ms=wait_ms)
         pending = self.machine.pending_retry
+        retries = self.machine.config.max_retries
         if pending is None:
-            retries = self.machine.config.max_retries
             return self.give_up(
                 f"gave up after {retries} retries: {reconnect.reason}", reconnect.cause
             )
+        logger.info(
+            "event stream: retrying in %g s (attempt %d/%s): %s",
+            pending.delay_seconds,
+            pending.attempt,
+            "unlimited" if retries is None else retries,
+            reconnect.reason,
+        )
         return pending.delay_seconds
 
     def retry(self) -> None:
@@ -547,17 +551,6 @@ class ResumeCore:
             self.machine.on_connected()  # on_state may raise: the events count all the same
 
     def _on_machine_event(self, event: ReconnectionEvent) -> None:
-        if isinstance(event, DisconnectedEvent):
-            self._last_reason = event.reason
-        elif isinstance(event, RetryScheduledEvent):
-            limit = self.machine.config.max_retries
-            logger.info(
-                "event stream: retrying in %g s (attempt %d/%s): %s",
-                event.delay_ms / 1000,
-                event.attempt,
-                "unlimited" if limit is None else limit,
-                self._last_reason,
-            )
         if self._on_event is not None:
             self._on_event(event)
         if isinstance(event, StateChangeEvent) and self._on_state is not None:
