@@ -26,6 +26,7 @@ attributes, not only in the message. The tree::
     ├── ReplayUnavailableError        events the log no longer holds (HTTP 410)
     ├── StreamFinishedError           an append after ``final``
     ├── LogFullError                  an append past the memory budget of unsent events
+    ├── StoreUnavailableError         a shared log (Redis) cannot serve now; retry later
     └── BrokerError                   a broker request refused, with its HTTP status
 
 Every class pickles with its attributes (one ``__reduce__`` on the base), so
@@ -61,6 +62,7 @@ __all__ = [
     "SequenceGapError",
     "SessionMismatchError",
     "StreamFailedError",
+    "StoreUnavailableError",
     "StreamFinishedError",
 ]
 
@@ -464,6 +466,30 @@ class LogFullError(EnclaveStreamError):
             f"session {session_id}: the log holds {held_bytes} of its {max_bytes} bytes, "
             f"unsent from seq {first_unsent_seq} on; the event does not fit"
         )
+
+
+class StoreUnavailableError(EnclaveStreamError):
+    """A log kept outside the process (Redis) cannot serve or store events right now.
+
+    The engine is down, lost its data and is being repaired, or the session's
+    owner stopped writing. Over HTTP it is a ``503`` (retryable) unless
+    :attr:`retryable` is False.
+
+    >>> print(StoreUnavailableError("the Redis server is unreachable"))
+    the Redis server is unreachable
+
+    Attributes:
+        reason: what is wrong, in words.
+        retryable: True when asking again later may succeed.
+        code: ``"STORE_UNAVAILABLE"``, the error code sent over HTTP.
+    """
+
+    code: ClassVar[str] = "STORE_UNAVAILABLE"
+
+    def __init__(self, reason: str, *, retryable: bool = True) -> None:
+        self.reason = reason
+        self.retryable = retryable
+        super().__init__(reason)
 
 
 class StreamFinishedError(EnclaveStreamError):

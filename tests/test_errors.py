@@ -82,6 +82,7 @@ def _instances() -> list[EnclaveStreamError]:
         e.ReplayUnavailableError(3, first_available_seq=120),
         e.StreamFinishedError("s_1"),
         e.LogFullError("s_1", held_bytes=900, max_bytes=1000, first_unsent_seq=4),
+        e.StoreUnavailableError("Redis is unreachable", retryable=False),
         e.BrokerError(404, "NOT_FOUND", "Session s_1 not found", details={"id": "s_1"}),
     ]
 

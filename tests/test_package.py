@@ -28,12 +28,23 @@ LAYERS = [
     ("enclave_stream.crypto",),
     ("enclave_stream.reconnect",),
     ("enclave_stream.producer",),
+    ("enclave_stream.redis",),
     ("enclave_stream.starlette",),
     ("enclave_stream.cli", "enclave_stream.__main__"),
 ]
 
 # Importable with the core dependencies only (msgspec, anyio, cryptography).
-OPTIONAL = ["httpx", "httpcore", "starlette", "uvicorn", "rich", "aiohttp", "trio", "fastapi"]
+OPTIONAL = [
+    "httpx",
+    "httpcore",
+    "starlette",
+    "uvicorn",
+    "rich",
+    "aiohttp",
+    "trio",
+    "fastapi",
+    "coredis",
+]
 
 
 def _modules() -> list[tuple[str, ast.Module]]:

@@ -535,7 +535,9 @@ class NdjsonBody:
                     if len(entries) == 1:
                         return last.line
                     return b"".join([entry.line for entry in entries])
-                if store.finished:
+                # A store that writes elsewhere first (Redis) may hold lines it
+                # does not serve yet: finished, it ends after the last one.
+                if store.finished and max(self._next, 1) >= store.next_seq:
                     break
                 await store.wait_for(self._next)
         except ReplayUnavailableError:

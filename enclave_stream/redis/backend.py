@@ -1,0 +1,201 @@
+"""One replica's link to Redis: the client, the owner id, and the task group of its flushers."""
+
+from __future__ import annotations
+
+__all__ = ["RedisBackend"]
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+import coredis
+from anyio.abc import TaskGroup
+
+from .._lifetime import TaskOwner, owned_task_group
+from ..producer.log import EventEncodeFunction, EventStore
+from .keys import DEFAULT_PREFIX, SessionKeys
+from .limits import RedisLimits
+from .reader import RedisReplay, SessionStatus, open_replay, read_status, recovering
+from .store import REDIS_ERRORS, RedisEventStore
+
+logger = logging.getLogger("enclave_stream")
+
+
+class RedisBackend(TaskOwner):
+    """Sessions kept in Redis Streams, so that any replica serves any resume.
+
+    Use it as ``async with RedisBackend("redis://localhost:6379") as backend:``
+    (a :class:`~enclave_stream.producer.SessionBroker` given it as
+    ``backend=`` runs it for its own lifetime). Inside the block,
+    :meth:`store_factory` makes the stores of the sessions this replica
+    owns (their flushers run in the backend's task group), and
+    :meth:`open_replay` serves any session from Redis. Leaving the block
+    gives the flushers ``drain_seconds`` to write what was appended, then
+    stops them.
+
+    Args:
+        redis: a ``redis://`` URL (the backend makes and closes its client),
+            or a ``coredis.Redis`` client you entered (``async with client``)
+            and close yourself. Responses must be bytes (the default).
+        limits: bounds and timings (:class:`RedisLimits`).
+        prefix: the first part of every key name.
+        owner_id: this replica's id in the leases; unique by default
+            (host, pid, random).
+    """
+
+    def __init__(
+        self,
+        redis: str | coredis.Redis[bytes],
+        *,
+        limits: RedisLimits | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        owner_id: str | None = None,
+    ) -> None:
+        self._redis = redis
+        self._limits = RedisLimits() if limits is None else limits
+        self._prefix = prefix
+        self._owner = (
+            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+            if owner_id is None
+            else owner_id
+        )
+        self._client: coredis.Redis[bytes] | None = None
+        self._task_group: TaskGroup | None = None
+        self._flushers: set[RedisEventStore] = set()
+
+    @property
+    def limits(self) -> RedisLimits:
+        """The bounds and timings of its sessions."""
+        return self._limits
+
+    @property
+    def owner_id(self) -> str:
+        """This replica's id, written in the leases of the sessions it owns."""
+        return self._owner
+
+    @property
+    def prefix(self) -> str:
+        """The first part of every key name."""
+        return self._prefix
+
+    @property
+    def client(self) -> coredis.Redis[bytes]:
+        """The Redis client (inside the block).
+
+        Raises:
+            RuntimeError: outside the backend's block.
+        """
+        if self._client is None:
+            raise RuntimeError("use the RedisBackend inside its `async with` block")
+        return self._client
+
+    def keys(self, session_id: str) -> SessionKeys:
+        """Where ``session_id`` lives in Redis."""
+        return SessionKeys.of(self._prefix, session_id)
+
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            redis = self._redis
+            if isinstance(redis, str):
+                redis = await stack.enter_async_context(coredis.Redis.from_url(redis))
+            self._client = redis
+            try:
+                # Marks Redis as known to hold its sessions; an error is not fatal
+                # here: Redis may come up later.
+                await recovering(redis, self._prefix, self._limits)
+            except REDIS_ERRORS as exc:
+                logger.warning("Redis is unreachable at start (%s); sessions will wait", exc)
+            try:
+                async with owned_task_group() as task_group:
+                    self._task_group = task_group
+                    try:
+                        yield
+                    finally:
+                        self._task_group = None
+                        await self._drain()
+            finally:
+                self._client = None
+
+    async def _drain(self) -> None:
+        # Sessions ended just before (a shutdown's finals) still have lines to write.
+        with anyio.move_on_after(self._limits.drain_seconds, shield=True):
+            for store in list(self._flushers):
+                await store.wait_written()
+
+    def store_factory(
+        self, session_id: str, *, encrypted: bool = False, hello: str | None = None
+    ) -> Callable[[EventEncodeFunction], EventStore]:
+        """What :class:`~enclave_stream.producer.EventStream` takes as ``store_factory``.
+
+        The store it makes is owned by this replica: its flusher runs in the
+        backend's task group until the session's end is in Redis.
+
+        Raises:
+            RuntimeError: (when called) outside the backend's block.
+        """
+
+        def make(encode: EventEncodeFunction) -> EventStore:
+            return self.open_store(session_id, encode, encrypted=encrypted, hello=hello)
+
+        return make
+
+    def open_store(
+        self,
+        session_id: str,
+        encode: EventEncodeFunction,
+        *,
+        encrypted: bool = False,
+        hello: str | None = None,
+    ) -> RedisEventStore:
+        """A :class:`RedisEventStore` for ``session_id``, its flusher started.
+
+        Raises:
+            RuntimeError: outside the backend's block.
+        """
+        task_group = self._task_group
+        if task_group is None:
+            raise RuntimeError("use the RedisBackend inside its `async with` block")
+        store = RedisEventStore(
+            self.client,
+            self.keys(session_id),
+            owner=self._owner,
+            encode=encode,
+            limits=self._limits,
+            encrypted=encrypted,
+            hello=hello,
+        )
+        task_group.start_soon(self._flush, store)
+        return store
+
+    async def _flush(self, store: RedisEventStore) -> None:
+        self._flushers.add(store)
+        try:
+            await store.flush_forever()
+        finally:
+            self._flushers.discard(store)
+
+    async def open_replay(
+        self, session_id: str, from_seq: int | None = None, *, chunk_bytes: int = 64 * 1024
+    ) -> RedisReplay:
+        """Serve ``session_id`` from Redis from ``from_seq`` (None: the start), live to its end.
+
+        Raises:
+            BrokerError: 404, 410 or 503, as :func:`~.reader.open_replay` says.
+        """
+        return await open_replay(
+            self.client,
+            session_id,
+            from_seq,
+            prefix=self._prefix,
+            limits=self._limits,
+            chunk_bytes=chunk_bytes,
+        )
+
+    async def status(self, session_id: str) -> SessionStatus | None:
+        """The session's metadata in Redis, or None when Redis does not hold it."""
+        return await read_status(self.client, self.keys(session_id))
