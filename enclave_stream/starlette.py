@@ -30,15 +30,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import BrokerError, ReplayUnavailableError
 from .producer.access import Authorize
-from .producer.broker import (
-    BrokerConfig,
-    SessionBroker,
-    SessionRunner,
-    StreamResponse,
-    shutdown_on_signals,
-    stream_response,
-)
+from .producer.broker import SessionBroker
+from .producer.config import BrokerConfig
 from .producer.log import NdjsonBody
+from .producer.requests import SessionRunner
+from .producer.responses import StreamResponse, stream_response
+from .producer.signals import shutdown_on_signals
 from .producer.stream import EventStream
 from .protocol import NDJSON_MEDIA_TYPE, RESUME_PARAM, UPSTREAM_RESUME_PARAM
 
@@ -62,7 +59,7 @@ def ndjson_response(
     """Stream ``stream`` from ``from_seq`` (None: from the start) up to its ``final`` event.
 
     A ``StreamingResponse`` with ``Content-Type: application/x-ndjson`` and
-    the headers of :func:`~enclave_stream.producer.broker.stream_response`
+    the headers of :func:`~enclave_stream.producer.responses.stream_response`
     (plus ``headers``); a ``410 Gone`` JSON error instead if the log no
     longer holds the events from ``from_seq`` (docs/compatibility.md, P1)::
 
@@ -209,7 +206,7 @@ def create_broker_app(
     ``handle_signals``, SIGINT and SIGTERM end the running sessions
     (``final`` with ``SERVER_SHUTDOWN``) before the server's own handler
     runs, so that their responses end and the server can stop
-    (:func:`~enclave_stream.producer.broker.shutdown_on_signals`).
+    (:func:`~enclave_stream.producer.signals.shutdown_on_signals`).
 
     >>> app = create_broker_app()
     >>> [(route.path, sorted(route.methods - {"HEAD"})) for route in app.routes]

@@ -2,8 +2,11 @@
 
 ``log.py`` holds the replay log (:class:`EventLog`, :class:`EventStore`,
 :class:`NdjsonBody`), ``stream.py`` one session (:class:`EventStream`),
-``broker.py`` the sessions of a service (:class:`SessionBroker`), ``access.py``
-who may use them (the authorization hook, :class:`SessionTokens`).
+``broker.py`` the sessions of a service (:class:`SessionBroker`), with its
+limits in ``config.py``, the request it reads in ``requests.py``, what its
+routes answer in ``responses.py`` and its shutdown on signals in
+``signals.py``; ``access.py`` says who may use them (the authorization hook,
+:class:`SessionTokens`).
 """
 
 from __future__ import annotations
@@ -11,14 +14,8 @@ from __future__ import annotations
 from ..errors import BrokerError, LogFullError, ReplayUnavailableError, StreamFinishedError
 from ..protocol import SERVER_HELLO_HEADER
 from .access import Access, Action, Authorize, Decision, Grant, HttpRequest, SessionTokens
-from .broker import (
-    BrokerConfig,
-    SessionBroker,
-    SessionRequest,
-    SessionRequestBody,
-    SessionRunner,
-    shutdown_on_signals,
-)
+from .broker import SessionBroker
+from .config import BrokerConfig
 from .log import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_MAX_BYTES,
@@ -30,6 +27,8 @@ from .log import (
     LogReader,
     NdjsonBody,
 )
+from .requests import SessionRequest, SessionRequestBody, SessionRunner
+from .signals import shutdown_on_signals
 from .stream import EventStream
 
 __all__ = [

@@ -42,7 +42,7 @@ from ..errors import BrokerError
 from ..protocol import StrEnum
 
 if TYPE_CHECKING:
-    from .broker import SessionRequest
+    from .requests import SessionRequest
     from .stream import EventStream
 
 

@@ -10,262 +10,54 @@ before it ends the app's lifespan: :meth:`SessionBroker.shutdown` ends every
 running session (a failed ``final``, ``SERVER_SHUTDOWN``) so that every
 response body ends and the server can close its connections; leaving the
 broker's ``async with`` block then stops what is left.
-:func:`shutdown_on_signals` calls it on SIGINT and SIGTERM, before the
+:func:`~.signals.shutdown_on_signals` calls it on SIGINT and SIGTERM, before the
 server's own handler.
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "BrokerConfig",
-    "SessionBroker",
-    "SessionRequest",
-    "SessionRequestConfig",
-    "SessionRequestBody",
-    "SessionRequestEncryption",
-    "SessionRunner",
-    "StreamResponse",
-    "parse_from_seq",
-    "shutdown_on_signals",
-    "stream_response",
-]
+__all__ = ["SessionBroker"]
 
-import asyncio
-import contextlib
 import logging
 import math
-import re
-import signal
-import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from types import FrameType
-from typing import Any, Final
+from typing import Any
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup
 from cryptography.hazmat.primitives.asymmetric import ec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET
 
 from .._lifetime import TaskOwner, owned_task_group
-from .._options import check_number
 from ..codec import encode_message
 from ..crypto.handshake import accept_client_hello
 from ..crypto.session import EncryptedSession
-from ..errors import BrokerError, EncryptionError, ReplayUnavailableError, StreamFinishedError
-from ..events import ErrorInfo, PositiveInt, ProtocolVersion, SessionLimits
+from ..errors import BrokerError, EncryptionError, StreamFinishedError
+from ..events import ErrorInfo
 from ..protocol import (
-    DEFAULT_HEARTBEAT_INTERVAL_MS,
-    MAX_SAFE_INTEGER,
     SERVER_HELLO_HEADER,
-    SESSION_ID_HEADER,
     UPSTREAM_RESUME_PARAM,
     EncryptionMode,
     generate_session_id,
 )
 from .access import Access, Action, Authorize, Grant, HttpRequest, decide
-from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, EventLog, NdjsonBody
+from .config import BrokerConfig
+from .log import EventLog
+from .requests import (
+    SessionRequest,
+    SessionRequestBody,
+    SessionRunner,
+    decode_session_request,
+    invalid_request,
+    parse_from_seq,
+)
+from .responses import StreamResponse, session_info_json, stream_response
 from .stream import CANCELLED, SHUTDOWN, EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
-
-
-_DIGITS: Final = re.compile(r"[0-9]{1,16}")
-_CLIENT_SESSION_ID: Final = re.compile(r"s_[A-Za-z0-9._~:-]{1,200}")
-
-
-class SessionRequestConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """The ``config`` of ``POST /sessions``, as ``@enclave-vm/client`` sends it."""
-
-    max_execution_ms: PositiveInt | UnsetType = UNSET
-    max_tool_calls: PositiveInt | UnsetType = UNSET
-    heartbeat_interval_ms: PositiveInt | UnsetType = UNSET
-
-
-class SessionRequestEncryption(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """``encryption`` of ``POST /sessions``: the mode and the client's hello."""
-
-    mode: EncryptionMode
-    client_hello: dict[str, Any] | UnsetType = UNSET
-
-
-class SessionRequestBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """The body of ``POST /sessions``, in either shape of docs/compatibility.md (P8).
-
-    Where both shapes give a setting, ``limits`` wins. Unknown keys are ignored.
-
-    >>> body = msgspec.json.decode(
-    ...     b'{"code": "return 1", "limits": {"heartbeatIntervalMs": 5000}}',
-    ...     type=SessionRequestBody,
-    ... )
-    >>> body.code, body.heartbeat_interval_ms
-    ('return 1', 5000)
-    """
-
-    code: str
-    session_id: str | UnsetType = UNSET
-    protocol_version: ProtocolVersion | UnsetType = UNSET
-    config: SessionRequestConfig | UnsetType = UNSET
-    limits: SessionLimits | UnsetType = UNSET
-    encryption: SessionRequestEncryption | UnsetType = UNSET
-
-    @property
-    def heartbeat_interval_ms(self) -> int | None:
-        """The heartbeat interval asked for (``limits`` first, then ``config``), or None."""
-        return _first(self.limits, self.config, "heartbeat_interval_ms", "heartbeat_interval_ms")
-
-    @property
-    def ttl_ms(self) -> int | None:
-        """The session lifetime asked for (``limits.sessionTtlMs``, ``config.maxExecutionMs``)."""
-        return _first(self.limits, self.config, "session_ttl_ms", "max_execution_ms")
-
-
-class SessionRequest(SessionRequestBody, frozen=True, kw_only=True):
-    """A ``POST /sessions`` as a :data:`SessionRunner` gets it: the body, and the HTTP request.
-
-    ``http`` is the request it came with (Starlette's ``Request`` under
-    :func:`~enclave_stream.starlette.create_broker_app`: its headers,
-    client, ``state``), None when :meth:`SessionBroker.create_session` was
-    called without one.
-    """
-
-    http: HttpRequest | None = None
-
-
-def _first(limits: object, config: object, limit_name: str, config_name: str) -> int | None:
-    for source, name in ((limits, limit_name), (config, config_name)):
-        value = getattr(source, name, UNSET)
-        if value is not UNSET:
-            return int(value)
-    return None
-
-
-SessionRunner = Callable[[EventStream, SessionRequest], Awaitable[None]]
-"""Produces one session: appends its events to the stream, ``final`` last.
-
-Runs in the broker's task group, inside ``async with stream`` (heartbeats
-on schedule; a failed ``final`` if it ends without one). An exception it
-raises is logged; when the broker cancels it (``cancel``, ``shutdown``),
-the ``final`` says which. ``run_session`` in ``examples/serve_starlette.py``
-is one.
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerConfig:
-    """How a :class:`SessionBroker` makes and keeps sessions.
-
-    Attributes:
-        max_sessions: sessions held at once, running or finished. A
-            finished session is held for ``retention_seconds``, never
-            dropped early to make room: when full, a new one is refused
-            (503 ``TOO_MANY_SESSIONS``, with ``Retry-After``).
-        max_total_bytes: the memory budget of all sessions' replay logs
-            together: a running session counts as ``max_bytes`` (what its
-            log may grow to), a finished one as the bytes it holds. A new
-            session that would take the total past it is refused (503
-            ``MEMORY_BUDGET_EXCEEDED``, with ``Retry-After``).
-        max_sessions_per_identity: running sessions one identity (the
-            ``identity`` of the authorization hook's
-            :class:`~enclave_stream.producer.access.Grant`) may hold; more
-            is 429 ``TOO_MANY_SESSIONS_FOR_IDENTITY``. None: no limit.
-        retention_seconds: how long a finished session stays resumable;
-            after it, its readers get 410 ``SESSION_GONE``.
-        client_session_ids: accept a ``sessionId`` chosen by the client
-            (``@enclave-vm/client`` sends one); otherwise a request with one
-            is refused (400) and every id is generated by the server.
-        heartbeat_interval_ms: heartbeat interval of the sessions it starts,
-            unless the request asks for another.
-        min_heartbeat_interval_ms: the shortest heartbeat interval a request
-            may ask for (a shorter one is 400 ``INVALID_REQUEST``).
-        ttl_ms: lifetime of the sessions it starts (``session_init.expiresAt``),
-            unless the request asks for another. A session still running at
-            its ``expiresAt`` is stopped: a ``deadline_exceeded`` event and a
-            failed ``final`` (``SESSION_EXPIRED``).
-        max_ttl_ms: the longest lifetime a request may ask for (a longer
-            one is 400 ``INVALID_REQUEST``).
-        max_events: replay log bound of the sessions it starts, in events.
-        max_bytes: replay log bound of the sessions it starts, in bytes.
-        max_request_bytes: largest ``POST /sessions`` body accepted.
-        send_timeout_seconds: a reader whose connection takes no bytes for
-            this long (a frozen client, its buffers full) is dropped by
-            :func:`~enclave_stream.starlette.create_broker_app`; it can
-            resume. None: never.
-        shutdown_timeout_seconds: on :meth:`SessionBroker.shutdown`, how
-            long the producers it cancelled have to end before their
-            streams get the shutdown ``final`` anyway; the response bodies
-            of clients that keep reading end with it.
-
-    >>> BrokerConfig(max_sessions=10, retention_seconds=30).heartbeat_interval_ms
-    15000
-    """
-
-    max_sessions: int = 1000
-    max_total_bytes: int = 1024 * 1024 * 1024
-    max_sessions_per_identity: int | None = None
-    retention_seconds: float = 300.0
-    client_session_ids: bool = False
-    heartbeat_interval_ms: float | None = DEFAULT_HEARTBEAT_INTERVAL_MS
-    min_heartbeat_interval_ms: float = 1000.0
-    ttl_ms: int = 60_000
-    max_ttl_ms: int = 3_600_000
-    max_events: int = DEFAULT_MAX_EVENTS
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_request_bytes: int = 1024 * 1024
-    send_timeout_seconds: float | None = 60.0
-    shutdown_timeout_seconds: float = 3.0
-
-
-@dataclass(frozen=True, slots=True)
-class StreamResponse:
-    """A session's NDJSON stream response: the stream, its body, every header but the media type.
-
-    The headers are ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``
-    and ``X-Session-ID``; for a session
-    just created encrypted, also :data:`SERVER_HELLO_HEADER`.
-    """
-
-    stream: EventStream
-    body: NdjsonBody
-    headers: dict[str, str]
-
-
-def stream_response(
-    stream: EventStream,
-    from_seq: int | None = None,
-    headers: Mapping[str, str] | None = None,
-    *,
-    hold: bool = False,
-) -> StreamResponse:
-    """``stream`` from ``from_seq`` (None: from the start), with the headers of a stream response.
-
-    ``hold=True`` for the response of the request that created the session:
-    the log drops none of the events it has not sent (``EventStream.ndjson_body``).
-
-    >>> stream_response(EventStream("s_1", heartbeat_interval_ms=None)).headers
-    {'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no', 'X-Session-ID': 's_1'}
-
-    Raises:
-        BrokerError: 410 ``REPLAY_UNAVAILABLE`` when events from ``from_seq``
-            were dropped (``details`` hold ``requestedSeq`` and ``firstAvailableSeq``).
-        ValueError: ``from_seq`` is not an integer >= 0.
-    """
-    try:
-        body = stream.ndjson_body(from_seq, hold=hold)
-    except ReplayUnavailableError as exc:
-        details = {"requestedSeq": exc.requested_seq, "firstAvailableSeq": exc.first_available_seq}
-        raise BrokerError(410, exc.code, str(exc), details=details) from None
-    merged = {
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
-        SESSION_ID_HEADER: stream.session_id,
-        **(headers or {}),
-    }
-    return StreamResponse(stream, body, merged)
 
 
 @dataclass(slots=True)
@@ -279,13 +71,6 @@ class _Slot:
     # None when the cancellation came from elsewhere (the broker's block ending).
     stop_reason: ErrorInfo | None = None
     dropped_at: float | None = None  # anyio time its retention ends, once finished
-
-
-_request_decoder: Final = msgspec.json.Decoder(SessionRequestBody)
-
-
-def _invalid_request(message: str) -> BrokerError:
-    return BrokerError(400, "INVALID_REQUEST", message)
 
 
 def _ttl_seconds(stream: EventStream) -> float:
@@ -340,22 +125,6 @@ class SessionBroker(TaskOwner):
     ) -> None:
         self._runner = runner
         self._config = config = BrokerConfig() if config is None else config
-        check_number("max_sessions", config.max_sessions, minimum=1, integer=True)
-        check_number(
-            "max_total_bytes", config.max_total_bytes, minimum=config.max_bytes, integer=True
-        )
-        if config.max_sessions_per_identity is not None:
-            check_number(
-                "max_sessions_per_identity",
-                config.max_sessions_per_identity,
-                minimum=1,
-                integer=True,
-            )
-        check_number("min_heartbeat_interval_ms", config.min_heartbeat_interval_ms)
-        check_number("max_ttl_ms", config.max_ttl_ms, minimum=1, integer=True)
-        check_number("shutdown_timeout_seconds", config.shutdown_timeout_seconds)
-        if config.send_timeout_seconds is not None:
-            check_number("send_timeout_seconds", config.send_timeout_seconds, positive=True)
         self._authorize = authorize
         self._signing_key = signing_key
         self._now = now
@@ -734,30 +503,22 @@ class SessionBroker(TaskOwner):
             raise BrokerError(404, "NOT_FOUND", "This broker does not start sessions")
         self._refuse_if_shutting_down()
         config = self._config
-        limit = config.max_request_bytes
-        if len(body) > limit:
-            raise BrokerError(413, "REQUEST_TOO_LARGE", f"The request body exceeds {limit} bytes")
         # Everything about the request is checked before the session is
         # registered or its runner started: a refused request leaves nothing.
-        try:
-            decoded = _request_decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise _invalid_request(f"Invalid request body: {exc}") from None
-        except RecursionError:  # msgspec's own depth limit
-            raise _invalid_request("Invalid request body: nested too deeply") from None
+        decoded = decode_session_request(body, config.max_request_bytes)
         session_request = SessionRequest(
             **{name: getattr(decoded, name) for name in decoded.__struct_fields__}, http=request
         )
         session_id = self._session_id(decoded)
         heartbeat = decoded.heartbeat_interval_ms
         if heartbeat is not None and heartbeat < config.min_heartbeat_interval_ms:
-            raise _invalid_request(
+            raise invalid_request(
                 f"heartbeatIntervalMs must be at least {config.min_heartbeat_interval_ms:g}, "
                 f"got {heartbeat}"
             )
         ttl = config.ttl_ms if decoded.ttl_ms is None else decoded.ttl_ms
         if ttl > config.max_ttl_ms:
-            raise _invalid_request(
+            raise invalid_request(
                 f"The session lifetime may be at most {config.max_ttl_ms} ms, got {ttl}"
             )
         grant = await decide(
@@ -801,7 +562,7 @@ class SessionBroker(TaskOwner):
                 now=self._now,
             )
         except OverflowError:  # now + ttl is past the year 9999
-            raise _invalid_request(
+            raise invalid_request(
                 f"Invalid session lifetime {ttl} ms: its expiry date is out of range"
             ) from None
         # The creator gets every event from seq 1, however many the runner
@@ -813,21 +574,13 @@ class SessionBroker(TaskOwner):
     def _session_id(self, body: SessionRequestBody) -> str:
         if body.session_id is UNSET:
             return generate_session_id()
-        session_id = body.session_id
         if not self._config.client_session_ids:
             # A client that picks ids can squat on another's, or guess them.
-            raise _invalid_request(
+            raise invalid_request(
                 "This broker generates session ids: send no sessionId "
                 "(the X-Session-ID response header gives the id)"
             )
-        # A client-chosen id travels in a response header and in URL paths:
-        # control characters, non-ASCII or "/" would break one or the other.
-        if _CLIENT_SESSION_ID.fullmatch(session_id) is None:
-            raise _invalid_request(
-                f"Invalid sessionId {session_id!r}: expected 's_' and 1 to 200 of "
-                "A-Z a-z 0-9 . _ ~ : -"
-            )
-        return session_id
+        return body.session_id
 
     async def open_stream(
         self,
@@ -876,7 +629,7 @@ class SessionBroker(TaskOwner):
         Raises:
             BrokerError: the hook's refusal; 404 ``NOT_FOUND``; 410 ``SESSION_GONE``.
         """
-        return _info((await self._authorized(Action.INFO, session_id, request)).stream)
+        return session_info_json((await self._authorized(Action.INFO, session_id, request)).stream)
 
     async def list_sessions(self, *, request: HttpRequest | None = None) -> dict[str, Any]:
         """``GET /sessions``: ``{"sessions": [...], "total": n}``, each as :meth:`session_info`.
@@ -887,7 +640,7 @@ class SessionBroker(TaskOwner):
             BrokerError: the hook's refusal (asked once, for the whole list).
         """
         await decide(self._authorize, Access(Action.LIST, request))
-        sessions = [_info(slot.stream) for slot in self._slots.values()]
+        sessions = [session_info_json(slot.stream) for slot in self._slots.values()]
         return {"sessions": sessions, "total": len(sessions)}
 
 
@@ -896,109 +649,3 @@ def _retry_after(seconds: float) -> dict[str, str]:
     if not math.isfinite(seconds):
         seconds = 60.0
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
-
-
-@asynccontextmanager
-async def shutdown_on_signals(
-    broker: SessionBroker, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
-) -> AsyncIterator[bool]:
-    """While the block runs, ``signals`` shut ``broker`` down, then reach their previous handler.
-
-    An ASGI server (uvicorn, hypercorn) waits for open responses to end
-    before it ends the app's lifespan, and a session's response ends only
-    with its ``final``: without this, a server asked to stop waits for
-    every running session. With it, the signal ends the sessions at once
-    (:meth:`SessionBroker.shutdown`) and the server's own handler (which it
-    installed before the lifespan started) still runs, so the server shuts
-    down as it would have. :func:`enclave_stream.starlette.create_broker_app`
-    uses it in its lifespan.
-
-    The signal handler only wakes a task of the block, which calls
-    ``shutdown()`` on the event loop (asyncio or trio). It yields True when
-    it installed a handler: only in the main thread (the one where Python
-    runs signal handlers) and only for a signal that already has a Python
-    handler (a server's, or Python's ``KeyboardInterrupt`` for SIGINT); a
-    signal left to the system's default action or ignored is not touched.
-    On exit, each handler that is still ours is put back.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield False
-        return
-    requested = anyio.Event()
-    call_soon = _signal_safe_call_soon()
-    chained: dict[int, Callable[[int, FrameType | None], Any]] = {}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the event loop has ended
-            call_soon(requested.set)
-        chained[signum](signum, frame)
-
-    async def shut_down_when_requested() -> None:
-        await requested.wait()
-        broker.shutdown()
-
-    for signum in signals:
-        previous = signal.getsignal(signum)
-        if callable(previous):
-            chained[signum] = previous
-            signal.signal(signum, handler)
-    try:
-        async with owned_task_group() as task_group:
-            task_group.start_soon(shut_down_when_requested)
-            yield bool(chained)
-    finally:
-        for signum, previous in chained.items():
-            if signal.getsignal(signum) is handler:
-                signal.signal(signum, previous)
-
-
-def _signal_safe_call_soon() -> Callable[[Callable[[], None]], object]:
-    """The current event loop's way to schedule a call from a signal handler or another thread."""
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:  # no asyncio loop: anyio's other backend, trio
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
-
-
-def _epoch_ms(moment: datetime) -> int:
-    return round(moment.timestamp() * 1000)
-
-
-def _info(stream: EventStream) -> dict[str, Any]:
-    last_seq = stream.next_seq - 1
-    stats = stream.stats()
-    info: dict[str, Any] = {
-        "sessionId": stream.session_id,
-        "state": stream.state.value,
-        "createdAt": _epoch_ms(stream.created_at),
-        "updatedAt": _epoch_ms(stream.updated_at),
-    }
-    if stream.expires_at is not None:
-        info["expiresAt"] = _epoch_ms(stream.expires_at)
-    info["eventCount"] = last_seq
-    info["lastSeq"] = last_seq
-    info["stats"] = {
-        "duration": stats.duration_ms,
-        "toolCallCount": stats.tool_call_count,
-        "stdoutBytes": stats.stdout_bytes,
-    }
-    return info
-
-
-def parse_from_seq(text: str | None, name: str = "fromSeq") -> int | None:
-    """The ``fromSeq`` (or ``name``) query parameter as an int (None when absent).
-
-    >>> parse_from_seq("12"), parse_from_seq(None)
-    (12, None)
-
-    Raises:
-        BrokerError: 400 ``INVALID_REQUEST`` unless it is a non-negative
-            safe integer in decimal digits.
-    """
-    if text is None:
-        return None
-    if not _DIGITS.fullmatch(text) or int(text) > MAX_SAFE_INTEGER:
-        raise _invalid_request(f"{name} must be a non-negative integer, got {text[:40]!r}")
-    return int(text)

@@ -28,8 +28,9 @@ from enclave_stream.producer import (
     SessionRequest,
     SessionRequestBody,
     SessionTokens,
+    shutdown_on_signals,
 )
-from enclave_stream.producer.broker import parse_from_seq, shutdown_on_signals
+from enclave_stream.producer.requests import parse_from_seq
 from tests.producer.conftest import SESSION_ID, START, FakeWallClock, session_pair, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -274,19 +275,27 @@ async def test_needs_to_be_running() -> None:
     broker = SessionBroker(Runner())
     with pytest.raises(RuntimeError, match="async with"):
         broker.add(EventStream())
-    with pytest.raises(ValueError, match="max_sessions"):
-        SessionBroker(config=BrokerConfig(max_sessions=0))
-    with pytest.raises(ValueError, match="shutdown_timeout_seconds"):
-        SessionBroker(config=BrokerConfig(shutdown_timeout_seconds=-1))
-    for bad, name in (
-        (BrokerConfig(max_bytes=2000, max_total_bytes=1000), "max_total_bytes"),
-        (BrokerConfig(max_sessions_per_identity=0), "max_sessions_per_identity"),
-        (BrokerConfig(send_timeout_seconds=0), "send_timeout_seconds"),
-        (BrokerConfig(max_ttl_ms=0), "max_ttl_ms"),
-        (BrokerConfig(min_heartbeat_interval_ms=-1), "min_heartbeat_interval_ms"),
-    ):
-        with pytest.raises(ValueError, match=name):
-            SessionBroker(config=bad)
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"max_sessions": 0}, "max_sessions"),
+        ({"shutdown_timeout_seconds": -1}, "shutdown_timeout_seconds"),
+        ({"max_bytes": 2000, "max_total_bytes": 1000}, "max_total_bytes"),
+        ({"max_sessions_per_identity": 0}, "max_sessions_per_identity"),
+        ({"send_timeout_seconds": 0}, "send_timeout_seconds"),
+        ({"max_ttl_ms": 0}, "max_ttl_ms"),
+        ({"ttl_ms": 0}, "ttl_ms"),
+        ({"min_heartbeat_interval_ms": -1}, "min_heartbeat_interval_ms"),
+        ({"retention_seconds": float("nan")}, "retention_seconds"),
+        ({"max_events": 0}, "max_events"),
+        ({"max_request_bytes": 0}, "max_request_bytes"),
+    ],
+)
+def test_a_config_out_of_range_is_refused_when_made(settings: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        BrokerConfig(**settings)
 
 
 class TestOnAVirtualClock:
