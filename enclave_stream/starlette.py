@@ -28,13 +28,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 import anyio
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .errors import BrokerError, ReplayUnavailableError
+from .errors import BrokerError, ReplayUnavailableError, StoreUnavailableError
 from .producer.access import Authorize
 from .producer.broker import SessionBroker
 from .producer.config import BrokerConfig
-from .producer.log import NdjsonBody
 from .producer.requests import SessionRunner
 from .producer.responses import StreamResponse, stream_response
+from .producer.shared import SessionBackend, StreamBody
 from .producer.signals import shutdown_on_signals
 from .producer.stream import EventStream
 from .protocol import NDJSON_MEDIA_TYPE, RESUME_PARAM, UPSTREAM_RESUME_PARAM
@@ -96,7 +96,7 @@ class _NdjsonStreamingResponse(StreamingResponse):
     def __init__(self, response: StreamResponse, send_timeout: float | None) -> None:
         self._body = _ending_when_overtaken(response.body)
         super().__init__(self._body, media_type=NDJSON_MEDIA_TYPE, headers=response.headers)
-        self._session_id = response.stream.session_id
+        self._session_id = response.session_id
         self._send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,14 +141,16 @@ def _streaming(response: StreamResponse, send_timeout: float | None = None) -> S
     return _NdjsonStreamingResponse(response, send_timeout)
 
 
-async def _ending_when_overtaken(body: NdjsonBody) -> AsyncGenerator[bytes, None]:
+async def _ending_when_overtaken(body: StreamBody) -> AsyncGenerator[bytes, None]:
     # Raising here would abort the connection mid-chunk; ending the body is
-    # cleaner, and the client's resume gets the 410 that explains it.
+    # cleaner, and the client's resume gets the 410 (or 503) that explains it.
     try:
         async for chunk in body:
             yield chunk
     except ReplayUnavailableError as exc:
         logger.warning("ending a stream response: the reader fell behind the log (%s)", exc)
+    except StoreUnavailableError as exc:
+        logger.warning("ending a stream response: the shared log cannot serve it (%s)", exc)
     finally:
         # Closed early (a client gone, a frozen reader): detach now, so that
         # a producer in drain() stops waiting for it.
@@ -181,6 +183,7 @@ def create_broker_app(
     signing_key: ec.EllipticCurvePrivateKey | None = None,
     handle_signals: bool = True,
     debug: bool = False,
+    backend: SessionBackend | None = None,
 ) -> Starlette:
     """A Starlette app serving the broker's routes over a :class:`SessionBroker`.
 
@@ -227,8 +230,13 @@ def create_broker_app(
         handle_signals: end the sessions on SIGINT and SIGTERM (only when
             the lifespan runs in the main thread).
         debug: Starlette's debug mode.
+        backend: a log shared with the service's other replicas
+            (:class:`enclave_stream.redis.RedisBackend`), so that any
+            replica serves any resume (README, "Scale-out on Redis").
     """
-    served = SessionBroker(runner, config=config, authorize=authorize, signing_key=signing_key)
+    served = SessionBroker(
+        runner, config=config, authorize=authorize, signing_key=signing_key, backend=backend
+    )
 
     def check_running() -> None:
         if not served.running:

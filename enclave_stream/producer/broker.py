@@ -45,7 +45,7 @@ from ..protocol import (
 )
 from .access import Access, Action, Authorize, Grant, HttpRequest, decide
 from .config import BrokerConfig
-from .log import EventLog
+from .log import EventEncodeFunction, EventLog, EventStore
 from .requests import (
     SessionRequest,
     SessionRequestBody,
@@ -54,7 +54,8 @@ from .requests import (
     invalid_request,
     parse_from_seq,
 )
-from .responses import StreamResponse, session_info_json, stream_response
+from .responses import StreamResponse, session_info_json, shared_stream_response, stream_response
+from .shared import SessionBackend
 from .stream import CANCELLED, SHUTDOWN, EventStream, Now
 
 logger = logging.getLogger("enclave_stream")
@@ -112,6 +113,11 @@ class SessionBroker(TaskOwner):
         signing_key: the server's static ECDSA P-256 key: the ServerHello of
             encrypted sessions is signed with it (clients may pin it).
         now: wall clock of new streams (timestamps, durations).
+        backend: a log shared with the service's other replicas
+            (:class:`enclave_stream.redis.RedisBackend`), run for the
+            broker's lifetime: the sessions this broker makes are written
+            there, and a resume of a session it does not hold is served
+            from there, so any replica serves any resume.
     """
 
     def __init__(
@@ -122,8 +128,10 @@ class SessionBroker(TaskOwner):
         authorize: Authorize | None = None,
         signing_key: ec.EllipticCurvePrivateKey | None = None,
         now: Now | None = None,
+        backend: SessionBackend | None = None,
     ) -> None:
         self._runner = runner
+        self._backend = backend
         self._config = config = BrokerConfig() if config is None else config
         self._authorize = authorize
         self._signing_key = signing_key
@@ -171,6 +179,16 @@ class SessionBroker(TaskOwner):
 
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[None]:
+        if self._backend is None:
+            async with self._sessions():
+                yield
+            return
+        # Outside the sessions: the owners' writers outlive their last events.
+        async with self._backend, self._sessions():
+            yield
+
+    @asynccontextmanager
+    async def _sessions(self) -> AsyncIterator[None]:
         try:
             # Leaving it cancels the sessions' tasks and waits for them...
             async with owned_task_group() as task_group:
@@ -293,8 +311,11 @@ class SessionBroker(TaskOwner):
             BrokerError, RuntimeError: as :meth:`add`.
         """
         config = self._config
+        session_id = generate_session_id() if session is None else session.session_id
         stream = EventStream(
+            session_id,
             session=session,
+            store_factory=self._store_factory(session_id, session is not None, None, grant),
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             ttl_ms=config.ttl_ms,
             max_events=config.max_events,
@@ -302,7 +323,11 @@ class SessionBroker(TaskOwner):
             cancel_url=cancel_url,
             now=self._now,
         )
-        return self.add(stream, run, grant=grant)
+        try:
+            return self.add(stream, run, grant=grant)
+        except BaseException:
+            stream.store.close()  # a shared log's writer ends with it
+            raise
 
     def _refuse_if_shutting_down(self) -> None:
         if self._shutting_down:
@@ -560,6 +585,9 @@ class SessionBroker(TaskOwner):
                 max_bytes=config.max_bytes,
                 cancel_url=f"{base_path.rstrip('/')}/sessions/{session_id}/cancel",
                 now=self._now,
+                store_factory=self._store_factory(
+                    session_id, encrypted is not None, headers.get(SERVER_HELLO_HEADER), grant
+                ),
             )
         except OverflowError:  # now + ttl is past the year 9999
             raise invalid_request(
@@ -608,8 +636,25 @@ class SessionBroker(TaskOwner):
         """
         upstream = parse_from_seq(from_, UPSTREAM_RESUME_PARAM)
         ours = parse_from_seq(from_seq)
+        start = upstream if ours is None else ours
+        backend = self._backend
+        if backend is not None and session_id not in self._slots and session_id not in self._gone:
+            # Another replica's session, served from the shared log.
+            grant = await backend.lookup(session_id)
+            await decide(self._authorize, Access(Action.READ, request, session_id, None, grant))
+            return shared_stream_response(session_id, await backend.open_replay(session_id, start))
         slot = await self._authorized(Action.READ, session_id, request)
-        return stream_response(slot.stream, upstream if ours is None else ours)
+        return stream_response(slot.stream, start)
+
+    def _store_factory(
+        self, session_id: str, encrypted: bool, hello: str | None, grant: Grant | None
+    ) -> Callable[[EventEncodeFunction], EventStore] | None:
+        """The shared log's store for a session made here (None: the in-memory default)."""
+        if self._backend is None:
+            return None
+        return self._backend.store_factory(
+            session_id, encrypted=encrypted, hello=hello, grant=grant
+        )
 
     async def session_info(
         self, session_id: str, *, request: HttpRequest | None = None

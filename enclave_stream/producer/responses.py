@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StreamResponse", "session_info_json", "stream_response"]
+__all__ = ["StreamResponse", "session_info_json", "shared_stream_response", "stream_response"]
 
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import BrokerError, ReplayUnavailableError
 from ..protocol import SESSION_ID_HEADER
-from .log import NdjsonBody
+from .shared import StreamBody
 from .stream import EventStream
 
 
@@ -21,12 +21,33 @@ class StreamResponse:
 
     The headers are ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``
     and ``X-Session-ID``; for a session
-    just created encrypted, also :data:`SERVER_HELLO_HEADER`.
+    just created encrypted, also :data:`SERVER_HELLO_HEADER`. ``stream`` is
+    None for a session served from a log shared with other replicas
+    (:mod:`.shared`), held by another.
     """
 
-    stream: EventStream
-    body: NdjsonBody
+    stream: EventStream | None
+    body: StreamBody
     headers: dict[str, str]
+
+    @property
+    def session_id(self) -> str:
+        """The session's id."""
+        return self.headers[SESSION_ID_HEADER]
+
+
+def shared_stream_response(session_id: str, body: StreamBody) -> StreamResponse:
+    """The response for ``body``, a session served from a shared log (no local stream)."""
+    return StreamResponse(None, body, _headers(session_id))
+
+
+def _headers(session_id: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
+        SESSION_ID_HEADER: session_id,
+        **(extra or {}),
+    }
 
 
 def stream_response(
@@ -54,13 +75,7 @@ def stream_response(
     except ReplayUnavailableError as exc:
         details = {"requestedSeq": exc.requested_seq, "firstAvailableSeq": exc.first_available_seq}
         raise BrokerError(410, exc.code, str(exc), details=details) from None
-    merged = {
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",  # nginx: pass each chunk on at once
-        SESSION_ID_HEADER: stream.session_id,
-        **(headers or {}),
-    }
-    return StreamResponse(stream, body, merged)
+    return StreamResponse(stream, body, _headers(stream.session_id, headers))
 
 
 def _epoch_ms(moment: datetime) -> int:

@@ -16,10 +16,19 @@ import coredis
 from anyio.abc import TaskGroup
 
 from .._lifetime import TaskOwner, owned_task_group
+from ..producer.access import Grant
 from ..producer.log import EventEncodeFunction, EventStore
 from .keys import DEFAULT_PREFIX, SessionKeys
 from .limits import RedisLimits
-from .reader import RedisReplay, SessionStatus, open_replay, read_status, recovering
+from .reader import (
+    RedisReplay,
+    SessionStatus,
+    encode_grant,
+    lookup,
+    open_replay,
+    read_status,
+    recovering,
+)
 from .store import REDIS_ERRORS, RedisEventStore
 
 logger = logging.getLogger("enclave_stream")
@@ -128,19 +137,28 @@ class RedisBackend(TaskOwner):
                 await store.wait_written()
 
     def store_factory(
-        self, session_id: str, *, encrypted: bool = False, hello: str | None = None
+        self,
+        session_id: str,
+        *,
+        encrypted: bool = False,
+        hello: str | None = None,
+        grant: Grant | None = None,
     ) -> Callable[[EventEncodeFunction], EventStore]:
         """What :class:`~enclave_stream.producer.EventStream` takes as ``store_factory``.
 
         The store it makes is owned by this replica: its flusher runs in the
-        backend's task group until the session's end is in Redis.
+        backend's task group until the session's end is in Redis. ``hello``
+        (the ServerHello header) and ``grant`` (what the authorization hook
+        granted the creator) are kept beside the lines for other replicas.
 
         Raises:
             RuntimeError: (when called) outside the backend's block.
         """
 
         def make(encode: EventEncodeFunction) -> EventStore:
-            return self.open_store(session_id, encode, encrypted=encrypted, hello=hello)
+            return self.open_store(
+                session_id, encode, encrypted=encrypted, hello=hello, grant=grant
+            )
 
         return make
 
@@ -151,6 +169,7 @@ class RedisBackend(TaskOwner):
         *,
         encrypted: bool = False,
         hello: str | None = None,
+        grant: Grant | None = None,
     ) -> RedisEventStore:
         """A :class:`RedisEventStore` for ``session_id``, its flusher started.
 
@@ -168,6 +187,7 @@ class RedisBackend(TaskOwner):
             limits=self._limits,
             encrypted=encrypted,
             hello=hello,
+            grant=b"" if grant is None else encode_grant(grant),
         )
         task_group.start_soon(self._flush, store)
         return store
@@ -178,6 +198,15 @@ class RedisBackend(TaskOwner):
             await store.flush_forever()
         finally:
             self._flushers.discard(store)
+
+    async def lookup(self, session_id: str) -> Grant:
+        """What the creator of ``session_id`` was granted, once the session is servable here.
+
+        Raises:
+            BrokerError: 404, 410 or 503, as :func:`~.reader.lookup` says.
+        """
+        status = await lookup(self.client, session_id, prefix=self._prefix, limits=self._limits)
+        return status.grant
 
     async def open_replay(
         self, session_id: str, from_seq: int | None = None, *, chunk_bytes: int = 64 * 1024

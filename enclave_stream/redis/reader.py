@@ -10,7 +10,16 @@ with :class:`~enclave_stream.errors.ReplayUnavailableError`.
 
 from __future__ import annotations
 
-__all__ = ["OWNER_LOST", "RedisReplay", "SessionStatus", "open_replay", "read_status"]
+__all__ = [
+    "OWNER_LOST",
+    "RedisReplay",
+    "SessionStatus",
+    "decode_grant",
+    "encode_grant",
+    "lookup",
+    "open_replay",
+    "read_status",
+]
 
 import logging
 from dataclasses import dataclass
@@ -19,12 +28,14 @@ from typing import Any, Final, cast
 import anyio
 import anyio.lowlevel
 import coredis
+import msgspec
 from coredis.response.types import StreamEntry
 
 from .._options import check_number
 from ..codec import encode_event
 from ..errors import BrokerError, ReplayUnavailableError, StoreUnavailableError
 from ..events import ErrorInfo, FinalEvent, FinalPayload
+from ..producer.access import Grant
 from .keys import SessionKeys, recovery_key
 from .limits import RedisLimits
 from .scripts import LOSE, RECOVERY, STATUS
@@ -54,6 +65,7 @@ class SessionStatus:
         end: the last ``seq`` of a finished session, else None.
         encrypted: the lines are sealed.
         hello: the ServerHello header of an encrypted session ('' if none).
+        grant: what the authorization hook granted its creator.
         leased: the owner's lease is alive.
     """
 
@@ -63,12 +75,35 @@ class SessionStatus:
     end: int | None
     encrypted: bool
     hello: str
+    grant: Grant
     leased: bool
 
     @property
     def owner_lost(self) -> bool:
         """Running, but its owner's lease expired."""
         return self.state == "running" and not self.leased
+
+
+class _GrantJson(msgspec.Struct, frozen=True):
+    identity: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def encode_grant(grant: Grant) -> bytes:
+    """``grant`` as the JSON kept in the session's metadata.
+
+    >>> encode_grant(Grant("alice", {"X-Session-Token": "t"}))
+    b'{"identity":"alice","headers":{"X-Session-Token":"t"}}'
+    """
+    return msgspec.json.encode(_GrantJson(grant.identity, dict(grant.headers)))
+
+
+def decode_grant(data: bytes) -> Grant:
+    """The grant kept as JSON by :func:`encode_grant` (an empty one for b'')."""
+    if not data:
+        return Grant()
+    decoded = msgspec.json.decode(data, type=_GrantJson)
+    return Grant(decoded.identity, decoded.headers)
 
 
 def _text(value: object) -> str:
@@ -83,7 +118,7 @@ async def read_status(client: coredis.Redis[bytes], keys: SessionKeys) -> Sessio
     """
     reply: Any = await client.register_script(STATUS)(keys=[keys.meta, keys.lease])
     assert isinstance(reply, list)
-    state, top, first, end, enc, hello, leased = reply
+    state, top, first, end, enc, hello, grant, leased = reply
     if state is None:
         return None
     return SessionStatus(
@@ -93,6 +128,7 @@ async def read_status(client: coredis.Redis[bytes], keys: SessionKeys) -> Sessio
         end=None if end is None else int(end),
         encrypted=_text(enc) == "1",
         hello="" if hello is None else _text(hello),
+        grant=decode_grant(grant or b""),
         leased=bool(leased),
     )
 
@@ -138,26 +174,20 @@ def _unavailable(message: str, code: str = "STORE_UNAVAILABLE") -> BrokerError:
     return BrokerError(503, code, message, headers=_RETRY_AFTER)
 
 
-async def open_replay(
-    client: coredis.Redis[bytes],
-    session_id: str,
-    from_seq: int | None,
-    *,
-    prefix: str,
-    limits: RedisLimits,
-    chunk_bytes: int = 64 * 1024,
-) -> RedisReplay:
-    """The lines of ``session_id`` from ``from_seq`` (None: from the start), up to its end.
+async def lookup(
+    client: coredis.Redis[bytes], session_id: str, *, prefix: str, limits: RedisLimits
+) -> SessionStatus:
+    """The session's status, once it is known to be servable (its owner's loss handled).
+
+    A running session whose owner's lease expired is ended first
+    (:func:`end_lost_session`).
 
     Raises:
-        BrokerError: 404 ``NOT_FOUND``; 410 ``REPLAY_UNAVAILABLE`` (``details``:
-            ``requestedSeq``, ``firstAvailableSeq``) or ``SESSION_OWNER_LOST``
-            (an encrypted session whose owner stopped); 503
-            ``STORE_UNAVAILABLE`` (Redis unreachable) or ``STORE_RECOVERING``
-            (Redis lost its data and the owners are putting it back), both
-            with ``Retry-After``.
+        BrokerError: 404 ``NOT_FOUND``; 410 ``SESSION_OWNER_LOST`` (an
+            encrypted session whose owner stopped); 503 ``STORE_UNAVAILABLE``
+            (Redis unreachable) or ``STORE_RECOVERING`` (Redis lost its data
+            and the owners are putting it back), both with ``Retry-After``.
     """
-    start = 0 if from_seq is None else check_number("from_seq", from_seq, integer=True)
     keys = SessionKeys.of(prefix, session_id)
     try:
         status = await read_status(client, keys)
@@ -182,10 +212,32 @@ async def open_replay(
             f"Session {session_id} ended: the server running it stopped, and its "
             "encrypted events cannot be finished by another",
         )
+    return status
+
+
+async def open_replay(
+    client: coredis.Redis[bytes],
+    session_id: str,
+    from_seq: int | None,
+    *,
+    prefix: str,
+    limits: RedisLimits,
+    chunk_bytes: int = 64 * 1024,
+) -> RedisReplay:
+    """The lines of ``session_id`` from ``from_seq`` (None: from the start), up to its end.
+
+    Raises:
+        BrokerError: as :func:`lookup`; 410 ``REPLAY_UNAVAILABLE`` (``details``:
+            ``requestedSeq``, ``firstAvailableSeq``) when Redis no longer
+            holds the events from ``from_seq``.
+    """
+    start = 0 if from_seq is None else check_number("from_seq", from_seq, integer=True)
+    status = await lookup(client, session_id, prefix=prefix, limits=limits)
     if start < status.first and status.first > 1:
         error = ReplayUnavailableError(max(start, 1), first_available_seq=status.first)
         details = {"requestedSeq": error.requested_seq, "firstAvailableSeq": status.first}
         raise BrokerError(410, error.code, str(error), details=details)
+    keys = SessionKeys.of(prefix, session_id)
     return RedisReplay(client, keys, session_id, start, limits=limits, chunk_bytes=chunk_bytes)
 
 

@@ -23,14 +23,15 @@ FLUSH: Final = (
 -- KEYS: log, meta, lease, wake channel (a key name, for its hash tag)
 -- ARGV: owner, mode ('append' | 'repair'), first seq of the lines, ending
 -- ('' | 'final' | 'close'), max_events, max_bytes, ttl_ms, lease_ms,
--- encrypted ('0' | '1'), ServerHello header, claimed ('0' | '1'), lines...
+-- encrypted ('0' | '1'), ServerHello header, claimed ('0' | '1'), the
+-- creator's grant (JSON), lines...
 -- Returns {status, top, first held}: OK, LOST (the session was in Redis and
 -- is gone: the owner repairs), FENCED (another owner, or declared lost), GAP.
 local log, meta, lease, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, mode, first, ending = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local max_events, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
 local ttl, lease_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
-local n = #ARGV - 11
+local n = #ARGV - 12
 
 local held = redis.call('HMGET', meta, 'owner', 'state', 'top', 'first', 'bytes')
 local top, head, bytes
@@ -41,7 +42,7 @@ if not held[1] then
   top, head, bytes = first - 1, first, 0
   local now = redis.call('TIME')
   redis.call('HSET', meta, 'owner', owner, 'state', 'running', 'enc', ARGV[9],
-    'hello', ARGV[10], 'created', int(now[1] * 1000 + math.floor(now[2] / 1000)))
+    'hello', ARGV[10], 'grant', ARGV[12], 'created', int(now[1] * 1000 + math.floor(now[2] / 1000)))
 else
   if held[1] ~= owner or held[2] == 'lost' then
     return {'FENCED', tonumber(held[3]), tonumber(held[4])}
@@ -60,7 +61,7 @@ if first + skip ~= top + 1 then
   top, head, bytes, skip = first - 1, first, 0, 0
 end
 for i = skip + 1, n do
-  local line = ARGV[11 + i]
+  local line = ARGV[12 + i]
   local id = int(first + i - 1) .. '-0'
   if i == n and ending == 'final' then
     redis.call('XADD', log, id, 'l', line, 'f', '1')
@@ -101,10 +102,11 @@ return {'OK', top, head}
 
 STATUS: Final = """
 -- KEYS: meta, lease. What a reader needs, in one consistent snapshot.
-local held = redis.call('HMGET', KEYS[1], 'state', 'top', 'first', 'end', 'enc', 'hello')
-return {held[1], held[2], held[3], held[4], held[5], held[6], redis.call('EXISTS', KEYS[2])}
+local held = redis.call('HMGET', KEYS[1], 'state', 'top', 'first', 'end', 'enc', 'hello', 'grant')
+table.insert(held, redis.call('EXISTS', KEYS[2]))
+return held
 """
-"""A session's state: ``{state, top, first, end, enc, hello, lease held}`` (nils when unknown)."""
+"""A session's state: ``{state, top, first, end, enc, hello, grant, leased}`` (nils: unknown)."""
 
 LOSE: Final = (
     _HELPERS

@@ -77,6 +77,8 @@ class RedisEventStore:
             session with a ``final`` of their own).
         hello: the ServerHello header of an encrypted session, kept beside
             the lines for the other replicas.
+        grant: the creator's grant as JSON (:func:`~.reader.encode_grant`),
+            so that any replica's authorization hook sees it.
     """
 
     def __init__(
@@ -89,8 +91,10 @@ class RedisEventStore:
         limits: RedisLimits,
         encrypted: bool = False,
         hello: str | None = None,
+        grant: bytes = b"",
     ) -> None:
         self._client = client
+        self._grant = grant
         self._keys = keys
         self._owner = owner
         self._limits = limits
@@ -170,6 +174,8 @@ class RedisEventStore:
 
     async def wait_for(self, seq: int) -> None:
         """Wait until Redis holds the entry ``seq``, or the session's end, or the flusher failed."""
+        # Seq 0 asks for the whole session, which starts at 1.
+        seq = max(seq, 1)
         while not (seq <= self._durable or self._all_written() or self._failure is not None):
             changed = self._changed
             if changed is None:
@@ -294,6 +300,7 @@ class RedisEventStore:
             "1" if self._encrypted else "0",
             self._hello,
             "1" if self._claimed else "0",
+            self._grant,
         ]
         args.extend(entry.line for entry in entries)
         keys = self._keys

@@ -327,7 +327,8 @@ async def test_a_batch_sent_again_is_stored_once_and_a_second_writer_is_fenced_o
     keys = [f"x{secrets.token_hex(3)}:{{s_1}}:{part}" for part in ("log", "meta", "lease", "wake")]
 
     def args(owner: str, first: int, *lines: bytes, claimed: str = "0") -> list[object]:
-        return [owner, "append", first, "", 100, 10_000, 60_000, 10_000, "0", "", claimed, *lines]
+        fixed = [100, 10_000, 60_000, 10_000, "0", "", claimed, b"{}"]
+        return [owner, "append", first, "", *fixed, *lines]
 
     async with coredis.Redis.from_url(shared_redis.url) as client:
         flush = client.register_script(FLUSH)

@@ -1,0 +1,103 @@
+"""Two brokers on one Redis, in one process: a session made by one is served by the other."""
+
+from __future__ import annotations
+
+import secrets
+
+import anyio
+import anyio.lowlevel
+import msgspec
+import pytest
+
+from enclave_stream.producer import (
+    BrokerConfig,
+    BrokerError,
+    EventStream,
+    SessionBroker,
+    SessionRequest,
+    SessionTokens,
+)
+from enclave_stream.redis import RedisBackend
+from tests.redis.server import RedisServer
+from tests.redis.test_store import COREDIS_FAILED_CONNECT, FAST
+
+pytestmark = [pytest.mark.anyio, COREDIS_FAILED_CONNECT]
+
+CONFIG = BrokerConfig(heartbeat_interval_ms=None)
+
+
+class FakeHttp:
+    method = "GET"
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+
+async def run(stream: EventStream, request: SessionRequest) -> None:
+    for index in range(20):
+        stream.stdout(f"{request.code} {index}")
+        await anyio.lowlevel.checkpoint()
+    stream.final(True, "done")
+
+
+def pair(server: RedisServer, **kwargs: object) -> tuple[SessionBroker, SessionBroker]:
+    prefix = f"t{secrets.token_hex(4)}"
+    return tuple(  # type: ignore[return-value]
+        SessionBroker(
+            run,
+            config=CONFIG,
+            backend=RedisBackend(server.url, limits=FAST, prefix=prefix),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        for _ in range(2)
+    )
+
+
+async def body_lines(body: object) -> list[bytes]:
+    data = b""
+    with anyio.fail_after(10):
+        async for chunk in body:  # type: ignore[attr-defined]
+            data += chunk
+    return data.splitlines(keepends=True)
+
+
+async def test_a_session_made_by_one_broker_is_resumed_on_the_other(
+    shared_redis: RedisServer,
+) -> None:
+    one, other = pair(shared_redis)
+    async with one, other:
+        created = await one.create_session(b'{"code": "hi"}')
+        lines = await body_lines(created.body)
+        assert [msgspec.json.decode(line)["seq"] for line in lines] == list(range(1, 23))
+        resumed = await other.open_stream(created.session_id, "10")
+        assert resumed.stream is None
+        assert resumed.headers["X-Session-ID"] == created.session_id
+        assert await body_lines(resumed.body) == lines[9:]
+        upstream = await other.open_stream(created.session_id, None, "21")
+        assert await body_lines(upstream.body) == lines[20:]
+        await anyio.sleep(FAST.lease_seconds)  # Redis is known to hold its sessions by now
+        with pytest.raises(BrokerError) as unknown:
+            await other.open_stream("s_unknown")
+        assert unknown.value.status == 404
+
+
+async def test_the_creators_token_opens_the_session_on_every_replica(
+    shared_redis: RedisServer,
+) -> None:
+    one, other = pair(shared_redis, authorize=SessionTokens())
+    async with one, other:
+        created = await one.create_session(b'{"code": "hi"}')
+        token = created.headers["X-Session-Token"]
+        await body_lines(created.body)
+        with pytest.raises(BrokerError) as refused:
+            await other.open_stream(created.session_id, "1", request=FakeHttp({}))
+        assert refused.value.status == 401
+        with pytest.raises(BrokerError) as wrong:
+            await other.open_stream(
+                created.session_id, "1", request=FakeHttp({"X-Session-Token": "nope"})
+            )
+        assert wrong.value.status == 403
+        opened = await other.open_stream(
+            created.session_id, "1", request=FakeHttp({"X-Session-Token": token})
+        )
+        assert len(await body_lines(opened.body)) == 22
