@@ -51,6 +51,10 @@ EXPECTED: dict[str, list[str]] = {
         "tampered envelope refused: authentication_failed",
         "decrypted all 4 events of session s_",
     ],
+    "serve_redis.py": [
+        "read seq 1-10 from the first replica, resumed on the second from seq 11",
+        "42 events, each once, in order, decrypted",
+    ],
     "resume_after_drop.py": [
         "  GET /stream\n  GET /stream?fromSeq=25\n",
         "connecting -> connected -> reconnecting -> connecting -> connected -> closed",
