@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["RedisServer", "redis_server_binary", "running_redis"]
+__all__ = ["RedisServer", "free_port", "redis_server_binary", "running_redis"]
 
 
 def redis_server_binary() -> str:
@@ -26,7 +26,7 @@ def redis_server_binary() -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -37,7 +37,7 @@ class RedisServer:
     """One ``redis-server`` process the test controls."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
