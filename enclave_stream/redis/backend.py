@@ -16,6 +16,7 @@ import coredis
 from anyio.abc import TaskGroup
 
 from .._lifetime import TaskOwner, owned_task_group
+from .._options import check_number
 from ..producer.access import Grant
 from ..producer.log import EventEncodeFunction, EventStore
 from .keys import DEFAULT_PREFIX, SessionKeys
@@ -54,6 +55,9 @@ class RedisBackend(TaskOwner):
         prefix: the first part of every key name.
         owner_id: this replica's id in the leases; unique by default
             (host, pid, random).
+        max_connections: the pool size of the client made from a URL. A
+            live follower holds one connection while it waits (XREAD
+            BLOCK): size it to the followers one replica serves at once.
     """
 
     def __init__(
@@ -63,7 +67,11 @@ class RedisBackend(TaskOwner):
         limits: RedisLimits | None = None,
         prefix: str = DEFAULT_PREFIX,
         owner_id: str | None = None,
+        max_connections: int = 1024,
     ) -> None:
+        self._max_connections = check_number(
+            "max_connections", max_connections, minimum=1, integer=True
+        )
         self._redis = redis
         self._limits = RedisLimits() if limits is None else limits
         self._prefix = prefix
@@ -111,7 +119,9 @@ class RedisBackend(TaskOwner):
         async with AsyncExitStack() as stack:
             redis = self._redis
             if isinstance(redis, str):
-                redis = await stack.enter_async_context(coredis.Redis.from_url(redis))
+                redis = await stack.enter_async_context(
+                    coredis.Redis.from_url(redis, max_connections=self._max_connections)
+                )
             self._client = redis
             try:
                 # Marks Redis as known to hold its sessions; an error is not fatal
