@@ -244,8 +244,8 @@ async def open_replay(
 class RedisReplay:
     """A session's lines from Redis as chunks of bytes, live up to its end.
 
-    ``async for chunk in replay``: stored lines first (XRANGE), then new ones
-    as they come (XREAD BLOCK). Between two blocks that brought nothing it
+    ``async for chunk in replay``: stored lines first (XRANGE), then, once
+    caught up, new ones as they come (XREAD BLOCK). Between two blocks that brought nothing it
     looks at the session's state: it ends after the last line of a finished
     session, ends a session whose owner's lease expired
     (:func:`end_lost_session`), and stops an encrypted one that was lost.
@@ -262,6 +262,7 @@ class RedisReplay:
         "_client",
         "_closed",
         "_done",
+        "_following",
         "_keys",
         "_limits",
         "_next",
@@ -286,6 +287,7 @@ class RedisReplay:
         self._chunk_bytes = check_number("chunk_bytes", chunk_bytes, minimum=1, integer=True)
         self._done = False
         self._closed = False
+        self._following = False  # caught up: XREAD BLOCK from here on
 
     @property
     def session_id(self) -> str:
@@ -307,20 +309,27 @@ class RedisReplay:
         block_ms = max(1, round(self._limits.follow_block_seconds * 1000))
         while not (self._done or self._closed):
             try:
-                entries = await client.xrange(log, f"{self._next}-0", "+", count=_BATCH)
-                if not entries:
+                if self._following:
+                    # Returns at once when lines are there, else waits for one.
                     reply = await client.xread(
                         {log: f"{self._next - 1}-0"}, count=_BATCH, block=block_ms
                     )
                     entries = () if reply is None else reply.get(log.encode(), ())
-                if not entries:
-                    await self._check()
-                    continue
+                    if not entries:
+                        await self._check()
+                        continue
+                else:
+                    entries = await client.xrange(log, f"{self._next}-0", "+", count=_BATCH)
+                    self._following = len(entries) < _BATCH
+                    if not entries:
+                        continue
             except REDIS_ERRORS as exc:
                 raise StoreUnavailableError(
                     f"session {self._session_id}: Redis is unreachable ({type(exc).__name__})"
                 ) from exc
-            return self._take(entries)
+            chunk = self._take(entries)
+            if chunk:
+                return chunk
         raise StopAsyncIteration
 
     def _take(self, entries: tuple[StreamEntry, ...]) -> bytes:
