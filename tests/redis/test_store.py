@@ -29,8 +29,10 @@ COREDIS_FAILED_CONNECT = pytest.mark.filterwarnings(
 )
 pytestmark = [pytest.mark.anyio, COREDIS_FAILED_CONNECT]
 
+# A live owner renews its lease every third of it: a second leaves room for a
+# loaded machine's stalls. Tests of an expiry use shorter ones, the owner dead.
 FAST = RedisLimits(
-    lease_seconds=0.3, follow_block_seconds=0.05, retry_max_seconds=0.05, drain_seconds=0.2
+    lease_seconds=1.0, follow_block_seconds=0.05, retry_max_seconds=0.05, drain_seconds=0.2
 )
 
 
@@ -152,7 +154,7 @@ async def test_trimmed_history_is_a_410_naming_the_first_seq_held(
     shared_redis: RedisServer,
 ) -> None:
     limits = RedisLimits(
-        max_events=5, max_bytes=100_000, lease_seconds=0.3, follow_block_seconds=0.05
+        max_events=5, max_bytes=100_000, lease_seconds=1.0, follow_block_seconds=0.05
     )
     async with backend(shared_redis, limits) as owner:
         stream = session(owner)
@@ -176,7 +178,7 @@ async def test_trimmed_history_is_a_410_naming_the_first_seq_held(
 
 
 async def test_the_byte_bound_trims_too(shared_redis: RedisServer) -> None:
-    limits = RedisLimits(max_events=1000, max_bytes=1000, lease_seconds=0.3)
+    limits = RedisLimits(max_events=1000, max_bytes=1000, lease_seconds=1.0)
     async with backend(shared_redis, limits) as owner:
         stream = session(owner)
         for _ in range(30):
@@ -228,7 +230,7 @@ async def anext_lines(replay: RedisReplay) -> list[bytes]:
 
 
 async def test_redis_restarted_empty_gets_the_owners_log_back(own_redis: RedisServer) -> None:
-    limits = RedisLimits(max_events=5, lease_seconds=0.3, follow_block_seconds=0.05)
+    limits = RedisLimits(max_events=5, lease_seconds=1.0, follow_block_seconds=0.05)
     async with backend(own_redis, limits) as owner:
         stream = session(owner)
         for index in range(10):
@@ -266,7 +268,7 @@ async def test_while_redis_is_down_the_owner_keeps_every_line_up_to_its_bound(
 ) -> None:
     from enclave_stream.errors import LogFullError
 
-    limits = RedisLimits(max_events=5, max_bytes=2000, lease_seconds=0.3, retry_max_seconds=0.05)
+    limits = RedisLimits(max_events=5, max_bytes=2000, lease_seconds=1.0, retry_max_seconds=0.05)
     async with backend(own_redis, limits) as owner:
         stream = session(owner)
         with anyio.fail_after(5):
