@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-__all__ = ["StreamResponse", "session_info_json", "stream_response"]
+__all__ = [
+    "DEFAULT_SEND_TIMEOUT_SECONDS",
+    "StreamResponse",
+    "session_info_json",
+    "stream_response",
+]
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from ..errors import BrokerError, ReplayUnavailableError
 from ..protocol import SESSION_ID_HEADER
 from .log import NdjsonBody
 from .stream import EventStream
+
+DEFAULT_SEND_TIMEOUT_SECONDS: Final = 30.0
+"""How long a stream response waits for its reader to take bytes before dropping it.
+
+Shorter than a producer's default ``drain()`` timeout, so that a frozen
+reader stops counting before a producer waiting on it gives up.
+"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,7 +176,8 @@ async def test_the_hook_sees_the_starlette_request_and_the_runner_too() -> None:
         sid = created.headers["X-Session-ID"]
         assert (await http.get(f"/sessions/{sid}", headers={"X-User": "ann"})).status_code == 200
         assert (await http.get(f"/sessions/{sid}", headers={"X-User": "bob"})).status_code == 403
-        assert (await http.get("/sessions", headers={"X-User": "bob"})).status_code == 200
+        listed = await http.get("/sessions", headers={"X-User": "bob"})
+        assert (listed.status_code, listed.json()["sessions"]) == (200, [])  # not bob's
         assert (await http.post("/sessions", json={"code": "x"})).status_code == 403
     assert users == ["ann"]
     assert seen == [
@@ -184,6 +185,7 @@ async def test_the_hook_sees_the_starlette_request_and_the_runner_too() -> None:
         ("info", "ann"),
         ("info", "bob"),
         ("list", "bob"),
+        ("info", "bob"),  # the listed session: bob may not see it
         ("create", None),
     ]
 
