@@ -230,3 +230,39 @@ async def test_a_broker_that_ignores_encryption_has_its_session_cancelled() -> N
     assert final.payload.ok is False
     assert final.payload.error is not None
     assert final.payload.error.code == "SESSION_CANCELLED"
+
+
+async def test_a_lost_answer_of_an_encrypted_session_without_its_hello_again_is_cancelled() -> None:
+    runner = Runner(endless=True)
+    inner = create_broker_app(runner, config=NAMED)
+
+    async def forgets_the_hello(scope: Any, receive: Any, send: Any) -> None:
+        # A broker that sends the ServerHello only with the POST's answer.
+        async def without_hello(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and scope["method"] == "GET":
+                headers = message["headers"]
+                message = {
+                    **message,
+                    "headers": [h for h in headers if h[0] != b"x-enclave-server-hello"],
+                }
+            await send(message)
+
+        await inner(scope, receive, without_hello if scope["type"] == "http" else send)
+
+    forgets_the_hello.state = inner.state  # type: ignore[attr-defined]
+    async with broker(forgets_the_hello) as (port, served):
+        async with CuttingProxy(port, [0]) as proxy, httpx.AsyncClient() as http:
+            connect = broker_connector(http, proxy.url, code="x", encrypt=True)
+            with pytest.raises(StreamFailedError) as caught:
+                await follow(connect)
+        assert connect.session_id is not None
+        started = served.get(connect.session_id)
+        with anyio.fail_after(5):
+            while not started.finished:  # noqa: ASYNC110 - the final follows the cancel
+                await anyio.sleep(0.005)
+    cause = caught.value.cause
+    assert isinstance(cause, SessionStartLostError)
+    assert (cause.session_id, cause.cancelled) == (connect.session_id, True)
+    assert "cannot be decrypted" in str(cause)
+    assert runner.runs == [connect.session_id]
+    assert [r.method for r in connect.connections] == ["POST", "GET"]
