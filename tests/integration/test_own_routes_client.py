@@ -4,7 +4,8 @@ The handshake completes from the first response (``POST /secret`` answers
 with the ServerHello header), before any envelope needs opening; the resume
 route (``GET /jobs/{id}?fromSeq=N``) carries on after real TCP cuts. The
 ClientHello goes in the request as ``json=hello.to_dict()``. Real uvicorn on
-127.0.0.1 with a FastAPI app like ``examples/serve_fastapi.py``.
+127.0.0.1 (in a thread) with a FastAPI app like ``examples/serve_fastapi.py``;
+the client on asyncio and trio.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from enclave_stream.reconnect import (
 )
 from enclave_stream.reconnect.http import session_connector
 from enclave_stream.starlette import create_broker_app, ndjson_response
-from tests.integration.asgi_server import CuttingProxy, serve
+from tests.integration.asgi_server import CuttingProxy, serve_in_thread
 
 pytestmark = [
     pytest.mark.anyio,
@@ -47,12 +48,6 @@ pytestmark = [
 
 FAST_RETRIES = ReconnectionConfig(max_retries=4, initial_delay_ms=1, max_delay_ms=5)
 LINES = 300
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """uvicorn runs on asyncio only."""
-    return "asyncio"
 
 
 async def produce(stream: EventStream) -> None:
@@ -98,8 +93,8 @@ def own_app() -> tuple[FastAPI, SessionBroker]:
 @asynccontextmanager
 async def own_routes() -> AsyncIterator[tuple[int, SessionBroker]]:
     api, broker = own_app()
-    async with serve(api) as live:
-        yield int(live.url.rsplit(":", 1)[1]), broker
+    async with serve_in_thread(api) as port:  # the client may run on asyncio or trio
+        yield port, broker
 
 
 async def follow(connect: Any) -> list[StreamEvent]:

@@ -6,7 +6,7 @@ the request was forwarded whole), it follows the session with ``GET
 /sessions/{id}/stream`` instead of starting it again. Against a broker that
 chooses the ids, a lost answer is a typed error, never a second run; against
 one that ignores encryption, the session is cancelled and the error says it
-started. Real uvicorn on 127.0.0.1.
+started. Real uvicorn on 127.0.0.1 (in a thread), the client on asyncio and trio.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from enclave_stream.reconnect import (
 )
 from enclave_stream.reconnect.http import broker_connector
 from enclave_stream.starlette import create_broker_app
-from tests.integration.asgi_server import CuttingProxy, serve
+from tests.integration.asgi_server import CuttingProxy, serve_in_thread
 
 pytestmark = [
     pytest.mark.anyio,
@@ -44,12 +44,6 @@ FAST_RETRIES = ReconnectionConfig(max_retries=4, initial_delay_ms=1, max_delay_m
 NAMED = BrokerConfig(heartbeat_interval_ms=None, client_session_ids=True)
 SERVER_IDS = BrokerConfig(heartbeat_interval_ms=None)
 LINES = 50
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """uvicorn runs on asyncio only."""
-    return "asyncio"
 
 
 class Runner:
@@ -70,8 +64,9 @@ class Runner:
 
 @asynccontextmanager
 async def broker(app: Any) -> AsyncIterator[tuple[int, SessionBroker]]:
-    async with serve(app) as live:
-        yield int(live.url.rsplit(":", 1)[1]), app.state.broker
+    """The app on uvicorn in its own thread, so that the client may run on asyncio or trio."""
+    async with serve_in_thread(app) as port:
+        yield port, app.state.broker
 
 
 def stored(served: SessionBroker, session_id: str) -> list[StreamEvent]:
