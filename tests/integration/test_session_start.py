@@ -11,6 +11,8 @@ started. Real uvicorn on 127.0.0.1 (in a thread), the client on asyncio and trio
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +21,7 @@ import anyio
 import httpx
 import msgspec
 import pytest
+import uvicorn
 from starlette.responses import JSONResponse
 
 from enclave_stream.events import FinalEvent, StreamEvent
@@ -261,3 +264,40 @@ async def test_a_lost_answer_of_an_encrypted_session_without_its_hello_again_is_
     assert "cannot be decrypted" in str(cause)
     assert runner.runs == [connect.session_id]
     assert [r.method for r in connect.connections] == ["POST", "GET"]
+
+
+async def test_with_server_ids_a_post_that_could_not_connect_is_sent_again() -> None:
+    runner = Runner()
+    app = create_broker_app(runner, config=SERVER_IDS)
+    # Bound but not listening: the first POST is refused before any byte leaves.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="on", http="h11", ws="none", log_config=None)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+
+    def on_retry(attempt: int, delay: float, error: Exception) -> None:
+        if not thread.is_alive():
+            thread.start()  # uvicorn listens on the socket from now on
+
+    config = ReconnectionConfig(max_retries=20, initial_delay_ms=100, max_delay_ms=100)
+    try:
+        async with httpx.AsyncClient() as http:
+            connect = broker_connector(
+                http, f"http://127.0.0.1:{port}", code="x", encrypt=False, client_session_id=False
+            )
+            async with open_event_stream(connect, config=config, on_retry=on_retry) as events:
+                received = [event async for event in events]
+        assert connect.session_id is not None
+        expected = stored(app.state.broker, connect.session_id)
+    finally:
+        server.should_exit = True
+        await anyio.to_thread.run_sync(thread.join, 10)
+        sock.close()
+    assert runner.runs == [connect.session_id]
+    assert received == expected
+    methods = [record.method for record in connect.connections]
+    assert set(methods) == {"POST"}
+    assert len(methods) >= 2  # refused, then (once uvicorn listened) sent
