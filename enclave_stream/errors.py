@@ -19,8 +19,8 @@ attributes, not only in the message. The tree::
     ├── ConnectorError                a connector's verdict on one connection
     │   ├── RetryableConnectError     try again
     │   └── FatalConnectError         give up
-    │       ├── SessionStartLostError the answer to a session's start was lost: not started again
-    │       └── EncryptionNotAcceptedError  the server started the session unencrypted
+    │       ├── SessionStartLostError       a session's start answer lost; not started again
+    │       └── EncryptionNotAcceptedError  a session started without the encryption asked
     ├── StreamFailedError             the resumable stream stopped before ``final``
     │   ├── SequenceGapError          events lost for good
     │   ├── SessionMismatchError      an event of another session
