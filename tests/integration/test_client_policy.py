@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from enclave_stream import LineError, iter_ndjson_stream
 from enclave_stream.events import StreamEvent
 from enclave_stream.reconnect import (
     ConnectionState,
@@ -37,7 +38,7 @@ from enclave_stream.reconnect import (
 )
 from enclave_stream.reconnect.aiohttp import aiohttp_connector
 from enclave_stream.reconnect.http import httpx_connector, httpx_sync_connector
-from tests.integration.asgi_server import serve_in_thread
+from tests.integration.asgi_server import serve_in_thread, start_in_thread
 from tests.reconnect.fakes import line, make_session
 
 pytestmark = [
@@ -269,3 +270,19 @@ async def test_the_stream_says_where_it_is_and_is_closed_after_aclose(client: st
         assert repr(events).startswith("<ResumableEventStream state=closed delivered=3 ")
         assert [event async for event in events] == []
     assert taken == EVENTS[:3]
+
+
+def test_the_sync_parse_iterator_reads_an_httpx_client_response() -> None:
+    """The README's synchronous loop, as written there, over loopback HTTP."""
+    script = Script("cut")  # the body stops in the middle of a line
+    with start_in_thread(_app({"plain": script})) as port:
+        url = f"http://127.0.0.1:{port}/s/plain"
+        errors: list[LineError] = []
+        with (
+            httpx.Client(timeout=httpx.Timeout(10, read=None)) as client,
+            client.stream("GET", url) as response,
+        ):
+            received = list(iter_ndjson_stream(response.iter_bytes(), on_error=errors.append))
+    assert received == EVENTS[: len(received)]
+    assert 0 < len(received) < len(EVENTS)
+    assert [error.kind for error in errors] == ["json"]  # the half line at the end
