@@ -530,9 +530,9 @@ class SessionConnector:
                         cancelled=cancelled,
                     )
                 raise SessionStartLostError(
-                    f"the answer that started session {session_id} was lost, and the server "
-                    f"does not send its {SERVER_HELLO_HEADER} again: the session cannot be "
-                    f"decrypted; it was {outcome}",
+                    f"the answer that started session {session_id} was lost, and its resume "
+                    f"has no {SERVER_HELLO_HEADER} (the server does not send it again, or did "
+                    f"not encrypt the session): the session cannot be decrypted; it was {outcome}",
                     session_id=session_id,
                     cancelled=cancelled,
                 )
