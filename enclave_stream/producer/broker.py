@@ -72,6 +72,9 @@ class _Slot:
     # None when the cancellation came from elsewhere (the broker's block ending).
     stop_reason: ErrorInfo | None = None
     dropped_at: float | None = None  # anyio time its retention ends, once finished
+    # An encrypted session's ServerHello, sent again on every resume: a client
+    # whose POST response was lost completes its handshake from a GET.
+    resume_headers: dict[str, str] | None = None
 
 
 # Ended sessions remembered (for 410, and so that their id is not used
@@ -662,6 +665,9 @@ class SessionBroker(TaskOwner):
         # appends before the response's first read (docs/compatibility.md, P1).
         response = stream_response(stream, headers=headers, hold=True)
         self._hold(stream, lambda s: runner(s, session_request), grant, owner)
+        if SERVER_HELLO_HEADER in headers:
+            hello = {SERVER_HELLO_HEADER: headers[SERVER_HELLO_HEADER]}
+            self._slots[session_id].resume_headers = hello
         return response
 
     def _session_id(self, body: SessionRequestBody) -> str:
@@ -702,7 +708,7 @@ class SessionBroker(TaskOwner):
         upstream = parse_from_seq(from_, UPSTREAM_RESUME_PARAM)
         ours = parse_from_seq(from_seq)
         slot = await self._authorized(Action.READ, session_id, request)
-        return stream_response(slot.stream, upstream if ours is None else ours)
+        return stream_response(slot.stream, upstream if ours is None else ours, slot.resume_headers)
 
     async def session_info(
         self, session_id: str, *, request: HttpRequest | None = None

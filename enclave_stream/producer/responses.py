@@ -32,8 +32,8 @@ class StreamResponse:
     """A session's NDJSON stream response: the stream, its body, every header but the media type.
 
     The headers are ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``
-    and ``X-Session-ID``; for a session
-    just created encrypted, also :data:`SERVER_HELLO_HEADER`.
+    and ``X-Session-ID``; for an encrypted session ``POST /sessions`` created,
+    also :data:`SERVER_HELLO_HEADER` (on its resumes too).
     """
 
     stream: EventStream

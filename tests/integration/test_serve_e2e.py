@@ -8,6 +8,7 @@ after a given number of bytes, mid-line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -87,7 +88,9 @@ async def wait_until(condition: Any, within: float = 5.0) -> None:
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plaintext", "encrypted"])
 async def test_a_session_streamed_cut_resumed(encrypted: bool) -> None:
     lines = 400
-    async with broker_app() as (live, broker), httpx.AsyncClient() as http:
+    # The client names its session (the default), which this broker accepts.
+    config = dataclasses.replace(QUIET, client_session_ids=True)
+    async with broker_app(config=config) as (live, broker), httpx.AsyncClient() as http:
         port = int(live.url.rsplit(":", 1)[1])
         # The POST is cut after 6 kB, the first resume after 9 kB more.
         async with CuttingProxy(port, [6000, 9000]) as proxy:
