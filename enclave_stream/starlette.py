@@ -135,7 +135,7 @@ class _NdjsonStreamingResponse(StreamingResponse):
         frozen = False
         with contextlib.ExitStack() as stack:
             if self._broker is not None:
-                stack.enter_context(self._broker.serving())
+                stack.enter_context(self._broker.serving(self._session_id))
             # Cancelling a scope, not raising: an exception would reach us
             # wrapped in whatever task groups the server's response runs.
             with anyio.CancelScope() as sending:

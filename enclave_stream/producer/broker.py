@@ -18,6 +18,7 @@ from __future__ import annotations
 
 __all__ = ["SessionBroker"]
 
+import ipaddress
 import logging
 import math
 from collections import OrderedDict
@@ -68,6 +69,9 @@ class _Slot:
     grant: Grant
     owner: str | None  # what max_sessions_per_identity counts it against
     expires: float  # anyio time of its expiresAt (inf: never)
+    # Counted by its client's address (no hook identity): an address may be
+    # shared (a proxy) or chosen (X-Forwarded-For), so it never evicts.
+    by_address: bool = False
     # Why the broker stopped the producer: the error of the final it gets.
     # None when the cancellation came from elsewhere (the broker's block ending).
     stop_reason: ErrorInfo | None = None
@@ -75,6 +79,12 @@ class _Slot:
     # An encrypted session's ServerHello, sent again on every resume: a client
     # whose POST response was lost completes its handshake from a GET.
     resume_headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Gone:
+    grant: Grant
+    until: float  # anyio time: remembered at least until then (its retention)
 
 
 # Ended sessions remembered (for 410, and so that their id is not used
@@ -141,11 +151,11 @@ class SessionBroker(TaskOwner):
         self._slots: dict[str, _Slot] = {}  # insertion order: oldest first
         # Sessions dropped after their retention, newest last, with their
         # grants: their readers get 410, not a 404 that says they never were.
-        self._gone: OrderedDict[str, Grant] = OrderedDict()
+        self._gone: OrderedDict[str, _Gone] = OrderedDict()
         self._task_group: TaskGroup | None = None  # set while inside `async with`
         self._shutting_down = False
         # The responses being sent (serving()), cut when a shutdown's time is up.
-        self._responses: set[anyio.CancelScope] = set()
+        self._responses: dict[str, set[anyio.CancelScope]] = {}
         self._responses_cut = False
 
     @property
@@ -238,9 +248,9 @@ class SessionBroker(TaskOwner):
             # The hook may have waited: the session may have been dropped since.
             if self._slots.get(session_id) is slot:
                 return slot
-        grant = self._gone.get(session_id)
-        if grant is not None:
-            await decide(self._authorize, Access(action, request, session_id, None, grant))
+        gone = self._gone.get(session_id)
+        if gone is not None:
+            await decide(self._authorize, Access(action, request, session_id, None, gone.grant))
         raise self._missing(session_id)
 
     def add(
@@ -276,6 +286,7 @@ class SessionBroker(TaskOwner):
         run: Callable[[EventStream], Awaitable[None]] | None,
         grant: Grant,
         owner: str | None,
+        by_address: bool = False,
     ) -> EventStream:
         task_group = self._task_group
         if task_group is None:
@@ -290,11 +301,11 @@ class SessionBroker(TaskOwner):
             raise BrokerError(
                 409, "SESSION_EXISTS", f"Session {session_id} existed and ended: choose another id"
             )
-        for dropped in self._room_for(owner):
+        for dropped in self._room_for(owner, by_address=by_address):
             self._retire(dropped)
         expires = anyio.current_time() + _ttl_seconds(stream)
         producer = None if run is None else anyio.CancelScope(deadline=expires)
-        slot = _Slot(stream, anyio.CancelScope(), producer, grant, owner, expires)
+        slot = _Slot(stream, anyio.CancelScope(), producer, grant, owner, expires, by_address)
         self._slots[session_id] = slot
         task_group.start_soon(self._keep, slot, run)
         return stream
@@ -357,23 +368,30 @@ class SessionBroker(TaskOwner):
         if self._shutting_down:
             raise BrokerError(503, "SHUTTING_DOWN", "The server is shutting down")
 
-    def _room_for(self, owner: str | None) -> list[_Slot]:
+    def _room_for(self, owner: str | None, *, by_address: bool = False) -> list[_Slot]:
         """Refuse a new session the limits have no room for; the sessions to drop to make room.
 
         Finished sessions are kept for their retention, never dropped to
         make room for someone else's: an identity at its limit has its own
-        oldest finished sessions dropped (their readers get 410), and is
-        refused only when its sessions are all running.
+        oldest finished sessions dropped (their readers get 410; only those
+        whose producer has returned), and is refused when none can go. An
+        identity that is only a client's address counts its running sessions
+        and never drops any.
         """
         config = self._config
         now = anyio.current_time()
         retention = config.retention_seconds
         limit = config.max_sessions_per_identity
         own = [] if owner is None else [s for s in self._slots.values() if s.owner == owner]
+        if by_address:
+            own = [s for s in own if not s.stream.finished]
         dropping: list[_Slot] = []
         if limit is not None and len(own) >= limit:
-            running = [s for s in own if not s.stream.finished]
-            if len(running) >= limit:
+            need = len(own) - limit + 1
+            # Finished, and its producer returned (code after final may run).
+            done = [s for s in own if s.dropped_at is not None]
+            if by_address or len(done) < need:
+                running = [s for s in own if s.dropped_at is None]
                 raise BrokerError(
                     429,
                     "TOO_MANY_SESSIONS_FOR_IDENTITY",
@@ -381,8 +399,20 @@ class SessionBroker(TaskOwner):
                     f"This identity already runs {len(running)} sessions (the limit is {limit})",
                     headers=_retry_after(min(s.expires for s in running) - now),
                 )
-            dropping = [s for s in own if s.stream.finished][: len(own) - limit + 1]
+            dropping = done[:need]
         slots = [s for s in self._slots.values() if s not in dropping]
+        gone = self._gone
+        if len(gone) >= _GONE_PER_SESSION * config.max_sessions:
+            # Ended ids are remembered for their retention at least (their
+            # readers get 410, and the id is never used again): churn waits.
+            oldest = gone[next(iter(gone))]
+            if oldest.until > now:
+                raise BrokerError(
+                    503,
+                    "TOO_MANY_SESSIONS",
+                    "Too many sessions ended within the retention time",
+                    headers=_retry_after(oldest.until - now),
+                )
         if len(slots) >= config.max_sessions:
             raise BrokerError(
                 503,
@@ -415,8 +445,12 @@ class SessionBroker(TaskOwner):
             return
         del self._slots[session_id]
         slot.keeper.cancel()
+        # Its responses still being sent would hold its log outside the budget.
+        for scope in self._responses.get(session_id, ()):
+            scope.cancel()
         gone = self._gone
-        gone[session_id] = slot.grant
+        now = anyio.current_time()
+        gone[session_id] = _Gone(slot.grant, now + self._config.retention_seconds)
         while len(gone) > _GONE_PER_SESSION * self._config.max_sessions:
             gone.popitem(last=False)
 
@@ -475,22 +509,26 @@ class SessionBroker(TaskOwner):
         task_group.start_soon(self._end_after_timeout, running)
 
     @contextmanager
-    def serving(self) -> Iterator[anyio.CancelScope]:
-        """A cancel scope to send one response of the broker's sessions in.
+    def serving(self, session_id: str) -> Iterator[anyio.CancelScope]:
+        """A cancel scope to send one response of ``session_id`` in.
 
-        The broker cancels it when a shutdown's time is up: a client that
-        takes no bytes must not hold the server past its shutdown.
-        :func:`~enclave_stream.starlette.create_broker_app` sends every
-        stream response in one.
+        The broker cancels it when a shutdown's time is up (a client that
+        takes no bytes must not hold the server past its shutdown) and when
+        the session is dropped (its log must not outlive its place in the
+        memory budget). :func:`~enclave_stream.starlette.create_broker_app`
+        sends every stream response in one.
         """
         with anyio.CancelScope() as scope:
-            if self._responses_cut:
+            if self._responses_cut or session_id not in self._slots:
                 scope.cancel()
-            self._responses.add(scope)
+            scopes = self._responses.setdefault(session_id, set())
+            scopes.add(scope)
             try:
                 yield scope
             finally:
-                self._responses.discard(scope)
+                scopes.discard(scope)
+                if not scopes:
+                    self._responses.pop(session_id, None)
 
     async def _end_after_timeout(self, slots: list[_Slot]) -> None:
         timeout = self._config.shutdown_timeout_seconds
@@ -512,9 +550,10 @@ class SessionBroker(TaskOwner):
         # would keep its connection, and the server, open for ever.
         await anyio.sleep(timeout)
         self._responses_cut = True
-        if self._responses:
-            logger.warning("shutting down: cutting %d unfinished response(s)", len(self._responses))
-        for scope in self._responses:
+        scopes = [scope for group in self._responses.values() for scope in group]
+        if scopes:
+            logger.warning("shutting down: cutting %d unfinished response(s)", len(scopes))
+        for scope in scopes:
             scope.cancel()
 
     def _expire(self, slot: _Slot) -> ErrorInfo:
@@ -624,8 +663,10 @@ class SessionBroker(TaskOwner):
         self._refuse_if_shutting_down()
         if session_id in self._slots:
             raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
-        owner = grant.identity or _address(request)
-        self._room_for(owner)  # refused before the handshake's work
+        # Without a hook, the client's address is the identity.
+        by_address = self._authorize is None
+        owner = _address(request) if by_address else grant.identity
+        self._room_for(owner, by_address=by_address)  # refused before the handshake's work
         headers = dict(grant.headers)
         encrypted = None
         encryption = decoded.encryption
@@ -664,7 +705,7 @@ class SessionBroker(TaskOwner):
         # The creator gets every event from seq 1, however many the runner
         # appends before the response's first read (docs/compatibility.md, P1).
         response = stream_response(stream, headers=headers, hold=True)
-        self._hold(stream, lambda s: runner(s, session_request), grant, owner)
+        self._hold(stream, lambda s: runner(s, session_request), grant, owner, by_address)
         if SERVER_HELLO_HEADER in headers:
             hello = {SERVER_HELLO_HEADER: headers[SERVER_HELLO_HEADER]}
             self._slots[session_id].resume_headers = hello
@@ -756,9 +797,22 @@ class SessionBroker(TaskOwner):
 
 
 def _address(request: HttpRequest | None) -> str | None:
-    """The identity of a request the hook gave none: its client's address (Starlette's)."""
+    """The client's address (Starlette's ``request.client``) as an identity.
+
+    An IPv6 client is its /64: one host commonly holds the whole prefix.
+    """
     host = getattr(getattr(request, "client", None), "host", None)
-    return f"address {host}" if isinstance(host, str) else None
+    if not isinstance(host, str):
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"address {host}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"address {address.ipv4_mapped}"
+        return f"address {ipaddress.ip_network(f'{host}/64', strict=False)}"
+    return f"address {address}"
 
 
 def _retry_after(seconds: float) -> dict[str, str]:

@@ -535,6 +535,62 @@ class TestIdentities:
             await broker.create_session(b'{"code": "x"}', request=other)
             runner.release.set()
 
+    async def test_an_address_never_evicts_and_ipv6_counts_by_its_64(self) -> None:
+        # An address may be shared (a proxy) or chosen (X-Forwarded-For):
+        # sessions counted by it are never dropped early for another.
+        async def quick(stream: EventStream, request: SessionRequest) -> None:
+            stream.final(True)
+
+        config = BrokerConfig(max_sessions_per_identity=2, heartbeat_interval_ms=None)
+        async with SessionBroker(quick, config=config) as broker:
+            victim = await broker.create_session(b'{"code": "x"}', request=FakeRequest("POST"))
+            await lines_of(victim.body)
+            for _ in range(6):  # the same address, finished at once
+                made = await broker.create_session(b'{"code": "x"}', request=FakeRequest("POST"))
+                await lines_of(made.body)
+            await broker.open_stream(victim.stream.session_id)  # still held
+        runner = Runner()
+        async with SessionBroker(runner, config=config) as broker:
+            for host in ("2001:db8::1", "2001:db8::2"):
+                await broker.create_session(b'{"code": "x"}', request=FakeRequest(address=host))
+            with pytest.raises(BrokerError) as caught:
+                await broker.create_session(
+                    b'{"code": "x"}', request=FakeRequest(address="2001:db8::ffff")
+                )
+            assert caught.value.status == 429
+            await broker.create_session(
+                b'{"code": "x"}', request=FakeRequest(address="2001:db9::1")
+            )
+            runner.release.set()
+
+    async def test_ended_ids_are_remembered_for_their_retention_however_fast_the_churn(
+        self,
+    ) -> None:
+        async def quick(stream: EventStream, request: SessionRequest) -> None:
+            stream.final(True)
+
+        config = BrokerConfig(
+            max_sessions=2, max_sessions_per_identity=1, heartbeat_interval_ms=None
+        )
+        async with SessionBroker(quick, config=config, authorize=hook_by_user) as broker:
+            mallory = FakeRequest(user="mallory")
+            first = await broker.create_session(b'{"code": "x"}', request=mallory)
+            await lines_of(first.body)
+            refused = None
+            for _ in range(30):  # each drops her previous one
+                try:
+                    made = await broker.create_session(b'{"code": "x"}', request=mallory)
+                except BrokerError as error:
+                    refused = error
+                    break
+                await lines_of(made.body)
+                await anyio.sleep(0)
+            assert refused is not None
+            assert (refused.status, refused.code) == (503, "TOO_MANY_SESSIONS")
+            with pytest.raises(BrokerError) as caught:
+                await broker.open_stream(first.stream.session_id, request=mallory)
+            assert caught.value.status == 410  # not forgotten: never a 404
+
     async def test_a_list_shows_each_caller_only_what_it_may_see(self) -> None:
         runner = Runner()
         async with SessionBroker(runner, authorize=hook_by_user) as broker:
