@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 
@@ -584,7 +585,7 @@ class TestIdentities:
                     refused = error
                     break
                 await lines_of(made.body)
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             assert refused is not None
             assert (refused.status, refused.code) == (503, "TOO_MANY_SESSIONS")
             with pytest.raises(BrokerError) as caught:
