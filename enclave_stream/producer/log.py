@@ -49,6 +49,10 @@ EventEncodeFunction = Callable[[StreamEvent], bytes]
 # (and no fewer than the entries held): amortized O(1) per eviction.
 _COMPACT_AFTER: Final = 4096
 
+# What a cut connection may have lost after the server sent it: the
+# kernels' socket buffers on both ends and a proxy's, generously.
+_IN_FLIGHT_BYTES: Final = 4 * 1024 * 1024
+
 
 class LogEntry(NamedTuple):
     """One stored event: its number, the event, and the bytes sent for it.
@@ -167,9 +171,9 @@ class EventLog:
     cannot fit without dropping one raises
     :class:`~enclave_stream.errors.LogFullError` (a ``final`` is always
     stored). When a holder ends (its client may not have what was sent
-    last: a cut is learned late), what the log holds then stays for that
-    client's resume, within ``max_bytes`` only: past it, the oldest are
-    dropped again and the producer goes on. Attached readers also give
+    last: a cut is learned late), what it did not send and the last 4 MiB it
+    sent stay for that client's resume, within ``max_bytes`` only: past it,
+    the oldest are dropped again and the producer goes on. Attached readers also give
     producers backpressure: :attr:`lag` and :meth:`wait_lag`.
 
     >>> from enclave_stream import StdoutEvent
@@ -463,13 +467,30 @@ class EventLog:
         if reader in self._holders:
             self._holders.discard(reader)
             # A server learns of a cut connection late, after it has sent
-            # into it what the network then lost: whatever its end, what the
-            # log holds now stays for its client's resume (within max_bytes).
-            self._resume_from = min(self._first_seq, self._resume_from or self._first_seq)
+            # into it what the network then lost: whatever its end, what it
+            # did not send and what may have been in flight stay for its
+            # client's resume (within max_bytes).
+            keep = self._in_flight_from(reader.next_seq)
+            self._resume_from = keep if self._resume_from is None else min(keep, self._resume_from)
+            self._evict()
         drained = self._drained
         if drained is not None:
             self._drained = None
             drained.set()
+
+    def _in_flight_from(self, next_seq: int) -> int:
+        """The oldest seq of the held lines before ``next_seq`` that fit in the in-flight window."""
+        entries = self._entries
+        index = self._head + max(0, min(next_seq, self._next_seq) - self._first_seq)
+        total = 0
+        while index > self._head:
+            entry = entries[index - 1]
+            assert entry is not None
+            total += len(entry.line)
+            if total > _IN_FLIGHT_BYTES:
+                break
+            index -= 1
+        return self._first_seq + (index - self._head)
 
     @property
     def lag(self) -> int:

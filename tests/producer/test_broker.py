@@ -507,6 +507,7 @@ class TestIdentities:
             for _ in range(10):
                 created = await broker.create_session(b'{"code": "x"}', request=mallory)
                 await lines_of(created.body)
+                await anyio.wait_all_tasks_blocked()  # its producer has returned
                 made.append(created.stream.session_id)
             # Mallory holds her two newest; her older ones are gone, not missing.
             for old in made[:-2]:
@@ -577,6 +578,7 @@ class TestIdentities:
             mallory = FakeRequest(user="mallory")
             first = await broker.create_session(b'{"code": "x"}', request=mallory)
             await lines_of(first.body)
+            await anyio.wait_all_tasks_blocked()
             refused = None
             for _ in range(30):  # each drops her previous one
                 try:
@@ -585,7 +587,7 @@ class TestIdentities:
                     refused = error
                     break
                 await lines_of(made.body)
-                await anyio.lowlevel.checkpoint()
+                await anyio.wait_all_tasks_blocked()
             assert refused is not None
             assert (refused.status, refused.code) == (503, "TOO_MANY_SESSIONS")
             with pytest.raises(BrokerError) as caught:
@@ -727,7 +729,8 @@ async def test_a_hook_may_raise_its_own_refusal_and_limit_identities() -> None:
         assert caught.value.headers == {"Retry-After": "60"}
         await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="bob"))
         await broker.cancel(ann[0].stream.session_id, request=FakeRequest(user="ann"))
-        await lines_of(ann[0].body)  # finished: no longer counted
+        await lines_of(ann[0].body)
+        await anyio.wait_all_tasks_blocked()  # its producer has returned: it may go
         await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="ann"))
         runner.release.set()
 

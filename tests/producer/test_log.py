@@ -565,6 +565,33 @@ async def test_a_holder_that_read_to_the_end_still_keeps_what_was_held() -> None
 
 
 @pytest.mark.anyio
+async def test_a_holder_that_ends_keeps_only_what_may_have_been_in_flight() -> None:
+    # 10 MiB sent: once it ends, the last 4 MiB of it stay, not all of it.
+    big = "x" * (100 * 1024)
+    log = EventLog(max_events=10, max_bytes=64 * 1024 * 1024)
+    reader = NdjsonBody(log, hold=True)
+    for _ in range(100):
+        log.append(stdout(big))
+    log.append(final())
+    line = len(log.read(1)[0].line)
+    assert len([chunk async for chunk in reader]) > 1
+    assert 1 < log.first_seq
+    assert log.size_bytes <= 4 * 1024 * 1024 + line
+    log2 = EventLog(max_events=10, max_bytes=64 * 1024 * 1024)
+    cut = NdjsonBody(log2, hold=True)
+    for _ in range(100):
+        log2.append(stdout(big))
+    async for _ in cut:  # all 100 sent, then its connection is cut
+        if cut.next_seq > 100:
+            break
+    await cut.aclose()
+    log2.append(stdout())
+    kept = (4 * 1024 * 1024) // line
+    assert log2.first_seq == 101 - kept
+    assert len(log2) == kept + 1
+
+
+@pytest.mark.anyio
 async def test_a_cut_holder_keeps_its_events_within_max_bytes_only() -> None:
     line_bytes = len(EventLog().append(stdout("x" * 10)).line)
     log = EventLog(max_bytes=3 * line_bytes)
