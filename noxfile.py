@@ -39,7 +39,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package, the examples and the README's code blocks (pinned)."""
+    """mypy --strict on the package, the examples and the README's code blocks; pyright basic
+    on the README's blocks and the examples (pinned)."""
     session.install("-e", ".[dev]", *PINNED)
     session.run("mypy", "--strict", "enclave_stream", "examples")
     session.run("python", "tools/typecheck_readme.py")

@@ -14,7 +14,8 @@ The everyday API is here; the rest has one home each:
   broker; ASGI routes in :mod:`enclave_stream.starlette` (the ``starlette`` extra).
 
 ``aconnect_ndjson`` (one checked NDJSON response), ``httpx_connector``,
-``httpx_sync_connector``, ``broker_connector`` and ``BrokerConnector`` are also reachable here,
+``httpx_sync_connector``, ``broker_connector``, ``BrokerConnector``, ``session_connector`` and
+``SessionConnector`` are also reachable here,
 imported on first use, and are not in ``__all__`` because they need httpx.
 """
 
@@ -115,10 +116,12 @@ if TYPE_CHECKING:
     # For type checkers; at run time __getattr__ imports them on first use.
     from .reconnect.http import BrokerConnector as BrokerConnector
     from .reconnect.http import NdjsonSource as NdjsonSource
+    from .reconnect.http import SessionConnector as SessionConnector
     from .reconnect.http import aconnect_ndjson as aconnect_ndjson
     from .reconnect.http import broker_connector as broker_connector
     from .reconnect.http import httpx_connector as httpx_connector
     from .reconnect.http import httpx_sync_connector as httpx_sync_connector
+    from .reconnect.http import session_connector as session_connector
 
 __version__ = "0.1.0"
 
@@ -214,10 +217,12 @@ __all__ = [
 _NEEDS_HTTPX = (
     "BrokerConnector",
     "NdjsonSource",
+    "SessionConnector",
     "aconnect_ndjson",
     "broker_connector",
     "httpx_connector",
     "httpx_sync_connector",
+    "session_connector",
 )
 
 

@@ -19,6 +19,8 @@ attributes, not only in the message. The tree::
     ├── ConnectorError                a connector's verdict on one connection
     │   ├── RetryableConnectError     try again
     │   └── FatalConnectError         give up
+    │       ├── SessionStartLostError       a session's start answer lost; not started again
+    │       └── EncryptionNotAcceptedError  a session started without the encryption asked
     ├── StreamFailedError             the resumable stream stopped before ``final``
     │   ├── SequenceGapError          events lost for good
     │   ├── SessionMismatchError      an event of another session
@@ -44,6 +46,7 @@ __all__ = [
     "EnclaveStreamError",
     "EncryptionError",
     "EncryptionErrorCode",
+    "EncryptionNotAcceptedError",
     "EnvelopeError",
     "EnvelopeErrorReason",
     "EventValidationError",
@@ -61,6 +64,7 @@ __all__ = [
     "RetryableConnectError",
     "SequenceGapError",
     "SessionMismatchError",
+    "SessionStartLostError",
     "StreamFailedError",
     "StoreUnavailableError",
     "StreamFinishedError",
@@ -310,6 +314,50 @@ class RetryableConnectError(ConnectorError):
 
 class FatalConnectError(ConnectorError):
     """The connection failed for a reason a retry cannot fix (authentication, 4xx): give up."""
+
+
+class SessionStartLostError(FatalConnectError):
+    """The request that starts a session was sent, its answer lost, and it cannot be followed.
+
+    The session may be running (its code may have started): it is not started
+    again, as that could run the code twice. This happens when the client
+    cannot name the session itself (a server that chooses the ids), or when
+    the encrypted session it started gives no way to complete the handshake
+    again.
+
+    Attributes:
+        session_id: the session's id when the client chose it, else None.
+        cancelled: True when a cancel request for it was accepted.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        session_id: str | None = None,
+        cancelled: bool = False,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(reason, status_code=status_code)
+        self.session_id = session_id
+        self.cancelled = cancelled
+
+
+class EncryptionNotAcceptedError(FatalConnectError):
+    """Encryption was asked for, and the server started the session without it.
+
+    The session did start (its code may be running): its answer had no
+    ServerHello. The client asked the server to cancel it.
+
+    Attributes:
+        session_id: the session the server started.
+        cancelled: True when the cancel request was accepted.
+    """
+
+    def __init__(self, reason: str, *, session_id: str, cancelled: bool) -> None:
+        super().__init__(reason)
+        self.session_id = session_id
+        self.cancelled = cancelled
 
 
 class _Progress(TypedDict, total=False):

@@ -563,6 +563,14 @@ class ClientHello(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     curve: SupportedCurve
     supported_algorithms: Annotated[list[EncryptionAlgorithm], Meta(min_length=1)]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form as plain JSON types, camelCase keys: ``post(json=hello.to_dict())``."""
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+    def to_json(self) -> str:
+        """The wire form as compact JSON text (as in the ``X-Enclave-Server-Hello`` header)."""
+        return msgspec.json.encode(self).decode()
+
 
 class ServerHello(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """The server's half of the key exchange; ``signature_b64`` is our optional extension."""
@@ -574,6 +582,14 @@ class ServerHello(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     kdf: KeyDerivation
     key_id: NonEmptyStr
     signature_b64: str | UnsetType = UNSET
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form as plain JSON types, camelCase keys: ``post(json=hello.to_dict())``."""
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+    def to_json(self) -> str:
+        """The wire form as compact JSON text (as in the ``X-Enclave-Server-Hello`` header)."""
+        return msgspec.json.encode(self).decode()
 
 
 class EncryptionRequest(msgspec.Struct, frozen=True, rename="camel"):

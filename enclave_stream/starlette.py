@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["create_broker_app", "ndjson_response"]
 
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -33,7 +34,7 @@ from .producer.access import Authorize
 from .producer.broker import SessionBroker
 from .producer.config import BrokerConfig
 from .producer.requests import SessionRunner
-from .producer.responses import StreamResponse, stream_response
+from .producer.responses import DEFAULT_SEND_TIMEOUT_SECONDS, StreamResponse, stream_response
 from .producer.shared import SessionBackend, StreamBody
 from .producer.signals import shutdown_on_signals
 from .producer.stream import EventStream
@@ -53,7 +54,7 @@ def ndjson_response(
     from_seq: int | None = None,
     *,
     headers: Mapping[str, str] | None = None,
-    send_timeout_seconds: float | None = None,
+    send_timeout_seconds: float | None = DEFAULT_SEND_TIMEOUT_SECONDS,
     hold: bool = False,
 ) -> Response:
     """Stream ``stream`` from ``from_seq`` (None: from the start) up to its ``final`` event.
@@ -86,18 +87,25 @@ def ndjson_response(
         return _error_response(error)
 
 
-class _ReaderFrozen(Exception):
-    pass
-
-
 class _NdjsonStreamingResponse(StreamingResponse):
-    """A stream response whose every send must be taken within ``send_timeout`` (None: no limit)."""
+    """A stream response whose every send must be taken within ``send_timeout`` (None: no limit).
 
-    def __init__(self, response: StreamResponse, send_timeout: float | None) -> None:
-        self._body = _ending_when_overtaken(response.body)
-        super().__init__(self._body, media_type=NDJSON_MEDIA_TYPE, headers=response.headers)
+    With a ``broker``, it is also cut when the broker's shutdown has given
+    its readers their time (:meth:`SessionBroker.serving`).
+    """
+
+    def __init__(
+        self,
+        response: StreamResponse,
+        send_timeout: float | None,
+        broker: SessionBroker | None = None,
+    ) -> None:
+        self._ndjson = response.body
+        self._lines = _ending_when_overtaken(response.body)
+        super().__init__(self._lines, media_type=NDJSON_MEDIA_TYPE, headers=response.headers)
         self._session_id = response.session_id
         self._send_timeout = send_timeout
+        self._broker = broker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         background, self.background = self.background, None
@@ -113,21 +121,35 @@ class _NdjsonStreamingResponse(StreamingResponse):
             await self._stream(scope, receive, send)
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        timeout = self._send_timeout
-        if timeout is None:
-            await super().__call__(scope, receive, send)
-            return
-
-        async def timed_send(message: Message) -> None:
-            with anyio.move_on_after(timeout) as waited:
-                await send(message)
-            if waited.cancelled_caught:
-                raise _ReaderFrozen
-
         try:
-            await super().__call__(scope, receive, timed_send)
-        except _ReaderFrozen:
-            await self._body.aclose()
+            await self._send_all(scope, receive, send)
+        finally:
+            # However it ended (its client gone, a failed send, a cut): the
+            # log learns now that this reader left, and from where.
+            with anyio.CancelScope(shield=True):
+                await self._lines.aclose()
+                await self._ndjson.aclose()  # in case the lines never started
+
+    async def _send_all(self, scope: Scope, receive: Receive, send: Send) -> None:
+        timeout = self._send_timeout
+        frozen = False
+        with contextlib.ExitStack() as stack:
+            if self._broker is not None:
+                stack.enter_context(self._broker.serving(self._session_id))
+            # Cancelling a scope, not raising: an exception would reach us
+            # wrapped in whatever task groups the server's response runs.
+            with anyio.CancelScope() as sending:
+
+                async def timed_send(message: Message) -> None:
+                    nonlocal frozen
+                    with anyio.move_on_after(timeout) as waited:
+                        await send(message)
+                    if waited.cancelled_caught:
+                        frozen = True
+                        sending.cancel()
+
+                await super().__call__(scope, receive, send if timeout is None else timed_send)
+        if frozen:
             # Returning with the body unfinished makes the server close the
             # connection; the client resumes from the last seq it has.
             logger.warning(
@@ -137,8 +159,10 @@ class _NdjsonStreamingResponse(StreamingResponse):
             )
 
 
-def _streaming(response: StreamResponse, send_timeout: float | None = None) -> StreamingResponse:
-    return _NdjsonStreamingResponse(response, send_timeout)
+def _streaming(
+    response: StreamResponse, send_timeout: float | None, broker: SessionBroker | None = None
+) -> StreamingResponse:
+    return _NdjsonStreamingResponse(response, send_timeout, broker)
 
 
 async def _ending_when_overtaken(body: StreamBody) -> AsyncGenerator[bytes, None]:
@@ -251,7 +275,7 @@ def create_broker_app(
         body = await _read_body(request, served.config.max_request_bytes)
         base_path = request.scope.get("root_path", "")
         created = await served.create_session(body, request=request, base_path=base_path)
-        return _streaming(created, served.config.send_timeout_seconds)
+        return _streaming(created, served.config.send_timeout_seconds, served)
 
     async def resume(request: Request) -> Response:
         check_running()
@@ -262,7 +286,7 @@ def create_broker_app(
             query.get(UPSTREAM_RESUME_PARAM),
             request=request,
         )
-        return _streaming(opened, served.config.send_timeout_seconds)
+        return _streaming(opened, served.config.send_timeout_seconds, served)
 
     async def session(request: Request) -> Response:
         check_running()

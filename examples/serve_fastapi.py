@@ -7,7 +7,8 @@
   broker's settings, resumable, cancellable) and streams it;
   ``GET /jobs/{id}?fromSeq=N`` resumes it; ``POST /jobs/{id}/cancel`` cancels it.
 - ``POST /secret`` is an encrypted session: the body is the client's
-  ClientHello, the ServerHello comes back in ``X-Enclave-Server-Hello``.
+  ClientHello, the ServerHello comes back in ``X-Enclave-Server-Hello``;
+  ``session_connector`` follows it (resuming on ``GET /jobs/{id}``).
 - ``POST /background`` produces with FastAPI's ``BackgroundTasks``, which
   ``ndjson_response`` runs beside the body.
 - CORS stays opt-in: Starlette's ``CORSMiddleware``, exposing the headers a
@@ -36,16 +37,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from enclave_stream import (
     SERVER_HELLO_HEADER,
     ClientHandshake,
-    EncryptedEnvelope,
     EventStream,
     accept_client_hello,
-    encode_message,
     generate_session_id,
     open_event_stream,
 )
 from enclave_stream.events import ClientHello
 from enclave_stream.producer import BrokerConfig, SessionBroker, SessionRequest
-from enclave_stream.reconnect.http import broker_connector
+from enclave_stream.reconnect.http import broker_connector, session_connector
 from enclave_stream.starlette import create_broker_app, ndjson_response
 
 
@@ -96,9 +95,7 @@ async def secret(request: Request) -> Response:
     hello = msgspec.json.decode(await request.body(), type=ClientHello)
     server_hello, session = accept_client_hello(hello, generate_session_id())
     stream = broker.new_stream(lambda s: produce(s, steps=2), session=session)
-    return ndjson_response(
-        stream, headers={SERVER_HELLO_HEADER: encode_message(server_hello).decode()}
-    )
+    return ndjson_response(stream, headers={SERVER_HELLO_HEADER: server_hello.to_json()})
 
 
 @api.post("/background")
@@ -155,16 +152,18 @@ async def main() -> None:
             final = lines(b"".join([chunk async for chunk in response.aiter_bytes()]))[-1]
         print(f"cancelled: final ok={final['payload']['ok']} {final['payload']['error']['code']}")
 
-        # An encrypted route of our own.
+        # An encrypted route of our own: the handshake completes from the
+        # first response, and a cut would resume on GET /jobs/{id}.
         handshake = ClientHandshake()
-        response = await http.post("/secret", content=encode_message(handshake.client_hello))
-        session = handshake.complete(
-            response.headers[SERVER_HELLO_HEADER], response.headers["X-Session-ID"]
+        secret_session = session_connector(
+            http,
+            f"{url}/secret",
+            f"{url}/jobs/{{session_id}}",
+            handshake=handshake,
+            json=handshake.client_hello.to_dict(),
         )
-        opened = [
-            session.open(msgspec.convert(line, EncryptedEnvelope))
-            for line in lines(response.content)
-        ]
+        async with open_event_stream(secret_session) as events:
+            opened = [event async for event in events]
         print(f"encrypted route: {len(opened)} events opened, last {opened[-1].type.value}")
 
         # BackgroundTasks: the producer runs beside the body.

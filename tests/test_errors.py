@@ -75,6 +75,8 @@ def _instances() -> list[EnclaveStreamError]:
         e.ReconnectionConfigError("max_retries must be >= 0"),
         e.RetryableConnectError("HTTP 503", status_code=503),
         e.FatalConnectError("HTTP 401", status_code=401),
+        e.SessionStartLostError("lost", session_id="s_1", cancelled=True),
+        e.EncryptionNotAcceptedError("plaintext", session_id="s_1", cancelled=False),
         e.StreamFailedError("gave up", events_delivered=4, last_seq=4, cause=OSError("x")),
         e.SequenceGapError(5, 9, events_delivered=4, last_seq=4),
         e.SessionMismatchError("s_a", "s_b", 7, events_delivered=6, last_seq=6),

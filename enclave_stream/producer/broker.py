@@ -18,11 +18,12 @@ from __future__ import annotations
 
 __all__ = ["SessionBroker"]
 
+import ipaddress
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,11 +68,30 @@ class _Slot:
     keeper: anyio.CancelScope  # the session's task; cancelled when the slot is dropped
     producer: anyio.CancelScope | None  # the producer's part of it; None: produced elsewhere
     grant: Grant
+    owner: str | None  # what max_sessions_per_identity counts it against
     expires: float  # anyio time of its expiresAt (inf: never)
+    # Counted by its client's address (no hook identity): an address may be
+    # shared (a proxy) or chosen (X-Forwarded-For), so it never evicts.
+    by_address: bool = False
     # Why the broker stopped the producer: the error of the final it gets.
     # None when the cancellation came from elsewhere (the broker's block ending).
     stop_reason: ErrorInfo | None = None
     dropped_at: float | None = None  # anyio time its retention ends, once finished
+    # An encrypted session's ServerHello, sent again on every resume: a client
+    # whose POST response was lost completes its handshake from a GET.
+    resume_headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Gone:
+    grant: Grant
+    until: float  # anyio time: remembered at least until then (its retention)
+
+
+# Ended sessions remembered (for 410, and so that their id is not used
+# again) per session the broker may hold: bounded, so a client making
+# sessions without end cannot grow it.
+_GONE_PER_SESSION = 10
 
 
 def _ttl_seconds(stream: EventStream) -> float:
@@ -139,9 +159,12 @@ class SessionBroker(TaskOwner):
         self._slots: dict[str, _Slot] = {}  # insertion order: oldest first
         # Sessions dropped after their retention, newest last, with their
         # grants: their readers get 410, not a 404 that says they never were.
-        self._gone: OrderedDict[str, Grant] = OrderedDict()
+        self._gone: OrderedDict[str, _Gone] = OrderedDict()
         self._task_group: TaskGroup | None = None  # set while inside `async with`
         self._shutting_down = False
+        # The responses being sent (serving()), cut when a shutdown's time is up.
+        self._responses: dict[str, set[anyio.CancelScope]] = {}
+        self._responses_cut = False
 
     @property
     def config(self) -> BrokerConfig:
@@ -173,7 +196,7 @@ class SessionBroker(TaskOwner):
         store = slot.stream.store
         if not isinstance(store, EventLog):  # kept outside this process
             return 0
-        return store.size_bytes if store.finished else max(store.size_bytes, self._config.max_bytes)
+        return store.size_bytes if store.finished else max(store.size_bytes, store.max_bytes)
 
     # --- lifetime ---------------------------------------------------------------
 
@@ -194,6 +217,7 @@ class SessionBroker(TaskOwner):
             async with owned_task_group() as task_group:
                 self._task_group = task_group
                 self._shutting_down = False
+                self._responses_cut = False
                 try:
                     yield
                 finally:
@@ -242,9 +266,9 @@ class SessionBroker(TaskOwner):
             # The hook may have waited: the session may have been dropped since.
             if self._slots.get(session_id) is slot:
                 return slot
-        grant = self._gone.get(session_id)
-        if grant is not None:
-            await decide(self._authorize, Access(action, request, session_id, None, grant))
+        gone = self._gone.get(session_id)
+        if gone is not None:
+            await decide(self._authorize, Access(action, request, session_id, None, gone.grant))
         raise self._missing(session_id)
 
     def add(
@@ -270,6 +294,18 @@ class SessionBroker(TaskOwner):
                 :meth:`shutdown`.
             RuntimeError: the broker is not running.
         """
+        self._check_limits(stream)
+        grant = Grant() if grant is None else grant
+        return self._hold(stream, run, grant, grant.identity)
+
+    def _hold(
+        self,
+        stream: EventStream,
+        run: Callable[[EventStream], Awaitable[None]] | None,
+        grant: Grant,
+        owner: str | None,
+        by_address: bool = False,
+    ) -> EventStream:
         task_group = self._task_group
         if task_group is None:
             raise RuntimeError("use the SessionBroker inside its `async with` block")
@@ -283,14 +319,38 @@ class SessionBroker(TaskOwner):
             raise BrokerError(
                 409, "SESSION_EXISTS", f"Session {session_id} existed and ended: choose another id"
             )
-        grant = Grant() if grant is None else grant
-        self._check_room(grant)
+        for dropped in self._room_for(owner, by_address=by_address):
+            self._retire(dropped)
         expires = anyio.current_time() + _ttl_seconds(stream)
         producer = None if run is None else anyio.CancelScope(deadline=expires)
-        slot = _Slot(stream, anyio.CancelScope(), producer, grant, expires)
+        slot = _Slot(stream, anyio.CancelScope(), producer, grant, owner, expires, by_address)
         self._slots[session_id] = slot
         task_group.start_soon(self._keep, slot, run)
         return stream
+
+    def _check_limits(self, stream: EventStream) -> None:
+        """Refuse a stream made with settings past the broker's limits (:meth:`add`)."""
+        config = self._config
+        interval = stream.heartbeat_interval_ms
+        # The broker's own default may be below the floor it sets for requests.
+        floor = min(config.min_heartbeat_interval_ms, config.heartbeat_interval_ms or math.inf)
+        if interval is not None and interval < floor:
+            raise ValueError(
+                f"the stream's heartbeat_interval_ms ({interval:g}) is below the broker's "
+                f"floor ({floor:g})"
+            )
+        ttl_ms = _ttl_seconds(stream) * 1000
+        if ttl_ms > config.max_ttl_ms:
+            raise ValueError(
+                f"the stream's lifetime ({ttl_ms:.0f} ms) is past the broker's "
+                f"max_ttl_ms ({config.max_ttl_ms})"
+            )
+        store = stream.store
+        if isinstance(store, EventLog) and store.max_bytes > config.max_bytes:
+            raise ValueError(
+                f"the stream's max_bytes ({store.max_bytes}) is past the broker's "
+                f"max_bytes ({config.max_bytes})"
+            )
 
     def new_stream(
         self,
@@ -333,17 +393,30 @@ class SessionBroker(TaskOwner):
         if self._shutting_down:
             raise BrokerError(503, "SHUTTING_DOWN", "The server is shutting down")
 
-    def _check_room(self, grant: Grant) -> None:
-        """Refuse a new session the limits have no room for (finished ones are never evicted)."""
+    def _room_for(self, owner: str | None, *, by_address: bool = False) -> list[_Slot]:
+        """Refuse a new session the limits have no room for; the sessions to drop to make room.
+
+        Finished sessions are kept for their retention, never dropped to
+        make room for someone else's: an identity at its limit has its own
+        oldest finished sessions dropped (their readers get 410; only those
+        whose producer has returned), and is refused when none can go. An
+        identity that is only a client's address counts its running sessions
+        and never drops any.
+        """
         config = self._config
-        slots = self._slots.values()
         now = anyio.current_time()
         retention = config.retention_seconds
-        identity = grant.identity
         limit = config.max_sessions_per_identity
-        if identity is not None and limit is not None:
-            running = [s for s in slots if s.grant.identity == identity and not s.stream.finished]
-            if len(running) >= limit:
+        own = [] if owner is None else [s for s in self._slots.values() if s.owner == owner]
+        if by_address:
+            own = [s for s in own if not s.stream.finished]
+        dropping: list[_Slot] = []
+        if limit is not None and len(own) >= limit:
+            need = len(own) - limit + 1
+            # Finished, and its producer returned (code after final may run).
+            done = [s for s in own if s.dropped_at is not None]
+            if by_address or len(done) < need:
+                running = [s for s in own if s.dropped_at is None]
                 raise BrokerError(
                     429,
                     "TOO_MANY_SESSIONS_FOR_IDENTITY",
@@ -351,15 +424,29 @@ class SessionBroker(TaskOwner):
                     f"This identity already runs {len(running)} sessions (the limit is {limit})",
                     headers=_retry_after(min(s.expires for s in running) - now),
                 )
-        if len(self._slots) >= config.max_sessions:
+            dropping = done[:need]
+        slots = [s for s in self._slots.values() if s not in dropping]
+        gone = self._gone
+        if len(gone) >= _GONE_PER_SESSION * config.max_sessions:
+            # Ended ids are remembered for their retention at least (their
+            # readers get 410, and the id is never used again): churn waits.
+            oldest = gone[next(iter(gone))]
+            if oldest.until > now:
+                raise BrokerError(
+                    503,
+                    "TOO_MANY_SESSIONS",
+                    "Too many sessions ended within the retention time",
+                    headers=_retry_after(oldest.until - now),
+                )
+        if len(slots) >= config.max_sessions:
             raise BrokerError(
                 503,
                 "TOO_MANY_SESSIONS",
-                f"The broker holds {len(self._slots)} sessions (the limit is "
+                f"The broker holds {len(slots)} sessions (the limit is "
                 f"{config.max_sessions}; finished ones are kept {retention:g} s)",
                 headers=_retry_after(min(self._dropped_at(s, now) for s in slots) - now),
             )
-        held = self.held_bytes
+        held = sum(self._reserved(s) for s in slots)
         if held + config.max_bytes > config.max_total_bytes:
             raise BrokerError(
                 503,
@@ -374,6 +461,23 @@ class SessionBroker(TaskOwner):
                     - now
                 ),
             )
+        return dropping
+
+    def _retire(self, slot: _Slot) -> None:
+        """Drop a finished session: from now on its routes answer 410 ``SESSION_GONE``."""
+        session_id = slot.stream.session_id
+        if self._slots.get(session_id) is not slot:
+            return
+        del self._slots[session_id]
+        slot.keeper.cancel()
+        # Its responses still being sent would hold its log outside the budget.
+        for scope in self._responses.get(session_id, ()):
+            scope.cancel()
+        gone = self._gone
+        now = anyio.current_time()
+        gone[session_id] = _Gone(slot.grant, now + self._config.retention_seconds)
+        while len(gone) > _GONE_PER_SESSION * self._config.max_sessions:
+            gone.popitem(last=False)
 
     def _dropped_at(self, slot: _Slot, now: float) -> float:
         """When ``slot`` is dropped at the latest (anyio time): retention after its end."""
@@ -429,8 +533,33 @@ class SessionBroker(TaskOwner):
             self._stop(slot, SHUTDOWN)
         task_group.start_soon(self._end_after_timeout, running)
 
+    @contextmanager
+    def serving(self, session_id: str) -> Iterator[anyio.CancelScope]:
+        """A cancel scope to send one response of ``session_id`` in.
+
+        The broker cancels it when a shutdown's time is up (a client that
+        takes no bytes must not hold the server past its shutdown) and when
+        the session is dropped (its log must not outlive its place in the
+        memory budget). :func:`~enclave_stream.starlette.create_broker_app`
+        sends every stream response in one.
+        """
+        with anyio.CancelScope() as scope:
+            # A session another replica holds is served from the shared log.
+            dropped = session_id not in self._slots and self._backend is None
+            if self._responses_cut or dropped:
+                scope.cancel()
+            scopes = self._responses.setdefault(session_id, set())
+            scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                scopes.discard(scope)
+                if not scopes:
+                    self._responses.pop(session_id, None)
+
     async def _end_after_timeout(self, slots: list[_Slot]) -> None:
-        await anyio.sleep(self._config.shutdown_timeout_seconds)
+        timeout = self._config.shutdown_timeout_seconds
+        await anyio.sleep(timeout)
         for slot in slots:
             stream = slot.stream
             if stream.finished:
@@ -444,6 +573,15 @@ class SessionBroker(TaskOwner):
             except Exception:  # a store that cannot take it: its readers must end anyway
                 logger.exception("appending the final of session %s failed", stream.session_id)
                 stream.store.close()
+        # Readers had the time to take their final; one that does not read
+        # would keep its connection, and the server, open for ever.
+        await anyio.sleep(timeout)
+        self._responses_cut = True
+        scopes = [scope for group in self._responses.values() for scope in group]
+        if scopes:
+            logger.warning("shutting down: cutting %d unfinished response(s)", len(scopes))
+        for scope in scopes:
+            scope.cancel()
 
     def _expire(self, slot: _Slot) -> ErrorInfo:
         """Say on the stream that it ran out of its lifetime; the ``final`` error to end it with."""
@@ -468,15 +606,13 @@ class SessionBroker(TaskOwner):
                     await stream.store.wait_finished()
                 if not stream.finished:
                     stream.final(False, error=self._expire(slot))
+            # The runner and its request (the code, the HTTP request) are not
+            # kept through the retention: only the log counts in the budget.
+            run = None
             await stream.store.wait_finished()
             slot.dropped_at = anyio.current_time() + self._config.retention_seconds
             await anyio.sleep_until(slot.dropped_at)
-        if self._slots.get(stream.session_id) is slot:
-            del self._slots[stream.session_id]
-            gone = self._gone
-            gone[stream.session_id] = slot.grant
-            while len(gone) > self._config.max_sessions:
-                gone.popitem(last=False)
+        self._retire(slot)
 
     async def _produce(self, slot: _Slot, run: Callable[[EventStream], Awaitable[None]]) -> None:
         stream = slot.stream
@@ -554,7 +690,10 @@ class SessionBroker(TaskOwner):
         self._refuse_if_shutting_down()
         if session_id in self._slots:
             raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
-        self._check_room(grant)  # before the handshake's work
+        # Without a hook, the client's address is the identity.
+        by_address = self._authorize is None
+        owner = _address(request) if by_address else grant.identity
+        self._room_for(owner, by_address=by_address)  # refused before the handshake's work
         headers = dict(grant.headers)
         encrypted = None
         encryption = decoded.encryption
@@ -596,7 +735,10 @@ class SessionBroker(TaskOwner):
         # The creator gets every event from seq 1, however many the runner
         # appends before the response's first read (docs/compatibility.md, P1).
         response = stream_response(stream, headers=headers, hold=True)
-        self.add(stream, lambda s: runner(s, session_request), grant=grant)
+        self._hold(stream, lambda s: runner(s, session_request), grant, owner, by_address)
+        if SERVER_HELLO_HEADER in headers:
+            hello = {SERVER_HELLO_HEADER: headers[SERVER_HELLO_HEADER]}
+            self._slots[session_id].resume_headers = hello
         return response
 
     def _session_id(self, body: SessionRequestBody) -> str:
@@ -640,11 +782,13 @@ class SessionBroker(TaskOwner):
         backend = self._backend
         if backend is not None and session_id not in self._slots and session_id not in self._gone:
             # Another replica's session, served from the shared log.
-            grant = await backend.lookup(session_id)
-            await decide(self._authorize, Access(Action.READ, request, session_id, None, grant))
-            return shared_stream_response(session_id, await backend.open_replay(session_id, start))
+            shared = await backend.lookup(session_id)
+            access = Access(Action.READ, request, session_id, None, shared.grant)
+            await decide(self._authorize, access)
+            body = await backend.open_replay(session_id, start)
+            return shared_stream_response(session_id, body, shared.resume_headers)
         slot = await self._authorized(Action.READ, session_id, request)
-        return stream_response(slot.stream, start)
+        return stream_response(slot.stream, start, slot.resume_headers)
 
     def _store_factory(
         self, session_id: str, encrypted: bool, hello: str | None, grant: Grant | None
@@ -680,13 +824,44 @@ class SessionBroker(TaskOwner):
         """``GET /sessions``: ``{"sessions": [...], "total": n}``, each as :meth:`session_info`.
 
         Oldest first; finished sessions are listed until they are dropped.
+        The hook is asked for the list, then for the info of each session:
+        the list holds those the caller may see.
 
         Raises:
-            BrokerError: the hook's refusal (asked once, for the whole list).
+            BrokerError: the hook's refusal of the list.
         """
         await decide(self._authorize, Access(Action.LIST, request))
-        sessions = [session_info_json(slot.stream) for slot in self._slots.values()]
+        sessions = []
+        for session_id, slot in list(self._slots.items()):
+            # Each is shown only to a caller the hook lets see its info.
+            try:
+                await decide(
+                    self._authorize,
+                    Access(Action.INFO, request, session_id, slot.stream, slot.grant),
+                )
+            except BrokerError:
+                continue
+            sessions.append(session_info_json(slot.stream))
         return {"sessions": sessions, "total": len(sessions)}
+
+
+def _address(request: HttpRequest | None) -> str | None:
+    """The client's address (Starlette's ``request.client``) as an identity.
+
+    An IPv6 client is its /64: one host commonly holds the whole prefix.
+    """
+    host = getattr(getattr(request, "client", None), "host", None)
+    if not isinstance(host, str):
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"address {host}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"address {address.ipv4_mapped}"
+        return f"address {ipaddress.ip_network(f'{host}/64', strict=False)}"
+    return f"address {address}"
 
 
 def _retry_after(seconds: float) -> dict[str, str]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .._options import check_number
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL_MS
 from .log import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS
+from .responses import DEFAULT_SEND_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +26,15 @@ class BrokerConfig:
             log may grow to), a finished one as the bytes it holds. A new
             session that would take the total past it is refused (503
             ``MEMORY_BUDGET_EXCEEDED``, with ``Retry-After``).
-        max_sessions_per_identity: running sessions one identity (the
-            ``identity`` of the authorization hook's
-            :class:`~enclave_stream.producer.access.Grant`) may hold; more
-            is 429 ``TOO_MANY_SESSIONS_FOR_IDENTITY``. None: no limit.
+        max_sessions_per_identity: sessions one identity may hold, running
+            or finished. The identity is the authorization hook's
+            :class:`~enclave_stream.producer.access.Grant` ``identity``, else
+            the client's address (behind a proxy, give one in the hook). At
+            the limit, its own oldest finished session is dropped (its
+            readers get 410), never another's; with all of them running, a
+            new one is 429 ``TOO_MANY_SESSIONS_FOR_IDENTITY``. None: no
+            limit. The default keeps one client from taking more than an
+            eighth of ``max_total_bytes`` at the default ``max_bytes``.
         retention_seconds: how long a finished session stays resumable;
             after it, its readers get 410 ``SESSION_GONE``.
         client_session_ids: accept a ``sessionId`` chosen by the client
@@ -54,7 +60,9 @@ class BrokerConfig:
         shutdown_timeout_seconds: on :meth:`SessionBroker.shutdown`, how
             long the producers it cancelled have to end before their
             streams get the shutdown ``final`` anyway; the response bodies
-            of clients that keep reading end with it.
+            of clients that keep reading end with it. A response still
+            being sent as long again later (a client that takes no bytes)
+            is cut, so the server can stop.
 
     >>> BrokerConfig(max_sessions=10, retention_seconds=30).heartbeat_interval_ms
     15000
@@ -62,7 +70,7 @@ class BrokerConfig:
 
     max_sessions: int = 1000
     max_total_bytes: int = 1024 * 1024 * 1024
-    max_sessions_per_identity: int | None = None
+    max_sessions_per_identity: int | None = 8
     retention_seconds: float = 300.0
     client_session_ids: bool = False
     heartbeat_interval_ms: float | None = DEFAULT_HEARTBEAT_INTERVAL_MS
@@ -72,7 +80,7 @@ class BrokerConfig:
     max_events: int = DEFAULT_MAX_EVENTS
     max_bytes: int = DEFAULT_MAX_BYTES
     max_request_bytes: int = 1024 * 1024
-    send_timeout_seconds: float | None = 60.0
+    send_timeout_seconds: float | None = DEFAULT_SEND_TIMEOUT_SECONDS
     shutdown_timeout_seconds: float = 3.0
 
     def __post_init__(self) -> None:

@@ -49,6 +49,10 @@ EventEncodeFunction = Callable[[StreamEvent], bytes]
 # (and no fewer than the entries held): amortized O(1) per eviction.
 _COMPACT_AFTER: Final = 4096
 
+# What a cut connection may have lost after the server sent it: the
+# kernels' socket buffers on both ends and a proxy's, generously.
+_IN_FLIGHT_BYTES: Final = 4 * 1024 * 1024
+
 
 class LogEntry(NamedTuple):
     """One stored event: its number, the event, and the bytes sent for it.
@@ -166,8 +170,11 @@ class EventLog:
     ``max_events`` too. ``max_bytes`` is then the budget: an append that
     cannot fit without dropping one raises
     :class:`~enclave_stream.errors.LogFullError` (a ``final`` is always
-    stored). Attached readers also give producers backpressure:
-    :attr:`lag` and :meth:`wait_lag`.
+    stored). When a holder ends (its client may not have what was sent
+    last: a cut is learned late), what it did not send and the last 4 MiB it
+    sent stay for that client's resume, within ``max_bytes`` only: past it,
+    the oldest are dropped again and the producer goes on. Attached readers also give
+    producers backpressure: :attr:`lag` and :meth:`wait_lag`.
 
     >>> from enclave_stream import StdoutEvent
     >>> from enclave_stream.events import StdoutPayload
@@ -206,6 +213,7 @@ class EventLog:
         "_max_events",
         "_next_seq",
         "_readers",
+        "_resume_from",
         "_waiting",
     )
 
@@ -233,6 +241,8 @@ class EventLog:
         # nothing behind in the log.
         self._readers: weakref.WeakSet[LogReader] = weakref.WeakSet()
         self._holders: weakref.WeakSet[LogReader] = weakref.WeakSet()
+        # Where a holder that went away early stopped: kept for its resume.
+        self._resume_from: int | None = None
         self._drained: anyio.Event | None = None  # made by the first wait_lag
 
     # --- state ----------------------------------------------------------------
@@ -251,6 +261,11 @@ class EventLog:
     def finished(self) -> bool:
         """True once ``final`` was appended or :meth:`close` was called."""
         return self._finished
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes of lines it holds (the newest line is kept, however large)."""
+        return self._max_bytes
 
     @property
     def size_bytes(self) -> int:
@@ -290,7 +305,7 @@ class EventLog:
             event = msgspec.structs.replace(event, seq=seq)
         line = self._encode(event) + b"\n"
         final = type(event) is FinalEvent
-        if self._holders:
+        if self._holders or self._resume_from is not None:
             self._make_room(event.session_id, len(line), final)
         entry = LogEntry(seq, event, line)
         entries = self._entries
@@ -314,6 +329,13 @@ class EventLog:
         self._evict(keep_from, reserve=size)
         if final or self._bytes + size <= self._max_bytes or keep_from >= self._next_seq:
             return
+        if self._resume_from is not None:
+            # What a holder that went away did not send is kept within the
+            # budget only: past it, those events go (its resume gets 410),
+            # and the producer goes on.
+            self._resume_from = None
+            self._make_room(session_id, size, final)
+            return
         raise LogFullError(
             session_id,
             held_bytes=self._bytes,
@@ -323,14 +345,17 @@ class EventLog:
 
     def _keep_from(self) -> int:
         """The oldest seq a holding reader has not sent (``next_seq``: none)."""
-        return min((reader.next_seq for reader in self._holders), default=self._next_seq)
+        held = min((reader.next_seq for reader in self._holders), default=self._next_seq)
+        resume_from = self._resume_from
+        return held if resume_from is None else min(held, resume_from)
 
     def _evict(self, keep_from: int | None = None, *, reserve: int = 0) -> None:
         # Drop the oldest entries while over a bound, counting a line of
         # ``reserve`` bytes about to be appended; never the newest entry,
         # nor one a holder has not sent.
         if keep_from is None:
-            keep_from = self._keep_from() if self._holders else self._next_seq
+            held = self._holders or self._resume_from is not None
+            keep_from = self._keep_from() if held else self._next_seq
         entries = self._entries
         head = self._head
         coming = 1 if reserve else 0
@@ -433,7 +458,7 @@ class EventLog:
             self._holders.add(reader)
 
     def detach(self, reader: LogReader) -> None:
-        """Forget ``reader``: what it held is dropped to the bounds now (idempotent).
+        """Forget ``reader`` (idempotent); a holder's events stay (see the class).
 
         A holder that goes away without detaching (garbage) holds nothing
         either; what it held is dropped at the next append.
@@ -441,11 +466,31 @@ class EventLog:
         self._readers.discard(reader)
         if reader in self._holders:
             self._holders.discard(reader)
+            # A server learns of a cut connection late, after it has sent
+            # into it what the network then lost: whatever its end, what it
+            # did not send and what may have been in flight stay for its
+            # client's resume (within max_bytes).
+            keep = self._in_flight_from(reader.next_seq)
+            self._resume_from = keep if self._resume_from is None else min(keep, self._resume_from)
             self._evict()
         drained = self._drained
         if drained is not None:
             self._drained = None
             drained.set()
+
+    def _in_flight_from(self, next_seq: int) -> int:
+        """The oldest seq of the held lines before ``next_seq`` that fit in the in-flight window."""
+        entries = self._entries
+        index = self._head + max(0, min(next_seq, self._next_seq) - self._first_seq)
+        total = 0
+        while index > self._head:
+            entry = entries[index - 1]
+            assert entry is not None
+            total += len(entry.line)
+            if total > _IN_FLIGHT_BYTES:
+                break
+            index -= 1
+        return self._first_seq + (index - self._head)
 
     @property
     def lag(self) -> int:
@@ -547,6 +592,6 @@ class NdjsonBody:
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        """End the body early: the store may drop what it has not sent."""
+        """End the body early: it stops counting as a reader of the store."""
         self._closed = True
         self._store.detach(self)

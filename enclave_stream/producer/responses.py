@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-__all__ = ["StreamResponse", "session_info_json", "shared_stream_response", "stream_response"]
+__all__ = [
+    "DEFAULT_SEND_TIMEOUT_SECONDS",
+    "StreamResponse",
+    "session_info_json",
+    "shared_stream_response",
+    "stream_response",
+]
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from ..errors import BrokerError, ReplayUnavailableError
 from ..protocol import SESSION_ID_HEADER
 from .shared import StreamBody
 from .stream import EventStream
+
+DEFAULT_SEND_TIMEOUT_SECONDS: Final = 30.0
+"""How long a stream response waits for its reader to take bytes before dropping it.
+
+Shorter than a producer's default ``drain()`` timeout, so that a frozen
+reader stops counting before a producer waiting on it gives up.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,9 +33,9 @@ class StreamResponse:
     """A session's NDJSON stream response: the stream, its body, every header but the media type.
 
     The headers are ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``
-    and ``X-Session-ID``; for a session
-    just created encrypted, also :data:`SERVER_HELLO_HEADER`. ``stream`` is
-    None for a session served from a log shared with other replicas
+    and ``X-Session-ID``; for an encrypted session ``POST /sessions`` created,
+    also :data:`SERVER_HELLO_HEADER` (on its resumes too). ``stream`` is None
+    for a session served from a log shared with other replicas
     (:mod:`.shared`), held by another.
     """
 
@@ -36,9 +49,11 @@ class StreamResponse:
         return self.headers[SESSION_ID_HEADER]
 
 
-def shared_stream_response(session_id: str, body: StreamBody) -> StreamResponse:
+def shared_stream_response(
+    session_id: str, body: StreamBody, headers: Mapping[str, str] | None = None
+) -> StreamResponse:
     """The response for ``body``, a session served from a shared log (no local stream)."""
-    return StreamResponse(None, body, _headers(session_id))
+    return StreamResponse(None, body, _headers(session_id, headers))
 
 
 def _headers(session_id: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -6,9 +6,10 @@ a replica asked for a session it does not hold serves it from there.
 
 from __future__ import annotations
 
-__all__ = ["SessionBackend", "StreamBody"]
+__all__ = ["SessionBackend", "SharedSession", "StreamBody"]
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
@@ -31,6 +32,20 @@ class StreamBody(Protocol):
     async def aclose(self) -> None:
         """Stop early (idempotent)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class SharedSession:
+    """What a replica that does not hold a session needs to serve it.
+
+    Attributes:
+        grant: what the authorization hook granted its creator.
+        resume_headers: headers of its stream responses (the ServerHello
+            of an encrypted session).
+    """
+
+    grant: Grant
+    resume_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class SessionBackend(Protocol):
@@ -60,8 +75,8 @@ class SessionBackend(Protocol):
         """The store of a session this replica creates (``EventStream(store_factory=...)``)."""
         ...
 
-    async def lookup(self, session_id: str) -> Grant:
-        """The grant of its creator, for the authorization hook.
+    async def lookup(self, session_id: str) -> SharedSession:
+        """The session as another replica serves it (its creator's grant, for the hook).
 
         Raises:
             BrokerError: 404 unknown, 410 ended for good, 503 retry later.

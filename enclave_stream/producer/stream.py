@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["CANCELLED", "DEFAULT_MAX_LAG", "SHUTDOWN", "EventStream", "Now", "iso_timestamp"]
+__all__ = [
+    "CANCELLED",
+    "DEFAULT_DRAIN_TIMEOUT",
+    "DEFAULT_MAX_LAG",
+    "SHUTDOWN",
+    "EventStream",
+    "Now",
+    "iso_timestamp",
+]
 
 import contextlib
 import time
@@ -108,7 +116,9 @@ _CANCELLED_CODES: Final = frozenset({CANCELLED.code, SHUTDOWN.code})
 DEFAULT_MAX_LAG: Final = 1000
 """How many events :meth:`EventStream.drain` lets the slowest reader be behind by default."""
 
-DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+# Longer than a response's default send timeout (30 s): a frozen reader is
+# dropped, and stops counting, before a producer waiting on it gives up.
+DEFAULT_DRAIN_TIMEOUT: Final = 60.0
 
 
 class EventStream(TaskOwner, once=True):
@@ -207,7 +217,8 @@ class EventStream(TaskOwner, once=True):
         self._session = session
         interval = 0 if heartbeat_interval_ms is None else heartbeat_interval_ms
         check_number("heartbeat_interval_ms", interval)
-        self._interval_s = interval / 1000 if interval else None  # 0 or None: no heartbeats
+        self._interval_ms = interval or None  # 0 or None: no heartbeats
+        self._interval_s = interval / 1000 if interval else None
         self._now: Now = _utc_now if now is None else now
         self._started_at = self._now()
         encode: EventEncodeFunction | None = None if session is None else session.seal_line
@@ -252,6 +263,11 @@ class EventStream(TaskOwner, once=True):
     def store(self) -> EventStore:
         """The replay log (an :class:`EventLog` unless ``store_factory`` made another)."""
         return self._log
+
+    @property
+    def heartbeat_interval_ms(self) -> float | None:
+        """The time between two ``heartbeat`` events (None: it sends none)."""
+        return self._interval_ms
 
     @property
     def finished(self) -> bool:

@@ -19,6 +19,7 @@ __all__ = [
     "ConnectorError",
     "DisconnectedEvent",
     "EncryptingConnector",
+    "EncryptionNotAcceptedError",
     "EnvelopeOpener",
     "EventBuffer",
     "FailedEvent",
@@ -40,6 +41,7 @@ __all__ = [
     "SequenceGapError",
     "SequenceTracker",
     "SessionMismatchError",
+    "SessionStartLostError",
     "StateChangeEvent",
     "StreamFailedError",
     "compute_backoff_ms",
@@ -53,12 +55,14 @@ __all__ = [
 
 from ..errors import (
     ConnectorError,
+    EncryptionNotAcceptedError,
     FatalConnectError,
     LineTooLongError,
     ReconnectionConfigError,
     RetryableConnectError,
     SequenceGapError,
     SessionMismatchError,
+    SessionStartLostError,
     StreamFailedError,
 )
 from .client import (
@@ -100,19 +104,23 @@ if TYPE_CHECKING:
     from .aiohttp import aiohttp_connector as aiohttp_connector
     from .http import BrokerConnector as BrokerConnector
     from .http import NdjsonSource as NdjsonSource
+    from .http import SessionConnector as SessionConnector
     from .http import aconnect_ndjson as aconnect_ndjson
     from .http import broker_connector as broker_connector
     from .http import httpx_connector as httpx_connector
     from .http import httpx_sync_connector as httpx_sync_connector
+    from .http import session_connector as session_connector
 
 
 _NEEDS_HTTPX = (
     "BrokerConnector",
     "NdjsonSource",
+    "SessionConnector",
     "aconnect_ndjson",
     "broker_connector",
     "httpx_connector",
     "httpx_sync_connector",
+    "session_connector",
 )
 
 

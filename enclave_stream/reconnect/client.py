@@ -430,6 +430,11 @@ class ResumableEventStream(TaskOwner, once=True):
         from_seq: start from a saved position: the first connection asks
             for ``from_seq`` (a process that restarts passes the
             ``last_seq + 1`` it saved); None: from the start.
+        on_retry: called as ``on_retry(attempt, delay_seconds, error)``
+            each time a retry is scheduled, with the error that ended the
+            connection (a ``RetryableConnectError`` saying why when nothing
+            was raised: the stream ended before ``final``, a heartbeat
+            timeout).
 
     Raises (from the loop, after the events received before):
         StreamFailedError: the stream gave up (retries exhausted, a fatal
@@ -462,6 +467,7 @@ class ResumableEventStream(TaskOwner, once=True):
         on_error: ErrorHandler | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         from_seq: int | None = None,
+        on_retry: Callable[[int, float, Exception], object] | None = None,
     ) -> None:
         # None means no limit.
         if heartbeat_timeout_ms is not None:
@@ -489,6 +495,7 @@ class ResumableEventStream(TaskOwner, once=True):
             on_state=on_state,
             on_event=on_event,
             from_seq=from_seq,
+            on_retry=on_retry,
         )
         self._send, self._receive = anyio.create_memory_object_stream[list[StreamEvent]](
             _BUFFERED_BATCHES

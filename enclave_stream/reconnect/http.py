@@ -11,14 +11,23 @@ __all__ = [
     "BrokerConnector",
     "ConnectionRecord",
     "NdjsonSource",
+    "SessionConnector",
     "aconnect_ndjson",
     "broker_connector",
     "httpx_connector",
     "httpx_sync_connector",
+    "session_connector",
 ]
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    aclosing,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
@@ -29,11 +38,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 import msgspec
 
 from .._options import check_number
-from ..codec import encode_message
 from ..crypto.handshake import ClientHandshake
 from ..crypto.session import EncryptedSession
 from ..crypto.signing import ServerPublicKey
-from ..errors import EncryptionError, FatalConnectError, RetryableConnectError
+from ..errors import (
+    EncryptionError,
+    EncryptionNotAcceptedError,
+    FatalConnectError,
+    RetryableConnectError,
+    SessionStartLostError,
+)
 from ..events import EncryptedEnvelope, ParsedEvent, StreamEvent
 from ..ndjson import DEFAULT_MAX_LINE_BYTES, ErrorHandler
 from ..protocol import (
@@ -42,12 +56,15 @@ from ..protocol import (
     RESUME_PARAM,
     SERVER_HELLO_HEADER,
     SESSION_ID_HEADER,
+    generate_session_id,
     is_session_id,
 )
 from ..streams import aclose_source, parse_ndjson_stream
 from .client import Connector
 from .responses import ERROR_BODY_LIMIT, refusal, stream_problem
 from .sync import SyncConnector
+
+logger = logging.getLogger("enclave_stream")
 
 
 def httpx_connector(
@@ -276,98 +293,103 @@ def _first_bytes(chunks: Iterator[bytes]) -> bytes:
 
 
 class ConnectionRecord(NamedTuple):
-    """One connection a :class:`BrokerConnector` made: ``("POST", None)`` or ``("GET", 42)``."""
+    """One connection a :class:`SessionConnector` made: ``("POST", None)`` or ``("GET", 42)``."""
 
     method: str
     from_seq: int | None
 
 
-class BrokerConnector:
-    """A connector that starts a session on the broker at ``base_url`` and follows it.
+_SESSION_ID_PLACEHOLDER = "{session_id}"
 
-    :func:`broker_connector` is another name for this class.
 
-    The first connection sends ``POST {base_url}/sessions`` with the body
-    ``{"protocolVersion": 2, "code": code, "encryption": ...}``; every later
-    one (once the response named the session) sends ``GET
-    {base_url}/sessions/{id}/stream?fromSeq=N`` through
-    :func:`~enclave_stream.reconnect.http.httpx_connector`, which classifies
-    the failures. A ``POST`` that fails before the response names the
-    session is retried as a ``POST`` (the broker may then hold an orphan
-    session, which it retires like any other).
+class SessionConnector:
+    """A connector that starts a session with one request, then follows it with another.
 
-    For example, pinning the server's key::
+    :func:`session_connector` is another name for this class. For your own
+    routes: the first connection sends ``method start_url`` (with
+    ``request_kwargs``: ``json=``, ``content=``, ...) and takes the session's
+    id from the response's ``X-Session-ID`` header; every later one sends
+    ``GET resume_url?fromSeq=N``, where ``{session_id}`` in ``resume_url``
+    stands for the id. Failures are classified as
+    :func:`httpx_connector` classifies them.
 
-        async with httpx.AsyncClient() as client:
-            connect = broker_connector(client, broker, code=source, signing_public_key=pem)
-            async with open_event_stream(connect, session=connect) as events:
-                async for event in events:  # decrypted, each once, to `final`
-                    ...
+    With a ``handshake``, the session is encrypted, and the connector is the
+    stream's session too: the handshake completes from the first response's
+    ``X-Enclave-Server-Hello`` header, before any envelope needs opening, so
+    ``open_event_stream(connect)`` decrypts without a ``session=``::
+
+        handshake = ClientHandshake()
+        connect = session_connector(
+            http, f"{api}/secret", f"{api}/jobs/{{session_id}}",
+            handshake=handshake, json=handshake.client_hello.to_dict(),
+        )
+        async with open_event_stream(connect) as events:
+            async for event in events:  # decrypted, each once, to `final`
+                ...
+
+    The start request runs the session's code, so it is never sent twice
+    once it may have reached the server: if its response is lost before its
+    headers (a cut, a timeout), the stream fails with
+    :class:`~enclave_stream.errors.SessionStartLostError` (its code may be
+    running; the server chose the id, so there is nothing to follow). Only
+    a request that never left (the connection could not be made) and a
+    429/5xx answer are retried. A response that names the session but has
+    no ServerHello when one was asked for fails with
+    :class:`~enclave_stream.errors.EncryptionNotAcceptedError`, after the
+    session is cancelled with ``POST cancel_url`` when given.
 
     Args:
-        client: the HTTP client (its timeouts apply, but the read timeout:
-            silence is the stream's heartbeat timeout to judge).
-        base_url: where the broker's routes are (``{base_url}/sessions``).
-        code: the code the session runs.
-        encrypt: make the session end-to-end encrypted: the request carries a
-            ClientHello (``encryption.mode`` ``required``) and the handshake
-            completes from the response's ``X-Enclave-Server-Hello``; a
-            response without it, or a ServerHello that does not check out,
-            is a fatal error.
-        signing_public_key: the server's static signing key to pin (key
-            object, 65-byte point, its base64, or PEM): a ServerHello without
-            a valid signature by it is refused (``encrypt`` only).
-        handshake: a ready :class:`~enclave_stream.ClientHandshake` to use
-            instead of a new one (``encrypt`` only; then leave
-            ``signing_public_key`` out).
-        request: more fields of the request body (``limits``, ``sessionId``, ...).
-        headers: headers for every request (``Authorization``, ...).
+        client: the HTTP client (its timeouts apply, but the read timeout).
+        start_url: the route that starts a session and streams it.
+        resume_url: the route that streams it from ``?fromSeq=N``;
+            ``{session_id}`` is replaced by the id (URL-quoted).
+        method: the start request's method.
+        handshake: a :class:`~enclave_stream.ClientHandshake` whose
+            ClientHello the start request carries (put it in the body with
+            ``handshake.client_hello.to_dict()``): the session is encrypted.
+        cancel_url: ``POST`` here (``{session_id}`` replaced) cancels a
+            session; used when it started unencrypted against ``handshake``.
+        headers: headers for every request.
+        request_kwargs: more options of the start request, for ``client.stream``.
 
     Attributes:
-        session_id: the session's id, once the ``POST`` response named it.
+        session_id: the session's id, once known.
         session: the client's :class:`~enclave_stream.EncryptedSession`,
             once the handshake completed (None for a plaintext session).
         connections: every connection made, oldest first.
         bytes_received: the response body bytes received, over all connections.
-
-    Raises:
-        ValueError: contradictory arguments.
     """
 
     def __init__(
         self,
         client: httpx.AsyncClient,
-        base_url: str | httpx.URL,
+        start_url: str | httpx.URL,
+        resume_url: str,
         *,
-        code: str,
-        encrypt: bool = True,
-        signing_public_key: ServerPublicKey | None = None,
+        method: str = "POST",
         handshake: ClientHandshake | None = None,
-        request: Mapping[str, Any] | None = None,
+        cancel_url: str | None = None,
         headers: Mapping[str, str] | None = None,
+        **request_kwargs: Any,
     ) -> None:
-        if not encrypt and (signing_public_key is not None or handshake is not None):
-            raise ValueError("signing_public_key and handshake need encrypt=True")
-        if handshake is not None and signing_public_key is not None:
-            raise ValueError(
-                "give either a handshake or a signing_public_key for a new one, not both"
-            )
-        if encrypt and handshake is None:
-            handshake = ClientHandshake(server_public_key=signing_public_key)
-        body: dict[str, Any] = {
-            "protocolVersion": PROTOCOL_VERSION,
-            **(request or {}),
-            "code": code,
-        }
-        if handshake is not None:
-            hello = msgspec.json.decode(encode_message(handshake.client_hello))
-            body["encryption"] = {"mode": "required", "clientHello": hello}
+        if _SESSION_ID_PLACEHOLDER not in resume_url:
+            raise ValueError(f"resume_url must hold {_SESSION_ID_PLACEHOLDER}: {resume_url!r}")
         self._client = client
-        self._base = str(base_url).rstrip("/")
-        self._body = body
+        self._start_url = str(start_url)
+        self._start_method = method
+        self._resume_url = resume_url
+        self._cancel_url = cancel_url
         self._handshake = handshake
         self._headers = httpx.Headers(headers)
+        self._request_kwargs = request_kwargs
         self._resume: Connector | None = None
+        # The client chose the id: a start whose answer was lost can be
+        # looked for with a GET instead of being sent again.
+        self._own_id = False
+        # A start request may have reached the server without its answer
+        # reaching us (client-chosen ids only: otherwise that is fatal).
+        self._start_unsure = False
+        self._started = False  # a response named the session (and completed its handshake)
         self.session_id: str | None = None
         self.session: EncryptedSession | None = None
         self.connections: list[ConnectionRecord] = []
@@ -392,28 +414,148 @@ class BrokerConnector:
         return session.open(envelope)
 
     def __call__(self, from_seq: int | None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Open one connection: ``POST`` until the session is named, then ``GET ?fromSeq=N``."""
-        if self.session_id is None:
-            return self._counted(self._start(from_seq))
+        """Open one connection: start the session until a response names it, then resume it."""
+        if not self._started:
+            return self._counted(self._first())
         self.connections.append(ConnectionRecord("GET", from_seq))
+        return self._counted(self._resumer()(from_seq))  # type: ignore[arg-type]
+
+    def _resumer(self) -> Connector:
         if self._resume is None:
-            session = quote(self.session_id, safe="")
-            url = f"{self._base}/sessions/{session}/stream"
-            self._resume = httpx_connector(self._client, url, headers=self._headers)
-        return self._counted(self._resume(from_seq))  # type: ignore[arg-type]
+            self._resume = httpx_connector(
+                self._client, self._url(self._resume_url), headers=self._headers
+            )
+        return self._resume
+
+    def _url(self, template: str) -> str:
+        assert self.session_id is not None
+        return template.replace(_SESSION_ID_PLACEHOLDER, quote(self.session_id, safe=""))
 
     @asynccontextmanager
-    async def _start(self, from_seq: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
-        self.connections.append(ConnectionRecord("POST", from_seq))
-        async with _streamed(
-            self._client,
-            "POST",
-            f"{self._base}/sessions",
-            content=msgspec.json.encode(self._body),
-            headers={**self._headers, "Content-Type": "application/json"},
-        ) as response:
-            self._accept(response.headers)
+    async def _first(self) -> AsyncIterator[AsyncIterator[bytes]]:
+        async with AsyncExitStack() as stack:
+            response = await self._establish(stack)
             yield response.aiter_bytes()
+
+    async def _establish(self, stack: AsyncExitStack) -> httpx.Response:
+        """The first response of the session: its start, or (after a lost answer) a resume."""
+        if self._start_unsure:
+            found = await self._look_for_session(stack)
+            if found is not None:
+                return found
+        return await self._start(stack)
+
+    async def _start(self, stack: AsyncExitStack) -> httpx.Response:
+        self.connections.append(ConnectionRecord(self._start_method, None))
+        headers = httpx.Headers(self._headers)
+        headers.update(self._request_kwargs.get("headers") or {})
+        try:
+            response = await stack.enter_async_context(
+                _streamed(
+                    self._client,
+                    self._start_method,
+                    self._start_url,
+                    **{**self._request_kwargs, "headers": headers},
+                )
+            )
+        except RetryableConnectError as exc:
+            if self._own_id:
+                # Even a 5xx may come from a gateway the request went through:
+                # the next connection looks for the session before starting it.
+                self._start_unsure = True
+                raise
+            if exc.status_code is not None:
+                raise  # a 429 or 5xx answer of the server: it started nothing
+            if isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout):
+                raise  # the request never left
+            raise SessionStartLostError(
+                f"the answer to {self._start_method} {self._start_url} was lost after the "
+                f"request was sent ({exc.reason}): the session may be running, and the "
+                "server chose its id, so it is neither followed nor started again",
+            ) from exc
+        await self._accept(response.headers, started=True)
+        return response
+
+    async def _look_for_session(self, stack: AsyncExitStack) -> httpx.Response | None:
+        """The session of a start whose answer was lost, from seq 1; None: there is none."""
+        self.connections.append(ConnectionRecord("GET", None))
+        try:
+            response = await stack.enter_async_context(
+                _streamed(
+                    self._client,
+                    "GET",
+                    self._url(self._resume_url),
+                    headers=self._headers,
+                )
+            )
+        except FatalConnectError as exc:
+            if exc.status_code == 404:
+                return None  # the start never reached the server: start it
+            raise SessionStartLostError(
+                f"the answer that started session {self.session_id} was lost, and following "
+                f"the session was refused ({exc.reason}): it may be running",
+                session_id=self.session_id,
+                status_code=exc.status_code,
+            ) from exc
+        await self._accept(response.headers, started=False)
+        return response
+
+    async def _accept(self, headers: httpx.Headers, *, started: bool) -> None:
+        """Take the session id and complete the handshake from a response's headers.
+
+        ``started``: the response is the start request's (else a resume after
+        the start's answer was lost).
+        """
+        session_id = headers.get(SESSION_ID_HEADER)
+        if session_id is None or not is_session_id(session_id):
+            raise FatalConnectError(
+                f"the server's response has no valid {SESSION_ID_HEADER} header: {session_id!r}"
+            )
+        if self.session_id is not None and session_id != self.session_id:
+            raise FatalConnectError(
+                f"the server answered for session {session_id!r}, not {self.session_id!r}"
+            )
+        self.session_id = session_id
+        handshake = self._handshake
+        if handshake is not None:
+            server_hello = headers.get(SERVER_HELLO_HEADER)
+            if server_hello is None:
+                cancelled = await self._cancel()
+                outcome = "cancelled" if cancelled else "not cancelled"
+                if started:
+                    raise EncryptionNotAcceptedError(
+                        f"the server started session {session_id} without encryption (no "
+                        f"{SERVER_HELLO_HEADER} header): its code may have run; it was {outcome}",
+                        session_id=session_id,
+                        cancelled=cancelled,
+                    )
+                raise SessionStartLostError(
+                    f"the answer that started session {session_id} was lost, and its resume "
+                    f"has no {SERVER_HELLO_HEADER} (the server does not send it again, or did "
+                    f"not encrypt the session): the session cannot be decrypted; it was {outcome}",
+                    session_id=session_id,
+                    cancelled=cancelled,
+                )
+            try:
+                self.session = handshake.complete(server_hello, session_id)
+            except EncryptionError as exc:
+                raise FatalConnectError(f"the handshake failed: {exc.code}: {exc}") from exc
+            except ValueError as exc:
+                raise FatalConnectError(f"the handshake failed: {exc}") from exc
+        self._started = True
+
+    async def _cancel(self) -> bool:
+        """Ask the server to cancel the session; True when it said yes."""
+        if self._cancel_url is None:
+            return False
+        return await self._send_cancel("POST", self._url(self._cancel_url))
+
+    async def _send_cancel(self, method: str, url: str) -> bool:
+        try:
+            response = await self._client.request(method, url, headers=self._headers)
+        except httpx.HTTPError:
+            return False
+        return response.is_success
 
     @asynccontextmanager
     async def _counted(
@@ -426,32 +568,175 @@ class BrokerConnector:
             finally:
                 await body.aclose()
 
-    def _accept(self, headers: httpx.Headers) -> None:
-        """Take the session id and complete the handshake from the ``POST`` response."""
-        session_id = headers.get(SESSION_ID_HEADER)
-        if session_id is None or not is_session_id(session_id):
-            raise FatalConnectError(
-                f"the broker's response has no valid {SESSION_ID_HEADER} header: {session_id!r}"
-            )
-        handshake = self._handshake
-        if handshake is not None:
-            server_hello = headers.get(SERVER_HELLO_HEADER)
-            if server_hello is None:
-                raise FatalConnectError(
-                    f"the broker did not encrypt the session (no {SERVER_HELLO_HEADER} header)"
-                )
-            try:
-                self.session = handshake.complete(server_hello, session_id)
-            except EncryptionError as exc:
-                raise FatalConnectError(f"the handshake failed: {exc.code}: {exc}") from exc
-            except ValueError as exc:
-                raise FatalConnectError(f"the handshake failed: {exc}") from exc
-        self.session_id = session_id
-
     def __repr__(self) -> str:
         return (
-            f"<BrokerConnector {self._base} session={self.session_id} "
+            f"<{type(self).__name__} {self._start_url} session={self.session_id} "
             f"encrypted={self.encrypted} connections={len(self.connections)}>"
+        )
+
+
+class BrokerConnector(SessionConnector):
+    """A connector that starts a session on the broker at ``base_url`` and follows it.
+
+    :func:`broker_connector` is another name for this class.
+
+    The first connection sends ``POST {base_url}/sessions`` with the body
+    ``{"protocolVersion": 2, "sessionId": ..., "code": code, "encryption":
+    ...}``; every later one sends ``GET
+    {base_url}/sessions/{id}/stream?fromSeq=N`` through
+    :func:`~enclave_stream.reconnect.http.httpx_connector`, which classifies
+    the failures.
+
+    The session's code runs once, also when the ``POST``'s answer is lost:
+    the client names the session (``s_<uuid4>``, as the upstream
+    ``EnclaveClient`` does, in ``sessionId``), so a ``POST`` whose response
+    did not arrive is followed with ``GET /sessions/{id}/stream`` rather
+    than sent again; only a 404 there (the ``POST`` never arrived) sends it
+    again, and a 409 to that (it arrived meanwhile) follows it. An
+    encrypted session completes its handshake from the resume's
+    ``X-Enclave-Server-Hello`` then.
+
+    A broker that chooses the ids itself (ours without
+    ``BrokerConfig(client_session_ids=True)``) answers the named ``POST``
+    with 400; the connector then starts the session without a name (that
+    refusal started nothing), and such a session cannot be looked for: a
+    ``POST`` whose answer is lost after it was sent fails the stream with
+    :class:`~enclave_stream.errors.SessionStartLostError` instead of
+    running the code a second time. ``client_session_id=False`` starts that
+    way at once.
+
+    With ``encrypt=True`` the code starts before the client can know whether
+    the broker encrypts (only the ``POST``'s answer says): a broker that
+    answers without a ServerHello has its session cancelled (``DELETE
+    /sessions/{id}``) and the stream fails with
+    :class:`~enclave_stream.errors.EncryptionNotAcceptedError`, which says
+    so.
+
+    For example, pinning the server's key::
+
+        async with httpx.AsyncClient() as client:
+            connect = broker_connector(client, broker, code=source, signing_public_key=pem)
+            async with open_event_stream(connect) as events:
+                async for event in events:  # decrypted, each once, to `final`
+                    ...
+
+    Args:
+        client: the HTTP client (its timeouts apply, but the read timeout:
+            silence is the stream's heartbeat timeout to judge).
+        base_url: where the broker's routes are (``{base_url}/sessions``).
+        code: the code the session runs.
+        encrypt: make the session end-to-end encrypted: the request carries a
+            ClientHello (``encryption.mode`` ``required``) and the handshake
+            completes from the response's ``X-Enclave-Server-Hello``; a
+            ServerHello that does not check out is a fatal error.
+        signing_public_key: the server's static signing key to pin (key
+            object, 65-byte point, its base64, or PEM): a ServerHello without
+            a valid signature by it is refused (``encrypt`` only).
+        handshake: a ready :class:`~enclave_stream.ClientHandshake` to use
+            instead of a new one (``encrypt`` only; then leave
+            ``signing_public_key`` out).
+        request: more fields of the request body (``limits``, ...); a
+            ``sessionId`` there is the client's id (never replaced by the
+            server's: a refusal of it is fatal).
+        headers: headers for every request (``Authorization``, ...).
+        client_session_id: name the session on the client (the default);
+            False lets the broker choose, as said above.
+
+    Attributes:
+        session_id: the session's id (the client's, from the start, or the
+            broker's once the ``POST`` response named it).
+        session: the client's :class:`~enclave_stream.EncryptedSession`,
+            once the handshake completed (None for a plaintext session).
+        connections: every connection made, oldest first.
+        bytes_received: the response body bytes received, over all connections.
+
+    Raises:
+        ValueError: contradictory arguments.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str | httpx.URL,
+        *,
+        code: str,
+        encrypt: bool = True,
+        signing_public_key: ServerPublicKey | None = None,
+        handshake: ClientHandshake | None = None,
+        request: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_session_id: bool = True,
+    ) -> None:
+        if not encrypt and (signing_public_key is not None or handshake is not None):
+            raise ValueError("signing_public_key and handshake need encrypt=True")
+        if handshake is not None and signing_public_key is not None:
+            raise ValueError(
+                "give either a handshake or a signing_public_key for a new one, not both"
+            )
+        if encrypt and handshake is None:
+            handshake = ClientHandshake(server_public_key=signing_public_key)
+        base = str(base_url).rstrip("/")
+        super().__init__(
+            client,
+            f"{base}/sessions",
+            f"{base}/sessions/{_SESSION_ID_PLACEHOLDER}/stream",
+            handshake=handshake,
+            headers=headers,
+        )
+        self._base = base
+        body: dict[str, Any] = {"protocolVersion": PROTOCOL_VERSION, **(request or {})}
+        chosen = body.get("sessionId")
+        if chosen is None and client_session_id:
+            body["sessionId"] = chosen = generate_session_id()
+            self._may_fall_back = True  # a broker that refuses it gets no id instead
+        else:
+            self._may_fall_back = False
+        if chosen is not None:
+            self.session_id = str(chosen)
+            self._own_id = True
+        body["code"] = code
+        if handshake is not None:
+            body["encryption"] = {
+                "mode": "required",
+                "clientHello": handshake.client_hello.to_dict(),
+            }
+        self._body = body
+        self._set_body()
+
+    def _set_body(self) -> None:
+        self._request_kwargs = {
+            "content": msgspec.json.encode(self._body),
+            "headers": {"Content-Type": "application/json"},
+        }
+
+    async def _start(self, stack: AsyncExitStack) -> httpx.Response:
+        try:
+            return await super()._start(stack)
+        except FatalConnectError as exc:
+            if self._own_id and exc.status_code == 409:
+                # The POST arrived after all (the GET before it was too early).
+                found = await self._look_for_session(stack)
+                if found is None:
+                    raise RetryableConnectError(
+                        f"session {self.session_id} exists (409) but is not found (404)"
+                    ) from exc
+                return found
+            if self._may_fall_back and exc.status_code == 400 and "sessionId" in exc.reason:
+                # This broker chooses the ids; the refusal started nothing.
+                logger.info(
+                    "the broker refuses client session ids; it chooses this one: "
+                    "a lost POST answer cannot be recovered"
+                )
+                self._may_fall_back = self._own_id = False
+                self.session_id = None
+                del self._body["sessionId"]
+                self._set_body()
+                return await super()._start(stack)
+            raise
+
+    async def _cancel(self) -> bool:
+        return await self._send_cancel(
+            "DELETE", f"{self._base}/sessions/{quote(self.session_id or '', safe='')}"
         )
 
 
@@ -460,7 +745,7 @@ class _CountingBody:
 
     __slots__ = ("_inner", "_owner")
 
-    def __init__(self, inner: AsyncIterator[bytes], owner: BrokerConnector) -> None:
+    def __init__(self, inner: AsyncIterator[bytes], owner: SessionConnector) -> None:
         self._inner = inner
         self._owner = owner
 
@@ -478,3 +763,6 @@ class _CountingBody:
 
 broker_connector = BrokerConnector
 """``broker_connector(client, base_url, code=...)`` is ``BrokerConnector(...)`` of the same."""
+
+session_connector = SessionConnector
+"""``session_connector(client, start_url, resume_url, ...)`` is ``SessionConnector(...)``."""

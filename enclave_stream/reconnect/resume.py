@@ -36,6 +36,7 @@ from ..errors import (
     FailureKind,
     LineError,
     LineTooLongError,
+    RetryableConnectError,
     SequenceGapError,
     SessionMismatchError,
     StreamFailedError,
@@ -356,6 +357,10 @@ class ResumeCore:
         from_seq: the first seq wanted, for a process that saved where it
             got to (``last_seq + 1``); events below it are dropped as
             already delivered. None (or 0): from the start.
+        on_retry: called as ``on_retry(attempt, delay_seconds, error)`` when
+            :meth:`disconnected` schedules a retry; ``error`` is what ended
+            the connection (a :class:`RetryableConnectError` with the reason
+            when nothing was raised: a stream that ended, a heartbeat timeout).
     """
 
     def __init__(
@@ -369,9 +374,11 @@ class ResumeCore:
         on_event: Callable[[ReconnectionEvent], object] | None = None,
         random: Callable[[], float] = _random.random,
         from_seq: int | None = None,
+        on_retry: Callable[[int, float, Exception], object] | None = None,
     ) -> None:
         self._on_state = on_state
         self._on_event = on_event
+        self._on_retry = on_retry
         self._resume_from: int | None = None  # set by retry(): the next delivery resumes
         self.machine = ReconnectionStateMachine(config, self._on_machine_event, random=random)
         self.tracker = SequenceTracker(strict=True)
@@ -526,6 +533,10 @@ class ResumeCore:
             "unlimited" if retries is None else retries,
             reconnect.reason,
         )
+        if self._on_retry is not None:
+            cause = reconnect.cause
+            error = RetryableConnectError(reconnect.reason) if cause is None else cause
+            self._on_retry(pending.attempt, pending.delay_seconds, error)
         return pending.delay_seconds
 
     def retry(self) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 __all__ = ["SyncConnector", "follow_event_stream"]
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import TypeAlias
 
+from .._options import check_number
 from ..errors import LineError
 from ..events import EncryptedEnvelope, StreamEvent
 from ..ndjson import (
@@ -56,7 +58,10 @@ def follow_event_stream(
     on_error: ErrorHandler | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     from_seq: int | None = None,
+    on_retry: Callable[[int, float, Exception], object] | None = None,
+    deadline_ms: float | None = None,
     sleep: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[StreamEvent]:
     """Yield every event of a stream once, in order, to ``final``, reconnecting as needed.
 
@@ -65,6 +70,11 @@ def follow_event_stream(
     with ``sleep``. Closing the iterator (``break`` out of a ``for`` loop
     closes it when it is collected; ``contextlib.closing`` does it at once)
     closes the connection.
+
+    ``deadline_ms`` bounds the whole stream, by ``clock`` (seconds): it is
+    checked as each chunk arrives and before each retry (a retry that would
+    start past it is not waited for), so a read that blocks overruns it by
+    at most the connector's read timeout.
 
     Raises:
         StreamFailedError: the stream gave up (retries exhausted, a fatal
@@ -79,20 +89,34 @@ def follow_event_stream(
         on_state=on_state,
         on_event=on_event,
         from_seq=from_seq,
+        on_retry=on_retry,
     )
+    deadline = math.inf
+    if deadline_ms is not None:
+        deadline = clock() + check_number("deadline_ms", deadline_ms, positive=True) / 1000
+    late = f"the deadline of {deadline_ms:g} ms passed" if deadline_ms is not None else ""
+
+    def late_by() -> GiveUp | None:
+        return core.give_up(late) if clock() >= deadline else None
+
     outcome: Finished | GiveUp = FINISHED
     try:
         core.connect()
         while True:
             ended: list[Outcome] = []
-            yield from _connection(connect, core, session, on_error, retry_if, ended)
+            yield from _connection(connect, core, session, on_error, retry_if, ended, late_by)
             result = ended[0]
+            if isinstance(result, Reconnect) and clock() >= deadline:
+                result = core.give_up(late, result.cause)
             if not isinstance(result, Reconnect):
                 outcome = result
                 break
             delay = core.disconnected(result)
             if isinstance(delay, GiveUp):
                 outcome = delay
+                break
+            if clock() + delay >= deadline:
+                outcome = core.give_up(late, result.cause)
                 break
             sleep(delay)
             core.retry()
@@ -109,6 +133,7 @@ def _connection(
     on_error: ErrorHandler | None,
     retry_if: Callable[[Exception], bool] | None,
     ended: list[Outcome],
+    late_by: Callable[[], GiveUp | None],
 ) -> Iterator[StreamEvent]:
     """Read one connection to its end, yielding its new events; its outcome goes to ``ended``."""
     core.connection_opened()
@@ -116,6 +141,10 @@ def _connection(
     try:
         with connect(core.next_seq) as chunks:
             for chunk in chunks:
+                overdue = late_by()
+                if overdue is not None:
+                    ended.append(overdue)
+                    return
                 found = parser.feed(chunk)
                 if found:
                     yield from _pass_on(found, found.line_numbers(), core, session, on_error, ended)

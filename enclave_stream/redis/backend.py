@@ -19,6 +19,8 @@ from .._lifetime import TaskOwner, owned_task_group
 from .._options import check_number
 from ..producer.access import Grant
 from ..producer.log import EventEncodeFunction, EventStore
+from ..producer.shared import SharedSession
+from ..protocol import SERVER_HELLO_HEADER
 from .keys import DEFAULT_PREFIX, SessionKeys
 from .limits import RedisLimits
 from .reader import (
@@ -209,14 +211,15 @@ class RedisBackend(TaskOwner):
         finally:
             self._flushers.discard(store)
 
-    async def lookup(self, session_id: str) -> Grant:
-        """What the creator of ``session_id`` was granted, once the session is servable here.
+    async def lookup(self, session_id: str) -> SharedSession:
+        """``session_id`` as this replica serves it: its creator's grant, its ServerHello.
 
         Raises:
             BrokerError: 404, 410 or 503, as :func:`~.reader.lookup` says.
         """
         status = await lookup(self.client, session_id, prefix=self._prefix, limits=self._limits)
-        return status.grant
+        headers = {SERVER_HELLO_HEADER: status.hello} if status.hello else {}
+        return SharedSession(status.grant, headers)
 
     async def open_replay(
         self, session_id: str, from_seq: int | None = None, *, chunk_bytes: int = 64 * 1024

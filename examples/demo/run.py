@@ -201,7 +201,10 @@ async def run_demo(
     signing_key = generate_signing_key()
     # With --impostor the service signs with a key the client does not know.
     service_key = generate_signing_key() if options.impostor else signing_key
-    config = BrokerConfig(heartbeat_interval_ms=demo.pace.heartbeat_interval_ms)
+    # The client names its session, so that a lost POST answer is followed, not re-sent.
+    config = BrokerConfig(
+        heartbeat_interval_ms=demo.pace.heartbeat_interval_ms, client_session_ids=True
+    )
     app = create_broker_app(demo.runner, config=config, signing_key=service_key)
     cuts = cut_schedule(options, dry_run_bytes(demo.plan, encrypted=options.encrypt))
     started = anyio.current_time()

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -125,13 +126,17 @@ class CuttingProxy:
     """Forwards TCP connections to ``port``; connection ``i`` is cut after ``cuts[i]`` bytes.
 
     The count is of bytes from the server (response head included); a None
-    or a connection past the list is never cut. ``connections`` counts the
+    or a connection past the list is never cut: ``cuts=[0]`` forwards the
+    first request whole and cuts its connection before any byte of the
+    answer. The first ``unsent`` connections are closed as soon as their
+    request starts, none of it forwarded. ``connections`` counts the
     connections accepted.
     """
 
-    def __init__(self, port: int, cuts: list[int | None]) -> None:
+    def __init__(self, port: int, cuts: list[int | None], *, unsent: int = 0) -> None:
         self._port = port
         self._cuts = list(cuts)
+        self._unsent = unsent
         self.connections = 0
         self.cut = 0
         self.url = ""
@@ -161,6 +166,11 @@ class CuttingProxy:
     async def _handle(self, client: SocketStream) -> None:
         index = self.connections
         self.connections += 1
+        if index < self._unsent:
+            async with client:
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    await client.receive()
+            return
         budget = self._cuts[index] if index < len(self._cuts) else None
         gone = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
         async with (

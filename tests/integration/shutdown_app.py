@@ -1,14 +1,18 @@
 """The app that tests/integration/test_shutdown.py runs with ``uvicorn`` in a subprocess.
 
 ``code`` ``"busy"``: a session that never ends on its own (output every
-20 ms); ``"stubborn"``: one that ignores cancellation for 1.5 s.
+20 ms); ``"stubborn"``: one that ignores cancellation for 1.5 s; ``"flood"``:
+one that writes as fast as it can until its log is full, then waits.
 """
 
 from __future__ import annotations
 
-import anyio
+import contextlib
 
-from enclave_stream.producer import BrokerConfig, EventStream, SessionRequest
+import anyio
+import anyio.lowlevel
+
+from enclave_stream.producer import BrokerConfig, EventStream, LogFullError, SessionRequest
 from enclave_stream.starlette import create_broker_app
 
 SHUTDOWN_TIMEOUT_SECONDS = 0.5
@@ -21,6 +25,12 @@ async def endless(stream: EventStream, request: SessionRequest) -> None:
         with anyio.CancelScope(shield=True):
             await anyio.sleep(1.5)
         return
+    if request.code == "flood":
+        with contextlib.suppress(LogFullError):  # the unread response holds max_bytes
+            while True:
+                stream.stdout("x" * 4000)
+                await anyio.lowlevel.checkpoint()
+        await anyio.sleep_forever()
     while True:
         stream.stdout("tick\n")
         await anyio.sleep(0.02)

@@ -109,7 +109,9 @@ async def test_a_relayed_hello_with_a_plaintext_body_fails_closed(
 ) -> None:
     key = generate_signing_key()
     app = create_broker_app(
-        runner, config=BrokerConfig(heartbeat_interval_ms=None), signing_key=key
+        runner,
+        config=BrokerConfig(heartbeat_interval_ms=None, client_session_ids=True),
+        signing_key=key,
     )
     received: list[StreamEvent] = []
     async with (
@@ -143,7 +145,9 @@ async def test_the_debugging_opt_out_lets_plaintext_through() -> None:
     """``require_encryption=False`` is what lets the forgery in: off by default, for a reason."""
     key = generate_signing_key()
     app = create_broker_app(
-        runner, config=BrokerConfig(heartbeat_interval_ms=None), signing_key=key
+        runner,
+        config=BrokerConfig(heartbeat_interval_ms=None, client_session_ids=True),
+        signing_key=key,
     )
     async with (
         serve_in_thread(app) as port,

@@ -46,11 +46,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def uvicorn_process(*options: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``python -m uvicorn tests.integration.shutdown_app:app`` on a free loopback port."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "tests.integration.shutdown_app:app"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", *options]
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -151,3 +151,34 @@ async def test_the_server_ends_every_session_and_exits(
     assert "Traceback" not in stderr
     assert "ERROR" not in stderr
     assert "Finished server process" in stderr
+
+
+async def test_a_client_that_reads_nothing_does_not_hold_the_server() -> None:
+    # Its response is blocked in a send (the socket buffers are full) and
+    # the send timeout (30 s) is far: the shutdown cuts it. uvicorn then
+    # closes the connection only once its own buffer is sent, which never
+    # happens: its --timeout-graceful-shutdown ends that wait, with none of
+    # the app's tasks left to cancel.
+    with uvicorn_process("--timeout-graceful-shutdown", "3") as (process, url):
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10)) as http:
+            await wait_ready(http, url)
+        port = int(url.rsplit(":", 1)[1])
+        body = b'{"code": "flood"}'
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.sendall(
+                b"POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await anyio.sleep(1.5)  # the log fills; the response waits on the socket
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            await anyio.to_thread.run_sync(process.wait, 15)
+            exited = time.monotonic() - signalled
+    _, stderr = process.communicate(timeout=10)
+    assert exited < 3 + 2
+    assert "cutting 1 unfinished response" in stderr
+    assert "Cancel 0 running task(s)" in stderr  # the app had ended its response
+    assert process.returncode == 0
+    assert "Traceback" not in stderr

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import logging
 import os
 import signal
+import weakref
 from datetime import timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 
@@ -304,7 +307,7 @@ class TestOnAVirtualClock:
         return virtual_backend
 
     async def test_finished_sessions_are_kept_for_the_retention_time_then_gone(self) -> None:
-        config = BrokerConfig(retention_seconds=60, heartbeat_interval_ms=None)
+        config = BrokerConfig(retention_seconds=60, heartbeat_interval_ms=None, max_ttl_ms=10**8)
         async with SessionBroker(config=config) as broker:
             stream = broker.add(EventStream("s_1", ttl_ms=10_000_000))
             await anyio.sleep(1000)
@@ -386,15 +389,17 @@ class TestOnAVirtualClock:
             heartbeat_interval_ms=None, max_bytes=1000, max_total_bytes=3500, retention_seconds=5
         )
         async with SessionBroker(config=config) as broker:
-            streams = [broker.add(EventStream(f"s_{i}", ttl_ms=60_000)) for i in range(3)]
+            streams = [
+                broker.add(EventStream(f"s_{i}", ttl_ms=60_000, max_bytes=1000)) for i in range(3)
+            ]
             assert broker.held_bytes == 3000
             with pytest.raises(BrokerError) as caught:
-                broker.add(EventStream("s_3"))
+                broker.add(EventStream("s_3", max_bytes=1000))
             assert (caught.value.status, caught.value.code) == (503, "MEMORY_BUDGET_EXCEEDED")
             assert caught.value.headers == {"Retry-After": "60"}
             streams[0].final(True)  # finished: it counts what it holds
             assert broker.held_bytes == 2000 + streams[0].store.size_bytes  # type: ignore[attr-defined]
-            broker.add(EventStream("s_3", ttl_ms=60_000))
+            broker.add(EventStream("s_3", ttl_ms=60_000, max_bytes=1000))
             for stream in streams[1:]:
                 stream.final(True)
             await anyio.sleep(6)
@@ -447,10 +452,203 @@ class Headers(dict[str, str]):
     """A request's headers, as the hook sees them."""
 
 
+class FakeClient:
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+
 class FakeRequest:
-    def __init__(self, method: str = "GET", **headers: str) -> None:
+    """What the broker reads of a request: method, headers, and Starlette's ``client``."""
+
+    def __init__(self, method: str = "GET", *, address: str = "10.0.0.1", **headers: str) -> None:
         self.method = method
         self.headers = Headers(headers)
+        self.client = FakeClient(address)
+
+
+def by_user(access: Access) -> Decision:
+    """A hook: the ``user`` header is the identity; a session is its creator's only."""
+    assert access.request is not None
+    user = access.request.headers.get("user")
+    if access.action is Action.CREATE:
+        return Grant(user)
+    if access.action is Action.LIST:
+        return True
+    return access.grant is not None and access.grant.identity == user
+
+
+async def hook_by_user(access: Access) -> Decision:
+    return by_user(access)
+
+
+class TestIdentities:
+    """One identity cannot take the broker from the others (P12)."""
+
+    @pytest.fixture
+    def anyio_backend(self, virtual_backend: Any) -> Any:
+        return virtual_backend
+
+    async def test_short_sessions_drop_their_own_identity_s_oldest_not_a_victim_s(
+        self,
+    ) -> None:
+        config = BrokerConfig(
+            max_sessions=4, max_sessions_per_identity=2, heartbeat_interval_ms=None
+        )
+
+        async def quick(stream: EventStream, request: SessionRequest) -> None:
+            stream.final(True)
+
+        async with SessionBroker(quick, config=config, authorize=hook_by_user) as broker:
+            ann = FakeRequest(user="ann")
+            victim = await broker.create_session(b'{"code": "x"}', request=ann)
+            await lines_of(victim.body)  # finished, kept for its retention
+            mallory = FakeRequest(user="mallory")
+            made = []
+            for _ in range(10):
+                created = await broker.create_session(b'{"code": "x"}', request=mallory)
+                await lines_of(created.body)
+                await anyio.wait_all_tasks_blocked()  # its producer has returned
+                made.append(created.stream.session_id)
+            # Mallory holds her two newest; her older ones are gone, not missing.
+            for old in made[:-2]:
+                with pytest.raises(BrokerError) as caught:
+                    await broker.open_stream(old, request=mallory)
+                assert (caught.value.status, caught.value.code) == (410, "SESSION_GONE")
+            for kept in made[-2:]:
+                await broker.open_stream(kept, request=mallory)
+            # Ann's finished session is still there, and Ann can still create.
+            await broker.open_stream(victim.stream.session_id, request=ann)
+            await broker.create_session(b'{"code": "x"}', request=ann)
+
+    async def test_without_an_identity_the_client_address_is_counted(self) -> None:
+        runner = Runner()
+        async with SessionBroker(runner, config=BrokerConfig()) as broker:
+            limit = broker.config.max_sessions_per_identity
+            assert limit is not None
+            for _ in range(limit):
+                await broker.create_session(b'{"code": "x"}', request=FakeRequest("POST"))
+            with pytest.raises(BrokerError) as caught:
+                await broker.create_session(b'{"code": "x"}', request=FakeRequest("POST"))
+            assert (caught.value.status, caught.value.code) == (
+                429,
+                "TOO_MANY_SESSIONS_FOR_IDENTITY",
+            )
+            other = FakeRequest("POST", address="10.0.0.2")
+            await broker.create_session(b'{"code": "x"}', request=other)
+            runner.release.set()
+
+    async def test_an_address_never_evicts_and_ipv6_counts_by_its_64(self) -> None:
+        # An address may be shared (a proxy) or chosen (X-Forwarded-For):
+        # sessions counted by it are never dropped early for another.
+        async def quick(stream: EventStream, request: SessionRequest) -> None:
+            stream.final(True)
+
+        config = BrokerConfig(max_sessions_per_identity=2, heartbeat_interval_ms=None)
+        async with SessionBroker(quick, config=config) as broker:
+            victim = await broker.create_session(b'{"code": "x"}', request=FakeRequest("POST"))
+            await lines_of(victim.body)
+            for _ in range(6):  # the same address, finished at once
+                made = await broker.create_session(b'{"code": "x"}', request=FakeRequest("POST"))
+                await lines_of(made.body)
+            await broker.open_stream(victim.stream.session_id)  # still held
+        runner = Runner()
+        async with SessionBroker(runner, config=config) as broker:
+            for host in ("2001:db8::1", "2001:db8::2"):
+                await broker.create_session(b'{"code": "x"}', request=FakeRequest(address=host))
+            with pytest.raises(BrokerError) as caught:
+                await broker.create_session(
+                    b'{"code": "x"}', request=FakeRequest(address="2001:db8::ffff")
+                )
+            assert caught.value.status == 429
+            await broker.create_session(
+                b'{"code": "x"}', request=FakeRequest(address="2001:db9::1")
+            )
+            runner.release.set()
+
+    async def test_ended_ids_are_remembered_for_their_retention_however_fast_the_churn(
+        self,
+    ) -> None:
+        async def quick(stream: EventStream, request: SessionRequest) -> None:
+            stream.final(True)
+
+        config = BrokerConfig(
+            max_sessions=2, max_sessions_per_identity=1, heartbeat_interval_ms=None
+        )
+        async with SessionBroker(quick, config=config, authorize=hook_by_user) as broker:
+            mallory = FakeRequest(user="mallory")
+            first = await broker.create_session(b'{"code": "x"}', request=mallory)
+            await lines_of(first.body)
+            await anyio.wait_all_tasks_blocked()
+            refused = None
+            for _ in range(30):  # each drops her previous one
+                try:
+                    made = await broker.create_session(b'{"code": "x"}', request=mallory)
+                except BrokerError as error:
+                    refused = error
+                    break
+                await lines_of(made.body)
+                await anyio.wait_all_tasks_blocked()
+            assert refused is not None
+            assert (refused.status, refused.code) == (503, "TOO_MANY_SESSIONS")
+            with pytest.raises(BrokerError) as caught:
+                await broker.open_stream(first.stream.session_id, request=mallory)
+            assert caught.value.status == 410  # not forgotten: never a 404
+
+    async def test_a_list_shows_each_caller_only_what_it_may_see(self) -> None:
+        runner = Runner()
+        async with SessionBroker(runner, authorize=hook_by_user) as broker:
+            ann = await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="ann"))
+            await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="bob"))
+            listed = await broker.list_sessions(request=FakeRequest(user="ann"))
+            assert [s["sessionId"] for s in listed["sessions"]] == [ann.stream.session_id]
+            assert listed["total"] == 1
+            runner.release.set()
+
+    async def test_ended_ids_are_remembered_past_max_sessions(self) -> None:
+        config = BrokerConfig(max_sessions=1, retention_seconds=1, heartbeat_interval_ms=None)
+        async with SessionBroker(config=config) as broker:
+            ended = []
+            for _ in range(5):
+                stream = broker.add(EventStream(heartbeat_interval_ms=None))
+                stream.final(True)
+                ended.append(stream.session_id)
+                await anyio.sleep(2)  # past its retention: dropped
+            for session_id in ended:
+                with pytest.raises(BrokerError) as caught:
+                    await broker.open_stream(session_id)
+                assert caught.value.status == 410
+
+    async def test_the_runner_s_request_is_not_kept_through_the_retention(self) -> None:
+        kept: list[weakref.ref[Any]] = []
+
+        async def run(stream: EventStream, request: SessionRequest) -> None:
+            kept.append(weakref.ref(request.http))
+            stream.final(True)
+
+        async with SessionBroker(run, config=BrokerConfig(heartbeat_interval_ms=None)) as broker:
+            created = await broker.create_session(
+                b'{"code": "' + b"x" * 100_000 + b'"}', request=FakeRequest("POST")
+            )
+            await lines_of(created.body)
+            del created
+            await anyio.sleep(1)
+            gc.collect()
+            assert len(broker) == 1  # held for its retention
+            assert kept[0]() is None  # but not its request (the code, the HTTP request)
+
+    async def test_add_applies_the_broker_s_limits(self) -> None:
+        config = BrokerConfig(max_bytes=5000, max_total_bytes=50_000, heartbeat_interval_ms=None)
+        async with SessionBroker(config=config) as broker:
+            for stream, name in (
+                (EventStream(ttl_ms=config.max_ttl_ms + 1, max_bytes=1000), "max_ttl_ms"),
+                (EventStream(heartbeat_interval_ms=10, max_bytes=1000), "heartbeat"),
+                (EventStream(), "max_bytes"),
+            ):
+                with pytest.raises(ValueError, match=name):
+                    broker.add(stream)
+            assert len(broker) == 0
+            broker.add(EventStream(max_bytes=1000, heartbeat_interval_ms=None))
+            assert broker.held_bytes == 1000  # its own bound, not the broker's
 
 
 async def test_the_hook_is_asked_for_every_route_with_the_request_and_session() -> None:
@@ -488,6 +686,7 @@ async def test_the_hook_is_asked_for_every_route_with_the_request_and_session() 
             ("read", True),
             ("info", True),
             ("list", False),
+            ("info", True),  # each listed session is one the caller may see
             ("cancel", True),
         ]
         assert all(a.request is ann for a in seen)
@@ -530,7 +729,8 @@ async def test_a_hook_may_raise_its_own_refusal_and_limit_identities() -> None:
         assert caught.value.headers == {"Retry-After": "60"}
         await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="bob"))
         await broker.cancel(ann[0].stream.session_id, request=FakeRequest(user="ann"))
-        await lines_of(ann[0].body)  # finished: no longer counted
+        await lines_of(ann[0].body)
+        await anyio.wait_all_tasks_blocked()  # its producer has returned: it may go
         await broker.create_session(b'{"code": "x"}', request=FakeRequest(user="ann"))
         runner.release.set()
 

@@ -528,9 +528,84 @@ async def test_events_a_holder_has_sent_are_dropped_again() -> None:
     await creator.__anext__()  # seq 1 and 2 sent
     log.append(stdout())
     assert (log.first_seq, len(log)) == (3, 4)  # 3..6: the unsent ones stay
-    await creator.aclose()
+    log.append(final())
+    assert [json.loads(chunk)["seq"] async for chunk in creator] == [3, 4, 5, 6, 7]
+
+
+@pytest.mark.anyio
+async def test_a_holder_cut_before_the_end_keeps_its_place_for_its_resume() -> None:
+    log = EventLog(max_events=3)
+    creator = NdjsonBody(log, hold=True, chunk_bytes=1)
     log.append(stdout())
-    assert (log.first_seq, len(log)) == (5, 3)
+    await creator.__anext__()  # seq 1 given out, then the connection is cut
+    await creator.aclose()
+    for _ in range(20):
+        log.append(stdout())  # a burst past max_events while it reconnects
+    # Seq 1 too: the chunk given out last may be what its client never got.
+    assert log.first_seq == 1
+    resumed = NdjsonBody(log, 2)
+    for _ in range(5):
+        log.append(stdout())
+    log.append(final())
+    seqs = [json.loads(line)["seq"] async for chunk in resumed for line in chunk.splitlines()]
+    assert seqs == list(range(2, 28))
+
+
+@pytest.mark.anyio
+async def test_a_holder_that_read_to_the_end_still_keeps_what_was_held() -> None:
+    # Its last chunks may have gone into a connection already cut.
+    log = EventLog(max_events=3)
+    reader = NdjsonBody(log, hold=True)
+    for _ in range(5):
+        log.append(stdout())
+    log.append(final())
+    assert len([chunk async for chunk in reader]) == 1
+    await reader.aclose()
+    assert (log.first_seq, len(log)) == (1, 6)
+
+
+@pytest.mark.anyio
+async def test_a_holder_that_ends_keeps_only_what_may_have_been_in_flight() -> None:
+    # 10 MiB sent: once it ends, the last 4 MiB of it stay, not all of it.
+    big = "x" * (100 * 1024)
+    log = EventLog(max_events=10, max_bytes=64 * 1024 * 1024)
+    reader = NdjsonBody(log, hold=True)
+    for _ in range(100):
+        log.append(stdout(big))
+    log.append(final())
+    line = len(log.read(1)[0].line)
+    assert len([chunk async for chunk in reader]) > 1
+    assert log.first_seq > 1
+    assert log.size_bytes <= 4 * 1024 * 1024 + line
+    log2 = EventLog(max_events=10, max_bytes=64 * 1024 * 1024)
+    cut = NdjsonBody(log2, hold=True)
+    for _ in range(100):
+        log2.append(stdout(big))
+    async for _ in cut:  # all 100 sent, then its connection is cut
+        if cut.next_seq > 100:
+            break
+    await cut.aclose()
+    log2.append(stdout())
+    kept = (4 * 1024 * 1024) // line
+    assert log2.first_seq == 101 - kept
+    assert len(log2) == kept + 1
+
+
+@pytest.mark.anyio
+async def test_a_cut_holder_keeps_its_events_within_max_bytes_only() -> None:
+    line_bytes = len(EventLog().append(stdout("x" * 10)).line)
+    log = EventLog(max_bytes=3 * line_bytes)
+    creator = NdjsonBody(log, hold=True)
+    await creator.aclose()  # gone before its first read
+    for _ in range(3):
+        log.append(stdout("x" * 10))
+    assert log.first_seq == 1
+    # Past the budget the producer goes on (no LogFullError): the events
+    # it had not sent are dropped, and its resume is told.
+    assert log.append(stdout("x" * 10)).seq == 4
+    assert log.first_seq == 2
+    with pytest.raises(ReplayUnavailableError):
+        NdjsonBody(log, 1)
 
 
 @pytest.mark.anyio

@@ -157,3 +157,65 @@ def test_a_sync_stream_can_start_from_a_saved_position() -> None:
     connect = Script(_from(3))
     assert list(follow_event_stream(connect, from_seq=4)) == EVENTS[3:]
     assert connect.asked == [4]
+
+
+class Clock:
+    """A virtual clock, advanced by its ``sleep`` (and by the connectors below)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_deadline_is_not_waited_past_between_retries() -> None:
+    clock = Clock()
+    config = ReconnectionConfig(max_retries=None, initial_delay_ms=300, jitter=False)
+    connect = Script(*[OSError("down")] * 10)
+    retried: list[tuple[int, float]] = []
+    with pytest.raises(StreamFailedError, match="the deadline of 1000 ms passed") as info:
+        list(
+            follow_event_stream(
+                connect,
+                config=config,
+                deadline_ms=1000,
+                sleep=clock.sleep,
+                clock=clock,
+                on_retry=lambda attempt, delay, error: retried.append((attempt, delay)),
+            )
+        )
+    # Backoff 0.3, 0.6: at 0.9 s the next 1.2 s wait would end past the deadline.
+    assert clock.slept == [0.3, 0.6]
+    assert len(connect.asked) == 3
+    assert retried == [(1, 0.3), (2, 0.6), (3, 1.2)]
+    assert isinstance(info.value.cause, OSError)
+
+
+def test_the_deadline_ends_a_connection_that_never_finishes() -> None:
+    clock = Clock()
+
+    class Endless:
+        """Sends the first events, then a chunk every virtual second, never final."""
+
+        @contextmanager
+        def __call__(self, from_seq: int | None) -> Iterator[Iterable[bytes]]:
+            def chunks() -> Iterator[bytes]:
+                yield _from(1).split(b"\n", 2)[0] + b"\n"
+                while True:
+                    clock.now += 1.0
+                    yield b""
+
+            yield chunks()
+
+    with pytest.raises(StreamFailedError, match="the deadline of 5000 ms passed") as info:
+        list(follow_event_stream(Endless(), deadline_ms=5000, clock=clock, sleep=clock.sleep))
+    assert info.value.events_delivered == 1
+    assert clock.now == 5.0
+    with pytest.raises(ValueError, match="deadline_ms"):
+        list(follow_event_stream(Endless(), deadline_ms=0))

@@ -9,7 +9,9 @@ import anyio.lowlevel
 import msgspec
 import pytest
 
+from enclave_stream import ClientHandshake, parse_lines
 from enclave_stream.producer import (
+    SERVER_HELLO_HEADER,
     BrokerConfig,
     BrokerError,
     EventStream,
@@ -101,3 +103,23 @@ async def test_the_creators_token_opens_the_session_on_every_replica(
             created.session_id, "1", request=FakeHttp({"X-Session-Token": token})
         )
         assert len(await body_lines(opened.body)) == 22
+
+
+async def test_an_encrypted_session_resumes_sealed_elsewhere_with_its_server_hello(
+    shared_redis: RedisServer,
+) -> None:
+    handshake = ClientHandshake()
+    hello = msgspec.to_builtins(handshake.client_hello)
+    request = {"code": "secret", "encryption": {"mode": "required", "clientHello": hello}}
+    one, other = pair(shared_redis)
+    async with one, other:
+        created = await one.create_session(msgspec.json.encode(request))
+        lines = await body_lines(created.body)
+        resumed = await other.open_stream(created.session_id, "3")
+        assert resumed.headers[SERVER_HELLO_HEADER] == created.headers[SERVER_HELLO_HEADER]
+        assert await body_lines(resumed.body) == lines[2:]
+    session = handshake.complete(created.headers[SERVER_HELLO_HEADER], created.session_id)
+    assert b"secret" not in b"".join(lines)
+    parsed = parse_lines(b"".join(lines).decode()).events
+    events = [session.open(event) for event in parsed]  # type: ignore[arg-type]
+    assert [event.seq for event in events] == list(range(1, 23))
