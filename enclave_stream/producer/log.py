@@ -92,7 +92,9 @@ class EventStore(Protocol):
     event after ``final`` (or after ``close``); ``read`` and ``check`` raise
     :class:`ReplayUnavailableError` for a ``seq`` that was appended but is no
     longer held; ``wait_for`` returns once the event with that ``seq`` can be
-    read or nothing more will ever be appended. An event that a reader
+    read or nothing more will ever be appended. ``read`` may hold back the
+    newest events (``enclave_stream.redis`` serves a line only once Redis
+    holds it): a finished store's readers end at ``next_seq``. An event that a reader
     attached with ``hold=True`` has not sent is never dropped: past the
     store's bound, ``append`` raises
     :class:`~enclave_stream.errors.LogFullError` instead (never for ``final``).
