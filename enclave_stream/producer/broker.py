@@ -492,12 +492,33 @@ class SessionBroker(TaskOwner):
         Its stream ends with a failed ``final`` (``SESSION_CANCELLED``): the
         producer the broker runs is cancelled (the ``final`` follows when it
         has unwound); a stream produced elsewhere gets the ``final`` at
-        once. A finished session is left as it is.
+        once. A finished session is left as it is. With a ``backend``, a
+        session another replica holds is cancelled by that replica, when it
+        reads the request (within a third of its lease).
 
         Raises:
             BrokerError: the hook's refusal; 404 ``NOT_FOUND``; 410 ``SESSION_GONE``.
         """
+        backend = self._shared(session_id)
+        if backend is not None:
+            # Another replica's session: its owner cancels it when it reads the request.
+            shared = await backend.lookup(session_id)
+            access = Access(Action.CANCEL, request, session_id, None, shared.grant)
+            await decide(self._authorize, access)
+            await backend.request_cancel(session_id)
+            return
         self._stop(await self._authorized(Action.CANCEL, session_id, request), CANCELLED)
+
+    def _shared(self, session_id: str) -> SessionBackend | None:
+        """The shared log, when ``session_id`` is not this replica's to answer for."""
+        if self._backend is None or session_id in self._slots or session_id in self._gone:
+            return None
+        return self._backend
+
+    def _cancel_requested(self, session_id: str) -> None:
+        slot = self._slots.get(session_id)
+        if slot is not None:
+            self._stop(slot, CANCELLED)
 
     def _stop(self, slot: _Slot, reason: ErrorInfo) -> None:
         if slot.stream.finished:
@@ -779,8 +800,8 @@ class SessionBroker(TaskOwner):
         upstream = parse_from_seq(from_, UPSTREAM_RESUME_PARAM)
         ours = parse_from_seq(from_seq)
         start = upstream if ours is None else ours
-        backend = self._backend
-        if backend is not None and session_id not in self._slots and session_id not in self._gone:
+        backend = self._shared(session_id)
+        if backend is not None:
             # Another replica's session, served from the shared log.
             shared = await backend.lookup(session_id)
             access = Access(Action.READ, request, session_id, None, shared.grant)
@@ -797,7 +818,11 @@ class SessionBroker(TaskOwner):
         if self._backend is None:
             return None
         return self._backend.store_factory(
-            session_id, encrypted=encrypted, hello=hello, grant=grant
+            session_id,
+            encrypted=encrypted,
+            hello=hello,
+            grant=grant,
+            on_cancel=lambda: self._cancel_requested(session_id),
         )
 
     async def session_info(

@@ -71,8 +71,20 @@ class SessionBackend(Protocol):
         encrypted: bool = False,
         hello: str | None = None,
         grant: Grant | None = None,
+        on_cancel: Callable[[], object] | None = None,
     ) -> Callable[[EventEncodeFunction], EventStore]:
-        """The store of a session this replica creates (``EventStream(store_factory=...)``)."""
+        """The store of a session this replica creates (``EventStream(store_factory=...)``).
+
+        ``on_cancel`` is called when another replica asks to cancel it.
+        """
+        ...
+
+    async def request_cancel(self, session_id: str) -> None:
+        """Ask the replica that holds the session to cancel it.
+
+        Raises:
+            BrokerError: as :meth:`lookup`.
+        """
         ...
 
     async def lookup(self, session_id: str) -> SharedSession:

@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 
 from .._lifetime import TaskOwner, owned_task_group
 from .._options import check_number
+from ..errors import BrokerError
 from ..producer.access import Grant
 from ..producer.log import EventEncodeFunction, EventStore
 from ..producer.shared import SharedSession
@@ -32,6 +33,7 @@ from .reader import (
     read_status,
     recovering,
 )
+from .scripts import CANCEL
 from .store import REDIS_ERRORS, RedisEventStore
 
 logger = logging.getLogger("enclave_stream")
@@ -155,13 +157,16 @@ class RedisBackend(TaskOwner):
         encrypted: bool = False,
         hello: str | None = None,
         grant: Grant | None = None,
+        on_cancel: Callable[[], object] | None = None,
     ) -> Callable[[EventEncodeFunction], EventStore]:
         """What :class:`~enclave_stream.producer.EventStream` takes as ``store_factory``.
 
         The store it makes is owned by this replica: its flusher runs in the
         backend's task group until the session's end is in Redis. ``hello``
         (the ServerHello header) and ``grant`` (what the authorization hook
-        granted the creator) are kept beside the lines for other replicas.
+        granted the creator) are kept beside the lines for other replicas;
+        ``on_cancel`` is called when one of them asks to cancel the session
+        (:meth:`request_cancel`).
 
         Raises:
             RuntimeError: (when called) outside the backend's block.
@@ -169,7 +174,12 @@ class RedisBackend(TaskOwner):
 
         def make(encode: EventEncodeFunction) -> EventStore:
             return self.open_store(
-                session_id, encode, encrypted=encrypted, hello=hello, grant=grant
+                session_id,
+                encode,
+                encrypted=encrypted,
+                hello=hello,
+                grant=grant,
+                on_cancel=on_cancel,
             )
 
         return make
@@ -182,6 +192,7 @@ class RedisBackend(TaskOwner):
         encrypted: bool = False,
         hello: str | None = None,
         grant: Grant | None = None,
+        on_cancel: Callable[[], object] | None = None,
     ) -> RedisEventStore:
         """A :class:`RedisEventStore` for ``session_id``, its flusher started.
 
@@ -200,6 +211,7 @@ class RedisBackend(TaskOwner):
             encrypted=encrypted,
             hello=hello,
             grant=b"" if grant is None else encode_grant(grant),
+            on_cancel=on_cancel,
         )
         task_group.start_soon(self._flush, store)
         return store
@@ -220,6 +232,27 @@ class RedisBackend(TaskOwner):
         status = await lookup(self.client, session_id, prefix=self._prefix, limits=self._limits)
         headers = {SERVER_HELLO_HEADER: status.hello} if status.hello else {}
         return SharedSession(status.grant, headers)
+
+    async def request_cancel(self, session_id: str) -> None:
+        """Ask the owner of ``session_id`` to cancel it (a finished session is left as it is).
+
+        The owner acts at its next write or lease renewal (within a third of
+        ``lease_seconds``).
+
+        Raises:
+            BrokerError: 404, 410 or 503, as :func:`~.reader.lookup` says.
+        """
+        await lookup(self.client, session_id, prefix=self._prefix, limits=self._limits)
+        keys = self.keys(session_id)
+        try:
+            await self.client.register_script(CANCEL)(keys=[keys.meta, keys.wake])
+        except REDIS_ERRORS as exc:
+            raise BrokerError(
+                503,
+                "STORE_UNAVAILABLE",
+                f"The session store is unreachable ({type(exc).__name__})",
+                headers={"Retry-After": "1"},
+            ) from None
 
     async def open_replay(
         self, session_id: str, from_seq: int | None = None, *, chunk_bytes: int = 64 * 1024

@@ -9,7 +9,7 @@ formatting turns large integers into exponents.
 
 from __future__ import annotations
 
-__all__ = ["FLUSH", "LOSE", "RECOVERY", "STATUS"]
+__all__ = ["CANCEL", "FLUSH", "LOSE", "RECOVERY", "STATUS"]
 
 from typing import Final
 
@@ -25,8 +25,9 @@ FLUSH: Final = (
 -- ('' | 'final' | 'close'), max_events, max_bytes, ttl_ms, lease_ms,
 -- encrypted ('0' | '1'), ServerHello header, claimed ('0' | '1'), the
 -- creator's grant (JSON), lines...
--- Returns {status, top, first held}: OK, LOST (the session was in Redis and
--- is gone: the owner repairs), FENCED (another owner, or declared lost), GAP.
+-- Returns {status, top, first held, cancel asked}: OK, LOST (the session was
+-- in Redis and is gone: the owner repairs), FENCED (another owner, or
+-- declared lost), GAP.
 local log, meta, lease, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, mode, first, ending = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local max_events, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -95,7 +96,10 @@ end
 redis.call('PEXPIRE', meta, ttl)
 if top >= head then redis.call('PEXPIRE', log, ttl) end
 if n > skip or ending ~= '' then redis.call('PUBLISH', wake, int(top)) end
-return {'OK', top, head}
+-- A replica that does not hold the session asked for its cancellation.
+local cancel = 0
+if redis.call('HGET', meta, 'cancel') then cancel = 1 end
+return {'OK', top, head, cancel}
 """
 )
 """Append a batch of lines (or repair a lost session), trim, refresh the TTL and the lease."""
@@ -153,3 +157,15 @@ return math.max(0, now - tonumber(since))
 """
 )
 """How long ago Redis was found without its recovery key (0: just now)."""
+
+CANCEL: Final = """
+-- KEYS: meta, wake channel. Asks the owner of a running session to cancel it
+-- (its next write, or lease renewal, reads the request).
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'MISSING' end
+if state ~= 'running' then return state end
+redis.call('HSET', KEYS[1], 'cancel', '1')
+redis.call('PUBLISH', KEYS[2], 'cancel')
+return 'ASKED'
+"""
+"""Ask a running session's owner to cancel it: ``ASKED``, ``MISSING`` or the state it is in."""

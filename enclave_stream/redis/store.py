@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = ["FlushOutcome", "RedisEventStore"]
 
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
@@ -79,6 +80,9 @@ class RedisEventStore:
             the lines for the other replicas.
         grant: the creator's grant as JSON (:func:`~.reader.encode_grant`),
             so that any replica's authorization hook sees it.
+        on_cancel: called (once) when another replica asked for the
+            session's cancellation; the flusher sees the request at its next
+            write or lease renewal.
     """
 
     def __init__(
@@ -92,8 +96,10 @@ class RedisEventStore:
         encrypted: bool = False,
         hello: str | None = None,
         grant: bytes = b"",
+        on_cancel: Callable[[], object] | None = None,
     ) -> None:
         self._client = client
+        self._on_cancel = on_cancel
         self._grant = grant
         self._keys = keys
         self._owner = owner
@@ -320,6 +326,12 @@ class RedisEventStore:
             if ending:
                 self._ended = True
             self._wake()
+            if len(reply) > 3 and int(reply[3]) and self._on_cancel is not None:
+                on_cancel, self._on_cancel = self._on_cancel, None
+                try:
+                    on_cancel()
+                except Exception:
+                    logger.exception("session %s: cancelling it failed", self._keys.meta)
         return outcome
 
     def _ends_with_final(self) -> bool:

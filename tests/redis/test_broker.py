@@ -123,3 +123,33 @@ async def test_an_encrypted_session_resumes_sealed_elsewhere_with_its_server_hel
     parsed = parse_lines(b"".join(lines).decode()).events
     events = [session.open(event) for event in parsed]  # type: ignore[arg-type]
     assert [event.seq for event in events] == list(range(1, 23))
+
+
+async def until_cancelled(stream: EventStream, request: SessionRequest) -> None:
+    stream.stdout("working")
+    await anyio.sleep_forever()
+
+
+async def test_a_cancel_on_another_replica_reaches_the_owner(shared_redis: RedisServer) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    one, other = (
+        SessionBroker(
+            until_cancelled,
+            config=CONFIG,
+            backend=RedisBackend(shared_redis.url, limits=FAST, prefix=prefix),
+        )
+        for _ in range(2)
+    )
+    async with one, other:
+        created = await one.create_session(b'{"code": "hi"}')
+        with anyio.fail_after(5):
+            await one.get(created.session_id).store.wait_written()  # type: ignore[attr-defined]
+        await other.cancel(created.session_id)
+        lines = await body_lines(created.body)  # ends: the owner read the request
+        final = msgspec.json.decode(lines[-1])
+        assert (final["type"], final["payload"]["error"]["code"]) == ("final", "SESSION_CANCELLED")
+        await other.cancel(created.session_id)  # finished: left as it is
+        await anyio.sleep(FAST.lease_seconds)  # Redis is known to hold its sessions by now
+        with pytest.raises(BrokerError) as unknown:
+            await other.cancel("s_unknown")
+        assert unknown.value.status == 404

@@ -335,10 +335,10 @@ async def test_a_batch_sent_again_is_stored_once_and_a_second_writer_is_fenced_o
     async with coredis.Redis.from_url(shared_redis.url) as client:
         flush = client.register_script(FLUSH)
         batch = args("a", 1, b"one\n", b"two\n")
-        assert await flush(keys=keys, args=batch) == [b"OK", 2, 1]
+        assert await flush(keys=keys, args=batch) == [b"OK", 2, 1, 0]
         # Its reply was lost: the owner sends it again, with what came since.
         again = args("a", 1, b"one\n", b"two\n", b"three\n", claimed="1")
-        assert await flush(keys=keys, args=again) == [b"OK", 3, 1]
+        assert await flush(keys=keys, args=again) == [b"OK", 3, 1, 0]
         assert await client.xlen(keys[0]) == 3
         assert await flush(keys=keys, args=args("a", 5, b"five\n", claimed="1")) == [b"GAP", 3, 1]
         assert await flush(keys=keys, args=args("b", 4, b"four\n")) == [b"FENCED", 3, 1]
