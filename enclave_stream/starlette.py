@@ -134,8 +134,10 @@ class _NdjsonStreamingResponse(StreamingResponse):
         timeout = self._send_timeout
         frozen = False
         with contextlib.ExitStack() as stack:
+            served = None
             if self._broker is not None:
-                stack.enter_context(self._broker.serving(self._session_id))
+                served = stack.enter_context(self._broker.serving(self._session_id))
+                stack.enter_context(served.cancel_scope)
             # Cancelling a scope, not raising: an exception would reach us
             # wrapped in whatever task groups the server's response runs.
             with anyio.CancelScope() as sending:
@@ -147,8 +149,10 @@ class _NdjsonStreamingResponse(StreamingResponse):
                     if waited.cancelled_caught:
                         frozen = True
                         sending.cancel()
+                    elif served is not None:
+                        served.sent()
 
-                await super().__call__(scope, receive, send if timeout is None else timed_send)
+                await super().__call__(scope, receive, timed_send)
         if frozen:
             # Returning with the body unfinished makes the server close the
             # connection; the client resumes from the last seq it has.

@@ -60,9 +60,9 @@ class BrokerConfig:
         shutdown_timeout_seconds: on :meth:`SessionBroker.shutdown`, how
             long the producers it cancelled have to end before their
             streams get the shutdown ``final`` anyway; the response bodies
-            of clients that keep reading end with it. A response still
-            being sent as long again later (a client that takes no bytes)
-            is cut, so the server can stop.
+            of clients that keep reading end with it. Then a response
+            whose client has taken no bytes for as long is cut, so the
+            server can stop.
 
     >>> BrokerConfig(max_sessions=10, retention_seconds=30).heartbeat_interval_ms
     15000

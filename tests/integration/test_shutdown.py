@@ -178,7 +178,7 @@ async def test_a_client_that_reads_nothing_does_not_hold_the_server() -> None:
             exited = time.monotonic() - signalled
     _, stderr = process.communicate(timeout=10)
     assert exited < 3 + 2
-    assert "cutting 1 unfinished response" in stderr
+    assert "cutting 1 stalled response" in stderr
     assert "Cancel 0 running task(s)" in stderr  # the app had ended its response
     assert process.returncode == 0
     assert "Traceback" not in stderr
