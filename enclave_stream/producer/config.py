@@ -56,7 +56,9 @@ class BrokerConfig:
         send_timeout_seconds: a reader whose connection takes no bytes for
             this long (a frozen client, its buffers full) is dropped by
             :func:`~enclave_stream.starlette.create_broker_app`; it can
-            resume. None: never.
+            resume. None: never. Keep it below the timeout producers give
+            ``EventStream.drain()`` (60 s by default), so that a frozen
+            reader is dropped before a producer waiting on it gives up.
         shutdown_timeout_seconds: on :meth:`SessionBroker.shutdown`, how
             long the producers it cancelled have to end before their
             streams get the shutdown ``final`` anyway; the response bodies
