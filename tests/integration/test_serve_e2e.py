@@ -302,13 +302,16 @@ async def test_a_producer_draining_keeps_pace_with_a_slow_client() -> None:
         stream.final(True)
 
     config = BrokerConfig(heartbeat_interval_ms=None)
-    async with broker_app(runner, config) as (live, _), httpx.AsyncClient() as http:
-        async with http.stream("POST", f"{live.url}/sessions", json={"code": "x"}) as response:
-            seqs = []
-            async for line in response.aiter_lines():
-                seqs.append(json.loads(line)["seq"])
-                if len(seqs) % 200 == 0:
-                    await anyio.sleep(0.02)  # a slow client
+    seqs = []
+    async with (
+        broker_app(runner, config) as (live, _),
+        httpx.AsyncClient() as http,
+        http.stream("POST", f"{live.url}/sessions", json={"code": "x"}) as response,
+    ):
+        async for line in response.aiter_lines():
+            seqs.append(json.loads(line)["seq"])
+            if len(seqs) % 200 == 0:
+                await anyio.sleep(0.02)  # a slow client
     assert seqs == list(range(1, 2_003))
     assert max(lags) <= 50
     assert waited > 0  # the producer did wait for its reader
