@@ -56,6 +56,7 @@ def ndjson_response(
     headers: Mapping[str, str] | None = None,
     send_timeout_seconds: float | None = DEFAULT_SEND_TIMEOUT_SECONDS,
     hold: bool = False,
+    broker: SessionBroker | None = None,
 ) -> Response:
     """Stream ``stream`` from ``from_seq`` (None: from the start) up to its ``final`` event.
 
@@ -78,11 +79,14 @@ def ndjson_response(
     start, and the body never end. ``hold=True`` for the response of the
     request that started the session: the log drops none of the events it
     has not sent (past ``max_bytes`` the producer's appends raise
-    :class:`~enclave_stream.errors.LogFullError` instead).
+    :class:`~enclave_stream.errors.LogFullError` instead). With the
+    ``broker`` that holds the stream, the response is cut as the broker's
+    own are (:meth:`SessionBroker.serving`): when the session is dropped,
+    and when a shutdown's time is up and its client takes no bytes.
     """
     try:
         response = stream_response(stream, from_seq, headers, hold=hold)
-        return _streaming(response, send_timeout_seconds)
+        return _streaming(response, send_timeout_seconds, broker)
     except BrokerError as error:
         return _error_response(error)
 
@@ -134,8 +138,10 @@ class _NdjsonStreamingResponse(StreamingResponse):
         timeout = self._send_timeout
         frozen = False
         with contextlib.ExitStack() as stack:
+            served = None
             if self._broker is not None:
-                stack.enter_context(self._broker.serving(self._session_id))
+                served = stack.enter_context(self._broker.serving(self._session_id))
+                stack.enter_context(served.cancel_scope)
             # Cancelling a scope, not raising: an exception would reach us
             # wrapped in whatever task groups the server's response runs.
             with anyio.CancelScope() as sending:
@@ -147,8 +153,10 @@ class _NdjsonStreamingResponse(StreamingResponse):
                     if waited.cancelled_caught:
                         frozen = True
                         sending.cancel()
+                    elif served is not None:
+                        served.sent()
 
-                await super().__call__(scope, receive, send if timeout is None else timed_send)
+                await super().__call__(scope, receive, timed_send)
         if frozen:
             # Returning with the body unfinished makes the server close the
             # connection; the client resumes from the last seq it has.

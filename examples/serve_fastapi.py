@@ -76,12 +76,13 @@ api.add_middleware(
 @api.post("/jobs")
 async def start_job(slow: bool = False) -> Response:
     stream = broker.new_stream(lambda s: produce(s, steps=50 if slow else 5, pause=0.05))
-    return ndjson_response(stream)
+    # The creator's response: it holds every event from seq 1.
+    return ndjson_response(stream, hold=True, broker=broker)
 
 
 @api.get("/jobs/{session_id}")
 async def resume_job(session_id: str, fromSeq: int = 0) -> Response:
-    return ndjson_response(broker.get(session_id), fromSeq)
+    return ndjson_response(broker.get(session_id), fromSeq, broker=broker)
 
 
 @api.post("/jobs/{session_id}/cancel")
@@ -95,7 +96,8 @@ async def secret(request: Request) -> Response:
     hello = msgspec.json.decode(await request.body(), type=ClientHello)
     server_hello, session = accept_client_hello(hello, generate_session_id())
     stream = broker.new_stream(lambda s: produce(s, steps=2), session=session)
-    return ndjson_response(stream, headers={SERVER_HELLO_HEADER: server_hello.to_json()})
+    hello_header = {SERVER_HELLO_HEADER: server_hello.to_json()}
+    return ndjson_response(stream, headers=hello_header, hold=True, broker=broker)
 
 
 @api.post("/background")

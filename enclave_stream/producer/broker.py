@@ -16,7 +16,7 @@ server's own handler.
 
 from __future__ import annotations
 
-__all__ = ["SessionBroker"]
+__all__ = ["ServedResponse", "SessionBroker"]
 
 import ipaddress
 import logging
@@ -80,6 +80,20 @@ class _Slot:
     # An encrypted session's ServerHello, sent again on every resume: a client
     # whose POST response was lost completes its handshake from a GET.
     resume_headers: dict[str, str] | None = None
+
+
+@dataclass(slots=True, eq=False)  # each is itself: held in sets
+class ServedResponse:
+    """One response being sent (:meth:`SessionBroker.serving`)."""
+
+    cancel_scope: anyio.CancelScope
+    """Send the response inside it: the broker cancels it to cut the response."""
+    last_sent: float
+    """When the client last took bytes (anyio time)."""
+
+    def sent(self) -> None:
+        """Say that a send went through: the client is taking bytes."""
+        self.last_sent = anyio.current_time()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +177,7 @@ class SessionBroker(TaskOwner):
         self._task_group: TaskGroup | None = None  # set while inside `async with`
         self._shutting_down = False
         # The responses being sent (serving()), cut when a shutdown's time is up.
-        self._responses: dict[str, set[anyio.CancelScope]] = {}
+        self._responses: dict[str, set[ServedResponse]] = {}
         self._responses_cut = False
 
     @property
@@ -471,8 +485,8 @@ class SessionBroker(TaskOwner):
         del self._slots[session_id]
         slot.keeper.cancel()
         # Its responses still being sent would hold its log outside the budget.
-        for scope in self._responses.get(session_id, ()):
-            scope.cancel()
+        for served in self._responses.get(session_id, ()):
+            served.cancel_scope.cancel()
         gone = self._gone
         now = anyio.current_time()
         gone[session_id] = _Gone(slot.grant, now + self._config.retention_seconds)
@@ -555,28 +569,30 @@ class SessionBroker(TaskOwner):
         task_group.start_soon(self._end_after_timeout, running)
 
     @contextmanager
-    def serving(self, session_id: str) -> Iterator[anyio.CancelScope]:
-        """A cancel scope to send one response of ``session_id`` in.
+    def serving(self, session_id: str) -> Iterator[ServedResponse]:
+        """Where to send one response of ``session_id``: a cancel scope, and its progress.
 
-        The broker cancels it when a shutdown's time is up (a client that
-        takes no bytes must not hold the server past its shutdown) and when
-        the session is dropped (its log must not outlive its place in the
-        memory budget). :func:`~enclave_stream.starlette.create_broker_app`
-        sends every stream response in one.
+        The broker cancels the scope when the session is dropped (its log
+        must not outlive its place in the memory budget) and when a
+        shutdown's time is up for a response that has stopped taking bytes
+        (a client that reads nothing must not hold the server; one still
+        reading gets to its ``final``). Call :meth:`ServedResponse.sent`
+        after each send. :func:`~enclave_stream.starlette.create_broker_app`
+        sends every stream response this way.
         """
-        with anyio.CancelScope() as scope:
-            # A session another replica holds is served from the shared log.
-            dropped = session_id not in self._slots and self._backend is None
-            if self._responses_cut or dropped:
-                scope.cancel()
-            scopes = self._responses.setdefault(session_id, set())
-            scopes.add(scope)
-            try:
-                yield scope
-            finally:
-                scopes.discard(scope)
-                if not scopes:
-                    self._responses.pop(session_id, None)
+        served = ServedResponse(anyio.CancelScope(), anyio.current_time())
+        # A session another replica holds is served from the shared log.
+        dropped = session_id not in self._slots and self._backend is None
+        if self._responses_cut or dropped:
+            served.cancel_scope.cancel()
+        group = self._responses.setdefault(session_id, set())
+        group.add(served)
+        try:
+            yield served
+        finally:
+            group.discard(served)
+            if not group:
+                self._responses.pop(session_id, None)
 
     async def _end_after_timeout(self, slots: list[_Slot]) -> None:
         timeout = self._config.shutdown_timeout_seconds
@@ -594,15 +610,20 @@ class SessionBroker(TaskOwner):
             except Exception:  # a store that cannot take it: its readers must end anyway
                 logger.exception("appending the final of session %s failed", stream.session_id)
                 stream.store.close()
-        # Readers had the time to take their final; one that does not read
+        # Readers take their final; one that takes no bytes for a timeout
         # would keep its connection, and the server, open for ever.
-        await anyio.sleep(timeout)
         self._responses_cut = True
-        scopes = [scope for group in self._responses.values() for scope in group]
-        if scopes:
-            logger.warning("shutting down: cutting %d unfinished response(s)", len(scopes))
-        for scope in scopes:
-            scope.cancel()
+        while True:
+            await anyio.sleep(timeout)
+            now = anyio.current_time()
+            served = [each for group in self._responses.values() for each in group]
+            stalled = [each for each in served if now - each.last_sent >= timeout]
+            if stalled:
+                logger.warning("shutting down: cutting %d stalled response(s)", len(stalled))
+            for each in stalled:
+                each.cancel_scope.cancel()
+            if len(stalled) == len(served):
+                return
 
     def _expire(self, slot: _Slot) -> ErrorInfo:
         """Say on the stream that it ran out of its lifetime; the ``final`` error to end it with."""

@@ -56,13 +56,15 @@ class BrokerConfig:
         send_timeout_seconds: a reader whose connection takes no bytes for
             this long (a frozen client, its buffers full) is dropped by
             :func:`~enclave_stream.starlette.create_broker_app`; it can
-            resume. None: never.
+            resume. None: never. Keep it below the timeout producers give
+            ``EventStream.drain()`` (60 s by default), so that a frozen
+            reader is dropped before a producer waiting on it gives up.
         shutdown_timeout_seconds: on :meth:`SessionBroker.shutdown`, how
             long the producers it cancelled have to end before their
             streams get the shutdown ``final`` anyway; the response bodies
-            of clients that keep reading end with it. A response still
-            being sent as long again later (a client that takes no bytes)
-            is cut, so the server can stop.
+            of clients that keep reading end with it. Then a response
+            whose client has taken no bytes for as long is cut, so the
+            server can stop.
 
     >>> BrokerConfig(max_sessions=10, retention_seconds=30).heartbeat_interval_ms
     15000

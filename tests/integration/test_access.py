@@ -226,6 +226,49 @@ async def test_limits_answer_with_what_a_client_can_act_on() -> None:
         assert int(full.headers["Retry-After"]) >= 1
 
 
+async def test_per_identity_limits_over_http() -> None:
+    # Without a hook: the client's address, running sessions only.
+    config = BrokerConfig(heartbeat_interval_ms=None, max_sessions_per_identity=2)
+    async with (
+        broker_app(endless, config) as (url, _),
+        httpx.AsyncClient(base_url=url) as http,
+        http.stream("POST", "/sessions", json={"code": "x"}) as first,
+        http.stream("POST", "/sessions", json={"code": "x"}) as second,
+    ):
+        assert (first.status_code, second.status_code) == (200, 200)
+        third = await http.post("/sessions", json={"code": "x"})
+        assert (third.status_code, third.json()["code"]) == (429, "TOO_MANY_SESSIONS_FOR_IDENTITY")
+
+    # With a hook's identities: a user at the limit drops her own oldest
+    # finished session (410), never another user's.
+    async def by_user(access: Access) -> Decision:
+        assert access.request is not None
+        user = access.request.headers.get("X-User")
+        return Grant(user) if access.action is Action.CREATE else True
+
+    async with (
+        broker_app(numbered_lines, config, authorize=by_user) as (url, _),
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        bob = await http.post("/sessions", json={"code": "1"}, headers={"X-User": "bob"})
+        made = []
+        for _ in range(3):
+            with anyio.fail_after(5):
+                while True:  # 429 until her previous session's producer has returned
+                    created = await http.post(
+                        "/sessions", json={"code": "1"}, headers={"X-User": "eve"}
+                    )
+                    if created.status_code != 429:
+                        break
+                    await anyio.sleep(0.01)
+            assert created.status_code == 200
+            made.append(created.headers["X-Session-ID"])
+        oldest = await http.get(f"/sessions/{made[0]}/stream")
+        assert (oldest.status_code, oldest.json()["code"]) == (410, "SESSION_GONE")
+        for kept in (*made[1:], bob.headers["X-Session-ID"]):
+            assert (await http.get(f"/sessions/{kept}/stream")).status_code == 200
+
+
 async def test_a_session_past_its_retention_is_gone_not_missing() -> None:
     config = BrokerConfig(heartbeat_interval_ms=None, retention_seconds=0.2)
     async with (

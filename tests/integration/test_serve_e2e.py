@@ -287,6 +287,36 @@ async def test_a_creator_cut_during_a_burst_resumes_with_every_event() -> None:
         assert seqs == list(range(1, stream.next_seq))
 
 
+async def test_a_producer_draining_keeps_pace_with_a_slow_client() -> None:
+    lags: list[int] = []
+    waited = 0
+
+    async def runner(stream: EventStream, request: SessionRequest) -> None:
+        nonlocal waited
+        for index in range(2_000):
+            stream.stdout(f"{index} {'x' * 2000}\n")
+            if stream.store.lag > 50:
+                waited += 1
+            await stream.drain(max_lag=50)
+            lags.append(stream.store.lag)
+        stream.final(True)
+
+    config = BrokerConfig(heartbeat_interval_ms=None)
+    seqs = []
+    async with (
+        broker_app(runner, config) as (live, _),
+        httpx.AsyncClient() as http,
+        http.stream("POST", f"{live.url}/sessions", json={"code": "x"}) as response,
+    ):
+        async for line in response.aiter_lines():
+            seqs.append(json.loads(line)["seq"])
+            if len(seqs) % 200 == 0:
+                await anyio.sleep(0.02)  # a slow client
+    assert seqs == list(range(1, 2_003))
+    assert max(lags) <= 50
+    assert waited > 0  # the producer did wait for its reader
+
+
 async def test_a_burst_past_the_memory_budget_fails_the_producer_not_the_reader() -> None:
     refused: list[LogFullError] = []
 

@@ -234,6 +234,47 @@ class TestFrozenReaders:
             assert anyio.current_time() - started == pytest.approx(4)
             assert stream.finished
 
+    async def test_a_shutdown_lets_a_slow_reader_get_to_its_final(self) -> None:
+        config = BrokerConfig(send_timeout_seconds=None, shutdown_timeout_seconds=2)
+        app = create_broker_app(config=config, handle_signals=False)
+        broker: SessionBroker = app.state.broker
+        body = bytearray()
+
+        async def slow_send(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                await anyio.sleep(1.5)  # within the timeout, every time
+                body.extend(message.get("body", b""))
+
+        async def receive() -> Any:
+            await anyio.sleep_forever()
+
+        async with app.router.lifespan_context(app):
+            stream = broker.add(EventStream(heartbeat_interval_ms=None))
+            for _ in range(20):  # a backlog of 20 chunks: 30 s to read
+                stream.stdout("x" * 70_000)
+            path = f"/sessions/{stream.session_id}/stream"
+            scope = {
+                "type": "http",
+                "asgi": {"spec_version": "2.4"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "root_path": "",
+                "query_string": b"",
+                "headers": [],
+                "server": ("127.0.0.1", 80),
+                "client": ("127.0.0.1", 1234),
+            }
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(app, scope, receive, slow_send)
+                await anyio.sleep(1)
+                broker.shutdown()
+        events = [json.loads(line) for line in bytes(body).splitlines()]
+        assert events[-1]["type"] == "final"
+        assert events[-1]["payload"]["error"]["code"] == "SERVER_SHUTDOWN"
+
 
 async def test_a_mounted_app_without_its_lifespan_says_what_to_do(
     caplog: pytest.LogCaptureFixture,
