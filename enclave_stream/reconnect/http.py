@@ -476,6 +476,9 @@ class SessionConnector:
         await self._accept(response.headers, started=True)
         return response
 
+    def _server_chose_id(self) -> None:
+        """The start's answer names another session than the one asked for."""
+
     async def _look_for_session(self, stack: AsyncExitStack) -> httpx.Response | None:
         """The session of a start whose answer was lost, from seq 1; None: there is none."""
         self.connections.append(ConnectionRecord("GET", None))
@@ -491,9 +494,12 @@ class SessionConnector:
         except FatalConnectError as exc:
             if exc.status_code == 404:
                 return None  # the start never reached the server: start it
+            state = (
+                "it ran and is no longer held" if exc.status_code == 410 else "it may be running"
+            )
             raise SessionStartLostError(
                 f"the answer that started session {self.session_id} was lost, and following "
-                f"the session was refused ({exc.reason}): it may be running",
+                f"the session was refused ({exc.reason}): {state}",
                 session_id=self.session_id,
                 status_code=exc.status_code,
             ) from exc
@@ -512,9 +518,17 @@ class SessionConnector:
                 f"the server's response has no valid {SESSION_ID_HEADER} header: {session_id!r}"
             )
         if self.session_id is not None and session_id != self.session_id:
-            raise FatalConnectError(
-                f"the server answered for session {session_id!r}, not {self.session_id!r}"
+            if not started:
+                raise FatalConnectError(
+                    f"the server answered for session {session_id!r}, not {self.session_id!r}"
+                )
+            # A broker that ignores the id it was given: its session runs
+            # under its own id, which is followed (a lost answer can no longer
+            # be recovered).
+            logger.warning(
+                "the server ignored the session id %s and chose %s", self.session_id, session_id
             )
+            self._server_chose_id()
         self.session_id = session_id
         handshake = self._handshake
         if handshake is not None:
@@ -721,7 +735,8 @@ class BrokerConnector(SessionConnector):
                         f"session {self.session_id} exists (409) but is not found (404)"
                     ) from exc
                 return found
-            if self._may_fall_back and exc.status_code == 400 and "sessionId" in exc.reason:
+            refused_id = exc.status_code in (400, 422) and "sessionId" in exc.reason
+            if self._may_fall_back and refused_id:
                 # This broker chooses the ids; the refusal started nothing.
                 logger.info(
                     "the broker refuses client session ids; it chooses this one: "
@@ -733,6 +748,9 @@ class BrokerConnector(SessionConnector):
                 self._set_body()
                 return await super()._start(stack)
             raise
+
+    def _server_chose_id(self) -> None:
+        self._may_fall_back = self._own_id = False
 
     async def _cancel(self) -> bool:
         return await self._send_cancel(

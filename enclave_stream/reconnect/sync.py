@@ -178,11 +178,17 @@ def _pass_on(
 ) -> Iterator[StreamEvent]:
     """Yield the new events of ``items`` as the core judges them; an outcome goes to ``ended``."""
     for item, line in zip(items, lines, strict=True):
-        if isinstance(item, LineError):
-            core.line_error(item)
-            report_line_error(item, on_error, False)
-            continue
-        verdict = core.check(item, line)
+        try:
+            if isinstance(item, LineError):
+                core.line_error(item)
+                report_line_error(item, on_error, False)
+                continue
+            verdict = core.check(item, line)
+        except Exception as exc:
+            # A callback (on_error, on_state, on_event) failed: not the
+            # transport's doing, so not retried; its error is raised.
+            ended.append(GiveUp(f"{type(exc).__name__}: {exc}", exc))
+            return
         if verdict is DROP:
             continue
         if verdict is not NEW:
@@ -203,7 +209,11 @@ def _pass_on(
                 return
         else:
             event = item
-        final = core.accept(item, event)
+        try:
+            final = core.accept(item, event)
+        except Exception as exc:  # a callback failed, as above
+            ended.append(GiveUp(f"{type(exc).__name__}: {exc}", exc))
+            return
         yield event
         if final:
             ended.append(FINISHED)

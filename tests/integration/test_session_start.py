@@ -176,12 +176,10 @@ async def test_with_server_ids_a_lost_answer_is_a_typed_error_not_a_second_run()
     assert [r.method for r in connect.connections] == ["POST"]
 
 
-async def test_a_broker_that_ignores_encryption_has_its_session_cancelled() -> None:
-    runner = Runner(endless=True)
-    inner = create_broker_app(runner, config=NAMED)
+def ignoring(inner: Any, *keys: str) -> Any:
+    """``inner`` behind a front that drops ``keys`` from every ``POST /sessions`` body."""
 
-    async def ignores_encryption(scope: Any, receive: Any, send: Any) -> None:
-        # A broker that knows nothing of encryption: it never sees the ClientHello.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/sessions":
             await inner(scope, receive, send)
             return
@@ -192,7 +190,8 @@ async def test_a_broker_that_ignores_encryption_has_its_session_cancelled() -> N
             if not message.get("more_body"):
                 break
         request = msgspec.json.decode(body)
-        request.pop("encryption", None)
+        for key in keys:
+            request.pop(key, None)
         stripped = msgspec.json.encode(request)
         sent = False
 
@@ -205,7 +204,42 @@ async def test_a_broker_that_ignores_encryption_has_its_session_cancelled() -> N
 
         await inner(scope, replay, send)
 
-    ignores_encryption.state = inner.state  # type: ignore[attr-defined]
+    app.state = inner.state  # type: ignore[attr-defined]
+    return app
+
+
+async def test_a_broker_that_ignores_the_session_id_runs_it_once_under_its_own() -> None:
+    runner = Runner()
+    app = ignoring(create_broker_app(runner, config=SERVER_IDS), "sessionId")
+    async with broker(app) as (port, _), httpx.AsyncClient() as http:
+        connect = broker_connector(http, f"http://127.0.0.1:{port}", code="x")
+        asked = connect.session_id
+        events = await follow(connect)
+    assert runner.runs == [connect.session_id]
+    assert connect.session_id != asked  # the broker's own, followed
+    assert [event.seq for event in events] == list(range(1, LINES + 3))
+
+
+async def test_a_broker_that_ignores_the_id_and_encryption_has_its_session_cancelled() -> None:
+    runner = Runner(endless=True)
+    app = ignoring(create_broker_app(runner, config=SERVER_IDS), "sessionId", "encryption")
+    async with broker(app) as (port, served), httpx.AsyncClient() as http:
+        connect = broker_connector(http, f"http://127.0.0.1:{port}", code="x", encrypt=True)
+        with pytest.raises(StreamFailedError) as caught:
+            await follow(connect)
+        assert connect.session_id is not None
+        with anyio.fail_after(5):
+            while not served.get(connect.session_id).finished:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+    cause = caught.value.cause
+    assert isinstance(cause, EncryptionNotAcceptedError)
+    assert (cause.session_id, cause.cancelled) == (connect.session_id, True)
+    assert runner.runs == [connect.session_id]
+
+
+async def test_a_broker_that_ignores_encryption_has_its_session_cancelled() -> None:
+    runner = Runner(endless=True)
+    ignores_encryption = ignoring(create_broker_app(runner, config=NAMED), "encryption")
     async with broker(ignores_encryption) as (port, served), httpx.AsyncClient() as http:
         connect = broker_connector(http, f"http://127.0.0.1:{port}", code="x", encrypt=True)
         with pytest.raises(StreamFailedError) as caught:

@@ -77,6 +77,23 @@ def test_bad_lines_are_reported_and_skipped() -> None:
     assert [error.line for error in errors] == [1]
 
 
+@pytest.mark.parametrize("error", [ValueError("mine"), OSError("mine too")], ids=str)
+def test_a_failing_callback_ends_the_stream_with_its_own_error(error: Exception) -> None:
+    # As in the async client: not the transport's doing, so not retried,
+    # even an OSError.
+    calls: list[LineError] = []
+
+    def on_error(line_error: LineError) -> None:
+        calls.append(line_error)
+        raise error
+
+    connect = Script(b"not json\n" + BODY, BODY)
+    with pytest.raises(type(error), match="mine"):
+        list(follow_event_stream(connect, config=FAST, on_error=on_error, sleep=lambda _: None))
+    assert len(calls) == 1
+    assert connect.asked == [None]
+
+
 @pytest.mark.parametrize(
     ("bodies", "kind", "words"),
     [
