@@ -302,9 +302,12 @@ def test_reset_forgets_everything() -> None:
     parser.reset()
     assert parser.line_number == 0
     assert not parser.has_pending_data()
-    parser.feed(b"bad\n")
+    parser.feed(b"bad\n{x\n")
     parser.flush()
-    assert [(e.line, e.offset, e.content) for e in collector.errors] == [(1, 0, "bad")]
+    assert [(e.line, e.offset, e.content) for e in collector.errors] == [
+        (1, 0, "bad"),
+        (2, 4, "{x"),  # offsets count from the reset too
+    ]
 
 
 def test_max_line_bytes_must_be_positive() -> None:
@@ -578,9 +581,11 @@ def test_iter_ndjson_stream_reports_bad_lines_as_the_async_parser_does(
     assert [(e.line, e.kind) for e in errors] == [(2, "json"), (4, "validation")]
     with caplog.at_level(logging.WARNING, logger="enclave_stream"):
         assert list(iter_ndjson_stream(chunks)) == events
-    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
-        "skipping bad NDJSON line 2",
-        "skipping bad NDJSON line 4",
+    # The log line names the line, the kind, where (when the schema says) and why.
+    assert [r.getMessage() for r in caplog.records] == [
+        "skipping bad NDJSON line 2 (json): JSON parse error: Expecting value (position 0)",
+        "skipping bad NDJSON line 4 (validation at $): "
+        "Validation error: Object missing required field `type`",
     ]
     # A bad last line without its newline is reported at the end, the same way.
     tail: list[LineError] = []

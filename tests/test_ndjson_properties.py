@@ -48,6 +48,11 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return chunks
 
 
+def count_bad(found: list[Any]) -> int:
+    """The items of a feed's result that are not events (what ``bad_lines`` counts)."""
+    return sum(isinstance(item, (LineError, SlowLine)) for item in found)
+
+
 def run_parser(chunks: list[bytes], **kwargs: Any) -> tuple[list[Any], NdjsonStreamParser]:
     """Feed ``chunks`` to a parser with callbacks; its return values must say the same."""
     items: list[Any] = []
@@ -58,10 +63,13 @@ def run_parser(chunks: list[bytes], **kwargs: Any) -> tuple[list[Any], NdjsonStr
     for chunk in chunks:
         returned = parser.feed(chunk)
         assert returned == items[len(items) - len(returned) :]
-        pulled += puller.feed(chunk)
+        found = puller.feed(chunk)
+        pulled += found
         assert parser.pending_bytes <= limit  # memory stays bounded
-    pulled += puller.flush()
-    parser.flush()
+        assert returned.bad_lines == found.bad_lines == count_bad(found)
+    found = puller.flush()
+    pulled += found
+    assert parser.flush().bad_lines == found.bad_lines == count_bad(found)
     assert pulled == items
     assert puller.line_number == parser.line_number
     return items, parser

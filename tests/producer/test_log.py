@@ -656,3 +656,41 @@ async def test_wait_lag_waits_for_the_readers_to_read_or_leave() -> None:
         await anyio.sleep(1)
         await body.aclose()  # a reader that leaves stops counting
     assert len(done) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("max_lag", "message"),
+    [
+        (1.5, "^max_lag must be an int, got 1.5$"),
+        (True, "^max_lag must be an int, got True$"),
+        (-1, "^max_lag must be >= 0, got -1$"),
+    ],
+)
+async def test_wait_lag_refuses_a_bad_bound_naming_it(max_lag: int, message: str) -> None:
+    log = EventLog()
+    with pytest.raises(ValueError, match=message):
+        await log.wait_lag(max_lag)
+
+
+@pytest.mark.anyio
+@on_virtual_clock()
+async def test_every_producer_waiting_on_the_lag_wakes_when_the_reader_reads() -> None:
+    log = EventLog()
+    body = NdjsonBody(log)
+    for _ in range(3):
+        log.append(stdout())
+    done: list[str] = []
+
+    async def producer(name: str) -> None:
+        await log.wait_lag(0)
+        done.append(name)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as task_group:
+            for name in ("first", "second", "third"):
+                task_group.start_soon(producer, name)
+            await anyio.sleep(1)
+            assert done == []
+            await body.__anext__()  # one read: every waiter rechecks
+    assert sorted(done) == ["first", "second", "third"]
