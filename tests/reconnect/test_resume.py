@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from enclave_stream import EncryptedEnvelope, FinalEvent, LineError, StdoutEvent
-from enclave_stream.errors import FailureKind, LineTooLongError
+from enclave_stream.errors import FailureKind, LineTooLongError, RetryableConnectError
 from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, ParsedEvent, StdoutPayload
 from enclave_stream.reconnect import (
     ConnectionState,
@@ -501,6 +501,42 @@ def test_core_retries_reset_on_the_first_new_event_of_a_connection() -> None:
     assert str(gave_up.error).startswith("gave up after 2 retries: x")
     core.finish(gave_up)
     assert states[-1] is ConnectionState.FAILED
+
+
+@pytest.mark.parametrize(
+    ("initial_delay_ms", "retry_after", "delay"),
+    [
+        (0, None, 0.0),  # no backoff and no Retry-After: at once
+        (0, 0, 0.0),
+        (0, 0.25, 0.25),  # the server's wait when longer than the backoff
+        (100, 0.05, 0.1),  # the backoff when longer
+        (0, 3600, 2.0),  # never past max_delay_ms
+    ],
+)
+def test_core_waits_for_the_longer_of_the_backoff_and_retry_after(
+    initial_delay_ms: int, retry_after: float | None, delay: float
+) -> None:
+    config = ReconnectionConfig(initial_delay_ms=initial_delay_ms, max_delay_ms=2000, jitter=False)
+    core = ResumeCore(config)
+    core.connect()
+    core.connection_opened()
+    cause = RetryableConnectError("HTTP 503", status_code=503, retry_after=retry_after)
+    assert core.disconnected(Reconnect("busy", cause)) == delay
+
+
+@pytest.mark.parametrize(("max_retries", "shown"), [(None, "unlimited"), (3, "3")])
+def test_core_logs_each_retry_with_its_attempt_and_the_retry_limit(
+    max_retries: int | None, shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = ReconnectionConfig(max_retries=max_retries, initial_delay_ms=100, jitter=False)
+    core = ResumeCore(config)
+    core.connect()
+    core.connection_opened()
+    with caplog.at_level(logging.INFO, logger="enclave_stream"):
+        core.disconnected(Reconnect("dropped"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"event stream: retrying in 0.1 s (attempt 1/{shown}): dropped"
+    ]
 
 
 # --- the fast path of ResumeCore equals the plain one
