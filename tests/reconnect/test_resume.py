@@ -524,6 +524,19 @@ def test_core_waits_for_the_longer_of_the_backoff_and_retry_after(
     assert core.disconnected(Reconnect("busy", cause)) == delay
 
 
+@pytest.mark.parametrize("retry_after", [None, 0.5, 1.4, 1.5, 3600])
+def test_a_retry_after_never_shortens_a_jittered_backoff_past_the_cap(
+    retry_after: float | None,
+) -> None:
+    # The backoff is capped at 1 s, then jitter takes it to 1.4 s (as the reference does).
+    config = ReconnectionConfig(initial_delay_ms=1000, max_delay_ms=1000, jitter_factor=0.5)
+    core = ResumeCore(config, random=lambda: 0.9)
+    core.connect()
+    core.connection_opened()
+    cause = RetryableConnectError("HTTP 429", retry_after=retry_after)
+    assert core.disconnected(Reconnect("busy", cause)) == 1.4
+
+
 @pytest.mark.parametrize(("max_retries", "shown"), [(None, "unlimited"), (3, "3")])
 def test_core_logs_each_retry_with_its_attempt_and_the_retry_limit(
     max_retries: int | None, shown: str, caplog: pytest.LogCaptureFixture
