@@ -524,6 +524,35 @@ def test_core_waits_for_the_longer_of_the_backoff_and_retry_after(
     assert core.disconnected(Reconnect("busy", cause)) == delay
 
 
+@pytest.mark.parametrize(
+    ("from_seq", "next_seq"),
+    [(None, None), (0, None), (1, 1), (2, 2), (5, 5)],  # 0: the whole session, as None
+)
+def test_core_from_seq_asks_for_that_seq_first(from_seq: int | None, next_seq: int | None) -> None:
+    core = ResumeCore(from_seq=from_seq)
+    assert core.next_seq == next_seq
+    assert core.last_seq == (None if next_seq is None else next_seq - 1)
+    core.connect()
+    core.connection_opened()
+    first = 1 if next_seq is None else next_seq
+    assert core.check(stdout(first)) is NEW
+    if first > 1:
+        assert core.check(stdout(first - 1)) is DROP  # already had: not delivered twice
+
+
+@pytest.mark.parametrize(
+    ("from_seq", "message"),
+    [
+        (1.5, "^from_seq must be an int, got 1.5$"),
+        (True, "^from_seq must be an int, got True$"),
+        (-1, "^from_seq must be >= 0, got -1$"),
+    ],
+)
+def test_core_refuses_a_bad_from_seq_naming_it(from_seq: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ResumeCore(from_seq=from_seq)
+
+
 @pytest.mark.parametrize("retry_after", [None, 0.5, 1.4, 1.5, 3600])
 def test_a_retry_after_never_shortens_a_jittered_backoff_past_the_cap(
     retry_after: float | None,
