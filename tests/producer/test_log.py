@@ -694,3 +694,28 @@ async def test_every_producer_waiting_on_the_lag_wakes_when_the_reader_reads() -
             assert done == []
             await body.__anext__()  # one read: every waiter rechecks
     assert sorted(done) == ["first", "second", "third"]
+
+
+@pytest.mark.anyio
+@on_virtual_clock()
+async def test_a_reader_leaving_wakes_the_producer_which_waits_on_for_a_slower_one() -> None:
+    log = EventLog()
+    leaving, slow = NdjsonBody(log), NdjsonBody(log)
+    for _ in range(3):
+        log.append(stdout())
+    done: list[float] = []
+
+    async def producer() -> None:
+        await log.wait_lag(0)
+        done.append(anyio.current_time())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(producer)
+            start = anyio.current_time()
+            await anyio.sleep(1)
+            await leaving.aclose()  # the producer rechecks: the slow reader still lags
+            await anyio.sleep(1)
+            assert done == []
+            await slow.__anext__()
+    assert done == [start + 2]
