@@ -295,6 +295,20 @@ def test_flush_of_an_unterminated_last_line() -> None:
     assert parser.line_number == 2
 
 
+def test_flush_ends_an_over_long_last_line_once() -> None:
+    """After flush, the over-long line is over: the next bytes start a new line."""
+    parser = NdjsonStreamParser(max_line_bytes=len(line_of(1)))
+    event, error = parser.feed(line_of(1) + b"\n" + b"x" * 200)  # reported past the limit
+    assert event == stdout(1)
+    assert (error.kind, error.line) == (FailureKind.LINE_TOO_LONG, 2)  # type: ignore[union-attr]
+    assert parser.flush() == []
+    assert (parser.line_number, parser.has_pending_data()) == (2, False)
+    assert parser.flush() == []  # nothing more to end
+    assert parser.line_number == 2
+    assert [e.error for e in parser.feed(b"{x\n")] == [parse_line(b"{x").error]  # type: ignore[union-attr]
+    assert parser.line_number == 3
+
+
 def test_reset_forgets_everything() -> None:
     collector = Collector()
     parser = NdjsonStreamParser(collector.on_event, collector.on_error)
