@@ -59,6 +59,7 @@ def run_parser(chunks: list[bytes], **kwargs: Any) -> tuple[list[Any], NdjsonStr
     parser = NdjsonStreamParser(items.append, items.append, **kwargs)
     puller = NdjsonStreamParser(**kwargs)  # pull style: no callbacks
     pulled: list[Any] = []
+    numbers: list[int] = []
     limit = parser.max_line_bytes
     for chunk in chunks:
         returned = parser.feed(chunk)
@@ -67,9 +68,19 @@ def run_parser(chunks: list[bytes], **kwargs: Any) -> tuple[list[Any], NdjsonStr
         pulled += found
         assert parser.pending_bytes <= limit  # memory stays bounded
         assert returned.bad_lines == found.bad_lines == count_bad(found)
+        numbers += found.line_numbers()
     found = puller.flush()
     pulled += found
     assert parser.flush().bad_lines == found.bad_lines == count_bad(found)
+    numbers += found.line_numbers()
+    # Each item has its own line, in stream order; a report names the line numbered.
+    assert numbers == sorted(set(numbers))
+    assert all(0 < number <= puller.line_number for number in numbers)
+    for number, item in zip(numbers, pulled, strict=True):
+        if isinstance(item, LineError):
+            assert item.line == number
+        elif isinstance(item, SlowLine):
+            assert item.number == number
     assert pulled == items
     assert puller.line_number == parser.line_number
     return items, parser
