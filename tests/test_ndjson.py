@@ -510,6 +510,30 @@ def test_line_of_exactly_max_line_bytes_is_accepted() -> None:
     ]
 
 
+def test_line_of_exactly_max_line_bytes_is_accepted_however_it_is_split() -> None:
+    good = line_of(1)
+    data = line_of(2) + b"\n" + good + b"\n"
+    for cut in range(len(line_of(2)) + 1, len(data)):  # the second line cut anywhere
+        collector, _ = feed_all([data[:cut], data[cut:]], max_line_bytes=len(good))
+        assert (collector.events, collector.errors) == ([stdout(2), stdout(1)], []), cut
+        collector, _ = feed_all([data[:cut], data[cut:]], max_line_bytes=len(good) - 1)
+        assert [(e.line, e.kind) for e in collector.errors] == [
+            (1, "line_too_long"),
+            (2, "line_too_long"),
+        ], cut
+
+
+def test_a_str_chunk_with_a_lone_surrogate_is_read_as_its_bytes_would_be() -> None:
+    """Text chunks are encoded as the bytes the peer would send, lone surrogates kept."""
+    escaped = line_of(1, "\ud800").decode() + "\n"  # JSON.stringify escapes it: valid
+    raw = '{"protocolVersion":2,"sessionId":"s_1","seq":2,"type":"stdout",'
+    raw += '"payload":{"chunk":"\ud800"}}\n'
+    found = NdjsonStreamParser().feed(escaped + raw)
+    # Raw, it is 3 bytes of invalid UTF-8: each read as U+FFFD, as TextDecoder does.
+    assert found == [stdout(1, "\ud800"), stdout(2, "\ufffd" * 3)]
+    assert found[1:] == NdjsonStreamParser().feed(raw.encode("utf-8", "surrogatepass"))
+
+
 # --- serialization ---------------------------------------------------------------------
 
 

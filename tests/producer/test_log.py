@@ -719,3 +719,24 @@ async def test_a_reader_leaving_wakes_the_producer_which_waits_on_for_a_slower_o
             assert done == []
             await slow.__anext__()
     assert done == [start + 2]
+
+
+class _Reader:
+    """A reader of the log that is not an NdjsonBody: only where it is."""
+
+    def __init__(self, next_seq: int) -> None:
+        self.next_seq = next_seq
+
+
+@pytest.mark.parametrize(
+    ("options", "first_seq"), [({}, 4), ({"hold": False}, 4), ({"hold": True}, 1)]
+)
+def test_an_attached_reader_holds_its_unsent_events_only_when_asked(
+    options: dict[str, bool], first_seq: int
+) -> None:
+    log = EventLog(max_events=2)
+    reader = _Reader(1)
+    log.attach(reader, **options)
+    for _ in range(5):
+        log.append(stdout())
+    assert (log.first_seq, log.lag) == (first_seq, 5)
