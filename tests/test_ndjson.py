@@ -523,6 +523,29 @@ def test_line_of_exactly_max_line_bytes_is_accepted_however_it_is_split() -> Non
         ], cut
 
 
+@pytest.mark.parametrize(
+    ("middle", "expected"),
+    [
+        # one line of one byte over the limit between the first and the unfinished last
+        ([b"x" * (len(line_of(1)) + 1)], ["line_too_long"]),
+        # lines of exactly the limit, around one over it
+        (
+            [line_of(1), line_of(2), b"y" * (len(line_of(1)) + 1), line_of(3)],
+            [1, 2, "line_too_long", 3],
+        ),
+    ],
+)
+def test_the_limit_holds_for_every_line_inside_one_chunk(
+    middle: list[bytes], expected: list[int | str]
+) -> None:
+    parser = NdjsonStreamParser(max_line_bytes=len(line_of(1)))
+    found = parser.feed(b"[]\n" + b"\n".join(middle) + b"\n" + b"{")  # all in one chunk
+    got = [item.kind if isinstance(item, LineError) else item.seq for item in found]
+    assert got == ["validation", *expected]
+    numbers = found.line_numbers()
+    assert numbers == list(range(1, len(middle) + 2))
+
+
 def test_a_str_chunk_with_a_lone_surrogate_is_read_as_its_bytes_would_be() -> None:
     """Text chunks are encoded as the bytes the peer would send, lone surrogates kept."""
     escaped = line_of(1, "\ud800").decode() + "\n"  # JSON.stringify escapes it: valid
