@@ -435,6 +435,27 @@ def test_deferred_slow_lines_are_returned_in_order() -> None:
     assert isinstance(last.judge(), LineError)  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("callbacks", ["both", "on_event", "on_error"])
+def test_each_callback_gets_only_its_items_and_none_gets_a_slow_line(callbacks: str) -> None:
+    events: list[ParsedEvent] = []
+    errors: list[LineError] = []
+    on_event = events.append if callbacks != "on_error" else None
+    on_error = errors.append if callbacks != "on_event" else None
+    slow = line_of(2).replace(b'"seq":2', b'"seq":2.0')  # an integer to JavaScript only
+    limit = len(slow)
+    parser = NdjsonStreamParser(on_event, on_error, defer_slow_lines=True, max_line_bytes=limit)
+    too_long = b"x" * (limit + 1)
+    found = parser.feed(b"\n".join([line_of(1), slow, too_long, line_of(3)]) + b"\n")
+    assert [type(item).__name__ for item in found] == [
+        "StdoutEvent",
+        "SlowLine",
+        "LineError",
+        "StdoutEvent",
+    ]
+    assert events == ([] if on_event is None else [stdout(1), stdout(3)])
+    assert errors == ([] if on_error is None else [found[2]])
+
+
 def test_pending_bytes_stay_within_the_limit() -> None:
     parser = NdjsonStreamParser(max_line_bytes=10)
     parser.feed(b"12345")
