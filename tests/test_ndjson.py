@@ -325,7 +325,7 @@ def test_reset_forgets_everything() -> None:
 
 
 def test_max_line_bytes_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="^max_line_bytes must be positive, got 0$"):
+    with pytest.raises(ValueError, match=r"^max_line_bytes must be positive, got 0$"):
         NdjsonStreamParser(print, print, max_line_bytes=0)
     assert NdjsonStreamParser(print, print, max_line_bytes=10).max_line_bytes == 10
 
