@@ -295,6 +295,20 @@ def test_flush_of_an_unterminated_last_line() -> None:
     assert parser.line_number == 2
 
 
+def test_flush_ends_an_over_long_last_line_once() -> None:
+    """After flush, the over-long line is over: the next bytes start a new line."""
+    parser = NdjsonStreamParser(max_line_bytes=len(line_of(1)))
+    event, error = parser.feed(line_of(1) + b"\n" + b"x" * 200)  # reported past the limit
+    assert event == stdout(1)
+    assert (error.kind, error.line) == (FailureKind.LINE_TOO_LONG, 2)  # type: ignore[union-attr]
+    assert parser.flush() == []
+    assert (parser.line_number, parser.has_pending_data()) == (2, False)
+    assert parser.flush() == []  # nothing more to end
+    assert parser.line_number == 2
+    assert [e.error for e in parser.feed(b"{x\n")] == [parse_line(b"{x").error]  # type: ignore[union-attr]
+    assert parser.line_number == 3
+
+
 def test_reset_forgets_everything() -> None:
     collector = Collector()
     parser = NdjsonStreamParser(collector.on_event, collector.on_error)
@@ -302,13 +316,16 @@ def test_reset_forgets_everything() -> None:
     parser.reset()
     assert parser.line_number == 0
     assert not parser.has_pending_data()
-    parser.feed(b"bad\n")
+    parser.feed(b"bad\n{x\n")
     parser.flush()
-    assert [(e.line, e.offset, e.content) for e in collector.errors] == [(1, 0, "bad")]
+    assert [(e.line, e.offset, e.content) for e in collector.errors] == [
+        (1, 0, "bad"),
+        (2, 4, "{x"),  # offsets count from the reset too
+    ]
 
 
 def test_max_line_bytes_must_be_positive() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^max_line_bytes must be positive, got 0$"):
         NdjsonStreamParser(print, print, max_line_bytes=0)
     assert NdjsonStreamParser(print, print, max_line_bytes=10).max_line_bytes == 10
 
@@ -418,6 +435,27 @@ def test_deferred_slow_lines_are_returned_in_order() -> None:
     assert isinstance(last.judge(), LineError)  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("callbacks", ["both", "on_event", "on_error"])
+def test_each_callback_gets_only_its_items_and_none_gets_a_slow_line(callbacks: str) -> None:
+    events: list[ParsedEvent] = []
+    errors: list[LineError] = []
+    on_event = events.append if callbacks != "on_error" else None
+    on_error = errors.append if callbacks != "on_event" else None
+    slow = line_of(2).replace(b'"seq":2', b'"seq":2.0')  # an integer to JavaScript only
+    limit = len(slow)
+    parser = NdjsonStreamParser(on_event, on_error, defer_slow_lines=True, max_line_bytes=limit)
+    too_long = b"x" * (limit + 1)
+    found = parser.feed(b"\n".join([line_of(1), slow, too_long, line_of(3)]) + b"\n")
+    assert [type(item).__name__ for item in found] == [
+        "StdoutEvent",
+        "SlowLine",
+        "LineError",
+        "StdoutEvent",
+    ]
+    assert events == ([] if on_event is None else [stdout(1), stdout(3)])
+    assert errors == ([] if on_error is None else [found[2]])
+
+
 def test_pending_bytes_stay_within_the_limit() -> None:
     parser = NdjsonStreamParser(max_line_bytes=10)
     parser.feed(b"12345")
@@ -491,6 +529,53 @@ def test_line_of_exactly_max_line_bytes_is_accepted() -> None:
         (1, "line_too_long"),
         (2, "line_too_long"),
     ]
+
+
+def test_line_of_exactly_max_line_bytes_is_accepted_however_it_is_split() -> None:
+    good = line_of(1)
+    data = line_of(2) + b"\n" + good + b"\n"
+    for cut in range(len(line_of(2)) + 1, len(data)):  # the second line cut anywhere
+        collector, _ = feed_all([data[:cut], data[cut:]], max_line_bytes=len(good))
+        assert (collector.events, collector.errors) == ([stdout(2), stdout(1)], []), cut
+        collector, _ = feed_all([data[:cut], data[cut:]], max_line_bytes=len(good) - 1)
+        assert [(e.line, e.kind) for e in collector.errors] == [
+            (1, "line_too_long"),
+            (2, "line_too_long"),
+        ], cut
+
+
+@pytest.mark.parametrize(
+    ("middle", "expected"),
+    [
+        # one line of one byte over the limit between the first and the unfinished last
+        ([b"x" * (len(line_of(1)) + 1)], ["line_too_long"]),
+        # lines of exactly the limit, around one over it
+        (
+            [line_of(1), line_of(2), b"y" * (len(line_of(1)) + 1), line_of(3)],
+            [1, 2, "line_too_long", 3],
+        ),
+    ],
+)
+def test_the_limit_holds_for_every_line_inside_one_chunk(
+    middle: list[bytes], expected: list[int | str]
+) -> None:
+    parser = NdjsonStreamParser(max_line_bytes=len(line_of(1)))
+    found = parser.feed(b"[]\n" + b"\n".join(middle) + b"\n" + b"{")  # all in one chunk
+    got = [item.kind if isinstance(item, LineError) else item.seq for item in found]
+    assert got == ["validation", *expected]
+    numbers = found.line_numbers()
+    assert numbers == list(range(1, len(middle) + 2))
+
+
+def test_a_str_chunk_with_a_lone_surrogate_is_read_as_its_bytes_would_be() -> None:
+    """Text chunks are encoded as the bytes the peer would send, lone surrogates kept."""
+    escaped = line_of(1, "\ud800").decode() + "\n"  # JSON.stringify escapes it: valid
+    raw = '{"protocolVersion":2,"sessionId":"s_1","seq":2,"type":"stdout",'
+    raw += '"payload":{"chunk":"\ud800"}}\n'
+    found = NdjsonStreamParser().feed(escaped + raw)
+    # Raw, it is 3 bytes of invalid UTF-8: each read as U+FFFD, as TextDecoder does.
+    assert found == [stdout(1, "\ud800"), stdout(2, "\ufffd" * 3)]
+    assert found[1:] == NdjsonStreamParser().feed(raw.encode("utf-8", "surrogatepass"))
 
 
 # --- serialization ---------------------------------------------------------------------
@@ -578,9 +663,11 @@ def test_iter_ndjson_stream_reports_bad_lines_as_the_async_parser_does(
     assert [(e.line, e.kind) for e in errors] == [(2, "json"), (4, "validation")]
     with caplog.at_level(logging.WARNING, logger="enclave_stream"):
         assert list(iter_ndjson_stream(chunks)) == events
-    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
-        "skipping bad NDJSON line 2",
-        "skipping bad NDJSON line 4",
+    # The log line names the line, the kind, where (when the schema says) and why.
+    assert [r.getMessage() for r in caplog.records] == [
+        "skipping bad NDJSON line 2 (json): JSON parse error: Expecting value (position 0)",
+        "skipping bad NDJSON line 4 (validation at $): "
+        "Validation error: Object missing required field `type`",
     ]
     # A bad last line without its newline is reported at the end, the same way.
     tail: list[LineError] = []

@@ -48,20 +48,39 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return chunks
 
 
+def count_bad(found: list[Any]) -> int:
+    """The items of a feed's result that are not events (what ``bad_lines`` counts)."""
+    return sum(isinstance(item, (LineError, SlowLine)) for item in found)
+
+
 def run_parser(chunks: list[bytes], **kwargs: Any) -> tuple[list[Any], NdjsonStreamParser]:
     """Feed ``chunks`` to a parser with callbacks; its return values must say the same."""
     items: list[Any] = []
     parser = NdjsonStreamParser(items.append, items.append, **kwargs)
     puller = NdjsonStreamParser(**kwargs)  # pull style: no callbacks
     pulled: list[Any] = []
+    numbers: list[int] = []
     limit = parser.max_line_bytes
     for chunk in chunks:
         returned = parser.feed(chunk)
         assert returned == items[len(items) - len(returned) :]
-        pulled += puller.feed(chunk)
+        found = puller.feed(chunk)
+        pulled += found
         assert parser.pending_bytes <= limit  # memory stays bounded
-    pulled += puller.flush()
-    parser.flush()
+        assert returned.bad_lines == found.bad_lines == count_bad(found)
+        numbers += found.line_numbers()
+    found = puller.flush()
+    pulled += found
+    assert parser.flush().bad_lines == found.bad_lines == count_bad(found)
+    numbers += found.line_numbers()
+    # Each item has its own line, in stream order; a report names the line numbered.
+    assert numbers == sorted(set(numbers))
+    assert all(0 < number <= puller.line_number for number in numbers)
+    for number, item in zip(numbers, pulled, strict=True):
+        if isinstance(item, LineError):
+            assert item.line == number
+        elif isinstance(item, SlowLine):
+            assert item.number == number
     assert pulled == items
     assert puller.line_number == parser.line_number
     return items, parser

@@ -417,7 +417,7 @@ class ReconnectionStateMachine:
         then either ``retry_scheduled`` or ``failed`` (with ``reason``, or
         ``"Max retries exceeded"`` when None). ``wait_ms`` is the least delay
         the server asked for (``Retry-After``): the retry waits for the longer
-        of it and the backoff, but never more than ``max_delay_ms``.
+        of the backoff and ``wait_ms`` capped at ``max_delay_ms``.
         """
         if self._state not in _TRANSITIONS[_Input.DISCONNECTED].acts_in:
             return
@@ -427,8 +427,8 @@ class ReconnectionStateMachine:
         events += self._apply(_Input.DISCONNECTED)
         if self._state is ConnectionState.RECONNECTING:
             delay_ms = compute_backoff_ms(self._config, self._retry_count, self._random)
-            if wait_ms > delay_ms:
-                delay_ms = js_round(min(wait_ms, self._config.max_delay_ms))
+            # The jittered backoff may pass max_delay_ms: a capped wait never shortens it.
+            delay_ms = max(delay_ms, js_round(min(wait_ms, self._config.max_delay_ms)))
             self._set_pending(PendingRetry(self._retry_count + 1, delay_ms))
             events.append(RetryScheduledEvent(self._retry_count + 1, delay_ms))
         else:

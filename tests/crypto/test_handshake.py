@@ -18,6 +18,8 @@ from enclave_stream import StdoutEvent, encode_message
 from enclave_stream.crypto import (
     ClientHandshake,
     EcdhError,
+    EncryptedSession,
+    ReceiveChecks,
     SessionRole,
     accept_client_hello,
     create_server_hello,
@@ -36,7 +38,7 @@ from enclave_stream.crypto.signing import (
     sign_transcript,
     verify_transcript_signature,
 )
-from enclave_stream.errors import EncryptionErrorCode, HandshakeError
+from enclave_stream.errors import EncryptionErrorCode, EnvelopeError, HandshakeError
 from enclave_stream.events import ClientHello, ServerHello, StdoutPayload
 from enclave_stream.protocol import EncryptionAlgorithm, KeyDerivation, SupportedCurve
 
@@ -70,6 +72,29 @@ def test_handshake_yields_matching_sessions() -> None:
     assert server.open(client.seal(_event(1))) == _event(1)
     assert client.open(server.seal(_event(1))) == _event(1)
     assert handshake.completed
+
+
+def _opens_late_envelope(receiver: EncryptedSession, sender: EncryptedSession) -> bool:
+    """Whether ``receiver`` opens envelope 1 after envelope 2 (only with seq_order off)."""
+    early, late = sender.seal(_event(1)), sender.seal(_event(2))
+    assert receiver.open(late) == _event(2)
+    try:
+        return receiver.open(early) == _event(1)
+    except EnvelopeError:
+        return False
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_checks_reach_the_session_of_each_side(side: str) -> None:
+    """checks= given to either end of the handshake is the session's; the default is strict."""
+    lenient = ReceiveChecks(seq_order=False)
+    handshake = ClientHandshake(checks=lenient if side == "client" else None)
+    server_hello, server = accept_client_hello(
+        handshake.client_hello, SESSION, checks=lenient if side == "server" else None
+    )
+    client = handshake.complete(server_hello, SESSION)
+    assert _opens_late_envelope(client, server) is (side == "client")
+    assert _opens_late_envelope(server, client) is (side == "server")
 
 
 @pytest.mark.parametrize("form", ["struct", "mapping", "text", "bytes"])

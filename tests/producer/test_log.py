@@ -38,7 +38,11 @@ def chunks(entries: list[LogEntry]) -> list[str]:
 
 
 def test_has_every_member_of_the_event_store_protocol_with_its_signature() -> None:
-    members = [name for name in vars(EventStore) if not name.startswith("_")]
+    # mutmut (docs/mutation.md) adds each method's original and mutants to the
+    # class under names holding "__mutmut_": they are not members.
+    members = [
+        name for name in vars(EventStore) if not name.startswith("_") and "__mutmut_" not in name
+    ]
     assert members  # the protocol is read, not an empty namespace
     for name in members:
         expected, actual = getattr(EventStore, name), getattr(EventLog, name)
@@ -727,3 +731,87 @@ async def test_wait_lag_waits_for_the_readers_to_read_or_leave() -> None:
         await anyio.sleep(1)
         await body.aclose()  # a reader that leaves stops counting
     assert len(done) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("max_lag", "message"),
+    [
+        (1.5, "^max_lag must be an int, got 1.5$"),
+        (True, "^max_lag must be an int, got True$"),
+        (-1, "^max_lag must be >= 0, got -1$"),
+    ],
+)
+async def test_wait_lag_refuses_a_bad_bound_naming_it(max_lag: int, message: str) -> None:
+    log = EventLog()
+    with pytest.raises(ValueError, match=message):
+        await log.wait_lag(max_lag)
+
+
+@pytest.mark.anyio
+@on_virtual_clock()
+async def test_every_producer_waiting_on_the_lag_wakes_when_the_reader_reads() -> None:
+    log = EventLog()
+    body = NdjsonBody(log)
+    for _ in range(3):
+        log.append(stdout())
+    done: list[str] = []
+
+    async def producer(name: str) -> None:
+        await log.wait_lag(0)
+        done.append(name)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as task_group:
+            for name in ("first", "second", "third"):
+                task_group.start_soon(producer, name)
+            await anyio.sleep(1)
+            assert done == []
+            await body.__anext__()  # one read: every waiter rechecks
+    assert sorted(done) == ["first", "second", "third"]
+
+
+@pytest.mark.anyio
+@on_virtual_clock()
+async def test_a_reader_leaving_wakes_the_producer_which_waits_on_for_a_slower_one() -> None:
+    log = EventLog()
+    leaving, slow = NdjsonBody(log), NdjsonBody(log)
+    for _ in range(3):
+        log.append(stdout())
+    done: list[float] = []
+
+    async def producer() -> None:
+        await log.wait_lag(0)
+        done.append(anyio.current_time())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(producer)
+            start = anyio.current_time()
+            await anyio.sleep(1)
+            await leaving.aclose()  # the producer rechecks: the slow reader still lags
+            await anyio.sleep(1)
+            assert done == []
+            await slow.__anext__()
+    assert done == [start + 2]
+
+
+class _Reader:
+    """A reader of the log that is not an NdjsonBody: only where it is."""
+
+    def __init__(self, next_seq: int) -> None:
+        self.next_seq = next_seq
+
+
+@pytest.mark.parametrize(
+    ("options", "first_seq"), [({}, 4), ({"hold": False}, 4), ({"hold": True}, 1)]
+)
+def test_an_attached_reader_holds_its_unsent_events_only_when_asked(
+    options: dict[str, bool], first_seq: int
+) -> None:
+    log = EventLog(max_events=2)
+    reader = _Reader(1)
+    log.attach(reader, **options)
+    for _ in range(5):
+        log.append(stdout())
+    assert (log.first_seq, log.lag) == (first_seq, 5)

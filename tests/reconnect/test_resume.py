@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from enclave_stream import EncryptedEnvelope, FinalEvent, LineError, StdoutEvent
-from enclave_stream.errors import FailureKind, LineTooLongError
+from enclave_stream.errors import FailureKind, LineTooLongError, RetryableConnectError
 from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, ParsedEvent, StdoutPayload
 from enclave_stream.reconnect import (
     ConnectionState,
@@ -501,6 +501,84 @@ def test_core_retries_reset_on_the_first_new_event_of_a_connection() -> None:
     assert str(gave_up.error).startswith("gave up after 2 retries: x")
     core.finish(gave_up)
     assert states[-1] is ConnectionState.FAILED
+
+
+@pytest.mark.parametrize(
+    ("initial_delay_ms", "retry_after", "delay"),
+    [
+        (0, None, 0.0),  # no backoff and no Retry-After: at once
+        (0, 0, 0.0),
+        (0, 0.25, 0.25),  # the server's wait when longer than the backoff
+        (100, 0.05, 0.1),  # the backoff when longer
+        (0, 3600, 2.0),  # never past max_delay_ms
+    ],
+)
+def test_core_waits_for_the_longer_of_the_backoff_and_retry_after(
+    initial_delay_ms: int, retry_after: float | None, delay: float
+) -> None:
+    config = ReconnectionConfig(initial_delay_ms=initial_delay_ms, max_delay_ms=2000, jitter=False)
+    core = ResumeCore(config)
+    core.connect()
+    core.connection_opened()
+    cause = RetryableConnectError("HTTP 503", status_code=503, retry_after=retry_after)
+    assert core.disconnected(Reconnect("busy", cause)) == delay
+
+
+@pytest.mark.parametrize(
+    ("from_seq", "next_seq"),
+    [(None, None), (0, None), (1, 1), (2, 2), (5, 5)],  # 0: the whole session, as None
+)
+def test_core_from_seq_asks_for_that_seq_first(from_seq: int | None, next_seq: int | None) -> None:
+    core = ResumeCore(from_seq=from_seq)
+    assert core.next_seq == next_seq
+    assert core.last_seq == (None if next_seq is None else next_seq - 1)
+    core.connect()
+    core.connection_opened()
+    first = 1 if next_seq is None else next_seq
+    assert core.check(stdout(first)) is NEW
+    if first > 1:
+        assert core.check(stdout(first - 1)) is DROP  # already had: not delivered twice
+
+
+@pytest.mark.parametrize(
+    ("from_seq", "message"),
+    [
+        (1.5, "^from_seq must be an int, got 1.5$"),
+        (True, "^from_seq must be an int, got True$"),
+        (-1, "^from_seq must be >= 0, got -1$"),
+    ],
+)
+def test_core_refuses_a_bad_from_seq_naming_it(from_seq: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ResumeCore(from_seq=from_seq)
+
+
+@pytest.mark.parametrize("retry_after", [None, 0.5, 1.4, 1.5, 3600])
+def test_a_retry_after_never_shortens_a_jittered_backoff_past_the_cap(
+    retry_after: float | None,
+) -> None:
+    # The backoff is capped at 1 s, then jitter takes it to 1.4 s (as the reference does).
+    config = ReconnectionConfig(initial_delay_ms=1000, max_delay_ms=1000, jitter_factor=0.5)
+    core = ResumeCore(config, random=lambda: 0.9)
+    core.connect()
+    core.connection_opened()
+    cause = RetryableConnectError("HTTP 429", retry_after=retry_after)
+    assert core.disconnected(Reconnect("busy", cause)) == 1.4
+
+
+@pytest.mark.parametrize(("max_retries", "shown"), [(None, "unlimited"), (3, "3")])
+def test_core_logs_each_retry_with_its_attempt_and_the_retry_limit(
+    max_retries: int | None, shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = ReconnectionConfig(max_retries=max_retries, initial_delay_ms=100, jitter=False)
+    core = ResumeCore(config)
+    core.connect()
+    core.connection_opened()
+    with caplog.at_level(logging.INFO, logger="enclave_stream"):
+        core.disconnected(Reconnect("dropped"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"event stream: retrying in 0.1 s (attempt 1/{shown}): dropped"
+    ]
 
 
 # --- the fast path of ResumeCore equals the plain one
