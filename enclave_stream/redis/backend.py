@@ -59,9 +59,14 @@ class RedisBackend(TaskOwner):
         prefix: the first part of every key name.
         owner_id: this replica's id in the leases; unique by default
             (host, pid, random).
-        max_connections: the pool size of the client made from a URL. A
-            live follower holds one connection while it waits (XREAD
-            BLOCK): size it to the followers one replica serves at once.
+        max_connections: the pool size of each client made from a URL:
+            one for the owner's writes and lookups, one for followers, so
+            that flushers never wait behind them. A live follower holds one
+            connection while it waits (XREAD BLOCK): size it to the
+            followers one replica serves at once.
+        pool_timeout_seconds: how long a command made from a URL's clients
+            waits for a free connection; past it the request is a 503
+            (``STORE_UNAVAILABLE``), never a hang.
     """
 
     def __init__(
@@ -72,9 +77,13 @@ class RedisBackend(TaskOwner):
         prefix: str = DEFAULT_PREFIX,
         owner_id: str | None = None,
         max_connections: int = 1024,
+        pool_timeout_seconds: float = 5.0,
     ) -> None:
         self._max_connections = check_number(
             "max_connections", max_connections, minimum=1, integer=True
+        )
+        self._pool_timeout = check_number(
+            "pool_timeout_seconds", pool_timeout_seconds, positive=True
         )
         self._redis = redis
         self._limits = RedisLimits() if limits is None else limits
@@ -85,6 +94,7 @@ class RedisBackend(TaskOwner):
             else owner_id
         )
         self._client: coredis.Redis[bytes] | None = None
+        self._followers: coredis.Redis[bytes] | None = None
         self._task_group: TaskGroup | None = None
         self._flushers: set[RedisEventStore] = set()
 
@@ -118,15 +128,22 @@ class RedisBackend(TaskOwner):
         """Where ``session_id`` lives in Redis."""
         return SessionKeys.of(self._prefix, session_id)
 
+    def _connect(self, url: str) -> coredis.Redis[bytes]:
+        return coredis.Redis.from_url(
+            url, max_connections=self._max_connections, pool_timeout=self._pool_timeout
+        )
+
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            redis = self._redis
-            if isinstance(redis, str):
-                redis = await stack.enter_async_context(
-                    coredis.Redis.from_url(redis, max_connections=self._max_connections)
-                )
+            given = self._redis
+            if isinstance(given, str):
+                redis = await stack.enter_async_context(self._connect(given))
+                followers = await stack.enter_async_context(self._connect(given))
+            else:
+                redis = followers = given
             self._client = redis
+            self._followers = followers
             try:
                 # Marks Redis as known to hold its sessions; an error is not fatal
                 # here: Redis may come up later.
@@ -143,6 +160,7 @@ class RedisBackend(TaskOwner):
                         await self._drain()
             finally:
                 self._client = None
+                self._followers = None
 
     async def _drain(self) -> None:
         # Sessions ended just before (a shutdown's finals) still have lines to write.
@@ -262,8 +280,11 @@ class RedisBackend(TaskOwner):
         Raises:
             BrokerError: 404, 410 or 503, as :func:`~.reader.open_replay` says.
         """
+        followers = self._followers
+        if followers is None:
+            raise RuntimeError("use the RedisBackend inside its `async with` block")
         return await open_replay(
-            self.client,
+            followers,
             session_id,
             from_seq,
             prefix=self._prefix,

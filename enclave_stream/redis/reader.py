@@ -51,6 +51,8 @@ OWNER_LOST: Final = ErrorInfo(
 
 _RETRY_AFTER: Final = {"Retry-After": "1"}
 _BATCH: Final = 512
+# How long a command may take beyond its own blocking time (a pool wait included).
+_MARGIN: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +192,16 @@ async def lookup(
     """
     keys = SessionKeys.of(prefix, session_id)
     try:
-        status = await read_status(client, keys)
-        if status is not None and status.owner_lost:
-            await end_lost_session(client, keys, session_id, status, limits)
+        # Never cut mid-command (a client leaving): coredis would lose the pool slot.
+        with anyio.CancelScope(shield=True), anyio.fail_after(_MARGIN):
             status = await read_status(client, keys)
+            if status is not None and status.owner_lost:
+                await end_lost_session(client, keys, session_id, status, limits)
+                status = await read_status(client, keys)
+            still_recovering = status is None and await recovering(client, prefix, limits)
+        await anyio.lowlevel.checkpoint()
         if status is None:
-            if await recovering(client, prefix, limits):
+            if still_recovering:
                 raise _unavailable(
                     f"Session {session_id} is not in Redis yet: Redis restarted and its "
                     "sessions are being restored",
@@ -311,15 +317,27 @@ class RedisReplay:
             try:
                 if self._following:
                     # Returns at once when lines are there, else waits for one.
-                    reply = await client.xread(
-                        {log: f"{self._next - 1}-0"}, count=_BATCH, block=block_ms
-                    )
+                    # coredis loses a pool slot for good when a command is
+                    # cancelled mid-flight (a follower's client leaving): the
+                    # block runs to its end, bounded, and the cancellation is
+                    # taken after it.
+                    with anyio.CancelScope(shield=True):
+                        with anyio.fail_after(self._limits.follow_block_seconds + _MARGIN):
+                            reply = await client.xread(
+                                {log: f"{self._next - 1}-0"}, count=_BATCH, block=block_ms
+                            )
+                    await anyio.lowlevel.checkpoint()
                     entries = () if reply is None else reply.get(log.encode(), ())
                     if not entries:
-                        await self._check()
+                        with anyio.CancelScope(shield=True), anyio.fail_after(_MARGIN):
+                            await self._check()
+                        await anyio.lowlevel.checkpoint()
                         continue
                 else:
-                    entries = await client.xrange(log, f"{self._next}-0", "+", count=_BATCH)
+                    with anyio.CancelScope(shield=True):
+                        with anyio.fail_after(_MARGIN):
+                            entries = await client.xrange(log, f"{self._next}-0", "+", count=_BATCH)
+                    await anyio.lowlevel.checkpoint()
                     self._following = len(entries) < _BATCH
                     if not entries:
                         continue

@@ -354,3 +354,36 @@ async def test_an_entered_client_is_used_and_left_open(shared_redis: RedisServer
             lines = await read_all(await owner.open_replay(stream.session_id))
             assert seqs(lines) == [1, 2]
         assert await client.ping() == b"PONG"
+
+
+async def test_followers_cut_mid_follow_leave_the_pool_whole(shared_redis: RedisServer) -> None:
+    # coredis loses a pool slot for every command cancelled mid-flight: with 4
+    # connections, 6 followers cut while blocked would leave nothing to serve.
+    limits = RedisLimits(lease_seconds=1.0, follow_block_seconds=0.2, retry_max_seconds=0.05)
+    prefix = f"t{secrets.token_hex(4)}"
+    async with RedisBackend(
+        shared_redis.url, limits=limits, prefix=prefix, max_connections=4, pool_timeout_seconds=2
+    ) as owner:
+        stream = await in_redis(session(owner))
+        for _ in range(6):
+            replay = await owner.open_replay(stream.session_id, 2)
+            with anyio.move_on_after(0.05) as cut:
+                await replay.__anext__()  # nothing new: blocked in XREAD
+            assert cut.cancelled_caught
+        with anyio.fail_after(3):
+            stream.stdout("after the cuts")
+            await in_redis(stream)
+            lines = await anext_lines(await owner.open_replay(stream.session_id, 0))
+        assert seqs(lines) == [1, 2]
+        # Many at once: they take turns on the 4 connections, none hangs.
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as task_group:
+                for _ in range(6):
+                    replay = await owner.open_replay(stream.session_id, 3)
+                    task_group.start_soon(replay.__anext__)
+                await anyio.sleep(0.05)
+                task_group.cancel_scope.cancel()
+            stream.final(True)
+            await stream.store.wait_written()  # type: ignore[attr-defined]
+            lines = await read_all(await owner.open_replay(stream.session_id, 0))
+        assert seqs(lines) == [1, 2, 3]
