@@ -27,14 +27,14 @@ FLUSH: Final = (
 -- creator's grant (JSON), lines...
 -- Returns {status, top, first held, cancel asked}: OK, LOST (the session was
 -- in Redis and is gone: the owner repairs), FENCED (another owner, or
--- declared lost), GAP.
+-- ended by readers as lost), GAP.
 local log, meta, lease, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, mode, first, ending = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local max_events, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
 local ttl, lease_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
 local n = #ARGV - 12
 
-local held = redis.call('HMGET', meta, 'owner', 'state', 'top', 'first', 'bytes')
+local held = redis.call('HMGET', meta, 'owner', 'state', 'top', 'first', 'bytes', 'lost')
 local top, head, bytes
 if not held[1] then
   if ARGV[11] == '1' and mode ~= 'repair' then return {'LOST', 0, 0} end
@@ -45,7 +45,9 @@ if not held[1] then
   redis.call('HSET', meta, 'owner', owner, 'state', 'running', 'enc', ARGV[9],
     'hello', ARGV[10], 'grant', ARGV[12], 'created', int(now[1] * 1000 + math.floor(now[2] / 1000)))
 else
-  if held[1] ~= owner or held[2] == 'lost' then
+  -- Readers ended it (the owner's lease had lapsed): a slow owner must not
+  -- write after their final, nor take its seq for one of its own.
+  if held[1] ~= owner or held[2] == 'lost' or held[6] then
     return {'FENCED', tonumber(held[3]), tonumber(held[4])}
   end
   top, head, bytes = tonumber(held[3]), tonumber(held[4]), tonumber(held[5])

@@ -44,7 +44,7 @@ class FlushOutcome(StrEnum):
 
     OK = "OK"
     LOST = "LOST"  # the session was in Redis and is gone: Redis lost its data
-    FENCED = "FENCED"  # another owner, or declared lost by a reader
+    FENCED = "FENCED"  # another owner, or ended by readers as lost (the lease lapsed)
     GAP = "GAP"  # Redis holds less than the owner thought
 
 
@@ -81,8 +81,9 @@ class RedisEventStore:
         grant: the creator's grant as JSON (:func:`~.reader.encode_grant`),
             so that any replica's authorization hook sees it.
         on_cancel: called (once) when another replica asked for the
-            session's cancellation; the flusher sees the request at its next
-            write or lease renewal.
+            session's cancellation (the flusher sees the request at its next
+            write or lease renewal), or when Redis refused its writes for
+            good (another owner, or readers ended it after its lease lapsed).
     """
 
     def __init__(
@@ -285,6 +286,8 @@ class RedisEventStore:
             )
             logger.error("%s", self._failure)
             self._wake()
+            # The session is over for every other replica: its runner stops too.
+            self._cancel()
         return outcome
 
     async def _call(self, mode: str, first: int, entries: list[LogEntry]) -> FlushOutcome:
@@ -326,13 +329,18 @@ class RedisEventStore:
             if ending:
                 self._ended = True
             self._wake()
-            if len(reply) > 3 and int(reply[3]) and self._on_cancel is not None:
-                on_cancel, self._on_cancel = self._on_cancel, None
-                try:
-                    on_cancel()
-                except Exception:
-                    logger.exception("session %s: cancelling it failed", self._keys.meta)
+            if len(reply) > 3 and int(reply[3]):
+                self._cancel()
         return outcome
+
+    def _cancel(self) -> None:
+        on_cancel, self._on_cancel = self._on_cancel, None
+        if on_cancel is None:
+            return
+        try:
+            on_cancel()
+        except Exception:
+            logger.exception("session %s: cancelling it failed", self._keys.meta)
 
     def _ends_with_final(self) -> bool:
         # The newest entry is always held, so the last one tells.

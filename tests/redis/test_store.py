@@ -387,3 +387,40 @@ async def test_followers_cut_mid_follow_leave_the_pool_whole(shared_redis: Redis
             await stream.store.wait_written()  # type: ignore[attr-defined]
             lines = await read_all(await owner.open_replay(stream.session_id, 0))
         assert seqs(lines) == [1, 2, 3]
+
+
+async def test_a_slow_owner_is_fenced_off_once_readers_ended_its_session(
+    shared_redis: RedisServer,
+) -> None:
+    # A long lease: the owner renews it rarely, so its lapse is made by hand
+    # (the owner stalled), and the owner is alive to write afterwards.
+    limits = RedisLimits(lease_seconds=10.0, follow_block_seconds=0.05, retry_max_seconds=0.05)
+    cancelled: list[bool] = []
+    async with (
+        backend(shared_redis, limits) as owner,
+        backend(shared_redis, limits, prefix=owner.prefix) as other,
+    ):
+        stream = session(owner, on_cancel=lambda: cancelled.append(True))
+        stream.stdout("before")
+        await in_redis(stream)
+        keys = other.keys(stream.session_id)
+        await other.client.delete([keys.lease])
+        await other.open_replay(stream.session_id)  # sees the lapse: ends it (seq 3)
+        stream.stdout("late")  # seq 3 too, on the owner's side
+        stream.stdout("later")
+        store = stream.store
+        with anyio.fail_after(5):
+            await store.wait_for(4)
+        assert store.failure is not None  # type: ignore[attr-defined]
+        assert not store.failure.retryable  # type: ignore[attr-defined]
+        assert cancelled == [True]
+        with pytest.raises(StoreUnavailableError):
+            store.read(1)
+        lines = await read_all(await other.open_replay(stream.session_id))
+        assert seqs(lines) == [1, 2, 3]
+        finals = [msgspec.json.decode(line) for line in lines if b'"final"' in line]
+        assert len(finals) == 1
+        assert finals[0]["payload"]["error"]["code"] == OWNER_LOST.code
+        status = await other.status(stream.session_id)
+        assert status is not None
+        assert (status.state, status.top, status.end, status.leased) == ("finished", 3, 3, False)
