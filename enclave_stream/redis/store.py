@@ -235,7 +235,9 @@ class RedisEventStore:
         Refreshes the owner's lease every third of ``lease_seconds`` when idle,
         retries while Redis is unreachable (50 ms doubling up to
         ``retry_max_seconds``), and puts the local log back when Redis lost
-        the session. Run by the backend's task group.
+        the session. After the end it keeps looking every third of
+        ``lease_seconds``, for ``retention_seconds``, and puts the session
+        back if Redis lost it. Run by the backend's task group.
         """
         limits = self._limits
         local = self._local
@@ -257,6 +259,23 @@ class RedisEventStore:
                 delay = min(delay * 2, limits.retry_max_seconds)
             else:
                 delay = _FIRST_RETRY
+        if self._failure is None:
+            await self._keep_end()
+
+    async def _keep_end(self) -> None:
+        # Redis restarted empty would lose a finished session its readers
+        # still resume: until its keys would have expired anyway, the owner
+        # looks every third of a lease and puts it back.
+        limits = self._limits
+        deadline = anyio.current_time() + limits.retention_seconds
+        idle = limits.lease_seconds / 3
+        while self._failure is None and anyio.current_time() < deadline:
+            await anyio.sleep(idle)
+            try:
+                if not await self._client.exists([self._keys.meta]):
+                    await self.flush_once()
+            except REDIS_ERRORS as exc:
+                logger.warning("session %s: checking it in Redis failed (%s)", self._keys.meta, exc)
 
     async def flush_once(self) -> FlushOutcome:
         """Write one batch (maybe none: a lease refresh); repair if Redis lost the session.

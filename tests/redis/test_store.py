@@ -424,3 +424,31 @@ async def test_a_slow_owner_is_fenced_off_once_readers_ended_its_session(
         status = await other.status(stream.session_id)
         assert status is not None
         assert (status.state, status.top, status.end, status.leased) == ("finished", 3, 3, False)
+
+
+async def test_a_finished_session_lost_by_redis_is_put_back_by_its_owner(
+    own_redis: RedisServer,
+) -> None:
+    async with backend(own_redis) as owner:
+        stream = session(owner)
+        for index in range(5):
+            stream.stdout(str(index))
+        stream.final(True)
+        with anyio.fail_after(5):
+            await stream.store.wait_written()  # type: ignore[attr-defined]
+        await anyio.sleep(FAST.lease_seconds / 2)  # the flusher is past the end
+        own_redis.restart_empty()
+        async with backend(own_redis, prefix=owner.prefix) as other:
+            refusals: list[tuple[int, str]] = []
+            lines: list[bytes] = []
+            with anyio.fail_after(10):
+                while not lines:
+                    try:
+                        lines = await read_all(await other.open_replay(stream.session_id))
+                    except BrokerError as refused:
+                        refusals.append((refused.status, refused.code))
+                        await anyio.sleep(0.05)
+            # Only "on its way back" while the owner restores it; never a 404.
+            assert set(refusals) <= {(503, "STORE_RECOVERING")}
+        assert lines == [entry.line for entry in stream.store.read(0)]
+        assert seqs(lines) == list(range(1, 8))
