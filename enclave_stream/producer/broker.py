@@ -578,7 +578,9 @@ class SessionBroker(TaskOwner):
         (a client that reads nothing must not hold the server; one still
         reading gets to its ``final``). Call :meth:`ServedResponse.sent`
         after each send. :func:`~enclave_stream.starlette.create_broker_app`
-        sends every stream response this way.
+        sends every stream response this way. A response served from the
+        shared log for a session another replica holds is cut as soon as
+        the shutdown's time is up (its client resumes on another replica).
         """
         served = ServedResponse(anyio.CancelScope(), anyio.current_time())
         # A session another replica holds is served from the shared log.
@@ -613,6 +615,12 @@ class SessionBroker(TaskOwner):
         # Readers take their final; one that takes no bytes for a timeout
         # would keep its connection, and the server, open for ever.
         self._responses_cut = True
+        # A session another replica holds may run on for long: its readers
+        # resume on a replica that stays.
+        for session_id, group in list(self._responses.items()):
+            if session_id not in self._slots:
+                for each in list(group):
+                    each.cancel_scope.cancel()
         while True:
             await anyio.sleep(timeout)
             now = anyio.current_time()

@@ -153,3 +153,44 @@ async def test_a_cancel_on_another_replica_reaches_the_owner(shared_redis: Redis
         with pytest.raises(BrokerError) as unknown:
             await other.cancel("s_unknown")
         assert unknown.value.status == 404
+
+
+async def test_a_shutdown_cuts_responses_served_for_another_replicas_session(
+    shared_redis: RedisServer,
+) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    timeout = 0.3
+    one, other = (
+        SessionBroker(
+            until_cancelled,
+            config=BrokerConfig(heartbeat_interval_ms=None, shutdown_timeout_seconds=timeout),
+            backend=RedisBackend(shared_redis.url, limits=FAST, prefix=prefix),
+        )
+        for _ in range(2)
+    )
+    async with one, other:
+        created = await one.create_session(b'{"code": "hi"}')
+        with anyio.fail_after(5):
+            await one.get(created.session_id).store.wait_written()  # type: ignore[attr-defined]
+        resumed = await other.open_stream(created.session_id, "1")
+        with other.serving(created.session_id) as served:
+
+            async def keep_taking() -> None:
+                # A client that reads on (heartbeats, say): never a stalled response.
+                while True:
+                    served.sent()
+                    await anyio.sleep(0.02)
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as task_group:
+                    task_group.start_soon(keep_taking)
+                    other.shutdown()
+                    started = anyio.current_time()
+                    with served.cancel_scope:
+                        await body_lines(resumed.body)
+                    task_group.cancel_scope.cancel()
+            took = anyio.current_time() - started
+        assert served.cancel_scope.cancel_called
+        assert timeout <= took < 2 * timeout + 0.5
+        assert not one.get(created.session_id).finished  # the owner runs on
+        await one.cancel(created.session_id)
