@@ -33,7 +33,7 @@ from .reader import (
     read_status,
     recovering,
 )
-from .scripts import CANCEL
+from .scripts import CANCEL, CLAIM, RELEASE
 from .store import REDIS_ERRORS, RedisEventStore
 
 logger = logging.getLogger("enclave_stream")
@@ -250,6 +250,39 @@ class RedisBackend(TaskOwner):
         status = await lookup(self.client, session_id, prefix=self._prefix, limits=self._limits)
         headers = {SERVER_HELLO_HEADER: status.hello} if status.hello else {}
         return SharedSession(status.grant, headers)
+
+    async def claim(self, session_id: str) -> bool:
+        """Reserve ``session_id`` for a session this replica creates (False: taken).
+
+        The claim lasts ``retention_seconds`` unless the session's first
+        write takes it over.
+
+        Raises:
+            BrokerError: 503 ``STORE_UNAVAILABLE`` (Redis unreachable).
+        """
+        keys = self.keys(session_id)
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(self._pool_timeout * 2):
+                taken: object = await self.client.register_script(CLAIM)(
+                    keys=[keys.meta], args=[self._owner, self._limits.ttl_ms]
+                )
+        except REDIS_ERRORS as exc:
+            raise BrokerError(
+                503,
+                "STORE_UNAVAILABLE",
+                f"The session store is unreachable ({type(exc).__name__})",
+                headers={"Retry-After": "1"},
+            ) from None
+        return bool(taken)
+
+    async def release(self, session_id: str) -> None:
+        """Give back a claim whose session was not created after all (errors ignored)."""
+        keys = self.keys(session_id)
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(self._pool_timeout * 2):
+                await self.client.register_script(RELEASE)(keys=[keys.meta], args=[self._owner])
+        except REDIS_ERRORS as exc:
+            logger.warning("giving back the claim on session %s failed: %s", session_id, exc)
 
     async def request_cancel(self, session_id: str) -> None:
         """Ask the owner of ``session_id`` to cancel it (a finished session is left as it is).

@@ -9,7 +9,7 @@ formatting turns large integers into exponents.
 
 from __future__ import annotations
 
-__all__ = ["CANCEL", "FLUSH", "LOSE", "RECOVERY", "STATUS"]
+__all__ = ["CANCEL", "CLAIM", "FLUSH", "LOSE", "RECOVERY", "RELEASE", "STATUS"]
 
 from typing import Final
 
@@ -36,7 +36,8 @@ local n = #ARGV - 12
 
 local held = redis.call('HMGET', meta, 'owner', 'state', 'top', 'first', 'bytes', 'lost')
 local top, head, bytes
-if not held[1] then
+-- Claimed by this owner (CLAIM) but not written yet: a new session.
+if not held[1] or (held[1] == owner and not held[2]) then
   if ARGV[11] == '1' and mode ~= 'repair' then return {'LOST', 0, 0} end
   -- A new session, or one the owner puts back after Redis lost it.
   redis.call('DEL', log)
@@ -171,3 +172,23 @@ redis.call('PUBLISH', KEYS[2], 'cancel')
 return 'ASKED'
 """
 """Ask a running session's owner to cancel it: ``ASKED``, ``MISSING`` or the state it is in."""
+
+CLAIM: Final = """
+-- KEYS: meta. ARGV: owner, ttl_ms. Reserves a session id a client chose:
+-- 1, or 0 when a session (or another claim) holds it.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+"""Reserve a session id for its creator: ``1``, or ``0`` when it is taken."""
+
+RELEASE: Final = """
+-- KEYS: meta. ARGV: owner. Gives back a claim nothing was written under.
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'state') == 0 then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+"""Give back a :data:`CLAIM` whose session was not created after all."""

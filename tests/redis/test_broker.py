@@ -194,3 +194,44 @@ async def test_a_shutdown_cuts_responses_served_for_another_replicas_session(
         assert timeout <= took < 2 * timeout + 0.5
         assert not one.get(created.session_id).finished  # the owner runs on
         await one.cancel(created.session_id)
+
+
+async def test_a_client_chosen_id_held_on_another_replica_is_a_409_before_the_runner_starts(
+    shared_redis: RedisServer,
+) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    started: list[str] = []
+
+    async def counted(stream: EventStream, request: SessionRequest) -> None:
+        started.append(stream.session_id)
+        await run(stream, request)
+
+    one, other = (
+        SessionBroker(
+            counted,
+            config=BrokerConfig(heartbeat_interval_ms=None, client_session_ids=True),
+            backend=RedisBackend(shared_redis.url, limits=FAST, prefix=prefix),
+        )
+        for _ in range(2)
+    )
+    chosen = f"s_{secrets.token_hex(8)}"
+    body = msgspec.json.encode({"code": "hi", "sessionId": chosen})
+    async with one, other:
+        # Refused after its claim (encryption required, no clientHello): the id is given back.
+        refused_body = {"code": "hi", "sessionId": chosen, "encryption": {"mode": "required"}}
+        with pytest.raises(BrokerError) as bad:
+            await one.create_session(msgspec.json.encode(refused_body))
+        assert bad.value.status == 400
+        created = await one.create_session(body)
+        with pytest.raises(BrokerError) as taken:
+            await other.create_session(body)
+        assert (taken.value.status, taken.value.code) == (409, "SESSION_EXISTS")
+        lines = await body_lines(created.body)
+        assert len(lines) == 22
+        with pytest.raises(BrokerError) as still:
+            await other.create_session(body)  # finished, still held in Redis
+        assert still.value.status == 409
+        await anyio.sleep(0.1)
+        assert started == [chosen]
+        resumed = await other.open_stream(chosen, "1")
+        assert await body_lines(resumed.body) == lines
