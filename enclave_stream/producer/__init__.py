@@ -6,7 +6,8 @@
 limits in ``config.py``, the request it reads in ``requests.py``, what its
 routes answer in ``responses.py`` and its shutdown on signals in
 ``signals.py``; ``access.py`` says who may use them (the authorization hook,
-:class:`SessionTokens`).
+:class:`SessionTokens`); ``shared.py`` what a broker needs of a log its
+replicas share (:class:`SessionBackend`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .log import (
     NdjsonBody,
 )
 from .requests import SessionRequest, SessionRequestBody, SessionRunner
+from .shared import SessionBackend, SharedSession, StreamBody
 from .signals import shutdown_on_signals
 from .stream import EventStream
 
@@ -53,11 +55,14 @@ __all__ = [
     "LogReader",
     "NdjsonBody",
     "ReplayUnavailableError",
+    "SessionBackend",
     "SessionBroker",
     "SessionRequest",
     "SessionRequestBody",
     "SessionRunner",
     "SessionTokens",
+    "SharedSession",
+    "StreamBody",
     "StreamFinishedError",
     "shutdown_on_signals",
 ]

@@ -16,9 +16,11 @@ __all__ = [
     "SessionStatus",
     "decode_grant",
     "encode_grant",
+    "end_lost_session",
     "lookup",
     "open_replay",
     "read_status",
+    "recovering",
 ]
 
 import logging

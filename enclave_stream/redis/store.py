@@ -13,7 +13,7 @@ back what it holds.
 
 from __future__ import annotations
 
-__all__ = ["FlushOutcome", "RedisEventStore"]
+__all__ = ["REDIS_ERRORS", "FlushOutcome", "RedisEventStore"]
 
 import logging
 from collections.abc import Callable
@@ -35,8 +35,8 @@ logger = logging.getLogger("enclave_stream")
 
 _FIRST_RETRY: Final = 0.05
 
-# What may fail while talking to Redis and is worth another try.
 REDIS_ERRORS: Final = (coredis.exceptions.RedisError, OSError, TimeoutError)
+"""What may fail while talking to Redis and is worth another try (a pool wait's timeout too)."""
 
 
 class FlushOutcome(StrEnum):
