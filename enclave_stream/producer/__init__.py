@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from ..errors import BrokerError, LogFullError, ReplayUnavailableError, StreamFinishedError
 from ..protocol import SERVER_HELLO_HEADER
-from .access import Access, Action, Authorize, Decision, Grant, HttpRequest, SessionTokens
+from .access import (
+    Access,
+    Action,
+    Authorize,
+    Decision,
+    Grant,
+    HttpRequest,
+    SessionTokens,
+    token_digest,
+)
 from .broker import SessionBroker
 from .config import BrokerConfig
 from .log import (
@@ -65,4 +74,5 @@ __all__ = [
     "StreamBody",
     "StreamFinishedError",
     "shutdown_on_signals",
+    "token_digest",
 ]

@@ -8,7 +8,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
@@ -18,7 +18,7 @@ from anyio.abc import TaskGroup
 from .._lifetime import TaskOwner, owned_task_group
 from .._options import check_number
 from ..errors import BrokerError
-from ..producer.access import Grant
+from ..producer.access import SESSION_TOKEN_HEADER, Grant
 from ..producer.log import EventEncodeFunction, EventStore
 from ..producer.shared import SharedSession
 from ..protocol import SERVER_HELLO_HEADER
@@ -67,6 +67,9 @@ class RedisBackend(TaskOwner):
         pool_timeout_seconds: how long a command made from a URL's clients
             waits for a free connection; past it the request is a 503
             (``STORE_UNAVAILABLE``), never a hang.
+        token_headers: the grant's headers that hold a capability token
+            (:class:`~enclave_stream.producer.SessionTokens`): Redis keeps
+            their :func:`~enclave_stream.producer.token_digest` only.
     """
 
     def __init__(
@@ -78,7 +81,9 @@ class RedisBackend(TaskOwner):
         owner_id: str | None = None,
         max_connections: int = 1024,
         pool_timeout_seconds: float = 5.0,
+        token_headers: Iterable[str] = (SESSION_TOKEN_HEADER,),
     ) -> None:
+        self._token_headers = tuple(token_headers)
         self._max_connections = check_number(
             "max_connections", max_connections, minimum=1, integer=True
         )
@@ -228,7 +233,7 @@ class RedisBackend(TaskOwner):
             limits=self._limits,
             encrypted=encrypted,
             hello=hello,
-            grant=b"" if grant is None else encode_grant(grant),
+            grant=b"" if grant is None else encode_grant(grant, token_headers=self._token_headers),
             on_cancel=on_cancel,
         )
         task_group.start_soon(self._flush, store)

@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -37,7 +38,7 @@ from .._options import check_number
 from ..codec import encode_event
 from ..errors import BrokerError, ReplayUnavailableError, StoreUnavailableError
 from ..events import ErrorInfo, FinalEvent, FinalPayload
-from ..producer.access import Grant
+from ..producer.access import Grant, token_digest
 from .keys import SessionKeys, recovery_key
 from .limits import RedisLimits
 from .scripts import LOSE, RECOVERY, STATUS
@@ -93,13 +94,23 @@ class _GrantJson(msgspec.Struct, frozen=True):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-def encode_grant(grant: Grant) -> bytes:
+def encode_grant(grant: Grant, *, token_headers: Iterable[str] = ()) -> bytes:
     """``grant`` as the JSON kept in the session's metadata.
+
+    The values of ``token_headers`` (any case) are kept as their
+    :func:`~enclave_stream.producer.token_digest`: a token never sits in Redis.
 
     >>> encode_grant(Grant("alice", {"X-Session-Token": "t"}))
     b'{"identity":"alice","headers":{"X-Session-Token":"t"}}'
+    >>> encode_grant(Grant(None, {"X-Session-Token": "t"}), token_headers=["x-session-token"])
+    b'{"identity":null,"headers":{"X-Session-Token":"sha256:e3b98a4da31a127d4bde6e43033f66ba274cab0eb7eb1c70ec41402bf6273dd8"}}'
     """
-    return msgspec.json.encode(_GrantJson(grant.identity, dict(grant.headers)))
+    secret = {name.lower() for name in token_headers}
+    headers = {
+        name: token_digest(value) if name.lower() in secret else value
+        for name, value in grant.headers.items()
+    }
+    return msgspec.json.encode(_GrantJson(grant.identity, headers))
 
 
 def decode_grant(data: bytes) -> Grant:

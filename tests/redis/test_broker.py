@@ -18,6 +18,7 @@ from enclave_stream.producer import (
     SessionBroker,
     SessionRequest,
     SessionTokens,
+    token_digest,
 )
 from enclave_stream.redis import RedisBackend
 from tests.redis.server import RedisServer
@@ -86,7 +87,16 @@ async def test_a_session_made_by_one_broker_is_resumed_on_the_other(
 async def test_the_creators_token_opens_the_session_on_every_replica(
     shared_redis: RedisServer,
 ) -> None:
-    one, other = pair(shared_redis, authorize=SessionTokens())
+    prefix = f"t{secrets.token_hex(4)}"
+    one, other = (
+        SessionBroker(
+            run,
+            config=CONFIG,
+            authorize=SessionTokens(),
+            backend=RedisBackend(shared_redis.url, limits=FAST, prefix=prefix),
+        )
+        for _ in range(2)
+    )
     async with one, other:
         created = await one.create_session(b'{"code": "hi"}')
         token = created.headers["X-Session-Token"]
@@ -103,6 +113,18 @@ async def test_the_creators_token_opens_the_session_on_every_replica(
             created.session_id, "1", request=FakeHttp({"X-Session-Token": token})
         )
         assert len(await body_lines(opened.body)) == 22
+        # Redis keeps only the token's digest, which opens nothing itself.
+        backend = RedisBackend(shared_redis.url, limits=FAST, prefix=prefix)
+        async with backend:
+            meta = await backend.client.hget(backend.keys(created.session_id).meta, "grant")
+        assert meta is not None
+        assert token.encode() not in meta
+        assert token_digest(token).encode() in meta
+        with pytest.raises(BrokerError) as digest:
+            await other.open_stream(
+                created.session_id, "1", request=FakeHttp({"X-Session-Token": token_digest(token)})
+            )
+        assert digest.value.status == 403
 
 
 async def test_an_encrypted_session_resumes_sealed_elsewhere_with_its_server_hello(
