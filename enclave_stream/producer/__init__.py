@@ -6,14 +6,24 @@
 limits in ``config.py``, the request it reads in ``requests.py``, what its
 routes answer in ``responses.py`` and its shutdown on signals in
 ``signals.py``; ``access.py`` says who may use them (the authorization hook,
-:class:`SessionTokens`).
+:class:`SessionTokens`); ``shared.py`` what a broker needs of a log its
+replicas share (:class:`SessionBackend`).
 """
 
 from __future__ import annotations
 
 from ..errors import BrokerError, LogFullError, ReplayUnavailableError, StreamFinishedError
 from ..protocol import SERVER_HELLO_HEADER
-from .access import Access, Action, Authorize, Decision, Grant, HttpRequest, SessionTokens
+from .access import (
+    Access,
+    Action,
+    Authorize,
+    Decision,
+    Grant,
+    HttpRequest,
+    SessionTokens,
+    token_digest,
+)
 from .broker import SessionBroker
 from .config import BrokerConfig
 from .log import (
@@ -28,6 +38,7 @@ from .log import (
     NdjsonBody,
 )
 from .requests import SessionRequest, SessionRequestBody, SessionRunner
+from .shared import SessionBackend, SharedSession, StreamBody
 from .signals import shutdown_on_signals
 from .stream import EventStream
 
@@ -53,11 +64,15 @@ __all__ = [
     "LogReader",
     "NdjsonBody",
     "ReplayUnavailableError",
+    "SessionBackend",
     "SessionBroker",
     "SessionRequest",
     "SessionRequestBody",
     "SessionRunner",
     "SessionTokens",
+    "SharedSession",
+    "StreamBody",
     "StreamFinishedError",
     "shutdown_on_signals",
+    "token_digest",
 ]

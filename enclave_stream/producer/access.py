@@ -30,8 +30,10 @@ __all__ = [
     "HttpRequest",
     "SessionTokens",
     "decide",
+    "token_digest",
 ]
 
+import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -150,6 +152,21 @@ SESSION_TOKEN_HEADER: Final = "X-Session-Token"
 """The response header of :class:`SessionTokens`' token, and the request header it reads."""
 
 
+_DIGEST_PREFIX: Final = "sha256:"
+
+
+def token_digest(token: str) -> str:
+    """What a shared log keeps instead of a session token: ``sha256:`` and its hex digest.
+
+    :class:`SessionTokens` accepts a grant holding either the token or its
+    digest; the token itself never has to leave the replica that made it.
+
+    >>> token_digest("t")
+    'sha256:e3b98a4da31a127d4bde6e43033f66ba274cab0eb7eb1c70ec41402bf6273dd8'
+    """
+    return _DIGEST_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
 class SessionTokens:
     """A hook giving each session a capability token: whoever holds it may use the session.
 
@@ -163,7 +180,8 @@ class SessionTokens:
     ``then`` is another hook asked first, for every action (who may create
     at all, and whom the session belongs to: its :class:`Grant` identity and
     headers are kept). The token lives with the session's grant, in memory,
-    and goes with the session.
+    and goes with the session; a shared log keeps only its
+    :func:`token_digest`.
 
     >>> authorize = SessionTokens()
     >>> authorize.header
@@ -197,6 +215,10 @@ class SessionTokens:
                 f"This session needs its token (the {self.header} header of its POST response)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        if expected is not None and expected.startswith(_DIGEST_PREFIX):
+            # Kept elsewhere as its digest (a shared log): the token is hashed, never
+            # the digest compared as presented.
+            presented = token_digest(presented)
         if expected is None or not hmac.compare_digest(presented.encode(), expected.encode()):
             raise BrokerError(403, "FORBIDDEN", "The token does not open this session")
         return True

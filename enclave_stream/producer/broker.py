@@ -578,7 +578,9 @@ class SessionBroker(TaskOwner):
         (a client that reads nothing must not hold the server; one still
         reading gets to its ``final``). Call :meth:`ServedResponse.sent`
         after each send. :func:`~enclave_stream.starlette.create_broker_app`
-        sends every stream response this way.
+        sends every stream response this way. A response served from the
+        shared log for a session another replica holds is cut as soon as
+        the shutdown's time is up (its client resumes on another replica).
         """
         served = ServedResponse(anyio.CancelScope(), anyio.current_time())
         # A session another replica holds is served from the shared log.
@@ -613,6 +615,12 @@ class SessionBroker(TaskOwner):
         # Readers take their final; one that takes no bytes for a timeout
         # would keep its connection, and the server, open for ever.
         self._responses_cut = True
+        # A session another replica holds may run on for long: its readers
+        # resume on a replica that stays.
+        for session_id, group in list(self._responses.items()):
+            if session_id not in self._slots:
+                for each in list(group):
+                    each.cancel_scope.cancel()
         while True:
             await anyio.sleep(timeout)
             now = anyio.current_time()
@@ -728,60 +736,77 @@ class SessionBroker(TaskOwner):
             self._authorize,
             Access(Action.CREATE, request, session_id, body=session_request),
         )
-        # No await from here on: what is checked stays true until it is registered.
-        self._refuse_if_shutting_down()
-        if session_id in self._slots:
-            raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
-        # Without a hook, the client's address is the identity.
-        by_address = self._authorize is None
-        owner = _address(request) if by_address else grant.identity
-        self._room_for(owner, by_address=by_address)  # refused before the handshake's work
-        headers = dict(grant.headers)
-        encrypted = None
-        encryption = decoded.encryption
-        if encryption is not UNSET and encryption.mode is not EncryptionMode.DISABLED:
-            if encryption.client_hello is not UNSET:
-                try:
-                    server_hello, encrypted = accept_client_hello(
-                        encryption.client_hello, session_id, signing_key=self._signing_key
+        # A client's own id may be held by a session on another replica.
+        async with self._claimed(session_id, chosen=decoded.session_id is not UNSET):
+            # No await from here on: what is checked stays true until it is registered.
+            self._refuse_if_shutting_down()
+            if session_id in self._slots:
+                raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
+            # Without a hook, the client's address is the identity.
+            by_address = self._authorize is None
+            owner = _address(request) if by_address else grant.identity
+            self._room_for(owner, by_address=by_address)  # refused before the handshake's work
+            headers = dict(grant.headers)
+            encrypted = None
+            encryption = decoded.encryption
+            if encryption is not UNSET and encryption.mode is not EncryptionMode.DISABLED:
+                if encryption.client_hello is not UNSET:
+                    try:
+                        server_hello, encrypted = accept_client_hello(
+                            encryption.client_hello, session_id, signing_key=self._signing_key
+                        )
+                    except EncryptionError as exc:
+                        raise BrokerError(400, str(exc.code), str(exc)) from None
+                    headers[SERVER_HELLO_HEADER] = encode_message(server_hello).decode("ascii")
+                elif encryption.mode is EncryptionMode.REQUIRED:
+                    raise BrokerError(
+                        400,
+                        "ENCRYPTION_HANDSHAKE_FAILED",
+                        "Encryption is required but the request has no clientHello",
                     )
-                except EncryptionError as exc:
-                    raise BrokerError(400, str(exc.code), str(exc)) from None
-                headers[SERVER_HELLO_HEADER] = encode_message(server_hello).decode("ascii")
-            elif encryption.mode is EncryptionMode.REQUIRED:
-                raise BrokerError(
-                    400,
-                    "ENCRYPTION_HANDSHAKE_FAILED",
-                    "Encryption is required but the request has no clientHello",
+            try:
+                stream = EventStream(
+                    session_id,
+                    session=encrypted,
+                    heartbeat_interval_ms=config.heartbeat_interval_ms
+                    if heartbeat is None
+                    else heartbeat,
+                    ttl_ms=ttl,
+                    max_events=config.max_events,
+                    max_bytes=config.max_bytes,
+                    cancel_url=f"{base_path.rstrip('/')}/sessions/{session_id}/cancel",
+                    now=self._now,
+                    store_factory=self._store_factory(
+                        session_id, encrypted is not None, headers.get(SERVER_HELLO_HEADER), grant
+                    ),
                 )
+            except OverflowError:  # now + ttl is past the year 9999
+                raise invalid_request(
+                    f"Invalid session lifetime {ttl} ms: its expiry date is out of range"
+                ) from None
+            # The creator gets every event from seq 1, however many the runner
+            # appends before the response's first read (docs/compatibility.md, P1).
+            response = stream_response(stream, headers=headers, hold=True)
+            self._hold(stream, lambda s: runner(s, session_request), grant, owner, by_address)
+            if SERVER_HELLO_HEADER in headers:
+                hello = {SERVER_HELLO_HEADER: headers[SERVER_HELLO_HEADER]}
+                self._slots[session_id].resume_headers = hello
+            return response
+
+    @asynccontextmanager
+    async def _claimed(self, session_id: str, *, chosen: bool) -> AsyncIterator[None]:
+        """Claim a client's chosen id in the shared log; give it back if the block fails."""
+        backend = self._backend
+        if backend is None or not chosen or session_id in self._slots:
+            yield
+            return
+        if not await backend.claim(session_id):
+            raise BrokerError(409, "SESSION_EXISTS", f"Session {session_id} already exists")
         try:
-            stream = EventStream(
-                session_id,
-                session=encrypted,
-                heartbeat_interval_ms=config.heartbeat_interval_ms
-                if heartbeat is None
-                else heartbeat,
-                ttl_ms=ttl,
-                max_events=config.max_events,
-                max_bytes=config.max_bytes,
-                cancel_url=f"{base_path.rstrip('/')}/sessions/{session_id}/cancel",
-                now=self._now,
-                store_factory=self._store_factory(
-                    session_id, encrypted is not None, headers.get(SERVER_HELLO_HEADER), grant
-                ),
-            )
-        except OverflowError:  # now + ttl is past the year 9999
-            raise invalid_request(
-                f"Invalid session lifetime {ttl} ms: its expiry date is out of range"
-            ) from None
-        # The creator gets every event from seq 1, however many the runner
-        # appends before the response's first read (docs/compatibility.md, P1).
-        response = stream_response(stream, headers=headers, hold=True)
-        self._hold(stream, lambda s: runner(s, session_request), grant, owner, by_address)
-        if SERVER_HELLO_HEADER in headers:
-            hello = {SERVER_HELLO_HEADER: headers[SERVER_HELLO_HEADER]}
-            self._slots[session_id].resume_headers = hello
-        return response
+            yield
+        except BaseException:
+            await backend.release(session_id)
+            raise
 
     def _session_id(self, body: SessionRequestBody) -> str:
         if body.session_id is UNSET:

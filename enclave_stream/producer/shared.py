@@ -79,6 +79,20 @@ class SessionBackend(Protocol):
         """
         ...
 
+    async def claim(self, session_id: str) -> bool:
+        """Reserve ``session_id`` (one a client chose) for a session created here.
+
+        False when a session, on any replica, holds it already.
+
+        Raises:
+            BrokerError: 503, retry later.
+        """
+        ...
+
+    async def release(self, session_id: str) -> None:
+        """Give back a claim whose session was not created after all (errors ignored)."""
+        ...
+
     async def request_cancel(self, session_id: str) -> None:
         """Ask the replica that holds the session to cancel it.
 

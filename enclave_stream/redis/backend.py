@@ -8,7 +8,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
@@ -18,7 +18,7 @@ from anyio.abc import TaskGroup
 from .._lifetime import TaskOwner, owned_task_group
 from .._options import check_number
 from ..errors import BrokerError
-from ..producer.access import Grant
+from ..producer.access import SESSION_TOKEN_HEADER, Grant
 from ..producer.log import EventEncodeFunction, EventStore
 from ..producer.shared import SharedSession
 from ..protocol import SERVER_HELLO_HEADER
@@ -33,7 +33,7 @@ from .reader import (
     read_status,
     recovering,
 )
-from .scripts import CANCEL
+from .scripts import CANCEL, CLAIM, RELEASE
 from .store import REDIS_ERRORS, RedisEventStore
 
 logger = logging.getLogger("enclave_stream")
@@ -59,9 +59,17 @@ class RedisBackend(TaskOwner):
         prefix: the first part of every key name.
         owner_id: this replica's id in the leases; unique by default
             (host, pid, random).
-        max_connections: the pool size of the client made from a URL. A
-            live follower holds one connection while it waits (XREAD
-            BLOCK): size it to the followers one replica serves at once.
+        max_connections: the pool size of each client made from a URL:
+            one for the owner's writes and lookups, one for followers, so
+            that flushers never wait behind them. A live follower holds one
+            connection while it waits (XREAD BLOCK): size it to the
+            followers one replica serves at once.
+        pool_timeout_seconds: how long a command made from a URL's clients
+            waits for a free connection; past it the request is a 503
+            (``STORE_UNAVAILABLE``), never a hang.
+        token_headers: the grant's headers that hold a capability token
+            (:class:`~enclave_stream.producer.SessionTokens`): Redis keeps
+            their :func:`~enclave_stream.producer.token_digest` only.
     """
 
     def __init__(
@@ -72,9 +80,15 @@ class RedisBackend(TaskOwner):
         prefix: str = DEFAULT_PREFIX,
         owner_id: str | None = None,
         max_connections: int = 1024,
+        pool_timeout_seconds: float = 5.0,
+        token_headers: Iterable[str] = (SESSION_TOKEN_HEADER,),
     ) -> None:
+        self._token_headers = tuple(token_headers)
         self._max_connections = check_number(
             "max_connections", max_connections, minimum=1, integer=True
+        )
+        self._pool_timeout = check_number(
+            "pool_timeout_seconds", pool_timeout_seconds, positive=True
         )
         self._redis = redis
         self._limits = RedisLimits() if limits is None else limits
@@ -85,6 +99,7 @@ class RedisBackend(TaskOwner):
             else owner_id
         )
         self._client: coredis.Redis[bytes] | None = None
+        self._followers: coredis.Redis[bytes] | None = None
         self._task_group: TaskGroup | None = None
         self._flushers: set[RedisEventStore] = set()
 
@@ -118,15 +133,22 @@ class RedisBackend(TaskOwner):
         """Where ``session_id`` lives in Redis."""
         return SessionKeys.of(self._prefix, session_id)
 
+    def _connect(self, url: str) -> coredis.Redis[bytes]:
+        return coredis.Redis.from_url(
+            url, max_connections=self._max_connections, pool_timeout=self._pool_timeout
+        )
+
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            redis = self._redis
-            if isinstance(redis, str):
-                redis = await stack.enter_async_context(
-                    coredis.Redis.from_url(redis, max_connections=self._max_connections)
-                )
+            given = self._redis
+            if isinstance(given, str):
+                redis = await stack.enter_async_context(self._connect(given))
+                followers = await stack.enter_async_context(self._connect(given))
+            else:
+                redis = followers = given
             self._client = redis
+            self._followers = followers
             try:
                 # Marks Redis as known to hold its sessions; an error is not fatal
                 # here: Redis may come up later.
@@ -143,6 +165,7 @@ class RedisBackend(TaskOwner):
                         await self._drain()
             finally:
                 self._client = None
+                self._followers = None
 
     async def _drain(self) -> None:
         # Sessions ended just before (a shutdown's finals) still have lines to write.
@@ -210,7 +233,7 @@ class RedisBackend(TaskOwner):
             limits=self._limits,
             encrypted=encrypted,
             hello=hello,
-            grant=b"" if grant is None else encode_grant(grant),
+            grant=b"" if grant is None else encode_grant(grant, token_headers=self._token_headers),
             on_cancel=on_cancel,
         )
         task_group.start_soon(self._flush, store)
@@ -232,6 +255,39 @@ class RedisBackend(TaskOwner):
         status = await lookup(self.client, session_id, prefix=self._prefix, limits=self._limits)
         headers = {SERVER_HELLO_HEADER: status.hello} if status.hello else {}
         return SharedSession(status.grant, headers)
+
+    async def claim(self, session_id: str) -> bool:
+        """Reserve ``session_id`` for a session this replica creates (False: taken).
+
+        The claim lasts ``retention_seconds`` unless the session's first
+        write takes it over.
+
+        Raises:
+            BrokerError: 503 ``STORE_UNAVAILABLE`` (Redis unreachable).
+        """
+        keys = self.keys(session_id)
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(self._pool_timeout * 2):
+                taken: object = await self.client.register_script(CLAIM)(
+                    keys=[keys.meta], args=[self._owner, self._limits.ttl_ms]
+                )
+        except REDIS_ERRORS as exc:
+            raise BrokerError(
+                503,
+                "STORE_UNAVAILABLE",
+                f"The session store is unreachable ({type(exc).__name__})",
+                headers={"Retry-After": "1"},
+            ) from None
+        return bool(taken)
+
+    async def release(self, session_id: str) -> None:
+        """Give back a claim whose session was not created after all (errors ignored)."""
+        keys = self.keys(session_id)
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(self._pool_timeout * 2):
+                await self.client.register_script(RELEASE)(keys=[keys.meta], args=[self._owner])
+        except REDIS_ERRORS as exc:
+            logger.warning("giving back the claim on session %s failed: %s", session_id, exc)
 
     async def request_cancel(self, session_id: str) -> None:
         """Ask the owner of ``session_id`` to cancel it (a finished session is left as it is).
@@ -262,8 +318,11 @@ class RedisBackend(TaskOwner):
         Raises:
             BrokerError: 404, 410 or 503, as :func:`~.reader.open_replay` says.
         """
+        followers = self._followers
+        if followers is None:
+            raise RuntimeError("use the RedisBackend inside its `async with` block")
         return await open_replay(
-            self.client,
+            followers,
             session_id,
             from_seq,
             prefix=self._prefix,

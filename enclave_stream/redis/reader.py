@@ -16,12 +16,15 @@ __all__ = [
     "SessionStatus",
     "decode_grant",
     "encode_grant",
+    "end_lost_session",
     "lookup",
     "open_replay",
     "read_status",
+    "recovering",
 ]
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -35,7 +38,7 @@ from .._options import check_number
 from ..codec import encode_event
 from ..errors import BrokerError, ReplayUnavailableError, StoreUnavailableError
 from ..events import ErrorInfo, FinalEvent, FinalPayload
-from ..producer.access import Grant
+from ..producer.access import Grant, token_digest
 from .keys import SessionKeys, recovery_key
 from .limits import RedisLimits
 from .scripts import LOSE, RECOVERY, STATUS
@@ -51,6 +54,8 @@ OWNER_LOST: Final = ErrorInfo(
 
 _RETRY_AFTER: Final = {"Retry-After": "1"}
 _BATCH: Final = 512
+# How long a command may take beyond its own blocking time (a pool wait included).
+_MARGIN: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +94,23 @@ class _GrantJson(msgspec.Struct, frozen=True):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-def encode_grant(grant: Grant) -> bytes:
+def encode_grant(grant: Grant, *, token_headers: Iterable[str] = ()) -> bytes:
     """``grant`` as the JSON kept in the session's metadata.
+
+    The values of ``token_headers`` (any case) are kept as their
+    :func:`~enclave_stream.producer.token_digest`: a token never sits in Redis.
 
     >>> encode_grant(Grant("alice", {"X-Session-Token": "t"}))
     b'{"identity":"alice","headers":{"X-Session-Token":"t"}}'
+    >>> encode_grant(Grant(None, {"X-Session-Token": "t"}), token_headers=["x-session-token"])
+    b'{"identity":null,"headers":{"X-Session-Token":"sha256:e3b98a4da31a127d4bde6e43033f66ba274cab0eb7eb1c70ec41402bf6273dd8"}}'
     """
-    return msgspec.json.encode(_GrantJson(grant.identity, dict(grant.headers)))
+    secret = {name.lower() for name in token_headers}
+    headers = {
+        name: token_digest(value) if name.lower() in secret else value
+        for name, value in grant.headers.items()
+    }
+    return msgspec.json.encode(_GrantJson(grant.identity, headers))
 
 
 def decode_grant(data: bytes) -> Grant:
@@ -190,12 +205,16 @@ async def lookup(
     """
     keys = SessionKeys.of(prefix, session_id)
     try:
-        status = await read_status(client, keys)
-        if status is not None and status.owner_lost:
-            await end_lost_session(client, keys, session_id, status, limits)
+        # Never cut mid-command (a client leaving): coredis would lose the pool slot.
+        with anyio.CancelScope(shield=True), anyio.fail_after(_MARGIN):
             status = await read_status(client, keys)
+            if status is not None and status.owner_lost:
+                await end_lost_session(client, keys, session_id, status, limits)
+                status = await read_status(client, keys)
+            still_recovering = status is None and await recovering(client, prefix, limits)
+        await anyio.lowlevel.checkpoint()
         if status is None:
-            if await recovering(client, prefix, limits):
+            if still_recovering:
                 raise _unavailable(
                     f"Session {session_id} is not in Redis yet: Redis restarted and its "
                     "sessions are being restored",
@@ -311,15 +330,27 @@ class RedisReplay:
             try:
                 if self._following:
                     # Returns at once when lines are there, else waits for one.
-                    reply = await client.xread(
-                        {log: f"{self._next - 1}-0"}, count=_BATCH, block=block_ms
-                    )
+                    # coredis loses a pool slot for good when a command is
+                    # cancelled mid-flight (a follower's client leaving): the
+                    # block runs to its end, bounded, and the cancellation is
+                    # taken after it.
+                    with anyio.CancelScope(shield=True):
+                        with anyio.fail_after(self._limits.follow_block_seconds + _MARGIN):
+                            reply = await client.xread(
+                                {log: f"{self._next - 1}-0"}, count=_BATCH, block=block_ms
+                            )
+                    await anyio.lowlevel.checkpoint()
                     entries = () if reply is None else reply.get(log.encode(), ())
                     if not entries:
-                        await self._check()
+                        with anyio.CancelScope(shield=True), anyio.fail_after(_MARGIN):
+                            await self._check()
+                        await anyio.lowlevel.checkpoint()
                         continue
                 else:
-                    entries = await client.xrange(log, f"{self._next}-0", "+", count=_BATCH)
+                    with anyio.CancelScope(shield=True):
+                        with anyio.fail_after(_MARGIN):
+                            entries = await client.xrange(log, f"{self._next}-0", "+", count=_BATCH)
+                    await anyio.lowlevel.checkpoint()
                     self._following = len(entries) < _BATCH
                     if not entries:
                         continue

@@ -9,7 +9,7 @@ formatting turns large integers into exponents.
 
 from __future__ import annotations
 
-__all__ = ["CANCEL", "FLUSH", "LOSE", "RECOVERY", "STATUS"]
+__all__ = ["CANCEL", "CLAIM", "FLUSH", "LOSE", "RECOVERY", "RELEASE", "STATUS"]
 
 from typing import Final
 
@@ -27,16 +27,17 @@ FLUSH: Final = (
 -- creator's grant (JSON), lines...
 -- Returns {status, top, first held, cancel asked}: OK, LOST (the session was
 -- in Redis and is gone: the owner repairs), FENCED (another owner, or
--- declared lost), GAP.
+-- ended by readers as lost), GAP.
 local log, meta, lease, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, mode, first, ending = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local max_events, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
 local ttl, lease_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
 local n = #ARGV - 12
 
-local held = redis.call('HMGET', meta, 'owner', 'state', 'top', 'first', 'bytes')
+local held = redis.call('HMGET', meta, 'owner', 'state', 'top', 'first', 'bytes', 'lost')
 local top, head, bytes
-if not held[1] then
+-- Claimed by this owner (CLAIM) but not written yet: a new session.
+if not held[1] or (held[1] == owner and not held[2]) then
   if ARGV[11] == '1' and mode ~= 'repair' then return {'LOST', 0, 0} end
   -- A new session, or one the owner puts back after Redis lost it.
   redis.call('DEL', log)
@@ -45,7 +46,9 @@ if not held[1] then
   redis.call('HSET', meta, 'owner', owner, 'state', 'running', 'enc', ARGV[9],
     'hello', ARGV[10], 'grant', ARGV[12], 'created', int(now[1] * 1000 + math.floor(now[2] / 1000)))
 else
-  if held[1] ~= owner or held[2] == 'lost' then
+  -- Readers ended it (the owner's lease had lapsed): a slow owner must not
+  -- write after their final, nor take its seq for one of its own.
+  if held[1] ~= owner or held[2] == 'lost' or held[6] then
     return {'FENCED', tonumber(held[3]), tonumber(held[4])}
   end
   top, head, bytes = tonumber(held[3]), tonumber(held[4]), tonumber(held[5])
@@ -169,3 +172,23 @@ redis.call('PUBLISH', KEYS[2], 'cancel')
 return 'ASKED'
 """
 """Ask a running session's owner to cancel it: ``ASKED``, ``MISSING`` or the state it is in."""
+
+CLAIM: Final = """
+-- KEYS: meta. ARGV: owner, ttl_ms. Reserves a session id a client chose:
+-- 1, or 0 when a session (or another claim) holds it.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+"""Reserve a session id for its creator: ``1``, or ``0`` when it is taken."""
+
+RELEASE: Final = """
+-- KEYS: meta. ARGV: owner. Gives back a claim nothing was written under.
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'state') == 0 then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+"""Give back a :data:`CLAIM` whose session was not created after all."""

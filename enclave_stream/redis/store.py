@@ -13,7 +13,7 @@ back what it holds.
 
 from __future__ import annotations
 
-__all__ = ["FlushOutcome", "RedisEventStore"]
+__all__ = ["REDIS_ERRORS", "FlushOutcome", "RedisEventStore"]
 
 import logging
 from collections.abc import Callable
@@ -35,8 +35,8 @@ logger = logging.getLogger("enclave_stream")
 
 _FIRST_RETRY: Final = 0.05
 
-# What may fail while talking to Redis and is worth another try.
 REDIS_ERRORS: Final = (coredis.exceptions.RedisError, OSError, TimeoutError)
+"""What may fail while talking to Redis and is worth another try (a pool wait's timeout too)."""
 
 
 class FlushOutcome(StrEnum):
@@ -44,7 +44,7 @@ class FlushOutcome(StrEnum):
 
     OK = "OK"
     LOST = "LOST"  # the session was in Redis and is gone: Redis lost its data
-    FENCED = "FENCED"  # another owner, or declared lost by a reader
+    FENCED = "FENCED"  # another owner, or ended by readers as lost (the lease lapsed)
     GAP = "GAP"  # Redis holds less than the owner thought
 
 
@@ -81,8 +81,9 @@ class RedisEventStore:
         grant: the creator's grant as JSON (:func:`~.reader.encode_grant`),
             so that any replica's authorization hook sees it.
         on_cancel: called (once) when another replica asked for the
-            session's cancellation; the flusher sees the request at its next
-            write or lease renewal.
+            session's cancellation (the flusher sees the request at its next
+            write or lease renewal), or when Redis refused its writes for
+            good (another owner, or readers ended it after its lease lapsed).
     """
 
     def __init__(
@@ -234,7 +235,9 @@ class RedisEventStore:
         Refreshes the owner's lease every third of ``lease_seconds`` when idle,
         retries while Redis is unreachable (50 ms doubling up to
         ``retry_max_seconds``), and puts the local log back when Redis lost
-        the session. Run by the backend's task group.
+        the session. After the end it keeps looking every third of
+        ``lease_seconds``, for ``retention_seconds``, and puts the session
+        back if Redis lost it. Run by the backend's task group.
         """
         limits = self._limits
         local = self._local
@@ -256,6 +259,23 @@ class RedisEventStore:
                 delay = min(delay * 2, limits.retry_max_seconds)
             else:
                 delay = _FIRST_RETRY
+        if self._failure is None:
+            await self._keep_end()
+
+    async def _keep_end(self) -> None:
+        # Redis restarted empty would lose a finished session its readers
+        # still resume: until its keys would have expired anyway, the owner
+        # looks every third of a lease and puts it back.
+        limits = self._limits
+        deadline = anyio.current_time() + limits.retention_seconds
+        idle = limits.lease_seconds / 3
+        while self._failure is None and anyio.current_time() < deadline:
+            await anyio.sleep(idle)
+            try:
+                if not await self._client.exists([self._keys.meta]):
+                    await self.flush_once()
+            except REDIS_ERRORS as exc:
+                logger.warning("session %s: checking it in Redis failed (%s)", self._keys.meta, exc)
 
     async def flush_once(self) -> FlushOutcome:
         """Write one batch (maybe none: a lease refresh); repair if Redis lost the session.
@@ -285,6 +305,8 @@ class RedisEventStore:
             )
             logger.error("%s", self._failure)
             self._wake()
+            # The session is over for every other replica: its runner stops too.
+            self._cancel()
         return outcome
 
     async def _call(self, mode: str, first: int, entries: list[LogEntry]) -> FlushOutcome:
@@ -326,13 +348,18 @@ class RedisEventStore:
             if ending:
                 self._ended = True
             self._wake()
-            if len(reply) > 3 and int(reply[3]) and self._on_cancel is not None:
-                on_cancel, self._on_cancel = self._on_cancel, None
-                try:
-                    on_cancel()
-                except Exception:
-                    logger.exception("session %s: cancelling it failed", self._keys.meta)
+            if len(reply) > 3 and int(reply[3]):
+                self._cancel()
         return outcome
+
+    def _cancel(self) -> None:
+        on_cancel, self._on_cancel = self._on_cancel, None
+        if on_cancel is None:
+            return
+        try:
+            on_cancel()
+        except Exception:
+            logger.exception("session %s: cancelling it failed", self._keys.meta)
 
     def _ends_with_final(self) -> bool:
         # The newest entry is always held, so the last one tells.

@@ -18,6 +18,7 @@ from enclave_stream.producer import (
     SessionBroker,
     SessionRequest,
     SessionTokens,
+    token_digest,
 )
 from enclave_stream.redis import RedisBackend
 from tests.redis.server import RedisServer
@@ -86,7 +87,16 @@ async def test_a_session_made_by_one_broker_is_resumed_on_the_other(
 async def test_the_creators_token_opens_the_session_on_every_replica(
     shared_redis: RedisServer,
 ) -> None:
-    one, other = pair(shared_redis, authorize=SessionTokens())
+    prefix = f"t{secrets.token_hex(4)}"
+    one, other = (
+        SessionBroker(
+            run,
+            config=CONFIG,
+            authorize=SessionTokens(),
+            backend=RedisBackend(shared_redis.url, limits=FAST, prefix=prefix),
+        )
+        for _ in range(2)
+    )
     async with one, other:
         created = await one.create_session(b'{"code": "hi"}')
         token = created.headers["X-Session-Token"]
@@ -103,6 +113,18 @@ async def test_the_creators_token_opens_the_session_on_every_replica(
             created.session_id, "1", request=FakeHttp({"X-Session-Token": token})
         )
         assert len(await body_lines(opened.body)) == 22
+        # Redis keeps only the token's digest, which opens nothing itself.
+        backend = RedisBackend(shared_redis.url, limits=FAST, prefix=prefix)
+        async with backend:
+            meta = await backend.client.hget(backend.keys(created.session_id).meta, "grant")
+        assert meta is not None
+        assert token.encode() not in meta
+        assert token_digest(token).encode() in meta
+        with pytest.raises(BrokerError) as digest:
+            await other.open_stream(
+                created.session_id, "1", request=FakeHttp({"X-Session-Token": token_digest(token)})
+            )
+        assert digest.value.status == 403
 
 
 async def test_an_encrypted_session_resumes_sealed_elsewhere_with_its_server_hello(
@@ -153,3 +175,85 @@ async def test_a_cancel_on_another_replica_reaches_the_owner(shared_redis: Redis
         with pytest.raises(BrokerError) as unknown:
             await other.cancel("s_unknown")
         assert unknown.value.status == 404
+
+
+async def test_a_shutdown_cuts_responses_served_for_another_replicas_session(
+    shared_redis: RedisServer,
+) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    timeout = 0.3
+    one, other = (
+        SessionBroker(
+            until_cancelled,
+            config=BrokerConfig(heartbeat_interval_ms=None, shutdown_timeout_seconds=timeout),
+            backend=RedisBackend(shared_redis.url, limits=FAST, prefix=prefix),
+        )
+        for _ in range(2)
+    )
+    async with one, other:
+        created = await one.create_session(b'{"code": "hi"}')
+        with anyio.fail_after(5):
+            await one.get(created.session_id).store.wait_written()  # type: ignore[attr-defined]
+        resumed = await other.open_stream(created.session_id, "1")
+        with other.serving(created.session_id) as served:
+
+            async def keep_taking() -> None:
+                # A client that reads on (heartbeats, say): never a stalled response.
+                while True:
+                    served.sent()
+                    await anyio.sleep(0.02)
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as task_group:
+                    task_group.start_soon(keep_taking)
+                    other.shutdown()
+                    started = anyio.current_time()
+                    with served.cancel_scope:
+                        await body_lines(resumed.body)
+                    task_group.cancel_scope.cancel()
+            took = anyio.current_time() - started
+        assert served.cancel_scope.cancel_called
+        assert timeout <= took < 2 * timeout + 0.5
+        assert not one.get(created.session_id).finished  # the owner runs on
+        await one.cancel(created.session_id)
+
+
+async def test_a_client_chosen_id_held_on_another_replica_is_a_409_before_the_runner_starts(
+    shared_redis: RedisServer,
+) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    started: list[str] = []
+
+    async def counted(stream: EventStream, request: SessionRequest) -> None:
+        started.append(stream.session_id)
+        await run(stream, request)
+
+    one, other = (
+        SessionBroker(
+            counted,
+            config=BrokerConfig(heartbeat_interval_ms=None, client_session_ids=True),
+            backend=RedisBackend(shared_redis.url, limits=FAST, prefix=prefix),
+        )
+        for _ in range(2)
+    )
+    chosen = f"s_{secrets.token_hex(8)}"
+    body = msgspec.json.encode({"code": "hi", "sessionId": chosen})
+    async with one, other:
+        # Refused after its claim (encryption required, no clientHello): the id is given back.
+        refused_body = {"code": "hi", "sessionId": chosen, "encryption": {"mode": "required"}}
+        with pytest.raises(BrokerError) as bad:
+            await one.create_session(msgspec.json.encode(refused_body))
+        assert bad.value.status == 400
+        created = await one.create_session(body)
+        with pytest.raises(BrokerError) as taken:
+            await other.create_session(body)
+        assert (taken.value.status, taken.value.code) == (409, "SESSION_EXISTS")
+        lines = await body_lines(created.body)
+        assert len(lines) == 22
+        with pytest.raises(BrokerError) as still:
+            await other.create_session(body)  # finished, still held in Redis
+        assert still.value.status == 409
+        await anyio.sleep(0.1)
+        assert started == [chosen]
+        resumed = await other.open_stream(chosen, "1")
+        assert await body_lines(resumed.body) == lines

@@ -354,3 +354,101 @@ async def test_an_entered_client_is_used_and_left_open(shared_redis: RedisServer
             lines = await read_all(await owner.open_replay(stream.session_id))
             assert seqs(lines) == [1, 2]
         assert await client.ping() == b"PONG"
+
+
+async def test_followers_cut_mid_follow_leave_the_pool_whole(shared_redis: RedisServer) -> None:
+    # coredis loses a pool slot for every command cancelled mid-flight: with 4
+    # connections, 6 followers cut while blocked would leave nothing to serve.
+    limits = RedisLimits(lease_seconds=1.0, follow_block_seconds=0.2, retry_max_seconds=0.05)
+    prefix = f"t{secrets.token_hex(4)}"
+    async with RedisBackend(
+        shared_redis.url, limits=limits, prefix=prefix, max_connections=4, pool_timeout_seconds=2
+    ) as owner:
+        stream = await in_redis(session(owner))
+        for _ in range(6):
+            replay = await owner.open_replay(stream.session_id, 2)
+            with anyio.move_on_after(0.05) as cut:
+                await replay.__anext__()  # nothing new: blocked in XREAD
+            assert cut.cancelled_caught
+        with anyio.fail_after(3):
+            stream.stdout("after the cuts")
+            await in_redis(stream)
+            lines = await anext_lines(await owner.open_replay(stream.session_id, 0))
+        assert seqs(lines) == [1, 2]
+        # Many at once: they take turns on the 4 connections, none hangs.
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as task_group:
+                for _ in range(6):
+                    replay = await owner.open_replay(stream.session_id, 3)
+                    task_group.start_soon(replay.__anext__)
+                await anyio.sleep(0.05)
+                task_group.cancel_scope.cancel()
+            stream.final(True)
+            await stream.store.wait_written()  # type: ignore[attr-defined]
+            lines = await read_all(await owner.open_replay(stream.session_id, 0))
+        assert seqs(lines) == [1, 2, 3]
+
+
+async def test_a_slow_owner_is_fenced_off_once_readers_ended_its_session(
+    shared_redis: RedisServer,
+) -> None:
+    # A long lease: the owner renews it rarely, so its lapse is made by hand
+    # (the owner stalled), and the owner is alive to write afterwards.
+    limits = RedisLimits(lease_seconds=10.0, follow_block_seconds=0.05, retry_max_seconds=0.05)
+    cancelled: list[bool] = []
+    async with (
+        backend(shared_redis, limits) as owner,
+        backend(shared_redis, limits, prefix=owner.prefix) as other,
+    ):
+        stream = session(owner, on_cancel=lambda: cancelled.append(True))
+        stream.stdout("before")
+        await in_redis(stream)
+        keys = other.keys(stream.session_id)
+        await other.client.delete([keys.lease])
+        await other.open_replay(stream.session_id)  # sees the lapse: ends it (seq 3)
+        stream.stdout("late")  # seq 3 too, on the owner's side
+        stream.stdout("later")
+        store = stream.store
+        with anyio.fail_after(5):
+            await store.wait_for(4)
+        assert store.failure is not None  # type: ignore[attr-defined]
+        assert not store.failure.retryable  # type: ignore[attr-defined]
+        assert cancelled == [True]
+        with pytest.raises(StoreUnavailableError):
+            store.read(1)
+        lines = await read_all(await other.open_replay(stream.session_id))
+        assert seqs(lines) == [1, 2, 3]
+        finals = [msgspec.json.decode(line) for line in lines if b'"final"' in line]
+        assert len(finals) == 1
+        assert finals[0]["payload"]["error"]["code"] == OWNER_LOST.code
+        status = await other.status(stream.session_id)
+        assert status is not None
+        assert (status.state, status.top, status.end, status.leased) == ("finished", 3, 3, False)
+
+
+async def test_a_finished_session_lost_by_redis_is_put_back_by_its_owner(
+    own_redis: RedisServer,
+) -> None:
+    async with backend(own_redis) as owner:
+        stream = session(owner)
+        for index in range(5):
+            stream.stdout(str(index))
+        stream.final(True)
+        with anyio.fail_after(5):
+            await stream.store.wait_written()  # type: ignore[attr-defined]
+        await anyio.sleep(FAST.lease_seconds / 2)  # the flusher is past the end
+        own_redis.restart_empty()
+        async with backend(own_redis, prefix=owner.prefix) as other:
+            refusals: list[tuple[int, str]] = []
+            lines: list[bytes] = []
+            with anyio.fail_after(10):
+                while not lines:
+                    try:
+                        lines = await read_all(await other.open_replay(stream.session_id))
+                    except BrokerError as refused:
+                        refusals.append((refused.status, refused.code))
+                        await anyio.sleep(0.05)
+            # Only "on its way back" while the owner restores it; never a 404.
+            assert set(refusals) <= {(503, "STORE_RECOVERING")}
+        assert lines == [entry.line for entry in stream.store.read(0)]
+        assert seqs(lines) == list(range(1, 8))
