@@ -148,12 +148,16 @@ class _NdjsonStreamingResponse(StreamingResponse):
 
                 async def timed_send(message: Message) -> None:
                     nonlocal frozen
-                    with anyio.move_on_after(timeout) as waited:
+                    if timeout is None:  # no cancel scope per chunk when none is needed
                         await send(message)
-                    if waited.cancelled_caught:
-                        frozen = True
-                        sending.cancel()
-                    elif served is not None:
+                    else:
+                        with anyio.move_on_after(timeout) as waited:
+                            await send(message)
+                        if waited.cancelled_caught:
+                            frozen = True
+                            sending.cancel()
+                            return
+                    if served is not None:
                         served.sent()
 
                 await super().__call__(scope, receive, timed_send)

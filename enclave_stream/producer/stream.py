@@ -218,7 +218,6 @@ class EventStream(TaskOwner, once=True):
         interval = 0 if heartbeat_interval_ms is None else heartbeat_interval_ms
         check_number("heartbeat_interval_ms", interval)
         self._interval_ms = interval or None  # 0 or None: no heartbeats
-        self._interval_s = interval / 1000 if interval else None
         self._now: Now = _utc_now if now is None else now
         self._started_at = self._now()
         encode: EventEncodeFunction | None = None if session is None else session.seal_line
@@ -529,8 +528,8 @@ class EventStream(TaskOwner, once=True):
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[None]:
         async with owned_task_group() as task_group:
-            if self._interval_s is not None:
-                task_group.start_soon(self._heartbeats, self._interval_s)
+            if self._interval_ms is not None:
+                task_group.start_soon(self._heartbeats, self._interval_ms / 1000)
             try:
                 yield
             except BaseException as exc:
