@@ -491,6 +491,31 @@ def test_body_checks_from_seq_whatever_the_store(bad_seq: object) -> None:
         NdjsonBody(UncheckingStore(), bad_seq)  # type: ignore[arg-type]
 
 
+class LateServingStore(EventLog):
+    """A store that numbers a line before it serves it (as a store that writes
+    elsewhere first does): every other read finds nothing yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def read(self, from_seq: int, *, max_bytes: int | None = None) -> list[LogEntry]:
+        self.reads += 1
+        return [] if self.reads % 2 else super().read(from_seq, max_bytes=max_bytes)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("from_seq", [None, 1])
+async def test_body_of_a_finished_store_waits_for_lines_it_does_not_serve_yet(
+    from_seq: int | None,
+) -> None:
+    store = LateServingStore()
+    store.append(final())  # seq 1, finished
+    body = NdjsonBody(store, from_seq)
+    assert [json.loads(chunk)["seq"] async for chunk in body] == [1]
+    assert store.reads == 3  # nothing, the final, then nothing past it
+
+
 @pytest.mark.anyio
 async def test_body_checks_its_arguments() -> None:
     log = EventLog(max_events=1)
@@ -534,6 +559,19 @@ async def test_events_a_holder_has_sent_are_dropped_again() -> None:
     assert (log.first_seq, len(log)) == (3, 4)  # 3..6: the unsent ones stay
     log.append(final())
     assert [json.loads(chunk)["seq"] async for chunk in creator] == [3, 4, 5, 6, 7]
+
+
+@pytest.mark.anyio
+async def test_a_live_holder_that_sent_everything_leaves_max_events_held() -> None:
+    log = EventLog(max_events=3)
+    creator = NdjsonBody(log, hold=True)
+    for _ in range(5):
+        log.append(stdout())
+    await creator.__anext__()  # seq 1..5 sent
+    log.append(stdout())
+    assert (log.first_seq, len(log)) == (4, 3)
+    log.append(stdout())
+    assert (log.first_seq, len(log)) == (5, 3)
 
 
 @pytest.mark.anyio
@@ -593,6 +631,77 @@ async def test_a_holder_that_ends_keeps_only_what_may_have_been_in_flight() -> N
     kept = (4 * 1024 * 1024) // line
     assert log2.first_seq == 101 - kept
     assert len(log2) == kept + 1
+
+
+def mib_line_event() -> StdoutEvent:
+    """A stdout event whose line (newline included) is exactly 1 MiB."""
+    overhead = len(EventLog().append(stdout("")).line)
+    return stdout("x" * (1024 * 1024 - overhead))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("unread_first", [True, False])
+async def test_two_cut_holders_keep_the_older_of_their_places(unread_first: bool) -> None:
+    # One response was cut before it sent anything, the other after it sent
+    # everything: the first one's client still needs seq 1.
+    log = EventLog(max_events=2, max_bytes=64 * 1024 * 1024)
+    unread = NdjsonBody(log, hold=True)
+    read_all = NdjsonBody(log, hold=True)
+    for _ in range(8):
+        log.append(mib_line_event())
+    async for _ in read_all:
+        if read_all.next_seq > 8:
+            break
+    for body in (unread, read_all) if unread_first else (read_all, unread):
+        await body.aclose()
+    for _ in range(4):
+        log.append(stdout())
+    assert log.first_seq == 1
+    assert [entry.seq for entry in log.read(1)] == list(range(1, 13))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sent", [6, 4])
+async def test_the_in_flight_window_is_exactly_4_mib(sent: int) -> None:
+    # Four 1 MiB lines fit in the window, a fifth does not.
+    log = EventLog(max_events=1, max_bytes=64 * 1024 * 1024)
+    cut = NdjsonBody(log, hold=True, chunk_bytes=1)
+    for _ in range(8):
+        assert len(log.append(mib_line_event()).line) == 1024 * 1024
+    for _ in range(sent):
+        await cut.__anext__()
+    await cut.aclose()
+    log.append(stdout())
+    assert log.first_seq == max(1, sent + 1 - 4)
+    assert [entry.seq for entry in log.read(log.first_seq)] == list(range(log.first_seq, 10))
+
+
+@pytest.mark.anyio
+async def test_log_full_names_the_session_once_a_cut_holders_place_is_dropped() -> None:
+    line_bytes = len(EventLog().append(stdout("x" * 10)).line)
+    log = EventLog(max_bytes=3 * line_bytes)
+    cut = NdjsonBody(log, hold=True)
+    await cut.aclose()  # its place is kept within max_bytes only
+    live = NdjsonBody(log, hold=True)  # still connected, reads nothing yet
+    for _ in range(3):
+        log.append(stdout("x" * 10))
+    # The cut one's place goes first; the live one still holds everything.
+    with pytest.raises(LogFullError) as caught:
+        log.append(stdout("x" * 10))
+    error = caught.value
+    assert (error.session_id, error.first_unsent_seq, error.held_bytes) == (
+        SESSION_ID,
+        1,
+        3 * line_bytes,
+    )
+    assert (log.first_seq, log.next_seq) == (1, 4)
+    log.append(final())
+    assert [json.loads(line)["seq"] async for chunk in live for line in chunk.splitlines()] == [
+        1,
+        2,
+        3,
+        4,
+    ]
 
 
 @pytest.mark.anyio
