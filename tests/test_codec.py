@@ -899,6 +899,14 @@ _ODD_PAYLOADS: list[Any] = [
     StdoutPayload("\udfff"),
     StdoutPayload("x"),
     None,
+    # Quick-checked payloads: the inline path takes only what the check passes.
+    PartialResultPayload(path=["a", 1], has_next=True),  # type: ignore[list-item]
+    PartialResultPayload(path=("a",), has_next=True),  # type: ignore[arg-type]
+    PartialResultPayload(path=["a"], has_next=1),  # type: ignore[arg-type]
+    PartialResultPayload(path=["a"], data={"x": [1]}, has_next=False),
+    PartialResultPayload(path=[], error=ErrorPayload("c", "m"), has_next=False),
+    PartialResultPayload(path=[], error=ErrorPayload("c", 5), has_next=False),  # type: ignore[arg-type]
+    PartialResultPayload(path=["\ud800"], has_next=True),
 ]
 
 
@@ -919,14 +927,7 @@ def _verdict_of(encode: Any, event: Any) -> Any:
             ),
             st.tuples(
                 st.just("payload"),
-                st.sampled_from(
-                    [
-                        StdoutPayload(chunk=5),
-                        StdoutPayload(chunk="\udfff"),
-                        StdoutPayload("x"),
-                        None,
-                    ]  # type: ignore[arg-type]
-                ),
+                st.sampled_from(_ODD_PAYLOADS),
             ),
         ),
         max_size=3,
@@ -938,6 +939,13 @@ def _verdict_of(encode: Any, event: Any) -> Any:
 @example(SAMPLES[EventType.STDOUT], [("session_id", ["s_1"])])
 @example(SAMPLES[EventType.STDOUT], [("payload", _ODD_PAYLOADS[0])])
 @example(SAMPLES[EventType.STDOUT], [("payload", _ODD_PAYLOADS[1])])
+@example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[4])])
+@example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[5])])
+@example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[6])])
+@example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[7])])
+@example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[8])])
+@example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[9])])
+@example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[10])])
 @settings(max_examples=300)
 def test_encode_of_one_event_is_encode_all_of_it(
     event: Any, changes: list[tuple[str, Any]]
