@@ -185,14 +185,14 @@ def decode_lines(
     # collector's full passes would walk the payload containers kept so far
     # again and again (super-linear), though none can be in a cycle yet.
     if len(lines) <= GC_PAUSE_LINES:  # the usual case, one line included: no context manager
-        _accept(lines, 0, type_, judge, known_small, verdicts, refused)
+        _accept(lines, 0, type_, judge, known_small, False, verdicts, refused)
         return verdicts, refused
     with _gc_paused(True):
         # Block by block, so that each line is measured, decoded and checked
         # while it is still in the CPU's cache.
         for start in range(0, len(lines), GC_PAUSE_LINES):
             block = lines[start : start + GC_PAUSE_LINES]
-            _accept(block, start, type_, judge, known_small, verdicts, refused)
+            _accept(block, start, type_, judge, known_small, True, verdicts, refused)
     return verdicts, refused
 
 
@@ -202,12 +202,14 @@ def _accept(
     type_: Any,
     judge: bool,
     known_small: bool,
+    share: bool,
     verdicts: list[Any],
     refused: list[int],
 ) -> None:
     """msgspec first; what it refuses, or decodes but our rules refuse, gets the plain verdict.
 
-    Appends the verdicts on ``lines`` (numbered from ``base``) and where the refusals are.
+    Appends the verdicts on ``lines`` (numbered from ``base``) and where the
+    refusals are; with ``share``, the events of one session share its id string.
     """
     decode = _decoder_for(type_).decode
     first = len(refused)
@@ -237,7 +239,7 @@ def _accept(
     if (
         type_ is ParsedEvent
         and len(refused) == first
-        and _events_are_complete(verdicts[base:] if base else verdicts)
+        and _events_are_complete(verdicts[base:] if base else verdicts, share)
     ):
         return
     # The rules msgspec's types leave to us (_post_decode_problem), message by message.
@@ -253,19 +255,21 @@ def _accept(
     refused[first:] = sorted(refused[first:])
 
 
-def _events_are_complete(events: list[Any]) -> bool:
+def _events_are_complete(events: list[Any], share: bool) -> bool:
     """Every event had ``protocolVersion`` and an ``s_`` session id on the wire.
 
     Checked with C loops over the batch: a stream rarely has more than one
-    session. Then the events of one session share one id string, instead of
-    each keeping its own copy (about 90 bytes per kept event).
+    session. With ``share``, the events of one session then share one id
+    string, instead of each keeping its own copy (about 90 bytes per kept
+    event): for a batch big enough to be kept (parse_lines), not for a
+    stream's chunk, whose events are mostly dropped once handled.
     """
     if any(map(is_, map(_version_of, events), repeat(DEFAULT_PROTOCOL_VERSION))):
         return False
     session_ids = set(map(_session_of, events))
     if not all(map(is_session_id, session_ids)):
         return False
-    if len(session_ids) == 1 and len(events) > 1:
+    if share and len(session_ids) == 1 and len(events) > 1:
         # Fresh from the decoder, so nobody holds these events yet: the same
         # as making them with the shared string.
         shared = repeat(session_ids.pop())

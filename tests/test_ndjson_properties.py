@@ -386,27 +386,38 @@ def plain(line: bytes | str) -> Any:
     return decode_event(line, fast=False)
 
 
-def comparable(verdict: Any) -> Any:
-    """A verdict to compare with ``==``: an event as its line, as ``==`` on an
-    event nested past the recursion limit raises RecursionError."""
-    if isinstance(verdict, PARSED_EVENT_CLASSES):
-        return ("event", serialize_event(verdict))
-    return verdict
+def same(got: Any, wanted: Any) -> bool:
+    """``got == wanted``; for events nested past the recursion limit, where ``==``
+    raises RecursionError, their lines (equal values have equal lines, but for
+    the float spellings of compatibility N4, which such a line rarely holds)."""
+    try:
+        return bool(got == wanted)
+    except RecursionError:
+        return type(got) is type(wanted) and serialize_event(got) == serialize_event(wanted)
+
+
+def same_all(got: list[Any], wanted: list[Any]) -> bool:
+    return len(got) == len(wanted) and all(map(same, got, wanted))
+
+
+_TOOL_CALL_HEAD = (
+    b'{"protocolVersion":2,"sessionId":"s_0","seq":0,"type":"tool_call",'
+    b'"payload":{"callId":"c_0","toolName":"0","args":'
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(hostile_lines, max_size=8))
+@example([_TOOL_CALL_HEAD + b"0.0}}"])  # msgspec keeps a float, JavaScript reads 0
+@example([_TOOL_CALL_HEAD + b"[" * 3000 + b"]" * 3000 + b"}}"])  # == recurses too deep
 def test_decode_lines_gives_the_plain_verdict_on_every_line(lines: list[bytes]) -> None:
     expected = [plain(line) for line in lines]
-    wanted_all = list(map(comparable, expected))
     verdicts, refused = decode_lines(lines)
-    assert list(map(comparable, verdicts)) == wanted_all
+    assert same_all(verdicts, expected)
     assert refused == [i for i, v in enumerate(expected) if isinstance(v, DecodeFailure)]
-    assert [comparable(decode_event(line)) for line in lines] == wanted_all
+    assert same_all([decode_event(line) for line in lines], expected)
     texts = [line.decode("utf-8", "replace") for line in lines]
-    assert list(map(comparable, decode_lines(texts)[0])) == [
-        comparable(plain(text)) for text in texts
-    ]
+    assert same_all(decode_lines(texts)[0], [plain(text) for text in texts])
     # Unjudged: the lines the fast path could not settle are left to the caller,
     # and judging one later gives the same verdict.
     deferred, left = decode_lines(lines, judge=False)
@@ -417,11 +428,11 @@ def test_decode_lines_gives_the_plain_verdict_on_every_line(lines: list[bytes]) 
     assert all(deferred[i] is not None for i in blank)
     for verdict, wanted, line in zip(deferred, expected, lines, strict=True):
         if verdict is not None:
-            assert comparable(verdict) == comparable(wanted)
+            assert same(verdict, wanted)
             continue
         judged = SlowLine(line, 1, 0).judge()
         if not isinstance(wanted, DecodeFailure):
-            assert comparable(judged) == comparable(wanted)
+            assert same(judged, wanted)
         else:
             assert isinstance(judged, LineError)
             assert (judged.error, judged.path) == (wanted.message, wanted.path)

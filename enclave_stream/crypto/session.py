@@ -38,6 +38,7 @@ __all__ = [
     "check_session_id",
 ]
 
+import struct
 import threading
 from binascii import b2a_base64
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from ..codec import encode_event
 from ..errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason, HandshakeError
 from ..events import EncryptedEnvelope, EncryptedEnvelopePayload, StreamEvent
 from ..protocol import StrEnum, is_session_id
-from .aesgcm import NONCE_LENGTH, NONCE_PREFIX_LENGTH, AesGcmKey, derive_session_keys
+from .aesgcm import NONCE_LENGTH, AesGcmKey, derive_session_keys
 from .context import SessionEncryptionContext, SessionKeyInfo
 from .envelope import (
     InnerEvent,
@@ -60,7 +61,13 @@ from .envelope import (
 
 _R: Final = EnvelopeErrorReason
 _PROBE_NONCE: Final = bytes(NONCE_LENGTH)
+# A nonce as (its 8-byte prefix, its 4-byte counter), both big-endian numbers.
+_NONCE_PARTS: Final = struct.Struct(">QI").unpack
 _PROBE: Final = b"send and receive keys differ"
+
+
+def _bad_nonce(nonce: bytes) -> ValueError:
+    return ValueError(f"Expected a {NONCE_LENGTH}-byte nonce, got {len(nonce)} bytes")
 
 
 class ReplayWindow:
@@ -80,7 +87,7 @@ class ReplayWindow:
     (True, False, True)
     """
 
-    __slots__ = ("_mask", "_max_prefixes", "_prefixes", "_width")
+    __slots__ = ("_mask", "_max_prefixes", "_prefixes", "_recent", "_width")
 
     def __init__(self, width: int = 256, max_prefixes: int = 16) -> None:
         if width < 1 or max_prefixes < 1:
@@ -90,14 +97,24 @@ class ReplayWindow:
         self._max_prefixes = max_prefixes
         # prefix -> [highest counter, bitmap]; bit i set = counter (highest - i)
         # seen. Least recently used first, so eviction takes the first key.
-        self._prefixes: dict[bytes, list[int]] = {}
+        # A prefix is its 8 bytes read as a big-endian number.
+        self._prefixes: dict[int, list[int]] = {}
+        self._recent = -1  # the prefix last in _prefixes (no prefix is -1)
 
     def seen(self, nonce: bytes) -> bool:
-        """True if ``nonce`` was accepted before, or is too old for the window to tell."""
-        entry = self._prefixes.get(nonce[:NONCE_PREFIX_LENGTH])
+        """True if ``nonce`` was accepted before, or is too old for the window to tell.
+
+        Raises:
+            ValueError: ``nonce`` is not 12 bytes.
+        """
+        try:
+            prefix, counter = _NONCE_PARTS(nonce)
+        except struct.error:
+            raise _bad_nonce(nonce) from None
+        entry = self._prefixes.get(prefix)
         if entry is None:
             return False
-        behind = entry[0] - int.from_bytes(nonce[NONCE_PREFIX_LENGTH:], "big")
+        behind = entry[0] - counter
         if behind < 0:
             return False
         return behind >= self._width or bool((entry[1] >> behind) & 1)
@@ -107,16 +124,27 @@ class ReplayWindow:
 
         Call it only for a nonce whose envelope authenticated, so that a
         forger cannot fill the window.
+
+        Raises:
+            ValueError: ``nonce`` is not 12 bytes.
         """
-        prefix = nonce[:NONCE_PREFIX_LENGTH]
-        counter = int.from_bytes(nonce[NONCE_PREFIX_LENGTH:], "big")
+        try:
+            prefix, counter = _NONCE_PARTS(nonce)  # one C call: slicing twice costs more
+        except struct.error:
+            raise _bad_nonce(nonce) from None
         prefixes = self._prefixes
-        entry = prefixes.pop(prefix, None)
+        entry = prefixes.get(prefix)
         if entry is None:
             if len(prefixes) >= self._max_prefixes:
                 del prefixes[next(iter(prefixes))]  # the least recently used
-            entry = [counter, 0]
-        prefixes[prefix] = entry  # (re)inserted last: the most recently used
+            entry = prefixes[prefix] = [counter, 0]  # inserted last: the most recently used
+            self._recent = prefix
+        elif prefix != self._recent:
+            # Moved last, as the most recently used. A sender keeps one prefix
+            # for thousands of envelopes: then the entry is already last.
+            del prefixes[prefix]
+            prefixes[prefix] = entry
+            self._recent = prefix
         ahead = counter - entry[0]
         if ahead > 0:
             entry[0] = counter

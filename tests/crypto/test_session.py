@@ -809,6 +809,21 @@ WINDOW_TABLE = {
         2,
         [(0, 1, T), (1, 1, T), (0, 1, F), (2, 1, T), (0, 1, F), (1, 1, T)],
     ),
+    "one prefix remembered: each new one forgets the last": (
+        256,
+        1,
+        [(0, 1, T), (0, 1, F), (1, 1, T), (0, 1, T), (1, 1, T), (1, 1, F)],
+    ),
+    "the order of use survives evictions": (
+        256,
+        2,
+        [(0, 1, T), (1, 1, T), (2, 1, T), (1, 2, T), (3, 1, T), (2, 1, T), (3, 1, F), (1, 2, T)],
+    ),
+    "the same prefix again and again stays the most recently used": (
+        256,
+        2,
+        [(0, 1, T), (1, 1, T), (1, 2, T), (1, 3, T), (2, 1, T), (1, 1, F), (0, 1, T)],
+    ),
 }
 
 
@@ -838,6 +853,15 @@ def test_in_order_runs_then_replays(start: int, width: int, count: int) -> None:
     for nonce in reversed(nonces):
         assert window.accept(nonce) is False
     assert window.accept(_nonce(7, start + count)) is True
+
+
+@pytest.mark.parametrize("size", [0, 11, 13, 16])
+def test_a_nonce_of_another_length_is_a_value_error(size: int) -> None:
+    window = ReplayWindow()
+    for method in (window.accept, window.seen):
+        with pytest.raises(ValueError, match=f"^Expected a 12-byte nonce, got {size} bytes$"):
+            method(bytes(size))
+    assert len(window) == 0
 
 
 def test_counter_end_does_not_step_into_the_next_prefix() -> None:
