@@ -25,9 +25,9 @@ Every figure is taken with the cyclic GC on (``harness.py``); ``gc_off`` shows
 
 Targets (issue 11): parse_lines >= 0.9, the chunked parsers >= 0.8,
 serialize_event (one at a time) >= 0.65, serialize_events >= 0.8 of their
-floors; parse_lines at 1M lines within 10% of its rate at 10k, measured
-against the floor's own fall from 10k to 1M (the kept events outgrow the
-caches: the floor falls by a quarter or more).
+floors; parse_lines at 1M lines within 10% of its rate at 10k (printed with
+the floor's own fall from 10k to 1M beside it: as the kept events outgrow the
+caches, the floor falls by a quarter or more).
 
 Run: ``python benchmarks/bench_ndjson.py [--lines N] [--repeat R] [--sizes 10000,100000]``
 """
@@ -209,9 +209,10 @@ def scaling(corpus_lines: list[bytes], sizes: list[int], repeat: int) -> dict[st
     each dropped before the next), and every size gets the same number of
     samples, so noise on a shared machine favours no size. The ratio of the
     largest size's rate to the smallest's shows whether the cost per line
-    stays flat as the kept events pile up. The floor falls too, as the kept
-    events outgrow the CPU's caches: ``parse_lines`` is held to the floor's
-    own ratio (``ours_over_floor``), the part of the fall that is its own.
+    stays flat as the kept events pile up (the issue's target, ``ok``). The
+    floor falls too, as the kept events outgrow the CPU's caches: its own
+    ratio is printed beside, and ``ours_over_floor`` is the part of the fall
+    that is ``parse_lines``' own.
     """
     floor_decoder = msgspec.json.Decoder(PLAIN)
     rates: dict[str, dict[str, int]] = {"parse_lines": {}, "parse_floor_kept": {}}
@@ -243,7 +244,7 @@ def scaling(corpus_lines: list[bytes], sizes: list[int], repeat: int) -> dict[st
         "floor_largest_over_smallest": round(falls["parse_floor_kept"], 3),
         "ours_over_floor": round(ours_over_floor, 3),
         "target": 0.9,
-        "ok": ours_over_floor >= 0.9,
+        "ok": falls["parse_lines"] >= 0.9,
     }
 
 

@@ -261,8 +261,9 @@ def _events_are_complete(events: list[Any], share: bool) -> bool:
     Checked with C loops over the batch: a stream rarely has more than one
     session. With ``share``, the events of one session then share one id
     string, instead of each keeping its own copy (about 90 bytes per kept
-    event): for a batch big enough to be kept (parse_lines), not for a
-    stream's chunk, whose events are mostly dropped once handled.
+    event): for a batch of more than GC_PAUSE_LINES lines (parse_lines keeps
+    one), not for a smaller one such as a stream's usual chunk, whose events
+    are mostly dropped once handled.
     """
     if any(map(is_, map(_version_of, events), repeat(DEFAULT_PROTOCOL_VERSION))):
         return False

@@ -302,11 +302,11 @@ class LogPayload(msgspec.Struct, frozen=True, rename="camel"):
     data: dict[str, Any] | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        # Runs for every log event decoded: the usual payload passes at a glance.
+        # Runs for every log event decoded: the usual payload passes at a glance
+        # (decoded, the level is a LogLevel member already).
         level, data = self.level, self.data
         if (
-            type(level) is str
-            and level in _LOG_LEVELS
+            (type(level) is LogLevel or (type(level) is str and level in _LOG_LEVELS))
             and type(self.message) is str
             and (data is UNSET or (type(data) is dict and "__proto__" not in data))
         ):

@@ -907,6 +907,11 @@ _ODD_PAYLOADS: list[Any] = [
     PartialResultPayload(path=[], error=ErrorPayload("c", "m"), has_next=False),
     PartialResultPayload(path=[], error=ErrorPayload("c", 5), has_next=False),  # type: ignore[arg-type]
     PartialResultPayload(path=["\ud800"], has_next=True),
+    EncryptedEnvelopePayload(kid="", nonce_b64="n", ciphertext_b64="c"),
+    EncryptedEnvelopePayload(kid=5, nonce_b64="n", ciphertext_b64="c"),  # type: ignore[arg-type]
+    EncryptedEnvelopePayload(kid="k", nonce_b64="n", ciphertext_b64="c", tag_b64=None),  # type: ignore[arg-type]
+    EncryptedEnvelopePayload(kid="k", nonce_b64="n", ciphertext_b64="c", tag_b64="t"),
+    EncryptedEnvelopePayload(kid="k", nonce_b64="\udc00", ciphertext_b64="c"),
 ]
 
 
@@ -946,6 +951,11 @@ def _verdict_of(encode: Any, event: Any) -> Any:
 @example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[8])])
 @example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[9])])
 @example(SAMPLES[EventType.PARTIAL_RESULT], [("payload", _ODD_PAYLOADS[10])])
+@example(SAMPLES[EventType.ENCRYPTED], [("payload", _ODD_PAYLOADS[11])])
+@example(SAMPLES[EventType.ENCRYPTED], [("payload", _ODD_PAYLOADS[12])])
+@example(SAMPLES[EventType.ENCRYPTED], [("payload", _ODD_PAYLOADS[13])])
+@example(SAMPLES[EventType.ENCRYPTED], [("payload", _ODD_PAYLOADS[14])])
+@example(SAMPLES[EventType.ENCRYPTED], [("payload", _ODD_PAYLOADS[15])])
 @settings(max_examples=300)
 def test_encode_of_one_event_is_encode_all_of_it(
     event: Any, changes: list[tuple[str, Any]]
