@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from enclave_stream import (
@@ -30,11 +32,18 @@ from enclave_stream.crypto import (
     decrypt,
     decrypt_json,
     encrypt_json,
+    from_base64,
 )
 from enclave_stream.crypto.ecdh import key_pair_from_private_scalar
-from enclave_stream.crypto.envelope import event_plaintext
-from enclave_stream.errors import EncryptionErrorCode, EnvelopeError, EnvelopeErrorReason
+from enclave_stream.crypto.envelope import event_plaintext, open_payload
+from enclave_stream.errors import (
+    Base64DecodeError,
+    EncryptionErrorCode,
+    EnvelopeError,
+    EnvelopeErrorReason,
+)
 from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, ServerHello, StdoutPayload
+from tests.rotating_seed import rotating_seed
 
 KEY = bytes(range(32))
 R = EnvelopeErrorReason
@@ -486,3 +495,83 @@ def test_input_the_cipher_cannot_take_is_an_encoding_error() -> None:
     assert info.value.message == (
         "Decryption failed: Data or associated data too long. Max 2**31 - 1 bytes"
     )
+
+
+# --- open_payload reads both fields at once when it can: the same as one by one ---------
+
+
+def _field_by_field(key: bytes, payload: EncryptedEnvelopePayload) -> object:
+    """What open_payload must give: each field read by from_base64 on its own, then the cipher."""
+    try:
+        nonce = from_base64(payload.nonce_b64)
+    except Base64DecodeError as exc:
+        return ("invalid_encoding", f"nonceB64: {exc}")
+    if len(nonce) != 12:
+        return ("invalid_encoding", f"Invalid nonce length: expected 12, got {len(nonce)}")
+    try:
+        ciphertext = from_base64(payload.ciphertext_b64)
+    except Base64DecodeError as exc:
+        return ("invalid_encoding", f"ciphertextB64: {exc}")
+    try:
+        return (nonce, AESGCM(key).decrypt(nonce, ciphertext, None))
+    except InvalidTag:
+        return "authentication_failed"
+    except (OverflowError, ValueError):
+        return "invalid_encoding"
+
+
+def _opened(key: bytes, payload: EncryptedEnvelopePayload) -> object:
+    try:
+        return open_payload(key, payload)
+    except EnvelopeError as exc:
+        if exc.reason is EnvelopeErrorReason.INVALID_ENCODING and str(exc).startswith(
+            ("nonceB64", "ciphertextB64", "Invalid nonce")
+        ):
+            return (exc.reason.value, str(exc))
+        return exc.reason.value
+
+
+_B64_NOISE = st.sampled_from(["=", "==", "A", "AA", " ", "\n", "-", "_", ".", "\u00e9", "\t"])
+
+
+@st.composite
+def _field_texts(draw: st.DrawFn) -> tuple[str, str]:
+    """A real envelope's two fields, then maybe bent: characters inserted,
+    dropped or swapped at the edges and around the seam."""
+    nonce = draw(st.binary(min_size=12, max_size=12))
+    plaintext = draw(st.binary(max_size=40))
+    ciphertext = AESGCM(KEY).encrypt(nonce, plaintext, None)
+    texts = [base64.b64encode(nonce).decode(), base64.b64encode(ciphertext).decode()]
+    for _ in range(draw(st.integers(0, 3))):
+        which = draw(st.integers(0, 1))
+        text = texts[which]
+        at = draw(st.integers(0, len(text)))
+        action = draw(st.sampled_from(["insert", "drop", "cut"]))
+        if action == "insert":
+            text = text[:at] + draw(_B64_NOISE) + text[at:]
+        elif action == "drop" and text:
+            at = min(at, len(text) - 1)
+            text = text[:at] + text[at + 1 :]
+        else:
+            text = text[:at]
+        texts[which] = text
+    return texts[0], texts[1]
+
+
+@settings(max_examples=500)
+@given(_field_texts())
+@example(("AAAAAAAAAAAAAAAA", ""))  # 12 bytes of nonce, no ciphertext
+@example(("AAAAAAAAAAAAAA==", ""))  # a padded 10-byte nonce, alone
+@example(("AAAAAAAAAAAAAA==", "AAAA"))  # padding at the seam
+@example(("AAAAAAAAAAAAA===", ""))  # strict binascii takes it, atob does not
+@example(("AAAAAAAAAAAAAAAA", "QR=="))  # leftover bits in the last character
+@example(("AAAAAAAAAAAAAAAA", "AAA="))
+@example(("AAAAAAAAAAAAAAAA", "A==="))
+@example(("AAAAAAAAAAAAAAAA", "AAAA===="))
+@example(("AAAAAAAAAAAAAAA=", "AAAA"))
+@example(("AAAAAAAAAAAAAAAA\u00e9", "AAAA"))
+@example(("AAAAAAAAAAAAAAA\u00e9", "AAAA"))
+@rotating_seed
+def test_open_payload_reads_the_fields_as_from_base64_reads_each(texts: tuple[str, str]) -> None:
+    payload = EncryptedEnvelopePayload(kid="k_1", nonce_b64=texts[0], ciphertext_b64=texts[1])
+    assert _opened(KEY, payload) == _field_by_field(KEY, payload)
