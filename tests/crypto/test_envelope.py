@@ -571,7 +571,37 @@ def _field_texts(draw: st.DrawFn) -> tuple[str, str]:
 @example(("AAAAAAAAAAAAAAA=", "AAAA"))
 @example(("AAAAAAAAAAAAAAAA\u00e9", "AAAA"))
 @example(("AAAAAAAAAAAAAAA\u00e9", "AAAA"))
+@example(("AAAAAAAAAAAA....", "AAAA"))  # lenient base64 would skip the junk
+@example(("AAAAAAAAAAAAAAAA", "AAAA...."))
+@example(("AAAAAAAAAAAAAAAA", "AAA\nAAAA"))
 @rotating_seed
 def test_open_payload_reads_the_fields_as_from_base64_reads_each(texts: tuple[str, str]) -> None:
     payload = EncryptedEnvelopePayload(kid="k_1", nonce_b64=texts[0], ciphertext_b64=texts[1])
     assert _opened(KEY, payload) == _field_by_field(KEY, payload)
+
+
+@pytest.mark.parametrize(
+    ("nonce_b64", "ciphertext_b64", "message"),
+    [
+        (b"A" * 16, "AAAA", "nonceB64: invalid base64: Expected base64 text (a str), got bytes"),
+        (
+            "A" * 16,
+            b"AAAA",
+            "ciphertextB64: invalid base64: Expected base64 text (a str), got bytes",
+        ),
+    ],
+)
+def test_open_payload_refuses_fields_that_are_not_text(
+    nonce_b64: object, ciphertext_b64: object, message: str
+) -> None:
+    payload = EncryptedEnvelopePayload(
+        kid="k_1",
+        nonce_b64=nonce_b64,  # type: ignore[arg-type]
+        ciphertext_b64=ciphertext_b64,  # type: ignore[arg-type]
+    )
+    with pytest.raises(EnvelopeError) as caught:
+        open_payload(KEY, payload)
+    assert (caught.value.reason, str(caught.value)) == (
+        EnvelopeErrorReason.INVALID_ENCODING,
+        message,
+    )
