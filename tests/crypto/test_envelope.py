@@ -497,7 +497,7 @@ def test_input_the_cipher_cannot_take_is_an_encoding_error() -> None:
     )
 
 
-# --- open_payload reads both fields at once when it can: the same as one by one ---------
+# --- open_payload reads each base64 field as from_base64 does -------------------------
 
 
 def _field_by_field(key: bytes, payload: EncryptedEnvelopePayload) -> object:
