@@ -26,12 +26,14 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import pytest
 import uvicorn
 from anyio.abc import SocketAttribute, SocketStream
 
 from enclave_stream.reconnect.http import BrokerConnector, broker_connector
 
 __all__ = [
+    "HTTPX_CLOSED_EARLY",
     "BrokerConnector",
     "CuttingProxy",
     "LiveServer",
@@ -40,6 +42,14 @@ __all__ = [
     "serve_in_thread",
     "start_in_thread",
 ]
+
+# httpx leaves its inner async generators to the garbage collector when a
+# response is closed before its end, which trio reports (encode/httpx#3686).
+HTTPX_CLOSED_EARLY = (
+    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
+    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+)
+"""The marks of a test module that closes httpx responses early."""
 
 
 @dataclass

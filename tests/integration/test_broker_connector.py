@@ -28,12 +28,11 @@ from enclave_stream.reconnect import (
 )
 from enclave_stream.reconnect.http import ConnectionRecord, broker_connector
 from enclave_stream.starlette import create_broker_app
-from tests.integration.asgi_server import serve
+from tests.integration.asgi_server import HTTPX_CLOSED_EARLY, serve
 
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+    *HTTPX_CLOSED_EARLY,
 ]
 
 FAST_RETRIES = ReconnectionConfig(max_retries=3, initial_delay_ms=1, max_delay_ms=5)

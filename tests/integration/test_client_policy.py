@@ -38,13 +38,12 @@ from enclave_stream.reconnect import (
 )
 from enclave_stream.reconnect.aiohttp import aiohttp_connector
 from enclave_stream.reconnect.http import httpx_connector, httpx_sync_connector
-from tests.integration.asgi_server import serve_in_thread, start_in_thread
+from tests.integration.asgi_server import HTTPX_CLOSED_EARLY, serve_in_thread, start_in_thread
 from tests.reconnect.fakes import line, make_session
 
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+    *HTTPX_CLOSED_EARLY,
 ]
 
 EVENTS = make_session(40, start=1)

@@ -26,13 +26,12 @@ from enclave_stream.producer import BrokerConfig, EventStream, SessionRequest
 from enclave_stream.reconnect import ReconnectionConfig, StreamFailedError, open_event_stream
 from enclave_stream.reconnect.http import broker_connector
 from enclave_stream.starlette import create_broker_app
-from tests.integration.asgi_server import serve_in_thread
+from tests.integration.asgi_server import HTTPX_CLOSED_EARLY, serve_in_thread
 from tests.reconnect.fakes import consume
 
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+    *HTTPX_CLOSED_EARLY,
 ]
 
 FAST_RETRIES = ReconnectionConfig(max_retries=2, initial_delay_ms=1, max_delay_ms=5)

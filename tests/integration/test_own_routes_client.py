@@ -38,12 +38,11 @@ from enclave_stream.reconnect import (
 )
 from enclave_stream.reconnect.http import session_connector
 from enclave_stream.starlette import create_broker_app, ndjson_response
-from tests.integration.asgi_server import CuttingProxy, serve_in_thread
+from tests.integration.asgi_server import HTTPX_CLOSED_EARLY, CuttingProxy, serve_in_thread
 
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+    *HTTPX_CLOSED_EARLY,
 ]
 
 FAST_RETRIES = ReconnectionConfig(max_retries=4, initial_delay_ms=1, max_delay_ms=5)

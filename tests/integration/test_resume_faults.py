@@ -28,6 +28,7 @@ from enclave_stream.reconnect import (
     open_event_stream,
 )
 from enclave_stream.reconnect.http import httpx_connector
+from tests.integration.asgi_server import HTTPX_CLOSED_EARLY
 from tests.integration.fault_server import (
     Fault,
     FaultKind,
@@ -38,10 +39,7 @@ from tests.reconnect.fakes import SESSION_ID, consume, line, make_session
 
 pytestmark = [
     pytest.mark.anyio,
-    # httpx leaves its inner async generators to the garbage collector when a
-    # response is closed before its end, which trio reports (encode/httpx#3686).
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+    *HTTPX_CLOSED_EARLY,
 ]
 
 EVENTS = 2_000

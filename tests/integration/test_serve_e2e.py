@@ -31,15 +31,18 @@ from enclave_stream.reconnect import (
 )
 from enclave_stream.reconnect.http import httpx_connector
 from enclave_stream.starlette import create_broker_app
-from tests.integration.asgi_server import CuttingProxy, LiveServer, broker_connector, serve
+from tests.integration.asgi_server import (
+    HTTPX_CLOSED_EARLY,
+    CuttingProxy,
+    LiveServer,
+    broker_connector,
+    serve,
+)
 from tests.producer.conftest import session_pair
 
 pytestmark = [
     pytest.mark.anyio,
-    # httpx leaves its inner async generators to the garbage collector when a
-    # response is closed before its end (encode/httpx#3686).
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+    *HTTPX_CLOSED_EARLY,
 ]
 
 FAST_RETRIES = ReconnectionConfig(max_retries=5, initial_delay_ms=1, max_delay_ms=10)

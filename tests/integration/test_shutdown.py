@@ -23,12 +23,12 @@ import anyio
 import httpx
 import pytest
 
+from tests.integration.asgi_server import HTTPX_CLOSED_EARLY
 from tests.integration.shutdown_app import SHUTDOWN_TIMEOUT_SECONDS
 
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+    *HTTPX_CLOSED_EARLY,
 ]
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,13 +22,12 @@ from starlette.routing import Mount
 
 from enclave_stream.producer import BrokerConfig, EventStream, SessionBroker, SessionRequest
 from enclave_stream.starlette import create_broker_app
-from tests.integration.asgi_server import CuttingProxy, LiveServer, serve
+from tests.integration.asgi_server import HTTPX_CLOSED_EARLY, CuttingProxy, LiveServer, serve
 from tests.integration.upstream_client import UpstreamClient
 
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+    *HTTPX_CLOSED_EARLY,
 ]
 
 

@@ -21,7 +21,7 @@ from enclave_stream import FinalEvent, StdoutEvent, StreamEvent, open_event_stre
 from enclave_stream.errors import StreamFailedError
 from enclave_stream.reconnect import ReconnectionConfig
 from enclave_stream.reconnect.http import BrokerConnector, broker_connector, httpx_connector
-from tests.integration.asgi_server import CuttingProxy
+from tests.integration.asgi_server import HTTPX_CLOSED_EARLY, CuttingProxy
 from tests.redis.replicas import Cluster, cluster, start_replica
 from tests.redis.server import running_redis
 from tests.redis.test_store import COREDIS_FAILED_CONNECT
@@ -29,10 +29,7 @@ from tests.redis.test_store import COREDIS_FAILED_CONNECT
 pytestmark = [
     pytest.mark.anyio,
     COREDIS_FAILED_CONNECT,
-    # httpx leaves its inner async generators to the garbage collector when a
-    # response is closed before its end (encode/httpx#3686).
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpcore\.:ResourceWarning"),
+    *HTTPX_CLOSED_EARLY,
 ]
 
 
