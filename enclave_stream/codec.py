@@ -22,6 +22,7 @@ __all__ = [
     "decode_message",
     "encode_event",
     "encode_message",
+    "serialize_event",
     "validate_event",
 ]
 
@@ -655,7 +656,7 @@ _ENCODE_ERRORS: Final = (UnicodeEncodeError, RecursionError, TypeError, Overflow
 class _EventKind:
     """What the encoder needs per event class."""
 
-    __slots__ = ("payload_type", "quick_check", "tag", "templates", "trusted")
+    __slots__ = ("heads", "payload_type", "quick_check", "tag", "tail", "templates", "trusted")
 
     def __init__(self, event_type: type[msgspec.Struct]) -> None:
         self.tag = str(event_type.__struct_config__.tag)
@@ -665,6 +666,10 @@ class _EventKind:
         self.quick_check = _QUICK_CHECKS.get(self.payload_type)
         # protocol version -> session id -> b'{"protocolVersion":2,...,"seq":%d,...%s}'
         self.templates: dict[int, dict[str, bytes]] = {1: {}, 2: {}}
+        # serialize_event's text of a version-2 line: the head up to seq (per
+        # session), then the tail up to the payload.
+        self.heads: dict[str, str] = {}
+        self.tail = f',"type":"{self.tag}","payload":'
 
 
 def _enc_hook(value: Any) -> Any:
@@ -864,12 +869,64 @@ def validate_event(event: ParsedEvent | Mapping[str, Any]) -> ParsedEvent:
 
 
 _default_encoder: Final = EventEncoder()
+_default_kinds: Final = _default_encoder._kinds
 
 
 # The shared encoder's own method, not a function calling it: one Python
 # call less per event on every hot path that encodes.
 encode_event: Final[Callable[[ParsedEvent | Mapping[str, Any]], bytes]] = _default_encoder.encode
 """Encode one event with a shared :class:`EventEncoder` (its bound ``encode``)."""
+
+
+def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
+    """One event as a compact JSON line (no newline), as ``JSON.stringify`` writes it.
+
+    The event is validated first: an invalid event raises
+    :class:`~enclave_stream.EventValidationError` naming the field, so it never
+    reaches the wire. A mapping in wire form (camelCase keys) is accepted too.
+    """
+    # The usual event (the checks of EventEncoder.encode's inline path, version
+    # 2, its session's head known) is written as text in one formatting step:
+    # formatting bytes and then decoding them costs a third more. Anything
+    # else is encode_all's line, which says why an event is refused.
+    kind = _default_kinds.get(type(event))
+    if kind is None:
+        return _default_encoder.encode_all((event,))[0].decode("utf-8")
+    known: Any = event  # a protocol event's class: it has these fields
+    seq = known.seq
+    payload = known.payload
+    version = known.protocol_version
+    session_id = known.session_id
+    if (
+        type(seq) is int
+        and 0 <= seq <= MAX_SAFE_INTEGER
+        and (version is DEFAULT_PROTOCOL_VERSION or version is _VERSION_2)
+        and type(session_id) is str
+        and type(payload) is kind.payload_type
+        and (
+            kind.trusted
+            or (type(payload) is StdoutPayload and type(payload.chunk) is str)
+            or (kind.quick_check is not None and kind.quick_check(payload))
+        )
+    ):
+        head = kind.heads.get(session_id)
+        if head is not None:
+            try:
+                return f"{head}{seq}{kind.tail}{_json_encoder.encode(payload).decode()}}}"
+            except _ENCODE_ERRORS:
+                pass  # encode_all says why, or falls back
+        else:
+            line = _default_encoder.encode_all((event,))[0]
+            # Valid, so its session id is: the head is written as the template's.
+            if len(kind.heads) >= _TEMPLATE_CACHE_SIZE:
+                kind.heads.clear()
+            quoted = _to_json(session_id, "$.sessionId").decode("utf-8")
+            kind.heads[session_id] = f'{{"protocolVersion":2,"sessionId":{quoted},"seq":'
+            return line.decode("utf-8")
+    return _default_encoder.encode_all((event,))[0].decode("utf-8")
+
+
+_VERSION_2: Final = 2  # a decoded or written 2 is this object (CPython's small ints)
 
 
 _RUNTIME_TAGS: Final[dict[type, str]] = {

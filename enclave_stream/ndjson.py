@@ -37,7 +37,13 @@ from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, Union, cast,
 import msgspec
 
 from ._json import js_blank, js_trim, utf16_truncate
-from .codec import DecodeFailure, EventEncoder, decode_event, decode_lines, encode_event
+from .codec import (
+    DecodeFailure,
+    EventEncoder,
+    decode_event,
+    decode_lines,
+    serialize_event,
+)
 from .errors import FailureKind, LineError, NdjsonParseError
 from .events import ParsedEvent
 
@@ -156,16 +162,6 @@ def parse_lines(data: str | bytes) -> ParseLinesResult:
             errors.append(_line_error(failure, index + 1))
     events += verdicts[done:]
     return ParseLinesResult(events, errors)
-
-
-def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
-    """One event as a compact JSON line (no newline), as ``JSON.stringify`` writes it.
-
-    The event is validated first: an invalid event raises
-    :class:`~enclave_stream.EventValidationError` naming the field, so it never
-    reaches the wire. A mapping in wire form (camelCase keys) is accepted too.
-    """
-    return encode_event(event).decode("utf-8")
 
 
 def serialize_events(events: Iterable[ParsedEvent | Mapping[str, Any]]) -> str:

@@ -960,8 +960,9 @@ def _verdict_of(encode: Any, event: Any) -> Any:
 def test_encode_of_one_event_is_encode_all_of_it(
     event: Any, changes: list[tuple[str, Any]]
 ) -> None:
-    """encode() writes the usual event inline; every event, valid or not, gets
-    exactly encode_all's bytes or error, before and after its session is templated."""
+    """encode() and serialize_event() write the usual event inline; every event,
+    valid or not, gets exactly encode_all's line or error, before and after its
+    session is templated."""
     encoder = EventEncoder()
     for version in (1, 2):  # the session's templates exist, as in a running stream
         _verdict_of(encoder.encode, msgspec.structs.replace(event, protocol_version=version))
@@ -971,6 +972,12 @@ def test_encode_of_one_event_is_encode_all_of_it(
     assert first == _verdict_of(lambda e: encoder.encode_all([e])[0], event)
     assert _verdict_of(encoder.encode, event) == first  # now from the template cache
     assert _verdict_of(EventEncoder().encode, event) == first
+    # serialize_event writes the usual event as text, from its own cache of heads.
+    text = first.decode("utf-8") if isinstance(first, bytes) else first
+    for version in (1, 2):
+        _verdict_of(serialize_event, msgspec.structs.replace(event, protocol_version=version))
+    assert _verdict_of(serialize_event, event) == text
+    assert _verdict_of(serialize_event, event) == text
 
 
 def test_events_of_one_session_share_their_session_id_string() -> None:
