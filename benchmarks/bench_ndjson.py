@@ -321,6 +321,24 @@ def main() -> None:
             for line in lines:
                 decode(line)
 
+    def chunk_floor_callback() -> None:
+        # The same reader handing each event to a callback, as the callbacks
+        # row does (for information: the target is on chunk_floor).
+        count = 0
+
+        def on_event(_: object) -> None:
+            nonlocal count
+            count += 1
+
+        decode = floor_decoder.decode
+        rest = b""
+        for chunk in chunks:
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                on_event(decode(line))
+        assert count == n
+
     def run_parse_lines() -> None:
         result = parse_lines(corpus)
         assert len(result.events) == n
@@ -387,6 +405,7 @@ def main() -> None:
         "parse_floor_kept": parse_floor_kept,
         "parse_lines": run_parse_lines,
         "chunk_floor_64k": chunk_floor,
+        "chunk_floor_64k_callback": chunk_floor_callback,
         "stream_parser_64k": run_stream_parser,
         "stream_parser_64k_pull": run_stream_parser_pull,
         "parse_ndjson_stream_64k": run_async_stream,
@@ -424,6 +443,9 @@ def main() -> None:
             "encode_lines_bytes": ("serialize_floor", 0.8),
             "serialize_event": ("serialize_one_floor", 0.65),
         },
+    )
+    results["stream_parser_64k_over_callback_floor"] = round(
+        timings["chunk_floor_64k_callback"] / timings["stream_parser_64k"], 3
     )
     results["parse_lines_scaling"] = scaled
     results["kept_memory"] = kept_memory(corpus, n)

@@ -127,11 +127,12 @@ PositiveNumber = Union[
 # minutes, optional seconds with any number of fractional digits, and only a
 # literal upper-case "Z" as offset. ``[0-9]`` (not ``\d``, which matches other
 # Unicode digits in Python) and ``\Z`` (``$`` would accept a trailing newline).
+# The usual dates come first: fullmatch tries the leap day only when they fail.
 _DATE = (
-    "(?:(?:[0-9]{2}(?:[2468][048]|[13579][26]|0[48])|(?:[02468][048]|[13579][26])00)-02-29"
-    "|[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
     "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
-    "|02-(?:0[1-9]|1[0-9]|2[0-8])))"
+    "|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    "|(?:[0-9]{2}(?:[2468][048]|[13579][26]|0[48])|(?:[02468][048]|[13579][26])00)-02-29)"
 )
 _TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]+)?)?"
 _DATETIME = re.compile(f"{_DATE}T{_TIME}Z")

@@ -385,7 +385,10 @@ class NdjsonStreamParser(Generic[I]):
         last = data.rfind(b"\n")
         line_start, self._line_start = self._line_start, base + last + 1
         was_skipping, self._skipping = self._skipping, False
-        lines = data[:last].split(b"\n")
+        # Split the whole chunk and take the unfinished tail off the end: a
+        # slice up to the last newline first would copy the chunk once more.
+        lines = data.split(b"\n")
+        tail = lines.pop()
         offsets = _Offsets(lines, line_start, base + first + 1)
         head_too_long: bytes | None = None
         if self._pending:
@@ -397,7 +400,7 @@ class NdjsonStreamParser(Generic[I]):
             self._pending.clear()
         elif not was_skipping and first > self._max:
             head_too_long = data[: min(first, _TOO_LONG_HEAD)]
-        tail_too_long = self._set_pending(data[last + 1 :])
+        tail_too_long = self._set_pending(tail)
 
         start = 0
         if was_skipping:  # the end of a line reported when it passed the limit
@@ -512,13 +515,14 @@ class NdjsonStreamParser(Generic[I]):
         """Call the callbacks for ``found``'s items; ``end`` lines are then complete."""
         if self._callbacks and found:
             on_event, on_error = self._on_event, self._on_error
-            numbers = found.line_numbers()
-            if not found.bad_lines:  # the usual chunk: events only, no type checks
+            if not found.bad_lines and not found._quiet:
+                # The usual chunk: events only, on consecutive lines.
                 if on_event is not None:
-                    for number, event in zip(numbers, found, strict=True):
+                    for number, event in enumerate(found, found._before + 1):
                         self._line_number = number
                         on_event(event)
             else:
+                numbers = found.line_numbers()
                 for number, item in zip(numbers, found, strict=True):
                     # An over-long line is reported before its newline comes:
                     # it is not complete yet.

@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from enclave_stream import (
     PROTOCOL_VERSION,
@@ -440,3 +442,91 @@ def test_invalid_payload_construction_raises_library_error(
     assert isinstance(info.value, EventValidationError)
     assert field in info.value.path
     assert not str(info.value).startswith("@")
+
+
+# --- zod's datetime rule, against a calendar ------------------------------------------
+
+_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _zod_datetime(value: str) -> bool:
+    """``z.string().datetime()`` read from its definition: a calendar date (any
+    four-digit year, Gregorian leap years), "T", hours and minutes, optional
+    seconds with any number of fractional digits, and "Z"."""
+    digits = set("0123456789")
+
+    def number(text: str) -> int | None:
+        return int(text) if text and set(text) <= digits else None
+
+    date, t, rest = value.partition("T")
+    if not t or len(date) != 10 or date[4] != "-" or date[7] != "-" or not rest.endswith("Z"):
+        return False
+    year, month, day = number(date[:4]), number(date[5:7]), number(date[8:])
+    if year is None or month is None or day is None or not 1 <= month <= 12:
+        return False
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= day <= _DAYS[month - 1] + (month == 2 and leap):
+        return False
+    clock = rest[:-1]
+    if len(clock) < 5 or clock[2] != ":":
+        return False
+    hour, minute = number(clock[:2]), number(clock[3:5])
+    if hour is None or minute is None or hour > 23 or minute > 59:
+        return False
+    if len(clock) == 5:
+        return True
+    second, dot, fraction = clock[6:8], clock[8:9], clock[9:]
+    if clock[5] != ":" or len(second) != 2 or number(second) is None or int(second) > 59:
+        return False
+    return (not dot and not fraction) or (dot == "." and number(fraction) is not None)
+
+
+def _accepts_datetime(value: str) -> bool:
+    try:
+        HeartbeatPayload(ts=value)
+    except EventValidationError:
+        return False
+    return True
+
+
+_DIGIT = st.sampled_from("0123456789")
+
+
+@st.composite
+def _near_datetimes(draw: st.DrawFn) -> str:
+    def digits(low: int, high: int) -> str:
+        return "".join(draw(st.lists(_DIGIT, min_size=low, max_size=high)))
+
+    parts = [
+        draw(st.sampled_from(["2024", "2000", "1900", "0000", "2100", "2026", digits(3, 5)])),
+        "-",
+        draw(st.sampled_from(["01", "02", "04", "12", "13", "00", digits(1, 3)])),
+        "-",
+        draw(st.sampled_from(["28", "29", "30", "31", "01", "00", "32", digits(1, 3)])),
+        draw(st.sampled_from(["T", "t", " "])),
+        draw(st.sampled_from(["00", "23", "24", "9", digits(1, 3)])),
+        ":",
+        draw(st.sampled_from(["00", "59", "60", digits(1, 3)])),
+        draw(st.sampled_from(["", ":00", ":59", ":60", ":5", ":00.", ":00.1", ":00.123456789"])),
+        draw(st.sampled_from(["Z", "z", "", "+00:00", "Z\n", "ZZ"])),
+    ]
+    text = "".join(parts)
+    if draw(st.booleans()):  # a Unicode digit or another character somewhere
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(["\u0660", "٣", "x", "-", ""])) + text[at + 1 :]
+    return text
+
+
+@given(st.one_of(_near_datetimes(), st.text(max_size=30)))
+@example("2024-02-29T00:00Z")
+@example("2023-02-29T00:00Z")
+@example("1900-02-29T00:00:00Z")
+@example("2000-02-29T23:59:59.999Z")
+@example("0000-02-29T00:00Z")
+@example("2026-04-31T00:00Z")
+@example("2026-12-31T23:59:60Z")
+@settings(max_examples=500)
+def test_the_datetime_rule_is_zods_calendar(value: str) -> None:
+    """Timestamps (heartbeat ``ts``, ``expiresAt``) are accepted exactly where zod's
+    datetime rule accepts them, leap days included."""
+    assert _accepts_datetime(value) is _zod_datetime(value)
