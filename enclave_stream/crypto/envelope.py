@@ -128,7 +128,7 @@ def read_event(plaintext: bytes) -> StreamEvent:
     """
     result = decode_event(plaintext)
     if type(result) in _STREAM_EVENT_TYPES:
-        return cast(StreamEvent, result)
+        return result  # type: ignore[return-value]
     if isinstance(result, DecodeFailure):
         raise EnvelopeError(
             f"Decrypted plaintext is not a valid event: {result.message}", _R.INVALID_PLAINTEXT
