@@ -18,6 +18,7 @@ _ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 _ASCII_WHITESPACE: Final = b"\t\n\f\r "
 _ALPHABET_AND_PAD: Final = _ALPHABET + b"="
 _PADDING: Final = (b"", b"===", b"==", b"=")  # indexed by length % 4
+_STRICT_MODE: Final = sys.version_info >= (3, 11)  # binascii's strict_mode exists
 
 
 def to_base64(data: bytes) -> str:
@@ -60,9 +61,14 @@ def from_base64(text: str) -> bytes:
     # 4, that shows as "===" at the end. The property tests check this
     # function against a transcription of the WHATWG algorithm.
     # (Python 3.10's binascii has no strict mode: there all text takes those steps.)
-    if sys.version_info >= (3, 11) and not len(text) % 4 and not text.endswith("==="):
+    # Every opened envelope reads two fields here, so the guard is cheap: the
+    # version is read once at import, and since strict mode allows nothing
+    # after padding, text it takes ends with "===" exactly when its third
+    # last character is '=' (an index, where endswith is a method call).
+    length = len(text)
+    if _STRICT_MODE and length and not length % 4 and text[-3] != "=":
         try:
-            return binascii.a2b_base64(text, strict_mode=True)
+            return binascii.a2b_base64(text, strict_mode=True)  # type: ignore[call-arg,unused-ignore]
         except ValueError:  # binascii.Error, or non-ASCII text
             pass
     try:

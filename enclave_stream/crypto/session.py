@@ -392,6 +392,7 @@ class EncryptedSession:
                 replay, ``ENCRYPTION_DECRYPTION_FAILED`` otherwise.
         """
         checks = self._checks
+        splicing = checks.splicing
         if self._failed:
             raise EnvelopeError(
                 "The session refuses further input: an earlier envelope failed authentication",
@@ -403,7 +404,7 @@ class EncryptedSession:
             )
         session_id = envelope.session_id
         payload = envelope.payload
-        if checks.splicing and session_id != self._session_id:
+        if splicing and session_id != self._session_id:
             raise EnvelopeError(
                 f"The envelope belongs to session {session_id!r}, not {self._session_id!r}",
                 _R.SESSION_MISMATCH,
@@ -421,7 +422,11 @@ class EncryptedSession:
             raise
         # Only authentic envelopes reach the state below, so a forger can
         # neither fill the replay window nor move the seq high-water mark.
-        with self._lock:
+        # acquire/release rather than `with`: the same lock, at half its cost
+        # on the path every envelope takes.
+        lock = self._lock
+        lock.acquire()
+        try:
             if not self._replay_window.accept(nonce):
                 raise EnvelopeError(
                     f"Replayed envelope: nonce {nonce.hex()} was already accepted under this key",
@@ -430,13 +435,13 @@ class EncryptedSession:
                 )
             event = read_event(plaintext)
             seq = envelope.seq
-            if checks.splicing and event.session_id != session_id:
+            if splicing and event.session_id != session_id:
                 raise EnvelopeError(
                     f"The inner event belongs to session {event.session_id!r}, but the "
                     f"envelope says {session_id!r}",
                     _R.SESSION_MISMATCH,
                 )
-            if checks.splicing and event.seq != seq:
+            if splicing and event.seq != seq:
                 raise EnvelopeError(
                     f"The inner event has seq {event.seq}, but the envelope says {seq}",
                     _R.SEQ_MISMATCH,
@@ -450,6 +455,8 @@ class EncryptedSession:
                     f"Envelope seq {seq} does not advance past {self._last_seq}",
                     _R.SEQ_REGRESSION,
                 )
+        finally:
+            lock.release()
         return event
 
     # --- safety -------------------------------------------------------------------

@@ -57,6 +57,11 @@ base64ish = st.text(alphabet=ALPHABET + "=\t\n\f\r -_!\u00a0\u00e9\v", max_size=
 @given(base64ish)
 @example("QQ=\n=")
 @example("QUJD====")
+@example("")  # the strict fast path's guard indexes the text
+@example("A===")
+@example("QUJD=A==")
+@example("QUJDRA==")
+@example("QUJDRA=\n")
 @example("  ")
 @example("A\v")
 @rotating_seed

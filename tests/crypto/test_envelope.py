@@ -21,6 +21,7 @@ from enclave_stream import (
     StdoutEvent,
     StreamEvent,
 )
+from enclave_stream.codec import GC_PAUSE_BYTES, DecodeFailure, decode_event, encode_event
 from enclave_stream.crypto import (
     AesGcmError,
     AesGcmKey,
@@ -35,7 +36,7 @@ from enclave_stream.crypto import (
     from_base64,
 )
 from enclave_stream.crypto.ecdh import key_pair_from_private_scalar
-from enclave_stream.crypto.envelope import event_plaintext, open_payload
+from enclave_stream.crypto.envelope import event_plaintext, open_payload, read_event
 from enclave_stream.errors import (
     Base64DecodeError,
     EncryptionErrorCode,
@@ -44,6 +45,7 @@ from enclave_stream.errors import (
 )
 from enclave_stream.events import EncryptedEnvelopePayload, FinalPayload, ServerHello, StdoutPayload
 from tests.rotating_seed import rotating_seed
+from tests.strategies import any_event
 
 KEY = bytes(range(32))
 R = EnvelopeErrorReason
@@ -605,3 +607,88 @@ def test_open_payload_refuses_fields_that_are_not_text(
         EnvelopeErrorReason.INVALID_ENCODING,
         message,
     )
+
+
+# --- read_event gives decode_event's verdict --------------------------------------------
+
+
+def _read_plainly(plaintext: bytes) -> object:
+    """What read_event must give: decode_event's plain verdict, an event or a refusal."""
+    verdict = decode_event(plaintext, fast=False)
+    if isinstance(verdict, DecodeFailure):
+        return ("invalid_plaintext", f"Decrypted plaintext is not a valid event: {verdict.message}")
+    if isinstance(verdict, EncryptedEnvelope):
+        return (
+            "invalid_plaintext",
+            "Decrypted plaintext is an enc envelope: nested envelopes are refused",
+        )
+    return verdict
+
+
+def _read(plaintext: bytes) -> object:
+    try:
+        return read_event(plaintext)
+    except EnvelopeError as exc:
+        return (exc.reason.value, str(exc))
+
+
+def _same(got: object, wanted: object) -> bool:
+    # Struct == recurses into the payload: for JSON nested past the recursion
+    # limit, compare the lines instead (equal events have equal lines).
+    try:
+        return type(got) is type(wanted) and bool(got == wanted)
+    except RecursionError:
+        return encode_event(got) == encode_event(wanted)  # type: ignore[arg-type]
+
+
+@st.composite
+def _plaintexts(draw: st.DrawFn) -> bytes:
+    """An event's line (an enc envelope among them), then maybe bent where the
+    fast path looks: protocolVersion dropped, the session id's prefix broken
+    or repeated as a later key, a byte order mark, whitespace, a cut, a byte
+    that is not UTF-8."""
+    line = encode_event(draw(any_event))
+    bend = draw(
+        st.sampled_from(["none", "version", "prefix", "duplicate", "bom", "space", "cut", "byte"])
+    )
+    if bend == "version":
+        line = line.replace(b'"protocolVersion":', b'"protocolVersionX":', 1)
+    elif bend == "prefix":
+        bad = draw(st.sampled_from([b'"x_', b'"S_', b'" s_', b'"s-']))
+        line = line.replace(b'"sessionId":"s_', b'"sessionId":' + bad, 1)
+    elif bend == "duplicate":  # the last of two keys wins, in msgspec and in JavaScript
+        bad = draw(st.sampled_from([b'"x_1"', b'"s_"', b'"s_1"', b"1"]))
+        line = line[:-1] + b',"sessionId":' + bad + b"}"
+    elif bend == "bom":
+        line = b"\xef\xbb\xbf" + line
+    elif bend == "space":
+        line = draw(st.sampled_from([b" ", b"\n", b"\t", b"\xc2\xa0"])) + line + b" "
+    elif bend == "cut":
+        line = line[: draw(st.integers(0, len(line) - 1))]
+    elif bend == "byte":
+        at = draw(st.integers(0, len(line)))
+        line = line[:at] + draw(st.sampled_from([b"\xff", b"\xc3", b"\x00", b"{"])) + line[at:]
+    return line
+
+
+_BIG_CHUNK = "a" * GC_PAUSE_BYTES
+_NESTED_ARGS = (
+    b'{"protocolVersion":2,"sessionId":"s_0","seq":0,"type":"tool_call",'
+    b'"payload":{"callId":"c_0","toolName":"0","args":'
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_plaintexts())
+@example(encode_event(EVENT))
+@example(encode_event(StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload(_BIG_CHUNK))))
+@example(encode_event(StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload(_BIG_CHUNK)))[:-1])
+@example(b'{"sessionId":"s_1","seq":1,"type":"stdout","payload":{"chunk":"hello"}}')
+@example(b'{"protocolVersion":2,"sessionId":"x_1","seq":1,"type":"stdout","payload":{"chunk":"a"}}')
+@example(_NESTED_ARGS + b"[" * 3000 + b"]" * 3000 + b"}}")  # deeper than msgspec goes
+@example(_NESTED_ARGS + b"0.0}}")  # msgspec keeps a float, JavaScript reads 0
+@example(_NESTED_ARGS + b"[" + b",".join([b"[]"] * 25_000) + b"]}}")  # big: too many arrays
+@example(b"")
+@rotating_seed
+def test_read_event_gives_the_plain_verdict(plaintext: bytes) -> None:
+    assert _same(_read(plaintext), _read_plainly(plaintext))
