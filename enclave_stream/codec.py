@@ -705,7 +705,9 @@ class EventEncoder:
         # The usual event (a known class, a session already templated, a valid
         # seq, a payload that needs no check or passes its quick one) inline: a
         # one-event batch costs more than the checks. Anything else takes
-        # encode_all, which says why.
+        # encode_all, which says why. serialize_event inlines the same checks
+        # (a call would cost what inlining saves); the one-event property test
+        # holds both to encode_all.
         kind = self._kinds.get(type(event))
         if kind is not None:
             known: Any = event  # a protocol event's class: it has these fields
@@ -767,10 +769,15 @@ class EventEncoder:
                 version = 2
             elif type(version) is not int:  # True == 1 would find version 1's templates
                 raise _bad_version(version)
+            session_id = event.session_id
             try:
-                template = kind.templates[version][event.session_id]
+                # Only a plain str finds a template: an equal str subclass (or
+                # anything hashing like one) gets _template's verdict.
+                template = kind.templates[version][session_id] if type(session_id) is str else None
             except (KeyError, TypeError):
-                template = self._template(kind, version, event.session_id)
+                template = None
+            if template is None:
+                template = self._template(kind, version, session_id)
             seq = event.seq
             if type(seq) is not int or seq < 0 or seq > max_seq:
                 raise EventValidationError(
@@ -885,10 +892,11 @@ def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
     :class:`~enclave_stream.EventValidationError` naming the field, so it never
     reaches the wire. A mapping in wire form (camelCase keys) is accepted too.
     """
-    # The usual event (the checks of EventEncoder.encode's inline path, version
-    # 2, its session's head known) is written as text in one formatting step:
-    # formatting bytes and then decoding them costs a third more. Anything
-    # else is encode_all's line, which says why an event is refused.
+    # The usual event (the checks of EventEncoder.encode's inline path, kept
+    # in step with them, for version 2 and a session whose head is known) is
+    # written as text in one formatting step: formatting bytes and then
+    # decoding them costs a third more. Anything else is encode_all's line,
+    # which says why an event is refused.
     kind = _default_kinds.get(type(event))
     if kind is None:
         return _default_encoder.encode_all((event,))[0].decode("utf-8")

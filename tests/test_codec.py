@@ -980,6 +980,46 @@ def test_encode_of_one_event_is_encode_all_of_it(
     assert _verdict_of(serialize_event, event) == text
 
 
+class _SessionIdLike(str):
+    """A str subclass that hashes and compares like another session's id."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        return hash("s_cached")
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __ne__(self, other: object) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    "session_id", [_SessionIdLike("x_other"), _SessionIdLike("s_cached")], ids=repr
+)
+def test_a_str_subclass_session_id_never_takes_a_cached_template(session_id: str) -> None:
+    """Every encoding path refuses a session id that is not a plain str, even one
+    equal to a session whose line template is cached (no other session's id is
+    written for it)."""
+    encoder = EventEncoder()
+    good = StdoutEvent(session_id="s_cached", seq=1, payload=StdoutPayload("x"))
+    odd = StdoutEvent(session_id=session_id, seq=2, payload=StdoutPayload("x"))
+    encoder.encode(good)
+    serialize_event(good)
+    refusals = [
+        lambda: encoder.encode(odd),
+        lambda: encoder.encode_all([good, odd]),
+        lambda: encoder.encode_lines([odd]),
+        lambda: serialize_event(odd),
+        lambda: serialize_events([good, odd]),
+    ]
+    for refusal in refusals:
+        with pytest.raises(EventValidationError) as caught:
+            refusal()
+        assert caught.value.path == "$.sessionId"
+
+
 def test_events_of_one_session_share_their_session_id_string() -> None:
     """A kept event does not carry its own copy of the session id (memory per kept event)."""
     lines = [

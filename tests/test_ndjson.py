@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -420,6 +421,63 @@ def test_callbacks_see_the_line_being_reported() -> None:
     assert numbers == [("event", 1), ("json", 3), ("event", 4), ("line_too_long", 4)]
     assert found.line_numbers() == [1, 3, 4, 5]
     assert parser.line_number == 4
+
+
+def test_callbacks_see_the_line_of_each_event_across_blank_lines() -> None:
+    # A chunk of events only, with blank lines between them: the numbers skip
+    # the blank lines, as line_numbers() does.
+    numbers: list[tuple[int, int]] = []
+    parser = NdjsonStreamParser(lambda event: numbers.append((event.seq, parser.line_number)))
+    found = parser.feed(line_of(1) + b"\n\n" + line_of(2) + b"\r\n \n\n" + line_of(3) + b"\n")
+    assert numbers == [(1, 1), (2, 3), (3, 6)]
+    assert found.line_numbers() == [1, 3, 6]
+    assert parser.line_number == 6
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(1, 50).map(lambda seq: line_of(seq)),
+            st.sampled_from([b"", b" ", b"\r", b"\t \r", b"bad", b"{}", b"x" * 90]),
+        ),
+        max_size=25,
+    ),
+    st.lists(st.integers(1, 400), max_size=6),
+)
+def test_callbacks_see_the_numbers_line_numbers_gives(lines: list[bytes], cuts: list[int]) -> None:
+    """Whatever the chunks, each callback reads as ``line_number`` the number
+    that ``FeedResult.line_numbers()`` gives its item."""
+    data = b"\n".join(lines) + b"\n"
+    seen: list[int] = []
+    parser = NdjsonStreamParser(
+        lambda event: seen.append(parser.line_number),
+        lambda error: seen.append(parser.line_number),
+        max_line_bytes=64,
+    )
+    expected: list[int] = []
+    edges = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
+    for start, end in pairwise(edges):
+        found = parser.feed(data[start:end])
+        # An over-long line is reported before its newline comes; its callback
+        # then reads the lines completed so far.
+        expected += [
+            min(number, parser.line_number) if isinstance(item, LineError) else number
+            for number, item in zip(found.line_numbers(), found, strict=True)
+        ]
+    expected += parser.flush().line_numbers()
+    assert seen == expected
+
+
+def test_an_over_long_line_ending_beside_another_is_reported_once() -> None:
+    # The end of a line already reported as too long comes in a chunk whose
+    # middle holds another over-long line: each is reported once.
+    parser = NdjsonStreamParser(max_line_bytes=120)
+    first = parser.feed(b"a" * 150)
+    found = parser.feed(b"b" * 150 + b"\n" + b"c" * 130 + b"\n" + line_of(1) + b"\n")
+    reports = [(e.line, e.kind) for e in [*first, *found] if isinstance(e, LineError)]
+    assert reports == [(1, "line_too_long"), (2, "line_too_long")]
+    assert found[-1] == stdout(1)
+    assert parser.line_number == 3
 
 
 def test_deferred_slow_lines_are_returned_in_order() -> None:

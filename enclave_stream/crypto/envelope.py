@@ -27,18 +27,10 @@ __all__ = [
 from collections.abc import Mapping
 from typing import Any, Final, TypeAlias, TypeVar, cast, overload
 
-import msgspec
 from cryptography.exceptions import InvalidTag
 
 from .._json import js_dumps_bytes, js_loads
-from ..codec import (
-    GC_PAUSE_BYTES,
-    DecodeFailure,
-    decode_event,
-    decode_message,
-    encode_event,
-    validate_event,
-)
+from ..codec import DecodeFailure, decode_event, decode_message, encode_event, validate_event
 from ..errors import (
     Base64DecodeError,
     EnvelopeError,
@@ -47,13 +39,12 @@ from ..errors import (
     ProtocolError,
 )
 from ..events import (
-    DEFAULT_PROTOCOL_VERSION,
     STREAM_EVENT_CLASSES,
     EncryptedEnvelope,
     EncryptedEnvelopePayload,
     StreamEvent,
 )
-from ..protocol import MAX_SAFE_INTEGER, SESSION_ID_PREFIX, is_session_id
+from ..protocol import MAX_SAFE_INTEGER, is_session_id
 from .aesgcm import NONCE_LENGTH, AesGcmKey, encrypt, generate_nonce
 from .encoding import from_base64, to_base64
 
@@ -65,11 +56,6 @@ T = TypeVar("T")
 _STREAM_EVENT_TYPES: Final = frozenset(STREAM_EVENT_CLASSES)
 _R: Final = EnvelopeErrorReason
 _BOM: Final = b"\xef\xbb\xbf"
-# read_event's fast path: a decoder of the plaintext events alone (msgspec
-# itself refuses an enc envelope), and what it raises for input it leaves to
-# decode_event: DecodeError, UnicodeError (a ValueError), RecursionError.
-_decode_plaintext_event: Final = msgspec.json.Decoder(StreamEvent).decode
-_LEFT_TO_DECODE_EVENT: Final = (msgspec.DecodeError, ValueError, RecursionError)
 
 
 # --- plaintexts -------------------------------------------------------------------
@@ -140,23 +126,6 @@ def read_event(plaintext: bytes) -> StreamEvent:
         EnvelopeError: (``invalid_plaintext``) not JSON, not a valid event, or
             an ``enc`` envelope.
     """
-    # Every opened envelope's plaintext comes through here. The usual one (a
-    # small plaintext event msgspec takes, with what decode_event's glance
-    # looks at: protocolVersion on the wire, the session id's prefix) is
-    # returned from one C call, sparing decode_event's call and the type
-    # test; anything else gets decode_event's verdict. A property test holds
-    # the two to one verdict.
-    if len(plaintext) <= GC_PAUSE_BYTES:
-        try:
-            event = _decode_plaintext_event(plaintext)
-        except _LEFT_TO_DECODE_EVENT:
-            pass
-        else:
-            if (
-                event.protocol_version is not DEFAULT_PROTOCOL_VERSION
-                and event.session_id.startswith(SESSION_ID_PREFIX)
-            ):
-                return event
     result = decode_event(plaintext)
     if type(result) in _STREAM_EVENT_TYPES:
         return result  # type: ignore[return-value]

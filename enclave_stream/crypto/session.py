@@ -422,11 +422,7 @@ class EncryptedSession:
             raise
         # Only authentic envelopes reach the state below, so a forger can
         # neither fill the replay window nor move the seq high-water mark.
-        # acquire/release rather than `with`: the same lock, at half its cost
-        # on the path every envelope takes.
-        lock = self._lock
-        lock.acquire()
-        try:
+        with self._lock:
             if not self._replay_window.accept(nonce):
                 raise EnvelopeError(
                     f"Replayed envelope: nonce {nonce.hex()} was already accepted under this key",
@@ -455,8 +451,6 @@ class EncryptedSession:
                     f"Envelope seq {seq} does not advance past {self._last_seq}",
                     _R.SEQ_REGRESSION,
                 )
-        finally:
-            lock.release()
         return event
 
     # --- safety -------------------------------------------------------------------
