@@ -191,11 +191,13 @@ def keep_all(decode: Callable[[bytes], Any], body: bytes) -> list[Any]:
     its result)."""
     lines = body.split(b"\n")
     lines.pop()
+    was_on = gc.isenabled()  # the gc_off figures run with it off throughout
     gc.disable()
     try:
         kept = list(map(decode, lines))
     finally:
-        gc.enable()
+        if was_on:
+            gc.enable()
     goes_on = [kept]  # the program's next allocation
     return goes_on[0]
 
