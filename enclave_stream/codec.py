@@ -93,8 +93,9 @@ _decode_event: Final = _EVENT_DECODER.decode
 
 # What msgspec raises for input the plain path must judge: DecodeError (and
 # its ValidationError), UnicodeError (a ValueError) for non-UTF-8 bytes or lone
-# surrogates, RecursionError for deep nesting.
-_FAST_PATH_ERRORS: Final = (msgspec.DecodeError, ValueError, RecursionError)
+# surrogates, RecursionError for deep nesting, TypeError for a str subclass
+# (the plain path reads it as the str it is, and refuses what is no line).
+_FAST_PATH_ERRORS: Final = (msgspec.DecodeError, ValueError, RecursionError, TypeError)
 
 _PATH_SUFFIX = re.compile(r" - at `(\$[^`]*)`$")
 _SESSION_ID_WORDS: Final = "a session id (a string starting with 's_' and at least 3 characters)"
@@ -385,6 +386,8 @@ def decode_message(raw: bytes | str | Mapping[str, Any], type_: type[T]) -> T:
 
 def _plain(raw: bytes | str, type_: Any) -> Any:
     """The verdict on one line, read as ``JSON.parse`` reads it (the message or a failure)."""
+    if type(raw) is not str and type(raw) is not bytes:
+        raw = _line_of(raw)
     overload = _container_overload(raw)
     if overload is not None:
         return overload
@@ -406,6 +409,16 @@ def _plain(raw: bytes | str, type_: Any) -> Any:
         if problem is not None:
             return DecodeFailure(FailureKind.VALIDATION, *problem, trimmed)
         return result
+
+
+def _line_of(raw: object) -> bytes | str:
+    """A line given as a str or bytes subclass, a bytearray or a memoryview, as
+    plain str or bytes; TypeError for anything else."""
+    if isinstance(raw, str):
+        return str(raw)
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return bytes(raw)
+    raise TypeError(f"Expected a line as str or bytes, got {type(raw).__name__}")
 
 
 GC_PAUSE_BYTES: Final = 64 * 1024

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -40,6 +40,7 @@ from enclave_stream import (
     serialize_events,
     validate_event,
 )
+from enclave_stream.codec import decode_event, decode_lines
 from enclave_stream.events import (
     CancelMessage,
     CancelPayload,
@@ -1040,3 +1041,53 @@ def test_events_of_one_session_share_their_session_id_string() -> None:
     assert [event.session_id[:4] for event in events] == [
         "s_bb" if seq % 3 == 0 else "s_aa" for seq in range(3000)
     ]
+
+
+# --- what a line may be ----------------------------------------------------------------
+
+
+class _Text(str):
+    __slots__ = ()
+
+
+class _Bytes(bytes):
+    __slots__ = ()
+
+
+_GOOD_LINE = serialize_event(StdoutEvent(session_id="s_1", seq=1, payload=StdoutPayload("hi")))
+
+
+@pytest.mark.parametrize("text", [_GOOD_LINE, "{bad", "  ", '{"type":"stdout"}'])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        _Text,
+        lambda t: _Bytes(t.encode()),
+        lambda t: bytearray(t.encode()),
+        lambda t: memoryview(t.encode()),
+    ],
+    ids=["str subclass", "bytes subclass", "bytearray", "memoryview"],
+)
+def test_a_line_of_any_str_or_bytes_type_gets_the_verdict_of_its_text(
+    text: str, wrap: Callable[[str], Any]
+) -> None:
+    """A str or bytes subclass, a bytearray or a memoryview is read as the text it
+    holds, on the fast path and the plain one (a str subclass made msgspec raise
+    TypeError before)."""
+    line = wrap(text)
+    expected = parse_line(text)
+    assert parse_line(line).success is expected.success
+    if expected.success:
+        assert parse_line(line) == expected
+    for fast in (True, False):
+        assert decode_event(line, fast=fast) == decode_event(text, fast=fast)
+    assert decode_lines([line, text])[0] == decode_lines([text, text])[0]
+
+
+@pytest.mark.parametrize("value", [None, 5, [b"{}"], {"type": "stdout"}])
+def test_what_is_no_line_is_a_type_error(value: Any) -> None:
+    for decode in (lambda: decode_event(value), lambda: decode_event(value, fast=False)):
+        with pytest.raises(TypeError):
+            decode()
+    with pytest.raises(TypeError):
+        parse_line(value)
