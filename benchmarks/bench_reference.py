@@ -5,8 +5,10 @@ The reference (``@enclave-vm/stream`` with its zod schemas, bundled for Node as
 (``benchmarks/reference/bench.mjs --serve``); this script runs our matching
 paths in Python. Rounds alternate: our round, the reference's round, ... and
 each figure is the best of ``--repeat`` rounds, so a slow patch of a shared
-machine hits both sides. Both collectors are on; each run starts after a full
-collection (``gc.collect()`` here, ``global.gc()`` in Node).
+machine hits both sides. Each of our rounds starts ``--settle`` seconds (1)
+after the reference's, once its helper threads are done. Both collectors are
+on; each run starts after a full collection (``gc.collect()`` here,
+``global.gc()`` in Node).
 
 Paths (events/s, ours against the reference):
 
@@ -52,6 +54,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -261,6 +264,12 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--crypto-events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds to wait before each of our rounds (V8's helper threads finish)",
+    )
     args = parser.parse_args()
 
     why = missing(args.bundle)
@@ -303,6 +312,9 @@ def main() -> None:
         ours_rounds: list[dict[str, float]] = []
         theirs_rounds: list[dict[str, float]] = []
         for _ in range(args.repeat):
+            # Node's collector and compiler go on in helper threads after its
+            # round; on a two-core machine they would run during ours.
+            time.sleep(args.settle)
             ours_rounds.append(race(1, paths))
             theirs_rounds.append(reference.round())
         summary = reference.finish()
