@@ -679,8 +679,9 @@ class _EventKind:
         self.quick_check = _QUICK_CHECKS.get(self.payload_type)
         # protocol version -> session id -> b'{"protocolVersion":2,...,"seq":%d,...%s}'
         self.templates: dict[int, dict[str, bytes]] = {1: {}, 2: {}}
-        # serialize_event's text of a version-2 line: the head up to seq (per
-        # session), then the tail up to the payload.
+        # The same lines as text for serialize_event: per version-2 session the
+        # head up to seq (kept with templates[2], key for key), then the tail
+        # up to the payload.
         self.heads: dict[str, str] = {}
         self.tail = f',"type":"{self.tag}","payload":'
 
@@ -787,7 +788,7 @@ class EventEncoder:
                 # Only a plain str finds a template: an equal str subclass (or
                 # anything hashing like one) gets _template's verdict.
                 template = kind.templates[version][session_id] if type(session_id) is str else None
-            except (KeyError, TypeError):
+            except KeyError:
                 template = None
             if template is None:
                 template = self._template(kind, version, session_id)
@@ -825,15 +826,18 @@ class EventEncoder:
             raise EventValidationError(
                 f"Expected {_SESSION_ID_WORDS}, got {session_id!r}", "$.sessionId"
             )
-        quoted = _to_json(session_id, "$.sessionId")
-        template = b'{"protocolVersion":%d,"sessionId":%s,"seq":%%d,"type":"%s","payload":%%s}' % (
-            version,
-            quoted.replace(b"%", b"%%"),
-            kind.tag.encode(),
-        )
+        quoted = _to_json(session_id, "$.sessionId").decode("utf-8")
+        # The one place a line's base fields are written: as text up to seq
+        # (serialize_event's head), and as the %-template encode fills in.
+        head = f'{{"protocolVersion":{version},"sessionId":{quoted},"seq":'
+        template = f"{head.replace('%', '%%')}%d{kind.tail}%s}}".encode()
         if len(templates) >= _TEMPLATE_CACHE_SIZE:
             templates.clear()
+            if version == 2:
+                kind.heads.clear()
         templates[session_id] = template
+        if version == 2:
+            kind.heads[session_id] = head
         return template
 
 
@@ -898,6 +902,9 @@ encode_event: Final[Callable[[ParsedEvent | Mapping[str, Any]], bytes]] = _defau
 """Encode one event with a shared :class:`EventEncoder` (its bound ``encode``)."""
 
 
+_VERSION_2: Final = 2  # a decoded or written 2 is this object (CPython's small ints)
+
+
 def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
     """One event as a compact JSON line (no newline), as ``JSON.stringify`` writes it.
 
@@ -909,45 +916,33 @@ def serialize_event(event: ParsedEvent | Mapping[str, Any]) -> str:
     # in step with them, for version 2 and a session whose head is known) is
     # written as text in one formatting step: formatting bytes and then
     # decoding them costs a third more. Anything else is encode_all's line,
-    # which says why an event is refused.
+    # which says why an event is refused (and makes the session's head).
     kind = _default_kinds.get(type(event))
-    if kind is None:
-        return _default_encoder.encode_all((event,))[0].decode("utf-8")
-    known: Any = event  # a protocol event's class: it has these fields
-    seq = known.seq
-    payload = known.payload
-    version = known.protocol_version
-    session_id = known.session_id
-    if (
-        type(seq) is int
-        and 0 <= seq <= MAX_SAFE_INTEGER
-        and (version is DEFAULT_PROTOCOL_VERSION or version is _VERSION_2)
-        and type(session_id) is str
-        and type(payload) is kind.payload_type
-        and (
-            kind.trusted
-            or (type(payload) is StdoutPayload and type(payload.chunk) is str)
-            or (kind.quick_check is not None and kind.quick_check(payload))
-        )
-    ):
-        head = kind.heads.get(session_id)
-        if head is not None:
-            try:
-                return f"{head}{seq}{kind.tail}{_json_encoder.encode(payload).decode()}}}"
-            except _ENCODE_ERRORS:
-                pass  # encode_all says why, or falls back
-        else:
-            line = _default_encoder.encode_all((event,))[0]
-            # Valid, so its session id is: the head is written as the template's.
-            if len(kind.heads) >= _TEMPLATE_CACHE_SIZE:
-                kind.heads.clear()
-            quoted = _to_json(session_id, "$.sessionId").decode("utf-8")
-            kind.heads[session_id] = f'{{"protocolVersion":2,"sessionId":{quoted},"seq":'
-            return line.decode("utf-8")
+    if kind is not None:
+        known: Any = event  # a protocol event's class: it has these fields
+        seq = known.seq
+        payload = known.payload
+        version = known.protocol_version
+        session_id = known.session_id
+        if (
+            type(seq) is int
+            and 0 <= seq <= MAX_SAFE_INTEGER
+            and (version is DEFAULT_PROTOCOL_VERSION or version is _VERSION_2)
+            and type(session_id) is str
+            and type(payload) is kind.payload_type
+            and (
+                kind.trusted
+                or (type(payload) is StdoutPayload and type(payload.chunk) is str)
+                or (kind.quick_check is not None and kind.quick_check(payload))
+            )
+        ):
+            head = kind.heads.get(session_id)
+            if head is not None:
+                try:
+                    return f"{head}{seq}{kind.tail}{_json_encoder.encode(payload).decode()}}}"
+                except _ENCODE_ERRORS:
+                    pass  # encode_all says why, or falls back
     return _default_encoder.encode_all((event,))[0].decode("utf-8")
-
-
-_VERSION_2: Final = 2  # a decoded or written 2 is this object (CPython's small ints)
 
 
 _RUNTIME_TAGS: Final[dict[type, str]] = {
